@@ -1,0 +1,38 @@
+# The two commands a fresh machine needs: `make run` and `make test`. Both create the virtual
+# environment on first use; nothing else has to be installed beforehand but Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: run test lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/linjerum run $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest $(ARGS)
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP)
+	$(BIN)/python bench/eventstore.py $(ARGS)
+	$(BIN)/python bench/reads.py $(ARGS)
+	$(BIN)/python bench/onsale.py $(ARGS)
+	$(BIN)/python bench/tickets.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .linjerum .pytest_cache .ruff_cache

@@ -1,0 +1,270 @@
+"""Event store benchmark: prints appends per second (many streams; one hot stream under
+contention) and event-to-projection lag, beside the ceiling of the same database measured in the
+same run: plain single-row INSERT commits per second from the same number of connections. The
+lag is the steady state: the relay first publishes what the append phases wrote (its catch-up
+is printed on its own) and one event goes through the projector before the clock starts.
+
+    make bench                       # embedded servers under .linjerum-bench/
+    DATABASE_URL=... NATS_URL=... .venv/bin/python bench/eventstore.py --seconds 5
+
+Every loop is bounded in time and count; the benchmark uses a database and stream of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import asyncpg
+import nats
+
+from domain.events import Event
+from infra.bus import ensure_stream
+from infra.db import create_pool, migrate
+from infra.eventstore import (
+    ANY_VERSION,
+    ConcurrencyError,
+    Metadata,
+    PendingAppend,
+    RecordedEvent,
+    append,
+)
+from infra.logging import configure_logging
+from infra.settings import Settings
+from services.projector import Projector
+from services.relay import Relay
+from services.runtime import connected
+
+META = Metadata(actor="bench")
+MAX_OPS = 2_000_000
+
+
+class SeatCounted(Event, frozen=True):
+    seats: int
+
+
+class CounterProjection:
+    name: ClassVar[str] = "bench_counter"
+    categories: ClassVar[tuple[str, ...]] = ("benchcount",)
+    tables_sql: ClassVar[str] = (
+        "CREATE TABLE {schema}.counts (stream_id text PRIMARY KEY, seats bigint NOT NULL)"
+    )
+
+    async def apply(self, conn: asyncpg.Connection, schema: str, event: RecordedEvent) -> None:
+        counted = event.event()
+        assert isinstance(counted, SeatCounted)
+        await conn.execute(
+            f"INSERT INTO {schema}.counts VALUES ($1, $2) ON CONFLICT (stream_id)"
+            " DO UPDATE SET seats = counts.seats + EXCLUDED.seats",
+            event.stream_id,
+            counted.seats,
+        )
+
+
+async def _for(seconds: float, workers: int, op: Callable[[int], Awaitable[None]]) -> float:
+    """Run `op` in `workers` loops for `seconds` (and at most MAX_OPS times); ops per second."""
+    deadline = time.perf_counter() + seconds
+    done = 0
+
+    async def loop(worker: int) -> None:
+        nonlocal done
+        while time.perf_counter() < deadline and done < MAX_OPS:
+            await op(worker)
+            done += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop(w) for w in range(workers)))
+    return done / (time.perf_counter() - start)
+
+
+async def insert_ceiling(pool: asyncpg.Pool, seconds: float, workers: int) -> float:
+    await pool.execute("CREATE TABLE IF NOT EXISTS bench_plain (id bigserial, v text)")
+
+    async def op(_: int) -> None:
+        await pool.execute("INSERT INTO bench_plain (v) VALUES ($1)", "x")
+
+    return await _for(seconds, workers, op)
+
+
+async def many_streams(pool: asyncpg.Pool, seconds: float, workers: int) -> float:
+    run = uuid.uuid4().hex[:6]
+    versions: dict[str, int] = {}
+
+    async def op(worker: int) -> None:
+        stream = f"benchmany-{run}{worker}x{random.randrange(50)}"
+        expected = versions.get(stream, 0)
+        versions[stream] = (
+            await append(pool, [PendingAppend(stream, expected, [SeatCounted(seats=1)])], META)
+        )[stream]
+
+    return await _for(seconds, workers, op)
+
+
+async def hot_stream(pool: asyncpg.Pool, seconds: float, workers: int) -> tuple[float, int]:
+    """Every writer decides against the stream's current version and retries on conflict:
+    what naive command handling does on one event's inventory."""
+    stream = f"benchhot-{uuid.uuid4().hex[:6]}"
+    conflicts = 0
+
+    async def op(_: int) -> None:
+        nonlocal conflicts
+        for _attempt in range(100):
+            version = await pool.fetchval(
+                "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", stream
+            )
+            try:
+                await append(pool, [PendingAppend(stream, version, [SeatCounted(seats=1)])], META)
+                return
+            except ConcurrencyError:
+                conflicts += 1
+
+    return await _for(seconds, workers, op), conflicts
+
+
+class Lag(NamedTuple):
+    p50_ms: float
+    p99_ms: float
+    samples: int
+    backlog: int
+    catch_up_seconds: float
+
+
+async def warm_up(pool: asyncpg.Pool, relay: Relay, projector: Projector) -> tuple[int, float]:
+    """Wait (at most a minute each) until the relay has published what the earlier phases wrote,
+    then until an append from every pooled connection has gone all the way through the
+    projector: the lag measured next is the steady state at the given rate, not the time to work
+    off a backlog (reported on its own) or to prepare statements on connections that have not
+    run them yet. Returns the backlog and the seconds it took to publish."""
+    start = time.perf_counter()
+    backlog = await pool.fetchval("SELECT count(*) FROM events")
+    while relay.published < backlog and time.perf_counter() < start + 60:
+        await asyncio.sleep(0.01)
+    caught_up = time.perf_counter() - start
+    stream = f"benchcount-warmup{uuid.uuid4().hex[:6]}"
+    connections = pool.get_max_size()
+    await asyncio.gather(
+        *(
+            append(pool, [PendingAppend(stream, ANY_VERSION, [SeatCounted(seats=1)])], META)
+            for _ in range(connections)
+        )
+    )
+    while projector.applied < connections and time.perf_counter() < start + 120:
+        await asyncio.sleep(0.01)
+    return backlog, caught_up
+
+
+async def projection_lag(pool: asyncpg.Pool, settings: Settings, rate: int, seconds: float) -> Lag:
+    nc = await nats.connect(settings.nats_url)
+    js = nc.jetstream()
+    await ensure_stream(js, settings)
+    projector = Projector(pool, js, settings, CounterProjection(), batch_size=500)
+    projector.record_lag = True
+    relay = Relay(pool, js, settings)
+    tasks = [asyncio.create_task(relay.run()), asyncio.create_task(projector.run())]
+    backlog, catch_up_seconds = await warm_up(pool, relay, projector)
+    run = uuid.uuid4().hex[:6]
+    total = int(rate * seconds)
+    before = len(projector.lag_samples)
+    start = time.perf_counter()
+    pending = set()
+    for i in range(total):
+        target = start + i / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        pending.add(
+            asyncio.create_task(
+                append(
+                    pool,
+                    [
+                        PendingAppend(
+                            f"benchcount-{run}{i % 40}", ANY_VERSION, [SeatCounted(seats=1)]
+                        )
+                    ],
+                    META,
+                )
+            )
+        )
+        pending = {t for t in pending if not t.done()}
+    await asyncio.gather(*pending)
+    deadline = time.perf_counter() + 30
+    while len(projector.lag_samples) < before + total and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await nc.close()
+    samples = sorted(projector.lag_samples[before:])
+    p99 = samples[int(len(samples) * 0.99) - 1] if samples else float("nan")
+    return Lag(
+        statistics.median(samples) * 1000, p99 * 1000, len(samples), backlog, catch_up_seconds
+    )
+
+
+async def main(args: argparse.Namespace) -> None:
+    configure_logging("warning")
+    base = Settings.from_env(data_dir=Path(args.data_dir))
+    base.data_dir.mkdir(parents=True, exist_ok=True)
+    async with connected(base) as live:
+        run = uuid.uuid4().hex[:8]
+        admin = await asyncpg.connect(live.database_url)
+        database = f"linjerum_bench_{run}"
+        await admin.execute(f'CREATE DATABASE "{database}"')
+        settings = replace(
+            live,
+            database_url=live.database_url.rsplit("/", 1)[0] + "/" + database,
+            nats_stream=f"BENCH_{run.upper()}",
+            subject_prefix=f"bench.{run}",
+        )
+        pool = await create_pool(settings.database_url, size=args.connections + 4)
+        try:
+            await migrate(pool)
+            w, s = args.connections, args.seconds
+            ceiling = await insert_ceiling(pool, s, w)
+            many = await many_streams(pool, s, w)
+            hot, conflicts = await hot_stream(pool, s, w)
+            lag = await projection_lag(pool, settings, args.rate, s)
+        finally:
+            await pool.close()
+            nc = await nats.connect(settings.nats_url)
+            with contextlib.suppress(Exception):
+                await nc.jetstream().delete_stream(settings.nats_stream)
+            await nc.close()
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            await admin.close()
+    print(f"connections: {w}, seconds per phase: {s}")
+    print(f"ceiling: plain single-row INSERT commits/s      {ceiling:10.0f}")
+    print(
+        f"appends/s across many streams (1 event each)    {many:10.0f}"
+        f"   ({many / ceiling:.0%} of ceiling, target >= 50%)"
+    )
+    print(
+        f"appends/s on one hot stream (reload + retry)    {hot:10.0f}"
+        f"   ({conflicts} concurrency conflicts retried)"
+    )
+    print(
+        f"relay catch-up on the {lag.backlog} events above: {lag.catch_up_seconds:.2f} s"
+        f" ({lag.backlog / max(lag.catch_up_seconds, 1e-9):.0f} events/s)"
+    )
+    print(
+        f"projection lag at {args.rate} events/s over {lag.samples} events: "
+        f"p50 {lag.p50_ms:.1f} ms, p99 {lag.p99_ms:.1f} ms (target p99 < 50 ms)"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rate", type=int, default=500, help="events/s for the lag phase")
+    parser.add_argument("--data-dir", default=".linjerum-bench")
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,440 @@
+"""Ticket delivery and gate benchmark: ticket PDFs per second (single-ticket and 20-ticket
+purchases) and scans per second, at 64 concurrent connections over 10,000 paid tickets, with
+p50/p99. Targets: at least 100 single-ticket PDFs/s and at least 1,000 scans/s.
+
+    make bench                                   # embedded servers under .linjerum-bench/
+    DATABASE_URL=... NATS_URL=... .venv/bin/python bench/tickets.py --seconds 10
+
+The tickets are bought in the set-up, in process: 500 free purchases of 20 seats of one event
+(a free purchase is paid at once and its tickets issued), plus one purchase for the warm-up;
+then every read model is rebuilt. The gateway runs as `linjerum gateway` in a process of its
+own; this process is the load generator. Every PDF is of tickets not rendered before (single
+tickets from one half of the purchases, whole purchases from the other), so the gateway's cache
+of rendered tickets never helps; PDFs have a bucket of 10 per key per minute, so the requests
+are spread over enough keys that none is refused. Every ticket is scanned once, in random
+order. The database and the NATS stream are the run's own and removed at the end. Traffic goes
+to 127.0.0.1 only; every loop is bounded in count and in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import msgspec
+import psutil
+from onsale import (
+    HOST,
+    META,
+    READY,
+    SLUG,
+    STEP_HEADER,
+    BenchEvent,
+    Component,
+    Cpu,
+    Profiler,
+    Step,
+    create_event,
+    database_name,
+    linjerum,
+    rebuild_read_models,
+    scratch,
+    service_env,
+    verdict,
+)
+
+from domain.purchasing import PurchaseRequest
+from infra.apikeys import create_key
+from infra.db import create_pool, migrate
+from infra.embedded import free_port
+from infra.logging import configure_logging
+from services.purchases import Purchases
+
+PDFS_TARGET = 100.0
+SCANS_TARGET = 1000.0
+PDFS_PER_KEY = 10  # the ticket_pdf bucket of services/api/access.py, per key and minute
+SEATS_PER_ROW = 50
+
+
+@dataclass(frozen=True)
+class Bought:
+    """A paid purchase and its tickets as (id, code)."""
+
+    token: str
+    tickets: list[tuple[int, str]]
+
+
+@dataclass
+class Setup:
+    event: BenchEvent
+    purchases: list[Bought]
+    warm_up: Bought
+    scan_key: str
+    pdf_keys: list[str]
+
+
+async def buy(
+    sales: Purchases, event: BenchEvent, count: int, size: int, concurrency: int
+) -> list[Bought]:
+    """`count` free purchases of `size` seats each, through Purchases.place (as the gateway
+    would, minus HTTP), `concurrency` at a time."""
+    type_id = event.ticket_type_id
+    bought: list[Bought] = []
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < count:
+            index = next_index
+            next_index += 1
+            request = msgspec.convert(
+                {
+                    "event_slug": SLUG,
+                    "quantities": {type_id: size},
+                    "buyer": {"name": f"Guest {index}", "email": f"guest{index}@example.com"},
+                },
+                PurchaseRequest,
+            )
+            state = await sales.place(request, event.organization_id, None, META)
+            assert state.status == "paid", state.status
+            bought.append(
+                Bought(state.opened.token, [(t.id, t.code) for t in state.opened.tickets])
+            )
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return bought
+
+
+async def prepare(database_url: str, args: argparse.Namespace) -> Setup:
+    """The event, the paid tickets, the read models and the API keys."""
+    pool = await create_pool(database_url, 20)
+    try:
+        await migrate(pool)
+        tickets = (args.purchases + 1) * args.tickets_per_purchase
+        event = await create_event(
+            pool,
+            rows=math.ceil(tickets / SEATS_PER_ROW),
+            seats_per_row=SEATS_PER_ROW,
+            price_cents=0,
+            stripe_account=None,
+        )
+        sales = Purchases(pool, None)
+        try:
+            started = time.perf_counter()
+            bought = await buy(sales, event, args.purchases + 1, args.tickets_per_purchase, 16)
+            print(
+                f"set-up: {len(bought)} purchases of {args.tickets_per_purchase} tickets placed"
+                f" in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
+        finally:
+            await sales.desks.close()
+        await rebuild_read_models(pool)
+        half = args.purchases // 2
+        pdfs = min(args.max_pdfs, (args.purchases - half) * args.tickets_per_purchase) + half
+        # Enough keys that no PDF bucket fills, whatever rounding each phase's share needs,
+        # and the last one for the warm-up alone.
+        keys = await api_keys(pool, event.organization_id, math.ceil(pdfs / PDFS_PER_KEY) + 3)
+        return Setup(event, bought[:-1], bought[-1], keys[0], keys[1:])
+    finally:
+        await pool.close()
+
+
+async def api_keys(pool: asyncpg.Pool, organization_id: int, count: int) -> list[str]:
+    """`count` keys of the organization whose general rate limit the benchmark never reaches."""
+    tokens = []
+    for i in range(count):
+        issued = await create_key(
+            pool, organization_id, f"bench {i}", rate_limit_per_minute=10_000_000, metadata=META
+        )
+        tokens.append(issued.token)
+    return tokens
+
+
+# --- the load generator --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    token: str
+
+
+@dataclass
+class Phase:
+    """One measured phase: its requests' latencies and the CPU each side used."""
+
+    step: Step
+    seconds: float = 0.0
+    body_bytes: int = 0
+    cpu: Cpu | None = None
+    not_sent: int = 0
+
+    @property
+    def rate(self) -> float:
+        return len(self.step.latencies) / self.seconds if self.seconds else 0.0
+
+
+Check = Callable[[bytes], str | None]
+
+
+def is_pdf(body: bytes) -> str | None:
+    return None if body.startswith(b"%PDF") else "not a PDF"
+
+
+def admitted(body: bytes) -> str | None:
+    """A first scan must admit: anything else is an error, named by its reason."""
+    verdict_ = msgspec.json.decode(body)
+    return None if verdict_.get("valid") else f"refused: {verdict_.get('reason')}"
+
+
+async def drive(
+    session: aiohttp.ClientSession,
+    base: str,
+    phase: Phase,
+    calls: list[Call],
+    check: Check,
+    *,
+    connections: int,
+    seconds: float,
+) -> None:
+    """`connections` workers, one request at a time each, through `calls` in order until all
+    are sent or `seconds` have passed; a 200 that passes `check` counts, with its latency."""
+    deadline = time.perf_counter() + seconds
+    sent = 0
+
+    async def loop() -> None:
+        nonlocal sent
+        while sent < len(calls) and (started := time.perf_counter()) < deadline:
+            call = calls[sent]
+            sent += 1
+            headers = {"Authorization": f"Bearer {call.token}"}
+            try:
+                async with session.request(call.method, base + call.path, headers=headers) as r:
+                    body = await r.read()
+                    status = r.status
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                phase.step.errors[type(exc).__name__] += 1
+                continue
+            problem = f"HTTP {status}" if status != 200 else check(body)
+            if problem:
+                phase.step.errors[problem] += 1
+                continue
+            phase.step.latencies.append(time.perf_counter() - started)
+            phase.body_bytes = len(body)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(connections)))
+    phase.seconds = time.perf_counter() - start
+    phase.not_sent = len(calls) - sent
+
+
+def pdf_calls(setup: Setup, args: argparse.Namespace) -> tuple[list[Call], list[Call]]:
+    """Single-ticket PDFs of one half of the purchases and whole-purchase PDFs of the other,
+    each key used PDFS_PER_KEY times at most."""
+    keys = iter(setup.pdf_keys)
+    key = ""
+
+    def next_key(i: int) -> str:
+        nonlocal key
+        if i % PDFS_PER_KEY == 0:
+            key = next(keys)
+        return key
+
+    half = len(setup.purchases) // 2
+    singles = [(p.token, ticket_id) for p in setup.purchases[half:] for ticket_id, _ in p.tickets][
+        : args.max_pdfs
+    ]
+    single = [
+        Call("GET", f"/api/v1/purchases/{token}/tickets/{ticket_id}/pdf", next_key(i))
+        for i, (token, ticket_id) in enumerate(singles)
+    ]
+    start = len(single) + PDFS_PER_KEY - len(single) % PDFS_PER_KEY
+    whole = [
+        Call("GET", f"/api/v1/purchases/{p.token}/tickets/pdf", next_key(start + i))
+        for i, p in enumerate(setup.purchases[:half])
+    ]
+    return single, whole
+
+
+async def warm_up(session: aiohttp.ClientSession, base: str, setup: Setup) -> None:
+    """Fonts loaded, caches filled and connections open, on the warm-up purchase only."""
+    key = setup.pdf_keys[-1]
+    token = setup.warm_up.token
+    calls = [Call("GET", f"/api/v1/purchases/{token}/tickets/pdf", key)]
+    calls += [
+        Call("GET", f"/api/v1/purchases/{token}/tickets/{ticket_id}/pdf", key)
+        for ticket_id, _ in setup.warm_up.tickets[: PDFS_PER_KEY - 1]
+    ]
+    calls += [
+        Call("POST", f"/api/v1/tickets/{code}/scan", setup.scan_key)
+        for _, code in setup.warm_up.tickets
+    ]
+    phase = Phase(Step("warm-up"))
+    await drive(session, base, phase, calls, lambda _: None, connections=8, seconds=60)
+    if phase.step.errors:
+        raise RuntimeError(f"warm-up failed: {dict(phase.step.errors)}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The gateway under load and what measuring it needs."""
+
+    gateway: Component
+    base: str
+    database: str
+    args: argparse.Namespace
+
+
+async def measure(
+    target: Target, name: str, short: str, calls: list[Call], check: Check, seconds: float
+) -> Phase:
+    """One phase over fresh connections, with the CPU each side used (and, with --py-spy, the
+    gateway's stacks in `tickets-<short>.txt`)."""
+    args = target.args
+    connector = aiohttp.TCPConnector(limit=args.connections)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+    ) as session:
+        phase = Phase(Step(name), cpu=Cpu({"gateway": target.gateway.pid}, target.database))
+        profiler = None
+        if args.py_spy:
+            path = Path(args.py_spy) / f"tickets-{short}.txt"
+            profiler = await Profiler.attach(target.gateway.pid, path)
+        assert phase.cpu is not None
+        phase.cpu.start()
+        try:
+            await drive(
+                session,
+                target.base,
+                phase,
+                calls,
+                check,
+                connections=args.connections,
+                seconds=seconds,
+            )
+        finally:
+            phase.cpu.stop()
+            if profiler is not None:
+                await profiler.stop()
+        return phase
+
+
+def report(args: argparse.Namespace, setup: Setup, phases: list[Phase]) -> None:
+    tickets = sum(len(p.tickets) for p in setup.purchases)
+    print(
+        f"tickets: {tickets} paid tickets in {len(setup.purchases)} purchases of"
+        f" {args.tickets_per_purchase}, {args.connections} connections, PDF phases at most"
+        f" {args.seconds:g} s, scans at most {args.scan_seconds:g} s; gateway pool"
+        f" {args.pool_size}, log level {args.log_level}, {psutil.cpu_count()} cores"
+    )
+    print(STEP_HEADER)
+    print("-" * len(STEP_HEADER))
+    for phase in phases:
+        print(phase.step.row(phase.seconds))
+    print(
+        "(count: requests answered 200 with a PDF, or a scan that admitted; per s over the phase)"
+    )
+    for phase in phases:
+        assert phase.cpu is not None
+        gateway_us = phase.cpu.of("gateway") / phase.rate * 1e6 if phase.rate else float("nan")
+        print(
+            f"{phase.step.name}: {phase.seconds:.2f} s, {phase.body_bytes} bytes per response,"
+            f" {phase.not_sent} not sent (time bound), gateway CPU {gateway_us:.0f} µs per"
+            f" request; {phase.cpu.line()}"
+        )
+    single, _, scans = phases
+    print(
+        f"targets: single-ticket PDFs/s >= {PDFS_TARGET:g}: {single.rate:.0f},"
+        f" {verdict(single.rate >= PDFS_TARGET and not single.step.errors)};"
+        f" scans/s >= {SCANS_TARGET:g}: {scans.rate:.0f},"
+        f" {verdict(scans.rate >= SCANS_TARGET and not scans.step.errors)}"
+    )
+
+
+async def main(args: argparse.Namespace) -> None:
+    configure_logging("warning")
+    async with scratch(args.data_dir, "tickets") as settings:
+        setup = await prepare(settings.database_url, args)
+        logs = Path(args.data_dir).resolve() / f"tickets-{database_name(settings)}"
+        env = service_env(settings, log_level=args.log_level, pool_size=args.pool_size)
+        env["STRIPE_SIM_PORT"] = str(free_port())  # never the default port of a `linjerum run`
+        port = free_port()
+        command = linjerum(logs / "data", "gateway", "--host", HOST, "--port", str(port))
+        gateway = await Component.start("gateway", command, env, logs, ready=READY)
+        target = Target(gateway, f"http://{HOST}:{port}", database_name(settings), args)
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+                await warm_up(session, target.base, setup)
+            single, whole = pdf_calls(setup, args)
+            codes = [code for p in setup.purchases for _, code in p.tickets]
+            random.Random(args.seed).shuffle(codes)
+            scans = [Call("POST", f"/api/v1/tickets/{c}/scan", setup.scan_key) for c in codes]
+            size = args.tickets_per_purchase
+            phases = [
+                await measure(
+                    target,
+                    "GET /purchases/{token}/tickets/{id}/pdf",
+                    "ticket-pdf",
+                    single,
+                    is_pdf,
+                    args.seconds,
+                ),
+                await measure(
+                    target,
+                    f"GET /purchases/{{token}}/tickets/pdf ({size} tickets)",
+                    "purchase-pdf",
+                    whole,
+                    is_pdf,
+                    args.seconds,
+                ),
+                await measure(
+                    target, "POST /tickets/{code}/scan", "scan", scans, admitted, args.scan_seconds
+                ),
+            ]
+        finally:
+            await gateway.stop()
+        errors = gateway.count_in_log('"level": "error"')
+    report(args, setup, phases)
+    if errors or args.keep_logs:
+        print(f"the gateway's logs are kept in {logs} (it logged {errors} errors)")
+    else:
+        shutil.rmtree(logs, ignore_errors=True)
+    if args.py_spy:
+        print(f"gateway profiles (py-spy collapsed stacks): {args.py_spy}/tickets-*.txt")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--purchases", type=int, default=500)
+    parser.add_argument("--tickets-per-purchase", type=int, default=20)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per PDF phase, at most")
+    parser.add_argument("--scan-seconds", type=float, default=60.0, help="scans, at most")
+    parser.add_argument("--max-pdfs", type=int, default=5000, help="single-ticket PDFs, at most")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pool-size", type=int, default=10, help="the gateway's DB pool")
+    parser.add_argument("--log-level", default="info", help="the gateway's (info: as deployed)")
+    parser.add_argument("--py-spy", help="a folder for the gateway's py-spy collapsed stacks")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the gateway's logs")
+    parser.add_argument("--data-dir", default=".linjerum-bench")
+    args = parser.parse_args()
+    if args.purchases < 2 or not 1 <= args.tickets_per_purchase <= 20:
+        parser.error("need at least 2 purchases of 1 to 20 tickets")
+    return args
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

@@ -1,0 +1,307 @@
+"""The inventory aggregates: an event's seats and ticket-type counts, and an attraction's
+days. Each decides holds and releases against its own stream's state, so the stream's
+optimistic concurrency is the lock that keeps every seat, type and day within its limit."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import msgspec
+
+from domain.catalog import (
+    AttractionOpened,
+    EventCancelled,
+    EventListing,
+    EventPublished,
+    EventScheduled,
+    Section,
+    TicketType,
+    evolve_listing,
+)
+from domain.errors import DomainError, InvalidCommand, NotFound
+from domain.events import Event
+from domain.inventory import (
+    AttractionTicketsHeld,
+    AttractionTicketsReleased,
+    HeldSeat,
+    SeatRef,
+    SeatsHeld,
+    SeatsReleased,
+)
+from domain.seating import best_available
+from domain.stock import available_per_type
+
+
+class SeatsTaken(DomainError):
+    code = "seats_taken"
+
+
+class InsufficientAvailability(DomainError):
+    code = "insufficient_availability"
+
+
+class DailyCapacityExceeded(DomainError):
+    code = "daily_capacity_exceeded"
+
+
+SeatKey = tuple[int, str, int]
+
+
+def seat_key(seat: SeatRef) -> SeatKey:
+    return (seat.section_id, seat.row, seat.seat_number)
+
+
+@dataclass
+class EventInventory:
+    """An event as a seller sees it: its listing, and every seat and count taken, by purchase.
+    Evolved in place (an on-sale appends thousands of holds; copying would be quadratic)."""
+
+    listing: EventListing | None = None
+    taken: dict[SeatKey, str] = field(default_factory=dict)
+    taken_per_type: Counter[int] = field(default_factory=Counter)
+    holds: dict[str, SeatsHeld] = field(default_factory=dict)
+
+    @property
+    def ticket_types(self) -> dict[int, TicketType]:
+        assert self.listing is not None
+        return {t.id: t for t in self.listing.scheduled.ticket_types}
+
+
+def evolve_inventory(state: EventInventory, event: Event) -> EventInventory:
+    match event:
+        case EventScheduled() | EventPublished() | EventCancelled():
+            state.listing = evolve_listing(state.listing, event)
+        case SeatsHeld():
+            for seat in event.seats:
+                state.taken[seat_key(seat)] = event.purchase_token
+            state.taken_per_type.update(event.counts)
+            state.holds[event.purchase_token] = event
+        case SeatsReleased():
+            for seat in event.seats:
+                state.taken.pop(seat_key(seat), None)
+            state.taken_per_type.subtract(event.counts)
+            state.holds.pop(event.purchase_token, None)
+    return state
+
+
+def check_on_sale(listing: EventListing | None, now: datetime) -> EventScheduled:
+    """The event can be sold now, or an InvalidCommand saying why not."""
+    if listing is None or listing.status == "draft":
+        raise NotFound("event not found", "event_slug")
+    event = listing.scheduled
+    if listing.status == "cancelled":
+        raise InvalidCommand("the event is cancelled", "event_slug")
+    if event.sales_start_date is not None and now < event.sales_start_date:
+        raise InvalidCommand("ticket sales have not started", "event_slug")
+    if now >= min(event.sales_end_date or event.event_date, event.event_date):
+        raise InvalidCommand("ticket sales have ended", "event_slug")
+    return event
+
+
+def _seated(section_ids: list[int], sections: dict[int, Section]) -> bool:
+    return bool(section_ids) and sections[section_ids[0]].seating_mode == "seated"
+
+
+def _check_selected(
+    tid: int, seats: list[SeatRef], allowed: list[int], sections: dict[int, Section]
+) -> None:
+    for i, seat in enumerate(seats):
+        field_name = f"selected_seats.{tid}[{i}]"
+        section = sections.get(seat.section_id)
+        if section is None or seat.section_id not in allowed:
+            raise InvalidCommand("the ticket type cannot be used in that section", field_name)
+        rows = {r.identifier: r for r in section.rows}
+        row = rows.get(seat.row)
+        if row is None or not row.start <= seat.seat_number <= row.end:
+            raise InvalidCommand("no such seat in the venue", field_name)
+
+
+def hold_seats(
+    state: EventInventory,
+    sections: list[Section],
+    *,
+    token: str,
+    quantities: dict[int, int],
+    selected: dict[int, list[SeatRef]],
+    now: datetime,
+    expires_at: datetime,
+) -> SeatsHeld:
+    """Take the requested seats (or the best free ones when a seated type has none selected)
+    and counts, all or nothing."""
+    event = check_on_sale(state.listing, now)
+    types = state.ticket_types
+    by_id = {s.id: s for s in sections}
+    for tid in selected:
+        if tid not in quantities:
+            raise InvalidCommand(
+                "seats given for a ticket type not in quantities", "selected_seats"
+            )
+    per_section = Counter(key[0] for key in state.taken)
+    available = available_per_type(
+        sections, list(types.values()), per_section, state.taken_per_type
+    )
+    held: list[HeldSeat] = []
+    claimed: set[SeatKey] = set()
+    for tid, quantity in sorted(quantities.items()):
+        t = types[tid]
+        if not _seated(t.section_ids, by_id):
+            if quantity > available[tid]:
+                raise InsufficientAvailability(f"only {available[tid]} left of {t.name}")
+            continue
+        if t.capacity is not None and state.taken_per_type[tid] + quantity > t.capacity:
+            raise InsufficientAvailability(f"not enough {t.name} tickets left")
+        seats = selected.get(tid)
+        if seats is None:
+            seats = best_available(sections, t.section_ids, set(state.taken) | claimed, quantity)
+            if len(seats) < quantity:
+                raise InsufficientAvailability(f"only {len(seats)} seats left for {t.name}")
+        else:
+            if len(seats) != quantity:
+                raise InvalidCommand(
+                    f"{quantity} seats needed for ticket type {tid}", f"selected_seats.{tid}"
+                )
+            _check_selected(tid, seats, t.section_ids, by_id)
+        for seat in seats:
+            key = seat_key(seat)
+            if key in claimed:
+                raise InvalidCommand("a seat is selected twice", f"selected_seats.{tid}")
+            if key in state.taken:
+                raise SeatsTaken(f"seat {seat.row}{seat.seat_number} is taken")
+            claimed.add(key)
+            held.append(HeldSeat(ticket_type_id=tid, **msgspec.structs.asdict(seat)))
+    return SeatsHeld(
+        event_id=event.event_id,
+        purchase_token=token,
+        seats=held,
+        counts={tid: n for tid, n in quantities.items() if n > 0},
+        expires_at=expires_at,
+    )
+
+
+def release_seats(state: EventInventory, token: str, reason: str) -> list[Event]:
+    """Give back what a purchase holds; nothing when it holds nothing (already released)."""
+    hold = state.holds.get(token)
+    if hold is None:
+        return []
+    return [
+        SeatsReleased(
+            event_id=hold.event_id,
+            purchase_token=token,
+            seats=hold.seats,
+            counts=hold.counts,
+            reason=reason,
+        )
+    ]
+
+
+def rehold_seats(state: EventInventory, previous: SeatsHeld, expires_at: datetime) -> SeatsHeld:
+    """A payment arrived after its hold was released: the same seats again if all are free."""
+    for seat in previous.seats:
+        if seat_key(seat) in state.taken:
+            raise SeatsTaken(f"seat {seat.row}{seat.seat_number} was sold to someone else")
+    types = state.ticket_types
+    for tid, n in previous.counts.items():
+        cap = types[tid].capacity
+        if cap is not None and state.taken_per_type[tid] + n > cap:
+            raise InsufficientAvailability("the ticket type sold out meanwhile")
+    return msgspec.structs.replace(previous, expires_at=expires_at)
+
+
+def rehold_attraction_tickets(
+    state: AttractionInventory, previous: AttractionTicketsHeld
+) -> AttractionTicketsHeld:
+    """A late payment for an attraction: the same places if the day and types still have them."""
+    opened = state.opened
+    assert opened is not None
+    total = sum(previous.counts.values())
+    day = previous.visit_date
+    cap = opened.daily_max_tickets
+    if cap is not None and day is not None and state.taken_per_day[day] + total > cap:
+        raise DailyCapacityExceeded("the day sold out meanwhile")
+    for t in opened.ticket_types:
+        wanted = previous.counts.get(t.id, 0)
+        if t.capacity is not None and state.taken_per_type[t.id] + wanted > t.capacity:
+            raise InsufficientAvailability("the ticket type sold out meanwhile")
+    return previous
+
+
+@dataclass
+class AttractionInventory:
+    opened: AttractionOpened | None = None
+    taken_per_type: Counter[int] = field(default_factory=Counter)
+    taken_per_day: Counter[date] = field(default_factory=Counter)
+    holds: dict[str, AttractionTicketsHeld] = field(default_factory=dict)
+
+
+def evolve_attraction(state: AttractionInventory, event: Event) -> AttractionInventory:
+    match event:
+        case AttractionOpened():
+            state.opened = event
+        case AttractionTicketsHeld():
+            state.taken_per_type.update(event.counts)
+            if event.visit_date is not None:
+                state.taken_per_day[event.visit_date] += sum(event.counts.values())
+            state.holds[event.purchase_token] = event
+        case AttractionTicketsReleased():
+            state.taken_per_type.subtract(event.counts)
+            if event.visit_date is not None:
+                state.taken_per_day[event.visit_date] -= sum(event.counts.values())
+            state.holds.pop(event.purchase_token, None)
+    return state
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def hold_attraction_tickets(
+    state: AttractionInventory,
+    *,
+    token: str,
+    quantities: dict[int, int],
+    visit_date: date | None,
+    now: datetime,
+    expires_at: datetime,
+) -> AttractionTicketsHeld:
+    opened = state.opened
+    if opened is None:
+        raise NotFound("attraction not found", "attraction_slug")
+    if opened.visit_date_required and visit_date is None:
+        raise InvalidCommand("this attraction needs a visit_date", "visit_date")
+    if visit_date is not None:
+        if visit_date < now.date():
+            raise InvalidCommand("visit_date is in the past", "visit_date")
+        if opened.opening_hours and WEEKDAYS[visit_date.weekday()] not in opened.opening_hours:
+            raise InvalidCommand("the attraction is closed on that day", "visit_date")
+    total = sum(quantities.values())
+    if opened.daily_max_tickets is not None and visit_date is not None:
+        left = opened.daily_max_tickets - state.taken_per_day[visit_date]
+        if total > left:
+            raise DailyCapacityExceeded(f"only {max(left, 0)} places left on {visit_date}")
+    for t in opened.ticket_types:
+        wanted = quantities.get(t.id, 0)
+        if t.capacity is not None and state.taken_per_type[t.id] + wanted > t.capacity:
+            raise InsufficientAvailability(f"not enough {t.name} tickets left")
+    return AttractionTicketsHeld(
+        attraction_id=opened.attraction_id,
+        purchase_token=token,
+        visit_date=visit_date,
+        counts={tid: n for tid, n in quantities.items() if n > 0},
+        expires_at=expires_at,
+    )
+
+
+def release_attraction_tickets(state: AttractionInventory, token: str, reason: str) -> list[Event]:
+    hold = state.holds.get(token)
+    if hold is None:
+        return []
+    return [
+        AttractionTicketsReleased(
+            attraction_id=hold.attraction_id,
+            purchase_token=token,
+            visit_date=hold.visit_date,
+            counts=hold.counts,
+            reason=reason,
+        )
+    ]

@@ -1,0 +1,226 @@
+"""A purchase: opened together with the holds it needs, then paid, cancelled or expired. The
+request is validated here, field by field, before anything is held."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Literal
+
+import msgspec
+
+from domain.errors import DomainError, InvalidCommand, NotFound
+from domain.events import Event
+from domain.inventory import SeatRef
+from domain.pricing import Pricing
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_TICKETS = 20
+PurchaseStatus = Literal["pending_payment", "paid", "cancelled", "expired"]
+
+
+class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Request bodies: a field the spec does not know is a 422, not silently dropped."""
+
+
+class Buyer(Request, frozen=True):
+    name: str
+    email: str
+    phone: str | None = None
+
+
+class Attendee(Request, frozen=True):
+    ticket_type_id: int
+    index: int
+    name: str | None = None
+    email: str | None = None
+
+
+class PurchaseRequest(Request, frozen=True):
+    quantities: dict[int, int]
+    buyer: Buyer
+    event_slug: str | None = None
+    attraction_slug: str | None = None
+    attendees: list[Attendee] = []
+    selected_seats: dict[int, list[SeatRef]] | None = None
+    visit_date: date | None = None
+    discount_code: str | None = None
+    comment: str | None = None
+
+
+class PurchasedTicket(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    code: str
+    attendee_token: str
+    ticket_type_id: int
+    ticket_type_name: str
+    amount_cents: int
+    seat: SeatRef | None
+    name: str | None
+    email: str | None
+    named: bool = False
+
+
+class PurchaseOpened(Event, frozen=True):
+    token: str
+    organization_id: int
+    api_key_id: int | None
+    event_id: int | None
+    attraction_id: int | None
+    product_slug: str
+    product_name: str
+    visit_date: date | None
+    buyer: Buyer
+    tickets: list[PurchasedTicket]
+    pricing: Pricing
+    discount_id: int | None
+    stripe_account_id: str | None
+    comment: str | None
+    access_code: str
+    opened_at: datetime
+    expires_at: datetime
+
+
+class PaymentIntentCreated(Event, frozen=True):
+    token: str
+    intent_id: str
+    client_secret: str
+
+
+class PurchasePaid(Event, frozen=True):
+    token: str
+    paid_at: datetime
+    intent_id: str | None
+    late: bool = False
+
+
+class PaymentFailed(Event, frozen=True):
+    token: str
+    intent_id: str
+    reason: str
+
+
+class PurchaseCancelled(Event, frozen=True):
+    token: str
+    reason: str
+
+
+class PurchaseExpired(Event, frozen=True):
+    token: str
+
+
+class LatePaymentRefunded(Event, frozen=True):
+    """A payment that arrived when its seats were gone: recorded and refunded, never lost."""
+
+    token: str
+    intent_id: str
+    refund_id: str
+    reason: str
+
+
+class AlreadyPaid(DomainError):
+    code = "already_paid"
+
+
+@dataclass
+class PurchaseState:
+    opened: PurchaseOpened
+    status: PurchaseStatus = "pending_payment"
+    intent_id: str | None = None
+    client_secret: str | None = None
+    paid_at: datetime | None = None
+    stripe_status: str | None = None
+    refunded: bool = False
+
+
+def evolve_purchase(state: PurchaseState | None, event: Event) -> PurchaseState | None:
+    match event:
+        case PurchaseOpened():
+            return PurchaseState(opened=event)
+        case PaymentIntentCreated() if state:
+            state.intent_id, state.client_secret = event.intent_id, event.client_secret
+            state.stripe_status = "requires_payment_method"
+        case PurchasePaid() if state:
+            state.status, state.paid_at, state.stripe_status = "paid", event.paid_at, "succeeded"
+        case PaymentFailed() if state:
+            state.stripe_status = "requires_payment_method"
+        case PurchaseCancelled() if state:
+            state.status = "cancelled"
+        case PurchaseExpired() if state:
+            state.status = "expired"
+        case LatePaymentRefunded() if state:
+            state.refunded, state.stripe_status = True, "refunded"
+    return state
+
+
+def purchase_stream(token: str) -> str:
+    return f"purchase-{token}"
+
+
+def validate_request(req: PurchaseRequest) -> None:
+    """Everything that can be checked without the catalog."""
+    if (req.event_slug is None) == (req.attraction_slug is None):
+        raise InvalidCommand("give exactly one of event_slug and attraction_slug", "event_slug")
+    for tid, n in req.quantities.items():
+        if n < 0:
+            raise InvalidCommand("quantities must not be negative", f"quantities.{tid}")
+    total = sum(req.quantities.values())
+    if not 1 <= total <= MAX_TICKETS:
+        raise InvalidCommand(f"total quantity must be 1..{MAX_TICKETS}", "quantities")
+    if not req.buyer.name.strip() or len(req.buyer.name) > 200:
+        raise InvalidCommand("buyer name is required", "buyer.name")
+    if len(req.buyer.email) > 254 or not EMAIL.match(req.buyer.email):
+        raise InvalidCommand("not a valid e-mail address", "buyer.email")
+    if req.comment is not None and len(req.comment) > 2000:
+        raise InvalidCommand("comment is longer than 2000 characters", "comment")
+    if req.attraction_slug is not None and req.selected_seats:
+        raise InvalidCommand("attractions have no seats", "selected_seats")
+    if req.event_slug is not None and req.visit_date is not None:
+        raise InvalidCommand("visit_date is for attractions", "visit_date")
+    seen: set[tuple[int, int]] = set()
+    for i, a in enumerate(req.attendees):
+        field = f"attendees[{i}]"
+        if not 1 <= a.index <= req.quantities.get(a.ticket_type_id, 0):
+            raise InvalidCommand("no such ticket in quantities", field)
+        if (a.ticket_type_id, a.index) in seen:
+            raise InvalidCommand("attendee given twice", field)
+        if a.email is not None and a.email != "" and not EMAIL.match(a.email):
+            raise InvalidCommand("not a valid e-mail address", f"{field}.email")
+        seen.add((a.ticket_type_id, a.index))
+
+
+def check_ticket_types(
+    req: PurchaseRequest, types: dict[int, tuple[str, int]], field: str = "quantities"
+) -> None:
+    """`types`: id → (name, max_per_purchase) of the product's ticket types."""
+    for tid, n in req.quantities.items():
+        if tid not in types:
+            raise InvalidCommand(f"ticket type {tid} is not sold here", f"{field}.{tid}")
+        if n > types[tid][1]:
+            raise InvalidCommand(
+                f"at most {types[tid][1]} {types[tid][0]} per purchase", f"{field}.{tid}"
+            )
+
+
+def cancel(state: PurchaseState | None, reason: str) -> list[Event]:
+    """The partner's cancel: only unpaid, open purchases; a second cancel finds nothing."""
+    if state is None or state.status in ("cancelled", "expired"):
+        raise NotFound("purchase not found", "token")
+    if state.status == "paid":
+        raise AlreadyPaid("the purchase is paid; refund it instead")
+    return [PurchaseCancelled(token=state.opened.token, reason=reason)]
+
+
+def expire(state: PurchaseState, now: datetime) -> list[Event]:
+    if state.status != "pending_payment" or now < state.opened.expires_at:
+        return []
+    return [PurchaseExpired(token=state.opened.token)]
+
+
+def pay(
+    state: PurchaseState, intent_id: str | None, now: datetime, late: bool = False
+) -> list[Event]:
+    if state.status == "paid":
+        return []
+    return [PurchasePaid(token=state.opened.token, paid_at=now, intent_id=intent_id, late=late)]

@@ -1,0 +1,293 @@
+"""Choosing and checking seats against a venue's seat map and the seats already taken. Pure, so
+the partner API's helper endpoints (against the availability read model) and POST /purchases
+(against the event aggregate's own state) pick and refuse seats by the very same rules.
+
+How `best_available` scores seats (what ties remain go to the venue order, then to the lower
+seat number, so the answer is deterministic):
+
+- Only seated sections the ticket type may use are considered; taken seats are never offered
+  and never more than `count` seats are returned (fewer when fewer are free).
+- Venue order: sections by `display_order`, then id; rows front to back as listed in the
+  section; a row's centre is the midpoint of its first and last seat number.
+- Without `near`, the free seats are cut into blocks (maximal runs of free seats in one row).
+  While seats are still needed: if some block can seat all of them, the seats come from the
+  first such block (a row already used in this selection first, then venue order, then the
+  block whose seats lie closest to the row's centre), as the run of seats closest to the
+  centre. Otherwise the largest block is taken whole (ties: a row already used, then venue
+  order) and the rest is found the same way. So a party sits together in the frontmost row
+  that has room, centred; and when no row has room it is split into as few blocks and rows
+  as possible.
+- With `near` (the buyer's current selection, which is never returned again), seats are
+  taken in tiers until enough are found:
+  1. the rows of the near seats: first the free seats joined to a near seat by an unbroken
+     run of free seats, then the rest of the row, each by seat-number distance to the
+     nearest near seat, then by closeness to the row's centre;
+  2. the other rows of the near seats' sections: nearest row first (by row distance), each
+     row filled by seat-number distance to the near seats, then closeness to the centre;
+  3. the other allowed sections, chosen as without `near`.
+  Near seats outside the sections the type may use only stay out of the answer.
+- The result is listed in venue order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass
+
+from domain.catalog import Row, Section, TicketType
+from domain.errors import InvalidCommand
+from domain.inventory import SeatRef
+
+SeatKey = tuple[int, str, int]
+
+
+def seat_key(seat: SeatRef) -> SeatKey:
+    return (seat.section_id, seat.row, seat.seat_number)
+
+
+def seats_of(section: Section) -> list[SeatRef]:
+    """Every seat of a section in venue order; a standing section has none."""
+    if section.seating_mode != "seated":
+        return []
+    return [
+        SeatRef(section_id=section.id, row=row.identifier, seat_number=n)
+        for row in section.rows
+        for n in range(row.start, row.end + 1)
+    ]
+
+
+def _in_venue_order(sections: Iterable[Section]) -> list[Section]:
+    return sorted(sections, key=lambda s: (s.display_order, s.id))
+
+
+# ---- choosing seats --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Place:
+    """One row of the venue with its rank in venue order."""
+
+    rank: int
+    section: Section
+    row: Row
+
+    def seat(self, number: int) -> SeatRef:
+        return SeatRef(section_id=self.section.id, row=self.row.identifier, seat_number=number)
+
+    def is_free(self, number: int, taken: Set[SeatKey]) -> bool:
+        return (self.section.id, self.row.identifier, number) not in taken
+
+    def off_centre(self, number: int) -> int:
+        """Distance of a seat from the row's centre, doubled so it stays an integer."""
+        return abs(2 * number - self.row.start - self.row.end)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A maximal run of free seats, first..last, in one row."""
+
+    place: _Place
+    first: int
+    last: int
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    def window(self, need: int) -> range:
+        """The `need` adjacent seats of the block closest to the row's centre (lower seat
+        numbers on a tie)."""
+        row = self.place.row
+        ideal = (row.start + row.end - need + 1) // 2
+        start = min(max(ideal, self.first), self.last - need + 1)
+        return range(start, start + need)
+
+    def off_centre(self, need: int) -> int:
+        """Distance of the window's middle from the row's centre, doubled."""
+        seats = self.window(need)
+        return abs(seats[0] + seats[-1] - self.place.row.start - self.place.row.end)
+
+
+def _places(sections: Sequence[Section], allowed_section_ids: Sequence[int]) -> list[_Place]:
+    """The rows the ticket type may use, in venue order."""
+    allowed = set(allowed_section_ids)
+    usable = [s for s in sections if s.id in allowed and s.seating_mode == "seated"]
+    rows = [(s, row) for s in _in_venue_order(usable) for row in s.rows]
+    return [_Place(rank, section, row) for rank, (section, row) in enumerate(rows)]
+
+
+def _blocks(places: Iterable[_Place], taken: Set[SeatKey]) -> list[_Block]:
+    blocks: list[_Block] = []
+    for place in places:
+        first = None
+        for n in range(place.row.start, place.row.end + 2):
+            free = n <= place.row.end and place.is_free(n, taken)
+            if free and first is None:
+                first = n
+            elif not free and first is not None:
+                blocks.append(_Block(place, first, n - 1))
+                first = None
+    return blocks
+
+
+def _by_blocks(places: Sequence[_Place], taken: Set[SeatKey], count: int) -> list[SeatRef]:
+    """Whole parties in the best block that seats them; else the largest blocks first."""
+    blocks = _blocks(places, taken)
+    used: set[int] = set()
+    chosen: list[SeatRef] = []
+    while len(chosen) < count and blocks:
+        need = count - len(chosen)
+        fitting = [b for b in blocks if b.size >= need]
+        if fitting:
+            block = min(
+                fitting, key=lambda b: (b.place.rank not in used, b.place.rank, b.off_centre(need))
+            )
+        else:
+            block = min(blocks, key=lambda b: (-b.size, b.place.rank not in used, b.place.rank))
+        blocks.remove(block)
+        used.add(block.place.rank)
+        chosen += [block.place.seat(n) for n in block.window(min(need, block.size))]
+    return chosen
+
+
+def _distance(number: int, near_numbers: Sequence[int]) -> int:
+    return min(abs(number - m) for m in near_numbers)
+
+
+def _joined(place: _Place, near_numbers: Set[int], taken: Set[SeatKey]) -> set[int]:
+    """Free seats reachable from a near seat along the row without crossing a taken seat."""
+    joined: set[int] = set()
+    for origin in near_numbers:
+        for step in (-1, 1):
+            n = origin + step
+            while place.row.start <= n <= place.row.end and (
+                n in near_numbers or place.is_free(n, taken)
+            ):
+                joined.add(n)
+                n += step
+    return joined - near_numbers
+
+
+def _near_rows(places: Sequence[_Place], near: Sequence[SeatRef]) -> dict[int, list[int]]:
+    """Seat numbers of the near seats by the rank of their row (rows the type may use)."""
+    rank_of = {(p.section.id, p.row.identifier): p.rank for p in places}
+    rows: dict[int, list[int]] = {}
+    for seat in near:
+        rank = rank_of.get((seat.section_id, seat.row))
+        if rank is not None:
+            rows.setdefault(rank, []).append(seat.seat_number)
+    return rows
+
+
+def _near_candidates(
+    places: Sequence[_Place], near: Sequence[SeatRef], taken: Set[SeatKey]
+) -> list[tuple[tuple[int, ...], SeatRef]]:
+    """Free seats in the near seats' sections with their sort keys (tiers 1 and 2)."""
+    near_rows = _near_rows(places, near)
+    by_section: dict[int, list[int]] = {}
+    for rank in near_rows:
+        by_section.setdefault(places[rank].section.id, []).append(rank)
+    candidates = []
+    for place in places:
+        ranks = by_section.get(place.section.id)
+        if ranks is None:
+            continue
+        own = near_rows.get(place.rank)
+        joined = _joined(place, set(own), taken) if own else set()
+        numbers = own or [n for r in ranks for n in near_rows[r]]
+        row_distance = min(abs(place.rank - r) for r in ranks)
+        for n in range(place.row.start, place.row.end + 1):
+            if not place.is_free(n, taken):
+                continue
+            spread = (_distance(n, numbers), place.off_centre(n))
+            key = (0, n not in joined, *spread) if own else (1, row_distance, place.rank, *spread)
+            candidates.append(((*key, place.rank, n), place.seat(n)))
+    return candidates
+
+
+def best_available(
+    sections: Sequence[Section],
+    allowed_section_ids: Sequence[int],
+    taken: Set[SeatKey],
+    count: int,
+    near: Sequence[SeatRef] = (),
+) -> list[SeatRef]:
+    """Up to `count` free seats for a ticket type allowed in `allowed_section_ids`, scored as
+    the module docstring describes."""
+    if count <= 0:
+        return []
+    places = _places(sections, allowed_section_ids)
+    unavailable = {*taken, *map(seat_key, near)}
+    candidates = sorted(_near_candidates(places, near, unavailable), key=lambda c: c[0])
+    chosen = [seat for _, seat in candidates[:count]]
+    # Short of seats, every free seat of the near seats' sections is chosen by now, so the
+    # blocks found next lie in the other sections.
+    unavailable |= {seat_key(s) for s in chosen}
+    chosen += _by_blocks(places, unavailable, count - len(chosen))
+    rank_of = {(p.section.id, p.row.identifier): p.rank for p in places}
+    return sorted(chosen, key=lambda s: (rank_of[(s.section_id, s.row)], s.seat_number))
+
+
+# ---- checking a selection --------------------------------------------------------------------
+
+
+def check_seat(sections: Mapping[int, Section], seat: SeatRef, field: str) -> None:
+    """The seat exists in the venue (a seated section, a row of it, a number in the row)."""
+    section = sections.get(seat.section_id)
+    rows = section.rows if section is not None and section.seating_mode == "seated" else []
+    if not any(
+        row.identifier == seat.row and row.start <= seat.seat_number <= row.end for row in rows
+    ):
+        raise InvalidCommand(
+            f"seat {seat.section_id}/{seat.row}/{seat.seat_number} is not in the venue", field
+        )
+
+
+def check_selection(
+    sections: Sequence[Section],
+    selection: Mapping[int, Sequence[SeatRef]],
+    ticket_types: Mapping[int, TicketType],
+) -> None:
+    """Every ticket type is the event's, every seat exists and lies in a section its ticket
+    type may use; else InvalidCommand naming the field, e.g. `selected_seats.45[0]`."""
+    by_id = {s.id: s for s in sections}
+    for type_id, seats in selection.items():
+        ticket_type = ticket_types.get(type_id)
+        if ticket_type is None:
+            raise InvalidCommand(
+                f"ticket type {type_id} is not sold for this event", f"selected_seats.{type_id}"
+            )
+        for i, seat in enumerate(seats):
+            field = f"selected_seats.{type_id}[{i}]"
+            check_seat(by_id, seat, field)
+            if seat.section_id not in ticket_type.section_ids:
+                raise InvalidCommand(
+                    f"ticket type {type_id} cannot be used in section {seat.section_id}", field
+                )
+
+
+def conflicts(
+    sections: Sequence[Section],
+    selection: Mapping[int, Sequence[SeatRef]],
+    ticket_types: Mapping[int, TicketType],
+    taken: Set[SeatKey],
+) -> list[SeatRef]:
+    """The selected seats that are taken or selected more than once, each listed once in the
+    order of the selection. The selection is checked first (`check_selection`), since a seat
+    that does not exist is a malformed request, not a conflict."""
+    check_selection(sections, selection, ticket_types)
+    seen: set[SeatKey] = set()
+    found: dict[SeatKey, SeatRef] = {}
+    for seats in selection.values():
+        for seat in seats:
+            key = seat_key(seat)
+            if key in taken or key in seen:
+                found.setdefault(key, seat)
+            seen.add(key)
+    return list(found.values())
+
+
+def seated_sections(sections: Sequence[Section], ticket_type: TicketType) -> list[Section]:
+    """The seated sections a ticket type may use; none for standing or unseated types."""
+    allowed = set(ticket_type.section_ids)
+    return [s for s in sections if s.id in allowed and s.seating_mode == "seated"]

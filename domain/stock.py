@@ -1,0 +1,76 @@
+"""How many of each ticket type can still be sold, and whether an event is on sale: the rules
+shared by what the API displays and what a purchase is decided against."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Literal
+
+from domain.catalog import Section, TicketType
+
+EventStatus = Literal[
+    "available", "draft", "cancelled", "sales_not_started", "sales_ended", "sold_out"
+]
+
+
+def available_per_type(
+    sections: Sequence[Section],
+    ticket_types: Sequence[TicketType],
+    taken_per_section: Mapping[int, int],
+    taken_per_type: Mapping[int, int],
+) -> dict[int, int]:
+    """Seated types: free seats in their sections. Standing types: the standing places of
+    their sections less what every type sharing those sections took. Types without sections:
+    their capacity. A type's own capacity caps all of these."""
+    by_id = {s.id: s for s in sections}
+    standing_users: Counter[int] = Counter()
+    for t in ticket_types:
+        for sid in t.section_ids:
+            if by_id[sid].seating_mode == "standing":
+                standing_users[sid] += taken_per_type.get(t.id, 0)
+    result: dict[int, int] = {}
+    for t in ticket_types:
+        own = t.section_ids and [by_id[sid] for sid in t.section_ids]
+        if not own:
+            free = (t.capacity or 0) - taken_per_type.get(t.id, 0)
+        elif own[0].seating_mode == "seated":
+            free = sum(s.seated_capacity - taken_per_section.get(s.id, 0) for s in own)
+        else:
+            free = sum(s.standing_capacity - standing_users[s.id] for s in own)
+        if own and t.capacity is not None:
+            free = min(free, t.capacity - taken_per_type.get(t.id, 0))
+        result[t.id] = max(0, free)
+    return result
+
+
+def early_bird_active(ticket_type: TicketType, now: datetime) -> bool:
+    return (
+        ticket_type.early_bird_price_cents is not None
+        and ticket_type.early_bird_end_date is not None
+        and now < ticket_type.early_bird_end_date
+    )
+
+
+def event_status(
+    listing_status: str,
+    sales_start: datetime | None,
+    sales_end: datetime | None,
+    event_date: datetime,
+    available: Iterable[int],
+    now: datetime,
+) -> EventStatus:
+    """Draft and cancelled first, then the sales window (sales end at the latest when the
+    event starts), then stock."""
+    if listing_status == "draft":
+        return "draft"
+    if listing_status == "cancelled":
+        return "cancelled"
+    if sales_start is not None and now < sales_start:
+        return "sales_not_started"
+    if now >= min(sales_end or event_date, event_date):
+        return "sales_ended"
+    if not any(n > 0 for n in available):
+        return "sold_out"
+    return "available"

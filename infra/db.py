@@ -1,0 +1,63 @@
+"""PostgreSQL access: the connection pool and the versioned migrations applied at start."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_MIGRATIONS_LOCK = 7_301_001
+
+
+async def create_pool(database_url: str, size: int = 10) -> asyncpg.Pool:
+    """A pool whose connections are ready for the event store (no per-query set-up)."""
+    pool = await asyncpg.create_pool(
+        database_url,
+        min_size=1,
+        max_size=size,
+        command_timeout=60,
+        server_settings={
+            "application_name": "linjerum",
+        },
+    )
+    assert pool is not None
+    return pool
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    found = []
+    for entry in resources.files("infra.migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+async def migrate(pool: asyncpg.Pool) -> list[str]:
+    """Apply each migration not yet recorded, each in its own transaction; safe to run from
+    several processes at once (an advisory lock makes the others wait, then find nothing to do)."""
+    applied: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATIONS_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in _migrations():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+            applied.append(name)
+            log.info("migration_applied", migration=name)
+    return applied

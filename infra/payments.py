@@ -1,0 +1,213 @@
+"""The payment adapter. PaymentIntents are created, cancelled and refunded only through the
+official `stripe` SDK's async client, so the same code talks to real Stripe or, by a different
+base address, to the local simulator (services/stripe_sim.py).
+
+Money flow: destination charges. The PaymentIntent lives on the platform account and records
+the organization's connected account as `transfer_data[destination]`, so Stripe transfers the
+charge to that account when it succeeds (no `on_behalf_of`: that would also make the connected
+account the merchant of record and require its card_payments capability). Refunds reverse the
+transfer, so the organization, not the platform, gives the money back."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import aiohttp
+import msgspec
+import stripe
+from stripe.params import PaymentIntentCreateParams
+
+from infra.settings import Settings
+
+SIMULATOR_API_KEY = "sk_test_linjerum_simulator"
+SIMULATOR_PUBLISHABLE_KEY = "pk_test_linjerum_simulator"
+SIMULATOR_WEBHOOK_SECRET = "whsec_linjerum_simulator"
+SIMULATOR_HOST = "127.0.0.1"
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30)
+NETWORK_RETRIES = 2
+
+
+class PaymentError(Exception):
+    """Any failure from Stripe, with Stripe's error code (e.g. card_declined,
+    payment_intent_unexpected_state, idempotency_error) or the error's kind when it has none
+    (api_connection_error, authentication_error, api_error)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class InvalidSignature(Exception):
+    """A webhook whose Stripe-Signature does not verify: not from Stripe, altered, or stale."""
+
+
+class PaymentIntentRef(msgspec.Struct, frozen=True, kw_only=True):
+    """What the buyer's client needs to pay: the intent and its client secret."""
+
+    id: str
+    client_secret: str
+    status: str
+
+
+class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """The part of a Stripe event the service acts on. `intent_id` is empty for an event not
+    about a PaymentIntent (none the service subscribes to); `amount` is the intent's amount, or
+    for a charge the amount refunded so far."""
+
+    id: str
+    type: str
+    intent_id: str
+    purchase_token: str | None
+    status: str | None
+    amount: int
+
+
+class _EventObject(msgspec.Struct):
+    id: str
+    object: str
+    status: str | None = None
+    amount: int = 0
+    amount_refunded: int = 0
+    payment_intent: str | None = None
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class _EventData(msgspec.Struct):
+    object: _EventObject
+
+
+class _Event(msgspec.Struct):
+    id: str
+    type: str
+    data: _EventData
+
+
+def _kind(exc: stripe.StripeError) -> str:
+    if isinstance(exc, stripe.AuthenticationError):
+        return "authentication_error"
+    if isinstance(exc, stripe.APIConnectionError):
+        return "api_connection_error"
+    if exc.error is not None and exc.error.type:
+        return exc.error.type
+    return "api_error"
+
+
+@contextlib.contextmanager
+def _mapped_errors(action: str) -> Iterator[None]:
+    """SDK exceptions become PaymentError; Stripe's messages never contain a full key."""
+    try:
+        yield
+    except stripe.StripeError as exc:
+        message = exc.user_message or f"{action} failed"
+        raise PaymentError(message, exc.code or _kind(exc)) from exc
+
+
+class Payments:
+    """Stripe through the SDK. `api_base` None means real Stripe; anything else (the simulator,
+    stripe-mock) is reached with the same calls."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        api_base: str | None,
+        publishable_key: str,
+        webhook_secret: str,
+    ) -> None:
+        self.publishable_key = publishable_key
+        self._webhook_secret = webhook_secret
+        self._http = stripe.AIOHTTPClient(timeout=REQUEST_TIMEOUT)
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base} if api_base else None,
+            http_client=self._http,
+            max_network_retries=NETWORK_RETRIES,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Payments:
+        """Real Stripe when STRIPE_SECRET_KEY is set; otherwise the simulator `linjerum run`
+        starts on STRIPE_SIM_PORT, with its fixed development keys."""
+        sim = settings.uses_simulator
+        sim_base = f"http://{SIMULATOR_HOST}:{settings.stripe_sim_port}" if sim else None
+        return cls(
+            settings.stripe_secret_key or SIMULATOR_API_KEY,
+            api_base=settings.stripe_api_base or sim_base,
+            publishable_key=settings.stripe_publishable_key
+            or (SIMULATOR_PUBLISHABLE_KEY if sim else ""),
+            webhook_secret=settings.stripe_webhook_secret
+            or (SIMULATOR_WEBHOOK_SECRET if sim else ""),
+        )
+
+    async def close(self) -> None:
+        await self._http.close_async()
+
+    async def create_intent(
+        self,
+        *,
+        purchase_token: str,
+        amount_cents: int,
+        currency: str,
+        connected_account_id: str,
+        description: str,
+    ) -> PaymentIntentRef:
+        """One PaymentIntent per purchase: the purchase token is the idempotency key, so a
+        retried request (ours or the SDK's) returns the same intent instead of a second one.
+        Stripe keeps keys for 24 hours."""
+        params: PaymentIntentCreateParams = {
+            "amount": amount_cents,
+            "currency": currency.lower(),
+            "description": description,
+            "metadata": {"purchase_token": purchase_token},
+            "transfer_data": {"destination": connected_account_id},
+            "automatic_payment_methods": {"enabled": True},
+        }
+        with _mapped_errors("creating the PaymentIntent"):
+            intent = await self._client.v1.payment_intents.create_async(
+                params, {"idempotency_key": purchase_token}
+            )
+        return PaymentIntentRef(
+            id=intent.id, client_secret=intent.client_secret or "", status=intent.status
+        )
+
+    async def cancel_intent(self, intent_id: str) -> None:
+        """Raises PaymentError when Stripe refuses (e.g. the intent already succeeded); whether
+        that matters is the caller's decision."""
+        with _mapped_errors("cancelling the PaymentIntent"):
+            await self._client.v1.payment_intents.cancel_async(intent_id)
+
+    async def refund(self, intent_id: str, *, idempotency_key: str) -> str:
+        """Refunds the intent's charge in full and returns the refund id; the key makes a
+        retried refund a replay rather than a second refund."""
+        with _mapped_errors("refunding the PaymentIntent"):
+            refund = await self._client.v1.refunds.create_async(
+                {"payment_intent": intent_id, "reverse_transfer": True},
+                {"idempotency_key": idempotency_key},
+            )
+        return refund.id
+
+    def parse_webhook(self, payload: bytes, signature: str) -> WebhookEvent:
+        """Verifies the Stripe-Signature header (HMAC and a 5-minute timestamp tolerance)
+        before reading anything from the payload."""
+        try:
+            stripe.WebhookSignature.verify_header(
+                payload, signature, self._webhook_secret, stripe.Webhook.DEFAULT_TOLERANCE
+            )
+        except stripe.SignatureVerificationError as exc:
+            raise InvalidSignature(exc.user_message or "invalid signature") from exc
+        try:
+            event = msgspec.json.decode(payload, type=_Event)
+        except msgspec.DecodeError as exc:
+            raise PaymentError(f"not a Stripe event: {exc}", "invalid_payload") from exc
+        obj = event.data.object
+        is_intent = obj.object == "payment_intent"
+        return WebhookEvent(
+            id=event.id,
+            type=event.type,
+            intent_id=obj.id if is_intent else obj.payment_intent or "",
+            purchase_token=obj.metadata.get("purchase_token"),
+            status=obj.status,
+            amount=obj.amount if is_intent else obj.amount_refunded,
+        )

@@ -1,0 +1,93 @@
+"""Settings read once from the environment, with defaults that make a fresh clone run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"{name} must be true or false, got {raw!r}")
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob the service has; documented in the README's Settings table."""
+
+    database_url: str = ""
+    nats_url: str = ""
+    data_dir: Path = Path(".linjerum")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    nats_stream: str = "LINJERUM_EVENTS"
+    subject_prefix: str = "linjerum.events"
+    db_pool_size: int = 10
+    log_level: str = "info"
+    stripe_secret_key: str = field(default="", repr=False)
+    stripe_publishable_key: str = ""
+    stripe_webhook_secret: str = field(default="", repr=False)
+    stripe_api_base: str = ""
+    stripe_sim_port: int = 12111
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    smtp_ssl: bool = False
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_sender: str = "linjerum <tickets@localhost>"
+    public_url: str = ""
+    hold_minutes: int = 30
+
+    @property
+    def uses_simulator(self) -> bool:
+        """Without a Stripe secret key, `linjerum run` starts the local Stripe simulator and the
+        service talks to it; configuring real Stripe is only a matter of setting the key."""
+        return not self.stripe_secret_key
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "database_url": os.environ.get("DATABASE_URL", ""),
+            "nats_url": os.environ.get("NATS_URL", ""),
+            "data_dir": Path(os.environ.get("LINJERUM_DATA_DIR", ".linjerum")),
+            "http_host": os.environ.get("LINJERUM_HOST", "127.0.0.1"),
+            "http_port": _env_int("LINJERUM_PORT", 8080),
+            "nats_stream": os.environ.get("LINJERUM_NATS_STREAM", "LINJERUM_EVENTS"),
+            "subject_prefix": os.environ.get("LINJERUM_SUBJECT_PREFIX", "linjerum.events"),
+            "db_pool_size": _env_int("LINJERUM_DB_POOL_SIZE", 10),
+            "log_level": os.environ.get("LINJERUM_LOG_LEVEL", "info"),
+            "stripe_secret_key": os.environ.get("STRIPE_SECRET_KEY", ""),
+            "stripe_publishable_key": os.environ.get("STRIPE_PUBLISHABLE_KEY", ""),
+            "stripe_webhook_secret": os.environ.get("STRIPE_WEBHOOK_SECRET", ""),
+            "stripe_api_base": os.environ.get("STRIPE_API_BASE", ""),
+            "stripe_sim_port": _env_int("STRIPE_SIM_PORT", 12111),
+            "smtp_host": os.environ.get("LINJERUM_SMTP_HOST", ""),
+            "smtp_port": _env_int("LINJERUM_SMTP_PORT", 587),
+            "smtp_starttls": _env_bool("LINJERUM_SMTP_STARTTLS", True),
+            "smtp_ssl": _env_bool("LINJERUM_SMTP_SSL", False),
+            "smtp_username": os.environ.get("LINJERUM_SMTP_USERNAME", ""),
+            "smtp_password": os.environ.get("LINJERUM_SMTP_PASSWORD", ""),
+            "smtp_sender": os.environ.get("LINJERUM_SMTP_SENDER", "linjerum <tickets@localhost>"),
+            "public_url": os.environ.get("LINJERUM_PUBLIC_URL", ""),
+            "hold_minutes": _env_int("LINJERUM_HOLD_MINUTES", 30),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,73 @@
+"""Rebuild a read model from the event store into fresh tables and swap them in atomically,
+while the live tables keep serving reads and the live projector keeps applying."""
+
+from __future__ import annotations
+
+import asyncpg
+import structlog
+
+from infra.eventstore import read_all
+from projections.framework import (
+    Projection,
+    apply_events,
+    create_schema,
+    live_schema,
+    lock_key,
+    read_checkpoint,
+    read_stream_seq,
+)
+
+log = structlog.get_logger(__name__)
+
+BATCH = 2000
+
+
+async def rebuild(pool: asyncpg.Pool, projection: Projection) -> int:
+    """Returns the number of events replayed. Readers see the old rows until the swap commits,
+    then the new ones: never an empty or half-built model."""
+    live = live_schema(projection)
+    build = f"{live}__build"
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute(f"DROP SCHEMA IF EXISTS {build} CASCADE")
+            await create_schema(conn, projection, build)
+        replayed = 0
+        # Catch up in short transactions so the relay's horizon is never held back for long.
+        while True:
+            async with conn.transaction():
+                after = await read_checkpoint(conn, build)
+                events = await read_all(conn, after, BATCH, projection.categories)
+                replayed += await apply_events(conn, projection, build, events)
+            if len(events) < BATCH:
+                break
+            log.info("rebuild_progress", projection=projection.name, replayed=replayed)
+        async with conn.transaction():
+            # The live projector waits here; whatever it applied already is settled, so the new
+            # tables catch up to exactly its checkpoint before taking over.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(projection))
+            live_exists = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", live
+            )
+            if live_exists:
+                target = await read_checkpoint(conn, live)
+                while (after := await read_checkpoint(conn, build)) < target:
+                    events = await read_all(conn, after, BATCH, projection.categories, up_to=target)
+                    if not events:
+                        break
+                    replayed += await apply_events(conn, projection, build, events)
+                # Resume the live consumer where the old tables left off; whatever the new tables
+                # hold beyond that is skipped by position when it is delivered again.
+                caught_up = max(await read_checkpoint(conn, build), target)
+                await conn.execute(
+                    f"UPDATE {build}.checkpoint"
+                    " SET tx_id = $1::text::xid8, position = $2, stream_seq = $3",
+                    str(caught_up.tx_id),
+                    caught_up.position,
+                    await read_stream_seq(conn, live),
+                )
+                await conn.execute(f"ALTER SCHEMA {live} RENAME TO {live}__old")
+            await conn.execute(f"ALTER SCHEMA {build} RENAME TO {live}")
+            if live_exists:
+                await conn.execute(f"DROP SCHEMA {live}__old CASCADE")
+    log.info("rebuild_swapped", projection=projection.name, replayed=replayed)
+    return replayed

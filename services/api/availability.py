@@ -1,0 +1,144 @@
+"""Cheap polling endpoints: what is left of an event or an attraction day, and the seat plan
+with the seats already taken. Served from the availability read model with an ETag."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from domain.stock import event_status
+from services.api import readmodel as rm
+from services.api import schemas as s
+from services.api.context import now, organization_of, pool_of
+from services.api.errors import not_found
+from services.api.http import cached_json, parse_query, path_int
+from services.api.routes import Route
+
+
+async def event_availability(request: web.Request) -> web.Response:
+    pool = pool_of(request)
+    row = await rm.event(pool, organization_of(request), request.match_info["slug"])
+    if row is None:
+        raise not_found("event")
+    types = await rm.ticket_types(pool, event_id=row["id"])
+    available, seats = await rm.event_stock(pool, row["id"], rm.sections_of(row), types)
+    status = event_status(
+        row["status"],
+        row["sales_start_date"],
+        row["sales_end_date"],
+        row["event_date"],
+        available.values(),
+        now(),
+    )
+    return cached_json(
+        request,
+        s.EventAvailability(
+            event_id=row["id"],
+            status=status,
+            ticket_types={str(tid): n for tid, n in available.items()},
+            sold_seats=seats,
+        ),
+    )
+
+
+async def seat_plan(request: web.Request) -> web.Response:
+    pool = pool_of(request)
+    organization_id = organization_of(request)
+    venue_id = path_int(request, "id")
+    query = parse_query(request, s.SeatPlanQuery)
+    row = await rm.event_by_id(pool, organization_id, query.event_id)
+    if row is None or row["venue_id"] != venue_id:
+        raise not_found("venue or event")
+    types = await rm.ticket_types(pool, event_id=row["id"])
+    sections = rm.sections_of(row)
+    return cached_json(
+        request,
+        s.SeatPlan(
+            venue_id=venue_id,
+            event_id=row["id"],
+            sections=[
+                s.SeatPlanSection(
+                    id=x.id,
+                    name=x.name,
+                    display_order=x.display_order,
+                    seating_mode=x.seating_mode,
+                    section_type=x.section_type,
+                    color=x.color,
+                    position_x=x.position_x,
+                    position_y=x.position_y,
+                    rotation=x.rotation,
+                    width=x.width,
+                    height=x.height,
+                    inner_radius=x.inner_radius,
+                    outer_radius=x.outer_radius,
+                    start_angle=x.start_angle,
+                    end_angle=x.end_angle,
+                    capacity=x.seated_capacity or x.standing_capacity,
+                    rows=x.rows,
+                )
+                for x in sorted(sections, key=lambda x: (x.display_order, x.id))
+            ],
+            sold_seats=await rm.taken_seats(pool, row["id"]),
+            ticket_type_section_map={str(t.id): t.section_ids for t in types},
+        ),
+    )
+
+
+async def attraction_availability(request: web.Request) -> web.Response:
+    pool = pool_of(request)
+    query = parse_query(request, s.AttractionAvailabilityQuery)
+    row = await rm.attraction(pool, organization_of(request), request.match_info["slug"])
+    if row is None:
+        raise not_found("attraction")
+    _, available = await rm.attraction_stock(pool, row)
+    cap = row["daily_max_tickets"]
+    remaining = None
+    if query.date is not None and cap is not None:
+        remaining = max(0, cap - await rm.taken_on(pool, row["id"], query.date))
+    sold_out = not any(available.values()) or remaining == 0
+    return cached_json(
+        request,
+        s.AttractionAvailability(
+            attraction_id=row["id"],
+            status="sold_out" if sold_out else "available",
+            ticket_types={str(tid): n for tid, n in available.items()},
+            daily_max_tickets=cap,
+            date=query.date,
+            date_remaining=remaining,
+        ),
+    )
+
+
+ROUTES = [
+    Route(
+        "GET",
+        "/api/v1/events/{slug}/availability",
+        event_availability,
+        "Availability snapshot for polling",
+        "Events",
+        s.EventAvailability,
+        errors=(401, 404, 429),
+        path_params={"slug": str},
+    ),
+    Route(
+        "GET",
+        "/api/v1/venues/{id}/seat-plan",
+        seat_plan,
+        "Seat plan with the seats taken for an event",
+        "Seat plans",
+        s.SeatPlan,
+        query=s.SeatPlanQuery,
+        errors=(401, 404, 422, 429),
+        path_params={"id": int},
+    ),
+    Route(
+        "GET",
+        "/api/v1/attractions/{slug}/availability",
+        attraction_availability,
+        "Attraction availability, optionally for one visit date",
+        "Attractions",
+        s.AttractionAvailability,
+        query=s.AttractionAvailabilityQuery,
+        errors=(401, 404, 422, 429),
+        path_params={"slug": str},
+    ),
+]

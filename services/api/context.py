@@ -1,0 +1,38 @@
+"""What a handler needs from its request: the pool and the caller's organization."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+from aiohttp import web
+
+from infra.apikeys import ApiKey
+from services.purchases import Purchases
+from services.ticket_documents import Documents
+
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
+PURCHASES: web.AppKey[Purchases] = web.AppKey("purchases", Purchases)
+DOCUMENTS: web.AppKey[Documents] = web.AppKey("documents", Documents)
+API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+
+
+def request_id_of(request: web.Request) -> str:
+    return request[REQUEST_ID]
+
+
+def pool_of(request: web.Request) -> asyncpg.Pool:
+    return request.app[POOL]
+
+
+def api_key_of(request: web.Request) -> ApiKey:
+    return request[API_KEY]
+
+
+def organization_of(request: web.Request) -> int:
+    return api_key_of(request).organization_id
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

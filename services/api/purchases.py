@@ -1,0 +1,286 @@
+"""Purchase endpoints: create (with Idempotency-Key), poll and cancel. A purchase is read from
+its own stream, so a token that POST /purchases returned is found at once."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from aiohttp import web
+
+from domain.errors import DomainError
+from domain.inventory import SeatRef
+from domain.purchasing import PurchasedTicket, PurchaseRequest, PurchaseState
+from domain.tickets import TicketState
+from infra import idempotency
+from infra.eventstore import Metadata
+from services.api.context import PURCHASES, api_key_of, pool_of, request_id_of
+from services.api.errors import ApiError, error_response, from_domain, invalid_request
+from services.api.http import decode_body, json_response
+from services.api.routes import Route
+from services.api.schemas import Payload
+from services.ticketing import load_ticket
+
+
+class Consumer(Payload):
+    name: str | None
+    email: str | None
+
+
+class TicketView(Payload):
+    """The spec's ticket line, with the ticket resource's fields where they apply."""
+
+    id: int
+    ticket_code: str
+    ticket_status: str
+    ticket_type_id: int
+    ticket_type_name: str
+    name: str | None
+    email: str | None
+    amount_cents: int
+    service_fee_cents: int
+    currency: str
+    seat: SeatRef | None
+    consumer: Consumer
+    is_scanned: bool
+    scan_count: int
+    scannable_until: datetime | None
+    needs_personalization: bool
+    personalization_end: datetime | None
+    eticket_url: str | None
+
+
+class ProductRef(Payload):
+    id: int
+    slug: str
+    name: str
+
+
+class PurchaseView(Payload):
+    token: str
+    status: str
+    paid_at: datetime | None
+    expires_at: datetime
+    stripe_status: str | None
+    amount_cents: int
+    currency: str
+    subtotal_cents: int
+    discount_cents: int
+    fee_cents: int
+    total_cents: int
+    access_code: str
+    event: ProductRef | None
+    attraction: ProductRef | None
+    visit_date: date | None
+    tickets: list[TicketView]
+
+
+class PaymentView(Payload):
+    stripe_publishable_key: str | None
+    stripe_connected_account_id: str | None
+    stripe_client_secret: str | None
+    stripe_payment_intent_id: str | None
+
+
+class PurchaseCreated(Payload):
+    purchase: PurchaseView
+    payment: PaymentView
+
+
+class PurchaseResponse(Payload):
+    purchase: PurchaseView
+
+
+class CancelResponse(Payload):
+    cancelled: bool
+    token: str
+
+
+_TICKET_STATUS = {
+    "pending_payment": "pending_payment",
+    "paid": "valid",
+    "cancelled": "cancelled",
+    "expired": "cancelled",
+}
+
+
+def _ticket(
+    state: PurchaseState, bought: PurchasedTicket, issued: TicketState | None
+) -> TicketView:
+    o = state.opened
+    name = issued.holder_name if issued else bought.name
+    email = issued.holder_email if issued else bought.email
+    status = issued.status if issued else _TICKET_STATUS[state.status]
+    return TicketView(
+        id=bought.id,
+        ticket_code=bought.code,
+        ticket_status=status,
+        ticket_type_id=bought.ticket_type_id,
+        ticket_type_name=bought.ticket_type_name,
+        name=name,
+        email=email,
+        amount_cents=bought.amount_cents,
+        service_fee_cents=issued.issued.service_fee_cents if issued else 0,
+        currency=o.pricing.currency,
+        seat=bought.seat,
+        consumer=Consumer(name=name, email=email),
+        is_scanned=bool(issued and issued.scan_count),
+        scan_count=issued.scan_count if issued else 0,
+        scannable_until=issued.issued.scannable_until if issued else None,
+        needs_personalization=bool(issued and issued.needs_personalization),
+        personalization_end=issued.issued.personalization_end if issued else None,
+        eticket_url=f"/api/v1/purchases/{o.token}/tickets/{bought.id}/pdf" if issued else None,
+    )
+
+
+def purchase_view(
+    state: PurchaseState, issued: dict[int, TicketState] | None = None
+) -> PurchaseView:
+    """`issued`: the tickets' own states once paid (holder edits, scans)."""
+    o = state.opened
+    product = ProductRef(
+        id=o.event_id or o.attraction_id or 0, slug=o.product_slug, name=o.product_name
+    )
+    currency = o.pricing.currency
+    return PurchaseView(
+        token=o.token,
+        status=state.status,
+        paid_at=state.paid_at,
+        expires_at=o.expires_at,
+        stripe_status=state.stripe_status,
+        amount_cents=o.pricing.total_cents,
+        currency=currency,
+        subtotal_cents=o.pricing.subtotal_cents,
+        discount_cents=o.pricing.discount_cents,
+        fee_cents=o.pricing.fee_cents,
+        total_cents=o.pricing.total_cents,
+        access_code=o.access_code,
+        event=product if o.event_id is not None else None,
+        attraction=product if o.attraction_id is not None else None,
+        visit_date=o.visit_date,
+        tickets=[_ticket(state, t, (issued or {}).get(t.id)) for t in o.tickets],
+    )
+
+
+def metadata_of(request: web.Request) -> Metadata:
+    key = api_key_of(request)
+    return Metadata(request_id=request_id_of(request), api_key_id=key.id, actor="partner-api")
+
+
+async def _create(request: web.Request, raw: bytes) -> web.Response:
+    req = decode_body(raw, PurchaseRequest)
+    key = api_key_of(request)
+    purchases = request.app[PURCHASES]
+    try:
+        state = await purchases.place(req, key.organization_id, key.id, metadata_of(request))
+    except DomainError as exc:
+        refused = from_domain(exc)
+        return error_response(refused.status, refused.code, refused.detail)
+    payment = PaymentView(
+        stripe_publishable_key=purchases.publishable_key if state.client_secret else None,
+        stripe_connected_account_id=state.opened.stripe_account_id,
+        stripe_client_secret=state.client_secret,
+        stripe_payment_intent_id=state.intent_id,
+    )
+    return json_response(PurchaseCreated(purchase=purchase_view(state), payment=payment), 201)
+
+
+def _retryable(response: web.Response) -> bool:
+    """Responses that mean "try again" are not kept for replay (an in-flight 409 never gets
+    this far: it is answered before the key is claimed)."""
+    return response.status == 429 or response.status >= 500
+
+
+async def create_purchase(request: web.Request) -> web.Response:
+    raw = await request.read()
+    key_header = request.headers.get("Idempotency-Key")
+    if key_header is None:
+        return await _create(request, raw)
+    if not 0 < len(key_header) <= idempotency.MAX_KEY_LENGTH:
+        raise invalid_request("Idempotency-Key", "must be 1 to 255 characters")
+    pool = request.app[PURCHASES].pool
+    api_key = api_key_of(request).id
+    fingerprint = idempotency.request_hash(request.method, request.path, raw)
+    try:
+        replay = await idempotency.claim(pool, api_key, key_header, fingerprint)
+    except idempotency.KeyReused:
+        raise ApiError(
+            422, "idempotency_key_reuse", "the key was used for another request"
+        ) from None
+    except idempotency.StillRunning:
+        raise ApiError(409, "idempotency_in_flight", "the first request is still running") from None
+    if replay is not None:
+        return web.Response(
+            status=replay.status,
+            body=replay.body,
+            content_type="application/json",
+            headers={"Idempotent-Replay": "true"},
+        )
+    try:
+        try:
+            response = await _create(request, raw)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.code, exc.detail, exc.headers)
+    except BaseException:
+        await idempotency.abandon(pool, api_key, key_header)
+        raise
+    if _retryable(response):
+        await idempotency.abandon(pool, api_key, key_header)
+    else:
+        await idempotency.finish(pool, api_key, key_header, response.status, response.body)
+    return response
+
+
+async def get_purchase(request: web.Request) -> web.Response:
+    state, _ = await request.app[PURCHASES].find(
+        request.match_info["token"], api_key_of(request).organization_id
+    )
+    issued = {}
+    if state.status == "paid":
+        for bought in state.opened.tickets:
+            ticket, _ = await load_ticket(pool_of(request), bought.id)
+            if ticket is not None:
+                issued[bought.id] = ticket
+    return json_response(PurchaseResponse(purchase=purchase_view(state, issued)))
+
+
+async def cancel_purchase(request: web.Request) -> web.Response:
+    token = request.match_info["token"]
+    await request.app[PURCHASES].cancel(
+        token, api_key_of(request).organization_id, metadata_of(request)
+    )
+    return json_response(CancelResponse(cancelled=True, token=token))
+
+
+ROUTES = [
+    Route(
+        "POST",
+        "/api/v1/purchases",
+        create_purchase,
+        "Create a purchase",
+        "Purchases",
+        PurchaseCreated,
+        status=201,
+        body=PurchaseRequest,
+        errors=(401, 409, 422, 429, 502, 503),
+    ),
+    Route(
+        "GET",
+        "/api/v1/purchases/{token}",
+        get_purchase,
+        "Poll a purchase",
+        "Purchases",
+        PurchaseResponse,
+        errors=(401, 404, 429),
+        path_params={"token": str},
+    ),
+    Route(
+        "POST",
+        "/api/v1/purchases/{token}/cancel",
+        cancel_purchase,
+        "Cancel an unpaid purchase",
+        "Purchases",
+        CancelResponse,
+        errors=(401, 404, 409, 429),
+        path_params={"token": str},
+    ),
+]

@@ -1,0 +1,216 @@
+"""The partner API's read payloads as msgspec types: what the handlers encode and what the
+OpenAPI document describes, field for field as in the spec's examples."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from domain.catalog import OpeningHours, Row
+from domain.inventory import SeatRef
+
+EventStatus = Literal[
+    "available", "draft", "cancelled", "sales_not_started", "sales_ended", "sold_out"
+]
+AttractionStatus = Literal["available", "sold_out"]
+
+
+class Payload(msgspec.Struct, frozen=True, kw_only=True):
+    """Response bodies: every field is always present (null rather than missing)."""
+
+
+class Query(msgspec.Struct, frozen=True, kw_only=True):
+    """Query parameters; unknown ones are ignored."""
+
+
+class Organization(Payload):
+    id: int
+    name: str
+    description: str | None
+    image_url: str | None
+    primary_color: str
+    currency: str
+
+
+class OrganizationResponse(Payload):
+    organization: Organization
+
+
+class VenueRef(Payload):
+    id: int
+    name: str
+    city: str | None
+
+
+class VenueAddress(VenueRef, frozen=True, kw_only=True):
+    address: str | None
+    zip_code: str | None
+
+
+class Venue(VenueAddress, frozen=True, kw_only=True):
+    seated_capacity: int
+    standing_capacity: int
+    floor_plan_width: int
+    floor_plan_height: int
+
+
+class VenueResponse(Payload):
+    venue: Venue
+
+
+class VenueList(Payload):
+    venues: list[Venue]
+    count: int
+
+
+class EventSummary(Payload):
+    id: int
+    slug: str
+    name: str
+    event_date: datetime
+    event_end_date: datetime | None
+    sales_start_date: datetime | None
+    sales_end_date: datetime | None
+    venue: VenueRef
+
+
+class EventList(Payload):
+    events: list[EventSummary]
+    count: int
+
+
+class EventsQuery(Query):
+    limit: Annotated[int, Meta(ge=1, le=100)] = 25
+
+
+class EventDetail(Payload):
+    id: int
+    slug: str
+    name: str
+    description: str | None
+    event_date: datetime
+    event_end_date: datetime | None
+    doors_open: datetime | None
+    sales_start_date: datetime | None
+    sales_end_date: datetime | None
+    status: EventStatus
+    currency: str
+    venue: VenueAddress
+
+
+class EventTicketType(Payload):
+    id: int
+    name: str
+    description: str | None
+    price_cents: int
+    currency: str
+    early_bird_price_cents: int | None
+    early_bird_end_date: datetime | None
+    early_bird_active: bool
+    category: str
+    max_per_purchase: int
+    section_ids: list[int]
+    available: int
+
+
+class EventResponse(Payload):
+    event: EventDetail
+    ticket_types: list[EventTicketType]
+
+
+class EventAvailability(Payload):
+    event_id: int
+    status: EventStatus
+    ticket_types: dict[str, int]
+    sold_seats: list[SeatRef]
+
+
+class SeatPlanQuery(Query):
+    event_id: Annotated[int, Meta(ge=1, le=2**63 - 1)]
+
+
+class SeatPlanSection(Payload):
+    id: int
+    name: str
+    display_order: int
+    seating_mode: Literal["seated", "standing"]
+    section_type: Literal["rectangle", "arc"]
+    color: str
+    position_x: float
+    position_y: float
+    rotation: float
+    width: float | None
+    height: float | None
+    inner_radius: float | None
+    outer_radius: float | None
+    start_angle: float | None
+    end_angle: float | None
+    capacity: int
+    rows: list[Row]
+
+
+class SeatPlan(Payload):
+    venue_id: int
+    event_id: int
+    sections: list[SeatPlanSection]
+    sold_seats: list[SeatRef]
+    ticket_type_section_map: dict[str, list[int]]
+
+
+class AttractionSummary(Payload):
+    id: int
+    slug: str
+    name: str
+    visit_date_required: bool
+    daily_max_tickets: int | None
+    venue: VenueRef
+
+
+class AttractionList(Payload):
+    attractions: list[AttractionSummary]
+    count: int
+
+
+class AttractionDetail(Payload):
+    id: int
+    slug: str
+    name: str
+    description: str | None
+    status: AttractionStatus
+    visit_date_required: bool
+    daily_max_tickets: int | None
+    opening_hours: dict[str, OpeningHours]
+    currency: str
+    venue: VenueAddress
+
+
+class AttractionTicketType(Payload):
+    id: int
+    name: str
+    description: str | None
+    price_cents: int
+    currency: str
+    category: str
+    max_per_purchase: int
+    available: int
+
+
+class AttractionResponse(Payload):
+    attraction: AttractionDetail
+    ticket_types: list[AttractionTicketType]
+
+
+class AttractionAvailabilityQuery(Query):
+    date: date | None = None
+
+
+class AttractionAvailability(Payload, omit_defaults=True):
+    attraction_id: int
+    status: AttractionStatus
+    ticket_types: dict[str, int]
+    daily_max_tickets: int | None
+    date: date | None = None
+    date_remaining: int | None = None

@@ -1,0 +1,153 @@
+"""The seat planner's helpers: pick the best free seats for a ticket type, and check a selection
+before a purchase. Both read the taken seats from the availability read model, so they lock
+nothing and may lag a moment; POST /purchases decides again against the event's own stream."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
+from aiohttp import web
+from msgspec import Meta
+
+from domain import seating
+from domain.catalog import MAX_PER_PURCHASE, Section, TicketType
+from domain.errors import InvalidCommand
+from domain.inventory import SeatRef
+from services.api import readmodel as rm
+from services.api.context import organization_of, pool_of
+from services.api.errors import from_domain, invalid_request, not_found
+from services.api.http import json_response, parse_body
+from services.api.routes import Route
+
+MAX_NEAR = 100  # a buyer's selection is a purchase or two; this bounds the scoring work
+TYPE_ID = re.compile(r"^[1-9][0-9]{0,17}$")  # canonical, so two keys never name one type
+
+
+class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Request bodies: a misspelt field is a 422, not silently ignored."""
+
+
+class AutoSelectRequest(Request):
+    ticket_type_id: int
+    count: Annotated[int, Meta(ge=1, le=MAX_PER_PURCHASE)]
+    near: Annotated[list[SeatRef], Meta(max_length=MAX_NEAR)] = []
+
+
+class AutoSelection(msgspec.Struct, frozen=True, kw_only=True):
+    seats: list[SeatRef]
+    count: int
+    requested: int
+
+
+class SeatValidationRequest(Request):
+    selected_seats: Annotated[
+        dict[str, list[SeatRef]], Meta(description="Seats by ticket type id (as a string)")
+    ]
+
+
+class SeatValidation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Either `available: true` alone, or `false` with the seats taken or selected twice."""
+
+    available: bool
+    conflicts: list[SeatRef] = []
+
+
+@dataclass(frozen=True)
+class _Event:
+    """What both helpers need of the event: its seat map, ticket types and taken seats."""
+
+    sections: list[Section]
+    ticket_types: dict[int, TicketType]
+    taken: set[seating.SeatKey]
+
+
+async def _event(request: web.Request) -> _Event:
+    """The caller's published (or cancelled) event; 404 for a draft or another's event."""
+    pool = pool_of(request)
+    row = await rm.event(pool, organization_of(request), request.match_info["slug"])
+    if row is None:
+        raise not_found("event")
+    types = await rm.ticket_types(pool, event_id=row["id"])
+    return _Event(
+        sections=rm.sections_of(row),
+        ticket_types={t.id: t for t in types},
+        taken={seating.seat_key(seat) for seat in await rm.taken_seats(pool, row["id"])},
+    )
+
+
+def _seated_type(event: _Event, ticket_type_id: int) -> TicketType:
+    """The event's ticket type with seats to pick; a 422 on `ticket_type_id` otherwise."""
+    ticket_type = event.ticket_types.get(ticket_type_id)
+    if ticket_type is None:
+        raise invalid_request("ticket_type_id", f"ticket type {ticket_type_id} is not this event's")
+    if not seating.seated_sections(event.sections, ticket_type):
+        raise invalid_request("ticket_type_id", f"ticket type {ticket_type_id} has no seats")
+    return ticket_type
+
+
+async def auto_select(request: web.Request) -> web.Response:
+    """Fewer seats than requested is an answer, not an error: `count` says how many exist."""
+    event = await _event(request)
+    body = await parse_body(request, AutoSelectRequest)
+    ticket_type = _seated_type(event, body.ticket_type_id)
+    by_id = {s.id: s for s in event.sections}
+    try:
+        for i, seat in enumerate(body.near):
+            seating.check_seat(by_id, seat, f"near[{i}]")
+    except InvalidCommand as exc:
+        raise from_domain(exc) from None
+    seats = seating.best_available(
+        event.sections, ticket_type.section_ids, event.taken, body.count, body.near
+    )
+    return json_response(AutoSelection(seats=seats, count=len(seats), requested=body.count))
+
+
+def _by_type_id(selected: dict[str, list[SeatRef]]) -> dict[int, list[SeatRef]]:
+    """JSON object keys are strings; the ticket type ids in them must be plain integers (the
+    key's pattern is checked here rather than by the decoder, which would not name the key)."""
+    for type_id in selected:
+        if not TYPE_ID.match(type_id):
+            raise invalid_request(f"selected_seats.{type_id}", "keys are ticket type ids")
+    return {int(type_id): seats for type_id, seats in selected.items()}
+
+
+async def validate_seats(request: web.Request) -> web.Response:
+    """A seat that is not in the venue is a 422, a taken one a conflict: the first is the
+    caller's bug, the second another buyer's doing."""
+    event = await _event(request)
+    body = await parse_body(request, SeatValidationRequest)
+    selection = _by_type_id(body.selected_seats)
+    try:
+        found = seating.conflicts(event.sections, selection, event.ticket_types, event.taken)
+    except InvalidCommand as exc:
+        raise from_domain(exc) from None
+    return json_response(SeatValidation(available=not found, conflicts=found))
+
+
+ROUTES = [
+    Route(
+        "POST",
+        "/api/v1/events/{slug}/seats/auto-select",
+        auto_select,
+        "Pick the best available seats for a ticket type, optionally near a selection",
+        "Seat plans",
+        AutoSelection,
+        body=AutoSelectRequest,
+        errors=(401, 404, 422, 429),
+        path_params={"slug": str},
+    ),
+    Route(
+        "POST",
+        "/api/v1/events/{slug}/seats/validate",
+        validate_seats,
+        "Check a seat selection is still free (non-locking)",
+        "Seat plans",
+        SeatValidation,
+        body=SeatValidationRequest,
+        errors=(401, 404, 422, 429),
+        path_params={"slug": str},
+    ),
+]

@@ -1,0 +1,331 @@
+"""Ticket endpoints: verify and scan for gate apps, and buyer self-service (lookup by access
+code and purchase e-mail, bulk attendee edits, the per-seat attendee view)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from aiohttp import web
+from msgspec import Meta
+
+from domain.inventory import SeatRef
+from domain.purchasing import EMAIL
+from domain.tickets import Reason, TicketState
+from services import ticketing
+from services.api.context import api_key_of, pool_of
+from services.api.errors import ApiError, invalid_request
+from services.api.http import json_response, parse_body, parse_query
+from services.api.purchases import metadata_of
+from services.api.routes import Route
+from services.api.schemas import Payload, Query
+
+
+class TicketSummary(Payload):
+    id: int
+    code: str
+    status: str
+    ticket_type: str
+    event_slug: str | None
+    attraction_slug: str | None
+    holder_name: str | None
+    section_id: int | None
+    seat_row: str | None
+    seat_number: int | None
+    scan_count: int
+    is_scanned: bool
+    scannable_until: datetime | None
+
+
+class TicketVerdict(Payload):
+    valid: bool
+    reason: Reason
+    ticket: TicketSummary
+
+
+def _summary(verdict: ticketing.Verdict) -> TicketSummary:
+    opened = verdict.purchase.opened
+    bought = next(t for t in opened.tickets if t.id == verdict.ticket_id)
+    state = verdict.ticket
+    status = state.status if state else verdict.reason
+    seat = bought.seat
+    return TicketSummary(
+        id=bought.id,
+        code=bought.code,
+        status=status,
+        ticket_type=bought.ticket_type_name,
+        event_slug=opened.product_slug if opened.event_id is not None else None,
+        attraction_slug=opened.product_slug if opened.attraction_id is not None else None,
+        holder_name=state.holder_name if state else bought.name,
+        section_id=seat.section_id if seat else None,
+        seat_row=seat.row if seat else None,
+        seat_number=seat.seat_number if seat else None,
+        scan_count=state.scan_count if state else 0,
+        is_scanned=bool(state and state.scan_count),
+        scannable_until=state.issued.scannable_until if state else None,
+    )
+
+
+def _verdict(verdict: ticketing.Verdict) -> web.Response:
+    return json_response(
+        TicketVerdict(valid=verdict.valid, reason=verdict.reason, ticket=_summary(verdict))
+    )
+
+
+async def verify_ticket(request: web.Request) -> web.Response:
+    code = request.match_info["code"]
+    return _verdict(
+        await ticketing.verify(pool_of(request), code, api_key_of(request).organization_id)
+    )
+
+
+async def scan_ticket(request: web.Request) -> web.Response:
+    verdict = await ticketing.scan(
+        pool_of(request),
+        request.match_info["code"],
+        api_key_of(request).organization_id,
+        metadata_of(request),
+    )
+    return _verdict(verdict)
+
+
+# ---- buyer self-service --------------------------------------------------------------------
+
+
+class BuyerQuery(Query):
+    email: Annotated[str, Meta(min_length=3, max_length=254)]
+
+
+class AttendeeSeat(Payload):
+    token: str
+    name: str | None
+    email: str | None
+    seat: SeatRef | None
+    ticket_code: str
+    status: str
+    needs_personalization: bool
+    personalization_end: datetime | None
+
+
+class LineProduct(Payload):
+    id: int
+    name: str
+    slug: str
+    image: str | None
+
+
+class LineEvent(Payload):
+    startsAt: datetime | None
+    location: str | None
+    guestLabel: str
+    guest: str | None
+
+
+class OrderLine(Payload):
+    lineItemId: str
+    product: LineProduct
+    ticketType: str
+    event: LineEvent
+    seats: list[AttendeeSeat]
+
+
+class OrderSummary(Payload):
+    id: str
+    createdAt: datetime
+    status: str
+    currency: str
+    totalGross: int
+
+
+class TicketBundle(Payload):
+    code: str
+    order: OrderSummary
+    buyerEmail: str
+    lines: list[OrderLine]
+
+
+class SeatEdit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    token: Annotated[str, Meta(min_length=16, max_length=80)]
+    name: Annotated[str, Meta(max_length=200)]
+    email: str | None
+
+
+class AttendeeEdits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    email: Annotated[str, Meta(min_length=3, max_length=254)]
+    seats: Annotated[list[SeatEdit], Meta(min_length=1, max_length=200)]
+
+
+class AttendeeView(Payload):
+    token: str
+    attendee: dict[str, str | None]
+    product: LineProduct
+    event: LineEvent
+    seat: SeatRef | None
+    orderStatus: str
+
+
+def _event_of(ticket: TicketState | None) -> LineEvent:
+    return LineEvent(
+        startsAt=ticket.issued.starts_at if ticket else None,
+        location=None,
+        guestLabel="Attendee",
+        guest=None,
+    )
+
+
+def _bundle(order: ticketing.Order) -> TicketBundle:
+    purchase = order.purchase
+    opened = purchase.opened
+    states = {s.issued.ticket_id: s for s in order.tickets}
+    lines: dict[int, OrderLine] = {}
+    for bought in opened.tickets:
+        state = states.get(bought.id)
+        line = lines.get(bought.ticket_type_id)
+        if line is None:
+            line = lines[bought.ticket_type_id] = OrderLine(
+                lineItemId=f"{opened.token}:{bought.ticket_type_id}",
+                product=LineProduct(
+                    id=opened.event_id or opened.attraction_id or 0,
+                    name=opened.product_name,
+                    slug=opened.product_slug,
+                    image=None,
+                ),
+                ticketType=bought.ticket_type_name,
+                event=_event_of(state),
+                seats=[],
+            )
+        line.seats.append(
+            AttendeeSeat(
+                token=bought.attendee_token,
+                name=state.holder_name if state else bought.name,
+                email=state.holder_email if state else bought.email,
+                seat=bought.seat,
+                ticket_code=bought.code,
+                status=state.status if state else purchase.status,
+                needs_personalization=bool(state and state.needs_personalization),
+                personalization_end=state.issued.personalization_end if state else None,
+            )
+        )
+    return TicketBundle(
+        code=opened.access_code,
+        order=OrderSummary(
+            id=opened.token,
+            createdAt=opened.opened_at,
+            status=purchase.status,
+            currency=opened.pricing.currency,
+            totalGross=opened.pricing.total_cents,
+        ),
+        buyerEmail=opened.buyer.email,
+        lines=list(lines.values()),
+    )
+
+
+async def buyer_tickets(request: web.Request) -> web.Response:
+    query = parse_query(request, BuyerQuery)
+    order = await ticketing.order_by_access_code(
+        pool_of(request),
+        request.match_info["code"],
+        query.email,
+        api_key_of(request).organization_id,
+    )
+    return json_response(_bundle(order))
+
+
+async def edit_attendees(request: web.Request) -> web.Response:
+    edits = await parse_body(request, AttendeeEdits)
+    pool = pool_of(request)
+    organization_id = api_key_of(request).organization_id
+    order = await ticketing.order_by_access_code(
+        pool, request.match_info["code"], edits.email, organization_id
+    )
+    if order.purchase.status != "paid" or order.purchase.refunded:
+        raise ApiError(409, "order_inactive", "the order is cancelled or refunded")
+    for i, seat in enumerate(edits.seats):
+        if seat.email and (len(seat.email) > 254 or not EMAIL.match(seat.email.strip())):
+            raise invalid_request(f"seats[{i}].email", "not a valid e-mail address")
+    await ticketing.update_attendees(
+        pool, order, [(s.token, s.name, s.email) for s in edits.seats], metadata_of(request)
+    )
+    updated = await ticketing.order_by_access_code(
+        pool, request.match_info["code"], edits.email, organization_id
+    )
+    return json_response(_bundle(updated))
+
+
+async def attendee_ticket(request: web.Request) -> web.Response:
+    ticket, purchase = await ticketing.ticket_by_attendee_token(
+        pool_of(request), request.match_info["token"], api_key_of(request).organization_id
+    )
+    opened = purchase.opened
+    return json_response(
+        AttendeeView(
+            token=ticket.issued.attendee_token,
+            attendee={"name": ticket.holder_name, "email": ticket.holder_email},
+            product=LineProduct(
+                id=opened.event_id or opened.attraction_id or 0,
+                name=opened.product_name,
+                slug=opened.product_slug,
+                image=None,
+            ),
+            event=_event_of(ticket),
+            seat=ticket.issued.seat,
+            orderStatus=purchase.status,
+        )
+    )
+
+
+ROUTES = [
+    Route(
+        "GET",
+        "/api/v1/tickets/{code}/verify",
+        verify_ticket,
+        "Verify a ticket (read-only)",
+        "Tickets",
+        TicketVerdict,
+        errors=(401, 404, 429),
+        path_params={"code": str},
+    ),
+    Route(
+        "POST",
+        "/api/v1/tickets/{code}/scan",
+        scan_ticket,
+        "Scan a ticket at the gate",
+        "Tickets",
+        TicketVerdict,
+        errors=(401, 404, 429),
+        path_params={"code": str},
+    ),
+    Route(
+        "GET",
+        "/api/v1/tickets/attendee/{token}",
+        attendee_ticket,
+        "The attendee view of one seat",
+        "Buyer self-service",
+        AttendeeView,
+        errors=(401, 404, 429),
+        path_params={"token": str},
+    ),
+    Route(
+        "GET",
+        "/api/v1/tickets/{code}",
+        buyer_tickets,
+        "Buyer lookup by access code and purchase e-mail",
+        "Buyer self-service",
+        TicketBundle,
+        query=BuyerQuery,
+        errors=(401, 404, 422, 429),
+        path_params={"code": str},
+    ),
+    Route(
+        "PATCH",
+        "/api/v1/tickets/{code}",
+        edit_attendees,
+        "Edit attendees (1-200 seats)",
+        "Buyer self-service",
+        TicketBundle,
+        body=AttendeeEdits,
+        errors=(401, 404, 409, 422, 429),
+        path_params={"code": str},
+    ),
+]

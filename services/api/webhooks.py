@@ -1,0 +1,57 @@
+"""Stripe's webhook ingress: a verified signature first, then each Stripe event applied once.
+A bad signature is a 400 that changes nothing; a failure is a 500 so Stripe retries."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from infra.eventstore import Metadata
+from infra.payments import InvalidSignature
+from services.api.context import PURCHASES, request_id_of
+from services.api.errors import ApiError
+from services.api.http import json_response
+from services.api.routes import Route
+from services.api.schemas import Payload
+
+
+class WebhookReceipt(Payload):
+    received: bool
+    outcome: str
+
+
+async def stripe_webhook(request: web.Request) -> web.Response:
+    purchases = request.app[PURCHASES]
+    if purchases.payments is None:
+        raise ApiError(503, "payment_processing_unavailable", "Stripe is not configured")
+    payload = await request.read()
+    try:
+        event = purchases.payments.parse_webhook(
+            payload, request.headers.get("Stripe-Signature", "")
+        )
+    except InvalidSignature:
+        raise ApiError(400, "invalid_signature", "Stripe-Signature does not verify") from None
+    if await purchases.seen(event.id):
+        return json_response(WebhookReceipt(received=True, outcome="duplicate"))
+    meta = Metadata(
+        request_id=request_id_of(request),
+        actor="stripe",
+        causation_id=event.id,
+        correlation_id=event.purchase_token,
+    )
+    outcome = await purchases.settle(event, meta)
+    await purchases.mark_seen(event.id, event.type)
+    return json_response(WebhookReceipt(received=True, outcome=outcome))
+
+
+ROUTES = [
+    Route(
+        "POST",
+        "/api/v1/webhooks/stripe",
+        stripe_webhook,
+        "Stripe webhook ingress (signed by Stripe)",
+        "Webhooks",
+        WebhookReceipt,
+        errors=(400, 503),
+        authenticated=False,
+    ),
+]

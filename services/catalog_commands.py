@@ -1,0 +1,188 @@
+"""Command handlers for the catalog: allocate ids, let the domain decide, and append the events
+together with a claim on the natural key, so two writers can never create the same slug."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import asyncpg
+
+from domain import catalog
+from domain.errors import AlreadyExists, NotFound
+from domain.events import Event
+from infra.eventstore import (
+    NO_STREAM,
+    ConcurrencyError,
+    Metadata,
+    PendingAppend,
+    append,
+    read_stream,
+)
+
+Pool = asyncpg.Pool | asyncpg.Connection
+
+
+async def allocate_ids(pool: Pool, count: int) -> list[int]:
+    rows = await pool.fetch(
+        "SELECT nextval('catalog_ids') AS id FROM generate_series(1, $1)", count
+    )
+    return [r["id"] for r in rows]
+
+
+async def owner_of(pool: Pool, claim: str) -> int | None:
+    """The id that won a natural key, or None when nobody has claimed it."""
+    events = await read_stream(pool, claim)
+    if not events:
+        return None
+    claimed = events[0].event()
+    assert isinstance(claimed, catalog.SlugClaimed)
+    return claimed.owner_id
+
+
+async def organization_id_by_slug(pool: Pool, slug: str) -> int | None:
+    return await owner_of(pool, catalog.claim_stream("org", slug))
+
+
+async def load_venue(pool: Pool, venue_id: int) -> catalog.VenueRegistered:
+    events = await read_stream(pool, catalog.venue_stream(venue_id))
+    registered = events[0].event() if events else None
+    if not isinstance(registered, catalog.VenueRegistered):
+        raise NotFound(f"venue {venue_id} not found", "venue_id")
+    return registered
+
+
+async def _create(
+    pool: Pool,
+    *,
+    kind: str,
+    key: str,
+    organization_id: int | None,
+    stream: Callable[[int], str],
+    decide: Callable[[int, list[int]], list[Event]],
+    extra_ids: int,
+    metadata: Metadata,
+) -> int:
+    """Decide with fresh ids and append the claim and the object's first events atomically.
+    A claim that already exists means the key is taken: nothing of this command is stored."""
+    owner_id, *more = await allocate_ids(pool, 1 + extra_ids)
+    events = decide(owner_id, more)
+    claim = catalog.claim_stream(kind, key, organization_id)
+    claimed = catalog.SlugClaimed(kind=kind, key=key, owner_id=owner_id)
+    try:
+        await append(
+            pool,
+            [
+                PendingAppend(claim, NO_STREAM, [claimed]),
+                PendingAppend(stream(owner_id), NO_STREAM, events),
+            ],
+            metadata,
+        )
+    except ConcurrencyError as exc:
+        if exc.stream_id == claim:
+            raise AlreadyExists(f"{kind} {key!r} already exists", "slug") from None
+        raise
+    return owner_id
+
+
+async def register_organization(
+    pool: Pool, cmd: catalog.RegisterOrganization, metadata: Metadata
+) -> int:
+    return await _create(
+        pool,
+        kind="org",
+        key=cmd.slug,
+        organization_id=None,
+        stream=catalog.organization_stream,
+        decide=lambda oid, _: catalog.register_organization(cmd, oid),
+        extra_ids=0,
+        metadata=metadata,
+    )
+
+
+async def register_venue(
+    pool: Pool, organization_id: int, cmd: catalog.RegisterVenue, metadata: Metadata
+) -> int:
+    return await _create(
+        pool,
+        kind="venue",
+        key=cmd.key,
+        organization_id=organization_id,
+        stream=catalog.venue_stream,
+        decide=lambda vid, ids: catalog.register_venue(cmd, organization_id, vid, ids),
+        extra_ids=len(cmd.sections),
+        metadata=metadata,
+    )
+
+
+async def schedule_event(
+    pool: Pool, organization_id: int, cmd: catalog.ScheduleEvent, metadata: Metadata
+) -> int:
+    venue = await load_venue(pool, cmd.venue_id)
+    return await _create(
+        pool,
+        kind="event",
+        key=cmd.slug,
+        organization_id=organization_id,
+        stream=catalog.event_stream,
+        decide=lambda eid, ids: catalog.schedule_event(cmd, organization_id, venue, eid, ids),
+        extra_ids=len(cmd.ticket_types),
+        metadata=metadata,
+    )
+
+
+async def open_attraction(
+    pool: Pool, organization_id: int, cmd: catalog.OpenAttraction, metadata: Metadata
+) -> int:
+    venue = await load_venue(pool, cmd.venue_id)
+    return await _create(
+        pool,
+        kind="attraction",
+        key=cmd.slug,
+        organization_id=organization_id,
+        stream=catalog.attraction_stream,
+        decide=lambda aid, ids: catalog.open_attraction(cmd, organization_id, venue, aid, ids),
+        extra_ids=len(cmd.ticket_types),
+        metadata=metadata,
+    )
+
+
+async def create_discount_code(
+    pool: Pool, organization_id: int, cmd: catalog.CreateDiscountCode, metadata: Metadata
+) -> int:
+    return await _create(
+        pool,
+        kind="discount",
+        key=cmd.code.strip().upper(),
+        organization_id=organization_id,
+        stream=catalog.discount_stream,
+        decide=lambda did, _: catalog.create_discount_code(cmd, organization_id, did),
+        extra_ids=0,
+        metadata=metadata,
+    )
+
+
+async def change_event_status(
+    pool: Pool,
+    event_id: int,
+    decide: Callable[[catalog.EventListing], Sequence[Event]],
+    metadata: Metadata,
+) -> None:
+    """Publish or cancel: decided against the event's current state, retried on a conflict
+    (the event stream is busy during an on-sale)."""
+    stream = catalog.event_stream(event_id)
+    for _ in range(10):
+        recorded = await read_stream(pool, stream)
+        state: catalog.EventListing | None = None
+        for r in recorded:
+            state = catalog.evolve_listing(state, r.event())
+        if state is None:
+            raise NotFound(f"event {event_id} not found", "event_id")
+        events = list(decide(state))
+        if not events:
+            return
+        try:
+            await append(pool, [PendingAppend(stream, len(recorded), events)], metadata)
+            return
+        except ConcurrencyError:
+            continue
+    raise ConcurrencyError(stream, "gave up after 10 attempts")

@@ -1,0 +1,225 @@
+"""The `linjerum` command line: run the service, seed demo data, manage API keys, rebuild read
+models, show recent partner API activity. Every data command accepts --data-dir and honours
+DATABASE_URL / NATS_URL."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import re
+import signal
+import sys
+from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from infra.apikeys import UnknownApiKey, create_key, list_keys, revoke_key
+from infra.eventstore import Metadata
+from infra.logging import configure_logging
+from infra.settings import Settings
+from projections.rebuild import rebuild
+from projections.registry import all_projections
+from services.api.activity import recent_activity
+from services.catalog_commands import organization_id_by_slug
+from services.runtime import COMPONENTS, connected, database
+from services.runtime import run as run_service
+from services.seed_demo import seed_demo
+
+CLI = Metadata(actor="linjerum cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="linjerum", description=__doc__)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder for embedded PostgreSQL/NATS data (default $LINJERUM_DATA_DIR or .linjerum)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run every component in one process")
+    run.add_argument("--port", type=int, default=None, help="gateway port (default 8080)")
+    run.add_argument("--host", default=None, help="gateway address (default 127.0.0.1)")
+    run.add_argument("--no-seed", action="store_true", help="do not create the demo data")
+
+    for component in COMPONENTS:
+        single = commands.add_parser(component, help=f"run only the {component} (production)")
+        if component == "gateway":
+            single.add_argument("--port", type=int, default=None)
+            single.add_argument("--host", default=None)
+
+    commands.add_parser("seed-demo", help="create the demo organizations (idempotent)")
+
+    keys = commands.add_parser("keys", help="manage partner API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="issue a key; the token is shown once")
+    create.add_argument("--org", required=True, help="organization slug")
+    create.add_argument("--name", required=True)
+    create.add_argument("--allowed-origin", action="append", default=[], dest="allowed_origins")
+    create.add_argument("--rate-limit", type=int, default=120, help="requests per minute")
+    listing = key_commands.add_parser("list", help="list an organization's keys")
+    listing.add_argument("--org", required=True)
+    revoke = key_commands.add_parser("revoke", help="revoke a key on every gateway at once")
+    revoke.add_argument("key_id", type=int)
+
+    rebuild_cmd = commands.add_parser("rebuild", help="rebuild a read model from the events")
+    rebuild_cmd.add_argument("name", choices=sorted(all_projections()))
+
+    activity = commands.add_parser("activity", help="recent partner API calls, newest first")
+    activity.add_argument("--org", required=True, help="organization slug")
+    activity.add_argument("--key", type=int, default=None, help="only this API key id")
+    activity.add_argument(
+        "--since", type=_since, default=None, help="ISO-8601 time or a duration ago: 15m, 2h, 1d"
+    )
+    activity.add_argument("--limit", type=_positive, default=100)
+    return parser
+
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _since(value: str) -> datetime:
+    """--since: an ISO-8601 time (naive means UTC) or a duration back from now."""
+    if match := _DURATION.match(value.strip()):
+        ago = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        return datetime.now(UTC) - ago
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither an ISO-8601 time nor a duration like 15m, 2h, 1d"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
+    return number
+
+
+def _print_json(value: Any) -> None:
+    print(msgspec.json.encode(value).decode(), flush=True)
+
+
+async def _with_database(settings: Settings, action: Any) -> int:
+    async with connected(settings, nats=False) as live, database(live) as pool:
+        return await action(pool)
+
+
+async def _keys(args: argparse.Namespace, pool: Any) -> int:
+    if args.keys_command == "revoke":
+        try:
+            _print_json(await revoke_key(pool, args.key_id, CLI))
+        except UnknownApiKey:
+            print(f"no API key with id {args.key_id}", file=sys.stderr)
+            return 1
+        return 0
+    organization_id = await organization_id_by_slug(pool, args.org)
+    if organization_id is None:
+        print(f"no organization with slug {args.org!r}", file=sys.stderr)
+        return 1
+    if args.keys_command == "list":
+        for key in await list_keys(pool, organization_id):
+            _print_json(key)
+        return 0
+    try:
+        issued = await create_key(
+            pool,
+            organization_id,
+            args.name,
+            allowed_origins=args.allowed_origins,
+            rate_limit_per_minute=args.rate_limit,
+            metadata=CLI,
+        )
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print("Store this token now: it is shown only once.", flush=True)
+    _print_json(
+        {
+            "id": issued.key.id,
+            "organization": args.org,
+            "name": issued.key.name,
+            "allowed_origins": issued.key.allowed_origins,
+            "rate_limit_per_minute": issued.key.rate_limit_per_minute,
+            "token": issued.token,
+        }
+    )
+    return 0
+
+
+async def _activity(args: argparse.Namespace, pool: Any) -> int:
+    organization_id = await organization_id_by_slug(pool, args.org)
+    if organization_id is None:
+        print(f"no organization with slug {args.org!r}", file=sys.stderr)
+        return 1
+    entries = await recent_activity(
+        pool, organization_id, api_key_id=args.key, since=args.since, limit=args.limit
+    )
+    for entry in entries:
+        _print_json(entry)
+    return 0
+
+
+async def _seed(pool: Any) -> int:
+    _print_json(await seed_demo(pool, datetime.now(UTC).date()))
+    return 0
+
+
+async def _rebuild(name: str, pool: Any) -> int:
+    replayed = await rebuild(pool, all_projections()[name])
+    _print_json({"projection": name, "replayed": replayed})
+    return 0
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, int | None]:
+    if args.command == "run":
+        return run_service(settings, seed=not args.no_seed)
+    if args.command in COMPONENTS:
+        return run_service(settings, seed=False, components=(args.command,))
+    if args.command == "seed-demo":
+        return _with_database(settings, _seed)
+    if args.command == "keys":
+        return _with_database(settings, lambda pool: _keys(args, pool))
+    if args.command == "activity":
+        return _with_database(settings, lambda pool: _activity(args, pool))
+    return _with_database(settings, lambda pool: _rebuild(args.name, pool))
+
+
+async def _main(args: argparse.Namespace, settings: Settings) -> int:
+    """SIGTERM stops the service like Ctrl-C does: tasks cancelled, embedded servers shut down."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await _dispatch(args, settings) or 0
+    except asyncio.CancelledError:
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings.from_env(
+        data_dir=args.data_dir,
+        http_port=getattr(args, "port", None),
+        http_host=getattr(args, "host", None),
+    )
+    configure_logging(settings.log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(_main(args, settings))
+    return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

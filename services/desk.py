@@ -1,0 +1,227 @@
+"""A sales desk per hot aggregate: in an on-sale every buyer's command targets the same event
+stream, and plain optimistic concurrency would turn that into a retry storm. Inside a process,
+commands for one stream queue at its desk; one task decides them in turn against the cached,
+caught-up state and appends everything they decided in a single append. Conflicts with other
+processes still surface as ConcurrencyError: the desk reloads and decides the batch again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+import structlog
+
+from domain.discounts import DiscountState, evolve_discount
+from domain.events import Event
+from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append, read_stream
+
+log = structlog.get_logger(__name__)
+
+S = TypeVar("S")
+MAX_BATCH = 200
+MAX_ATTEMPTS = 8
+
+
+@dataclass
+class Cached(Generic[S]):
+    """An aggregate's state as of `version`, evolved in place."""
+
+    state: S
+    version: int = 0
+
+
+@dataclass
+class Decision:
+    """What one command decided: events per stream (the desk's own stream under its id),
+    expected versions for streams the desk does not cache, and the caller's result."""
+
+    events: dict[str, list[Event]]
+    result: Any = None
+    expected: dict[str, int] = field(default_factory=dict)
+
+
+class Session:
+    """What a command sees while it decides: the desk's state and cached discount codes."""
+
+    def __init__(self, desk: Desk[Any]) -> None:
+        self._desk = desk
+
+    @property
+    def state(self) -> Any:
+        return self._desk.cached.state
+
+    def discount(self, discount_id: int) -> DiscountState | None:
+        return self._desk.discounts[discount_id].state
+
+
+Command = Callable[[Session], Decision]
+
+
+@dataclass
+class _Job:
+    command: Command
+    metadata: Metadata
+    discount_ids: tuple[int, ...]
+    future: asyncio.Future[Any]
+
+
+class Desk(Generic[S]):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        stream_id: str,
+        initial: Callable[[], S],
+        evolve: Callable[[S, Event], S],
+    ) -> None:
+        self._pool = pool
+        self.stream_id = stream_id
+        self._initial = initial
+        self._evolve = evolve
+        self.cached: Cached[S] = Cached(initial())
+        self.discounts: dict[int, Cached[DiscountState | None]] = {}
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self.conflicts = 0
+
+    async def submit(
+        self, command: Command, metadata: Metadata, discount_ids: tuple[int, ...] = ()
+    ) -> Any:
+        """Decide and append `command`; returns its result or raises its DomainError."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(command, metadata, discount_ids, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._work())
+        return await future
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    async def _work(self) -> None:
+        while not self._queue.empty():
+            jobs = [self._queue.get_nowait()]
+            while not self._queue.empty() and len(jobs) < MAX_BATCH:
+                jobs.append(self._queue.get_nowait())
+            try:
+                await self._run_batch(jobs)
+            except Exception as exc:
+                self._forget()
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+
+    def _forget(self) -> None:
+        """States were evolved with events that may not be stored: reload from scratch."""
+        self.cached = Cached(self._initial())
+        self.discounts.clear()
+
+    async def _catch_up(self, discount_ids: set[int]) -> None:
+        for recorded in await read_stream(self._pool, self.stream_id, self.cached.version):
+            self.cached.state = self._evolve(self.cached.state, recorded.event())
+            self.cached.version = recorded.version
+        for did in discount_ids:
+            cached = self.discounts.setdefault(did, Cached(None))
+            for recorded in await read_stream(self._pool, f"discount-{did}", cached.version):
+                cached.state = evolve_discount(cached.state, recorded.event())
+                cached.version = recorded.version
+
+    async def _run_batch(self, jobs: list[_Job]) -> None:
+        for attempt in range(MAX_ATTEMPTS):
+            await self._catch_up({d for job in jobs for d in job.discount_ids})
+            decided, refused = self._decide_all(jobs)
+            try:
+                if decided:
+                    await self._append(decided)
+            except ConcurrencyError as exc:
+                self.conflicts += 1
+                log.info("desk_conflict", stream=exc.stream_id, attempt=attempt)
+                self._forget()
+                continue
+            for job, decision in decided:
+                job.future.set_result(decision.result)
+            for job, exc in refused:
+                job.future.set_exception(exc)
+            return
+        raise ConcurrencyError(self.stream_id, f"gave up after {MAX_ATTEMPTS} attempts")
+
+    def _decide_all(
+        self, jobs: list[_Job]
+    ) -> tuple[list[tuple[_Job, Decision]], list[tuple[_Job, Exception]]]:
+        """Each command decides on the state its predecessors in the batch left; a refused
+        command fails alone, and only once the batch it was refused in is stored."""
+        decided = []
+        refused = []
+        session = Session(self)
+        for job in jobs:
+            try:
+                decision = job.command(session)
+            except Exception as exc:
+                refused.append((job, exc))
+                continue
+            for stream, events in decision.events.items():
+                for event in events:
+                    if stream == self.stream_id:
+                        self.cached.state = self._evolve(self.cached.state, event)
+                    elif stream.startswith("discount-"):
+                        cached = self.discounts[int(stream.removeprefix("discount-"))]
+                        cached.state = evolve_discount(cached.state, event)
+            decided.append((job, decision))
+        return decided, refused
+
+    async def _append(self, decided: list[tuple[_Job, Decision]]) -> None:
+        merged: dict[str, list[tuple[Event, Metadata]]] = {}
+        expected: dict[str, int] = {}
+        for job, decision in decided:
+            expected.update(decision.expected)
+            for stream, events in decision.events.items():
+                merged.setdefault(stream, []).extend((e, job.metadata) for e in events)
+        appends = []
+        for stream, pairs in merged.items():
+            if not pairs:
+                continue
+            if stream == self.stream_id:
+                version = self.cached.version
+            elif stream.startswith("discount-"):
+                version = self.discounts[int(stream.removeprefix("discount-"))].version
+            else:
+                version = expected[stream]
+            appends.append(
+                PendingAppend(
+                    stream, version, [e for e, _ in pairs], metadata=[m for _, m in pairs]
+                )
+            )
+        versions = await append(self._pool, appends, decided[0][0].metadata)
+        self.cached.version = versions.get(self.stream_id, self.cached.version)
+        for stream, version in versions.items():
+            if stream.startswith("discount-"):
+                self.discounts[int(stream.removeprefix("discount-"))].version = version
+
+
+class Desks:
+    """The desks of this process, one per aggregate stream, created on first use."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._desks: dict[str, Desk[Any]] = {}
+
+    def get(
+        self, stream_id: str, initial: Callable[[], S], evolve: Callable[[S, Event], S]
+    ) -> Desk[S]:
+        desk = self._desks.get(stream_id)
+        if desk is None:
+            desk = self._desks[stream_id] = Desk(self._pool, stream_id, initial, evolve)
+        return desk
+
+    @property
+    def conflicts(self) -> int:
+        return sum(d.conflicts for d in self._desks.values())
+
+    async def close(self) -> None:
+        for desk in self._desks.values():
+            await desk.close()

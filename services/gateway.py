@@ -1,0 +1,168 @@
+"""The aiohttp gateway: the partner API's routes behind one middleware that gives every request
+its id, its caller, its rate-limit headers, its activity-log row and the JSON error envelope."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from domain.errors import DomainError
+from infra.apikeys import DEFAULT_RATE_LIMIT
+from projections.framework import ensure_live_schema
+from projections.registry import all_projections
+from services.api import (
+    availability,
+    catalog_reads,
+    deliveries,
+    docs,
+    pricing,
+    purchases,
+    seating,
+    tickets,
+    webhooks,
+)
+from services.api.access import AccessControl
+from services.api.activity import ActivityEntry, ActivityLog
+from services.api.context import API_KEY, DOCUMENTS, POOL, PURCHASES, REQUEST_ID
+from services.api.errors import ApiError, error_response, from_domain
+from services.api.limits import Verdict
+from services.api.routes import Handler, Route
+from services.purchases import Purchases
+from services.ticket_documents import Documents
+
+log = structlog.get_logger(__name__)
+
+REQUEST_ID_MAX = 128
+API_PREFIX = "/api/v1/"
+ROUTES: dict[Handler, Route] = {}
+ACCESS: web.AppKey[AccessControl] = web.AppKey("access", AccessControl)
+ACTIVITY: web.AppKey[ActivityLog] = web.AppKey("activity", ActivityLog)
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "invalid_request"}
+
+
+def request_id_for(request: web.Request) -> str:
+    """The caller's own X-Request-ID (capped, printable) or a fresh UUID."""
+    given = request.headers.get("X-Request-ID", "").strip()
+    if given and given.isprintable():
+        return given[:REQUEST_ID_MAX]
+    return str(uuid.uuid4())
+
+
+async def _respond(
+    request: web.Request, handler: Handler, route: Route | None
+) -> tuple[web.StreamResponse, Verdict | None]:
+    verdict = None
+    try:
+        if route is not None and route.authenticated:
+            key, verdict = await request.app[ACCESS].admit(request, route)
+            request[API_KEY] = key
+        return await handler(request), verdict
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.detail, exc.headers), verdict
+    except DomainError as exc:
+        refused = from_domain(exc)
+        return error_response(refused.status, refused.code, refused.detail), verdict
+    except web.HTTPException as exc:
+        code = _HTTP_CODES.get(exc.status, "invalid_request")
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, code, exc.reason, headers), verdict
+    except Exception:
+        log.exception("request_failed", method=request.method, path=request.path)
+        return error_response(500, "internal_error"), verdict
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request, matched or not, leaves with X-Request-ID, the JSON envelope on failure,
+    one log line and one activity-log row (written later, in batches)."""
+    started = time.perf_counter()
+    request_id = request_id_for(request)
+    request[REQUEST_ID] = request_id
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        route = ROUTES.get(request.match_info.route.handler)
+        response, verdict = await _respond(request, handler, route)
+        response.headers["X-Request-ID"] = request_id
+        if request.path.startswith(API_PREFIX) and "X-RateLimit-Limit" not in response.headers:
+            limit = verdict.limit if verdict else DEFAULT_RATE_LIMIT
+            remaining = verdict.remaining if verdict else DEFAULT_RATE_LIMIT
+            response.headers["X-RateLimit-Limit"] = str(limit)
+            response.headers["X-RateLimit-Remaining"] = str(remaining)
+        _record(request, response.status, (time.perf_counter() - started) * 1000)
+        return response
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _record(request: web.Request, status: int, duration_ms: float) -> None:
+    key = request.get(API_KEY)
+    log.info(
+        "request",
+        method=request.method,
+        path=request.path,
+        status=status,
+        duration_ms=round(duration_ms, 2),
+        api_key_id=key.id if key else None,
+    )
+    if not request.path.startswith(API_PREFIX):
+        return
+    request.app[ACTIVITY].record(
+        ActivityEntry(
+            recorded_at=datetime.now(UTC),
+            organization_id=key.organization_id if key else None,
+            api_key_id=key.id if key else None,
+            method=request.method,
+            path=request.path,
+            status=status,
+            duration_ms=duration_ms,
+            request_id=request[REQUEST_ID],
+            remote=request.remote,
+        )
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    """Ready when the database answers: what a load balancer needs to know."""
+    await request.app[POOL].fetchval("SELECT 1")
+    return web.json_response({"status": "ok"})
+
+
+def partner_routes() -> Iterable[Route]:
+    yield from catalog_reads.ROUTES
+    yield from availability.ROUTES
+    yield from seating.ROUTES
+    yield from pricing.ROUTES
+    yield from purchases.ROUTES
+    yield from deliveries.ROUTES
+    yield from webhooks.ROUTES
+    yield from tickets.ROUTES
+    yield from docs.ROUTES
+
+
+async def _start(app: web.Application) -> None:
+    """Read models exist before the first read, even if no projector has run yet."""
+    for projection in all_projections().values():
+        await ensure_live_schema(app[POOL], projection)
+
+
+def create_app(
+    pool: asyncpg.Pool, activity: ActivityLog, sales: Purchases, documents: Documents
+) -> web.Application:
+    app = web.Application(middlewares=[request_context], client_max_size=1 << 20)
+    app[POOL] = pool
+    app[ACCESS] = AccessControl(pool)
+    app[ACTIVITY] = activity
+    app[PURCHASES] = sales
+    app[DOCUMENTS] = documents
+    app.on_startup.append(_start)
+    app.router.add_get("/healthz", health)
+    for route in partner_routes():
+        ROUTES[route.handler] = route
+        app.router.add_route(route.method, route.path, route.handler)
+    return app

@@ -1,0 +1,161 @@
+"""The projector worker: one durable JetStream pull consumer per read model, each batch applied
+with its checkpoint in one transaction and acknowledged only after that commit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from infra.bus import ensure_stream
+from infra.eventstore import RecordedEvent
+from infra.settings import Settings
+from projections.framework import (
+    Projection,
+    apply_batch,
+    ensure_live_schema,
+    live_schema,
+    read_stream_seq,
+)
+
+log = structlog.get_logger(__name__)
+
+_decoder = msgspec.json.Decoder(RecordedEvent)
+
+
+def consumer_name(projection: Projection) -> str:
+    return f"projection_{projection.name}"
+
+
+def _filter(prefix: str, categories: tuple[str, ...]) -> dict[str, Any]:
+    """One category is a plain filter subject, understood by every JetStream server; several
+    need `filter_subjects` (NATS 2.10+)."""
+    subjects = [f"{prefix}.{c}" for c in categories]
+    if len(subjects) == 1:
+        return {"filter_subject": subjects[0]}
+    return {"filter_subjects": subjects}
+
+
+class Projector:
+    """Keeps one read model up to date; several instances may run, the lock orders them."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        js: JetStreamContext,
+        settings: Settings,
+        projection: Projection,
+        *,
+        batch_size: int = 500,
+        gather_seconds: float = 0.002,
+    ) -> None:
+        self._pool = pool
+        self._js = js
+        self._settings = settings
+        self.projection = projection
+        self._batch_size = batch_size
+        self._gather = gather_seconds
+        self.applied = 0
+        self.lag_samples: list[float] = []
+        self.record_lag = False
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                await self._serve()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "projector_retrying",
+                    projection=self.projection.name,
+                    error=repr(exc),
+                    in_seconds=backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        """(Re)create the durable consumer at the checkpoint kept in PostgreSQL, which is the
+        truth: after a crash or a failed batch, delivery restarts in order right after the last
+        committed message, never with a gap that a later redelivery would have to fill."""
+        stream = self._settings.nats_stream
+        await ensure_stream(self._js, self._settings)
+        await ensure_live_schema(self._pool, self.projection)
+        resume_after = await read_stream_seq(self._pool, live_schema(self.projection))
+        info = await self._js.stream_info(stream)
+        if resume_after > info.state.last_seq:
+            log.warning("projector_stream_reset", projection=self.projection.name)
+            resume_after = 0
+        name = consumer_name(self.projection)
+        with contextlib.suppress(NotFoundError):
+            await self._js.delete_consumer(stream, name)
+        prefix = self._settings.subject_prefix
+        await self._js.add_consumer(
+            stream,
+            ConsumerConfig(
+                durable_name=name,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=resume_after + 1,
+                ack_policy=AckPolicy.ALL,
+                ack_wait=60,
+                max_ack_pending=20_000,
+                **_filter(prefix, self.projection.categories),
+            ),
+        )
+        return await self._js.pull_subscribe_bind(durable=name, stream=stream)
+
+    async def _serve(self) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            sub = await self._subscribe()
+            stack.push_async_callback(sub.unsubscribe)
+            # Its own connection: a pool connection costs a reset round trip per batch. Rows and
+            # checkpoint commit together, so a commit lost in a crash is only applied again (the
+            # consumer resumes after the checkpoint that survived): no need to wait for a flush.
+            conn = await asyncpg.connect(
+                self._settings.database_url, server_settings={"synchronous_commit": "off"}
+            )
+            stack.push_async_callback(conn.close)
+            while True:
+                messages = await self._next_batch(sub)
+                if not messages:
+                    continue
+                events = [_decoder.decode(m.data) for m in messages]
+                last_seq = messages[-1].metadata.sequence.stream
+                self.applied += await apply_batch(conn, self.projection, events, last_seq)
+                if self.record_lag:
+                    now = time.time()
+                    self.lag_samples.extend(now - e.recorded_at.timestamp() for e in events)
+                await messages[-1].ack()
+
+    async def _next_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        """The next message as soon as it arrives, with whatever else is already there (empty after
+        an idle second). One pull for a whole batch would hold the first message back until
+        the batch fills or the pull expires."""
+        messages: list[Msg] = []
+        with contextlib.suppress(NatsTimeout, TimeoutError):
+            messages = await sub.fetch(1, timeout=1.0)
+            if self._batch_size > 1:
+                messages += await sub.fetch(self._batch_size - 1, timeout=self._gather)
+        _raise_if_cancelled()
+        return messages
+
+
+def _raise_if_cancelled() -> None:
+    """On Python 3.11, asyncio.wait_for (inside nats-py's fetch) can swallow a cancellation that
+    comes as its timeout expires or its message arrives: a projector that missed it would never
+    stop. The task still counts the cancellation, so honour it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -1,0 +1,254 @@
+"""The relay: tails the event store in safe global order and publishes each event to JetStream.
+
+Exactly once in effect: every message carries `Nats-Msg-Id` = event id (JetStream drops a
+re-publish) and `Nats-Expected-Last-Msg-Id` = the previous event id (JetStream refuses to store
+an event out of order after a partial failure). The checkpoint is written only after the ack, and
+on start or after any error the relay re-reads the stream's last message, so a crash between ack
+and checkpoint never republishes or skips anything.
+
+It wakes on NOTIFY, which appends send only while the relay holds the sleep lock: it takes the
+lock when it runs dry and lets go when a pass finds more than a quiet batch, so under load
+appends do not notify (and do not queue on the database-wide lock a notifying commit holds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import msgspec
+import structlog
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, NotFoundError
+
+from infra.bus import ensure_stream, subject_for
+from infra.eventstore import (
+    NOTIFY_CHANNEL,
+    RELAY_SLEEP_LOCK,
+    START,
+    Position,
+    RecordedEvent,
+    read_all,
+)
+from infra.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+_encoder = msgspec.json.Encoder()
+
+
+class Checkpoint(msgspec.Struct, frozen=True):
+    position: Position
+    event_id: str | None
+
+
+class Relay:
+    """One relay per event store; run a second one only as a standby (they do not share work).
+
+    `quiet_batch`: a pass publishing more events than this ends the listening (notifications
+    cost writers more than they save the relay then). `held_back_poll_seconds`: how soon to look
+    again when the next event waits for an older transaction that may never notify.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        js: JetStreamContext,
+        settings: Settings,
+        *,
+        name: str = "main",
+        batch_size: int = 500,
+        idle_poll_seconds: float = 1.0,
+        held_back_poll_seconds: float = 0.005,
+        quiet_batch: int = 4,
+    ) -> None:
+        self._pool = pool
+        self._db: asyncpg.Pool | asyncpg.Connection = pool  # its own connection while it runs
+        self._js = js
+        self._settings = settings
+        self._name = name
+        self._batch_size = batch_size
+        self._idle_poll = idle_poll_seconds
+        self._held_back_poll = held_back_poll_seconds
+        self._quiet_batch = quiet_batch
+        self._wake = asyncio.Event()
+        self._checkpoint = Checkpoint(START, None)
+        self.published = 0
+
+    async def run(self) -> None:
+        """Publish until cancelled; survives database and NATS outages by retrying."""
+        backoff = 0.05
+        while True:
+            try:
+                await self._serve()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("relay_retrying", error=repr(exc), in_seconds=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _serve(self) -> None:
+        # The relay's own connection listens, holds the sleep lock and runs every query: a pool
+        # connection costs a reset round trip per use. A checkpoint write lost in a crash costs
+        # nothing (reconcile finds the stream's last message), so it need not wait for a flush.
+        conn = await asyncpg.connect(
+            self._settings.database_url, server_settings={"synchronous_commit": "off"}
+        )
+        self._db = conn
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            await ensure_stream(self._js, self._settings)
+            await self.reconcile()
+            while True:
+                while await self.publish_pending():
+                    pass
+                await self._listen(conn)
+        finally:
+            self._db = self._pool
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _listen(self, conn: asyncpg.Connection) -> None:
+        """Publish as appends notify, until a pass finds more than a quiet batch.
+
+        Appends notify only while the relay holds the sleep lock: a notifying commit holds a
+        database-wide lock until it is flushed, so under load notifying would serialise every
+        writer, while a busy relay needs no wake-up. Taking the lock waits out the appends that
+        found it free (and so will not notify); every later one notifies. On an error the lock
+        goes with the connection."""
+        await conn.execute("SELECT pg_advisory_lock($1)", RELAY_SLEEP_LOCK)
+        while True:
+            self._wake.clear()
+            if await self.publish_pending() > self._quiet_batch:
+                break
+            await self._wait()
+        await conn.execute("SELECT pg_advisory_unlock($1)", RELAY_SLEEP_LOCK)
+
+    async def _wait(self) -> None:
+        """Wait for a notification. An event held back by a transaction still open becomes
+        publishable when that ends, which notifies only if it was an append: look again soon."""
+        if self._wake.is_set():
+            return
+        settled = await self._next_is_settled()
+        if settled:
+            return
+        wait = self._idle_poll if settled is None else self._held_back_poll
+        # asyncio.timeout, here and below, not wait_for: on Python 3.11 wait_for can swallow a
+        # cancellation that comes as it ends, and the relay would never stop.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await self._wake.wait()
+
+    async def _next_is_settled(self) -> bool | None:
+        """Whether the next event after the checkpoint can be published; None if there is none."""
+        return await self._db.fetchval(
+            "SELECT tx_id < pg_snapshot_xmin(pg_current_snapshot()) FROM events"
+            " WHERE (tx_id, position) > ($1::text::xid8, $2) ORDER BY tx_id, position LIMIT 1",
+            str(self._checkpoint.position.tx_id),
+            self._checkpoint.position.position,
+        )
+
+    async def reconcile(self) -> None:
+        """Take the checkpoint from the database, then move it to the stream's last message if
+        that is further along (the ack came back but the checkpoint write did not happen)."""
+        row = await self._db.fetchrow(
+            "SELECT tx_id::text::bigint AS tx_id, position, event_id::text FROM relay_checkpoint"
+            " WHERE name = $1",
+            self._name,
+        )
+        stored = (
+            Checkpoint(Position(row["tx_id"], row["position"]), row["event_id"])
+            if row
+            else (Checkpoint(START, None))
+        )
+        info = await self._js.stream_info(self._settings.nats_stream)
+        last_seq = info.state.last_seq
+        if last_seq == 0:
+            if stored.event_id is not None:
+                log.warning(
+                    "relay_stream_empty_republishing_all", stream=self._settings.nats_stream
+                )
+            self._checkpoint = Checkpoint(START, None)
+            return
+        try:
+            last = await self._js.get_msg(self._settings.nats_stream, seq=last_seq)
+        except NotFoundError:
+            self._checkpoint = stored
+            return
+        last_id = (last.headers or {}).get("Nats-Msg-Id")
+        found = (
+            await self._db.fetchrow(
+                "SELECT tx_id::text::bigint AS tx_id, position FROM events"
+                " WHERE event_id = $1::uuid",
+                last_id,
+            )
+            if last_id
+            else None
+        )
+        if found is None:
+            log.error("relay_unknown_last_message", msg_id=last_id)
+            self._checkpoint = stored
+            return
+        published = Checkpoint(Position(found["tx_id"], found["position"]), last_id)
+        self._checkpoint = max(stored, published, key=lambda c: c.position)
+        if self._checkpoint != stored:
+            await self._store(self._checkpoint)
+
+    async def publish_pending(self) -> int:
+        """One pass: publish the next settled batch, in order, and checkpoint what was acked."""
+        batch = await read_all(self._db, self._checkpoint.position, self._batch_size)
+        if not batch:
+            return 0
+        acked = await self._publish(batch)
+        if acked:
+            last = batch[acked - 1]
+            self._checkpoint = Checkpoint(last.global_position, last.event_id)
+            await self._store(self._checkpoint)
+            self.published += acked
+        if acked < len(batch):
+            await self.reconcile()
+            raise RuntimeError(f"published {acked} of {len(batch)} events; will retry the rest")
+        return acked
+
+    async def _publish(self, batch: list[RecordedEvent]) -> int:
+        """Pipeline the batch (written in order on one connection) and count the acked prefix."""
+        previous = self._checkpoint.event_id
+        futures = []
+        for event in batch:
+            headers = {"Nats-Msg-Id": event.event_id}
+            if previous is not None:
+                headers["Nats-Expected-Last-Msg-Id"] = previous
+            futures.append(
+                await self._js.publish_async(
+                    subject_for(self._settings, event.stream_id),
+                    _encoder.encode(event),
+                    headers=headers,
+                )
+            )
+            previous = event.event_id
+        acked = 0
+        for future in futures:
+            try:
+                async with asyncio.timeout(10):
+                    await future
+            except (APIError, TimeoutError) as exc:
+                log.warning("relay_publish_failed", error=repr(exc), acked=acked)
+                break
+            acked += 1
+        for future in futures[acked:]:
+            future.cancel()
+        return acked
+
+    async def _store(self, checkpoint: Checkpoint) -> None:
+        await self._db.execute(
+            "INSERT INTO relay_checkpoint (name, tx_id, position, event_id)"
+            " VALUES ($1, $2::text::xid8, $3, $4::uuid)"
+            " ON CONFLICT (name) DO UPDATE SET tx_id = EXCLUDED.tx_id,"
+            " position = EXCLUDED.position, event_id = EXCLUDED.event_id",
+            self._name,
+            str(checkpoint.position.tx_id),
+            checkpoint.position.position,
+            checkpoint.event_id,
+        )

@@ -1,0 +1,195 @@
+"""Wiring the processes together: real servers (configured, or embedded under the data folder),
+the migrated database, and `linjerum run`, which starts every component as an asyncio task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from infra.apikeys import authenticate, create_key
+from infra.bus import connect, ensure_stream
+from infra.db import create_pool, migrate
+from infra.embedded import embedded_servers
+from infra.eventstore import Metadata
+from infra.mail import EmlDirectory, MailTransport, SmtpSettings, SmtpTransport
+from infra.payments import SIMULATOR_HOST, SIMULATOR_WEBHOOK_SECRET, Payments
+from infra.settings import Settings
+from projections.registry import all_projections
+from services.api.activity import ActivityLog
+from services.catalog_commands import organization_id_by_slug
+from services.gateway import create_app
+from services.mailer import Mailer
+from services.projector import Projector
+from services.purchases import Purchases
+from services.relay import Relay
+from services.seed_demo import DEMO_ORGANIZATION, seed_demo
+from services.stripe_sim import serve_simulator
+from services.sweeper import run_sweeper
+from services.ticket_documents import Documents
+
+log = structlog.get_logger(__name__)
+
+DEMO_KEY_FILE = "demo-api-key"
+
+
+@contextlib.asynccontextmanager
+async def connected(settings: Settings, *, nats: bool = True) -> AsyncIterator[Settings]:
+    """Settings whose URLs reach real servers: the configured ones, else the embedded ones of
+    the data folder (reused when a `linjerum run` already has them up, started otherwise)."""
+    need_postgres = not settings.database_url
+    need_nats = nats and not settings.nats_url
+    if not (need_postgres or need_nats):
+        yield settings
+        return
+    async with embedded_servers(settings.data_dir, postgres=need_postgres, nats=need_nats) as found:
+        yield dataclasses.replace(
+            settings,
+            database_url=settings.database_url or found.database_url,
+            nats_url=settings.nats_url or found.nats_url,
+        )
+
+
+@contextlib.asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(settings.database_url, settings.db_pool_size)
+    try:
+        await migrate(pool)
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def demo_api_key(pool: asyncpg.Pool, settings: Settings) -> str:
+    """A working key for the demo organization, kept in the data folder so every `run` prints
+    the same one (development only: real keys are shown once and never stored)."""
+    path = settings.data_dir / DEMO_KEY_FILE
+    if path.exists():
+        token = path.read_text().strip()
+        if await authenticate(pool, token):
+            return token
+    organization_id = await organization_id_by_slug(pool, DEMO_ORGANIZATION)
+    issued = await create_key(
+        pool, organization_id, "demo (linjerum run)", metadata=Metadata(actor="linjerum run")
+    )
+    path.write_text(issued.token + "\n")
+    path.chmod(0o600)
+    return issued.token
+
+
+async def _serve_http(
+    pool: asyncpg.Pool, sales: Purchases, documents: Documents, host: str, port: int
+) -> None:
+    """The gateway and its activity-log writer; what is still buffered is written on the way
+    out, so a clean shutdown loses no activity rows."""
+    activity = ActivityLog(pool)
+    writer = asyncio.create_task(activity.run())
+    runner = web.AppRunner(create_app(pool, activity, sales, documents), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        print(f"linjerum is running on http://{host}:{port}", flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        await activity.close()
+
+
+COMPONENTS = ("gateway", "relay", "projector", "sweeper", "mailer")
+
+
+def _local_host(live: Settings) -> str:
+    return "127.0.0.1" if live.http_host in ("0.0.0.0", "::") else live.http_host
+
+
+def _documents(live: Settings, pool: asyncpg.Pool, sales: Purchases) -> Documents:
+    base = live.public_url or f"http://{_local_host(live)}:{live.http_port}"
+    link = base.rstrip("/") + "/api/v1/tickets/attendee/{token}"
+    return Documents(pool, sales.catalog, live.smtp_sender, link)
+
+
+def _transport(live: Settings) -> MailTransport:
+    """SMTP when configured; otherwise each message lands as an .eml file in the data folder."""
+    if not live.smtp_host:
+        return EmlDirectory(live.data_dir / "mail")
+    return SmtpTransport(
+        SmtpSettings(
+            host=live.smtp_host,
+            port=live.smtp_port,
+            starttls=live.smtp_starttls,
+            ssl=live.smtp_ssl,
+            username=live.smtp_username or None,
+            password=live.smtp_password or None,
+            sender=live.smtp_sender,
+        )
+    )
+
+
+def _simulator(live: Settings) -> Coroutine[Any, Any, None]:
+    """The Stripe simulator, delivering its webhooks to this gateway."""
+    hook = f"http://{_local_host(live)}:{live.http_port}/api/v1/webhooks/stripe"
+    secret = live.stripe_webhook_secret or SIMULATOR_WEBHOOK_SECRET
+    print(f"Stripe simulator on http://{SIMULATOR_HOST}:{live.stripe_sim_port}", flush=True)
+    return serve_simulator(SIMULATOR_HOST, live.stripe_sim_port, hook, secret)
+
+
+async def run(
+    settings: Settings, *, seed: bool = True, components: tuple[str, ...] = COMPONENTS
+) -> None:
+    """All components in one process for development (`linjerum run`), or a single one per
+    process in production (`linjerum relay`, `linjerum projector`, `linjerum gateway`, as in
+    compose.yaml)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    async with connected(settings) as live, database(live) as pool:
+        nc = await connect(live, "+".join(components))
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, live)
+            token = None
+            if seed:
+                created = await seed_demo(pool, datetime.now(UTC).date())
+                log.info("demo_seeded", created=created)
+                token = await demo_api_key(pool, live)
+            payments = Payments.from_settings(live)
+            sales = Purchases(
+                pool,
+                payments,
+                publishable_key=payments.publishable_key,
+                hold_minutes=live.hold_minutes,
+            )
+            documents = _documents(live, pool, sales)
+            work = []
+            if live.uses_simulator and "gateway" in components:
+                work.append(_simulator(live))
+            if "sweeper" in components:
+                work.append(run_sweeper(sales))
+            if "mailer" in components:
+                work.append(Mailer(pool, _transport(live), documents.confirmation).run())
+            if "relay" in components:
+                work.append(Relay(pool, js, live).run())
+            if "projector" in components:
+                work += [Projector(pool, js, live, p).run() for p in all_projections().values()]
+            if "gateway" in components:
+                work.append(_serve_http(pool, sales, documents, live.http_host, live.http_port))
+            if token:
+                print(f"demo API key ({DEMO_ORGANIZATION}): {token}", flush=True)
+            tasks = [asyncio.create_task(c) for c in work]
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await sales.desks.close()
+                await payments.close()
+        finally:
+            await nc.close()

@@ -1,0 +1,690 @@
+"""A Stripe simulator for development and tests, so `linjerum run` and the test suite take
+payments without a network or a Stripe account. The service reaches it through the official
+SDK by setting the SDK's base address; pointing that address back at Stripe (or leaving it
+unset) is the only difference from production.
+
+It speaks the subset of Stripe's v1 API the service uses, form-encoded as the SDK sends it:
+
+    POST /v1/payment_intents                 create (`confirm=true` confirms at once)
+    GET  /v1/payment_intents/{id}            retrieve
+    POST /v1/payment_intents/{id}/confirm    `pm_card_visa` succeeds, `pm_card_chargeDeclined`
+                                             is declined (402 card_error card_declined)
+    POST /v1/payment_intents/{id}/cancel
+    POST /v1/refunds                         by `payment_intent` or `charge`
+
+with Bearer auth by any `sk_test_...` key, Stripe's error envelope and statuses, and
+Idempotency-Key replay: a POST repeated with the same key and parameters answers the stored
+response (`Idempotent-Replayed: true`), the same key with other parameters is a 400
+idempotency_error. As with Stripe, requests refused before the endpoint runs (authentication,
+parameter validation, unknown objects) are not stored under their key. Parameters the
+simulator does not model (expand, return_url, ...) are accepted and ignored.
+
+Every state change emits a Stripe event (`payment_intent.succeeded`,
+`payment_intent.payment_failed`, `payment_intent.canceled`, `charge.refunded`), POSTed in the
+background to the webhook URL with a `Stripe-Signature` header that
+`stripe.Webhook.construct_event` verifies. Events about one PaymentIntent are delivered in the
+order they happened; a delivery answered with a non-2xx status or a connection error is retried
+after each of `retry_delays` in turn, then marked failed. API responses never wait for it.
+
+Helpers for tests and debugging, without authentication (the simulator listens on loopback):
+
+    POST /_sim/payment_intents/{id}/succeed  the customer pays: confirm with `pm_card_visa`
+    POST /_sim/payment_intents/{id}/fail     the customer's card is declined
+    GET  /_sim/events[?payment_intent=pi_…]  emitted events, oldest first, each with a
+                                             `delivery` {status, attempts, last_status,
+                                             last_error}; status is pending, delivered,
+                                             failed or not_configured (no webhook URL)
+
+All state is in memory: a restart forgets every object, key and event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import string
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import aiohttp
+import stripe
+import structlog
+from aiohttp import web
+
+log = structlog.get_logger(__name__)
+
+Json = dict[str, Any]
+Params = Mapping[str, str]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30)
+DELIVERY_TIMEOUT = aiohttp.ClientTimeout(total=10)
+_ALPHABET = string.ascii_letters + string.digits
+_ACCOUNT_ID = re.compile(r"acct_[A-Za-z0-9_]+")
+_SUCCEEDING_CARDS = frozenset({"pm_card_visa", "pm_card_mastercard"})
+_DECLINES = {
+    "pm_card_chargeDeclined": ("generic_decline", "Your card was declined."),
+    "pm_card_chargeDeclinedInsufficientFunds": (
+        "insufficient_funds",
+        "Your card has insufficient funds.",
+    ),
+}
+_CONFIRMABLE = ("requires_payment_method", "requires_confirmation", "requires_action")
+_CANCELABLE = (*_CONFIRMABLE, "requires_capture", "processing")
+_CANCELLATION_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer", "abandoned"})
+_REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
+
+
+def _new_id(prefix: str, length: int = 24) -> str:
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def signature_header(payload: str, secret: str, timestamp: int) -> str:
+    """Stripe's webhook signature scheme: HMAC-SHA256 of `<timestamp>.<payload>`."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.{payload}".encode(), hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+class StripeApiError(Exception):
+    """An answer in Stripe's error envelope. `stored` is False for requests refused before the
+    endpoint ran, which Stripe does not remember under their idempotency key."""
+
+    def __init__(
+        self,
+        status: int,
+        error_type: str,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        stored: bool = True,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.stored = stored
+        fields = {"code": code, "param": param, **extra}
+        self.error: Json = {
+            "type": error_type,
+            "message": message,
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+
+    def response(self) -> web.Response:
+        return web.json_response({"error": self.error}, status=self.status)
+
+
+def _invalid(message: str, param: str | None, code: str = "parameter_invalid") -> StripeApiError:
+    return StripeApiError(
+        400, "invalid_request_error", message, code=code, param=param, stored=False
+    )
+
+
+def _no_such(kind: str, object_id: str, param: str) -> StripeApiError:
+    return StripeApiError(
+        404,
+        "invalid_request_error",
+        f"No such {kind}: '{object_id}'",
+        code="resource_missing",
+        param=param,
+        stored=False,
+    )
+
+
+def _unexpected_state(
+    message: str, code: str = "payment_intent_unexpected_state"
+) -> StripeApiError:
+    return StripeApiError(400, "invalid_request_error", message, code=code)
+
+
+def _sub_params(params: Params, name: str) -> dict[str, str]:
+    """`metadata[purchase_token]=x` → {"purchase_token": "x"}: one level of Stripe's form
+    nesting, which is all the modelled parameters use."""
+    prefix = f"{name}["
+    return {
+        key[len(prefix) : -1]: value
+        for key, value in params.items()
+        if key.startswith(prefix) and key.endswith("]")
+    }
+
+
+def _int_param(params: Params, name: str, *, required: bool) -> int | None:
+    raw = params.get(name)
+    if raw is None:
+        if required:
+            raise _invalid(f"Missing required param: {name}.", name, "parameter_missing")
+        return None
+    if not raw.isdigit():
+        raise _invalid(f"Invalid integer: {raw}", name, "parameter_invalid_integer")
+    if int(raw) < 1:
+        raise _invalid("Amount must be at least 1.", name, "amount_too_small")
+    return int(raw)
+
+
+def _flag(params: Params, name: str) -> bool:
+    raw = params.get(name, "false")
+    if raw not in ("true", "false"):
+        raise _invalid(f"Invalid boolean: {raw}", name)
+    return raw == "true"
+
+
+def _choice(params: Params, name: str, allowed: frozenset[str]) -> str | None:
+    value = params.get(name)
+    if value is not None and value not in allowed:
+        raise _invalid(f"Invalid {name}: must be one of {', '.join(sorted(allowed))}", name)
+    return value
+
+
+def _account(params: Params, name: str) -> str | None:
+    """Any well-formed `acct_...` id is a connected account of the simulated platform."""
+    value = params.get(name)
+    if value is not None and not _ACCOUNT_ID.fullmatch(value):
+        raise _invalid(f"No such destination: '{value}'", name, "resource_missing")
+    return value
+
+
+def _payment_method(value: str | None) -> str | None:
+    if value is not None and value not in _SUCCEEDING_CARDS and value not in _DECLINES:
+        raise _invalid(f"No such PaymentMethod: '{value}'", "payment_method", "resource_missing")
+    return value
+
+
+@dataclass
+class Delivery:
+    """One event and how its webhook delivery is going."""
+
+    event: Json
+    intent_id: str
+    status: str = "pending"
+    attempts: int = 0
+    last_status: int | None = None
+    last_error: str | None = None
+
+    def as_json(self) -> Json:
+        state = {
+            "status": self.status,
+            "attempts": self.attempts,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+        }
+        return {**self.event, "delivery": state}
+
+
+class Webhooks:
+    """Signed delivery in the background: one chain of tasks per PaymentIntent keeps its events
+    in order, while events of other intents go out independently."""
+
+    def __init__(self, url: str | None, secret: str, retry_delays: tuple[float, ...]) -> None:
+        self.url = url
+        self._secret = secret
+        self._retry_delays = retry_delays
+        self.deliveries: list[Delivery] = []
+        self._tails: dict[str, asyncio.Task[None]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=DELIVERY_TIMEOUT)
+
+    async def close(self) -> None:
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    def emit(self, ordering_key: str, event: Json) -> None:
+        delivery = Delivery(event, ordering_key)
+        self.deliveries.append(delivery)
+        if self.url is None:
+            delivery.status = "not_configured"
+            return
+        task = asyncio.create_task(self._deliver_after(self._tails.get(ordering_key), delivery))
+        self._tails[ordering_key] = task
+        self._running.add(task)
+        task.add_done_callback(lambda done: self._forget(ordering_key, done))
+
+    def _forget(self, ordering_key: str, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if self._tails.get(ordering_key) is task:
+            del self._tails[ordering_key]
+
+    async def _deliver_after(self, previous: asyncio.Task[None] | None, delivery: Delivery) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        for delay in (0, *self._retry_delays):
+            await asyncio.sleep(delay)
+            if await self._attempt(delivery):
+                delivery.status = "delivered"
+                return
+        delivery.status = "failed"
+        log.warning("stripe_sim_webhook_failed", event_id=delivery.event["id"])
+
+    async def _attempt(self, delivery: Delivery) -> bool:
+        """One POST, signed afresh (the timestamp is part of the signature, as with Stripe)."""
+        assert self._session is not None and self.url is not None
+        payload = json.dumps(delivery.event)
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Stripe-Signature": signature_header(payload, self._secret, _now()),
+        }
+        delivery.attempts += 1
+        try:
+            async with self._session.post(self.url, data=payload, headers=headers) as response:
+                delivery.last_status, delivery.last_error = response.status, None
+                return 200 <= response.status < 300
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            delivery.last_status, delivery.last_error = None, f"{type(exc).__name__}: {exc}"
+            return False
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A response remembered under an idempotency key, with the request it answered."""
+
+    fingerprint: tuple[str, tuple[tuple[str, str], ...]]
+    status: int
+    body: bytes
+
+
+class Simulator:
+    """The simulated platform account's objects, and the operations on them."""
+
+    def __init__(self, webhooks: Webhooks) -> None:
+        self.webhooks = webhooks
+        self.intents: dict[str, Json] = {}
+        self.charges: dict[str, Json] = {}
+        self.idempotent: dict[str, _Stored] = {}
+
+    def intent(self, intent_id: str) -> Json:
+        found = self.intents.get(intent_id)
+        if found is None:
+            raise _no_such("payment_intent", intent_id, "intent")
+        return found
+
+    def create_intent(self, params: Params) -> Json:
+        amount = _int_param(params, "amount", required=True)
+        currency = params.get("currency")
+        if not currency:
+            raise _invalid("Missing required param: currency.", "currency", "parameter_missing")
+        destination = _account(params, "transfer_data[destination]")
+        intent_id = _new_id("pi_")
+        payment_method = _payment_method(params.get("payment_method"))
+        automatic = _sub_params(params, "automatic_payment_methods").get("enabled") == "true"
+        intent: Json = {
+            "id": intent_id,
+            "object": "payment_intent",
+            "amount": amount,
+            "amount_received": 0,
+            "automatic_payment_methods": {"enabled": True} if automatic else None,
+            "canceled_at": None,
+            "cancellation_reason": None,
+            "capture_method": "automatic",
+            "client_secret": f"{intent_id}_secret_{_new_id('', 25)}",
+            "confirmation_method": "automatic",
+            "created": _now(),
+            "currency": currency.lower(),
+            "description": params.get("description"),
+            "last_payment_error": None,
+            "latest_charge": None,
+            "livemode": False,
+            "metadata": _sub_params(params, "metadata"),
+            "next_action": None,
+            "on_behalf_of": _account(params, "on_behalf_of"),
+            "payment_method": payment_method,
+            "payment_method_types": ["card"],
+            "status": "requires_confirmation" if payment_method else "requires_payment_method",
+            "transfer_data": {"destination": destination} if destination else None,
+        }
+        confirm = _flag(params, "confirm")
+        self.intents[intent_id] = intent
+        return self.confirm(intent, payment_method) if confirm else intent
+
+    def confirm(self, intent: Json, payment_method: str | None) -> Json:
+        """Succeeds or declines at once, by the test card: there is no 3-D Secure step."""
+        _payment_method(payment_method)
+        if intent["status"] not in _CONFIRMABLE:
+            raise _unexpected_state(
+                "You cannot confirm this PaymentIntent because it has a status of "
+                f"{intent['status']}."
+            )
+        card = payment_method or intent["payment_method"]
+        if card is None:
+            raise _unexpected_state(
+                "You cannot confirm this PaymentIntent because it's missing a payment method."
+            )
+        if card in _DECLINES:
+            self._decline(intent, card)
+        charge = self._charge(intent, card)
+        intent.update(
+            status="succeeded",
+            payment_method=card,
+            amount_received=intent["amount"],
+            latest_charge=charge["id"],
+            last_payment_error=None,
+        )
+        self._emit("payment_intent.succeeded", intent, intent["id"])
+        return intent
+
+    def _decline(self, intent: Json, card: str) -> NoReturn:
+        decline_code, message = _DECLINES[card]
+        error: Json = {
+            "type": "card_error",
+            "code": "card_declined",
+            "decline_code": decline_code,
+            "message": message,
+            "payment_method": {"id": card, "object": "payment_method", "type": "card"},
+        }
+        intent.update(
+            status="requires_payment_method", payment_method=None, last_payment_error=error
+        )
+        self._emit("payment_intent.payment_failed", intent, intent["id"])
+        raise StripeApiError(
+            402,
+            "card_error",
+            message,
+            code="card_declined",
+            decline_code=decline_code,
+            payment_intent=copy.deepcopy(intent),
+        )
+
+    def _charge(self, intent: Json, card: str) -> Json:
+        """The succeeded charge; like Stripe, it copies the intent's metadata once."""
+        charge: Json = {
+            "id": _new_id("ch_"),
+            "object": "charge",
+            "amount": intent["amount"],
+            "amount_captured": intent["amount"],
+            "amount_refunded": 0,
+            "captured": True,
+            "created": _now(),
+            "currency": intent["currency"],
+            "livemode": False,
+            "metadata": dict(intent["metadata"]),
+            "on_behalf_of": intent["on_behalf_of"],
+            "paid": True,
+            "payment_intent": intent["id"],
+            "payment_method": card,
+            "refunded": False,
+            "status": "succeeded",
+            "transfer_data": intent["transfer_data"],
+        }
+        self.charges[charge["id"]] = charge
+        return charge
+
+    def cancel(self, intent: Json, params: Params) -> Json:
+        reason = _choice(params, "cancellation_reason", _CANCELLATION_REASONS)
+        if intent["status"] not in _CANCELABLE:
+            raise _unexpected_state(
+                "You cannot cancel this PaymentIntent because it has a status of "
+                f"{intent['status']}. Only a PaymentIntent with one of the following statuses "
+                f"may be canceled: {', '.join(_CANCELABLE)}."
+            )
+        intent.update(status="canceled", canceled_at=_now(), cancellation_reason=reason)
+        self._emit("payment_intent.canceled", intent, intent["id"])
+        return intent
+
+    def refund(self, params: Params) -> Json:
+        charge = self._refundable_charge(params)
+        amount = _int_param(params, "amount", required=False)
+        reason = _choice(params, "reason", _REFUND_REASONS)
+        remaining = charge["amount"] - charge["amount_refunded"]
+        if remaining == 0:
+            raise _unexpected_state(
+                f"Charge {charge['id']} has already been refunded.", "charge_already_refunded"
+            )
+        if amount is not None and amount > remaining:
+            raise _unexpected_state(
+                f"Refund amount ({amount}) is greater than unrefunded amount on charge "
+                f"({remaining})",
+                "amount_too_large",
+            )
+        refunded = amount or remaining
+        charge["amount_refunded"] += refunded
+        charge["refunded"] = charge["amount_refunded"] == charge["amount"]
+        self._emit("charge.refunded", charge, charge["payment_intent"])
+        return {
+            "id": _new_id("re_"),
+            "object": "refund",
+            "amount": refunded,
+            "charge": charge["id"],
+            "created": _now(),
+            "currency": charge["currency"],
+            "metadata": _sub_params(params, "metadata"),
+            "payment_intent": charge["payment_intent"],
+            "reason": reason,
+            "status": "succeeded",
+        }
+
+    def _refundable_charge(self, params: Params) -> Json:
+        if "payment_intent" in params:
+            intent = self.intents.get(params["payment_intent"])
+            if intent is None:
+                raise _no_such("payment_intent", params["payment_intent"], "payment_intent")
+            if intent["latest_charge"] is None:
+                raise _unexpected_state(
+                    "This PaymentIntent does not have a successful charge to refund."
+                )
+            return self.charges[intent["latest_charge"]]
+        if "charge" in params:
+            charge = self.charges.get(params["charge"])
+            if charge is None:
+                raise _no_such("charge", params["charge"], "charge")
+            return charge
+        raise _invalid(
+            "One of the following params should be provided for this request: "
+            "payment_intent or charge.",
+            None,
+            "parameter_missing",
+        )
+
+    def _emit(self, event_type: str, obj: Json, ordering_key: str) -> None:
+        """A snapshot event, as Stripe sends them: the object as it is at this moment."""
+        event: Json = {
+            "id": _new_id("evt_"),
+            "object": "event",
+            "api_version": stripe.api_version,
+            "created": _now(),
+            "data": {"object": copy.deepcopy(obj)},
+            "livemode": False,
+            "pending_webhooks": 0 if self.webhooks.url is None else 1,
+            "request": {"id": None, "idempotency_key": None},
+            "type": event_type,
+        }
+        self.webhooks.emit(ordering_key, event)
+
+
+SIMULATOR: web.AppKey[Simulator] = web.AppKey("stripe_simulator", Simulator)
+
+
+async def _params(request: web.Request) -> dict[str, str]:
+    source = request.query if request.method == "GET" else await request.post()
+    return {key: value for key, value in source.items() if isinstance(value, str)}
+
+
+def _unrecognized(request: web.Request) -> StripeApiError:
+    return StripeApiError(
+        404,
+        "invalid_request_error",
+        f"Unrecognized request URL ({request.method}: {request.path}).",
+        stored=False,
+    )
+
+
+@web.middleware
+async def _envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer carries a request id; every failure is in Stripe's error envelope."""
+    try:
+        response = await handler(request)
+    except StripeApiError as exc:
+        response = exc.response()
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        response = _unrecognized(request).response()
+    response.headers["Request-Id"] = _new_id("req_", 14)
+    return response
+
+
+def _masked(key: str) -> str:
+    return f"{key[:8]}{'*' * 8}{key[-4:]}" if len(key) > 16 else "*" * 8
+
+
+@web.middleware
+async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Any test-mode secret key is the platform's; anything else is refused as Stripe does."""
+    if request.path.startswith("/v1/"):
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer" or not key:
+            raise StripeApiError(
+                401,
+                "invalid_request_error",
+                "You did not provide an API key. Provide it in the Authorization header, "
+                "using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+                stored=False,
+            )
+        if not key.startswith("sk_test_"):
+            raise StripeApiError(
+                401,
+                "invalid_request_error",
+                f"Invalid API Key provided: {_masked(key)}",
+                stored=False,
+            )
+    return await handler(request)
+
+
+def _replay(stored: _Stored, fingerprint: tuple[Any, ...], key: str) -> web.Response:
+    if stored.fingerprint != fingerprint:
+        raise StripeApiError(
+            400,
+            "idempotency_error",
+            "Keys for idempotent requests can only be used with the same parameters they were "
+            f"first used with. Try using a key other than '{key}' if you meant to execute a "
+            "different request.",
+            stored=False,
+        )
+    return web.Response(
+        body=stored.body,
+        status=stored.status,
+        content_type="application/json",
+        headers={"Idempotent-Replayed": "true"},
+    )
+
+
+@web.middleware
+async def _idempotent(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Stripe's Idempotency-Key contract for POSTs. Nothing between the lookup and the store
+    yields to the event loop (the form is already read), so concurrent retries cannot race."""
+    key = request.headers.get("Idempotency-Key")
+    if request.method != "POST" or not key or not request.path.startswith("/v1/"):
+        return await handler(request)
+    fingerprint = (request.path, tuple(sorted((await _params(request)).items())))
+    simulator = request.app[SIMULATOR]
+    stored = simulator.idempotent.get(key)
+    if stored is not None:
+        return _replay(stored, fingerprint, key)
+    try:
+        response = await handler(request)
+    except StripeApiError as exc:
+        if not exc.stored:
+            raise
+        response = exc.response()
+    assert isinstance(response, web.Response) and isinstance(response.body, bytes)
+    simulator.idempotent[key] = _Stored(fingerprint, response.status, response.body)
+    return response
+
+
+async def _create_intent(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SIMULATOR].create_intent(await _params(request)))
+
+
+async def _retrieve_intent(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SIMULATOR].intent(request.match_info["id"]))
+
+
+async def _confirm_intent(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    params = await _params(request)
+    intent = simulator.intent(request.match_info["id"])
+    return web.json_response(simulator.confirm(intent, params.get("payment_method")))
+
+
+async def _cancel_intent(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    params = await _params(request)
+    intent = simulator.intent(request.match_info["id"])
+    return web.json_response(simulator.cancel(intent, params))
+
+
+async def _create_refund(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SIMULATOR].refund(await _params(request)))
+
+
+def _customer_pays(card: str) -> Handler:
+    """A test helper: what the customer's browser would do with Stripe.js."""
+
+    async def pay(request: web.Request) -> web.Response:
+        simulator = request.app[SIMULATOR]
+        intent = simulator.intent(request.match_info["id"])
+        return web.json_response(simulator.confirm(intent, card))
+
+    return pay
+
+
+async def _list_events(request: web.Request) -> web.Response:
+    intent_id = request.query.get("payment_intent")
+    deliveries = request.app[SIMULATOR].webhooks.deliveries
+    data = [d.as_json() for d in deliveries if intent_id in (None, d.intent_id)]
+    return web.json_response({"object": "list", "data": data, "has_more": False})
+
+
+def create_simulator(
+    webhook_url: str | None,
+    webhook_secret: str,
+    *,
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS,
+) -> web.Application:
+    """The simulator as an aiohttp application; webhook_url None records events without
+    delivering them."""
+    simulator = Simulator(Webhooks(webhook_url, webhook_secret, retry_delays))
+    app = web.Application(middlewares=[_envelope, _authenticate, _idempotent])
+    app[SIMULATOR] = simulator
+
+    async def webhook_session(_: web.Application) -> AsyncIterator[None]:
+        await simulator.webhooks.start()
+        yield
+        await simulator.webhooks.close()
+
+    app.cleanup_ctx.append(webhook_session)
+    app.router.add_post("/v1/payment_intents", _create_intent)
+    app.router.add_get("/v1/payment_intents/{id}", _retrieve_intent)
+    app.router.add_post("/v1/payment_intents/{id}/confirm", _confirm_intent)
+    app.router.add_post("/v1/payment_intents/{id}/cancel", _cancel_intent)
+    app.router.add_post("/v1/refunds", _create_refund)
+    app.router.add_post("/_sim/payment_intents/{id}/succeed", _customer_pays("pm_card_visa"))
+    app.router.add_post("/_sim/payment_intents/{id}/fail", _customer_pays("pm_card_chargeDeclined"))
+    app.router.add_get("/_sim/events", _list_events)
+    return app
+
+
+async def serve_simulator(
+    host: str, port: int, webhook_url: str | None, webhook_secret: str
+) -> None:
+    """Serves the simulator until cancelled, then stops it and its pending deliveries."""
+    runner = web.AppRunner(create_simulator(webhook_url, webhook_secret), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        log.info("stripe_simulator_started", url=f"http://{host}:{port}", webhook_url=webhook_url)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

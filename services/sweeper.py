@@ -1,0 +1,46 @@
+"""Expires purchases that were never paid, giving their seats, places and discount uses back,
+and forgets idempotency keys older than a day."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import structlog
+
+from domain.errors import DomainError
+from infra import idempotency
+from infra.eventstore import Metadata
+from services.purchases import Purchases
+
+log = structlog.get_logger(__name__)
+
+SWEEPER = Metadata(actor="sweeper")
+PURGE_EVERY = 3600.0
+
+
+async def sweep_once(purchases: Purchases) -> int:
+    """Expire everything due now; returns how many purchases were expired."""
+    expired = 0
+    for token in await purchases.due_for_expiry(datetime.now(UTC)):
+        try:
+            expired += await purchases.expire(token, SWEEPER)
+        except DomainError as exc:
+            log.warning("expiry_refused", token=token, error=exc.detail)
+    return expired
+
+
+async def run_sweeper(purchases: Purchases, interval: float = 5.0) -> None:
+    purged_at = 0.0
+    while True:
+        try:
+            expired = await sweep_once(purchases)
+            if expired:
+                log.info("purchases_expired", count=expired)
+            if time.monotonic() - purged_at > PURGE_EVERY:
+                await idempotency.purge(purchases.pool)
+                purged_at = time.monotonic()
+        except Exception:
+            log.exception("sweep_failed")
+        await asyncio.sleep(interval)

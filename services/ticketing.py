@@ -1,0 +1,186 @@
+"""Ticket commands: verify and scan at the gate, and the buyer's attendee edits. The tickets
+read model only says which stream to look at; every verdict is decided on the ticket's (or,
+before payment, the purchase's) own stream, and a scan is appended at the version it saw."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from domain import purchasing, tickets
+from domain.errors import NotFound
+from domain.purchasing import PurchaseState
+from domain.tickets import Reason, TicketState
+from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append, read_stream
+
+TICKETS = "rm_tickets.tickets"
+PURCHASES = "rm_purchases.purchases"
+MAX_SCAN_ATTEMPTS = 10
+_PURCHASE_REASON: dict[str, Reason] = {
+    "pending_payment": "pending_payment",
+    "cancelled": "cancelled",
+    "expired": "cancelled",
+}
+
+
+@dataclass
+class Verdict:
+    reason: Reason
+    ticket_id: int
+    code: str
+    purchase: PurchaseState
+    ticket: TicketState | None
+    version: int
+
+    @property
+    def valid(self) -> bool:
+        return self.reason == "ok"
+
+
+def normalize_code(code: str) -> str:
+    return code.strip().upper()
+
+
+async def load_ticket(pool: asyncpg.Pool, ticket_id: int) -> tuple[TicketState | None, int]:
+    recorded = await read_stream(pool, tickets.ticket_stream(ticket_id))
+    state = None
+    for r in recorded:
+        state = tickets.evolve_ticket(state, r.event())
+    return state, len(recorded)
+
+
+async def load_purchase(pool: asyncpg.Pool, token: str) -> PurchaseState | None:
+    state = None
+    for r in await read_stream(pool, purchasing.purchase_stream(token)):
+        state = purchasing.evolve_purchase(state, r.event())
+    return state
+
+
+async def verify(pool: asyncpg.Pool, code: str, organization_id: int) -> Verdict:
+    """The gate's answer for a ticket code of this organization (404 for any other)."""
+    row = await pool.fetchrow(
+        f"SELECT ticket_id, code, purchase_token, organization_id FROM {TICKETS} WHERE code = $1",
+        normalize_code(code)[:64],
+    )
+    if row is None or row["organization_id"] != organization_id:
+        raise NotFound("ticket not found", "code")
+    purchase = await load_purchase(pool, row["purchase_token"])
+    assert purchase is not None
+    ticket, version = await load_ticket(pool, row["ticket_id"])
+    if ticket is not None:
+        reason = tickets.admission(ticket, datetime.now(UTC))
+    elif purchase.refunded:
+        reason = "refunded"
+    else:
+        reason = _PURCHASE_REASON.get(purchase.status, "pending_payment")
+    return Verdict(reason, row["ticket_id"], row["code"], purchase, ticket, version)
+
+
+async def scan(pool: asyncpg.Pool, code: str, organization_id: int, meta: Metadata) -> Verdict:
+    """Verify and redeem atomically: of N gates scanning one ticket, one gets `ok`."""
+    for _ in range(MAX_SCAN_ATTEMPTS):
+        verdict = await verify(pool, code, organization_id)
+        if not verdict.valid or verdict.ticket is None:
+            return verdict
+        _, scanned = tickets.scan(verdict.ticket, datetime.now(UTC), meta.api_key_id)
+        stream = tickets.ticket_stream(verdict.ticket_id)
+        try:
+            await append(pool, [PendingAppend(stream, verdict.version, scanned)], meta)
+        except ConcurrencyError:
+            continue
+        for event in scanned:
+            tickets.evolve_ticket(verdict.ticket, event)
+        return verdict
+    raise ConcurrencyError(tickets.ticket_stream(verdict.ticket_id), "scan kept conflicting")
+
+
+@dataclass
+class Order:
+    purchase: PurchaseState
+    tickets: list[TicketState]
+
+
+async def order_by_access_code(
+    pool: asyncpg.Pool, access_code: str, email: str, organization_id: int
+) -> Order:
+    """The buyer's order, only for the right access code and purchase e-mail, and only once
+    tickets exist. Every miss is the same NotFound after the same work (one query, one
+    constant-time comparison), so the answer reveals nothing about which part was wrong."""
+    row = await pool.fetchrow(
+        f"SELECT token, buyer_email FROM {PURCHASES}"
+        " WHERE access_code = $1 AND organization_id = $2",
+        access_code.strip().upper()[:32],
+        organization_id,
+    )
+    stored = row["buyer_email"] if row else "\x00no-such-order"
+    matches = hmac.compare_digest(stored.encode(), email.strip().lower().encode())
+    if row is None or not matches:
+        raise NotFound("tickets not found", "code")
+    purchase = await load_purchase(pool, row["token"])
+    assert purchase is not None
+    issued = [s for s, _ in [await load_ticket(pool, t.id) for t in purchase.opened.tickets]]
+    if not any(issued) and purchase.status == "pending_payment":
+        raise NotFound("tickets not found", "code")
+    return Order(purchase, [s for s in issued if s is not None])
+
+
+async def update_attendees(
+    pool: asyncpg.Pool,
+    order: Order,
+    seats: list[tuple[str, str | None, str | None]],
+    meta: Metadata,
+) -> None:
+    """Apply (token, name, email) edits to the order's tickets in one append; tokens of other
+    orders are ignored. A conflicting scan or edit makes the whole edit retry."""
+    for _ in range(MAX_SCAN_ATTEMPTS):
+        by_token = {}
+        for t in order.purchase.opened.tickets:
+            by_token[t.attendee_token] = t.id
+        appends = []
+        now = datetime.now(UTC)
+        for i, (token, name, email) in enumerate(seats):
+            ticket_id = by_token.get(token)
+            if ticket_id is None:
+                continue
+            state, version = await load_ticket(pool, ticket_id)
+            if state is None:
+                continue
+            events = tickets.update_attendee(state, name, email, now, f"seats[{i}]")
+            if events:
+                appends.append(PendingAppend(tickets.ticket_stream(ticket_id), version, events))
+        if not appends:
+            return
+        try:
+            await append(pool, _merge(appends), meta)
+            return
+        except ConcurrencyError:
+            continue
+    raise ConcurrencyError("ticket", "attendee update kept conflicting")
+
+
+def _merge(appends: list[PendingAppend]) -> list[PendingAppend]:
+    """The same seat edited twice in one request: the last edit wins."""
+    last: dict[str, PendingAppend] = {}
+    for pending in appends:
+        last[pending.stream_id] = pending
+    return list(last.values())
+
+
+async def ticket_by_attendee_token(
+    pool: asyncpg.Pool, token: str, organization_id: int
+) -> tuple[TicketState, PurchaseState]:
+    row = await pool.fetchrow(
+        f"SELECT ticket_id, purchase_token, organization_id FROM {TICKETS}"
+        " WHERE attendee_token = $1",
+        token[:80],
+    )
+    if row is None or row["organization_id"] != organization_id:
+        raise NotFound("ticket not found", "token")
+    ticket, _ = await load_ticket(pool, row["ticket_id"])
+    purchase = await load_purchase(pool, row["purchase_token"])
+    if ticket is None or purchase is None:
+        raise NotFound("ticket not found", "token")
+    return ticket, purchase

@@ -1,0 +1,85 @@
+"""Real PostgreSQL and NATS for every test: the servers named by DATABASE_URL / NATS_URL, else
+the local ones on their standard ports, else the embedded ones. Each test run gets its own
+database and its own JetStream stream, so runs never see each other's data."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+
+from infra.db import create_pool, migrate
+from infra.settings import Settings
+
+
+def _reachable(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
+@pytest.fixture(scope="session")
+async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, str]]:
+    """(admin database url, nats url) of real servers."""
+    db_url = os.environ.get("DATABASE_URL") or (
+        "postgresql://postgres@127.0.0.1:5432/postgres" if _reachable(5432) else ""
+    )
+    nats_url = os.environ.get("NATS_URL") or ("nats://127.0.0.1:4222" if _reachable(4222) else "")
+    async with contextlib.AsyncExitStack() as stack:
+        if not db_url or not nats_url:
+            from infra.embedded import embedded_servers
+
+            found = await stack.enter_async_context(
+                embedded_servers(
+                    tmp_path_factory.mktemp("embedded"),
+                    postgres=not db_url,
+                    nats=not nats_url,
+                )
+            )
+            db_url = db_url or found.database_url
+            nats_url = nats_url or found.nats_url
+        yield db_url, nats_url
+
+
+def _with_database(url: str, database: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{database}"
+
+
+@pytest.fixture(scope="session")
+async def settings(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory):
+    """Settings pointing at a database and a JetStream stream that belong to this run alone."""
+    admin_url, nats_url = servers
+    run = uuid.uuid4().hex[:10]
+    database = f"linjerum_test_{run}"
+    admin = await asyncpg.connect(admin_url)
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    stream = f"LJTEST_{run.upper()}"
+    yield Settings(
+        database_url=_with_database(admin_url, database),
+        nats_url=nats_url,
+        data_dir=Path(tmp_path_factory.mktemp("data")),
+        nats_stream=stream,
+        subject_prefix=f"ljtest.{run}",
+    )
+    nc = await nats.connect(nats_url)
+    with contextlib.suppress(Exception):
+        await nc.jetstream().delete_stream(stream)
+    await nc.close()
+    await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(settings.database_url, size=30)
+    await migrate(pool)
+    yield pool
+    await pool.close()

@@ -1,0 +1,253 @@
+"""The gateway in-process over real HTTP, on the real database: the demo catalog seeded and
+its read models built, and API keys for both demo organizations."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from domain import catalog as c
+from infra.apikeys import create_key
+from infra.embedded import free_port
+from infra.eventstore import Metadata
+from infra.payments import (
+    SIMULATOR_API_KEY,
+    SIMULATOR_PUBLISHABLE_KEY,
+    SIMULATOR_WEBHOOK_SECRET,
+    Payments,
+)
+from projections.rebuild import rebuild
+from projections.registry import all_projections
+from services import catalog_commands
+from services.api.activity import ActivityLog
+from services.catalog_commands import organization_id_by_slug
+from services.gateway import create_app
+from services.purchases import Purchases
+from services.seed_demo import DEMO_ORGANIZATION, SECOND_ORGANIZATION, seed_demo
+from services.stripe_sim import create_simulator
+from services.ticket_documents import Documents
+
+TEST = Metadata(actor="test")
+ATTENDEE_LINK = "https://shop.example.com/attendee/{token}"
+
+
+async def rebuild_read_models(pool: asyncpg.Pool) -> None:
+    """Bring every read model up to the event store, as the projectors would."""
+    for projection in all_projections().values():
+        await rebuild(pool, projection)
+
+
+@pytest.fixture(scope="session")
+async def catalog(pool: asyncpg.Pool) -> dict[str, int]:
+    """Organization ids by slug, with the demo data seeded and projected."""
+    await seed_demo(pool, datetime.now(UTC).date())
+    await rebuild_read_models(pool)
+    ids = {}
+    for slug in (DEMO_ORGANIZATION, SECOND_ORGANIZATION):
+        found = await organization_id_by_slug(pool, slug)
+        assert found is not None
+        ids[slug] = found
+    return ids
+
+
+async def issue_key(pool: asyncpg.Pool, organization_id: int, rate_limit: int = 100_000) -> str:
+    issued = await create_key(
+        pool, organization_id, "e2e", rate_limit_per_minute=rate_limit, metadata=TEST
+    )
+    return issued.token
+
+
+@pytest.fixture(scope="session")
+async def webhook_port() -> int:
+    """The port of the first gateway, where the simulator delivers Stripe's webhooks."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+async def stripe_sim(webhook_port: int) -> AsyncIterator[TestClient]:
+    hook = f"http://127.0.0.1:{webhook_port}/api/v1/webhooks/stripe"
+    sim = TestClient(
+        TestServer(create_simulator(hook, SIMULATOR_WEBHOOK_SECRET, retry_delays=(0.1, 0.3, 1)))
+    )
+    await sim.start_server()
+    yield sim
+    await sim.close()
+
+
+@pytest.fixture(scope="session")
+async def serve(
+    pool: asyncpg.Pool, stripe_sim: TestClient, webhook_port: int
+) -> AsyncIterator[Callable[..., Awaitable[TestClient]]]:
+    """Starts a gateway per call, like one more process: its own rate-limit windows, sales
+    desks and Stripe client. The first one receives the simulator's webhooks."""
+    clients: list[TestClient] = []
+    closing: list[Callable[[], Awaitable[None]]] = []
+
+    async def start(hold_minutes: float = 30.0, stripe_base: str | None = None) -> TestClient:
+        payments = Payments(
+            SIMULATOR_API_KEY,
+            api_base=stripe_base or str(stripe_sim.make_url("")).rstrip("/"),
+            publishable_key=SIMULATOR_PUBLISHABLE_KEY,
+            webhook_secret=SIMULATOR_WEBHOOK_SECRET,
+        )
+        sales = Purchases(
+            pool, payments, publishable_key=payments.publishable_key, hold_minutes=hold_minutes
+        )
+        port = webhook_port if not clients else None
+        documents = Documents(pool, sales.catalog, "tickets@example.com", ATTENDEE_LINK)
+        app = create_app(pool, ActivityLog(pool), sales, documents)
+        client = TestClient(TestServer(app, port=port))
+        await client.start_server()
+        clients.append(client)
+        closing.extend([sales.desks.close, payments.close])
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
+    for close in closing:
+        await close()
+
+
+@pytest.fixture(scope="session")
+async def api(serve, catalog: dict[str, int]) -> TestClient:
+    return await serve()
+
+
+@pytest.fixture(scope="session")
+async def demo_token(pool: asyncpg.Pool, catalog: dict[str, int]) -> str:
+    return await issue_key(pool, catalog[DEMO_ORGANIZATION])
+
+
+@pytest.fixture(scope="session")
+async def aarhus_token(pool: asyncpg.Pool, catalog: dict[str, int]) -> str:
+    return await issue_key(pool, catalog[SECOND_ORGANIZATION])
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+BUYER = {"name": "Simon Hindkaer", "email": "simon@example.com", "phone": "+4512345678"}
+
+
+async def post(api, token: str, path: str, body: object, status: int | None = None, **headers):
+    response = await api.post(path, json=body, headers={**bearer(token), **headers})
+    payload = await response.json()
+    if status is not None:
+        assert response.status == status, payload
+    return response, payload
+
+
+async def new_organization(
+    pool: asyncpg.Pool,
+    *,
+    stripe_account: str | None = "acct_sim_x",
+    currency: str = "DKK",
+    fee: c.FeeRule | None = None,
+) -> int:
+    """A fresh organization of its own, so a test can count what it sells."""
+    slug = f"scene-{uuid.uuid4().hex[:8]}"
+    command = c.RegisterOrganization(
+        slug=slug,
+        name=slug,
+        currency=currency,
+        stripe_account_id=stripe_account,
+        fee=fee or c.FeeRule(),
+    )
+    return await catalog_commands.register_organization(pool, command, TEST)
+
+
+async def venue_with(pool: asyncpg.Pool, organization_id: int, section: c.SectionPlan) -> int:
+    return await catalog_commands.register_venue(
+        pool, organization_id, c.RegisterVenue(key="sal", name="Sal", sections=[section]), TEST
+    )
+
+
+def standing(capacity: int) -> c.SectionPlan:
+    return c.SectionPlan(
+        name="Gulv", seating_mode="standing", width=10.0, height=10.0, standing_capacity=capacity
+    )
+
+
+async def first_ticket_type(pool: asyncpg.Pool, stream_id: str) -> int:
+    found = await pool.fetchval(
+        "SELECT data->'ticket_types'->0->>'id' FROM events WHERE stream_id = $1 AND version = 1",
+        stream_id,
+    )
+    return int(found)
+
+
+async def small_event(
+    pool: asyncpg.Pool,
+    seats: int,
+    price: int = 10000,
+    stripe_account: str | None = "acct_sim_x",
+    **ticket: object,
+) -> tuple[str, int, int]:
+    """A fresh organization with one event of `seats` seats: (token, event id, ticket type)."""
+    org = await new_organization(pool, stripe_account=stripe_account)
+    row = c.Row(identifier="A", start=1, end=seats)
+    venue_id = await venue_with(
+        pool, org, c.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
+    )
+    venue = await catalog_commands.load_venue(pool, venue_id)
+    plan = c.TicketTypePlan(
+        name="Alm",
+        price_cents=price,
+        max_per_purchase=20,
+        section_ids=[venue.sections[0].id],
+        **ticket,
+    )
+    event_id = await catalog_commands.schedule_event(
+        pool,
+        org,
+        c.ScheduleEvent(
+            slug="show",
+            name="Show",
+            venue_id=venue_id,
+            event_date=datetime.now(UTC) + timedelta(days=3),
+            publish=True,
+            ticket_types=[plan],
+        ),
+        TEST,
+    )
+    type_id = await first_ticket_type(pool, f"event-{event_id}")
+    return await issue_key(pool, org), event_id, type_id
+
+
+async def small_attraction(
+    pool: asyncpg.Pool,
+    *,
+    price: int,
+    daily_max: int,
+    name: str = "Museum",
+    stripe_account: str | None = "acct_sim_x",
+) -> tuple[str, int]:
+    """A fresh organization with one dated attraction `museum`: (token, ticket type)."""
+    org = await new_organization(pool, stripe_account=stripe_account)
+    venue_id = await venue_with(pool, org, standing(1000))
+    attraction_id = await catalog_commands.open_attraction(
+        pool,
+        org,
+        c.OpenAttraction(
+            slug="museum",
+            name=name,
+            venue_id=venue_id,
+            visit_date_required=True,
+            daily_max_tickets=daily_max,
+            ticket_types=[c.TicketTypePlan(name="Voksen", price_cents=price)],
+        ),
+        TEST,
+    )
+    type_id = await first_ticket_type(pool, f"attraction-{attraction_id}")
+    return await issue_key(pool, org), type_id
+
+
+def order(type_id: int, n: int = 1, **extra: object) -> dict:
+    return {"event_slug": "show", "quantities": {str(type_id): n}, "buyer": BUYER, **extra}

@@ -1,0 +1,116 @@
+"""What every partner API call shares: bearer keys (revocation holds at once), the per-IP
+auth-failure throttle, per-key rolling rate limits with their headers, request ids, the JSON
+envelope for unknown routes and methods, and the activity log."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from infra.apikeys import revoke_key
+from services.api.activity import recent_activity
+from services.gateway import ACTIVITY
+from services.seed_demo import DEMO_ORGANIZATION
+from tests.e2e.conftest import TEST, bearer, issue_key
+
+
+async def test_missing_malformed_and_unknown_keys_are_401(api) -> None:
+    for headers in [
+        {},
+        {"Authorization": "tk_live_abc"},
+        {"Authorization": "Basic dXNlcjpwdw=="},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Bearer tk_live_" + "x" * 43},
+        {"Authorization": "Bearer not-a-linjerum-token"},
+    ]:
+        response = await api.get("/api/v1/organization", headers=headers)
+        assert response.status == 401
+        assert await response.json() == {
+            "error": "unauthorized",
+            "detail": "missing, invalid or revoked API key",
+        }
+        assert response.headers["X-RateLimit-Limit"]
+
+
+async def test_revoked_key_fails_on_every_gateway_at_once(serve, pool, catalog) -> None:
+    token = await issue_key(pool, catalog[DEMO_ORGANIZATION])
+    key_id = await pool.fetchval("SELECT max(id) FROM api_keys")
+    gateways = [await serve(), await serve()]
+    for gateway in gateways:
+        assert (await gateway.get("/api/v1/organization", headers=bearer(token))).status == 200
+    await revoke_key(pool, key_id, TEST)
+    for gateway in gateways:
+        assert (await gateway.get("/api/v1/organization", headers=bearer(token))).status == 401
+
+
+async def test_eleventh_failure_in_a_minute_is_throttled_per_ip(serve, demo_token) -> None:
+    gateway = await serve()
+    for _ in range(10):
+        bad = await gateway.get("/api/v1/events", headers=bearer("tk_live_wrong"))
+        assert bad.status == 401
+    for token in ("tk_live_wrong", demo_token):
+        blocked = await gateway.get("/api/v1/events", headers=bearer(token))
+        assert blocked.status == 429
+        assert (await blocked.json())["error"] == "too_many_auth_failures"
+        assert 0 < int(blocked.headers["Retry-After"]) <= 60
+
+
+async def test_successes_do_not_count_as_auth_failures(serve, demo_token) -> None:
+    gateway = await serve()
+    for _ in range(9):
+        assert (await gateway.get("/api/v1/events", headers=bearer("tk_live_x"))).status == 401
+    for _ in range(20):
+        assert (await gateway.get("/api/v1/events", headers=bearer(demo_token))).status == 200
+
+
+async def test_rate_limit_headers_and_retry_after(serve, pool, catalog) -> None:
+    gateway = await serve()
+    token = await issue_key(pool, catalog[DEMO_ORGANIZATION], rate_limit=3)
+    remaining = []
+    for _ in range(3):
+        ok = await gateway.get("/api/v1/venues", headers=bearer(token))
+        assert ok.status == 200
+        assert ok.headers["X-RateLimit-Limit"] == "3"
+        remaining.append(int(ok.headers["X-RateLimit-Remaining"]))
+    assert remaining == [2, 1, 0]
+    limited = await gateway.get("/api/v1/venues", headers=bearer(token))
+    assert limited.status == 429
+    assert await limited.json() == {"error": "rate_limited"}
+    assert 55 <= int(limited.headers["Retry-After"]) <= 60
+    assert limited.headers["X-RateLimit-Remaining"] == "0"
+
+
+async def test_request_id_is_echoed_capped_or_generated(api, demo_token) -> None:
+    mine = await api.get(
+        "/api/v1/organization", headers={**bearer(demo_token), "X-Request-ID": "shop-42"}
+    )
+    assert mine.headers["X-Request-ID"] == "shop-42"
+    long = await api.get(
+        "/api/v1/organization", headers={**bearer(demo_token), "X-Request-ID": "r" * 500}
+    )
+    assert long.headers["X-Request-ID"] == "r" * 128
+    fresh = await api.get("/api/v1/organization", headers=bearer(demo_token))
+    assert uuid.UUID(fresh.headers["X-Request-ID"]).version == 4
+
+
+async def test_unknown_route_and_wrong_method_are_json(api, demo_token) -> None:
+    missing = await api.get("/api/v1/nothing-here", headers=bearer(demo_token))
+    assert missing.status == 404 and (await missing.json())["error"] == "not_found"
+    assert missing.headers["X-Request-ID"]
+    wrong = await api.delete("/api/v1/events", headers=bearer(demo_token))
+    assert wrong.status == 405 and (await wrong.json())["error"] == "method_not_allowed"
+    assert "GET" in wrong.headers["Allow"]
+
+
+async def test_calls_land_in_the_activity_log(api, demo_token, pool: asyncpg.Pool, catalog) -> None:
+    request_id = f"activity-{uuid.uuid4()}"
+    await api.get("/api/v1/events", headers={**bearer(demo_token), "X-Request-ID": request_id})
+    await api.get("/api/v1/events/nope", headers=bearer(demo_token))
+    await api.app[ACTIVITY].flush()
+    rows = await recent_activity(pool, catalog[DEMO_ORGANIZATION], limit=50)
+    mine = [r for r in rows if r.request_id == request_id]
+    assert len(mine) == 1
+    assert (mine[0].method, mine[0].path, mine[0].status) == ("GET", "/api/v1/events", 200)
+    assert mine[0].api_key_id is not None and mine[0].duration_ms > 0
+    assert any(r.path == "/api/v1/events/nope" and r.status == 404 for r in rows)

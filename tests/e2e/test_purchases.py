@@ -1,0 +1,531 @@
+"""Buying over HTTP against the real database and the Stripe simulator: the quick start end to
+end, races for the last seats, uses and places, idempotency, cancel, expiry and webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+import stripe
+
+from domain import catalog as c
+from infra import idempotency
+from infra.payments import SIMULATOR_API_KEY, SIMULATOR_WEBHOOK_SECRET
+from services import catalog_commands
+from services.api.context import PURCHASES
+from services.stripe_sim import signature_header
+from services.sweeper import sweep_once
+from tests.e2e.conftest import (
+    BUYER,
+    TEST,
+    bearer,
+    order,
+    post,
+    rebuild_read_models,
+    small_attraction,
+    small_event,
+)
+
+
+async def _event(api, token: str, slug: str) -> dict:
+    response = await api.get(f"/api/v1/events/{slug}", headers=bearer(token))
+    return await response.json()
+
+
+async def _paid(api, token: str, purchase: str, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = await api.get(f"/api/v1/purchases/{purchase}", headers=bearer(token))
+        body = (await response.json())["purchase"]
+        if body["paid_at"]:
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"purchase {purchase} never got paid")
+
+
+async def _confirm(stripe_sim, intent: str) -> str:
+    """The buyer pays in the browser: confirm with a test card, through the SDK."""
+    http = stripe.AIOHTTPClient()
+    client = stripe.StripeClient(
+        SIMULATOR_API_KEY,
+        base_addresses={"api": str(stripe_sim.make_url("")).rstrip("/")},
+        http_client=http,
+    )
+    try:
+        confirmed = await client.v1.payment_intents.confirm_async(
+            intent, {"payment_method": "pm_card_visa"}
+        )
+        return confirmed.status
+    finally:
+        await http.close_async()
+
+
+async def test_quick_start_end_to_end(api, demo_token, stripe_sim, pool) -> None:
+    event = await _event(api, demo_token, "hamlet-2026")
+    voksen, barn = event["ticket_types"][:2]
+    venue_id = event["event"]["venue"]["id"]
+    plan_response = await api.get(
+        f"/api/v1/venues/{venue_id}/seat-plan?event_id={event['event']['id']}",
+        headers=bearer(demo_token),
+    )
+    plan = await plan_response.json()
+    taken = {(s["section_id"], s["row"], s["seat_number"]) for s in plan["sold_seats"]}
+    parterre = voksen["section_ids"][0]
+    free = [n for n in range(1, 25) if (parterre, "H", n) not in taken][:3]
+    seats = [{"section_id": parterre, "row": "H", "seat_number": n} for n in free]
+    body = {
+        "event_slug": "hamlet-2026",
+        "quantities": {str(voksen["id"]): 2, str(barn["id"]): 1},
+        "buyer": BUYER,
+        "attendees": [
+            {"ticket_type_id": voksen["id"], "index": 1, "name": "Simon", "email": BUYER["email"]},
+            {"ticket_type_id": voksen["id"], "index": 2, "name": "Maja"},
+        ],
+        "selected_seats": {str(voksen["id"]): seats[:2], str(barn["id"]): seats[2:]},
+        "discount_code": "spring25",
+        "comment": "wheelchair access",
+    }
+    _, created = await post(api, demo_token, "/api/v1/purchases", body, 201)
+    purchase, payment = created["purchase"], created["payment"]
+    assert purchase["status"] == "pending_payment" and purchase["paid_at"] is None
+    unit = 29000 if voksen["early_bird_active"] else 35000
+    subtotal = 2 * unit + 17500
+    assert purchase["subtotal_cents"] == subtotal
+    assert purchase["discount_cents"] == (subtotal * 25 + 50) // 100
+    assert purchase["fee_cents"] == (subtotal * 500 + 5000) // 10000
+    assert (
+        purchase["total_cents"]
+        == purchase["amount_cents"]
+        == (subtotal - purchase["discount_cents"] + purchase["fee_cents"])
+    )
+    assert [t["name"] for t in purchase["tickets"]] == ["Simon", "Maja", BUYER["name"]]
+    assert {t["ticket_status"] for t in purchase["tickets"]} == {"pending_payment"}
+    assert [t["seat"] for t in purchase["tickets"]] == seats
+    assert len(purchase["tickets"][0]["ticket_code"]) == 12 and purchase["access_code"]
+    assert payment["stripe_client_secret"].startswith(payment["stripe_payment_intent_id"])
+    assert payment["stripe_connected_account_id"] == "acct_sim_detnyteater"
+    assert payment["stripe_publishable_key"].startswith("pk_")
+
+    assert await _confirm(stripe_sim, payment["stripe_payment_intent_id"]) == "succeeded"
+    paid = await _paid(api, demo_token, purchase["token"])
+    assert paid["status"] == "paid" and paid["stripe_status"] == "succeeded"
+    assert {t["ticket_status"] for t in paid["tickets"]} == {"valid"}
+    assert paid["event"] == {"id": event["event"]["id"], "slug": "hamlet-2026", "name": "Hamlet"}
+
+    await rebuild_read_models(pool)
+    again = await post(
+        api,
+        demo_token,
+        "/api/v1/events/hamlet-2026/seats/validate",
+        {"selected_seats": {str(voksen["id"]): seats[:1]}},
+    )
+    assert again[1]["available"] is False
+    _, cancel = await post(
+        api, demo_token, f"/api/v1/purchases/{purchase['token']}/cancel", {}, 409
+    )
+    assert cancel["error"] == "already_paid"
+
+
+async def test_two_hundred_buyers_for_fifty_seats(serve, pool: asyncpg.Pool, catalog) -> None:
+    token, event_id, type_id = await small_event(pool, 50)
+    gateways = [await serve(), await serve()]
+
+    async def buy(i: int) -> tuple[int, dict]:
+        response = await gateways[i % 2].post(
+            "/api/v1/purchases", json=order(type_id), headers=bearer(token)
+        )
+        return response.status, await response.json()
+
+    results = await asyncio.gather(*(buy(i) for i in range(200)))
+    statuses = Counter(status for status, _ in results)
+    assert statuses == {201: 50, 409: 150}, statuses
+    assert {b["error"] for s, b in results if s == 409} == {"insufficient_availability"}
+    seats = [b["purchase"]["tickets"][0]["seat"]["seat_number"] for s, b in results if s == 201]
+    assert sorted(seats) == list(range(1, 51))
+    held = await pool.fetch(
+        "SELECT data FROM events WHERE stream_id = $1 AND type = 'SeatsHeld'", f"event-{event_id}"
+    )
+    stored = [s["seat_number"] for r in held for s in json.loads(r["data"])["seats"]]
+    assert sorted(stored) == list(range(1, 51))
+
+
+async def test_last_discount_uses_are_never_exceeded(serve, pool: asyncpg.Pool, catalog) -> None:
+    token, _, type_id = await small_event(pool, 60)
+    org = (await pool.fetchrow("SELECT organization_id FROM api_keys ORDER BY id DESC LIMIT 1"))[0]
+    await catalog_commands.create_discount_code(
+        pool, org, c.CreateDiscountCode(code="LAST5", percentage=10, max_uses=5), TEST
+    )
+    gateways = [await serve(), await serve()]
+
+    async def buy(i: int) -> tuple[int, dict]:
+        response = await gateways[i % 2].post(
+            "/api/v1/purchases", json=order(type_id, discount_code="LAST5"), headers=bearer(token)
+        )
+        return response.status, await response.json()
+
+    results = await asyncio.gather(*(buy(i) for i in range(30)))
+    assert Counter(s for s, _ in results) == {201: 5, 409: 25}
+    assert {b["error"] for s, b in results if s == 409} == {"max_uses_reached"}
+
+
+async def test_last_places_of_an_attraction_day(serve, pool: asyncpg.Pool, catalog) -> None:
+    token, type_id = await small_attraction(pool, price=5000, daily_max=10)
+    day = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+    gateways = [await serve(), await serve()]
+
+    async def buy(i: int) -> tuple[int, dict]:
+        body = {
+            "attraction_slug": "museum",
+            "quantities": {str(type_id): 1},
+            "buyer": BUYER,
+            "visit_date": day,
+        }
+        response = await gateways[i % 2].post("/api/v1/purchases", json=body, headers=bearer(token))
+        return response.status, await response.json()
+
+    results = await asyncio.gather(*(buy(i) for i in range(40)))
+    assert Counter(s for s, _ in results) == {201: 10, 409: 30}
+    assert {b["error"] for s, b in results if s == 409} == {"daily_capacity_exceeded"}
+    _, missing = await post(
+        gateways[0],
+        token,
+        "/api/v1/purchases",
+        {"attraction_slug": "museum", "quantities": {str(type_id): 1}, "buyer": BUYER},
+        422,
+    )
+    assert missing["detail"].startswith("visit_date")
+
+
+async def test_idempotency_keys(api, pool: asyncpg.Pool, catalog) -> None:
+    token, _, type_id = await small_event(pool, 10)
+    key = str(uuid.uuid4())
+    first, body = await post(
+        api, token, "/api/v1/purchases", order(type_id), 201, **{"Idempotency-Key": key}
+    )
+    again, replayed = await post(
+        api, token, "/api/v1/purchases", order(type_id), 201, **{"Idempotency-Key": key}
+    )
+    assert replayed == body and again.headers["Idempotent-Replay"] == "true"
+    assert "Idempotent-Replay" not in first.headers
+    _, reuse = await post(
+        api, token, "/api/v1/purchases", order(type_id, 2), 422, **{"Idempotency-Key": key}
+    )
+    assert reuse["error"] == "idempotency_key_reuse"
+    api_key = await pool.fetchval("SELECT max(id) FROM api_keys")
+    running = idempotency.request_hash(
+        "POST", "/api/v1/purchases", json.dumps(order(type_id)).encode()
+    )
+    assert await idempotency.claim(pool, api_key, "busy", running) is None
+    _, busy = await post(
+        api, token, "/api/v1/purchases", order(type_id), 409, **{"Idempotency-Key": "busy"}
+    )
+    assert busy["error"] == "idempotency_in_flight"
+    _, long = await post(
+        api, token, "/api/v1/purchases", order(type_id), 422, **{"Idempotency-Key": "k" * 256}
+    )
+    assert long["detail"].startswith("Idempotency-Key")
+
+
+async def test_try_again_failures_are_not_replayed(api, pool: asyncpg.Pool, catalog) -> None:
+    token, _, type_id = await small_event(pool, 10, stripe_account=None)
+    key = str(uuid.uuid4())
+    for _ in range(2):
+        response, body = await post(
+            api, token, "/api/v1/purchases", order(type_id), 503, **{"Idempotency-Key": key}
+        )
+        assert body["error"] == "payment_processing_unavailable"
+        assert "Idempotent-Replay" not in response.headers
+    free_token, _, free_type = await small_event(pool, 3, price=0, stripe_account=None)
+    _, free = await post(api, free_token, "/api/v1/purchases", order(free_type, 3), 201)
+    assert free["purchase"]["status"] == "paid" and free["payment"]["stripe_client_secret"] is None
+
+
+async def test_stripe_failure_is_502_and_releases_the_hold(serve, pool, catalog) -> None:
+    token, _, type_id = await small_event(pool, 1)
+    broken = await serve(stripe_base="http://127.0.0.1:9")
+    _, body = await post(broken, token, "/api/v1/purchases", order(type_id), 502)
+    assert body["error"] == "stripe_error"
+    working = await serve()
+    await post(working, token, "/api/v1/purchases", order(type_id), 201)
+
+
+async def test_cancel_frees_seats_at_once(api, pool: asyncpg.Pool, catalog) -> None:
+    token, _, type_id = await small_event(pool, 1)
+    _, created = await post(api, token, "/api/v1/purchases", order(type_id), 201)
+    purchase = created["purchase"]["token"]
+    await post(api, token, "/api/v1/purchases", order(type_id), 409)
+    _, cancelled = await post(api, token, f"/api/v1/purchases/{purchase}/cancel", {}, 200)
+    assert cancelled == {"cancelled": True, "token": purchase}
+    await post(api, token, f"/api/v1/purchases/{purchase}/cancel", {}, 404)
+    view = await api.get(f"/api/v1/purchases/{purchase}", headers=bearer(token))
+    assert (await view.json())["purchase"]["status"] == "cancelled"
+    await post(api, token, "/api/v1/purchases", order(type_id), 201)
+
+
+async def test_other_organizations_purchases_are_not_found(api, pool, catalog, demo_token) -> None:
+    token, _, type_id = await small_event(pool, 2)
+    _, created = await post(api, token, "/api/v1/purchases", order(type_id), 201)
+    purchase = created["purchase"]["token"]
+    response = await api.get(f"/api/v1/purchases/{purchase}", headers=bearer(demo_token))
+    assert response.status == 404
+    await post(api, demo_token, f"/api/v1/purchases/{purchase}/cancel", {}, 404)
+
+
+async def _webhook(api, event: dict, secret: str = SIMULATOR_WEBHOOK_SECRET):
+    payload = json.dumps(event)
+    signature = signature_header(payload, secret, int(time.time()))
+    return await api.post(
+        "/api/v1/webhooks/stripe",
+        data=payload,
+        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+    )
+
+
+def _succeeded(intent_id: str, purchase: str) -> dict:
+    return {
+        "id": f"evt_{uuid.uuid4().hex}",
+        "object": "event",
+        "type": "payment_intent.succeeded",
+        "created": int(time.time()),
+        "api_version": "2024-06-20",
+        "data": {
+            "object": {
+                "id": intent_id,
+                "object": "payment_intent",
+                "status": "succeeded",
+                "amount": 10000,
+                "metadata": {"purchase_token": purchase},
+            }
+        },
+    }
+
+
+async def test_webhooks_duplicated_forged_and_late(serve, pool, catalog, stripe_sim) -> None:
+    token, _, type_id = await small_event(pool, 1)
+    gateway = await serve(hold_minutes=0.001)
+    _, created = await post(gateway, token, "/api/v1/purchases", order(type_id), 201)
+    purchase = created["purchase"]["token"]
+    intent = created["payment"]["stripe_payment_intent_id"]
+    event = _succeeded(intent, purchase)
+
+    forged = await _webhook(gateway, event, secret="whsec_wrong")
+    assert forged.status == 400 and (await forged.json())["error"] == "invalid_signature"
+    await rebuild_read_models(pool)
+    await asyncio.sleep(0.1)
+    assert await sweep_once(gateway.app[PURCHASES]) >= 1
+    view = await (await gateway.get(f"/api/v1/purchases/{purchase}", headers=bearer(token))).json()
+    assert view["purchase"]["status"] == "expired"
+
+    late = await _webhook(gateway, event)
+    assert (await late.json())["outcome"] == "paid_late"
+    duplicate = await _webhook(gateway, event)
+    assert (await duplicate.json())["outcome"] == "duplicate"
+    paid = await _paid(gateway, token, purchase)
+    assert paid["tickets"][0]["ticket_status"] == "valid"
+
+    _, other = await post(gateway, token, "/api/v1/purchases", order(type_id), 409)
+    assert other["error"] == "insufficient_availability"
+
+
+async def test_late_payment_for_seats_sold_since_is_refunded(
+    serve, pool, catalog, stripe_sim
+) -> None:
+    token, _, type_id = await small_event(pool, 1)
+    gateway = await serve(hold_minutes=0.001)
+    _, first = await post(gateway, token, "/api/v1/purchases", order(type_id), 201)
+    await rebuild_read_models(pool)
+    await asyncio.sleep(0.1)
+    await sweep_once(gateway.app[PURCHASES])
+    await post(gateway, token, "/api/v1/purchases", order(type_id), 201)
+    purchase = first["purchase"]["token"]
+    intent = first["payment"]["stripe_payment_intent_id"]
+    assert await _confirm(stripe_sim, intent) == "succeeded"
+    deadline = time.monotonic() + 10
+    kinds: list[str] = []
+    while time.monotonic() < deadline and "LatePaymentRefunded" not in kinds:
+        await asyncio.sleep(0.05)
+        rows = await pool.fetch(
+            "SELECT type FROM events WHERE stream_id = $1 ORDER BY version", f"purchase-{purchase}"
+        )
+        kinds = [r["type"] for r in rows]
+    assert kinds[-1] == "LatePaymentRefunded", kinds
+    refunds = await stripe_sim.get(f"/_sim/events?payment_intent={intent}")
+    assert "charge.refunded" in {e["type"] for e in (await refunds.json())["data"]}
+
+
+MALFORMED: list[tuple[object, str]] = [
+    ({}, "quantities"),
+    ({"quantities": {}, "buyer": BUYER, "event_slug": "hamlet-2026"}, "quantities"),
+    ({"quantities": {"1": 1}, "buyer": BUYER}, "event_slug"),
+    (
+        {"quantities": {"1": 1}, "buyer": BUYER, "event_slug": "a", "attraction_slug": "b"},
+        "event_slug",
+    ),
+    ({"quantities": {"x": 1}, "buyer": BUYER, "event_slug": "hamlet-2026"}, "quantities"),
+    ({"quantities": {"1": "two"}, "buyer": BUYER, "event_slug": "hamlet-2026"}, "quantities"),
+    ({"quantities": {"1": -1}, "buyer": BUYER, "event_slug": "hamlet-2026"}, "quantities"),
+    ({"quantities": {"1": 21}, "buyer": BUYER, "event_slug": "hamlet-2026"}, "quantities"),
+    ({"quantities": {"1": 1}, "event_slug": "hamlet-2026"}, "buyer"),
+    ({"quantities": {"1": 1}, "buyer": {"name": "X"}, "event_slug": "hamlet-2026"}, "buyer"),
+    (
+        {
+            "quantities": {"1": 1},
+            "buyer": {"name": "X", "email": "nope"},
+            "event_slug": "hamlet-2026",
+        },
+        "buyer.email",
+    ),
+    (
+        {
+            "quantities": {"1": 1},
+            "buyer": {"name": " ", "email": "a@b.dk"},
+            "event_slug": "hamlet-2026",
+        },
+        "buyer.name",
+    ),
+    ({"quantities": {"1": 1}, "buyer": BUYER, "event_slug": "hamlet-2026", "extra": 1}, "extra"),
+    ({"quantities": {"1": 1}, "buyer": BUYER, "event_slug": 7}, "event_slug"),
+    (
+        {
+            "quantities": {"1": 1},
+            "buyer": BUYER,
+            "event_slug": "hamlet-2026",
+            "attendees": [{"ticket_type_id": 1, "index": 2}],
+        },
+        "attendees[0]",
+    ),
+    (
+        {"quantities": {"1": 1}, "buyer": BUYER, "event_slug": "hamlet-2026", "attendees": "x"},
+        "attendees",
+    ),
+    (
+        {
+            "quantities": {"1": 1},
+            "buyer": BUYER,
+            "event_slug": "hamlet-2026",
+            "visit_date": "2026-01-01",
+        },
+        "visit_date",
+    ),
+    (
+        {"quantities": {"1": 1}, "buyer": BUYER, "event_slug": "hamlet-2026", "visit_date": "soon"},
+        "visit_date",
+    ),
+    (
+        {
+            "quantities": {"1": 1},
+            "buyer": BUYER,
+            "event_slug": "hamlet-2026",
+            "comment": "x" * 2001,
+        },
+        "comment",
+    ),
+    (
+        {
+            "quantities": {"1": 1},
+            "buyer": BUYER,
+            "event_slug": "hamlet-2026",
+            "selected_seats": {"1": [{"section_id": 1}]},
+        },
+        "selected_seats",
+    ),
+    (
+        {
+            "quantities": {"1": 1},
+            "buyer": BUYER,
+            "attraction_slug": "louisiana-museum",
+            "selected_seats": {"1": []},
+        },
+        "selected_seats",
+    ),
+    ("[]", "body"),
+    ("not json", "body"),
+    ("", "body"),
+    (
+        {"quantities": {"1": 1}, "buyer": BUYER, "event_slug": "hamlet-2026", "discount_code": 25},
+        "discount_code",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), MALFORMED)
+async def test_malformed_purchase_is_422_and_changes_nothing(
+    api, demo_token, pool: asyncpg.Pool, body: object, field: str
+) -> None:
+    before = await pool.fetchval("SELECT count(*) FROM events WHERE type = 'SeatsHeld'")
+    data = body if isinstance(body, str) else json.dumps(body)
+    response = await api.post(
+        "/api/v1/purchases",
+        data=data,
+        headers={**bearer(demo_token), "Content-Type": "application/json"},
+    )
+    payload = await response.json()
+    assert response.status == 422, payload
+    assert payload["error"] == "invalid_request"
+    assert payload["detail"].startswith(field), payload
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE type = 'SeatsHeld'") == before
+
+
+async def test_catalog_rules_are_enforced_per_ticket_type(api, demo_token) -> None:
+    event = await _event(api, demo_token, "hamlet-2026")
+    loge = event["ticket_types"][3]
+    barn = event["ticket_types"][1]
+    cases = [
+        ({"quantities": {str(loge["id"]): 5}}, 422, "quantities"),
+        ({"quantities": {"999999": 1}}, 422, "quantities"),
+        (
+            {
+                "quantities": {str(barn["id"]): 1},
+                "selected_seats": {
+                    str(barn["id"]): [
+                        {"section_id": loge["section_ids"][0], "row": "A", "seat_number": 1}
+                    ]
+                },
+            },
+            422,
+            "selected_seats",
+        ),
+        ({"quantities": {str(barn["id"]): 1}, "discount_code": "NOPE"}, 422, "discount_code"),
+        ({"quantities": {str(barn["id"]): 1}, "discount_code": "VINTER10"}, 422, "discount_code"),
+    ]
+    for extra, status, field in cases:
+        body = {"event_slug": "hamlet-2026", "buyer": BUYER, **extra}
+        _, payload = await post(api, demo_token, "/api/v1/purchases", body, status)
+        assert payload["detail"].startswith(field), payload
+    _, closed = await post(
+        api,
+        demo_token,
+        "/api/v1/purchases",
+        {
+            "event_slug": "kirsebaerhaven",
+            "buyer": BUYER,
+            "quantities": {
+                str((await _event(api, demo_token, "kirsebaerhaven"))["ticket_types"][0]["id"]): 1
+            },
+        },
+        422,
+    )
+    assert "not started" in closed["detail"]
+    _, draft = await post(
+        api, demo_token, "/api/v1/purchases", order(1) | {"event_slug": "maagen"}, 404
+    )
+    assert draft["error"] == "not_found"
+
+
+async def test_webhooks_out_of_order_change_nothing_after_payment(api, pool, catalog) -> None:
+    token, _, type_id = await small_event(pool, 2)
+    _, created = await post(api, token, "/api/v1/purchases", order(type_id), 201)
+    purchase = created["purchase"]["token"]
+    intent = created["payment"]["stripe_payment_intent_id"]
+    assert (await (await _webhook(api, _succeeded(intent, purchase))).json())["outcome"] == "paid"
+    for kind in ("payment_intent.payment_failed", "payment_intent.canceled"):
+        late = _succeeded(intent, purchase) | {"type": kind}
+        assert (await (await _webhook(api, late)).json())["outcome"] == "ignored"
+    view = await api.get(f"/api/v1/purchases/{purchase}", headers=bearer(token))
+    assert (await view.json())["purchase"]["status"] == "paid"

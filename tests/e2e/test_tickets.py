@@ -1,0 +1,235 @@
+"""Tickets after payment, over HTTP: verify and scan verdicts for every state, one admission
+among concurrent scans, and buyer self-service with its uniform 404s and edit rules."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import asyncpg
+import pytest
+
+from tests.e2e.conftest import (
+    BUYER,
+    bearer,
+    order,
+    post,
+    rebuild_read_models,
+    small_event,
+)
+
+
+async def _paid_purchase(api, pool: asyncpg.Pool, seats: int = 3, **extra) -> tuple[str, dict]:
+    """A free (so at once paid) purchase of `seats` tickets on a fresh organization."""
+    token, _, type_id = await small_event(pool, seats + 2, price=0, stripe_account=None)
+    _, created = await post(api, token, "/api/v1/purchases", order(type_id, seats, **extra), 201)
+    await rebuild_read_models(pool)
+    return token, created["purchase"]
+
+
+async def _verify(api, token: str, code: str, status: int = 200) -> dict:
+    response = await api.get(f"/api/v1/tickets/{code}/verify", headers=bearer(token))
+    body = await response.json()
+    assert response.status == status, body
+    return body
+
+
+async def test_scan_admits_once_and_verify_never_changes_anything(api, pool) -> None:
+    token, purchase = await _paid_purchase(api, pool)
+    code = purchase["tickets"][0]["ticket_code"]
+    for _ in range(2):
+        verdict = await _verify(api, token, f"  {code.lower()} ")
+        assert verdict["valid"] is True and verdict["reason"] == "ok"
+        assert verdict["ticket"]["scan_count"] == 0 and verdict["ticket"]["status"] == "valid"
+    _, first = await post(api, token, f"/api/v1/tickets/{code}/scan", {}, 200)
+    assert first["valid"] is True and first["ticket"]["status"] == "scanned"
+    assert first["ticket"]["scan_count"] == 1
+    _, second = await post(api, token, f"/api/v1/tickets/{code}/scan", {}, 200)
+    assert (second["valid"], second["reason"]) == (False, "already_scanned")
+    assert (await _verify(api, token, code))["reason"] == "already_scanned"
+    scans = await pool.fetch(
+        "SELECT metadata FROM events WHERE type = 'TicketScanned' AND stream_id = $1",
+        f"ticket-{purchase['tickets'][0]['id']}",
+    )
+    assert len(scans) == 1 and '"api_key_id"' in scans[0]["metadata"]
+
+
+async def test_concurrent_scans_admit_exactly_one(serve, pool) -> None:
+    gateways = [await serve(), await serve()]
+    token, purchase = await _paid_purchase(gateways[0], pool, seats=1)
+    code = purchase["tickets"][0]["ticket_code"]
+
+    async def scan(i: int) -> tuple[bool, str]:
+        response = await gateways[i % 2].post(f"/api/v1/tickets/{code}/scan", headers=bearer(token))
+        body = await response.json()
+        return body["valid"], body["reason"]
+
+    results = Counter(await asyncio.gather(*(scan(i) for i in range(40))))
+    assert results == {(True, "ok"): 1, (False, "already_scanned"): 39}
+
+
+async def test_unpaid_cancelled_and_foreign_tickets(api, pool, demo_token) -> None:
+    token, _, type_id = await small_event(pool, 4)
+    _, pending = await post(api, token, "/api/v1/purchases", order(type_id), 201)
+    _, doomed = await post(api, token, "/api/v1/purchases", order(type_id), 201)
+    await post(api, token, f"/api/v1/purchases/{doomed['purchase']['token']}/cancel", {}, 200)
+    await rebuild_read_models(pool)
+    pending_code = pending["purchase"]["tickets"][0]["ticket_code"]
+    verdict = await _verify(api, token, pending_code)
+    assert (verdict["valid"], verdict["reason"]) == (False, "pending_payment")
+    _, scan = await post(api, token, f"/api/v1/tickets/{pending_code}/scan", {}, 200)
+    assert scan["reason"] == "pending_payment"
+    cancelled = await _verify(api, token, doomed["purchase"]["tickets"][0]["ticket_code"])
+    assert cancelled["reason"] == "cancelled"
+    assert (await _verify(api, demo_token, pending_code, 404))["error"] == "not_found"
+    assert (await _verify(api, token, "NOSUCHCODE12", 404))["error"] == "not_found"
+
+
+async def test_buyer_lookup_is_a_uniform_404(api, pool) -> None:
+    token, purchase = await _paid_purchase(api, pool)
+    code = purchase["access_code"]
+    ok = await api.get(
+        f"/api/v1/tickets/{code}", params={"email": BUYER["email"].upper()}, headers=bearer(token)
+    )
+    bundle = await ok.json()
+    assert ok.status == 200, bundle
+    assert bundle["code"] == code and bundle["order"]["status"] == "paid"
+    seats = bundle["lines"][0]["seats"]
+    assert len(seats) == 3 and all(len(s["token"]) >= 16 for s in seats)
+    misses = [
+        (code, "someone@else.dk"),
+        ("ZZZZZZZZ", BUYER["email"]),
+        ("ZZZZZZZZ", "someone@else.dk"),
+    ]
+    bodies = []
+    for miss_code, email in misses:
+        response = await api.get(
+            f"/api/v1/tickets/{miss_code}", params={"email": email}, headers=bearer(token)
+        )
+        assert response.status == 404
+        bodies.append(await response.json())
+    assert len({str(b) for b in bodies}) == 1
+    missing_email = await api.get(f"/api/v1/tickets/{code}", headers=bearer(token))
+    assert missing_email.status == 422
+
+
+async def test_unpaid_order_has_no_tickets_to_look_up(api, pool) -> None:
+    token, _, type_id = await small_event(pool, 2)
+    _, created = await post(api, token, "/api/v1/purchases", order(type_id), 201)
+    await rebuild_read_models(pool)
+    response = await api.get(
+        f"/api/v1/tickets/{created['purchase']['access_code']}",
+        params={"email": BUYER["email"]},
+        headers=bearer(token),
+    )
+    assert response.status == 404
+
+
+async def test_bulk_attendee_edits(api, pool) -> None:
+    token, purchase = await _paid_purchase(api, pool)
+    code = purchase["access_code"]
+    lookup = await api.get(
+        f"/api/v1/tickets/{code}", params={"email": BUYER["email"]}, headers=bearer(token)
+    )
+    seats = (await lookup.json())["lines"][0]["seats"]
+    assert all(s["needs_personalization"] for s in seats)
+    edits = {
+        "email": BUYER["email"],
+        "seats": [
+            {"token": seats[0]["token"], "name": "Maja", "email": "maja@example.com"},
+            {"token": seats[1]["token"], "name": "", "email": None},
+            {"token": "tok_" + "0" * 32, "name": "Nobody", "email": None},
+        ],
+    }
+    response = await api.patch(f"/api/v1/tickets/{code}", json=edits, headers=bearer(token))
+    body = await response.json()
+    assert response.status == 200, body
+    after = {s["token"]: s for s in body["lines"][0]["seats"]}
+    assert (after[seats[0]["token"]]["name"], after[seats[0]["token"]]["email"]) == (
+        "Maja",
+        "maja@example.com",
+    )
+    assert after[seats[0]["token"]]["needs_personalization"] is False
+    assert (after[seats[1]["token"]]["name"], after[seats[1]["token"]]["email"]) == (None, None)
+    assert after[seats[2]["token"]]["name"] == BUYER["name"]
+
+    view = await api.get(f"/api/v1/tickets/attendee/{seats[0]['token']}", headers=bearer(token))
+    attendee = await view.json()
+    assert attendee["attendee"] == {"name": "Maja", "email": "maja@example.com"}
+    assert code not in str(attendee) and seats[1]["token"] not in str(attendee)
+    assert attendee["orderStatus"] == "paid"
+
+    wrong = await api.patch(
+        f"/api/v1/tickets/{code}", json=edits | {"email": "x@y.dk"}, headers=bearer(token)
+    )
+    assert wrong.status == 404
+
+
+@pytest.mark.parametrize(
+    "edits",
+    [
+        {"seats": []},
+        {"seats": [{"token": "short", "name": "A", "email": None}]},
+        {"seats": [{"token": "tok_" + "1" * 32, "name": "A" * 201, "email": None}]},
+        {"seats": [{"token": "tok_" + "1" * 32, "name": "A", "email": "not-an-email"}]},
+        {"seats": [{"token": "tok_" + "1" * 32, "name": "A", "email": None}] * 201},
+    ],
+)
+async def test_bad_attendee_edits_are_422(api, pool, edits: dict) -> None:
+    token, purchase = await _paid_purchase(api, pool, seats=1)
+    response = await api.patch(
+        f"/api/v1/tickets/{purchase['access_code']}",
+        json={"email": BUYER["email"], **edits},
+        headers=bearer(token),
+    )
+    assert response.status == 422, await response.text()
+
+
+async def test_edits_on_a_cancelled_order_are_409(api, pool) -> None:
+    token, _, type_id = await small_event(pool, 2)
+    _, created = await post(api, token, "/api/v1/purchases", order(type_id), 201)
+    purchase = created["purchase"]
+    await post(api, token, f"/api/v1/purchases/{purchase['token']}/cancel", {}, 200)
+    await rebuild_read_models(pool)
+    response = await api.patch(
+        f"/api/v1/tickets/{purchase['access_code']}",
+        json={
+            "email": BUYER["email"],
+            "seats": [
+                {"token": purchase["tickets"][0]["ticket_code"] * 2, "name": "A", "email": None}
+            ],
+        },
+        headers=bearer(token),
+    )
+    assert response.status == 409
+
+
+async def test_attendee_view_of_another_organization_is_404(api, pool, demo_token) -> None:
+    token, purchase = await _paid_purchase(api, pool, seats=1)
+    lookup = await api.get(
+        f"/api/v1/tickets/{purchase['access_code']}",
+        params={"email": BUYER["email"]},
+        headers=bearer(token),
+    )
+    seat_token = (await lookup.json())["lines"][0]["seats"][0]["token"]
+    foreign = await api.get(f"/api/v1/tickets/attendee/{seat_token}", headers=bearer(demo_token))
+    assert foreign.status == 404
+
+
+async def test_purchase_payload_carries_the_ticket_resource(api, pool) -> None:
+    token, purchase = await _paid_purchase(api, pool, seats=2)
+    code = purchase["tickets"][0]["ticket_code"]
+    await post(api, token, f"/api/v1/tickets/{code}/scan", {}, 200)
+    response = await api.get(f"/api/v1/purchases/{purchase['token']}", headers=bearer(token))
+    first, second = (await response.json())["purchase"]["tickets"]
+    assert (first["ticket_status"], first["is_scanned"], first["scan_count"]) == (
+        "scanned",
+        True,
+        1,
+    )
+    assert (second["ticket_status"], second["is_scanned"]) == ("valid", False)
+    assert first["consumer"] == {"name": BUYER["name"], "email": BUYER["email"]}
+    assert first["scannable_until"] > first["personalization_end"]
+    assert first["needs_personalization"] is True
+    pdf = await api.get(first["eticket_url"], headers=bearer(token))
+    assert pdf.status == 200 and pdf.content_type == "application/pdf"

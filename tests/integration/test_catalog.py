@@ -1,0 +1,162 @@
+"""The event-sourced catalog against the real database: demo seeding is idempotent under
+concurrency, and the catalog read model built live equals one rebuilt from the event store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from datetime import UTC, datetime
+
+import asyncpg
+import nats
+import pytest
+
+from domain import catalog
+from domain.errors import AlreadyExists
+from infra.bus import ensure_stream
+from infra.db import create_pool, migrate
+from infra.eventstore import Metadata
+from infra.settings import Settings
+from projections.catalog import CatalogProjection
+from projections.framework import live_schema
+from projections.rebuild import rebuild
+from services import catalog_commands
+from services.projector import Projector
+from services.relay import Relay
+from services.seed_demo import DEMO_ORGANIZATION, seed_demo
+
+SCHEMA = live_schema(CatalogProjection())
+TABLES = ("organizations", "venues", "events", "attractions", "ticket_types", "discount_codes")
+
+
+async def _snapshot(pool: asyncpg.Pool) -> dict[str, list[tuple]]:
+    return {
+        table: [tuple(r) for r in await pool.fetch(f"SELECT * FROM {SCHEMA}.{table} ORDER BY id")]
+        for table in TABLES
+    }
+
+
+@pytest.fixture(scope="module")
+async def fresh(servers: tuple[str, str], settings: Settings):
+    """A database and JetStream stream of their own: these tests count everything in them."""
+    admin = await asyncpg.connect(servers[0])
+    name = f"{settings.database_url.rpartition('/')[2]}_catalog"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    own = dataclasses.replace(
+        settings,
+        database_url=f"{settings.database_url.rpartition('/')[0]}/{name}",
+        nats_stream=f"{settings.nats_stream}_CATALOG",
+        subject_prefix=f"{settings.subject_prefix}.catalog",
+    )
+    pool = await create_pool(own.database_url, size=10)
+    await migrate(pool)
+    yield pool, own
+    await pool.close()
+    nc = await nats.connect(own.nats_url)
+    with contextlib.suppress(Exception):
+        await nc.jetstream().delete_stream(own.nats_stream)
+    await nc.close()
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture(scope="module")
+async def pool(fresh) -> asyncpg.Pool:
+    return fresh[0]
+
+
+@pytest.fixture(scope="module")
+async def seeded(pool: asyncpg.Pool) -> list[dict[str, int]]:
+    today = datetime.now(UTC).date()
+    return list(await asyncio.gather(*(seed_demo(pool, today) for _ in range(4))))
+
+
+async def test_concurrent_seeds_create_each_object_once(
+    pool: asyncpg.Pool, seeded: list[dict[str, int]]
+) -> None:
+    totals = {kind: sum(run[kind] for run in seeded) for kind in seeded[0]}
+    assert totals == {
+        "organizations": 2,
+        "venues": 3,
+        "events": 5,
+        "attractions": 1,
+        "discount_codes": 4,
+    }
+    again = await seed_demo(pool, datetime.now(UTC).date())
+    assert set(again.values()) == {0}
+    claims = await pool.fetchval(
+        "SELECT count(*) FROM events WHERE type = 'SlugClaimed' AND stream_id LIKE 'slug-%'"
+    )
+    assert claims == sum(totals.values())
+
+
+async def test_a_taken_slug_is_refused_and_nothing_is_stored(
+    pool: asyncpg.Pool, seeded: list[dict[str, int]]
+) -> None:
+    before = await pool.fetchval("SELECT count(*) FROM events")
+    with pytest.raises(AlreadyExists):
+        await catalog_commands.register_organization(
+            pool,
+            catalog.RegisterOrganization(slug=DEMO_ORGANIZATION, name="Impostor", currency="EUR"),
+            Metadata(actor="test"),
+        )
+    assert await pool.fetchval("SELECT count(*) FROM events") == before
+
+
+@contextlib.asynccontextmanager
+async def _running(*coros):
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_live_catalog_equals_rebuild(
+    pool: asyncpg.Pool, fresh, seeded: list[dict[str, int]]
+) -> None:
+    settings = fresh[1]
+    nc = await nats.connect(settings.nats_url)
+    js = nc.jetstream()
+    await ensure_stream(js, settings)
+    projection = CatalogProjection()
+    try:
+        async with _running(
+            Relay(pool, js, settings).run(), Projector(pool, js, settings, projection).run()
+        ):
+            for _ in range(300):
+                with contextlib.suppress(asyncpg.UndefinedTableError):
+                    if await pool.fetchval(f"SELECT count(*) FROM {SCHEMA}.discount_codes") == 4:
+                        break
+                await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+    live = await _snapshot(pool)
+    organization = await pool.fetchrow(
+        f"SELECT * FROM {SCHEMA}.organizations WHERE slug = $1", DEMO_ORGANIZATION
+    )
+    assert organization["currency"] == "DKK"
+    theatre = await pool.fetchrow(
+        f"SELECT * FROM {SCHEMA}.venues WHERE organization_id = $1 AND seated_capacity > 0",
+        organization["id"],
+    )
+    assert theatre["seated_capacity"] >= 800
+    hamlet = await pool.fetchrow(f"SELECT * FROM {SCHEMA}.events WHERE slug = 'hamlet-2026'")
+    assert hamlet["status"] == "published"
+    prices = await pool.fetch(
+        f"SELECT name, price_cents FROM {SCHEMA}.ticket_types WHERE event_id = $1"
+        " ORDER BY display_order",
+        hamlet["id"],
+    )
+    assert [(p["name"], p["price_cents"]) for p in prices][:2] == [
+        ("Voksen", 35000),
+        ("Barn", 17500),
+    ]
+    statuses = dict(await pool.fetch(f"SELECT slug, status FROM {SCHEMA}.events"))
+    assert statuses["maagen"] == "draft" and statuses["aflyst-gala"] == "cancelled"
+
+    assert await rebuild(pool, projection) > 0
+    assert await _snapshot(pool) == live

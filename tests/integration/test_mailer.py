@@ -1,0 +1,273 @@
+"""The mail outbox against a real SMTP server (aiosmtpd on a free port) and the real database:
+each queued message is delivered once, duplicates fold, outages are retried without loss, two
+mailers never share a row, and no credential reaches a log line or the table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import structlog
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from infra.embedded import free_port
+from infra.mail import EmlDirectory, MailTransport, SmtpSettings, SmtpTransport, build_confirmation
+from infra.outbox import enqueue
+from services.mailer import Mailer
+from tests.smtp_inbox import Inbox, smtp_server
+
+SENDER = "Linjerum <tickets@linjerum.test>"
+PDF = b"%PDF-1.4\n" + bytes(range(256)) * 64 + b"\n%%EOF\n"
+USERNAME = "smtp-user-7f3a"
+PASSWORD = "hunter2-very-secret"
+TINY_BACKOFF = (0.05,)
+
+
+def _settings(port: int, **overrides: Any) -> SmtpSettings:
+    options: dict[str, Any] = {"starttls": False, "timeout": 5.0} | overrides
+    return SmtpSettings(host="127.0.0.1", port=port, sender=SENDER, **options)
+
+
+async def compose(purchase_token: str, kind: str) -> EmailMessage:
+    return build_confirmation(
+        to="buyer@example.com",
+        sender=SENDER,
+        subject=f"{kind} {purchase_token}",
+        text=f"Your access code for {purchase_token}.",
+        html=f"<p>Your access code for {purchase_token}.</p>",
+        attachments=[("tickets.pdf", PDF, "application/pdf")],
+    )
+
+
+def _mailer(pool: asyncpg.Pool, transport: MailTransport, **options: Any) -> Mailer:
+    return Mailer(pool, transport, compose, **({"backoff": TINY_BACKOFF} | options))
+
+
+def _token() -> str:
+    return f"pt_{uuid.uuid4().hex}"
+
+
+def _pdf_of(message: EmailMessage) -> bytes:
+    (attachment,) = message.iter_attachments()
+    assert attachment.get_filename() == "tickets.pdf"
+    assert attachment.get_content_type() == "application/pdf"
+    return attachment.get_content()
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def _retry_until(mailer: Mailer, condition: Callable[[], bool]) -> None:
+    """Run passes, letting each tiny backoff run out, until the condition holds."""
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(TINY_BACKOFF[0] * 2)
+            await mailer.send_due()
+
+
+@contextlib.asynccontextmanager
+async def running(*mailers: Mailer):
+    tasks = [asyncio.create_task(mailer.run()) for mailer in mailers]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.fixture(autouse=True)
+async def empty_outbox(pool: asyncpg.Pool) -> None:
+    """Each test sees only its own rows (the database is shared by the whole run)."""
+    await pool.execute("DELETE FROM mail_outbox")
+
+
+async def test_a_queued_confirmation_is_delivered_once_with_its_pdf(pool: asyncpg.Pool) -> None:
+    inbox, port, token = Inbox(), free_port(), _token()
+    with smtp_server(inbox, port):
+        mailer = _mailer(pool, SmtpTransport(_settings(port)))
+        assert await enqueue(pool, token, "confirmation")
+        assert await mailer.send_due() == 1
+        assert await mailer.send_due() == 0
+
+    (message,) = inbox.messages
+    assert message["Subject"] == f"confirmation {token}"
+    assert message["To"] == "buyer@example.com"
+    assert message["Message-ID"] and message["Date"]
+    assert message.get_body(("html",)) is not None
+    assert _pdf_of(message) == PDF
+    sent = await pool.fetchval("SELECT sent_at FROM mail_outbox WHERE purchase_token = $1", token)
+    assert sent is not None
+
+
+async def test_the_confirmation_is_queued_once_ever(pool: asyncpg.Pool) -> None:
+    inbox, port, token = Inbox(), free_port(), _token()
+    with smtp_server(inbox, port):
+        mailer = _mailer(pool, SmtpTransport(_settings(port)))
+        assert await enqueue(pool, token, "confirmation")
+        assert not await enqueue(pool, token, "confirmation")
+        await mailer.send_due()
+        assert not await enqueue(pool, token, "confirmation")
+        assert await mailer.send_due() == 0
+    assert inbox.subjects() == [f"confirmation {token}"]
+
+
+async def test_resends_within_one_minute_fold_into_one(pool: asyncpg.Pool) -> None:
+    inbox, port, token = Inbox(), free_port(), _token()
+    at = datetime(2030, 5, 1, 12, 0, 5, tzinfo=UTC)
+    with smtp_server(inbox, port):
+        mailer = _mailer(pool, SmtpTransport(_settings(port)))
+        await enqueue(pool, token, "confirmation")
+        await mailer.send_due()
+        assert await enqueue(pool, token, "resend", now=at)
+        assert not await enqueue(pool, token, "resend", now=at + timedelta(seconds=40))
+        await mailer.send_due()
+        assert inbox.subjects() == [f"confirmation {token}", f"resend {token}"]
+
+        assert await enqueue(pool, token, "resend", now=at + timedelta(seconds=60))
+        await mailer.send_due()
+    assert inbox.subjects().count(f"resend {token}") == 2
+
+
+async def test_a_refusing_server_is_retried_without_loss(pool: asyncpg.Pool) -> None:
+    inbox, port, token = Inbox(refuse_first=2), free_port(), _token()
+    with smtp_server(inbox, port):
+        mailer = _mailer(pool, SmtpTransport(_settings(port)))
+        await enqueue(pool, token, "confirmation")
+        await mailer.send_due()
+        row = await pool.fetchrow("SELECT * FROM mail_outbox WHERE purchase_token = $1", token)
+        assert row["sent_at"] is None and row["attempts"] == 1
+        assert "451" in row["last_error"]
+
+        await _retry_until(mailer, lambda: bool(inbox.messages))
+        await asyncio.sleep(TINY_BACKOFF[0] * 2)
+        assert await mailer.send_due() == 0
+    assert inbox.refused == 2
+    assert inbox.subjects() == [f"confirmation {token}"]
+    assert _pdf_of(inbox.messages[0]) == PDF
+
+
+async def test_mail_queued_while_the_server_is_down_goes_out_when_it_returns(
+    pool: asyncpg.Pool,
+) -> None:
+    inbox, port, token = Inbox(), free_port(), _token()
+    mailer = _mailer(pool, SmtpTransport(_settings(port)))
+    await enqueue(pool, token, "confirmation")
+    await mailer.send_due()
+    error = await pool.fetchval(
+        "SELECT last_error FROM mail_outbox WHERE purchase_token = $1", token
+    )
+    assert "MailDeliveryError" in error
+
+    with smtp_server(inbox, port):
+        await _retry_until(mailer, lambda: bool(inbox.messages))
+    assert inbox.subjects() == [f"confirmation {token}"]
+
+
+async def test_a_message_is_given_up_after_max_attempts(pool: asyncpg.Pool) -> None:
+    inbox, port, token = Inbox(refuse_first=100), free_port(), _token()
+    with smtp_server(inbox, port):
+        mailer = _mailer(pool, SmtpTransport(_settings(port)), max_attempts=2)
+        await enqueue(pool, token, "confirmation")
+        await _retry_until(mailer, lambda: inbox.refused == 2)
+        await asyncio.sleep(TINY_BACKOFF[0] * 2)
+        assert await mailer.send_due() == 0
+    row = await pool.fetchrow("SELECT * FROM mail_outbox WHERE purchase_token = $1", token)
+    assert row["attempts"] == 2 and row["sent_at"] is None and row["next_attempt_at"] is None
+
+
+async def test_a_message_compose_declines_is_dropped(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    async def nothing(purchase_token: str, kind: str) -> None:
+        return None
+
+    token = _token()
+    mailer = Mailer(pool, EmlDirectory(tmp_path), nothing, backoff=TINY_BACKOFF)
+    await enqueue(pool, token, "confirmation")
+    assert await mailer.send_due() == 1
+    await asyncio.sleep(TINY_BACKOFF[0] * 2)
+    assert await mailer.send_due() == 0
+    assert not list(tmp_path.iterdir())
+
+
+async def test_two_mailers_never_send_the_same_row(pool: asyncpg.Pool) -> None:
+    inbox, port = Inbox(delay=0.01), free_port()
+    tokens = [_token() for _ in range(40)]
+    with smtp_server(inbox, port):
+        transport = SmtpTransport(_settings(port))
+        mailers = [_mailer(pool, transport, poll_interval=0.05, batch_size=4) for _ in range(2)]
+        async with running(*mailers):
+            for token in tokens:
+                await enqueue(pool, token, "confirmation")
+            await _until(lambda: len(inbox.messages) >= len(tokens), timeout=30)
+            await asyncio.sleep(0.3)
+    counts = Counter(inbox.subjects())
+    assert counts == Counter(f"confirmation {token}" for token in tokens)
+
+
+async def test_a_running_mailer_wakes_on_enqueue(pool: asyncpg.Pool) -> None:
+    """With a 60 s poll, only the LISTEN/NOTIFY wake-up can deliver within the test's wait."""
+    inbox, port, token = Inbox(), free_port(), _token()
+    with smtp_server(inbox, port):
+        mailer = _mailer(pool, SmtpTransport(_settings(port)), poll_interval=60)
+        async with running(mailer):
+            await asyncio.sleep(0.5)
+            async with pool.acquire() as conn, conn.transaction():
+                await enqueue(conn, token, "confirmation")
+            await _until(lambda: bool(inbox.messages), timeout=5)
+    assert inbox.subjects() == [f"confirmation {token}"]
+
+
+async def test_eml_directory_writes_a_parseable_message(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    folder, token = tmp_path / "mail", _token()
+    mailer = _mailer(pool, EmlDirectory(folder))
+    await enqueue(pool, token, "confirmation")
+    await mailer.send_due()
+
+    (written,) = folder.iterdir()
+    assert written.suffix == ".eml"
+    message = email.message_from_bytes(written.read_bytes(), policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    assert message["Subject"] == f"confirmation {token}"
+    assert _pdf_of(message) == PDF
+
+
+def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+    valid = isinstance(data, LoginPassword) and (data.login, data.password) == (
+        USERNAME.encode(),
+        PASSWORD.encode(),
+    )
+    return AuthResult(success=valid, handled=False)
+
+
+async def test_credentials_never_reach_logs_or_the_table(pool: asyncpg.Pool) -> None:
+    inbox, port, refused, accepted = Inbox(), free_port(), _token(), _token()
+    auth = {"authenticator": _authenticate, "auth_require_tls": False}
+    wrong = _settings(port, username=USERNAME, password=f"{PASSWORD}-wrong")
+    assert wrong.password and wrong.password not in repr(wrong)
+    with smtp_server(inbox, port, **auth), structlog.testing.capture_logs() as logs:
+        await enqueue(pool, refused, "confirmation")
+        await _mailer(pool, SmtpTransport(wrong), backoff=(60,)).send_due()
+        right = _settings(port, username=USERNAME, password=PASSWORD)
+        await enqueue(pool, accepted, "confirmation")
+        await _mailer(pool, SmtpTransport(right)).send_due()
+
+    assert inbox.subjects() == [f"confirmation {accepted}"]
+    assert [entry["event"] for entry in logs] == ["mail_failed", "mail_sent"]
+    errors = await pool.fetch("SELECT last_error FROM mail_outbox WHERE last_error IS NOT NULL")
+    assert [row["last_error"] for row in errors] and "535" in errors[0]["last_error"]
+    for text in [repr(logs), *(row["last_error"] for row in errors)]:
+        assert PASSWORD not in text and USERNAME not in text

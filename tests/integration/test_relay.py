@@ -1,0 +1,244 @@
+"""Invariant 2: every committed event reaches JetStream exactly once, in stream order, even when
+transactions commit out of position order, the relay crashes, or NATS goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import subprocess
+import sys
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import asyncpg
+import msgspec
+import nats
+import pytest
+
+from infra.bus import ensure_stream
+from infra.eventstore import ANY_VERSION, Metadata, PendingAppend, RecordedEvent, append
+from infra.settings import Settings
+from services.relay import Relay
+from tests.integration.sample_projection import TallyCounted
+
+META = Metadata(actor="test")
+
+
+@pytest.fixture
+async def js(settings: Settings):
+    nc = await nats.connect(settings.nats_url)
+    js = nc.jetstream()
+    await ensure_stream(js, settings)
+    yield js
+    await nc.close()
+
+
+async def _published(js, settings: Settings) -> list[RecordedEvent]:
+    """Everything in the JetStream stream, in stream order."""
+    await ensure_stream(js, settings)
+    sub = await js.subscribe(
+        f"{settings.subject_prefix}.>", stream=settings.nats_stream, ordered_consumer=True
+    )
+    info = await js.stream_info(settings.nats_stream)
+    out = []
+    for _ in range(info.state.messages):
+        msg = await sub.next_msg(timeout=5)
+        out.append(msgspec.json.decode(msg.data, type=RecordedEvent))
+    await sub.unsubscribe()
+    return out
+
+
+async def _wait_published(js, settings: Settings, expected_ids: set[str], timeout: float = 30):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await _published(js, settings)
+        if expected_ids <= {e.event_id for e in got}:
+            return got
+        if asyncio.get_running_loop().time() > deadline:
+            missing = expected_ids - {e.event_id for e in got}
+            raise AssertionError(f"{len(missing)} events never published")
+        await asyncio.sleep(0.2)
+
+
+async def _ids(pool: asyncpg.Pool, prefix: str) -> set[str]:
+    rows = await pool.fetch(
+        "SELECT event_id::text FROM events WHERE stream_id LIKE $1", prefix + "%"
+    )
+    return {r[0] for r in rows}
+
+
+async def test_concurrent_writers_with_late_commits_are_published_once_in_order(
+    pool: asyncpg.Pool, js, settings: Settings
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    # A poll slower than the test's patience: every event must be published on a wake-up.
+    relay = Relay(pool, js, settings, name=f"t-{run}", batch_size=50, idle_poll_seconds=60)
+    task = asyncio.create_task(relay.run())
+    streams = [f"tally-{run}{i}" for i in range(12)]
+    rng = random.Random(7)
+
+    async def writer(w: int) -> None:
+        for n in range(15):
+            stream = rng.choice(streams)
+            async with pool.acquire() as conn, conn.transaction():
+                await append(
+                    conn, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=w)])], META
+                )
+                if n % 4 == w % 4:
+                    # Hold this transaction open while others commit later positions.
+                    await asyncio.sleep(rng.uniform(0.05, 0.3))
+
+    try:
+        await asyncio.gather(*(writer(w) for w in range(20)))
+        expected = await _ids(pool, f"tally-{run}")
+        assert len(expected) == 300
+        published = await _wait_published(js, settings, expected)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    mine = [e for e in published if e.stream_id.startswith(f"tally-{run}")]
+    assert len(mine) == len(expected), "an event was published twice"
+    versions: dict[str, list[int]] = defaultdict(list)
+    for event in mine:
+        versions[event.stream_id].append(event.version)
+    for stream, seen in versions.items():
+        assert seen == list(range(1, len(seen) + 1)), f"{stream} out of order: {seen}"
+
+
+async def test_relay_wakes_after_bursts_and_single_appends_without_polling(
+    pool: asyncpg.Pool, js, settings: Settings
+) -> None:
+    """A burst makes the relay stop asking appends to notify; when it runs dry it asks again, and
+    a single append then wakes it. None of it may wait for the (here very slow) idle poll."""
+    run = uuid.uuid4().hex[:8]
+    relay = Relay(pool, js, settings, name=f"w-{run}", idle_poll_seconds=60)
+    task = asyncio.create_task(relay.run())
+    stream = f"tally-{run}"
+    try:
+        for _ in range(3):
+            burst = [
+                append(pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=i)])], META)
+                for i in range(100)
+            ]
+            await asyncio.gather(*burst)
+            await _wait_published(js, settings, await _ids(pool, stream), timeout=20)
+            for i in range(3):
+                await asyncio.sleep(0.2)
+                await append(
+                    pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=i)])], META
+                )
+                await _wait_published(js, settings, await _ids(pool, stream), timeout=20)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    mine = [e.version for e in await _published(js, settings) if e.stream_id == stream]
+    assert mine == list(range(1, 3 * 103 + 1))
+
+
+async def test_relay_restart_after_ack_without_checkpoint_publishes_nothing_twice(
+    pool: asyncpg.Pool, js, settings: Settings
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    name = f"crash-{run}"
+    # Bring this relay's checkpoint up to date with what earlier tests published.
+    warmup = Relay(pool, js, settings, name=name)
+    await warmup.reconcile()
+    while await warmup.publish_pending():
+        pass
+    stream = f"tally-{run}"
+    for i in range(5):
+        await append(pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=i)])], META)
+    first = Relay(pool, js, settings, name=name)
+    await first.reconcile()
+    # Simulate a crash after the acks but before the checkpoint write.
+    before = await pool.fetchrow("SELECT * FROM relay_checkpoint WHERE name = $1", name)
+    assert await first.publish_pending() == 5
+    await pool.execute(
+        "UPDATE relay_checkpoint SET tx_id = $2, position = $3, event_id = $4 WHERE name = $1",
+        name,
+        before["tx_id"],
+        before["position"],
+        before["event_id"],
+    )
+    await append(pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=9)])], META)
+    second = Relay(pool, js, settings, name=name)
+    await second.reconcile()
+    assert await second.publish_pending() == 1
+    mine = [e for e in await _published(js, settings) if e.stream_id == stream]
+    assert [e.version for e in mine] == [1, 2, 3, 4, 5, 6]
+
+
+def _nats_server(port: int, store: Path) -> subprocess.Popen:
+    binary = Path(sys.executable).with_name("nats-server")
+    return subprocess.Popen(
+        [
+            str(binary if binary.exists() else "nats-server"),
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-sd",
+            str(store),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_relay_survives_a_nats_outage(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Events written while the relay cannot reach NATS are published once it is back."""
+    run = uuid.uuid4().hex[:8]
+    port = _free_port()
+    store = settings.data_dir / f"nats-outage-{run}"
+    local = Settings(
+        database_url=settings.database_url,
+        nats_url=f"nats://127.0.0.1:{port}",
+        nats_stream=f"OUTAGE_{run.upper()}",
+        subject_prefix=f"outage.{run}",
+    )
+    stream = f"tally-{run}"
+    server = _nats_server(port, store)
+    try:
+        nc = await connect_when_up(local.nats_url)
+        js = nc.jetstream()
+        relay = Relay(pool, js, local, name=f"outage-{run}")
+        task = asyncio.create_task(relay.run())
+        await append(pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=1)])], META)
+        await _wait_published(js, local, await _ids(pool, stream))
+        server.terminate()
+        server.wait(10)
+        for i in range(3):
+            await append(pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=i)])], META)
+        await asyncio.sleep(1.0)
+        server = _nats_server(port, store)
+        got = await _wait_published(js, local, await _ids(pool, stream), timeout=30)
+        assert [e.version for e in got if e.stream_id == stream] == [1, 2, 3, 4]
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await nc.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+async def connect_when_up(url: str) -> nats.NATS:
+    for _ in range(100):
+        with contextlib.suppress(Exception):
+            return await nats.connect(
+                url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=1
+            )
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"nats at {url} never came up")

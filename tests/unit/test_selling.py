@@ -1,0 +1,188 @@
+"""The selling rules without IO: prices as the spec's example computes them, discount verdicts,
+holds that never take a seat twice, and daily caps for attractions."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from domain import catalog, discounts, holds
+from domain.catalog import FeeRule, Row, SectionPlan, TicketType
+from domain.errors import InvalidCommand
+from domain.inventory import SeatRef
+from domain.pricing import price_basket
+
+NOW = datetime(2026, 4, 1, 12, tzinfo=UTC)
+VOKSEN = TicketType(id=45, name="Voksen", price_cents=35000, section_ids=[12], max_per_purchase=8)
+
+
+def _code(**changes) -> catalog.DiscountCodeCreated:
+    base = {
+        "discount_id": 1,
+        "organization_id": 1,
+        "code": "SPRING25",
+        "percentage": 25,
+        "amount_cents": None,
+        "applies_to_all": True,
+        "ticket_type_ids": [],
+        "valid_from": None,
+        "valid_until": None,
+        "max_uses": 500,
+    }
+    return catalog.DiscountCodeCreated(**(base | changes))
+
+
+def test_the_spec_pricing_example() -> None:
+    pricing = price_basket({45: VOKSEN}, {45: 2}, FeeRule(percent_bps=500), "DKK", NOW, _code())
+    assert (pricing.subtotal_cents, pricing.discount_cents, pricing.fee_cents) == (
+        70000,
+        17500,
+        3500,
+    )
+    assert pricing.total_cents == 56000
+    assert pricing.discount is not None and pricing.discount.percentage == 25
+
+
+def test_early_bird_price_applies_until_its_end() -> None:
+    early = TicketType(
+        id=1,
+        name="V",
+        price_cents=100,
+        early_bird_price_cents=80,
+        early_bird_end_date=NOW + timedelta(days=1),
+        capacity=10,
+    )
+    assert price_basket({1: early}, {1: 1}, FeeRule(), "DKK", NOW).subtotal_cents == 80
+    later = NOW + timedelta(days=2)
+    assert price_basket({1: early}, {1: 1}, FeeRule(), "DKK", later).subtotal_cents == 100
+
+
+def test_fixed_discount_never_exceeds_the_eligible_lines() -> None:
+    cheap = TicketType(id=2, name="Barn", price_cents=3000, capacity=5)
+    pricing = price_basket(
+        {45: VOKSEN, 2: cheap},
+        {45: 1, 2: 1},
+        FeeRule(),
+        "DKK",
+        NOW,
+        _code(percentage=None, amount_cents=5000, applies_to_all=False, ticket_type_ids=[2]),
+    )
+    assert pricing.discount_cents == 3000
+
+
+@pytest.mark.parametrize(
+    ("changes", "uses", "reason"),
+    [
+        ({"valid_from": NOW + timedelta(days=1)}, 0, "not_yet_valid"),
+        ({"valid_until": NOW}, 0, "expired"),
+        ({"max_uses": 3}, 3, "max_uses_reached"),
+        ({"applies_to_all": False, "ticket_type_ids": [99]}, 0, "invalid_code"),
+        ({}, 499, None),
+    ],
+)
+def test_discount_verdicts(changes: dict, uses: int, reason: str | None) -> None:
+    assert discounts.verdict(_code(**changes), uses, NOW, {45}) == reason
+    assert discounts.verdict(None, 0, NOW, {45}) == "not_found"
+
+
+def _event() -> tuple[holds.EventInventory, list[catalog.Section]]:
+    (venue,) = catalog.register_venue(
+        catalog.RegisterVenue(
+            key="v",
+            name="V",
+            sections=[
+                SectionPlan(
+                    name="S", width=1.0, height=1.0, rows=[Row(identifier="A", start=1, end=4)]
+                )
+            ],
+        ),
+        1,
+        2,
+        [12],
+    )
+    assert isinstance(venue, catalog.VenueRegistered)
+    cmd = catalog.ScheduleEvent(
+        slug="e",
+        name="E",
+        venue_id=2,
+        event_date=NOW + timedelta(days=10),
+        publish=True,
+        ticket_types=[catalog.TicketTypePlan(name="Voksen", price_cents=35000, section_ids=[12])],
+    )
+    state = holds.EventInventory()
+    for e in catalog.schedule_event(cmd, 1, venue, 3, [45]):
+        state = holds.evolve_inventory(state, e)
+    return state, venue.sections
+
+
+def _hold(state, sections, token: str, n: int, seats=None):
+    return holds.hold_seats(
+        state,
+        sections,
+        token=token,
+        quantities={45: n},
+        selected={45: seats} if seats else {},
+        now=NOW,
+        expires_at=NOW + timedelta(minutes=30),
+    )
+
+
+def test_a_seat_is_never_held_twice_and_release_frees_it() -> None:
+    state, sections = _event()
+    seat = SeatRef(section_id=12, row="A", seat_number=2)
+    holds.evolve_inventory(state, _hold(state, sections, "p1", 1, [seat]))
+    with pytest.raises(holds.SeatsTaken):
+        _hold(state, sections, "p2", 1, [seat])
+    for e in holds.release_seats(state, "p1", "cancelled"):
+        holds.evolve_inventory(state, e)
+    assert _hold(state, sections, "p2", 1, [seat]).seats[0].seat_number == 2
+
+
+def test_auto_selection_stops_at_capacity() -> None:
+    state, sections = _event()
+    holds.evolve_inventory(state, _hold(state, sections, "p1", 3))
+    with pytest.raises(holds.InsufficientAvailability):
+        _hold(state, sections, "p2", 2)
+    assert len(_hold(state, sections, "p3", 1).seats) == 1
+
+
+def test_seat_outside_the_venue_is_refused_naming_it() -> None:
+    state, sections = _event()
+    with pytest.raises(InvalidCommand) as refused:
+        _hold(state, sections, "p", 1, [SeatRef(section_id=12, row="Z", seat_number=1)])
+    assert refused.value.field == "selected_seats.45[0]"
+
+
+def test_attraction_day_cap() -> None:
+    museum = catalog.AttractionOpened(
+        attraction_id=5,
+        organization_id=1,
+        venue_id=2,
+        slug="m",
+        name="M",
+        description=None,
+        visit_date_required=True,
+        daily_max_tickets=3,
+        opening_hours={},
+        ticket_types=[TicketType(id=7, name="Voksen", price_cents=100)],
+    )
+    state = holds.evolve_attraction(holds.AttractionInventory(), museum)
+    day = date(2026, 4, 2)
+
+    def hold(token: str, n: int, visit: date | None = day):
+        return holds.hold_attraction_tickets(
+            state,
+            token=token,
+            quantities={7: n},
+            visit_date=visit,
+            now=NOW,
+            expires_at=NOW + timedelta(minutes=30),
+        )
+
+    holds.evolve_attraction(state, hold("a", 2))
+    with pytest.raises(holds.DailyCapacityExceeded):
+        hold("b", 2)
+    assert hold("c", 2, date(2026, 4, 3)).counts == {7: 2}
+    with pytest.raises(InvalidCommand):
+        hold("d", 1, None)
