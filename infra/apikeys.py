@@ -11,6 +11,7 @@ import asyncpg
 import msgspec
 
 from domain.access import ApiKeyCreated, ApiKeyRevoked, api_key_stream
+from infra.changes import API_KEYS, announce
 from infra.eventstore import NO_STREAM, Metadata, PendingAppend, append, read_stream
 
 TOKEN_PREFIX = "tk_live_"
@@ -93,6 +94,7 @@ async def create_key(
             origins,
             rate_limit_per_minute,
         )
+        await announce(conn, API_KEYS)
     return IssuedKey(key=_key(row), token=token)
 
 
@@ -119,11 +121,13 @@ async def revoke_key(pool: asyncpg.Pool, key_id: int, metadata: Metadata) -> Api
         row = await conn.fetchrow(
             "UPDATE api_keys SET revoked_at = now() WHERE id = $1 RETURNING *", key_id
         )
+        await announce(conn, API_KEYS)
     return _key(row)
 
 
 async def authenticate(pool: asyncpg.Pool, token: str) -> ApiKey | None:
-    """The live key for a raw token, or None; read on every request, never cached."""
+    """The live key for a raw token, or None. Gateways keep the answer until `API_KEYS` is
+    announced: every change to a key's row announces it in the same transaction."""
     if not token.startswith(TOKEN_PREFIX):
         return None
     row = await pool.fetchrow(

@@ -10,6 +10,7 @@ from typing import ClassVar, Protocol
 import asyncpg
 
 from domain.events import stream_category
+from infra.changes import READ_MODELS, announce
 from infra.eventstore import START, Position, RecordedEvent
 
 
@@ -107,7 +108,11 @@ async def apply_batch(
     events: Sequence[RecordedEvent],
     stream_seq: int | None = None,
 ) -> int:
-    """The live projector's unit of work: rows and checkpoint commit together or not at all."""
+    """The live projector's unit of work: rows and checkpoint commit together or not at all, and
+    gateways hear of the change when it commits."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(projection))
-        return await apply_events(conn, projection, live_schema(projection), events, stream_seq)
+        applied = await apply_events(conn, projection, live_schema(projection), events, stream_seq)
+        if applied:
+            await announce(conn, READ_MODELS)
+        return applied

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
+from infra.changes import READ_MODELS, announce
 from infra.eventstore import read_all
 from projections.framework import (
     Projection,
@@ -69,5 +70,6 @@ async def rebuild(pool: asyncpg.Pool, projection: Projection) -> int:
             await conn.execute(f"ALTER SCHEMA {build} RENAME TO {live}")
             if live_exists:
                 await conn.execute(f"DROP SCHEMA {live}__old CASCADE")
+            await announce(conn, READ_MODELS)
     log.info("rebuild_swapped", projection=projection.name, replayed=replayed)
     return replayed

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncpg
+
 from projections.availability import AvailabilityProjection
 from projections.catalog import CatalogProjection
 from projections.confirmations import ConfirmationsProjection
-from projections.framework import Projection
+from projections.framework import Projection, ensure_live_schema
 from projections.purchases import PurchasesProjection
 from projections.tickets import TicketsProjection
 
@@ -21,3 +23,10 @@ def all_projections() -> dict[str, Projection]:
             ConfirmationsProjection(),
         )
     }
+
+
+async def ensure_read_models(pool: asyncpg.Pool) -> None:
+    """Every read model's tables exist before the first read or sweep, even if no projector
+    has run yet."""
+    for projection in all_projections().values():
+        await ensure_live_schema(pool, projection)

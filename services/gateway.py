@@ -14,8 +14,8 @@ from aiohttp import web
 
 from domain.errors import DomainError
 from infra.apikeys import DEFAULT_RATE_LIMIT
-from projections.framework import ensure_live_schema
-from projections.registry import all_projections
+from infra.changes import API_KEYS, READ_MODELS, ChangeFeed
+from projections.registry import ensure_read_models
 from services.api import (
     availability,
     catalog_reads,
@@ -27,11 +27,12 @@ from services.api import (
     tickets,
     webhooks,
 )
-from services.api.access import AccessControl
+from services.api.access import KEY_SECONDS, AccessControl
 from services.api.activity import ActivityEntry, ActivityLog
-from services.api.context import API_KEY, DOCUMENTS, POOL, PURCHASES, REQUEST_ID
+from services.api.context import API_KEY, DOCUMENTS, POOL, PURCHASES, REQUEST_ID, SNAPSHOTS
 from services.api.errors import ApiError, error_response, from_domain
 from services.api.limits import Verdict
+from services.api.memo import Memo
 from services.api.routes import Handler, Route
 from services.purchases import Purchases
 from services.ticket_documents import Documents
@@ -43,6 +44,10 @@ API_PREFIX = "/api/v1/"
 ROUTES: dict[Handler, Route] = {}
 ACCESS: web.AppKey[AccessControl] = web.AppKey("access", AccessControl)
 ACTIVITY: web.AppKey[ActivityLog] = web.AppKey("activity", ActivityLog)
+CHANGES: web.AppKey[ChangeFeed] = web.AppKey("changes", ChangeFeed)
+# Read answers may lag the read models by at most this (for what depends on the clock, such as
+# an event's status); a change to the read models ends them at once.
+SNAPSHOT_SECONDS = 1.0
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "invalid_request"}
 
 
@@ -146,21 +151,28 @@ def partner_routes() -> Iterable[Route]:
 
 
 async def _start(app: web.Application) -> None:
-    """Read models exist before the first read, even if no projector has run yet."""
-    for projection in all_projections().values():
-        await ensure_live_schema(app[POOL], projection)
+    await ensure_read_models(app[POOL])
+    app[CHANGES].start()
+
+
+async def _stop(app: web.Application) -> None:
+    await app[CHANGES].stop()
 
 
 def create_app(
     pool: asyncpg.Pool, activity: ActivityLog, sales: Purchases, documents: Documents
 ) -> web.Application:
     app = web.Application(middlewares=[request_context], client_max_size=1 << 20)
+    changes = ChangeFeed(pool, (READ_MODELS, API_KEYS))
     app[POOL] = pool
-    app[ACCESS] = AccessControl(pool)
+    app[CHANGES] = changes
+    app[SNAPSHOTS] = Memo(changes, READ_MODELS, ttl=SNAPSHOT_SECONDS)
+    app[ACCESS] = AccessControl(pool, Memo(changes, API_KEYS, ttl=KEY_SECONDS))
     app[ACTIVITY] = activity
     app[PURCHASES] = sales
     app[DOCUMENTS] = documents
     app.on_startup.append(_start)
+    app.on_cleanup.append(_stop)
     app.router.add_get("/healthz", health)
     for route in partner_routes():
         ROUTES[route.handler] = route

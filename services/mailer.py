@@ -103,8 +103,11 @@ class Mailer:
                     self._wake.clear()
                     while await self.send_due() == self._batch_size:
                         pass
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                    # cancellation that comes as it ends, and the mailer would never stop.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self._poll)
+                        async with asyncio.timeout(self._poll):
+                            await self._wake.wait()
                 raise ConnectionError("mailer lost its LISTEN connection")
             finally:
                 with contextlib.suppress(Exception):

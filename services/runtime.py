@@ -22,7 +22,7 @@ from infra.eventstore import Metadata
 from infra.mail import EmlDirectory, MailTransport, SmtpSettings, SmtpTransport
 from infra.payments import SIMULATOR_HOST, SIMULATOR_WEBHOOK_SECRET, Payments
 from infra.settings import Settings
-from projections.registry import all_projections
+from projections.registry import all_projections, ensure_read_models
 from services.api.activity import ActivityLog
 from services.catalog_commands import organization_id_by_slug
 from services.gateway import create_app
@@ -62,6 +62,7 @@ async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(settings.database_url, settings.db_pool_size)
     try:
         await migrate(pool)
+        await ensure_read_models(pool)
         yield pool
     finally:
         await pool.close()
@@ -186,8 +187,11 @@ async def run(
             try:
                 await asyncio.gather(*tasks)
             finally:
+                # A cancelled gather has cancelled them already: cancelling again would cut short
+                # the cleanup they are running (the gateway's, which stops its change feed).
                 for task in tasks:
-                    task.cancel()
+                    if not task.done() and not task.cancelling():
+                        task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await sales.desks.close()
                 await payments.close()

@@ -1,6 +1,6 @@
-"""Who may call the partner API and how often: bearer keys looked up by hash on every request
-(so a revocation holds on every gateway at once), a per-IP throttle on failed authentications,
-and per-key rolling-window rate limits with the spec's headers.
+"""Who may call the partner API and how often: bearer keys looked up by hash and kept in memory
+only until a key changes (a revocation notifies every gateway, so it holds at once), a per-IP
+throttle on failed authentications, and per-key rolling-window rate limits with the spec's headers.
 
 The windows are kept per gateway process: behind a load balancer with N gateways a key can
 reach N times its limit. The README says so."""
@@ -12,19 +12,22 @@ import time
 import asyncpg
 from aiohttp import web
 
-from infra.apikeys import ApiKey, authenticate
+from infra.apikeys import ApiKey, authenticate, hash_token
 from services.api.errors import ApiError
 from services.api.limits import AUTH_FAILURE_LIMIT, RollingWindow, Verdict
+from services.api.memo import Memo
 from services.api.routes import Route
 
 BUCKET_LIMITS = {"discount_validate": 20, "ticket_pdf": 10}
+KEY_SECONDS = 60.0
 
 
 class AccessControl:
     """The state the checks share within one gateway process."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, keys: Memo[ApiKey | None]) -> None:
         self._pool = pool
+        self._keys = keys
         self._auth_failures = RollingWindow()
         self._requests = RollingWindow()
 
@@ -47,7 +50,7 @@ class AccessControl:
         token = token.strip()
         if scheme.lower() != "bearer" or not token or len(token) > 200:
             return None
-        return await authenticate(self._pool, token)
+        return await self._keys.get(hash_token(token), lambda: authenticate(self._pool, token))
 
     def _take(self, key: ApiKey, route: Route, now: float) -> Verdict:
         """Counts the request in the key's window and in the route's dedicated bucket, or in

@@ -10,11 +10,11 @@ from services.api import readmodel as rm
 from services.api import schemas as s
 from services.api.context import now, organization_of, pool_of
 from services.api.errors import not_found
-from services.api.http import cached_json, parse_query, path_int
+from services.api.http import Snapshot, memoized, parse_query, path_int, snapshot
 from services.api.routes import Route
 
 
-async def event_availability(request: web.Request) -> web.Response:
+async def event_availability(request: web.Request) -> Snapshot:
     pool = pool_of(request)
     row = await rm.event(pool, organization_of(request), request.match_info["slug"])
     if row is None:
@@ -29,8 +29,7 @@ async def event_availability(request: web.Request) -> web.Response:
         available.values(),
         now(),
     )
-    return cached_json(
-        request,
+    return snapshot(
         s.EventAvailability(
             event_id=row["id"],
             status=status,
@@ -40,7 +39,7 @@ async def event_availability(request: web.Request) -> web.Response:
     )
 
 
-async def seat_plan(request: web.Request) -> web.Response:
+async def seat_plan(request: web.Request) -> Snapshot:
     pool = pool_of(request)
     organization_id = organization_of(request)
     venue_id = path_int(request, "id")
@@ -50,8 +49,7 @@ async def seat_plan(request: web.Request) -> web.Response:
         raise not_found("venue or event")
     types = await rm.ticket_types(pool, event_id=row["id"])
     sections = rm.sections_of(row)
-    return cached_json(
-        request,
+    return snapshot(
         s.SeatPlan(
             venue_id=venue_id,
             event_id=row["id"],
@@ -83,7 +81,7 @@ async def seat_plan(request: web.Request) -> web.Response:
     )
 
 
-async def attraction_availability(request: web.Request) -> web.Response:
+async def attraction_availability(request: web.Request) -> Snapshot:
     pool = pool_of(request)
     query = parse_query(request, s.AttractionAvailabilityQuery)
     row = await rm.attraction(pool, organization_of(request), request.match_info["slug"])
@@ -95,8 +93,7 @@ async def attraction_availability(request: web.Request) -> web.Response:
     if query.date is not None and cap is not None:
         remaining = max(0, cap - await rm.taken_on(pool, row["id"], query.date))
     sold_out = not any(available.values()) or remaining == 0
-    return cached_json(
-        request,
+    return snapshot(
         s.AttractionAvailability(
             attraction_id=row["id"],
             status="sold_out" if sold_out else "available",
@@ -112,7 +109,7 @@ ROUTES = [
     Route(
         "GET",
         "/api/v1/events/{slug}/availability",
-        event_availability,
+        memoized(event_availability),
         "Availability snapshot for polling",
         "Events",
         s.EventAvailability,
@@ -122,7 +119,7 @@ ROUTES = [
     Route(
         "GET",
         "/api/v1/venues/{id}/seat-plan",
-        seat_plan,
+        memoized(seat_plan),
         "Seat plan with the seats taken for an event",
         "Seat plans",
         s.SeatPlan,
@@ -133,7 +130,7 @@ ROUTES = [
     Route(
         "GET",
         "/api/v1/attractions/{slug}/availability",
-        attraction_availability,
+        memoized(attraction_availability),
         "Attraction availability, optionally for one visit date",
         "Attractions",
         s.AttractionAvailability,

@@ -13,7 +13,7 @@ from services.api import readmodel as rm
 from services.api import schemas as s
 from services.api.context import now, organization_of, pool_of
 from services.api.errors import not_found
-from services.api.http import cached_json, parse_query, path_int
+from services.api.http import Snapshot, memoized, parse_query, path_int, snapshot
 from services.api.routes import Route
 
 _hours = msgspec.json.Decoder(dict[str, OpeningHours])
@@ -43,12 +43,11 @@ def _venue(row) -> s.Venue:
     )
 
 
-async def get_organization(request: web.Request) -> web.Response:
+async def get_organization(request: web.Request) -> Snapshot:
     row = await rm.organization(pool_of(request), organization_of(request))
     if row is None:
         raise not_found("organization")
-    return cached_json(
-        request,
+    return snapshot(
         s.OrganizationResponse(
             organization=s.Organization(
                 id=row["id"],
@@ -62,7 +61,7 @@ async def get_organization(request: web.Request) -> web.Response:
     )
 
 
-async def list_events(request: web.Request) -> web.Response:
+async def list_events(request: web.Request) -> Snapshot:
     query = parse_query(request, s.EventsQuery)
     rows = await rm.upcoming_events(pool_of(request), organization_of(request), query.limit)
     events = [
@@ -78,10 +77,10 @@ async def list_events(request: web.Request) -> web.Response:
         )
         for r in rows
     ]
-    return cached_json(request, s.EventList(events=events, count=len(events)))
+    return snapshot(s.EventList(events=events, count=len(events)))
 
 
-async def get_event(request: web.Request) -> web.Response:
+async def get_event(request: web.Request) -> Snapshot:
     pool = pool_of(request)
     row = await rm.event(pool, organization_of(request), request.match_info["slug"])
     if row is None:
@@ -127,22 +126,22 @@ async def get_event(request: web.Request) -> web.Response:
         )
         for t in types
     ]
-    return cached_json(request, s.EventResponse(event=detail, ticket_types=ticket_types))
+    return snapshot(s.EventResponse(event=detail, ticket_types=ticket_types))
 
 
-async def list_venues(request: web.Request) -> web.Response:
+async def list_venues(request: web.Request) -> Snapshot:
     rows = await rm.venues(pool_of(request), organization_of(request))
-    return cached_json(request, s.VenueList(venues=[_venue(r) for r in rows], count=len(rows)))
+    return snapshot(s.VenueList(venues=[_venue(r) for r in rows], count=len(rows)))
 
 
-async def get_venue(request: web.Request) -> web.Response:
+async def get_venue(request: web.Request) -> Snapshot:
     row = await rm.venue(pool_of(request), organization_of(request), path_int(request, "id"))
     if row is None:
         raise not_found("venue")
-    return cached_json(request, s.VenueResponse(venue=_venue(row)))
+    return snapshot(s.VenueResponse(venue=_venue(row)))
 
 
-async def list_attractions(request: web.Request) -> web.Response:
+async def list_attractions(request: web.Request) -> Snapshot:
     rows = await rm.attractions(pool_of(request), organization_of(request))
     items = [
         s.AttractionSummary(
@@ -155,10 +154,10 @@ async def list_attractions(request: web.Request) -> web.Response:
         )
         for r in rows
     ]
-    return cached_json(request, s.AttractionList(attractions=items, count=len(items)))
+    return snapshot(s.AttractionList(attractions=items, count=len(items)))
 
 
-async def get_attraction(request: web.Request) -> web.Response:
+async def get_attraction(request: web.Request) -> Snapshot:
     pool = pool_of(request)
     row = await rm.attraction(pool, organization_of(request), request.match_info["slug"])
     if row is None:
@@ -189,14 +188,14 @@ async def get_attraction(request: web.Request) -> web.Response:
         )
         for t in types
     ]
-    return cached_json(request, s.AttractionResponse(attraction=detail, ticket_types=ticket_types))
+    return snapshot(s.AttractionResponse(attraction=detail, ticket_types=ticket_types))
 
 
 ROUTES = [
     Route(
         "GET",
         "/api/v1/organization",
-        get_organization,
+        memoized(get_organization),
         "Fetch your organization",
         "Organization",
         s.OrganizationResponse,
@@ -205,7 +204,7 @@ ROUTES = [
     Route(
         "GET",
         "/api/v1/events",
-        list_events,
+        memoized(list_events),
         "List upcoming events",
         "Events",
         s.EventList,
@@ -215,7 +214,7 @@ ROUTES = [
     Route(
         "GET",
         "/api/v1/events/{slug}",
-        get_event,
+        memoized(get_event),
         "Fetch an event with its ticket types",
         "Events",
         s.EventResponse,
@@ -225,7 +224,7 @@ ROUTES = [
     Route(
         "GET",
         "/api/v1/venues",
-        list_venues,
+        memoized(list_venues),
         "List venues",
         "Venues",
         s.VenueList,
@@ -234,7 +233,7 @@ ROUTES = [
     Route(
         "GET",
         "/api/v1/venues/{id}",
-        get_venue,
+        memoized(get_venue),
         "Fetch a venue",
         "Venues",
         s.VenueResponse,
@@ -244,7 +243,7 @@ ROUTES = [
     Route(
         "GET",
         "/api/v1/attractions",
-        list_attractions,
+        memoized(list_attractions),
         "List attractions",
         "Attractions",
         s.AttractionList,
@@ -253,7 +252,7 @@ ROUTES = [
     Route(
         "GET",
         "/api/v1/attractions/{slug}",
-        get_attraction,
+        memoized(get_attraction),
         "Fetch an attraction",
         "Attractions",
         s.AttractionResponse,

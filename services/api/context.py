@@ -1,4 +1,5 @@
-"""What a handler needs from its request: the pool and the caller's organization."""
+"""What a handler needs from its request: the pool, the caller's organization and the
+process's memoized read answers."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import asyncpg
 from aiohttp import web
 
 from infra.apikeys import ApiKey
+from services.api.memo import Memo
 from services.purchases import Purchases
 from services.ticket_documents import Documents
 
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
 PURCHASES: web.AppKey[Purchases] = web.AppKey("purchases", Purchases)
 DOCUMENTS: web.AppKey[Documents] = web.AppKey("documents", Documents)
+SNAPSHOTS: web.AppKey[Memo] = web.AppKey("snapshots", Memo)
 API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
@@ -24,6 +27,10 @@ def request_id_of(request: web.Request) -> str:
 
 def pool_of(request: web.Request) -> asyncpg.Pool:
     return request.app[POOL]
+
+
+def snapshots_of(request: web.Request) -> Memo:
+    return request.app[SNAPSHOTS]
 
 
 def api_key_of(request: web.Request) -> ApiKey:

@@ -263,10 +263,12 @@ def documented(route: Route) -> bool:
 
 
 def uses_etag(route: Route) -> bool:
-    """A handler that answers through cached_json sends an ETag and honours If-None-Match."""
+    """A handler that answers with a snapshot sends an ETag and honours If-None-Match."""
     handler = inspect.unwrap(route.handler)
-    code = getattr(handler, "__code__", None)
-    return route.method == "GET" and code is not None and "cached_json" in code.co_names
+    names = (
+        set(getattr(handler, "__code__", None).co_names) if hasattr(handler, "__code__") else set()
+    )
+    return route.method == "GET" and bool(names & {"cached_json", "snapshot"})
 
 
 def error_statuses(route: Route) -> list[int]:

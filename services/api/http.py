@@ -3,14 +3,19 @@ into a 422 naming the field, and that answers polling clients with ETag / 304.""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
+from services.api.context import organization_of, snapshots_of
 from services.api.errors import invalid_request
+from services.api.routes import Handler
 
 T = TypeVar("T")
 
@@ -69,13 +74,40 @@ def json_response(value: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encoder.encode(value), status=status, content_type="application/json")
 
 
-def cached_json(request: web.Request, value: Any) -> web.Response:
-    """A JSON response with a strong ETag of its body; a matching If-None-Match gets a 304
-    with no body, so a client polling every few seconds costs almost nothing to answer."""
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An encoded answer and its strong ETag: what a memoized read keeps between requests."""
+
+    body: bytes
+    etag: str
+
+
+def snapshot(value: Any) -> Snapshot:
     body = _encoder.encode(value)
-    etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    return Snapshot(body, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
+
+
+def answer(request: web.Request, snap: Snapshot) -> web.Response:
+    """A matching If-None-Match gets a 304 with no body, so a client polling every few seconds
+    costs almost nothing to answer."""
+    headers = {"ETag": snap.etag, "Cache-Control": "no-cache"}
     wanted = request.headers.get("If-None-Match", "")
-    if etag in (tag.strip() for tag in wanted.split(",")) or wanted.strip() == "*":
+    if snap.etag in (tag.strip() for tag in wanted.split(",")) or wanted.strip() == "*":
         return web.Response(status=304, headers=headers)
-    return web.Response(body=body, content_type="application/json", headers=headers)
+    return web.Response(body=snap.body, content_type="application/json", headers=headers)
+
+
+def cached_json(request: web.Request, value: Any) -> web.Response:
+    return answer(request, snapshot(value))
+
+
+def memoized(build: Callable[[web.Request], Awaitable[Snapshot]]) -> Handler:
+    """A read handler whose answer is shared by every caller of the same organization asking
+    for the same path and query, until the read models change (see `memo`)."""
+
+    @functools.wraps(build)
+    async def handler(request: web.Request) -> web.Response:
+        key = (build.__name__, organization_of(request), request.path_qs)
+        return answer(request, await snapshots_of(request).get(key, lambda: build(request)))
+
+    return handler

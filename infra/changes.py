@@ -1,0 +1,98 @@
+"""PostgreSQL notifications turned into generation counters, so a process may keep answers in
+memory exactly as long as nothing they were built from has changed.
+
+Writers call `announce` inside the transaction that changes the rows: PostgreSQL delivers the
+notification when (and only if) that transaction commits. A reader compares the generation it
+built an answer at with the current one. While the listening connection is down, or before it
+is up, `generation` is None and nothing may be served from memory: a notification that could not
+be heard must never leave a stale answer in place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+READ_MODELS = "linjerum_read_models"
+API_KEYS = "linjerum_api_keys"
+RETRY_SECONDS = 1.0
+APPLICATION_NAME = "linjerum-changes"
+
+
+async def announce(conn: asyncpg.Connection, channel: str) -> None:
+    await conn.execute("SELECT pg_notify($1, '')", channel)
+
+
+class ChangeFeed:
+    """One LISTEN connection per process for the channels given."""
+
+    def __init__(self, pool: asyncpg.Pool, channels: tuple[str, ...]) -> None:
+        self._pool = pool
+        self._channels = channels
+        self._generations = dict.fromkeys(channels, 0)
+        self._live = False
+        self._task: asyncio.Task[None] | None = None
+
+    def generation(self, channel: str) -> int | None:
+        return self._generations[channel] if self._live else None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="change-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._listen()
+            except Exception as exc:
+                log.warning("change_feed_retrying", error=repr(exc), in_seconds=RETRY_SECONDS)
+            finally:
+                self._go_dark()
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def _listen(self) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute(f"SET application_name = '{APPLICATION_NAME}'")
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda _conn: lost.set())
+            for channel in self._channels:
+                await conn.add_listener(channel, self._on_notify)
+            try:
+                # Whatever was cached before the listener was up may predate a change.
+                self._bump_all()
+                self._live = True
+                while not conn.is_closed():
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                    # cancellation that comes as it ends, and the feed would never stop.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(RETRY_SECONDS):
+                            await lost.wait()
+                    if not lost.is_set():
+                        await conn.fetchval("SELECT 1", timeout=5 * RETRY_SECONDS)
+            finally:
+                self._go_dark()
+                with contextlib.suppress(Exception):
+                    for channel in self._channels:
+                        await conn.remove_listener(channel, self._on_notify)
+                    await conn.execute("RESET application_name")
+
+    def _on_notify(self, _conn: Any, _pid: int, channel: str, _payload: str) -> None:
+        self._generations[channel] += 1
+
+    def _go_dark(self) -> None:
+        self._live = False
+        self._bump_all()
+
+    def _bump_all(self) -> None:
+        for channel in self._generations:
+            self._generations[channel] += 1

@@ -1,0 +1,68 @@
+"""Answers kept in one gateway process's memory until what they were built from changes.
+
+A hot read (an on-sale's availability polled by thousands of browsers, the API key behind every
+request) would otherwise cost the same database queries thousands of times a second for the same
+answer. An entry is served only while the change feed's generation for its channel is the one it
+was built at, and for at most `ttl` seconds (answers such as an event's status also depend on the
+clock). Concurrent misses for one key share a single build."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from infra.changes import ChangeFeed
+
+V = TypeVar("V")
+MAX_ENTRIES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry(Generic[V]):
+    value: V
+    generation: int
+    expires: float
+
+
+class Memo(Generic[V]):
+    def __init__(self, feed: ChangeFeed, channel: str, ttl: float) -> None:
+        self._feed = feed
+        self._channel = channel
+        self._ttl = ttl
+        self._entries: dict[Hashable, _Entry[V]] = {}
+        self._building: dict[tuple[Hashable, int], asyncio.Future[V]] = {}
+
+    async def get(self, key: Hashable, build: Callable[[], Awaitable[V]]) -> V:
+        generation = self._feed.generation(self._channel)
+        if generation is None:
+            return await build()
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is not None and entry.generation == generation and entry.expires > now:
+            return entry.value
+        slot = (key, generation)
+        building = self._building.get(slot)
+        if building is None:
+            # A task of its own, so a caller that goes away does not cancel the others' answer.
+            building = self._building[slot] = asyncio.ensure_future(build())
+            building.add_done_callback(lambda task: self._settle(key, slot, task, now))
+        return await asyncio.shield(building)
+
+    def _settle(
+        self, key: Hashable, slot: tuple[Hashable, int], task: asyncio.Task[V], started: float
+    ) -> None:
+        del self._building[slot]
+        if not task.cancelled() and task.exception() is None:
+            self._keep(key, task.result(), slot[1], started)
+
+    def _keep(self, key: Hashable, value: V, generation: int, started: float) -> None:
+        """Stored only if nothing changed while it was built: a value read before a change
+        must not outlive the notification that announced it."""
+        if self._feed.generation(self._channel) != generation:
+            return
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key] = _Entry(value, generation, started + self._ttl)
