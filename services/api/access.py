@@ -12,7 +12,7 @@ import time
 import asyncpg
 from aiohttp import web
 
-from infra.apikeys import ApiKey, authenticate, hash_token
+from infra.apikeys import ApiKey, authenticate
 from services.api.errors import ApiError
 from services.api.limits import AUTH_FAILURE_LIMIT, RollingWindow, Verdict
 from services.api.memo import Memo
@@ -50,7 +50,9 @@ class AccessControl:
         token = token.strip()
         if scheme.lower() != "bearer" or not token or len(token) > 200:
             return None
-        return await self._keys.get(hash_token(token), lambda: authenticate(self._pool, token))
+        # Keyed by the token itself, which this process holds anyway while it serves the
+        # request: hashing it again on every hit would cost more than the lookup saves.
+        return await self._keys.get(token, lambda: authenticate(self._pool, token))
 
     def _take(self, key: ApiKey, route: Route, now: float) -> Verdict:
         """Counts the request in the key's window and in the route's dedicated bucket, or in

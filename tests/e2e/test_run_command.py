@@ -118,8 +118,13 @@ class Service:
         raise AssertionError("service never became healthy:\n" + self.output.read_text())
 
     def interrupt(self) -> int:
+        """Ctrl-C; a run that does not stop fails the test and is killed, never left behind."""
         os.killpg(self.proc.pid, signal.SIGINT)
-        return self.proc.wait(60)
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            raise
 
 
 @pytest.mark.timeout(400)
