@@ -31,7 +31,7 @@ seat number, so the answer is deterministic):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from domain.catalog import Row, Section, TicketType
@@ -43,6 +43,60 @@ SeatKey = tuple[int, str, int]
 
 def seat_key(seat: SeatRef) -> SeatKey:
     return (seat.section_id, seat.row, seat.seat_number)
+
+
+RowKey = tuple[int, str]
+
+
+class TakenSeats(Set[SeatKey]):
+    """Seats grouped by row: finding a row's free runs then costs the row's taken seats, not a
+    pass over every taken seat of the venue, and adding a buyer's few seats copies only their
+    rows. Immutable, so one snapshot serves every request until the read model changes."""
+
+    __slots__ = ("_rows", "_size")
+
+    def __init__(self, rows: Mapping[RowKey, frozenset[int]]) -> None:
+        self._rows = rows
+        self._size = sum(map(len, rows.values()))
+
+    @classmethod
+    def of(cls, seats: Iterable[SeatKey]) -> TakenSeats:
+        if isinstance(seats, TakenSeats):
+            return seats
+        rows: dict[RowKey, set[int]] = {}
+        for section_id, row, number in seats:
+            rows.setdefault((section_id, row), set()).add(number)
+        return cls({key: frozenset(numbers) for key, numbers in rows.items()})
+
+    def plus(self, rows: Mapping[RowKey, Iterable[int]]) -> TakenSeats:
+        """These seats and the given numbers per row."""
+        merged = dict(self._rows)
+        for key, numbers in rows.items():
+            merged[key] = merged.get(key, frozenset()).union(numbers)
+        return TakenSeats(merged)
+
+    def in_row(self, section_id: int, row: str) -> frozenset[int]:
+        return self._rows.get((section_id, row), frozenset())
+
+    def __contains__(self, seat: object) -> bool:
+        if not isinstance(seat, tuple) or len(seat) != 3:
+            return False
+        return seat[2] in self._rows.get((seat[0], seat[1]), ())
+
+    def __iter__(self) -> Iterator[SeatKey]:
+        for (section_id, row), numbers in self._rows.items():
+            for number in numbers:
+                yield (section_id, row, number)
+
+    def __len__(self) -> int:
+        return self._size
+
+
+def _by_row(seats: Iterable[SeatKey]) -> dict[RowKey, list[int]]:
+    rows: dict[RowKey, list[int]] = {}
+    for section_id, row, number in seats:
+        rows.setdefault((section_id, row), []).append(number)
+    return rows
 
 
 def seats_of(section: Section) -> list[SeatRef]:
@@ -116,21 +170,26 @@ def _places(sections: Sequence[Section], allowed_section_ids: Sequence[int]) -> 
     return [_Place(rank, section, row) for rank, (section, row) in enumerate(rows)]
 
 
-def _blocks(places: Iterable[_Place], taken: Set[SeatKey]) -> list[_Block]:
+def _blocks(places: Iterable[_Place], taken: TakenSeats) -> list[_Block]:
+    """The gaps between each row's taken seats: in an on-sale this runs for every buyer who
+    asks, so it walks the taken seats of a row rather than every seat of the venue."""
     blocks: list[_Block] = []
     for place in places:
-        first = None
-        for n in range(place.row.start, place.row.end + 2):
-            free = n <= place.row.end and place.is_free(n, taken)
-            if free and first is None:
-                first = n
-            elif not free and first is not None:
-                blocks.append(_Block(place, first, n - 1))
-                first = None
+        start, end = place.row.start, place.row.end
+        first = start
+        for number in sorted(taken.in_row(place.section.id, place.row.identifier)):
+            if number > end:
+                break
+            if number >= first:
+                if number > first:
+                    blocks.append(_Block(place, first, number - 1))
+                first = number + 1
+        if first <= end:
+            blocks.append(_Block(place, first, end))
     return blocks
 
 
-def _by_blocks(places: Sequence[_Place], taken: Set[SeatKey], count: int) -> list[SeatRef]:
+def _by_blocks(places: Sequence[_Place], taken: TakenSeats, count: int) -> list[SeatRef]:
     """Whole parties in the best block that seats them; else the largest blocks first."""
     blocks = _blocks(places, taken)
     used: set[int] = set()
@@ -217,12 +276,12 @@ def best_available(
     if count <= 0:
         return []
     places = _places(sections, allowed_section_ids)
-    unavailable = {*taken, *map(seat_key, near)}
+    unavailable = TakenSeats.of(taken).plus(_by_row(map(seat_key, near)))
     candidates = sorted(_near_candidates(places, near, unavailable), key=lambda c: c[0])
     chosen = [seat for _, seat in candidates[:count]]
     # Short of seats, every free seat of the near seats' sections is chosen by now, so the
     # blocks found next lie in the other sections.
-    unavailable |= {seat_key(s) for s in chosen}
+    unavailable = unavailable.plus(_by_row(map(seat_key, chosen)))
     chosen += _by_blocks(places, unavailable, count - len(chosen))
     rank_of = {(p.section.id, p.row.identifier): p.rank for p in places}
     return sorted(chosen, key=lambda s: (rank_of[(s.section_id, s.row)], s.seat_number))

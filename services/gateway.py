@@ -33,6 +33,7 @@ from services.api.context import API_KEY, DOCUMENTS, POOL, PURCHASES, REQUEST_ID
 from services.api.errors import ApiError, error_response, from_domain
 from services.api.limits import Verdict
 from services.api.memo import Memo
+from services.api.offers import SeatOffers
 from services.api.routes import Handler, Route
 from services.purchases import Purchases
 from services.ticket_documents import Documents
@@ -178,6 +179,8 @@ def create_app(
     app[POOL] = pool
     app[CHANGES] = changes
     app[SNAPSHOTS] = Memo(changes, READ_MODELS, ttl=SNAPSHOT_SECONDS)
+    app[seating.SEATING] = Memo(changes, READ_MODELS, ttl=SNAPSHOT_SECONDS)
+    app[seating.OFFERS] = SeatOffers()
     app[ACCESS] = AccessControl(pool, Memo(changes, API_KEYS, ttl=KEY_SECONDS))
     app[ACTIVITY] = activity
     app[PURCHASES] = sales

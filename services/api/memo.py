@@ -48,10 +48,10 @@ class Memo(Generic[V]):
         if building is None:
             # A task of its own, so a caller that goes away does not cancel the others' answer.
             building = self._building[slot] = asyncio.ensure_future(build())
-            building.add_done_callback(lambda task: self._settle(key, slot, task, now))
+            building.add_done_callback(lambda task: self._finished(key, slot, task, now))
         return await asyncio.shield(building)
 
-    def _settle(
+    def _finished(
         self, key: Hashable, slot: tuple[Hashable, int], task: asyncio.Task[V], started: float
     ) -> None:
         del self._building[slot]
@@ -59,10 +59,8 @@ class Memo(Generic[V]):
             self._keep(key, task.result(), slot[1], started)
 
     def _keep(self, key: Hashable, value: V, generation: int, started: float) -> None:
-        """Stored only if nothing changed while it was built: a value read before a change
-        must not outlive the notification that announced it."""
-        if self._feed.generation(self._channel) != generation:
-            return
+        """Kept with the generation it was built at: a value read before a change is never
+        served after it (generations only grow)."""
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
         self._entries[key] = _Entry(value, generation, started + self._ttl)

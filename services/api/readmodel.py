@@ -11,6 +11,7 @@ import msgspec
 
 from domain.catalog import DiscountCodeCreated, Section, TicketType
 from domain.inventory import SeatRef
+from domain.seating import TakenSeats
 from domain.stock import available_per_type
 from projections.availability import AvailabilityProjection
 from projections.catalog import CatalogProjection
@@ -110,6 +111,14 @@ async def taken_seats(conn: asyncpg.Pool, event_id: int) -> list[SeatRef]:
         event_id,
     )
     return [SeatRef(section_id=r[0], row=r[1], seat_number=r[2]) for r in rows]
+
+
+async def taken_seat_set(conn: asyncpg.Pool, event_id: int) -> TakenSeats:
+    rows = await conn.fetch(
+        f"SELECT section_id, row, seat_number FROM {STOCK}.taken_seats WHERE event_id = $1",
+        event_id,
+    )
+    return TakenSeats.of((r[0], r[1], r[2]) for r in rows)
 
 
 async def taken_per_type(conn: asyncpg.Pool, type_ids: Sequence[int]) -> dict[int, int]:

@@ -1,6 +1,10 @@
 """The seat planner's helpers: pick the best free seats for a ticket type, and check a selection
 before a purchase. Both read the taken seats from the availability read model, so they lock
-nothing and may lag a moment; POST /purchases decides again against the event's own stream."""
+nothing and may lag a moment; POST /purchases decides again against the event's own stream.
+
+The event's seat map and taken seats are kept in memory until the read models change: in an
+on-sale every buyer asks, and reading a few thousand taken seats per request would cost more
+than all the rest."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated
 
+import asyncpg
 import msgspec
 from aiohttp import web
 from msgspec import Meta
@@ -20,8 +25,12 @@ from services.api import readmodel as rm
 from services.api.context import organization_of, pool_of
 from services.api.errors import from_domain, invalid_request, not_found
 from services.api.http import json_response, parse_body
+from services.api.memo import Memo
+from services.api.offers import SeatOffers
 from services.api.routes import Route
 
+SEATING: web.AppKey[Memo] = web.AppKey("seating", Memo)
+OFFERS: web.AppKey[SeatOffers] = web.AppKey("offers", SeatOffers)
 MAX_NEAR = 100  # a buyer's selection is a purchase or two; this bounds the scoring work
 TYPE_ID = re.compile(r"^[1-9][0-9]{0,17}$")  # canonical, so two keys never name one type
 
@@ -59,22 +68,31 @@ class SeatValidation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
 class _Event:
     """What both helpers need of the event: its seat map, ticket types and taken seats."""
 
+    id: int
     sections: list[Section]
     ticket_types: dict[int, TicketType]
-    taken: set[seating.SeatKey]
+    taken: seating.TakenSeats
 
 
 async def _event(request: web.Request) -> _Event:
     """The caller's published (or cancelled) event; 404 for a draft or another's event."""
-    pool = pool_of(request)
-    row = await rm.event(pool, organization_of(request), request.match_info["slug"])
+    organization_id = organization_of(request)
+    slug = request.match_info["slug"]
+    return await request.app[SEATING].get(
+        (organization_id, slug), lambda: _load_event(pool_of(request), organization_id, slug)
+    )
+
+
+async def _load_event(pool: asyncpg.Pool, organization_id: int, slug: str) -> _Event:
+    row = await rm.event(pool, organization_id, slug)
     if row is None:
         raise not_found("event")
     types = await rm.ticket_types(pool, event_id=row["id"])
     return _Event(
+        id=row["id"],
         sections=rm.sections_of(row),
         ticket_types={t.id: t for t in types},
-        taken={seating.seat_key(seat) for seat in await rm.taken_seats(pool, row["id"])},
+        taken=await rm.taken_seat_set(pool, row["id"]),
     )
 
 
@@ -89,7 +107,8 @@ def _seated_type(event: _Event, ticket_type_id: int) -> TicketType:
 
 
 async def auto_select(request: web.Request) -> web.Response:
-    """Fewer seats than requested is an answer, not an error: `count` says how many exist."""
+    """Fewer seats than requested is an answer, not an error: `count` says how many exist.
+    Seats offered to another buyer moments ago are passed over while others are free."""
     event = await _event(request)
     body = await parse_body(request, AutoSelectRequest)
     ticket_type = _seated_type(event, body.ticket_type_id)
@@ -99,9 +118,19 @@ async def auto_select(request: web.Request) -> web.Response:
             seating.check_seat(by_id, seat, f"near[{i}]")
     except InvalidCommand as exc:
         raise from_domain(exc) from None
+    offers = request.app[OFFERS]
     seats = seating.best_available(
-        event.sections, ticket_type.section_ids, event.taken, body.count, body.near
+        event.sections,
+        ticket_type.section_ids,
+        event.taken.plus(offers.recent(event.id)),
+        body.count,
+        body.near,
     )
+    if len(seats) < body.count:
+        seats = seating.best_available(
+            event.sections, ticket_type.section_ids, event.taken, body.count, body.near
+        )
+    offers.offer(event.id, map(seating.seat_key, seats))
     return json_response(AutoSelection(seats=seats, count=len(seats), requested=body.count))
 
 

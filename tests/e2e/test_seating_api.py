@@ -8,6 +8,7 @@ holds sit in a back row of a side balcony and are released again at the end."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -89,6 +90,17 @@ async def _release(pool: asyncpg.Pool, event_id: int, token: str, seats: list[He
     )
     await append(pool, [PendingAppend(f"event-{event_id}", ANY_VERSION, [released])], TEST)
     await rebuild_read_models(pool)
+
+
+async def test_buyers_asking_at_once_are_offered_different_seats(api, demo_token) -> None:
+    """Best-available is deterministic; without spreading, every buyer of an on-sale would be
+    offered the same block and all but one refused when they buy it."""
+    types, taken = await _hamlet(api, demo_token)
+    body = {"ticket_type_id": types["Voksen"]["id"], "count": 4}
+    offers = await asyncio.gather(*(_post(api, demo_token, AUTO_SELECT, body) for _ in range(3)))
+    chosen = [{_key(s) for s in offer["seats"]} for offer in offers]
+    assert all(len(seats) == 4 and not seats & taken for seats in chosen)
+    assert not (chosen[0] & chosen[1] or chosen[0] & chosen[2] or chosen[1] & chosen[2])
 
 
 async def test_held_seats_are_the_conflicts_and_auto_select_avoids_them(
@@ -193,6 +205,7 @@ async def test_auto_select_centres_the_party_and_returns_what_exists(api, lab) -
     hall_type, path = lab["types"]["Sal"], LAB + "/seats/auto-select"
     two = await _post(api, lab["token"], path, {"ticket_type_id": hall_type, "count": 2})
     assert [s["seat_number"] for s in two["seats"]] == [2, 3]
+    # Seats 2 and 3 were just offered; when no other seats are free they are offered again.
     many = await _post(api, lab["token"], path, {"ticket_type_id": hall_type, "count": 6})
     assert (many["count"], many["requested"]) == (4, 6)
     assert many["seats"][0] == {"section_id": lab["hall"], "row": "A", "seat_number": 1}

@@ -4,6 +4,8 @@ standing areas are never offered; a bad selection is refused naming the field.""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from domain.catalog import Row, Section, TicketType
@@ -234,3 +236,19 @@ def test_check_seat_names_the_field_it_is_given() -> None:
         check_seat(by_id, seat(BALKON, "B", 7), "near[2]")
     assert refused.value.field == "near[2]"
     assert "not in the venue" in refused.value.detail
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_free_blocks_are_exactly_the_runs_of_untaken_seats(seed: int) -> None:
+    """Every free seat of the allowed rows is offered to someone, no taken one ever: asking for
+    the whole house returns exactly the free seats, whatever the pattern of taken ones (taken
+    seats outside a row's numbers included)."""
+    rng = random.Random(seed)
+    rows = [Row(identifier=r, start=rng.randint(1, 5), end=rng.randint(6, 30)) for r in "ABCD"]
+    hall = Section(id=1, name="Sal", width=100.0, height=50.0, rows=rows)
+    seats = {(1, row.identifier, n) for row in rows for n in range(row.start, row.end + 1)}
+    taken = {s for s in seats if rng.random() < rng.random()}
+    taken |= {(1, "A", 0), (1, "B", 99), (2, "A", 3)}
+    chosen = best_available([hall], [1], taken, len(seats))
+    assert {(s.section_id, s.row, s.seat_number) for s in chosen} == seats - taken
+    assert len(chosen) == len(seats - taken)

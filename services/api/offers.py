@@ -1,0 +1,51 @@
+"""Seats recently offered by best-available, per event, so that buyers who ask at the same moment
+are offered different seats.
+
+Best-available is deterministic: in an on-sale thousands of buyers asking within the same
+second would all be offered the same front-row block, and all but one would be refused with
+`seats_taken` when they buy. An offer holds nothing (POST /purchases decides against the
+event's own stream, and anyone may still buy an offered seat); it only steers the next
+suggestions elsewhere for a while. Offers are kept per gateway process: buyers of one event
+served by different gateways can still be offered the same seats, and the purchase settles it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+
+from domain.seating import RowKey, SeatKey
+
+OFFER_SECONDS = 20.0
+
+
+class SeatOffers:
+    def __init__(self, seconds: float = OFFER_SECONDS) -> None:
+        self._seconds = seconds
+        self._offered: dict[int, dict[RowKey, dict[int, float]]] = {}
+        self._expiry: deque[tuple[float, int, RowKey, int]] = deque()
+
+    def recent(self, event_id: int) -> Mapping[RowKey, Iterable[int]]:
+        """The event's seat numbers per row offered within the last `seconds`."""
+        self._expire(time.monotonic())
+        return self._offered.get(event_id, {})
+
+    def offer(self, event_id: int, seats: Iterable[SeatKey]) -> None:
+        until = time.monotonic() + self._seconds
+        rows = self._offered.setdefault(event_id, {})
+        for section_id, row, number in seats:
+            rows.setdefault((section_id, row), {})[number] = until
+            self._expiry.append((until, event_id, (section_id, row), number))
+
+    def _expire(self, now: float) -> None:
+        """Offers expire in the order they were made; a seat offered again lives on."""
+        while self._expiry and self._expiry[0][0] <= now:
+            until, event_id, row, number = self._expiry.popleft()
+            rows = self._offered[event_id]
+            if rows[row].get(number) == until:
+                del rows[row][number]
+                if not rows[row]:
+                    del rows[row]
+            if not rows:
+                del self._offered[event_id]
