@@ -232,6 +232,19 @@ async def read_stream(
     return [_record(r) for r in rows]
 
 
+def joined_stream(stream_id_sql: str) -> str:
+    """A LATERAL join of a stream's events, for a query that finds a stream's id in a read model
+    and reads the stream in the same round trip; `stream_events` decodes its rows."""
+    return (
+        f"LEFT JOIN LATERAL ({_SELECT}WHERE stream_id = {stream_id_sql} ORDER BY version) AS e"
+        " ON true"
+    )
+
+
+def stream_events(rows: Sequence[asyncpg.Record]) -> list[RecordedEvent]:
+    return [_record(r) for r in rows if r["event_id"] is not None]
+
+
 async def read_all(
     conn: asyncpg.Connection | asyncpg.Pool,
     after: Position = START,

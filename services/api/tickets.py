@@ -45,25 +45,64 @@ class TicketVerdict(Payload):
 
 
 def _summary(verdict: ticketing.Verdict) -> TicketSummary:
+    """From the issued ticket; before issue, from the purchase it belongs to."""
+    state = verdict.ticket
+    if state is not None:
+        issued = state.issued
+        return _described(
+            issued.ticket_id,
+            issued.code,
+            state.status,
+            issued.ticket_type_name,
+            (issued.product_slug, issued.event_id is not None),
+            state.holder_name,
+            issued.seat,
+            state.scan_count,
+            issued.scannable_until,
+        )
+    assert verdict.purchase is not None
     opened = verdict.purchase.opened
     bought = next(t for t in opened.tickets if t.id == verdict.ticket_id)
-    state = verdict.ticket
-    status = state.status if state else verdict.reason
-    seat = bought.seat
+    product = (opened.product_slug, opened.event_id is not None)
+    return _described(
+        bought.id,
+        bought.code,
+        verdict.reason,
+        bought.ticket_type_name,
+        product,
+        bought.name,
+        bought.seat,
+        0,
+        None,
+    )
+
+
+def _described(
+    ticket_id: int,
+    code: str,
+    status: str,
+    ticket_type: str,
+    product: tuple[str, bool],
+    holder_name: str | None,
+    seat: SeatRef | None,
+    scan_count: int,
+    scannable_until: datetime | None,
+) -> TicketSummary:
+    slug, is_event = product
     return TicketSummary(
-        id=bought.id,
-        code=bought.code,
+        id=ticket_id,
+        code=code,
         status=status,
-        ticket_type=bought.ticket_type_name,
-        event_slug=opened.product_slug if opened.event_id is not None else None,
-        attraction_slug=opened.product_slug if opened.attraction_id is not None else None,
-        holder_name=state.holder_name if state else bought.name,
+        ticket_type=ticket_type,
+        event_slug=slug if is_event else None,
+        attraction_slug=None if is_event else slug,
+        holder_name=holder_name,
         section_id=seat.section_id if seat else None,
         seat_row=seat.row if seat else None,
         seat_number=seat.seat_number if seat else None,
-        scan_count=state.scan_count if state else 0,
-        is_scanned=bool(state and state.scan_count),
-        scannable_until=state.issued.scannable_until if state else None,
+        scan_count=scan_count,
+        is_scanned=bool(scan_count),
+        scannable_until=scannable_until,
     )
 
 
