@@ -30,7 +30,7 @@ from domain.inventory import (
     SeatsHeld,
     SeatsReleased,
 )
-from domain.seating import best_available
+from domain.seating import RowKey, SeatKey, TakenSeats, best_available, by_row, seat_key
 from domain.stock import available_per_type
 
 
@@ -46,13 +46,6 @@ class DailyCapacityExceeded(DomainError):
     code = "daily_capacity_exceeded"
 
 
-SeatKey = tuple[int, str, int]
-
-
-def seat_key(seat: SeatRef) -> SeatKey:
-    return (seat.section_id, seat.row, seat.seat_number)
-
-
 @dataclass
 class EventInventory:
     """An event as a seller sees it: its listing, and every seat and count taken, by purchase.
@@ -62,6 +55,9 @@ class EventInventory:
     taken: dict[SeatKey, str] = field(default_factory=dict)
     taken_per_type: Counter[int] = field(default_factory=Counter)
     holds: dict[str, SeatsHeld] = field(default_factory=dict)
+    # Kept as holds come and go, so a hold costs its own seats, not a pass over every taken one.
+    taken_per_section: Counter[int] = field(default_factory=Counter)
+    taken_by_row: dict[RowKey, set[int]] = field(default_factory=dict)
 
     @property
     def ticket_types(self) -> dict[int, TicketType]:
@@ -76,11 +72,17 @@ def evolve_inventory(state: EventInventory, event: Event) -> EventInventory:
         case SeatsHeld():
             for seat in event.seats:
                 state.taken[seat_key(seat)] = event.purchase_token
+                state.taken_per_section[seat.section_id] += 1
+                state.taken_by_row.setdefault((seat.section_id, seat.row), set()).add(
+                    seat.seat_number
+                )
             state.taken_per_type.update(event.counts)
             state.holds[event.purchase_token] = event
         case SeatsReleased():
             for seat in event.seats:
-                state.taken.pop(seat_key(seat), None)
+                if state.taken.pop(seat_key(seat), None) is not None:
+                    state.taken_per_section[seat.section_id] -= 1
+                    state.taken_by_row[(seat.section_id, seat.row)].discard(seat.seat_number)
             state.taken_per_type.subtract(event.counts)
             state.holds.pop(event.purchase_token, None)
     return state
@@ -138,9 +140,8 @@ def hold_seats(
             raise InvalidCommand(
                 "seats given for a ticket type not in quantities", "selected_seats"
             )
-    per_section = Counter(key[0] for key in state.taken)
     available = available_per_type(
-        sections, list(types.values()), per_section, state.taken_per_type
+        sections, list(types.values()), state.taken_per_section, state.taken_per_type
     )
     held: list[HeldSeat] = []
     claimed: set[SeatKey] = set()
@@ -154,7 +155,8 @@ def hold_seats(
             raise InsufficientAvailability(f"not enough {t.name} tickets left")
         seats = selected.get(tid)
         if seats is None:
-            seats = best_available(sections, t.section_ids, set(state.taken) | claimed, quantity)
+            taken = TakenSeats(state.taken_by_row).plus(by_row(claimed))
+            seats = best_available(sections, t.section_ids, taken, quantity)
             if len(seats) < quantity:
                 raise InsufficientAvailability(f"only {len(seats)} seats left for {t.name}")
         else:

@@ -55,7 +55,7 @@ class TakenSeats(Set[SeatKey]):
 
     __slots__ = ("_rows", "_size")
 
-    def __init__(self, rows: Mapping[RowKey, frozenset[int]]) -> None:
+    def __init__(self, rows: Mapping[RowKey, Set[int]]) -> None:
         self._rows = rows
         self._size = sum(map(len, rows.values()))
 
@@ -75,7 +75,7 @@ class TakenSeats(Set[SeatKey]):
             merged[key] = merged.get(key, frozenset()).union(numbers)
         return TakenSeats(merged)
 
-    def in_row(self, section_id: int, row: str) -> frozenset[int]:
+    def in_row(self, section_id: int, row: str) -> Set[int]:
         return self._rows.get((section_id, row), frozenset())
 
     def __contains__(self, seat: object) -> bool:
@@ -92,7 +92,7 @@ class TakenSeats(Set[SeatKey]):
         return self._size
 
 
-def _by_row(seats: Iterable[SeatKey]) -> dict[RowKey, list[int]]:
+def by_row(seats: Iterable[SeatKey]) -> dict[RowKey, list[int]]:
     rows: dict[RowKey, list[int]] = {}
     for section_id, row, number in seats:
         rows.setdefault((section_id, row), []).append(number)
@@ -170,28 +170,39 @@ def _places(sections: Sequence[Section], allowed_section_ids: Sequence[int]) -> 
     return [_Place(rank, section, row) for rank, (section, row) in enumerate(rows)]
 
 
-def _blocks(places: Iterable[_Place], taken: TakenSeats) -> list[_Block]:
-    """The gaps between each row's taken seats: in an on-sale this runs for every buyer who
-    asks, so it walks the taken seats of a row rather than every seat of the venue."""
-    blocks: list[_Block] = []
-    for place in places:
-        start, end = place.row.start, place.row.end
-        first = start
-        for number in sorted(taken.in_row(place.section.id, place.row.identifier)):
-            if number > end:
-                break
-            if number >= first:
-                if number > first:
-                    blocks.append(_Block(place, first, number - 1))
-                first = number + 1
-        if first <= end:
-            blocks.append(_Block(place, first, end))
+def _row_blocks(place: _Place, taken: TakenSeats) -> list[_Block]:
+    """The gaps between a row's taken seats."""
+    start, end = place.row.start, place.row.end
+    numbers = taken.in_row(place.section.id, place.row.identifier)
+    if len(numbers) > end - start and numbers.issuperset(range(start, end + 1)):
+        return []  # sold out: an on-sale fills its rows front to back
+    blocks = []
+    first = start
+    for number in sorted(numbers):
+        if number > end:
+            break
+        if number >= first:
+            if number > first:
+                blocks.append(_Block(place, first, number - 1))
+            first = number + 1
+    if first <= end:
+        blocks.append(_Block(place, first, end))
     return blocks
 
 
 def _by_blocks(places: Sequence[_Place], taken: TakenSeats, count: int) -> list[SeatRef]:
-    """Whole parties in the best block that seats them; else the largest blocks first."""
-    blocks = _blocks(places, taken)
+    """Whole parties in the best block that seats them; else the largest blocks first.
+
+    In an on-sale this runs for every buyer who asks, so the usual case, a party that fits in
+    one row, looks at rows front to back only until one has room."""
+    if count <= 0:
+        return []
+    for place in places:
+        fitting = [b for b in _row_blocks(place, taken) if b.size >= count]
+        if fitting:
+            block = min(fitting, key=lambda b: b.off_centre(count))
+            return [place.seat(n) for n in block.window(count)]
+    blocks = [b for place in places for b in _row_blocks(place, taken)]
     used: set[int] = set()
     chosen: list[SeatRef] = []
     while len(chosen) < count and blocks:
@@ -276,12 +287,12 @@ def best_available(
     if count <= 0:
         return []
     places = _places(sections, allowed_section_ids)
-    unavailable = TakenSeats.of(taken).plus(_by_row(map(seat_key, near)))
+    unavailable = TakenSeats.of(taken).plus(by_row(map(seat_key, near)))
     candidates = sorted(_near_candidates(places, near, unavailable), key=lambda c: c[0])
     chosen = [seat for _, seat in candidates[:count]]
     # Short of seats, every free seat of the near seats' sections is chosen by now, so the
     # blocks found next lie in the other sections.
-    unavailable = unavailable.plus(_by_row(map(seat_key, chosen)))
+    unavailable = unavailable.plus(by_row(map(seat_key, chosen)))
     chosen += _by_blocks(places, unavailable, count - len(chosen))
     rank_of = {(p.section.id, p.row.identifier): p.rank for p in places}
     return sorted(chosen, key=lambda s: (rank_of[(s.section_id, s.row)], s.seat_number))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import warnings
 from typing import Any
 
 import asyncpg
@@ -37,6 +38,7 @@ class ChangeFeed:
         self._generations = dict.fromkeys(channels, 0)
         self._live = False
         self._task: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
 
     def generation(self, channel: str) -> int | None:
         return self._generations[channel] if self._live else None
@@ -61,30 +63,45 @@ class ChangeFeed:
             await asyncio.sleep(RETRY_SECONDS)
 
     async def _listen(self) -> None:
-        async with self._pool.acquire() as conn:
+        conn = await self._pool.acquire()
+        try:
             await conn.execute(f"SET application_name = '{APPLICATION_NAME}'")
-            lost = asyncio.Event()
-            conn.add_termination_listener(lambda _conn: lost.set())
+            lost = self._lost = asyncio.Event()
+            conn.add_termination_listener(self._on_lost)
             for channel in self._channels:
                 await conn.add_listener(channel, self._on_notify)
-            try:
-                # Whatever was cached before the listener was up may predate a change.
-                self._bump_all()
-                self._live = True
-                while not conn.is_closed():
-                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                    # cancellation that comes as it ends, and the feed would never stop.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(RETRY_SECONDS):
-                            await lost.wait()
-                    if not lost.is_set():
-                        await conn.fetchval("SELECT 1", timeout=5 * RETRY_SECONDS)
-            finally:
-                self._go_dark()
-                with contextlib.suppress(Exception):
-                    for channel in self._channels:
-                        await conn.remove_listener(channel, self._on_notify)
-                    await conn.execute("RESET application_name")
+            # Whatever was cached before the listener was up may predate a change.
+            self._bump_all()
+            self._live = True
+            while not conn.is_closed():
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that comes as it ends, and the feed would never stop.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RETRY_SECONDS):
+                        await lost.wait()
+                if not lost.is_set():
+                    await conn.fetchval("SELECT 1", timeout=5 * RETRY_SECONDS)
+        finally:
+            self._go_dark()
+            await self._release(conn)
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        if conn.is_closed():
+            # A lost connection still carries the callbacks (asyncpg cannot UNLISTEN on it and
+            # warns); the pool discards it all the same.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", asyncpg.InterfaceWarning)
+                await self._pool.release(conn)
+            return
+        conn.remove_termination_listener(self._on_lost)
+        with contextlib.suppress(Exception):
+            for channel in self._channels:
+                await conn.remove_listener(channel, self._on_notify)
+            await conn.execute("RESET application_name")
+        await self._pool.release(conn)
+
+    def _on_lost(self, _conn: asyncpg.Connection) -> None:
+        self._lost.set()
 
     def _on_notify(self, _conn: Any, _pid: int, channel: str, _payload: str) -> None:
         self._generations[channel] += 1

@@ -232,6 +232,20 @@ async def read_stream(
     return [_record(r) for r in rows]
 
 
+async def read_streams(
+    conn: asyncpg.Connection | asyncpg.Pool, stream_ids: Sequence[str]
+) -> dict[str, list[RecordedEvent]]:
+    """Several streams in one round trip (an order's tickets), each in version order; a stream
+    with no events is absent."""
+    rows = await conn.fetch(
+        _SELECT + "WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, version", list(stream_ids)
+    )
+    found: dict[str, list[RecordedEvent]] = {}
+    for row in rows:
+        found.setdefault(row["stream_id"], []).append(_record(row))
+    return found
+
+
 def joined_stream(stream_id_sql: str) -> str:
     """A LATERAL join of a stream's events, for a query that finds a stream's id in a read model
     and reads the stream in the same round trip; `stream_events` decodes its rows."""

@@ -1,6 +1,6 @@
 """The immutable parts of the catalog, read once per process: organizations, venues, events
-as scheduled and attractions as opened. No event changes them after registration, so a cache
-without expiry is exact."""
+as scheduled, attractions as opened and who claimed a slug or code. No event changes them after
+registration (a claim is never withdrawn), so a cache without expiry is exact."""
 
 from __future__ import annotations
 
@@ -26,6 +26,17 @@ class Catalog:
         self._venues: dict[int, catalog.VenueRegistered] = {}
         self._schedules: dict[int, catalog.EventScheduled] = {}
         self._attractions: dict[int, catalog.AttractionOpened] = {}
+        self._owners: dict[str, int] = {}
+
+    async def owner(self, claim: str) -> int | None:
+        """The id that won a natural key; only a found owner is kept, so memory stays bounded
+        by what exists, whatever codes buyers try."""
+        owner = self._owners.get(claim)
+        if owner is None:
+            owner = await catalog_commands.owner_of(self.pool, claim)
+            if owner is not None:
+                self._owners[claim] = owner
+        return owner
 
     async def organization(self, organization_id: int) -> catalog.OrganizationRegistered:
         if organization_id not in self._organizations:

@@ -3,6 +3,8 @@ together with a claim on the natural key, so two writers can never create the sa
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import asyncpg
@@ -20,6 +22,7 @@ from infra.eventstore import (
 )
 
 Pool = asyncpg.Pool | asyncpg.Connection
+ID_BLOCK = 500
 
 
 async def allocate_ids(pool: Pool, count: int) -> list[int]:
@@ -27,6 +30,25 @@ async def allocate_ids(pool: Pool, count: int) -> list[int]:
         "SELECT nextval('catalog_ids') AS id FROM generate_series(1, $1)", count
     )
     return [r["id"] for r in rows]
+
+
+class IdReserve:
+    """Ids drawn from the sequence a block at a time: a purchase needs one per ticket, and a
+    query per purchase for them would be one more round trip on the hottest path. Ids of a
+    block a process never hands out are simply never used."""
+
+    def __init__(self, pool: Pool, block: int = ID_BLOCK) -> None:
+        self._pool = pool
+        self._block = block
+        self._ids: deque[int] = deque()
+        self._refill = asyncio.Lock()
+
+    async def take(self, count: int) -> list[int]:
+        if len(self._ids) < count:
+            async with self._refill:
+                if len(self._ids) < count:
+                    self._ids.extend(await allocate_ids(self._pool, max(self._block, count)))
+        return [self._ids.popleft() for _ in range(count)]
 
 
 async def owner_of(pool: Pool, claim: str) -> int | None:

@@ -67,6 +67,7 @@ class Purchases:
         self.publishable_key = publishable_key
         self.desks = Desks(pool)
         self.catalog = Catalog(pool)
+        self.ids = catalog_commands.IdReserve(pool)
         self.hold = timedelta(minutes=hold_minutes)
 
     # ---- opening -------------------------------------------------------------------------
@@ -82,11 +83,11 @@ class Purchases:
             claim = catalog.claim_stream(
                 "discount", req.discount_code.strip().upper(), org.organization_id
             )
-            discount_id = await catalog_commands.owner_of(self.pool, claim)
+            discount_id = await self.catalog.owner(claim)
             if discount_id is None:
                 raise discounts.InvalidDiscountCode("unknown discount code", "discount_code")
         count = sum(req.quantities.values())
-        ids = await catalog_commands.allocate_ids(self.pool, count)
+        ids = await self.ids.take(count)
         now = datetime.now(UTC)
         draft = Draft(
             token=secrets.token_urlsafe(18),
@@ -129,9 +130,7 @@ class Purchases:
     async def _owner(
         self, org: catalog.OrganizationRegistered, kind: str, slug: str, field: str
     ) -> int:
-        owner = await catalog_commands.owner_of(
-            self.pool, catalog.claim_stream(kind, slug, org.organization_id)
-        )
+        owner = await self.catalog.owner(catalog.claim_stream(kind, slug, org.organization_id))
         if owner is None:
             raise NotFound(f"{kind} not found", field)
         return owner

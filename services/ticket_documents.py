@@ -12,7 +12,7 @@ from domain.tickets import TicketState
 from infra.mail import build_confirmation
 from infra.tickets_pdf import TicketPage, format_money, merge_pdfs, render_tickets
 from services.catalog_cache import Catalog
-from services.ticketing import load_purchase, load_ticket
+from services.ticketing import load_purchase, load_tickets
 
 RENDERED_KEPT = 5000
 
@@ -44,8 +44,10 @@ class Documents:
         sections = {s.id: s.name for s in venue.sections}
         address = ", ".join(p for p in (venue.address, venue.zip_code, venue.city) if p) or None
         pages = []
-        for bought in only if only is not None else opened.tickets:
-            state, _ = await load_ticket(self._pool, bought.id)
+        chosen = only if only is not None else opened.tickets
+        loaded = await load_tickets(self._pool, [t.id for t in chosen])
+        for bought in chosen:
+            state, _ = loaded[bought.id]
             seat = bought.seat
             pages.append(
                 TicketPage(

@@ -5,6 +5,7 @@ before payment, the purchase's) own stream, and a scan is appended at the versio
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,6 +22,7 @@ from infra.eventstore import (
     append,
     joined_stream,
     read_stream,
+    read_streams,
     stream_events,
 )
 
@@ -61,11 +63,22 @@ def normalize_code(code: str) -> str:
 
 
 async def load_ticket(pool: asyncpg.Pool, ticket_id: int) -> tuple[TicketState | None, int]:
-    recorded = await read_stream(pool, tickets.ticket_stream(ticket_id))
-    state = None
-    for r in recorded:
-        state = tickets.evolve_ticket(state, r.event())
-    return state, len(recorded)
+    return (await load_tickets(pool, [ticket_id]))[ticket_id]
+
+
+async def load_tickets(
+    pool: asyncpg.Pool, ticket_ids: Sequence[int]
+) -> dict[int, tuple[TicketState | None, int]]:
+    """Each ticket's state and stream version (None and 0 before issue), in one round trip."""
+    streams = await read_streams(pool, [tickets.ticket_stream(t) for t in ticket_ids])
+    loaded = {}
+    for ticket_id in ticket_ids:
+        recorded = streams.get(tickets.ticket_stream(ticket_id), [])
+        state = None
+        for r in recorded:
+            state = tickets.evolve_ticket(state, r.event())
+        loaded[ticket_id] = (state, len(recorded))
+    return loaded
 
 
 async def load_purchase(pool: asyncpg.Pool, token: str) -> PurchaseState | None:
@@ -141,7 +154,8 @@ async def order_by_access_code(
         raise NotFound("tickets not found", "code")
     purchase = await load_purchase(pool, row["token"])
     assert purchase is not None
-    issued = [s for s, _ in [await load_ticket(pool, t.id) for t in purchase.opened.tickets]]
+    loaded = await load_tickets(pool, [t.id for t in purchase.opened.tickets])
+    issued = [state for state, _ in loaded.values()]
     if not any(issued) and purchase.status == "pending_payment":
         raise NotFound("tickets not found", "code")
     return Order(purchase, [s for s in issued if s is not None])
@@ -159,13 +173,14 @@ async def update_attendees(
         by_token = {}
         for t in order.purchase.opened.tickets:
             by_token[t.attendee_token] = t.id
+        loaded = await load_tickets(pool, list(by_token.values()))
         appends = []
         now = datetime.now(UTC)
         for i, (token, name, email) in enumerate(seats):
             ticket_id = by_token.get(token)
             if ticket_id is None:
                 continue
-            state, version = await load_ticket(pool, ticket_id)
+            state, version = loaded[ticket_id]
             if state is None:
                 continue
             events = tickets.update_attendee(state, name, email, now, f"seats[{i}]")

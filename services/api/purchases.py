@@ -18,7 +18,7 @@ from services.api.errors import ApiError, error_response, from_domain, invalid_r
 from services.api.http import decode_body, json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
-from services.ticketing import load_ticket
+from services.ticketing import load_tickets
 
 
 class Consumer(Payload):
@@ -236,10 +236,8 @@ async def get_purchase(request: web.Request) -> web.Response:
     )
     issued = {}
     if state.status == "paid":
-        for bought in state.opened.tickets:
-            ticket, _ = await load_ticket(pool_of(request), bought.id)
-            if ticket is not None:
-                issued[bought.id] = ticket
+        loaded = await load_tickets(pool_of(request), [t.id for t in state.opened.tickets])
+        issued = {tid: ticket for tid, (ticket, _) in loaded.items() if ticket is not None}
     return json_response(PurchaseResponse(purchase=purchase_view(state, issued)))
 
 

@@ -147,6 +147,25 @@ def test_auto_selection_stops_at_capacity() -> None:
     assert len(_hold(state, sections, "p3", 1).seats) == 1
 
 
+def test_released_seats_are_chosen_and_counted_again() -> None:
+    """Holds and releases keep the per-section and per-row bookkeeping that server-side seat
+    choice and availability rely on."""
+    state, sections = _event()
+    held = _hold(state, sections, "p1", 2)
+    holds.evolve_inventory(state, held)
+    holds.evolve_inventory(state, _hold(state, sections, "p2", 2))
+    with pytest.raises(holds.InsufficientAvailability):
+        _hold(state, sections, "p3", 1)
+    for e in holds.release_seats(state, "p1", "expired"):
+        holds.evolve_inventory(state, e)
+    assert state.taken_per_section[12] == 2
+    again = _hold(state, sections, "p3", 2)
+    assert {s.seat_number for s in again.seats} == {s.seat_number for s in held.seats}
+    holds.evolve_inventory(state, again)
+    with pytest.raises(holds.InsufficientAvailability):
+        _hold(state, sections, "p4", 1)
+
+
 def test_seat_outside_the_venue_is_refused_naming_it() -> None:
     state, sections = _event()
     with pytest.raises(InvalidCommand) as refused:
