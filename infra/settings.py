@@ -55,6 +55,7 @@ class Settings:
     smtp_sender: str = "linjerum <tickets@localhost>"
     public_url: str = ""
     hold_minutes: int = 30
+    pdf_workers: int = 1
 
     @property
     def uses_simulator(self) -> bool:
@@ -88,6 +89,7 @@ class Settings:
             "smtp_sender": os.environ.get("LINJERUM_SMTP_SENDER", "linjerum <tickets@localhost>"),
             "public_url": os.environ.get("LINJERUM_PUBLIC_URL", ""),
             "hold_minutes": _env_int("LINJERUM_HOLD_MINUTES", 30),
+            "pdf_workers": _env_int("LINJERUM_PDF_WORKERS", 1),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

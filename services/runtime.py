@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Coroutine
+import multiprocessing
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import structlog
 from aiohttp import web
+from nats.js import JetStreamContext
 
 from infra.apikeys import authenticate, create_key
 from infra.bus import connect, ensure_stream
@@ -112,10 +115,27 @@ def _local_host(live: Settings) -> str:
     return "127.0.0.1" if live.http_host in ("0.0.0.0", "::") else live.http_host
 
 
-def _documents(live: Settings, pool: asyncpg.Pool, sales: Purchases) -> Documents:
+def _documents(
+    live: Settings, pool: asyncpg.Pool, sales: Purchases, renderer: Executor | None
+) -> Documents:
     base = live.public_url or f"http://{_local_host(live)}:{live.http_port}"
     link = base.rstrip("/") + "/api/v1/tickets/attendee/{token}"
-    return Documents(pool, sales.catalog, live.smtp_sender, link)
+    return Documents(pool, sales.catalog, live.smtp_sender, link, renderer)
+
+
+@contextlib.contextmanager
+def pdf_renderer(live: Settings) -> Iterator[Executor | None]:
+    """Worker processes for ticket PDFs, so rendering uses a core of its own and never stalls
+    the event loop; with LINJERUM_PDF_WORKERS=0, a thread of this process renders them. Spawned,
+    not forked: a fork would copy the event loop and its connections."""
+    if live.pdf_workers <= 0:
+        yield None
+        return
+    workers = ProcessPoolExecutor(live.pdf_workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield workers
+    finally:
+        workers.shutdown(wait=False, cancel_futures=True)
 
 
 def _transport(live: Settings) -> MailTransport:
@@ -160,40 +180,53 @@ async def run(
                 created = await seed_demo(pool, datetime.now(UTC).date())
                 log.info("demo_seeded", created=created)
                 token = await demo_api_key(pool, live)
-            payments = Payments.from_settings(live)
-            sales = Purchases(
-                pool,
-                payments,
-                publishable_key=payments.publishable_key,
-                hold_minutes=live.hold_minutes,
-            )
-            documents = _documents(live, pool, sales)
-            work = []
-            if live.uses_simulator and "gateway" in components:
-                work.append(_simulator(live))
-            if "sweeper" in components:
-                work.append(run_sweeper(sales))
-            if "mailer" in components:
-                work.append(Mailer(pool, _transport(live), documents.confirmation).run())
-            if "relay" in components:
-                work.append(Relay(pool, js, live).run())
-            if "projector" in components:
-                work += [Projector(pool, js, live, p).run() for p in all_projections().values()]
-            if "gateway" in components:
-                work.append(_serve_http(pool, sales, documents, live.http_host, live.http_port))
-            if token:
-                print(f"demo API key ({DEMO_ORGANIZATION}): {token}", flush=True)
-            tasks = [asyncio.create_task(c) for c in work]
-            try:
-                await asyncio.gather(*tasks)
-            finally:
-                # A cancelled gather has cancelled them already: cancelling again would cut short
-                # the cleanup they are running (the gateway's, which stops its change feed).
-                for task in tasks:
-                    if not task.done() and not task.cancelling():
-                        task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                await sales.desks.close()
-                await payments.close()
+            with pdf_renderer(live) as renderer:
+                await _serve(live, pool, js, components, renderer, token)
         finally:
             await nc.close()
+
+
+async def _serve(
+    live: Settings,
+    pool: asyncpg.Pool,
+    js: JetStreamContext,
+    components: tuple[str, ...],
+    renderer: Executor | None,
+    token: str | None,
+) -> None:
+    """The components' tasks, until one fails or all are cancelled."""
+    payments = Payments.from_settings(live)
+    sales = Purchases(
+        pool,
+        payments,
+        publishable_key=payments.publishable_key,
+        hold_minutes=live.hold_minutes,
+    )
+    documents = _documents(live, pool, sales, renderer)
+    work = []
+    if live.uses_simulator and "gateway" in components:
+        work.append(_simulator(live))
+    if "sweeper" in components:
+        work.append(run_sweeper(sales))
+    if "mailer" in components:
+        work.append(Mailer(pool, _transport(live), documents.confirmation).run())
+    if "relay" in components:
+        work.append(Relay(pool, js, live).run())
+    if "projector" in components:
+        work += [Projector(pool, js, live, p).run() for p in all_projections().values()]
+    if "gateway" in components:
+        work.append(_serve_http(pool, sales, documents, live.http_host, live.http_port))
+    if token:
+        print(f"demo API key ({DEMO_ORGANIZATION}): {token}", flush=True)
+    tasks = [asyncio.create_task(c) for c in work]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        # A cancelled gather has cancelled them already: cancelling again would cut short the
+        # cleanup they are running (the gateway's, which stops its change feed).
+        for task in tasks:
+            if not task.done() and not task.cancelling():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await sales.desks.close()
+        await payments.close()
