@@ -1,0 +1,54 @@
+"""Log lines are JSON and never carry a raw API key, Stripe secret or password, wherever in the
+line it turns up: a field of its own, a URL, an error message, a traceback."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from infra.logging import configure_logging
+
+API_KEY = "tk_live_" + "Ab3_-x" * 7
+STRIPE_SECRET = "sk_test_51Hk" + "z" * 20
+
+
+@pytest.fixture
+def lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.BytesIO]:
+    before = structlog.get_config()
+    written = io.BytesIO()
+    # Kept referenced: a collected wrapper would close the buffer under the logger.
+    stderr = io.TextIOWrapper(written, write_through=True)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    configure_logging("info")
+    yield written
+    structlog.configure(**before)
+    stderr.detach()
+
+
+def test_secrets_are_masked_wherever_they_appear(lines: io.BytesIO) -> None:
+    log = structlog.get_logger("test")
+    structlog.contextvars.bind_contextvars(request_id="req-1")
+    try:
+        log.info("request", path=f"/x?key={API_KEY}", password="hunter2", token=API_KEY)
+        log.warning("stripe_failed", error=f"Invalid API Key provided: {STRIPE_SECRET}")
+        log.info("nested", headers={"Authorization": f"Bearer {API_KEY}"})
+        try:
+            raise ValueError(f"bad key {API_KEY}")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    raw = lines.getvalue()
+    assert API_KEY.encode() not in raw and STRIPE_SECRET.encode() not in raw
+    assert b"hunter2" not in raw
+    records = [json.loads(line) for line in raw.splitlines()]
+    assert len(records) == 4 and all(r["request_id"] == "req-1" for r in records)
+    assert records[0]["path"] == "/x?key=tk_live_[redacted]"
+    assert records[0]["password"] == records[0]["token"] == "[redacted]"
+    assert records[1]["error"].endswith("sk_test_[redacted]")
+    assert "tk_live_[redacted]" in records[3]["exception"]
