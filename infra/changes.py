@@ -15,9 +15,8 @@ import warnings
 from typing import Any
 
 import asyncpg
-import structlog
 
-log = structlog.get_logger(__name__)
+from infra.supervise import serve_forever
 
 READ_MODELS = "linjerum_read_models"
 API_KEYS = "linjerum_api_keys"
@@ -44,23 +43,16 @@ class ChangeFeed:
         return self._generations[channel] if self._live else None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="change-feed")
+        serving = serve_forever(
+            self._listen, "change_feed", first_pause=RETRY_SECONDS, longest_pause=RETRY_SECONDS
+        )
+        self._task = asyncio.create_task(serving, name="change-feed")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._listen()
-            except Exception as exc:
-                log.warning("change_feed_retrying", error=repr(exc), in_seconds=RETRY_SECONDS)
-            finally:
-                self._go_dark()
-            await asyncio.sleep(RETRY_SECONDS)
 
     async def _listen(self) -> None:
         conn = await self._pool.acquire()
@@ -81,6 +73,7 @@ class ChangeFeed:
                         await lost.wait()
                 if not lost.is_set():
                     await conn.fetchval("SELECT 1", timeout=5 * RETRY_SECONDS)
+            raise ConnectionError("the change feed lost its LISTEN connection")
         finally:
             self._go_dark()
             await self._release(conn)

@@ -25,6 +25,7 @@ import structlog
 
 from infra.mail import MailTransport
 from infra.outbox import CHANNEL
+from infra.supervise import serve_forever
 
 log = structlog.get_logger(__name__)
 
@@ -86,12 +87,7 @@ class Mailer:
 
     async def run(self) -> None:
         """Send until cancelled; database outages are waited out, never fatal."""
-        while True:
-            try:
-                await self._serve()
-            except Exception as exc:
-                log.warning("mailer_retrying", error=repr(exc), in_seconds=self._poll)
-                await asyncio.sleep(self._poll)
+        await serve_forever(self._serve, "mailer", first_pause=self._poll, longest_pause=self._poll)
 
     async def _serve(self) -> None:
         """LISTEN for enqueues so new mail goes out at once; the poll interval is the fallback

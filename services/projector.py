@@ -20,6 +20,7 @@ from nats.js.errors import NotFoundError
 from infra.bus import ensure_stream
 from infra.eventstore import RecordedEvent
 from infra.settings import Settings
+from infra.supervise import serve_forever
 from projections.framework import (
     Projection,
     apply_batch,
@@ -70,21 +71,7 @@ class Projector:
         self.record_lag = False
 
     async def run(self) -> None:
-        backoff = 0.05
-        while True:
-            try:
-                await self._serve()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning(
-                    "projector_retrying",
-                    projection=self.projection.name,
-                    error=repr(exc),
-                    in_seconds=backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+        await serve_forever(self._serve, "projector", projection=self.projection.name)
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
         """(Re)create the durable consumer at the checkpoint kept in PostgreSQL, which is the

@@ -32,6 +32,7 @@ from infra.eventstore import (
     read_all,
 )
 from infra.settings import Settings
+from infra.supervise import serve_forever
 
 log = structlog.get_logger(__name__)
 
@@ -78,16 +79,7 @@ class Relay:
 
     async def run(self) -> None:
         """Publish until cancelled; survives database and NATS outages by retrying."""
-        backoff = 0.05
-        while True:
-            try:
-                await self._serve()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("relay_retrying", error=repr(exc), in_seconds=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+        await serve_forever(self._serve, "relay")
 
     async def _serve(self) -> None:
         # The relay's own connection listens, holds the sleep lock and runs every query: a pool
