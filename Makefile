@@ -28,11 +28,13 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Each script takes options of its own (--help); run one directly to pass them.
 bench: $(STAMP)
-	$(BIN)/python bench/eventstore.py $(ARGS)
-	$(BIN)/python bench/reads.py $(ARGS)
-	$(BIN)/python bench/onsale.py $(ARGS)
-	$(BIN)/python bench/tickets.py $(ARGS)
+	$(BIN)/python bench/eventstore.py
+	$(BIN)/python bench/reads.py
+	$(BIN)/python bench/onsale.py
+	$(BIN)/python bench/tickets.py
+	$(BIN)/python bench/pdf_render.py
 
 clean:
 	rm -rf $(VENV) .linjerum .pytest_cache .ruff_cache
