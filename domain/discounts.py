@@ -55,6 +55,13 @@ def evolve_discount(state: DiscountState | None, event: Event) -> DiscountState 
     return state
 
 
+def clone_discount(state: DiscountState | None) -> DiscountState | None:
+    """A copy to decide on: the original only ever holds stored events."""
+    if state is None:
+        return None
+    return DiscountState(created=state.created, redeemed_by=set(state.redeemed_by))
+
+
 def verdict(
     created: DiscountCodeCreated | None, uses: int, now: datetime, type_ids: set[int]
 ) -> Reason | None:

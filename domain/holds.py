@@ -88,6 +88,18 @@ def evolve_inventory(state: EventInventory, event: Event) -> EventInventory:
     return state
 
 
+def clone_inventory(state: EventInventory) -> EventInventory:
+    """A copy to decide a batch of commands on: the original only ever holds stored events."""
+    return EventInventory(
+        listing=state.listing,
+        taken=dict(state.taken),
+        taken_per_type=Counter(state.taken_per_type),
+        holds=dict(state.holds),
+        taken_per_section=Counter(state.taken_per_section),
+        taken_by_row={row: set(numbers) for row, numbers in state.taken_by_row.items()},
+    )
+
+
 def check_on_sale(listing: EventListing | None, now: datetime) -> EventScheduled:
     """The event can be sold now, or an InvalidCommand saying why not."""
     if listing is None or listing.status == "draft":
@@ -252,6 +264,16 @@ def evolve_attraction(state: AttractionInventory, event: Event) -> AttractionInv
                 state.taken_per_day[event.visit_date] -= sum(event.counts.values())
             state.holds.pop(event.purchase_token, None)
     return state
+
+
+def clone_attraction(state: AttractionInventory) -> AttractionInventory:
+    """A copy to decide a batch of commands on: the original only ever holds stored events."""
+    return AttractionInventory(
+        opened=state.opened,
+        taken_per_type=Counter(state.taken_per_type),
+        taken_per_day=Counter(state.taken_per_day),
+        holds=dict(state.holds),
+    )
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

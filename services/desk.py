@@ -2,7 +2,9 @@
 stream, and plain optimistic concurrency would turn that into a retry storm. Inside a process,
 commands for one stream queue at its desk; one task decides them in turn against the cached,
 caught-up state and appends everything they decided in a single append. Conflicts with other
-processes still surface as ConcurrencyError: the desk reloads and decides the batch again."""
+processes still surface as ConcurrencyError: the desk reads what the other process stored and
+decides the batch again. A batch is decided on a copy of the state, so the cached state only
+ever holds stored events and a conflict costs the new events, not a reload of the stream."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 import structlog
 
-from domain.discounts import DiscountState, evolve_discount
+from domain.discounts import DiscountState, clone_discount, evolve_discount
 from domain.events import Event
 from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append, read_stream
 
@@ -44,18 +46,28 @@ class Decision:
     expected: dict[str, int] = field(default_factory=dict)
 
 
-class Session:
-    """What a command sees while it decides: the desk's state and cached discount codes."""
+@dataclass(frozen=True)
+class Kind(Generic[S]):
+    """How a desk builds, evolves and copies its aggregate's state."""
 
-    def __init__(self, desk: Desk[Any]) -> None:
-        self._desk = desk
+    initial: Callable[[], S]
+    evolve: Callable[[S, Event], S]
+    clone: Callable[[S], S]
+
+
+class Session:
+    """What a command sees while it decides: the batch's working state and discount codes."""
+
+    def __init__(self, state: Cached[Any], discounts: dict[int, Cached[DiscountState | None]]):
+        self._state = state
+        self._discounts = discounts
 
     @property
     def state(self) -> Any:
-        return self._desk.cached.state
+        return self._state.state
 
     def discount(self, discount_id: int) -> DiscountState | None:
-        return self._desk.discounts[discount_id].state
+        return self._discounts[discount_id].state
 
 
 Command = Callable[[Session], Decision]
@@ -70,22 +82,16 @@ class _Job:
 
 
 class Desk(Generic[S]):
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        stream_id: str,
-        initial: Callable[[], S],
-        evolve: Callable[[S, Event], S],
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, stream_id: str, kind: Kind[S]) -> None:
         self._pool = pool
         self.stream_id = stream_id
-        self._initial = initial
-        self._evolve = evolve
-        self.cached: Cached[S] = Cached(initial())
+        self._kind = kind
+        self.cached: Cached[S] = Cached(kind.initial())
         self.discounts: dict[int, Cached[DiscountState | None]] = {}
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self.conflicts = 0
+        self.reloads = 0
 
     async def submit(
         self, command: Command, metadata: Metadata, discount_ids: tuple[int, ...] = ()
@@ -117,13 +123,14 @@ class Desk(Generic[S]):
                         job.future.set_exception(exc)
 
     def _forget(self) -> None:
-        """States were evolved with events that may not be stored: reload from scratch."""
-        self.cached = Cached(self._initial())
+        """After an unexpected failure nothing cached is trusted: reload from scratch."""
+        self.reloads += 1
+        self.cached = Cached(self._kind.initial())
         self.discounts.clear()
 
     async def _catch_up(self, discount_ids: set[int]) -> None:
         for recorded in await read_stream(self._pool, self.stream_id, self.cached.version):
-            self.cached.state = self._evolve(self.cached.state, recorded.event())
+            self.cached.state = self._kind.evolve(self.cached.state, recorded.event())
             self.cached.version = recorded.version
         for did in discount_ids:
             cached = self.discounts.setdefault(did, Cached(None))
@@ -132,17 +139,24 @@ class Desk(Generic[S]):
                 cached.version = recorded.version
 
     async def _run_batch(self, jobs: list[_Job]) -> None:
+        discount_ids = {d for job in jobs for d in job.discount_ids}
         for attempt in range(MAX_ATTEMPTS):
-            await self._catch_up({d for job in jobs for d in job.discount_ids})
-            decided, refused = self._decide_all(jobs)
+            await self._catch_up(discount_ids)
+            state = Cached(self._kind.clone(self.cached.state), self.cached.version)
+            codes = {
+                d: Cached(clone_discount(self.discounts[d].state), self.discounts[d].version)
+                for d in discount_ids
+            }
+            decided, refused = self._decide_all(jobs, state, codes)
             try:
                 if decided:
-                    await self._append(decided)
+                    await self._append(decided, state, codes)
             except ConcurrencyError as exc:
                 self.conflicts += 1
                 log.info("desk_conflict", stream=exc.stream_id, attempt=attempt)
-                self._forget()
                 continue
+            self.cached = state
+            self.discounts.update(codes)
             for job, decision in decided:
                 job.future.set_result(decision.result)
             for job, exc in refused:
@@ -151,13 +165,13 @@ class Desk(Generic[S]):
         raise ConcurrencyError(self.stream_id, f"gave up after {MAX_ATTEMPTS} attempts")
 
     def _decide_all(
-        self, jobs: list[_Job]
+        self, jobs: list[_Job], state: Cached[S], codes: dict[int, Cached[DiscountState | None]]
     ) -> tuple[list[tuple[_Job, Decision]], list[tuple[_Job, Exception]]]:
         """Each command decides on the state its predecessors in the batch left; a refused
         command fails alone, and only once the batch it was refused in is stored."""
         decided = []
         refused = []
-        session = Session(self)
+        session = Session(state, codes)
         for job in jobs:
             try:
                 decision = job.command(session)
@@ -167,14 +181,19 @@ class Desk(Generic[S]):
             for stream, events in decision.events.items():
                 for event in events:
                     if stream == self.stream_id:
-                        self.cached.state = self._evolve(self.cached.state, event)
+                        state.state = self._kind.evolve(state.state, event)
                     elif stream.startswith("discount-"):
-                        cached = self.discounts[int(stream.removeprefix("discount-"))]
-                        cached.state = evolve_discount(cached.state, event)
+                        code = codes[int(stream.removeprefix("discount-"))]
+                        code.state = evolve_discount(code.state, event)
             decided.append((job, decision))
         return decided, refused
 
-    async def _append(self, decided: list[tuple[_Job, Decision]]) -> None:
+    async def _append(
+        self,
+        decided: list[tuple[_Job, Decision]],
+        state: Cached[S],
+        codes: dict[int, Cached[DiscountState | None]],
+    ) -> None:
         merged: dict[str, list[tuple[Event, Metadata]]] = {}
         expected: dict[str, int] = {}
         for job, decision in decided:
@@ -186,9 +205,9 @@ class Desk(Generic[S]):
             if not pairs:
                 continue
             if stream == self.stream_id:
-                version = self.cached.version
+                version = state.version
             elif stream.startswith("discount-"):
-                version = self.discounts[int(stream.removeprefix("discount-"))].version
+                version = codes[int(stream.removeprefix("discount-"))].version
             else:
                 version = expected[stream]
             appends.append(
@@ -197,10 +216,10 @@ class Desk(Generic[S]):
                 )
             )
         versions = await append(self._pool, appends, decided[0][0].metadata)
-        self.cached.version = versions.get(self.stream_id, self.cached.version)
+        state.version = versions.get(self.stream_id, state.version)
         for stream, version in versions.items():
             if stream.startswith("discount-"):
-                self.discounts[int(stream.removeprefix("discount-"))].version = version
+                codes[int(stream.removeprefix("discount-"))].version = version
 
 
 class Desks:
@@ -210,12 +229,10 @@ class Desks:
         self._pool = pool
         self._desks: dict[str, Desk[Any]] = {}
 
-    def get(
-        self, stream_id: str, initial: Callable[[], S], evolve: Callable[[S, Event], S]
-    ) -> Desk[S]:
+    def get(self, stream_id: str, kind: Kind[S]) -> Desk[S]:
         desk = self._desks.get(stream_id)
         if desk is None:
-            desk = self._desks[stream_id] = Desk(self._pool, stream_id, initial, evolve)
+            desk = self._desks[stream_id] = Desk(self._pool, stream_id, kind)
         return desk
 
     @property

@@ -31,7 +31,7 @@ from infra.eventstore import (
 from infra.payments import PaymentError, Payments, WebhookEvent
 from services import catalog_commands
 from services.catalog_cache import Catalog
-from services.desk import Decision, Desks, Session
+from services.desk import Decision, Desks, Kind, Session
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +39,10 @@ UNAMBIGUOUS = "ACDEFGHJKLMNPQRTUVWXY34679"
 TICKET_CODE_LENGTH = 12
 ACCESS_CODE_LENGTH = 8
 MAX_SETTLE_ATTEMPTS = 5
+EVENT_INVENTORY = Kind(holds.EventInventory, holds.evolve_inventory, holds.clone_inventory)
+ATTRACTION_INVENTORY = Kind(
+    holds.AttractionInventory, holds.evolve_attraction, holds.clone_attraction
+)
 
 
 class PaymentProcessingUnavailable(DomainError):
@@ -104,20 +108,14 @@ class Purchases:
         if req.event_slug is not None:
             event_id = await self._owner(org, "event", req.event_slug, "event_slug")
             sections = await self.catalog.sections_of_event(event_id)
-            desk = self.desks.get(
-                catalog.event_stream(event_id), holds.EventInventory, holds.evolve_inventory
-            )
+            desk = self.desks.get(catalog.event_stream(event_id), EVENT_INVENTORY)
             command = _open_event_purchase(req, org, draft, sections)
         else:
             assert req.attraction_slug is not None
             attraction_id = await self._owner(
                 org, "attraction", req.attraction_slug, "attraction_slug"
             )
-            desk = self.desks.get(
-                catalog.attraction_stream(attraction_id),
-                holds.AttractionInventory,
-                holds.evolve_attraction,
-            )
+            desk = self.desks.get(catalog.attraction_stream(attraction_id), ATTRACTION_INVENTORY)
             command = _open_attraction_purchase(req, org, draft)
         state = None
         for event in await desk.submit(command, meta, discount_ids):
@@ -239,15 +237,9 @@ class Purchases:
 
     def _inventory_desk(self, opened: PurchaseOpened) -> Any:
         if opened.event_id is not None:
-            return self.desks.get(
-                catalog.event_stream(opened.event_id), holds.EventInventory, holds.evolve_inventory
-            )
+            return self.desks.get(catalog.event_stream(opened.event_id), EVENT_INVENTORY)
         assert opened.attraction_id is not None
-        return self.desks.get(
-            catalog.attraction_stream(opened.attraction_id),
-            holds.AttractionInventory,
-            holds.evolve_attraction,
-        )
+        return self.desks.get(catalog.attraction_stream(opened.attraction_id), ATTRACTION_INVENTORY)
 
     # ---- payments ------------------------------------------------------------------------
 

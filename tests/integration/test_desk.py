@@ -1,0 +1,70 @@
+"""Sales desks of two gateway processes selling the same event's seats at once, on the real
+event store: every seat is held once, the desks run into each other's appends, and each
+conflict costs only catching up with the other's events, never a reload of the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from domain import holds
+from domain.inventory import HeldSeat, SeatsHeld
+from infra.eventstore import Metadata, read_stream
+from services.desk import Decision, Desk, Session
+from services.purchases import EVENT_INVENTORY
+
+META = Metadata(request_id="desk-test", actor="test")
+EXPIRES = datetime.now(UTC) + timedelta(hours=1)
+SEATS = 30
+
+
+def _hold(event_id: int, stream: str, seat_number: int):
+    """A command taking one seat of row A, or refusing with SeatsTaken."""
+    token = uuid.uuid4().hex
+
+    def command(session: Session) -> Decision:
+        state: holds.EventInventory = session.state
+        if (1, "A", seat_number) in state.taken:
+            raise holds.SeatsTaken(f"seat A{seat_number} is taken")
+        seat = HeldSeat(section_id=1, row="A", seat_number=seat_number, ticket_type_id=7)
+        held = SeatsHeld(
+            event_id=event_id, purchase_token=token, seats=[seat], counts={7: 1}, expires_at=EXPIRES
+        )
+        return Decision(events={stream: [held]}, result=token)
+
+    return command
+
+
+async def test_two_processes_desks_sell_each_seat_once_without_reloading(
+    pool: asyncpg.Pool,
+) -> None:
+    event_id = random.randint(10**8, 10**9)
+    stream = f"event-{event_id}"
+    desks = [Desk(pool, stream, EVENT_INVENTORY) for _ in range(2)]
+    rng = random.Random(7)
+    wanted = [rng.randint(1, SEATS) for _ in range(240)]
+
+    async def buy(i: int, seat_number: int) -> str | None:
+        # Spread over time, so both desks keep deciding on states the other has moved past.
+        await asyncio.sleep(i * 0.001)
+        try:
+            return await desks[i % 2].submit(_hold(event_id, stream, seat_number), META)
+        except holds.SeatsTaken:
+            return None
+
+    results = await asyncio.gather(*(buy(i, n) for i, n in enumerate(wanted)))
+
+    stored = [r.event() for r in await read_stream(pool, stream)]
+    held = [seat.seat_number for e in stored for seat in e.seats]
+    assert sorted(held) == sorted(set(wanted))
+    assert sum(r is not None for r in results) == len(set(wanted))
+    assert sum(d.conflicts for d in desks) > 0
+    assert all(d.reloads == 0 for d in desks)
+    for desk in desks:
+        await desk.submit(lambda session: Decision(events={}, result=None), META)
+        assert sorted(n for _, _, n in desk.cached.state.taken) == sorted(set(wanted))
+        await desk.close()
