@@ -92,6 +92,7 @@ class Desk(Generic[S]):
         self._worker: asyncio.Task[None] | None = None
         self.conflicts = 0
         self.reloads = 0
+        self._stale = True
 
     async def submit(
         self, command: Command, metadata: Metadata, discount_ids: tuple[int, ...] = ()
@@ -125,6 +126,7 @@ class Desk(Generic[S]):
     def _forget(self) -> None:
         """After an unexpected failure nothing cached is trusted: reload from scratch."""
         self.reloads += 1
+        self._stale = True
         self.cached = Cached(self._kind.initial())
         self.discounts.clear()
 
@@ -139,22 +141,35 @@ class Desk(Generic[S]):
                 cached.version = recorded.version
 
     async def _run_batch(self, jobs: list[_Job]) -> None:
+        """Optimistic: while no other process has been seen writing to the stream, the batch is
+        appended at the cached version without reading the stream first, which saves a round
+        trip per batch; the append's version check is what keeps it safe. After a conflict, and
+        before refusing anyone, the desk reads before it decides."""
         discount_ids = {d for job in jobs for d in job.discount_ids}
         for attempt in range(MAX_ATTEMPTS):
-            await self._catch_up(discount_ids)
+            fresh = self._stale or not discount_ids <= self.discounts.keys()
+            if fresh:
+                await self._catch_up(discount_ids)
             state = Cached(self._kind.clone(self.cached.state), self.cached.version)
             codes = {
                 d: Cached(clone_discount(self.discounts[d].state), self.discounts[d].version)
                 for d in discount_ids
             }
             decided, refused = self._decide_all(jobs, state, codes)
+            if refused and not fresh:
+                # A refusal is final, so it is never made on a state that may be behind (seats
+                # another process released meanwhile): read the stream and decide again.
+                self._stale = True
+                continue
             try:
                 if decided:
                     await self._append(decided, state, codes)
             except ConcurrencyError as exc:
                 self.conflicts += 1
+                self._stale = True
                 log.info("desk_conflict", stream=exc.stream_id, attempt=attempt)
                 continue
+            self._stale = False
             self.cached = state
             self.discounts.update(codes)
             for job, decision in decided:

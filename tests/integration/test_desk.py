@@ -67,4 +67,17 @@ async def test_two_processes_desks_sell_each_seat_once_without_reloading(
     for desk in desks:
         await desk.submit(lambda session: Decision(events={}, result=None), META)
         assert sorted(n for _, _, n in desk.cached.state.taken) == sorted(set(wanted))
+
+    # One process releases a seat; the other, whose cached state still has it taken, must not
+    # turn the next buyer of that seat away.
+    seat_number = wanted[0]
+    token = desks[1].cached.state.taken[(1, "A", seat_number)]
+    await desks[1].submit(
+        lambda session: Decision(
+            events={stream: holds.release_seats(session.state, token, "expired")}
+        ),
+        META,
+    )
+    assert await desks[0].submit(_hold(event_id, stream, seat_number), META) is not None
+    for desk in desks:
         await desk.close()
