@@ -4,13 +4,15 @@ envelope for unknown routes and methods, and the activity log."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
 
 from infra.apikeys import revoke_key
+from infra.changes import API_KEYS
 from services.api.activity import recent_activity
-from services.gateway import ACTIVITY
+from services.gateway import ACTIVITY, CHANGES
 from services.seed_demo import DEMO_ORGANIZATION
 from tests.e2e.conftest import TEST, bearer, issue_key
 
@@ -38,7 +40,16 @@ async def test_revoked_key_fails_on_every_gateway_at_once(serve, pool, catalog) 
     key_id = await pool.fetchval("SELECT max(id) FROM api_keys")
     gateways = [await serve(), await serve()]
     for gateway in gateways:
-        assert (await gateway.get("/api/v1/organization", headers=bearer(token))).status == 200
+        # Each gateway keeps the key in memory once its change feed listens: the revocation
+        # must reach that memory, not just the table.
+        feed = gateway.app[CHANGES]
+        for _ in range(500):
+            if feed.generation(API_KEYS) is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert feed.generation(API_KEYS) is not None
+        for _ in range(2):
+            assert (await gateway.get("/api/v1/organization", headers=bearer(token))).status == 200
     await revoke_key(pool, key_id, TEST)
     for gateway in gateways:
         assert (await gateway.get("/api/v1/organization", headers=bearer(token))).status == 401
