@@ -3,6 +3,7 @@ its read models built, and API keys for both demo organizations."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from domain import catalog as c
 from infra.apikeys import create_key
+from infra.changes import READ_MODELS, ChangeFeed
 from infra.embedded import free_port
 from infra.eventstore import Metadata
 from infra.payments import (
@@ -26,7 +28,7 @@ from projections.registry import all_projections
 from services import catalog_commands
 from services.api.activity import ActivityLog
 from services.catalog_commands import organization_id_by_slug
-from services.gateway import create_app
+from services.gateway import CHANGES, create_app
 from services.purchases import Purchases
 from services.seed_demo import DEMO_ORGANIZATION, SECOND_ORGANIZATION, seed_demo
 from services.stripe_sim import create_simulator
@@ -36,10 +38,22 @@ TEST = Metadata(actor="test")
 ATTENDEE_LINK = "https://shop.example.com/attendee/{token}"
 
 
+# The change feeds of the gateways the tests started: they keep read answers in memory until
+# the notification of a change reaches them, milliseconds after its commit.
+FEEDS: list[ChangeFeed] = []
+
+
 async def rebuild_read_models(pool: asyncpg.Pool) -> None:
-    """Bring every read model up to the event store, as the projectors would."""
+    """Bring every read model up to the event store, as the projectors would, and return once
+    every listening gateway has heard of it, so the next read sees the new rows."""
+    heard = [(feed, feed.generation(READ_MODELS)) for feed in FEEDS]
     for projection in all_projections().values():
         await rebuild(pool, projection)
+    for feed, before in heard:
+        for _ in range(500):
+            if before is None or feed.generation(READ_MODELS) != before:
+                break
+            await asyncio.sleep(0.01)
 
 
 @pytest.fixture(scope="session")
@@ -104,10 +118,12 @@ async def serve(
         client = TestClient(TestServer(app, port=port))
         await client.start_server()
         clients.append(client)
+        FEEDS.append(app[CHANGES])
         closing.extend([sales.desks.close, payments.close])
         return client
 
     yield start
+    FEEDS.clear()
     for client in clients:
         await client.close()
     for close in closing:
