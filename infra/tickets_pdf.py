@@ -12,8 +12,11 @@ at any zoom: filled rectangles, one per run of dark modules stacked over identic
 from __future__ import annotations
 
 import io
+import multiprocessing
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -303,3 +306,28 @@ def dark_runs(row: bytes | bytearray) -> list[tuple[int, int]]:
         runs.append((start, end - start))
         start = row.find(1, end)
     return runs
+
+
+class RenderWorkers(Executor):
+    """Worker processes for rendering and merging, spawned (a fork would copy the parent's
+    event loop and connections). A pool whose worker died (killed, out of memory) refuses all
+    further work, so it is replaced: one crash fails the documents being rendered then, not
+    every later one."""
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        self._pool = self._spawn()
+
+    def _spawn(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def submit(self, fn: Callable[..., object], /, *args: object, **kwargs: object) -> Future:
+        try:
+            return self._pool.submit(fn, *args, **kwargs)
+        except BrokenProcessPool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._spawn()
+            return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)

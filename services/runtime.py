@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import multiprocessing
 from collections.abc import AsyncIterator, Coroutine, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +24,7 @@ from infra.eventstore import Metadata
 from infra.mail import EmlDirectory, MailTransport, SmtpSettings, SmtpTransport
 from infra.payments import SIMULATOR_HOST, SIMULATOR_WEBHOOK_SECRET, Payments
 from infra.settings import Settings
+from infra.tickets_pdf import RenderWorkers
 from projections.registry import all_projections, ensure_read_models
 from services.api.activity import ActivityLog
 from services.catalog_commands import organization_id_by_slug
@@ -126,12 +126,11 @@ def _documents(
 @contextlib.contextmanager
 def pdf_renderer(live: Settings) -> Iterator[Executor | None]:
     """Worker processes for ticket PDFs, so rendering uses a core of its own and never stalls
-    the event loop; with LINJERUM_PDF_WORKERS=0, a thread of this process renders them. Spawned,
-    not forked: a fork would copy the event loop and its connections."""
+    the event loop; with LINJERUM_PDF_WORKERS=0, a thread of this process renders them."""
     if live.pdf_workers <= 0:
         yield None
         return
-    workers = ProcessPoolExecutor(live.pdf_workers, mp_context=multiprocessing.get_context("spawn"))
+    workers = RenderWorkers(live.pdf_workers)
     try:
         yield workers
     finally:

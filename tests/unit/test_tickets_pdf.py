@@ -4,8 +4,10 @@ screen reader would, and that its QR code, rasterised and scanned, gives back th
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from msgspec.structs import replace
 from pypdf import PdfReader
 
 from infra.tickets_pdf import (
+    RenderWorkers,
     TicketPage,
     dark_rectangles,
     format_money,
@@ -166,3 +169,23 @@ def test_each_pages_qr_code_scans_to_its_scan_code(tmp_path: Path) -> None:
             ["zbarimg", "--raw", "-q", str(image)], capture_output=True, text=True, check=True
         )
         assert scanned.stdout.rstrip("\n") == page.scan_code
+
+
+def test_a_dead_render_worker_is_replaced() -> None:
+    """A worker process that dies (here: exits mid-task) breaks its pool for good; the
+    service's renderer replaces the pool, so later tickets still render."""
+    workers = RenderWorkers(1)
+    try:
+        assert workers.submit(render_tickets, [SEATED]).result(timeout=60).startswith(b"%PDF")
+        with pytest.raises(BrokenProcessPool):
+            workers.submit(os._exit, 1).result(timeout=60)
+        rendered = None
+        for _ in range(3):  # the pool learns of the death on its own thread, a moment later
+            try:
+                rendered = workers.submit(render_tickets, [SEATED]).result(timeout=60)
+                break
+            except BrokenProcessPool:
+                continue
+        assert rendered is not None and rendered.startswith(b"%PDF")
+    finally:
+        workers.shutdown()
