@@ -197,12 +197,14 @@ def _by_blocks(places: Sequence[_Place], taken: TakenSeats, count: int) -> list[
     one row, looks at rows front to back only until one has room."""
     if count <= 0:
         return []
+    blocks: list[_Block] = []
     for place in places:
-        fitting = [b for b in _row_blocks(place, taken) if b.size >= count]
+        in_row = _row_blocks(place, taken)
+        fitting = [b for b in in_row if b.size >= count]
         if fitting:
             block = min(fitting, key=lambda b: b.off_centre(count))
             return [place.seat(n) for n in block.window(count)]
-    blocks = [b for place in places for b in _row_blocks(place, taken)]
+        blocks += in_row
     used: set[int] = set()
     chosen: list[SeatRef] = []
     while len(chosen) < count and blocks:

@@ -18,10 +18,15 @@ import asyncpg
 
 from infra.supervise import serve_forever
 
-READ_MODELS = "linjerum_read_models"
 API_KEYS = "linjerum_api_keys"
 RETRY_SECONDS = 1.0
 APPLICATION_NAME = "linjerum-changes"
+
+
+def read_model_channel(projection_name: str) -> str:
+    """Each read model announces on a channel of its own, so answers built from some read
+    models are not thrown away whenever another one (the tickets, say) changes."""
+    return f"linjerum_rm_{projection_name}"
 
 
 async def announce(conn: asyncpg.Connection, channel: str) -> None:
@@ -39,8 +44,10 @@ class ChangeFeed:
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
 
-    def generation(self, channel: str) -> int | None:
-        return self._generations[channel] if self._live else None
+    def generation(self, *channels: str) -> int | None:
+        """A number that grows whenever any of the channels is announced; None while not
+        listening."""
+        return sum(self._generations[c] for c in channels) if self._live else None
 
     def start(self) -> None:
         serving = serve_forever(

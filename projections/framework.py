@@ -10,7 +10,7 @@ from typing import ClassVar, Protocol
 import asyncpg
 
 from domain.events import stream_category
-from infra.changes import READ_MODELS, announce
+from infra.changes import announce, read_model_channel
 from infra.eventstore import START, Position, RecordedEvent
 
 
@@ -114,5 +114,5 @@ async def apply_batch(
         await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(projection))
         applied = await apply_events(conn, projection, live_schema(projection), events, stream_seq)
         if applied:
-            await announce(conn, READ_MODELS)
+            await announce(conn, read_model_channel(projection.name))
         return applied

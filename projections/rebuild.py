@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
-from infra.changes import READ_MODELS, announce
+from infra.changes import announce, read_model_channel
 from infra.eventstore import read_all
 from projections.framework import (
     Projection,
@@ -70,6 +70,6 @@ async def rebuild(pool: asyncpg.Pool, projection: Projection) -> int:
             await conn.execute(f"ALTER SCHEMA {build} RENAME TO {live}")
             if live_exists:
                 await conn.execute(f"DROP SCHEMA {live}__old CASCADE")
-            await announce(conn, READ_MODELS)
+            await announce(conn, read_model_channel(projection.name))
     log.info("rebuild_swapped", projection=projection.name, replayed=replayed)
     return replayed

@@ -14,7 +14,9 @@ from aiohttp import web
 
 from domain.errors import DomainError
 from infra.apikeys import DEFAULT_RATE_LIMIT
-from infra.changes import API_KEYS, READ_MODELS, ChangeFeed
+from infra.changes import API_KEYS, ChangeFeed, read_model_channel
+from projections.availability import AvailabilityProjection
+from projections.catalog import CatalogProjection
 from projections.registry import ensure_read_models
 from services.api import (
     availability,
@@ -51,6 +53,11 @@ CHANGES: web.AppKey[ChangeFeed] = web.AppKey("changes", ChangeFeed)
 # Read answers may lag the read models by at most this (for what depends on the clock, such as
 # an event's status); a change to the read models ends them at once.
 SNAPSHOT_SECONDS = 1.0
+# The read models the memoized answers are built from.
+READS_FOLLOW = (
+    read_model_channel(CatalogProjection.name),
+    read_model_channel(AvailabilityProjection.name),
+)
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "invalid_request"}
 
 
@@ -180,13 +187,13 @@ def create_app(
     pool: asyncpg.Pool, activity: ActivityLog, sales: Purchases, documents: Documents
 ) -> web.Application:
     app = web.Application(middlewares=[request_context], client_max_size=1 << 20)
-    changes = ChangeFeed(pool, (READ_MODELS, API_KEYS))
+    changes = ChangeFeed(pool, (*READS_FOLLOW, API_KEYS))
     app[POOL] = pool
     app[CHANGES] = changes
-    app[SNAPSHOTS] = Memo(changes, READ_MODELS, ttl=SNAPSHOT_SECONDS)
-    app[seating.SEATING] = Memo(changes, READ_MODELS, ttl=SNAPSHOT_SECONDS)
+    app[SNAPSHOTS] = Memo(changes, READS_FOLLOW, ttl=SNAPSHOT_SECONDS)
+    app[seating.SEATING] = Memo(changes, READS_FOLLOW, ttl=SNAPSHOT_SECONDS)
     app[seating.OFFERS] = SeatOffers()
-    app[ACCESS] = AccessControl(pool, Memo(changes, API_KEYS, ttl=KEY_SECONDS))
+    app[ACCESS] = AccessControl(pool, Memo(changes, (API_KEYS,), ttl=KEY_SECONDS))
     app[ACTIVITY] = activity
     app[PURCHASES] = sales
     app[DOCUMENTS] = documents

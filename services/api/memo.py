@@ -2,7 +2,7 @@
 
 A hot read (an on-sale's availability polled by thousands of browsers, the API key behind every
 request) would otherwise cost the same database queries thousands of times a second for the same
-answer. An entry is served only while the change feed's generation for its channel is the one it
+answer. An entry is served only while the change feed's generation for its channels is the one it
 was built at, and for at most `ttl` seconds (answers such as an event's status also depend on the
 clock). Concurrent misses for one key share a single build."""
 
@@ -28,15 +28,15 @@ class _Entry(Generic[V]):
 
 
 class Memo(Generic[V]):
-    def __init__(self, feed: ChangeFeed, channel: str, ttl: float) -> None:
+    def __init__(self, feed: ChangeFeed, channels: tuple[str, ...], ttl: float) -> None:
         self._feed = feed
-        self._channel = channel
+        self._channels = channels
         self._ttl = ttl
         self._entries: dict[Hashable, _Entry[V]] = {}
         self._building: dict[tuple[Hashable, int], asyncio.Future[V]] = {}
 
     async def get(self, key: Hashable, build: Callable[[], Awaitable[V]]) -> V:
-        generation = self._feed.generation(self._channel)
+        generation = self._feed.generation(*self._channels)
         if generation is None:
             return await build()
         now = time.monotonic()

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from domain import catalog as c
 from infra.apikeys import create_key
-from infra.changes import READ_MODELS, ChangeFeed
+from infra.changes import ChangeFeed
 from infra.embedded import free_port
 from infra.eventstore import Metadata
 from infra.payments import (
@@ -28,7 +28,7 @@ from projections.registry import all_projections
 from services import catalog_commands
 from services.api.activity import ActivityLog
 from services.catalog_commands import organization_id_by_slug
-from services.gateway import CHANGES, create_app
+from services.gateway import CHANGES, READS_FOLLOW, create_app
 from services.purchases import Purchases
 from services.seed_demo import DEMO_ORGANIZATION, SECOND_ORGANIZATION, seed_demo
 from services.stripe_sim import create_simulator
@@ -46,12 +46,12 @@ FEEDS: list[ChangeFeed] = []
 async def rebuild_read_models(pool: asyncpg.Pool) -> None:
     """Bring every read model up to the event store, as the projectors would, and return once
     every listening gateway has heard of it, so the next read sees the new rows."""
-    heard = [(feed, feed.generation(READ_MODELS)) for feed in FEEDS]
+    heard = [(feed, feed.generation(*READS_FOLLOW)) for feed in FEEDS]
     for projection in all_projections().values():
         await rebuild(pool, projection)
     for feed, before in heard:
         for _ in range(500):
-            if before is None or feed.generation(READ_MODELS) != before:
+            if before is None or feed.generation(*READS_FOLLOW) != before:
                 break
             await asyncio.sleep(0.01)
 

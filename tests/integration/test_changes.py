@@ -10,13 +10,16 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from infra.changes import API_KEYS, APPLICATION_NAME, READ_MODELS, ChangeFeed, announce
+from infra.changes import API_KEYS, APPLICATION_NAME, ChangeFeed, announce, read_model_channel
 from services.api.memo import Memo
+
+READ_MODELS = read_model_channel("availability")
+OTHER = read_model_channel("tickets")
 
 
 @pytest.fixture
 async def feed(pool: asyncpg.Pool) -> AsyncIterator[ChangeFeed]:
-    changes = ChangeFeed(pool, (READ_MODELS, API_KEYS))
+    changes = ChangeFeed(pool, (READ_MODELS, OTHER, API_KEYS))
     changes.start()
     await _until(lambda: changes.generation(READ_MODELS) is not None)
     yield changes
@@ -45,7 +48,7 @@ class Counted:
 async def test_answers_are_reused_until_a_committed_change_is_announced(
     pool: asyncpg.Pool, feed: ChangeFeed
 ) -> None:
-    memo: Memo[int] = Memo(feed, READ_MODELS, ttl=60)
+    memo: Memo[int] = Memo(feed, (READ_MODELS,), ttl=60)
     build = Counted()
     shared = await asyncio.gather(*(memo.get("availability", build) for _ in range(20)))
     assert shared == [1] * 20 and build.calls == 1
@@ -61,6 +64,12 @@ async def test_answers_are_reused_until_a_committed_change_is_announced(
     assert feed.generation(READ_MODELS) == before
     assert await memo.get("availability", build) == 1
 
+    other = feed.generation(OTHER)
+    async with pool.acquire() as conn, conn.transaction():
+        await announce(conn, OTHER)
+    await _until(lambda: feed.generation(OTHER) != other)
+    assert await memo.get("availability", build) == 1, "another read model's change"
+
     async with pool.acquire() as conn, conn.transaction():
         await announce(conn, READ_MODELS)
     await _until(lambda: feed.generation(READ_MODELS) != before)
@@ -69,7 +78,7 @@ async def test_answers_are_reused_until_a_committed_change_is_announced(
 
 
 async def test_an_answer_expires_after_its_ttl(feed: ChangeFeed) -> None:
-    memo: Memo[int] = Memo(feed, READ_MODELS, ttl=0.1)
+    memo: Memo[int] = Memo(feed, (READ_MODELS,), ttl=0.1)
     build = Counted()
     assert await memo.get("status", build) == 1
     await asyncio.sleep(0.15)
@@ -79,7 +88,7 @@ async def test_an_answer_expires_after_its_ttl(feed: ChangeFeed) -> None:
 async def test_a_change_during_a_build_is_not_hidden_by_it(
     pool: asyncpg.Pool, feed: ChangeFeed
 ) -> None:
-    memo: Memo[int] = Memo(feed, READ_MODELS, ttl=60)
+    memo: Memo[int] = Memo(feed, (READ_MODELS,), ttl=60)
     started = asyncio.Event()
     release = asyncio.Event()
     calls = 0
@@ -105,7 +114,7 @@ async def test_a_change_during_a_build_is_not_hidden_by_it(
 async def test_nothing_is_served_from_memory_while_the_listener_is_lost(
     pool: asyncpg.Pool, feed: ChangeFeed
 ) -> None:
-    memo: Memo[int] = Memo(feed, READ_MODELS, ttl=60)
+    memo: Memo[int] = Memo(feed, (READ_MODELS,), ttl=60)
     build = Counted()
     assert await memo.get("event", build) == 1
     killed = await pool.fetchval(
