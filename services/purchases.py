@@ -25,8 +25,11 @@ from infra.eventstore import (
     ConcurrencyError,
     Metadata,
     PendingAppend,
+    RecordedEvent,
     append,
+    joined_stream,
     read_stream,
+    stream_events,
 )
 from infra.payments import PaymentError, Payments, WebhookEvent
 from services import catalog_commands
@@ -39,6 +42,10 @@ UNAMBIGUOUS = "ACDEFGHJKLMNPQRTUVWXY34679"
 TICKET_CODE_LENGTH = 12
 ACCESS_CODE_LENGTH = 8
 MAX_SETTLE_ATTEMPTS = 5
+_SEEN_AND_PURCHASE = (
+    "SELECT EXISTS (SELECT 1 FROM stripe_events WHERE id = $2) AS seen, e.*"
+    " FROM (VALUES (1)) AS one (x) " + joined_stream("$1") + " ORDER BY e.version"
+)
 EVENT_INVENTORY = Kind(holds.EventInventory, holds.evolve_inventory, holds.clone_inventory)
 ATTRACTION_INVENTORY = Kind(
     holds.AttractionInventory, holds.evolve_attraction, holds.clone_attraction
@@ -164,11 +171,7 @@ class Purchases:
 
     async def load(self, token: str) -> tuple[PurchaseState | None, int]:
         """The purchase straight from its stream: never behind an acknowledged write."""
-        recorded = await read_stream(self.pool, purchasing.purchase_stream(token))
-        state = None
-        for r in recorded:
-            state = purchasing.evolve_purchase(state, r.event())
-        return state, len(recorded)
+        return _purchase_from(await read_stream(self.pool, purchasing.purchase_stream(token)))
 
     async def find(self, token: str, organization_id: int) -> tuple[PurchaseState, int]:
         if len(token) > 64:
@@ -244,11 +247,14 @@ class Purchases:
     # ---- payments ------------------------------------------------------------------------
 
     async def settle(self, event: WebhookEvent, meta: Metadata) -> str:
-        """Apply one Stripe event; returns what was done (for the log). Safe to repeat."""
+        """Apply one Stripe event once; returns what was done (for the log): `duplicate` for
+        an event id already applied. The caller records the id once this returns."""
         if event.purchase_token is None:
-            return "ignored"
+            return "duplicate" if await self.seen(event.id) else "ignored"
         for _ in range(MAX_SETTLE_ATTEMPTS):
-            state, version = await self.load(event.purchase_token)
+            seen, state, version = await self._load_unless_seen(event.purchase_token, event.id)
+            if seen:
+                return "duplicate"
             if state is None:
                 return "unknown_purchase"
             try:
@@ -317,6 +323,16 @@ class Purchases:
         await append(self.pool, [PendingAppend(purchase, version, [refunded])], meta)
         return "refunded"
 
+    async def _load_unless_seen(
+        self, token: str, stripe_event_id: str
+    ) -> tuple[bool, PurchaseState | None, int]:
+        """Whether the Stripe event was applied already, and the purchase from its stream, in
+        one round trip: Stripe sends one of these per payment, all in an on-sale's minute."""
+        rows = await self.pool.fetch(
+            _SEEN_AND_PURCHASE, purchasing.purchase_stream(token), stripe_event_id
+        )
+        return (rows[0]["seen"], *_purchase_from(stream_events(rows)))
+
     async def seen(self, stripe_event_id: str) -> bool:
         return bool(
             await self.pool.fetchval("SELECT 1 FROM stripe_events WHERE id = $1", stripe_event_id)
@@ -337,6 +353,13 @@ class Purchases:
             limit,
         )
         return [r["token"] for r in rows]
+
+
+def _purchase_from(recorded: list[RecordedEvent]) -> tuple[PurchaseState | None, int]:
+    state = None
+    for r in recorded:
+        state = purchasing.evolve_purchase(state, r.event())
+    return state, len(recorded)
 
 
 def _discounts(opened: PurchaseOpened) -> tuple[int, ...]:

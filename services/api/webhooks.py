@@ -30,8 +30,6 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         )
     except InvalidSignature:
         raise ApiError(400, "invalid_signature", "Stripe-Signature does not verify") from None
-    if await purchases.seen(event.id):
-        return json_response(WebhookReceipt(received=True, outcome="duplicate"))
     meta = Metadata(
         request_id=request_id_of(request),
         actor="stripe",
@@ -39,7 +37,8 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         correlation_id=event.purchase_token,
     )
     outcome = await purchases.settle(event, meta)
-    await purchases.mark_seen(event.id, event.type)
+    if outcome != "duplicate":
+        await purchases.mark_seen(event.id, event.type)
     return json_response(WebhookReceipt(received=True, outcome=outcome))
 
 
