@@ -9,14 +9,16 @@ INSERT ceiling of the same database measured in the same run.
     DATABASE_URL=... NATS_URL=... .venv/bin/python bench/onsale.py --buyers 5000
 
 The service runs as in compose.yaml, one `linjerum` process per component (gateway, relay,
-projector), and the Stripe simulator in a process of its own, as Stripe is someone else's
-machine (`--layout single` runs everything, simulator, mailer and sweeper included, in one
-`linjerum run` process instead). This process is the load generator. The database and the NATS
+projector) with two gateways (`--gateways`; each buyer stays with one, as behind a load
+balancer with sticky sessions; the simulator's webhooks go to the first), and the Stripe
+simulator in a process of its own, as Stripe is someone else's machine (`--layout single`
+runs everything, simulator, mailer and sweeper included, in one `linjerum run` process
+instead). This process is the load generator. The database and the NATS
 stream are the run's own and removed at the end. Traffic goes to 127.0.0.1 only; every loop is
 bounded in count and in time.
 
 A buyer whose POST /purchases is refused with 409 seats_taken or insufficient_availability
-(buyers who auto-select at the same moment are offered the same seats, and the availability
+(buyers served by different gateways can be offered the same seats, and the availability
 read model auto-select reads lags the event stream a little) selects again, at most --attempts
 times in all, then gives up. A buyer takes what auto-select offers, fewer seats than wanted
 included; none offered means sold out. For comparison, `--pick server` leaves the seats to the
@@ -463,13 +465,14 @@ class Buyers:
         self,
         args: argparse.Namespace,
         event: BenchEvent,
-        gateway: str,
+        gateways: list[str],
         simulator: str,
         token: str,
     ) -> None:
         self.args = args
         self.event = event
-        self.api = f"{gateway}/api/v1"
+        self.apis = [f"{gateway}/api/v1" for gateway in gateways]
+        self.api = self.apis[0]
         self.simulator = simulator
         self.headers = {"Authorization": f"Bearer {token}"}
         self.sale = Sale(event.capacity)
@@ -498,13 +501,15 @@ class Buyers:
             recorded.errors[f"HTTP {status}"] += 1
         return status, payload
 
-    async def _offered(self, api: aiohttp.ClientSession, wanted: int) -> list[Any] | None:
+    async def _offered(
+        self, api: aiohttp.ClientSession, base: str, wanted: int
+    ) -> list[Any] | None:
         """The seats auto-select offers (fewer than wanted near the end); None if it failed."""
         status, selection = await self._call(
             api,
             "POST /events/{slug}/seats/auto-select",
             "POST",
-            f"{self.api}/events/{SLUG}/seats/auto-select",
+            f"{base}/events/{SLUG}/seats/auto-select",
             {"ticket_type_id": self.event.ticket_type_id, "count": wanted},
         )
         if status != 200:
@@ -513,7 +518,7 @@ class Buyers:
         return list(selection["seats"])
 
     async def _select_and_open(
-        self, api: aiohttp.ClientSession, wanted: int, index: int
+        self, api: aiohttp.ClientSession, base: str, wanted: int, index: int
     ) -> dict[str, Any] | None:
         """Auto-select, then POST /purchases with the seats offered (with --pick server, no
         selection: the sales desk picks); again on a seat conflict, up to --attempts times.
@@ -529,7 +534,7 @@ class Buyers:
                 "buyer": {"name": f"Buyer {index}", "email": f"buyer{index}@example.com"},
             }
             if self.args.pick == "auto-select":
-                seats = await self._offered(api, wanted)
+                seats = await self._offered(api, base, wanted)
                 if seats is None:
                     return None
                 if not seats:
@@ -539,7 +544,7 @@ class Buyers:
                 order["selected_seats"] = {type_id: seats}
             started = time.perf_counter()
             status, created = await self._call(
-                api, "POST /purchases", "POST", f"{self.api}/purchases", order
+                api, "POST /purchases", "POST", f"{base}/purchases", order
             )
             error = created.get("error") if isinstance(created, dict) else None
             self.sale.step(f"  POST /purchases {status} {error or ''}".rstrip()).latencies.append(
@@ -564,7 +569,11 @@ class Buyers:
         return None
 
     async def _pay(
-        self, api: aiohttp.ClientSession, sim: aiohttp.ClientSession, created: dict[str, Any]
+        self,
+        api: aiohttp.ClientSession,
+        sim: aiohttp.ClientSession,
+        base: str,
+        created: dict[str, Any],
     ) -> bool:
         """The buyer pays (the simulator then sends the webhook), then polls until paid."""
         sale = self.sale
@@ -583,7 +592,7 @@ class Buyers:
         deadline = confirmed + self.args.poll_timeout
         for _ in range(self.args.max_polls):
             status, polled = await self._call(
-                api, "GET /purchases/{token}", "GET", f"{self.api}/purchases/{purchase['token']}"
+                api, "GET /purchases/{token}", "GET", f"{base}/purchases/{purchase['token']}"
             )
             if status == 200 and polled["purchase"]["paid_at"]:
                 now = time.perf_counter()
@@ -609,8 +618,10 @@ class Buyers:
         rng: random.Random,
     ) -> None:
         started = time.perf_counter()
-        created = await self._select_and_open(api, rng.randint(1, 4), index)
-        if created is not None and await self._pay(api, sim, created):
+        # A buyer stays with one gateway, as behind a load balancer with sticky sessions.
+        base = self.apis[index % len(self.apis)]
+        created = await self._select_and_open(api, base, rng.randint(1, 4), index)
+        if created is not None and await self._pay(api, sim, base, created):
             self.sale.step("buyer: first request -> paid").latencies.append(
                 time.perf_counter() - started
             )
@@ -728,11 +739,12 @@ async def prepare(settings: Settings, args: argparse.Namespace) -> Setup:
 
 async def start_service(
     settings: Settings, args: argparse.Namespace, logs: Path
-) -> tuple[list[Component], str, str]:
-    """The service's processes and the simulator; returns them, the gateway's base URL and the
-    simulator's."""
+) -> tuple[list[Component], list[str], str]:
+    """The service's processes and the simulator; returns them, the gateways' base URLs and
+    the simulator's. The simulator's webhooks go to the first gateway."""
     env = service_env(settings, log_level=args.log_level, pool_size=args.pool_size)
-    gateway_port, simulator_port = free_port(), free_port()
+    ports = [free_port() for _ in range(args.gateways if args.layout == "split" else 1)]
+    gateway_port, simulator_port = ports[0], free_port()
     hook = f"http://{HOST}:{gateway_port}/api/v1/webhooks/stripe"
     data = logs / "data"
     started: list[Component] = []
@@ -764,13 +776,15 @@ async def start_service(
                 started.append(
                     await Component.start(component, linjerum(data, component), env, logs)
                 )
-            gateway = linjerum(data, "gateway", "--host", HOST, "--port", str(gateway_port))
-            started.append(await Component.start("gateway", gateway, env, logs, ready=READY))
+            for n, port in enumerate(ports, 1):
+                gateway = linjerum(data, "gateway", "--host", HOST, "--port", str(port))
+                name = "gateway" if n == 1 else f"gateway {n}"
+                started.append(await Component.start(name, gateway, env, logs, ready=READY))
     except BaseException:
         for component in started:
             await component.stop()
         raise
-    return started, f"http://{HOST}:{gateway_port}", f"http://{HOST}:{simulator_port}"
+    return started, [f"http://{HOST}:{p}" for p in ports], f"http://{HOST}:{simulator_port}"
 
 
 async def warm_up(buyers: Buyers) -> None:
@@ -788,8 +802,9 @@ async def warm_up(buyers: Buyers) -> None:
             await response.read()
 
 
-def gateway_of(components: Sequence[Component]) -> Component:
-    return components[-1]
+def gateways_of(components: Sequence[Component]) -> list[Component]:
+    """The processes serving the API, the first one receiving the simulator's webhooks."""
+    return [c for c in components if c.name.startswith("gateway") or c.name == "linjerum-run"]
 
 
 def report(
@@ -805,7 +820,8 @@ def report(
     print(
         f"on-sale: 1 event, {capacity} seats ({args.rows} rows of {args.seats_per_row}),"
         f" {args.buyers} buyers wanting 1-4 seats each, {args.connections} connections;"
-        f" seats picked by {args.pick}; layout {args.layout}, gateway pool {args.pool_size},"
+        f" seats picked by {args.pick}; layout {args.layout} ({args.gateways} gateway process(es)),"
+        f" gateway pool {args.pool_size},"
         f" log level {args.log_level},"
         f" poll every {args.poll_interval * 1000:g} ms, {psutil.cpu_count()} cores"
     )
@@ -872,14 +888,14 @@ async def main(args: argparse.Namespace) -> None:
     async with scratch(args.data_dir, "onsale") as settings:
         setup = await prepare(settings, args)
         logs = Path(args.data_dir).resolve() / f"onsale-{database_name(settings)}"
-        components, gateway_url, simulator_url = await start_service(settings, args, logs)
+        components, gateway_urls, simulator_url = await start_service(settings, args, logs)
         profiler = None
         try:
-            buyers = Buyers(args, setup.event, gateway_url, simulator_url, setup.token)
+            buyers = Buyers(args, setup.event, gateway_urls, simulator_url, setup.token)
             await warm_up(buyers)
             cpu = Cpu({p.name: p.pid for p in components}, database_name(settings))
             if args.py_spy:
-                profiler = await Profiler.attach(gateway_of(components).pid, Path(args.py_spy))
+                profiler = await Profiler.attach(gateways_of(components)[0].pid, Path(args.py_spy))
             cpu.start()
             sale = await buyers.run()
             cpu.stop()
@@ -889,7 +905,7 @@ async def main(args: argparse.Namespace) -> None:
             for component in reversed(components):
                 await component.stop()
         if args.log_level in ("debug", "info"):
-            desk = str(gateway_of(components).count_in_log('"desk_conflict"'))
+            desk = str(sum(g.count_in_log('"desk_conflict"') for g in gateways_of(components)))
         else:
             desk = f"not observable at log level {args.log_level} (use --log-level info)"
         pool = await create_pool(settings.database_url, 2)
@@ -898,7 +914,7 @@ async def main(args: argparse.Namespace) -> None:
             events = await pool.fetchval("SELECT count(*) FROM events") - setup.events_before
         finally:
             await pool.close()
-        errors = gateway_of(components).count_in_log('"level": "error"')
+        errors = sum(g.count_in_log('"level":"error"') for g in gateways_of(components))
         report(args, setup, sale, stored, cpu, desk, events)
         if errors or args.keep_logs:
             print(f"the service's logs are kept in {logs} (the gateway logged {errors} errors)")
@@ -950,6 +966,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=180.0, help="the whole on-sale")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--layout", choices=("split", "single"), default="split")
+    parser.add_argument(
+        "--gateways", type=int, default=2, help="gateway processes (split layout), one port each"
+    )
     parser.add_argument("--pool-size", type=int, default=10, help="the gateway's DB pool")
     parser.add_argument("--log-level", default="info", help="the service's (info: as deployed)")
     parser.add_argument("--ceiling-seconds", type=float, default=3.0)

@@ -404,7 +404,7 @@ async def main(args: argparse.Namespace) -> None:
             ]
         finally:
             await gateway.stop()
-        errors = gateway.count_in_log('"level": "error"')
+        errors = gateway.count_in_log('"level":"error"')
     report(args, setup, phases)
     if errors or args.keep_logs:
         print(f"the gateway's logs are kept in {logs} (it logged {errors} errors)")
