@@ -4,6 +4,7 @@ request is validated here, field by field, before anything is held."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
@@ -151,6 +152,14 @@ def evolve_purchase(state: PurchaseState | None, event: Event) -> PurchaseState 
             state.status = "expired"
         case LatePaymentRefunded() if state:
             state.refunded, state.stripe_status = True, "refunded"
+    return state
+
+
+def replay_purchase(events: Iterable[Event]) -> PurchaseState | None:
+    """The purchase as its stream's events leave it; None for a stream with none."""
+    state = None
+    for event in events:
+        state = evolve_purchase(state, event)
     return state
 
 

@@ -124,9 +124,7 @@ class Purchases:
             )
             desk = self.desks.get(catalog.attraction_stream(attraction_id), ATTRACTION_INVENTORY)
             command = _open_attraction_purchase(req, org, draft)
-        state = None
-        for event in await desk.submit(command, meta, discount_ids):
-            state = purchasing.evolve_purchase(state, event)
+        state = purchasing.replay_purchase(await desk.submit(command, meta, discount_ids))
         assert state is not None
         if state.status == "paid":
             return state
@@ -356,10 +354,7 @@ class Purchases:
 
 
 def _purchase_from(recorded: list[RecordedEvent]) -> tuple[PurchaseState | None, int]:
-    state = None
-    for r in recorded:
-        state = purchasing.evolve_purchase(state, r.event())
-    return state, len(recorded)
+    return purchasing.replay_purchase(r.event() for r in recorded), len(recorded)
 
 
 def _discounts(opened: PurchaseOpened) -> tuple[int, ...]:

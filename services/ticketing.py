@@ -82,10 +82,8 @@ async def load_tickets(
 
 
 async def load_purchase(pool: asyncpg.Pool, token: str) -> PurchaseState | None:
-    state = None
-    for r in await read_stream(pool, purchasing.purchase_stream(token)):
-        state = purchasing.evolve_purchase(state, r.event())
-    return state
+    recorded = await read_stream(pool, purchasing.purchase_stream(token))
+    return purchasing.replay_purchase(r.event() for r in recorded)
 
 
 async def verify(pool: asyncpg.Pool, code: str, organization_id: int) -> Verdict:
