@@ -56,13 +56,19 @@ class EventInventory:
     taken_per_type: Counter[int] = field(default_factory=Counter)
     holds: dict[str, SeatsHeld] = field(default_factory=dict)
     # Kept as holds come and go, so a hold costs its own seats, not a pass over every taken one.
-    taken_per_section: Counter[int] = field(default_factory=Counter)
     taken_by_row: dict[RowKey, set[int]] = field(default_factory=dict)
 
     @property
     def ticket_types(self) -> dict[int, TicketType]:
         assert self.listing is not None
         return {t.id: t for t in self.listing.scheduled.ticket_types}
+
+    @property
+    def taken_per_section(self) -> Counter[int]:
+        per_section: Counter[int] = Counter()
+        for (section_id, _), numbers in self.taken_by_row.items():
+            per_section[section_id] += len(numbers)
+        return per_section
 
 
 def evolve_inventory(state: EventInventory, event: Event) -> EventInventory:
@@ -72,7 +78,6 @@ def evolve_inventory(state: EventInventory, event: Event) -> EventInventory:
         case SeatsHeld():
             for seat in event.seats:
                 state.taken[seat_key(seat)] = event.purchase_token
-                state.taken_per_section[seat.section_id] += 1
                 state.taken_by_row.setdefault((seat.section_id, seat.row), set()).add(
                     seat.seat_number
                 )
@@ -81,7 +86,6 @@ def evolve_inventory(state: EventInventory, event: Event) -> EventInventory:
         case SeatsReleased():
             for seat in event.seats:
                 if state.taken.pop(seat_key(seat), None) is not None:
-                    state.taken_per_section[seat.section_id] -= 1
                     state.taken_by_row[(seat.section_id, seat.row)].discard(seat.seat_number)
             state.taken_per_type.subtract(event.counts)
             state.holds.pop(event.purchase_token, None)
@@ -95,7 +99,6 @@ def clone_inventory(state: EventInventory) -> EventInventory:
         taken=dict(state.taken),
         taken_per_type=Counter(state.taken_per_type),
         holds=dict(state.holds),
-        taken_per_section=Counter(state.taken_per_section),
         taken_by_row={row: set(numbers) for row, numbers in state.taken_by_row.items()},
     )
 

@@ -4,6 +4,7 @@ an event on the ticket's stream, so N gates scanning one ticket at once admit ex
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
@@ -89,6 +90,14 @@ def evolve_ticket(state: TicketState | None, event: Event) -> TicketState | None
         case AttendeeUpdated() if state:
             state.holder_name, state.holder_email = event.name, event.email
             state.personalized = event.name is not None
+    return state
+
+
+def replay_ticket(events: Iterable[Event]) -> TicketState | None:
+    """The ticket as its stream's events leave it; None before it is issued."""
+    state = None
+    for event in events:
+        state = evolve_ticket(state, event)
     return state
 
 

@@ -69,8 +69,8 @@ class ChangeFeed:
             conn.add_termination_listener(self._on_lost)
             for channel in self._channels:
                 await conn.add_listener(channel, self._on_notify)
-            # Whatever was cached before the listener was up may predate a change.
-            self._bump_all()
+            # Nothing is kept while not live, and going dark moved every generation on: what
+            # was cached before an outage is never served after it.
             self._live = True
             while not conn.is_closed():
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
@@ -108,8 +108,5 @@ class ChangeFeed:
 
     def _go_dark(self) -> None:
         self._live = False
-        self._bump_all()
-
-    def _bump_all(self) -> None:
         for channel in self._generations:
             self._generations[channel] += 1

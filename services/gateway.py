@@ -17,7 +17,6 @@ from infra.apikeys import DEFAULT_RATE_LIMIT
 from infra.changes import API_KEYS, ChangeFeed, read_model_channel
 from projections.availability import AvailabilityProjection
 from projections.catalog import CatalogProjection
-from projections.registry import ensure_read_models
 from services.api import (
     availability,
     catalog_reads,
@@ -175,7 +174,6 @@ def partner_routes() -> Iterable[Route]:
 
 
 async def _start(app: web.Application) -> None:
-    await ensure_read_models(app[POOL])
     app[CHANGES].start()
 
 
@@ -191,7 +189,6 @@ def create_app(
     app[POOL] = pool
     app[CHANGES] = changes
     app[SNAPSHOTS] = Memo(changes, READS_FOLLOW, ttl=SNAPSHOT_SECONDS)
-    app[seating.SEATING] = Memo(changes, READS_FOLLOW, ttl=SNAPSHOT_SECONDS)
     app[seating.OFFERS] = SeatOffers()
     app[ACCESS] = AccessControl(pool, Memo(changes, (API_KEYS,), ttl=KEY_SECONDS))
     app[ACTIVITY] = activity

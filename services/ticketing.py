@@ -74,10 +74,7 @@ async def load_tickets(
     loaded = {}
     for ticket_id in ticket_ids:
         recorded = streams.get(tickets.ticket_stream(ticket_id), [])
-        state = None
-        for r in recorded:
-            state = tickets.evolve_ticket(state, r.event())
-        loaded[ticket_id] = (state, len(recorded))
+        loaded[ticket_id] = (tickets.replay_ticket(r.event() for r in recorded), len(recorded))
     return loaded
 
 
@@ -93,10 +90,8 @@ async def verify(pool: asyncpg.Pool, code: str, organization_id: int) -> Verdict
     if not rows or rows[0]["organization_id"] != organization_id:
         raise NotFound("ticket not found", "code")
     row = rows[0]
-    ticket = None
     recorded = stream_events(rows)
-    for r in recorded:
-        ticket = tickets.evolve_ticket(ticket, r.event())
+    ticket = tickets.replay_ticket(r.event() for r in recorded)
     if ticket is not None:
         reason = tickets.admission(ticket, datetime.now(UTC))
         return Verdict(reason, row["ticket_id"], row["code"], ticket, len(recorded))

@@ -264,10 +264,8 @@ def documented(route: Route) -> bool:
 
 def uses_etag(route: Route) -> bool:
     """A handler that answers with a snapshot sends an ETag and honours If-None-Match."""
-    handler = inspect.unwrap(route.handler)
-    names = (
-        set(getattr(handler, "__code__", None).co_names) if hasattr(handler, "__code__") else set()
-    )
+    code = getattr(inspect.unwrap(route.handler), "__code__", None)
+    names = set(code.co_names) if code is not None else set()
     return route.method == "GET" and bool(names & {"cached_json", "snapshot"})
 
 

@@ -52,15 +52,13 @@ class Memo(Generic[V]):
         return await asyncio.shield(building)
 
     def _finished(
-        self, key: Hashable, slot: tuple[Hashable, int], task: asyncio.Task[V], started: float
+        self, key: Hashable, slot: tuple[Hashable, int], task: asyncio.Future[V], started: float
     ) -> None:
-        del self._building[slot]
-        if not task.cancelled() and task.exception() is None:
-            self._keep(key, task.result(), slot[1], started)
-
-    def _keep(self, key: Hashable, value: V, generation: int, started: float) -> None:
         """Kept with the generation it was built at: a value read before a change is never
         served after it (generations only grow)."""
+        del self._building[slot]
+        if task.cancelled() or task.exception() is not None:
+            return
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
-        self._entries[key] = _Entry(value, generation, started + self._ttl)
+        self._entries[key] = _Entry(task.result(), slot[1], started + self._ttl)

@@ -22,14 +22,12 @@ from domain.catalog import MAX_PER_PURCHASE, Section, TicketType
 from domain.errors import InvalidCommand
 from domain.inventory import SeatRef
 from services.api import readmodel as rm
-from services.api.context import organization_of, pool_of
+from services.api.context import organization_of, pool_of, snapshots_of
 from services.api.errors import from_domain, invalid_request, not_found
 from services.api.http import json_response, parse_body
-from services.api.memo import Memo
 from services.api.offers import SeatOffers
 from services.api.routes import Route
 
-SEATING: web.AppKey[Memo] = web.AppKey("seating", Memo)
 OFFERS: web.AppKey[SeatOffers] = web.AppKey("offers", SeatOffers)
 MAX_NEAR = 100  # a buyer's selection is a purchase or two; this bounds the scoring work
 TYPE_ID = re.compile(r"^[1-9][0-9]{0,17}$")  # canonical, so two keys never name one type
@@ -78,8 +76,9 @@ async def _event(request: web.Request) -> _Event:
     """The caller's published (or cancelled) event; 404 for a draft or another's event."""
     organization_id = organization_of(request)
     slug = request.match_info["slug"]
-    return await request.app[SEATING].get(
-        (organization_id, slug), lambda: _load_event(pool_of(request), organization_id, slug)
+    return await snapshots_of(request).get(
+        ("seating", organization_id, slug),
+        lambda: _load_event(pool_of(request), organization_id, slug),
     )
 
 
