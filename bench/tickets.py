@@ -137,7 +137,7 @@ async def prepare(database_url: str, args: argparse.Namespace) -> Setup:
                 flush=True,
             )
         finally:
-            await sales.desks.close()
+            await sales.close()
         await rebuild_read_models(pool)
         half = args.purchases // 2
         pdfs = min(args.max_pdfs, (args.purchases - half) * args.tickets_per_purchase) + half

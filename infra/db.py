@@ -21,11 +21,12 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     The default reset would add a query to every acquire, doubling the cost of a cheap read."""
 
 
-async def create_pool(database_url: str, size: int = 10) -> asyncpg.Pool:
-    """A pool whose connections are ready for the event store (no per-query set-up)."""
+async def create_pool(database_url: str, size: int = 10, *, opened: int = 1) -> asyncpg.Pool:
+    """A pool whose connections are ready for the event store (no per-query set-up); `opened`
+    of them are connected at once, the others when first needed."""
     pool = await asyncpg.create_pool(
         database_url,
-        min_size=1,
+        min_size=opened,
         max_size=size,
         reset=_keep_session,
         command_timeout=60,

@@ -30,15 +30,44 @@ def _json(event_dict: dict[str, Any], **_: Any) -> bytes:
     return _SECRET.sub(rb"\1[redacted]", _encoder.encode(event_dict))
 
 
+def _json_text(_: Any, __: str, event_dict: dict[str, Any]) -> str:
+    return _json(event_dict).decode()
+
+
+# Libraries whose info lines repeat, per request, what the service logs itself (the Stripe SDK
+# logs every API call twice): they speak from warning up.
+_CHATTY = ("stripe",)
+
+
 def configure_logging(level: str = "info") -> None:
+    """structlog for the service's own lines; the standard library's (asyncpg, aiohttp, the
+    Stripe SDK) are rendered the same way, as JSON with the request id and masked secrets."""
     log_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    logging.basicConfig(stream=sys.stderr, level=log_level, format="%(message)s")
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact_keys,
+    ]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                _json_text,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(log_level)
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(max(log_level, logging.WARNING))
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact_keys,
+            *shared,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(serializer=_json),
         ],

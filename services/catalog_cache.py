@@ -1,10 +1,16 @@
 """The immutable parts of the catalog, read once per process: organizations, venues, events
 as scheduled, attractions as opened and who claimed a slug or code. No event changes them after
-registration (a claim is never withdrawn), so a cache without expiry is exact."""
+registration (a claim is never withdrawn), so a cache without expiry is exact.
+
+Concurrent misses for one entry share one read: when an on-sale opens, the first few hundred
+buyers all miss at the same moment, and a read each would queue them all for connections."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -15,6 +21,7 @@ from domain.purchasing import PurchaseOpened
 from infra.eventstore import read_stream
 from services import catalog_commands
 
+T = TypeVar("T")
 _scheduled = msgspec.json.Decoder(catalog.EventScheduled)
 _attraction = msgspec.json.Decoder(catalog.AttractionOpened)
 
@@ -22,42 +29,49 @@ _attraction = msgspec.json.Decoder(catalog.AttractionOpened)
 class Catalog:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self._organizations: dict[int, catalog.OrganizationRegistered] = {}
-        self._venues: dict[int, catalog.VenueRegistered] = {}
-        self._schedules: dict[int, catalog.EventScheduled] = {}
-        self._attractions: dict[int, catalog.AttractionOpened] = {}
-        self._owners: dict[str, int] = {}
+        self._known: dict[tuple[str, object], Any] = {}
+        self._reading: dict[tuple[str, object], asyncio.Task[Any]] = {}
+
+    async def _once(self, key: tuple[str, object], read: Callable[[], Awaitable[T]]) -> T:
+        """The entry, read at most once at a time; only a found entry (not None) is kept, so
+        memory stays bounded by what exists, whatever slugs and codes callers try."""
+        if key in self._known:
+            return self._known[key]  # type: ignore[no-any-return]
+        task = self._reading.get(key)
+        if task is None:
+            task = self._reading[key] = asyncio.ensure_future(read())
+            task.add_done_callback(lambda _: self._reading.pop(key, None))
+        value: T = await asyncio.shield(task)
+        if value is not None:
+            self._known[key] = value
+        return value
 
     async def owner(self, claim: str) -> int | None:
-        """The id that won a natural key; only a found owner is kept, so memory stays bounded
-        by what exists, whatever codes buyers try."""
-        owner = self._owners.get(claim)
-        if owner is None:
-            owner = await catalog_commands.owner_of(self.pool, claim)
-            if owner is not None:
-                self._owners[claim] = owner
-        return owner
+        """The id that won a natural key, or None while nobody has claimed it."""
+        return await self._once(
+            ("owner", claim), lambda: catalog_commands.owner_of(self.pool, claim)
+        )
 
     async def organization(self, organization_id: int) -> catalog.OrganizationRegistered:
-        if organization_id not in self._organizations:
-            events = await read_stream(self.pool, catalog.organization_stream(organization_id))
-            registered = events[0].event()
-            assert isinstance(registered, catalog.OrganizationRegistered)
-            self._organizations[organization_id] = registered
-        return self._organizations[organization_id]
+        return await self._once(
+            ("organization", organization_id), lambda: self._organization(organization_id)
+        )
+
+    async def _organization(self, organization_id: int) -> catalog.OrganizationRegistered:
+        events = await read_stream(self.pool, catalog.organization_stream(organization_id))
+        registered = events[0].event()
+        assert isinstance(registered, catalog.OrganizationRegistered)
+        return registered
 
     async def scheduled(self, event_id: int) -> catalog.EventScheduled:
         """The event as scheduled (dates, venue): its stream's first event."""
-        if event_id not in self._schedules:
-            data = await self.pool.fetchval(
-                "SELECT data::text FROM events WHERE stream_id = $1 AND version = 1"
-                " AND type = 'EventScheduled'",
-                catalog.event_stream(event_id),
-            )
-            if data is None:
-                raise NotFound("event not found", "event_slug")
-            self._schedules[event_id] = _scheduled.decode(data)
-        return self._schedules[event_id]
+        scheduled = await self._once(
+            ("event", event_id),
+            lambda: self._first(catalog.event_stream(event_id), "EventScheduled", _scheduled),
+        )
+        if scheduled is None:
+            raise NotFound("event not found", "event_slug")
+        return scheduled
 
     async def times(self, opened: PurchaseOpened) -> tuple[datetime | None, datetime | None]:
         if opened.event_id is None:
@@ -66,21 +80,31 @@ class Catalog:
         return scheduled.event_date, scheduled.event_end_date
 
     async def venue(self, venue_id: int) -> catalog.VenueRegistered:
-        if venue_id not in self._venues:
-            self._venues[venue_id] = await catalog_commands.load_venue(self.pool, venue_id)
-        return self._venues[venue_id]
+        return await self._once(
+            ("venue", venue_id), lambda: catalog_commands.load_venue(self.pool, venue_id)
+        )
 
     async def sections_of_event(self, event_id: int) -> list[catalog.Section]:
         return (await self.venue((await self.scheduled(event_id)).venue_id)).sections
 
     async def attraction(self, attraction_id: int) -> catalog.AttractionOpened:
-        if attraction_id not in self._attractions:
-            data = await self.pool.fetchval(
-                "SELECT data::text FROM events WHERE stream_id = $1 AND version = 1"
-                " AND type = 'AttractionOpened'",
-                catalog.attraction_stream(attraction_id),
-            )
-            if data is None:
-                raise NotFound("attraction not found", "attraction_slug")
-            self._attractions[attraction_id] = _attraction.decode(data)
-        return self._attractions[attraction_id]
+        opened = await self._once(
+            ("attraction", attraction_id),
+            lambda: self._first(
+                catalog.attraction_stream(attraction_id), "AttractionOpened", _attraction
+            ),
+        )
+        if opened is None:
+            raise NotFound("attraction not found", "attraction_slug")
+        return opened
+
+    async def _first(
+        self, stream_id: str, event_type: str, decoder: msgspec.json.Decoder[T]
+    ) -> T | None:
+        """A stream's first event when it is of `event_type` (the registration)."""
+        data = await self.pool.fetchval(
+            "SELECT data::text FROM events WHERE stream_id = $1 AND version = 1 AND type = $2",
+            stream_id,
+            event_type,
+        )
+        return None if data is None else decoder.decode(data)

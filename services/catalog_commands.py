@@ -34,21 +34,42 @@ async def allocate_ids(pool: Pool, count: int) -> list[int]:
 
 class IdReserve:
     """Ids drawn from the sequence a block at a time: a purchase needs one per ticket, and a
-    query per purchase for them would be one more round trip on the hottest path. Ids of a
-    block a process never hands out are simply never used."""
+    query per purchase for them would be one more round trip on the hottest path. The next
+    block is fetched while half of the current one is left, so no purchase waits for it. Ids of
+    a block a process never hands out are simply never used."""
 
     def __init__(self, pool: Pool, block: int = ID_BLOCK) -> None:
         self._pool = pool
         self._block = block
         self._ids: deque[int] = deque()
-        self._refill = asyncio.Lock()
+        self._refill: asyncio.Task[None] | None = None
 
     async def take(self, count: int) -> list[int]:
-        if len(self._ids) < count:
-            async with self._refill:
-                if len(self._ids) < count:
-                    self._ids.extend(await allocate_ids(self._pool, max(self._block, count)))
-        return [self._ids.popleft() for _ in range(count)]
+        while len(self._ids) < count:
+            await self._refilling(max(self._block, count))
+        taken = [self._ids.popleft() for _ in range(count)]
+        self.prefetch()
+        return taken
+
+    def prefetch(self) -> None:
+        """Fetch the next block in the background when half of this one is gone."""
+        if len(self._ids) < self._block // 2:
+            self._refilling(self._block)
+
+    def _refilling(self, count: int) -> asyncio.Task[None]:
+        if self._refill is None or self._refill.done():
+            self._refill = asyncio.create_task(self._fill(count))
+            self._refill.add_done_callback(_retrieved)
+        return self._refill
+
+    async def _fill(self, count: int) -> None:
+        self._ids.extend(await allocate_ids(self._pool, count))
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """A refill nobody waited for may fail quietly: the next take() tries again and raises."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def owner_of(pool: Pool, claim: str) -> int | None:

@@ -73,6 +73,11 @@ class Session:
 Command = Callable[[Session], Decision]
 
 
+def _look(_: Session) -> Decision:
+    """A command that decides nothing: the batch it joins reads the stream first if stale."""
+    return Decision({})
+
+
 @dataclass
 class _Job:
     command: Command
@@ -103,6 +108,23 @@ class Desk(Generic[S]):
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work())
         return await future
+
+    def forecast(self, command: Command) -> Decision | None:
+        """What `command` would decide on the state as last stored, changing nothing: None when
+        it would be refused or the desk has not read its stream yet. Only a guess (another
+        process may have sold the seats since): `submit` decides."""
+        if self.cached.version == 0:
+            return None
+        try:
+            return command(Session(self.cached, self.discounts))
+        except Exception:
+            return None
+
+    async def ready(self) -> None:
+        """Reads the stream if the desk never has (through the queue: only the worker changes
+        the cached state), so that the first buyers get a forecast too."""
+        if self.cached.version == 0:
+            await self.submit(_look, Metadata())
 
     async def close(self) -> None:
         if self._worker is not None:
@@ -172,10 +194,14 @@ class Desk(Generic[S]):
             self._stale = False
             self.cached = state
             self.discounts.update(codes)
+            # A caller may have stopped waiting (its request was cancelled): what it decided is
+            # stored all the same, and the others still get their answers.
             for job, decision in decided:
-                job.future.set_result(decision.result)
+                if not job.future.done():
+                    job.future.set_result(decision.result)
             for job, exc in refused:
-                job.future.set_exception(exc)
+                if not job.future.done():
+                    job.future.set_exception(exc)
             return
         raise ConcurrencyError(self.stream_id, f"gave up after {MAX_ATTEMPTS} attempts")
 
@@ -230,6 +256,8 @@ class Desk(Generic[S]):
                     stream, version, [e for e, _ in pairs], metadata=[m for _, m in pairs]
                 )
             )
+        if not appends:
+            return
         versions = await append(self._pool, appends, decided[0][0].metadata)
         state.version = versions.get(self.stream_id, state.version)
         for stream, version in versions.items():

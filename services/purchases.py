@@ -4,8 +4,9 @@ are the domain's; this module finds the aggregates, queues at their desks and ta
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,8 @@ from domain.events import Event
 from domain.inventory import AttractionTicketsHeld, HeldSeat, SeatRef, SeatsHeld
 from domain.pricing import price_basket
 from domain.purchasing import PurchaseOpened, PurchaseRequest, PurchaseState
+from infra.append_batcher import AppendBatcher
+from infra.codes import random_code
 from infra.eventstore import (
     NO_STREAM,
     ConcurrencyError,
@@ -31,10 +34,10 @@ from infra.eventstore import (
     read_stream,
     stream_events,
 )
-from infra.payments import PaymentError, Payments, WebhookEvent
+from infra.payments import PaymentError, PaymentIntentRef, Payments, WebhookEvent
 from services import catalog_commands
 from services.catalog_cache import Catalog
-from services.desk import Decision, Desks, Kind, Session
+from services.desk import Command, Decision, Desk, Desks, Kind, Session
 
 log = structlog.get_logger(__name__)
 
@@ -60,8 +63,13 @@ class StripeFailed(DomainError):
     code = "stripe_error"
 
 
+class PriceMoved(Exception):
+    """The desk priced the purchase differently from its forecast (an early-bird price ended
+    in between): the intent created for the forecast does not fit."""
+
+
 def _code(length: int) -> str:
-    return "".join(secrets.choice(UNAMBIGUOUS) for _ in range(length))
+    return random_code(UNAMBIGUOUS, length)
 
 
 class Purchases:
@@ -72,21 +80,55 @@ class Purchases:
         *,
         publishable_key: str | None = None,
         hold_minutes: float = 30.0,
+        writer: asyncpg.Pool | None = None,
     ) -> None:
+        """`writer`: connections for the desks, the recorder and ticket ids alone, so the
+        appends that hold seats and record payments never queue behind reads for a
+        connection."""
         self.pool = pool
         self.payments = payments
         self.publishable_key = publishable_key
-        self.desks = Desks(pool)
+        self.desks = Desks(writer or pool)
+        self.recorder = AppendBatcher(writer or pool)
         self.catalog = Catalog(pool)
-        self.ids = catalog_commands.IdReserve(pool)
+        self.ids = catalog_commands.IdReserve(writer or pool)
         self.hold = timedelta(minutes=hold_minutes)
+        self._background: set[asyncio.Future[None]] = set()
+        self._expected: set[tuple[int, str]] = set()
+
+    async def close(self) -> None:
+        """At shutdown, once the gateway takes no more requests."""
+        await self.desks.close()
+        await self.recorder.close()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     # ---- opening -------------------------------------------------------------------------
+
+    def expect(self, organization_id: int, event_slug: str) -> None:
+        """A buyer asking for seats is about to buy them: what a purchase of the event needs
+        (catalog entries, the desk's state, a block of ticket ids) is read now, in the
+        background, rather than by the first few hundred purchases of an on-sale at once."""
+        key = (organization_id, event_slug)
+        if key not in self._expected:
+            self._expected.add(key)
+            self._in_background(self._prepare(organization_id, event_slug))
+
+    async def _prepare(self, organization_id: int, event_slug: str) -> None:
+        try:
+            org = await self.catalog.organization(organization_id)
+            event_id = await self._owner(org, "event", event_slug, "event_slug")
+            await self.catalog.sections_of_event(event_id)
+            self.ids.prefetch()
+            await self.desks.get(catalog.event_stream(event_id), EVENT_INVENTORY).ready()
+        except Exception as exc:
+            self._expected.discard((organization_id, event_slug))
+            log.info("purchase_preparation_failed", event_slug=event_slug, error=repr(exc))
 
     async def place(
         self, req: PurchaseRequest, organization_id: int, api_key_id: int | None, meta: Metadata
     ) -> PurchaseState:
         """Hold, open and (when there is something to pay) create the PaymentIntent."""
+
         purchasing.validate_request(req)
         org = await self.catalog.organization(organization_id)
         discount_id = None
@@ -97,10 +139,44 @@ class Purchases:
             discount_id = await self.catalog.owner(claim)
             if discount_id is None:
                 raise discounts.InvalidDiscountCode("unknown discount code", "discount_code")
-        count = sum(req.quantities.values())
-        ids = await self.ids.take(count)
+        discount_ids = (discount_id,) if discount_id else ()
+        if req.event_slug is not None:
+            event_id = await self._owner(org, "event", req.event_slug, "event_slug")
+            sections = await self.catalog.sections_of_event(event_id)
+            desk = self.desks.get(catalog.event_stream(event_id), EVENT_INVENTORY)
+
+            def opening(draft: Draft) -> Command:
+                return _open_event_purchase(req, org, draft, sections)
+        else:
+            assert req.attraction_slug is not None
+            attraction_id = await self._owner(
+                org, "attraction", req.attraction_slug, "attraction_slug"
+            )
+            desk = self.desks.get(catalog.attraction_stream(attraction_id), ATTRACTION_INVENTORY)
+
+            def opening(draft: Draft) -> Command:
+                return _open_attraction_purchase(req, org, draft)
+
+        command = opening(await self._draft(req, api_key_id, discount_id))
+        await desk.ready()
+        forecast = desk.forecast(command)
+        if forecast is not None and self._can_charge(forecast.result[0]):
+            try:
+                return await self._pay_first(desk, command, forecast.result[0], meta, discount_ids)
+            except PriceMoved:
+                command = opening(await self._draft(req, api_key_id, discount_id))
+        state = purchasing.replay_purchase(await desk.submit(command, meta, discount_ids))
+        assert state is not None
+        if state.status == "paid":
+            return state
+        return await self._take_payment(state, meta)
+
+    async def _draft(
+        self, req: PurchaseRequest, api_key_id: int | None, discount_id: int | None
+    ) -> Draft:
+        ids = await self.ids.take(sum(req.quantities.values()))
         now = datetime.now(UTC)
-        draft = Draft(
+        return Draft(
             token=secrets.token_urlsafe(18),
             ticket_ids=ids,
             codes=[_code(TICKET_CODE_LENGTH) for _ in ids],
@@ -111,24 +187,6 @@ class Purchases:
             api_key_id=api_key_id,
             discount_id=discount_id,
         )
-        discount_ids = (discount_id,) if discount_id else ()
-        if req.event_slug is not None:
-            event_id = await self._owner(org, "event", req.event_slug, "event_slug")
-            sections = await self.catalog.sections_of_event(event_id)
-            desk = self.desks.get(catalog.event_stream(event_id), EVENT_INVENTORY)
-            command = _open_event_purchase(req, org, draft, sections)
-        else:
-            assert req.attraction_slug is not None
-            attraction_id = await self._owner(
-                org, "attraction", req.attraction_slug, "attraction_slug"
-            )
-            desk = self.desks.get(catalog.attraction_stream(attraction_id), ATTRACTION_INVENTORY)
-            command = _open_attraction_purchase(req, org, draft)
-        state = purchasing.replay_purchase(await desk.submit(command, meta, discount_ids))
-        assert state is not None
-        if state.status == "paid":
-            return state
-        return await self._take_payment(state, meta)
 
     async def _owner(
         self, org: catalog.OrganizationRegistered, kind: str, slug: str, field: str
@@ -138,13 +196,62 @@ class Purchases:
             raise NotFound(f"{kind} not found", field)
         return owner
 
+    def _can_charge(self, opened: PurchaseOpened) -> bool:
+        """Whether Stripe takes this purchase's payment: there is something to pay, and the
+        service and the organization can take payments."""
+        return (
+            self.payments is not None
+            and opened.stripe_account_id is not None
+            and opened.pricing.total_cents > 0
+        )
+
+    async def _pay_first(
+        self,
+        desk: Desk[Any],
+        command: Command,
+        forecast: PurchaseOpened,
+        meta: Metadata,
+        discount_ids: tuple[int, ...],
+    ) -> PurchaseState:
+        """When the desk's last stored state says the purchase will go through, the
+        PaymentIntent is created first and recorded in the append that holds the seats: one
+        commit on the buyer's way instead of two. Should the desk refuse after all (another
+        process sold the seats), the intent, which no buyer has seen, is cancelled."""
+
+        intent = await self._create_intent(forecast)
+        try:
+            events = await desk.submit(
+                _paying_with(command, intent, forecast.pricing.total_cents), meta, discount_ids
+            )
+        except BaseException:
+            self._abandon(intent.id)
+            raise
+        state = purchasing.replay_purchase(events)
+        assert state is not None
+        return state
+
     async def _take_payment(self, state: PurchaseState, meta: Metadata) -> PurchaseState:
+        """The PaymentIntent for a purchase already opened; its hold is released when Stripe
+        cannot be reached."""
         opened = state.opened
-        if self.payments is None or opened.stripe_account_id is None:
+        if not self._can_charge(opened):
             await self.release(opened.token, "payment_processing_unavailable", meta)
             raise PaymentProcessingUnavailable("payments are not configured")
         try:
-            intent = await self.payments.create_intent(
+            intent = await self._create_intent(opened)
+        except StripeFailed:
+            await self.release(opened.token, "stripe_error", meta)
+            raise
+        created = _intent_created(opened, intent)
+        await self.recorder.append(
+            [PendingAppend(purchasing.purchase_stream(opened.token), 1, [created])], meta
+        )
+        return purchasing.evolve_purchase(state, created) or state
+
+    async def _create_intent(self, opened: PurchaseOpened) -> PaymentIntentRef:
+        assert self.payments is not None and opened.stripe_account_id is not None
+        try:
+            return await self.payments.create_intent(
                 purchase_token=opened.token,
                 amount_cents=opened.pricing.total_cents,
                 currency=opened.pricing.currency.lower(),
@@ -153,17 +260,24 @@ class Purchases:
             )
         except PaymentError as exc:
             log.warning("payment_intent_failed", token=opened.token, error=str(exc))
-            await self.release(opened.token, "stripe_error", meta)
             raise StripeFailed("the payment could not be started; nothing was held") from None
-        created = purchasing.PaymentIntentCreated(
-            token=opened.token, intent_id=intent.id, client_secret=intent.client_secret
-        )
-        await append(
-            self.pool,
-            [PendingAppend(purchasing.purchase_stream(opened.token), 1, [created])],
-            meta,
-        )
-        return purchasing.evolve_purchase(state, created) or state
+
+    def _abandon(self, intent_id: str) -> None:
+        """Cancels an intent no buyer was given, in the background (best effort: one left
+        behind can never be paid, as nobody has its client secret)."""
+        self._in_background(self._cancel_intent(intent_id))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _cancel_intent(self, intent_id: str) -> None:
+        assert self.payments is not None
+        try:
+            await self.payments.cancel_intent(intent_id)
+        except PaymentError as exc:
+            log.warning("payment_intent_cancel_failed", intent_id=intent_id, error=str(exc))
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -187,10 +301,7 @@ class Purchases:
             token, "cancelled", meta, decide=lambda s: purchasing.cancel(s, "cancelled")
         )
         if state.intent_id and self.payments is not None:
-            try:
-                await self.payments.cancel_intent(state.intent_id)
-            except PaymentError as exc:
-                log.warning("payment_intent_cancel_failed", token=token, error=str(exc))
+            await self._cancel_intent(state.intent_id)
 
     async def expire(self, token: str, meta: Metadata) -> bool:
         now = datetime.now(UTC)
@@ -276,14 +387,14 @@ class Purchases:
                     PendingAppend(s, version if s == stream else NO_STREAM, events)
                     for s, events in paid.items()
                 ]
-                await append(self.pool, appends, meta)
+                await self.recorder.append(appends, meta)
                 return "paid"
             return await self._late_payment(state, version, event.intent_id, meta)
         if event.type == "payment_intent.payment_failed" and state.status == "pending_payment":
             failed = purchasing.PaymentFailed(
                 token=token, intent_id=event.intent_id, reason=f"payment {event.status}"
             )
-            await append(self.pool, [PendingAppend(stream, version, [failed])], meta)
+            await self.recorder.append([PendingAppend(stream, version, [failed])], meta)
             return "payment_failed"
         return "ignored"
 
@@ -351,6 +462,28 @@ class Purchases:
             limit,
         )
         return [r["token"] for r in rows]
+
+
+def _intent_created(
+    opened: PurchaseOpened, intent: PaymentIntentRef
+) -> purchasing.PaymentIntentCreated:
+    return purchasing.PaymentIntentCreated(
+        token=opened.token, intent_id=intent.id, client_secret=intent.client_secret
+    )
+
+
+def _paying_with(command: Command, intent: PaymentIntentRef, amount_cents: int) -> Command:
+    """`command`, with the intent created for its forecast recorded in the purchase it opens."""
+
+    def decide(session: Session) -> Decision:
+        decision = command(session)
+        opened = decision.result[0]
+        if opened.pricing.total_cents != amount_cents:
+            raise PriceMoved(opened.token)
+        decision.result.append(_intent_created(opened, intent))
+        return decision
+
+    return decide
 
 
 def _purchase_from(recorded: list[RecordedEvent]) -> tuple[PurchaseState | None, int]:

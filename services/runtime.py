@@ -41,6 +41,10 @@ from services.ticket_documents import Documents
 log = structlog.get_logger(__name__)
 
 DEMO_KEY_FILE = "demo-api-key"
+# The sales desks', the payment recorder's and the ticket ids' own connections
+# (services/purchases.py), connected at start: an on-sale's first buyers do not wait for a
+# connection to be opened.
+WRITER_CONNECTIONS = 3
 
 
 @contextlib.asynccontextmanager
@@ -195,11 +199,13 @@ async def _serve(
 ) -> None:
     """The components' tasks, until one fails or all are cancelled."""
     payments = Payments.from_settings(live)
+    writer = await create_pool(live.database_url, WRITER_CONNECTIONS, opened=WRITER_CONNECTIONS)
     sales = Purchases(
         pool,
         payments,
         publishable_key=payments.publishable_key,
         hold_minutes=live.hold_minutes,
+        writer=writer,
     )
     documents = _documents(live, pool, sales, renderer)
     work = []
@@ -227,5 +233,6 @@ async def _serve(
             if not task.done() and not task.cancelling():
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await sales.desks.close()
+        await sales.close()
         await payments.close()
+        await writer.close()

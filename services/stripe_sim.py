@@ -46,7 +46,6 @@ import hashlib
 import hmac
 import json
 import re
-import secrets
 import string
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -57,6 +56,8 @@ import aiohttp
 import stripe
 import structlog
 from aiohttp import web
+
+from infra.codes import random_code
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +84,7 @@ _REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"}
 
 
 def _new_id(prefix: str, length: int = 24) -> str:
-    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    return prefix + random_code(_ALPHABET, length)
 
 
 def _now() -> int:

@@ -22,7 +22,7 @@ from domain.catalog import MAX_PER_PURCHASE, Section, TicketType
 from domain.errors import InvalidCommand
 from domain.inventory import SeatRef
 from services.api import readmodel as rm
-from services.api.context import organization_of, pool_of, snapshots_of
+from services.api.context import PURCHASES, organization_of, pool_of, snapshots_of
 from services.api.errors import from_domain, invalid_request, not_found
 from services.api.http import json_response, parse_body
 from services.api.offers import SeatOffers
@@ -130,6 +130,7 @@ async def auto_select(request: web.Request) -> web.Response:
             event.sections, ticket_type.section_ids, event.taken, body.count, body.near
         )
     offers.offer(event.id, map(seating.seat_key, seats))
+    request.app[PURCHASES].expect(organization_of(request), request.match_info["slug"])
     return json_response(AutoSelection(seats=seats, count=len(seats), requested=body.count))
 
 

@@ -119,7 +119,7 @@ async def serve(
         await client.start_server()
         clients.append(client)
         FEEDS.append(app[CHANGES])
-        closing.extend([sales.desks.close, payments.close])
+        closing.extend([sales.close, payments.close])
         return client
 
     yield start

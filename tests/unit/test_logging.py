@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import sys
 from collections.abc import Iterator
 
@@ -20,6 +21,8 @@ STRIPE_SECRET = "sk_test_51Hk" + "z" * 20
 @pytest.fixture
 def lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.BytesIO]:
     before = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     written = io.BytesIO()
     # Kept referenced: a collected wrapper would close the buffer under the logger.
     stderr = io.TextIOWrapper(written, write_through=True)
@@ -27,6 +30,7 @@ def lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.BytesIO]:
     configure_logging("info")
     yield written
     structlog.configure(**before)
+    root.handlers, root.level = handlers, level
     stderr.detach()
 
 
@@ -52,3 +56,22 @@ def test_secrets_are_masked_wherever_they_appear(lines: io.BytesIO) -> None:
     assert records[0]["password"] == records[0]["token"] == "[redacted]"
     assert records[1]["error"].endswith("sk_test_[redacted]")
     assert "tk_live_[redacted]" in records[3]["exception"]
+
+
+def test_library_lines_are_json_too(lines: io.BytesIO) -> None:
+    structlog.contextvars.bind_contextvars(request_id="req-2")
+    try:
+        logging.getLogger("asyncpg").warning("connection lost: %s", f"key {API_KEY}")
+        logging.getLogger("stripe").info("Request to Stripe api")
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    records = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert records == [
+        {
+            "event": "connection lost: key tk_live_[redacted]",
+            "request_id": "req-2",
+            "level": "warning",
+            "timestamp": records[0]["timestamp"],
+            "logger": "asyncpg",
+        }
+    ]
