@@ -53,10 +53,9 @@ CHANGES: web.AppKey[ChangeFeed] = web.AppKey("changes", ChangeFeed)
 # an event's status); a change to the read models ends them at once.
 SNAPSHOT_SECONDS = 1.0
 # The read models the memoized answers are built from.
-READS_FOLLOW = (
-    read_model_channel(CatalogProjection.name),
-    read_model_channel(AvailabilityProjection.name),
-)
+CATALOG_CHANGES = read_model_channel(CatalogProjection.name)
+AVAILABILITY_CHANGES = read_model_channel(AvailabilityProjection.name)
+READS_FOLLOW = (CATALOG_CHANGES, AVAILABILITY_CHANGES)
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "invalid_request"}
 
 
@@ -190,6 +189,8 @@ def create_app(
     app[CHANGES] = changes
     app[SNAPSHOTS] = Memo(changes, READS_FOLLOW, ttl=SNAPSHOT_SECONDS)
     app[seating.OFFERS] = SeatOffers()
+    app[seating.PLANS] = Memo(changes, (CATALOG_CHANGES,), ttl=SNAPSHOT_SECONDS)
+    app[seating.TAKEN] = Memo(changes, (AVAILABILITY_CHANGES,), ttl=SNAPSHOT_SECONDS)
     app[ACCESS] = AccessControl(pool, Memo(changes, (API_KEYS,), ttl=KEY_SECONDS))
     app[ACTIVITY] = activity
     app[PURCHASES] = sales

@@ -63,11 +63,6 @@ class StripeFailed(DomainError):
     code = "stripe_error"
 
 
-class PriceMoved(Exception):
-    """The desk priced the purchase differently from its forecast (an early-bird price ended
-    in between): the intent created for the forecast does not fit."""
-
-
 def _code(length: int) -> str:
     return random_code(UNAMBIGUOUS, length)
 
@@ -128,7 +123,6 @@ class Purchases:
         self, req: PurchaseRequest, organization_id: int, api_key_id: int | None, meta: Metadata
     ) -> PurchaseState:
         """Hold, open and (when there is something to pay) create the PaymentIntent."""
-
         purchasing.validate_request(req)
         org = await self.catalog.organization(organization_id)
         discount_id = None
@@ -140,31 +134,23 @@ class Purchases:
             if discount_id is None:
                 raise discounts.InvalidDiscountCode("unknown discount code", "discount_code")
         discount_ids = (discount_id,) if discount_id else ()
+        draft = await self._draft(req, api_key_id, discount_id)
         if req.event_slug is not None:
             event_id = await self._owner(org, "event", req.event_slug, "event_slug")
             sections = await self.catalog.sections_of_event(event_id)
             desk = self.desks.get(catalog.event_stream(event_id), EVENT_INVENTORY)
-
-            def opening(draft: Draft) -> Command:
-                return _open_event_purchase(req, org, draft, sections)
+            command = _open_event_purchase(req, org, draft, sections)
         else:
             assert req.attraction_slug is not None
             attraction_id = await self._owner(
                 org, "attraction", req.attraction_slug, "attraction_slug"
             )
             desk = self.desks.get(catalog.attraction_stream(attraction_id), ATTRACTION_INVENTORY)
-
-            def opening(draft: Draft) -> Command:
-                return _open_attraction_purchase(req, org, draft)
-
-        command = opening(await self._draft(req, api_key_id, discount_id))
+            command = _open_attraction_purchase(req, org, draft)
         await desk.ready()
         forecast = desk.forecast(command)
         if forecast is not None and self._can_charge(forecast.result[0]):
-            try:
-                return await self._pay_first(desk, command, forecast.result[0], meta, discount_ids)
-            except PriceMoved:
-                command = opening(await self._draft(req, api_key_id, discount_id))
+            return await self._pay_first(desk, command, forecast.result[0], meta, discount_ids)
         state = purchasing.replay_purchase(await desk.submit(command, meta, discount_ids))
         assert state is not None
         if state.status == "paid":
@@ -478,8 +464,9 @@ def _paying_with(command: Command, intent: PaymentIntentRef, amount_cents: int) 
     def decide(session: Session) -> Decision:
         decision = command(session)
         opened = decision.result[0]
-        if opened.pricing.total_cents != amount_cents:
-            raise PriceMoved(opened.token)
+        # The price comes from the draft (its clock) and the event's ticket types, which no
+        # sale changes: the forecast's amount is the purchase's.
+        assert opened.pricing.total_cents == amount_cents, "the price moved after the forecast"
         decision.result.append(_intent_created(opened, intent))
         return decision
 

@@ -114,11 +114,14 @@ async def taken_seats(conn: asyncpg.Pool, event_id: int) -> list[SeatRef]:
 
 
 async def taken_seat_set(conn: asyncpg.Pool, event_id: int) -> TakenSeats:
+    """Grouped by row in the database: a row per venue row instead of one per taken seat (an
+    on-sale reads this every time the read model moves)."""
     rows = await conn.fetch(
-        f"SELECT section_id, row, seat_number FROM {STOCK}.taken_seats WHERE event_id = $1",
+        f"SELECT section_id, row, array_agg(seat_number) FROM {STOCK}.taken_seats"
+        " WHERE event_id = $1 GROUP BY section_id, row",
         event_id,
     )
-    return TakenSeats.of((r[0], r[1], r[2]) for r in rows)
+    return TakenSeats({(r[0], r[1]): frozenset(r[2]) for r in rows})
 
 
 async def taken_per_type(conn: asyncpg.Pool, type_ids: Sequence[int]) -> dict[int, int]:

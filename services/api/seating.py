@@ -22,13 +22,16 @@ from domain.catalog import MAX_PER_PURCHASE, Section, TicketType
 from domain.errors import InvalidCommand
 from domain.inventory import SeatRef
 from services.api import readmodel as rm
-from services.api.context import PURCHASES, organization_of, pool_of, snapshots_of
+from services.api.context import PURCHASES, organization_of, pool_of
 from services.api.errors import from_domain, invalid_request, not_found
 from services.api.http import json_response, parse_body
+from services.api.memo import Memo
 from services.api.offers import SeatOffers
 from services.api.routes import Route
 
 OFFERS: web.AppKey[SeatOffers] = web.AppKey("offers", SeatOffers)
+PLANS: web.AppKey[Memo] = web.AppKey("seat_plans", Memo)
+TAKEN: web.AppKey[Memo] = web.AppKey("taken_seats", Memo)
 MAX_NEAR = 100  # a buyer's selection is a purchase or two; this bounds the scoring work
 TYPE_ID = re.compile(r"^[1-9][0-9]{0,17}$")  # canonical, so two keys never name one type
 
@@ -63,36 +66,41 @@ class SeatValidation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
 
 
 @dataclass(frozen=True)
-class _Event:
-    """What both helpers need of the event: its seat map, ticket types and taken seats."""
+class _Plan:
+    """The event's seat map and ticket types."""
 
     id: int
     sections: list[Section]
     ticket_types: dict[int, TicketType]
+
+
+@dataclass(frozen=True)
+class _Event(_Plan):
+    """What both helpers need of the event: its plan and the seats taken."""
+
     taken: seating.TakenSeats
 
 
 async def _event(request: web.Request) -> _Event:
-    """The caller's published (or cancelled) event; 404 for a draft or another's event."""
+    """The caller's published (or cancelled) event; 404 for a draft or another's event. The
+    seat map and ticket types are kept until the catalog changes, the taken seats until the
+    availability read model does: in an on-sale only the latter moves, many times a second."""
     organization_id = organization_of(request)
     slug = request.match_info["slug"]
-    return await snapshots_of(request).get(
-        ("seating", organization_id, slug),
-        lambda: _load_event(pool_of(request), organization_id, slug),
+    pool = pool_of(request)
+    plan = await request.app[PLANS].get(
+        (organization_id, slug), lambda: _load_plan(pool, organization_id, slug)
     )
+    taken = await request.app[TAKEN].get(plan.id, lambda: rm.taken_seat_set(pool, plan.id))
+    return _Event(plan.id, plan.sections, plan.ticket_types, taken)
 
 
-async def _load_event(pool: asyncpg.Pool, organization_id: int, slug: str) -> _Event:
+async def _load_plan(pool: asyncpg.Pool, organization_id: int, slug: str) -> _Plan:
     row = await rm.event(pool, organization_id, slug)
     if row is None:
         raise not_found("event")
     types = await rm.ticket_types(pool, event_id=row["id"])
-    return _Event(
-        id=row["id"],
-        sections=rm.sections_of(row),
-        ticket_types={t.id: t for t in types},
-        taken=await rm.taken_seat_set(pool, row["id"]),
-    )
+    return _Plan(row["id"], rm.sections_of(row), {t.id: t for t in types})
 
 
 def _seated_type(event: _Event, ticket_type_id: int) -> TicketType:

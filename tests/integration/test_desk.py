@@ -81,3 +81,24 @@ async def test_two_processes_desks_sell_each_seat_once_without_reloading(
     assert await desks[0].submit(_hold(event_id, stream, seat_number), META) is not None
     for desk in desks:
         await desk.close()
+
+
+async def test_a_forecast_decides_on_the_stored_state_and_changes_nothing(
+    pool: asyncpg.Pool,
+) -> None:
+    event_id = random.randint(10**8, 10**9)
+    stream = f"event-{event_id}"
+    desk = Desk(pool, stream, EVENT_INVENTORY)
+    assert desk.forecast(_hold(event_id, stream, 1)) is None  # nothing read yet
+    await desk.submit(_hold(event_id, stream, 1), META)
+    other = Desk(pool, stream, EVENT_INVENTORY)
+    await other.ready()
+    assert other.cached.version == 1 and (1, "A", 1) in other.cached.state.taken
+
+    assert desk.forecast(_hold(event_id, stream, 1)) is None  # would be refused
+    foreseen = desk.forecast(_hold(event_id, stream, 2))
+    assert foreseen is not None and len(foreseen.events[stream]) == 1
+    assert (1, "A", 2) not in desk.cached.state.taken and desk.cached.version == 1
+    assert len(await read_stream(pool, stream)) == 1
+    for each in (desk, other):
+        await each.close()

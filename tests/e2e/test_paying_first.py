@@ -1,0 +1,87 @@
+"""Paying first: when a gateway's sales desk foresees that a purchase will go through, the
+PaymentIntent is created before the hold and stored in the very append that holds the seats;
+when the desk refuses after all, the intent nobody was given is cancelled at Stripe."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+from aiohttp.test_utils import TestClient
+
+from services.api.context import PURCHASES
+from services.purchases import EVENT_INVENTORY
+from tests.e2e.conftest import order, post, rebuild_read_models, small_event
+
+
+async def _rows(pool: asyncpg.Pool, stream: str) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT type, tx_id::text AS tx FROM events WHERE stream_id = $1 ORDER BY version", stream
+    )
+
+
+async def _cancelled_intents(stripe_sim: TestClient) -> list[str]:
+    response = await stripe_sim.get("/_sim/events")
+    events = (await response.json())["data"]
+    return [e["data"]["object"]["id"] for e in events if e["type"] == "payment_intent.canceled"]
+
+
+async def test_the_intent_is_stored_with_the_hold(api, pool: asyncpg.Pool, catalog) -> None:
+    token, event_id, type_id = await small_event(pool, 4)
+    for _ in range(2):  # the desk's first purchase reads its stream first, the second not
+        _, created = await post(api, token, "/api/v1/purchases", order(type_id, 2), 201)
+        payment = created["payment"]
+        assert payment["stripe_client_secret"] and payment["stripe_payment_intent_id"]
+        purchase = await _rows(pool, f"purchase-{created['purchase']['token']}")
+        assert [r["type"] for r in purchase] == ["PurchaseOpened", "PaymentIntentCreated"]
+        held = await pool.fetchval(
+            "SELECT tx_id::text FROM events WHERE stream_id = $1 AND type = 'SeatsHeld'"
+            " AND data->>'purchase_token' = $2",
+            f"event-{event_id}",
+            created["purchase"]["token"],
+        )
+        assert {r["tx"] for r in purchase} == {held}
+
+
+async def test_an_intent_the_desk_then_refuses_is_cancelled(
+    serve, pool: asyncpg.Pool, stripe_sim: TestClient, catalog
+) -> None:
+    """Two gateways: the first foresees a free seat its desk has not seen sold by the second,
+    creates the intent, is refused by the event's stream and cancels the intent."""
+    token, event_id, type_id = await small_event(pool, 2)
+    first, second = await serve(), await serve()
+    await post(first, token, "/api/v1/purchases", order(type_id, 1), 201)
+    await post(second, token, "/api/v1/purchases", order(type_id, 1), 201)
+    desk = first.app[PURCHASES].desks.get(f"event-{event_id}", EVENT_INVENTORY)
+    assert len(desk.cached.state.taken) == 1  # it has not seen the second gateway's sale
+    before = set(await _cancelled_intents(stripe_sim))
+
+    _, refused = await post(first, token, "/api/v1/purchases", order(type_id, 1), 409)
+    assert refused["error"] in ("seats_taken", "insufficient_availability")
+    deadline = time.monotonic() + 5
+    while not (cancelled := set(await _cancelled_intents(stripe_sim)) - before):
+        assert time.monotonic() < deadline, "the refused purchase's intent was not cancelled"
+        await asyncio.sleep(0.05)
+    assert len(cancelled) == 1
+    opened = await pool.fetchval(
+        "SELECT count(*) FROM events WHERE type = 'PurchaseOpened' AND data->>'event_id' = $1",
+        str(event_id),
+    )
+    assert opened == 2
+
+
+async def test_auto_select_prepares_the_desk(api, pool: asyncpg.Pool, catalog) -> None:
+    """A buyer who asks for seats is about to buy: the gateway reads the event's stream then,
+    not when a few hundred purchases arrive at once."""
+    token, event_id, type_id = await small_event(pool, 3)
+    await rebuild_read_models(pool)
+    response, _ = await post(
+        api, token, "/api/v1/events/show/seats/auto-select", {"ticket_type_id": type_id, "count": 1}
+    )
+    assert response.status == 200
+    desk = api.app[PURCHASES].desks.get(f"event-{event_id}", EVENT_INVENTORY)
+    deadline = time.monotonic() + 5
+    while desk.cached.version == 0:
+        assert time.monotonic() < deadline, "the desk never read the event's stream"
+        await asyncio.sleep(0.02)
