@@ -30,9 +30,7 @@ from infra.eventstore import (
     PendingAppend,
     RecordedEvent,
     append,
-    joined_stream,
     read_stream,
-    stream_events,
 )
 from infra.payments import PaymentError, PaymentIntentRef, Payments, WebhookEvent
 from services import catalog_commands
@@ -45,10 +43,6 @@ UNAMBIGUOUS = "ACDEFGHJKLMNPQRTUVWXY34679"
 TICKET_CODE_LENGTH = 12
 ACCESS_CODE_LENGTH = 8
 MAX_SETTLE_ATTEMPTS = 5
-_SEEN_AND_PURCHASE = (
-    "SELECT EXISTS (SELECT 1 FROM stripe_events WHERE id = $2) AS seen, e.*"
-    " FROM (VALUES (1)) AS one (x) " + joined_stream("$1") + " ORDER BY e.version"
-)
 EVENT_INVENTORY = Kind(holds.EventInventory, holds.evolve_inventory, holds.clone_inventory)
 ATTRACTION_INVENTORY = Kind(
     holds.AttractionInventory, holds.evolve_attraction, holds.clone_attraction
@@ -343,20 +337,25 @@ class Purchases:
 
     async def settle(self, event: WebhookEvent, meta: Metadata) -> str:
         """Apply one Stripe event once; returns what was done (for the log): `duplicate` for
-        an event id already applied. The caller records the id once this returns."""
+        an event already applied. What a Stripe event changes is appended with the event's id
+        as causation id (`meta`), so the purchase's own stream says whether it was applied,
+        in the read that loads it; an event that changes nothing may come again and again
+        changes nothing."""
         if event.purchase_token is None:
-            return "duplicate" if await self.seen(event.id) else "ignored"
+            return "ignored"
+        stream = purchasing.purchase_stream(event.purchase_token)
         for _ in range(MAX_SETTLE_ATTEMPTS):
-            seen, state, version = await self._load_unless_seen(event.purchase_token, event.id)
-            if seen:
+            recorded = await read_stream(self.pool, stream)
+            if any(r.metadata.causation_id == event.id for r in recorded):
                 return "duplicate"
+            state, version = _purchase_from(recorded)
             if state is None:
                 return "unknown_purchase"
             try:
                 return await self._settle(state, version, event, meta)
             except ConcurrencyError:
                 continue
-        raise ConcurrencyError(purchasing.purchase_stream(event.purchase_token), "settle")
+        raise ConcurrencyError(stream, "settle")
 
     async def _settle(
         self, state: PurchaseState, version: int, event: WebhookEvent, meta: Metadata
@@ -417,28 +416,6 @@ class Purchases:
         )
         await append(self.pool, [PendingAppend(purchase, version, [refunded])], meta)
         return "refunded"
-
-    async def _load_unless_seen(
-        self, token: str, stripe_event_id: str
-    ) -> tuple[bool, PurchaseState | None, int]:
-        """Whether the Stripe event was applied already, and the purchase from its stream, in
-        one round trip: Stripe sends one of these per payment, all in an on-sale's minute."""
-        rows = await self.pool.fetch(
-            _SEEN_AND_PURCHASE, purchasing.purchase_stream(token), stripe_event_id
-        )
-        return (rows[0]["seen"], *_purchase_from(stream_events(rows)))
-
-    async def seen(self, stripe_event_id: str) -> bool:
-        return bool(
-            await self.pool.fetchval("SELECT 1 FROM stripe_events WHERE id = $1", stripe_event_id)
-        )
-
-    async def mark_seen(self, stripe_event_id: str, kind: str) -> None:
-        await self.pool.execute(
-            "INSERT INTO stripe_events (id, type) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            stripe_event_id,
-            kind,
-        )
 
     async def due_for_expiry(self, now: datetime, limit: int = 500) -> list[str]:
         rows = await self.pool.fetch(

@@ -37,8 +37,6 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         correlation_id=event.purchase_token,
     )
     outcome = await purchases.settle(event, meta)
-    if outcome != "duplicate":
-        await purchases.mark_seen(event.id, event.type)
     return json_response(WebhookReceipt(received=True, outcome=outcome))
 
 
