@@ -5,8 +5,10 @@ Best-available is deterministic: in an on-sale thousands of buyers asking within
 second would all be offered the same front-row block, and all but one would be refused with
 `seats_taken` when they buy. An offer holds nothing (POST /purchases decides against the
 event's own stream, and anyone may still buy an offered seat); it only steers the next
-suggestions elsewhere for a while. Offers are kept per gateway process: buyers of one event
-served by different gateways can still be offered the same seats, and the purchase settles it.
+suggestions elsewhere for a while. A purchase refused for those seats withdraws the offer: the
+seats someone else took show as taken soon enough, and the others are free for the next buyer.
+Offers are kept per gateway process: buyers of one event served by different gateways can
+still be offered the same seats, and the purchase settles it.
 """
 
 from __future__ import annotations
@@ -38,14 +40,24 @@ class SeatOffers:
             rows.setdefault((section_id, row), {})[number] = until
             self._expiry.append((until, event_id, (section_id, row), number))
 
+    def withdraw(self, event_id: int, seats: Iterable[SeatKey]) -> None:
+        """Ends the offer of these seats at once (their turn in the expiry queue then finds
+        nothing to remove)."""
+        rows = self._offered.get(event_id, {})
+        for section_id, row, number in seats:
+            numbers = rows.get((section_id, row))
+            if numbers is not None and numbers.pop(number, None) is not None and not numbers:
+                del rows[(section_id, row)]
+
     def _expire(self, now: float) -> None:
         """Offers expire in the order they were made; a seat offered again lives on."""
         while self._expiry and self._expiry[0][0] <= now:
             until, event_id, row, number = self._expiry.popleft()
-            rows = self._offered[event_id]
-            if rows[row].get(number) == until:
-                del rows[row][number]
-                if not rows[row]:
+            rows = self._offered.get(event_id, {})
+            numbers = rows.get(row, {})
+            if numbers.get(number) == until:
+                del numbers[number]
+                if not numbers:
                     del rows[row]
-            if not rows:
+            if event_id in self._offered and not rows:
                 del self._offered[event_id]

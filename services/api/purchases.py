@@ -7,9 +7,12 @@ from datetime import date, datetime
 
 from aiohttp import web
 
+from domain import catalog
 from domain.errors import DomainError
+from domain.holds import InsufficientAvailability, SeatsTaken
 from domain.inventory import SeatRef
 from domain.purchasing import PurchasedTicket, PurchaseRequest, PurchaseState
+from domain.seating import seat_key
 from domain.tickets import TicketState
 from infra import idempotency
 from infra.eventstore import Metadata
@@ -18,6 +21,7 @@ from services.api.errors import ApiError, error_response, from_domain, invalid_r
 from services.api.http import decode_body, json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
+from services.api.seating import OFFERS
 from services.ticketing import load_tickets
 
 
@@ -95,6 +99,7 @@ class CancelResponse(Payload):
     token: str
 
 
+SEAT_REFUSALS = (SeatsTaken.code, InsufficientAvailability.code)
 _TICKET_STATUS = {
     "pending_payment": "pending_payment",
     "paid": "valid",
@@ -174,6 +179,8 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
         state = await purchases.place(req, key.organization_id, key.id, metadata_of(request))
     except DomainError as exc:
         refused = from_domain(exc)
+        if refused.code in SEAT_REFUSALS:
+            await _withdraw_offers(request, req, key.organization_id)
         return error_response(refused.status, refused.code, refused.detail)
     payment = PaymentView(
         stripe_publishable_key=purchases.publishable_key if state.client_secret else None,
@@ -182,6 +189,18 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
         stripe_payment_intent_id=state.intent_id,
     )
     return json_response(PurchaseCreated(purchase=purchase_view(state), payment=payment), 201)
+
+
+async def _withdraw_offers(request: web.Request, req: PurchaseRequest, organization: int) -> None:
+    """A buyer refused the seats auto-select offered will ask again: those seats are kept for
+    nobody any more (the taken ones show as taken soon, the others go to the next buyer)."""
+    if req.event_slug is None or not req.selected_seats:
+        return
+    claim = catalog.claim_stream("event", req.event_slug, organization)
+    event_id = await request.app[PURCHASES].catalog.owner(claim)
+    if event_id is not None:
+        seats = (seat_key(s) for chosen in req.selected_seats.values() for s in chosen)
+        request.app[OFFERS].withdraw(event_id, seats)
 
 
 def _retryable(response: web.Response) -> bool:
