@@ -20,7 +20,7 @@ from domain import catalog as c
 from domain.inventory import HeldSeat, SeatsHeld, SeatsReleased
 from infra.eventstore import ANY_VERSION, PendingAppend, append
 from services import catalog_commands
-from tests.e2e.conftest import TEST, bearer, issue_key, rebuild_read_models
+from tests.e2e.conftest import TEST, bearer, issue_key, order, rebuild_read_models, small_event
 
 HAMLET = "/api/v1/events/hamlet-2026"
 AUTO_SELECT = HAMLET + "/seats/auto-select"
@@ -295,3 +295,20 @@ async def test_other_organizations_drafts_and_unknown_events_are_not_found(
     ]:
         refused = await _post(api, token, f"/api/v1/events/{slug}{suffix}", body, 404)
         assert refused == {"error": "not_found", "detail": "event not found"}
+
+
+async def test_a_refused_purchase_gives_its_offered_seats_back(api, pool: asyncpg.Pool) -> None:
+    """Seats offered to a buyer whose purchase was refused are offered again at once, not
+    kept from everyone for the rest of the offer's 20 seconds."""
+    token, _, type_id = await small_event(pool, 3)
+    await rebuild_read_models(pool)
+    path = "/api/v1/events/show/seats/auto-select"
+    offered = (await _post(api, token, path, {"ticket_type_id": type_id, "count": 2}))["seats"]
+    assert [s["seat_number"] for s in offered] == [1, 2]
+    taken_by_another = order(type_id, selected_seats={str(type_id): offered[:1]})
+    await _post(api, token, "/api/v1/purchases", taken_by_another, 201)
+    refused = order(type_id, 2, selected_seats={str(type_id): offered})
+    assert (await _post(api, token, "/api/v1/purchases", refused, 409))["error"] == "seats_taken"
+    await rebuild_read_models(pool)
+    again = (await _post(api, token, path, {"ticket_type_id": type_id, "count": 1}))["seats"]
+    assert [s["seat_number"] for s in again] == [2]  # the centre, offered no more
