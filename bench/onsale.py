@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import random
 import shutil
@@ -40,6 +41,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -270,6 +272,7 @@ class Cpu:
         self.used: dict[str, float] = {}
         self._before: dict[str, float] = {}
         self._started = 0.0
+        self._wall = 1.0
 
     def _backends(self) -> list[psutil.Process]:
         found = []
@@ -305,8 +308,12 @@ class Cpu:
 
     def stop(self) -> None:
         after = self._sample()
-        wall = max(time.perf_counter() - self._started, 1e-9)
-        self.used = {name: (after[name] - self._before[name]) / wall for name in after}
+        self._wall = max(time.perf_counter() - self._started, 1e-9)
+        self.used = {name: (after[name] - self._before[name]) / self._wall for name in after}
+
+    def add(self, name: str, seconds: float) -> None:
+        """CPU seconds spent elsewhere in the measured time (the load processes')."""
+        self.used[name] = self.used.get(name, 0.0) + seconds / self._wall
 
     def of(self, name: str) -> float:
         return self.used.get(name, 0.0)
@@ -438,24 +445,74 @@ def verdict(met: bool) -> str:
 
 @dataclass
 class Sale:
-    """What the buyers saw, counted as they go."""
+    """What the buyers saw, counted as they go; times are seconds since the on-sale began."""
 
     capacity: int
     steps: dict[str, Step] = field(default_factory=dict)
     outcomes: Counter[str] = field(default_factory=Counter)
     conflicts: Counter[str] = field(default_factory=Counter)
     retries: int = 0
-    seats_held: int = 0
-    seats_paid: int = 0
-    purchases_paid: int = 0
-    started: float = 0.0
-    held_out_at: float | None = None
-    sold_out_at: float | None = None
-    last_paid_at: float = 0.0
+    held: list[tuple[float, int]] = field(default_factory=list)
+    paid: list[tuple[float, int]] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # of the load processes other than this one
 
     def step(self, name: str) -> Step:
         return self.steps.setdefault(name, Step(name))
+
+    def merge(self, other: Sale) -> None:
+        """Another load process's share of the same on-sale."""
+        for name, theirs in other.steps.items():
+            mine = self.step(name)
+            mine.latencies += theirs.latencies
+            mine.errors.update(theirs.errors)
+        self.outcomes.update(other.outcomes)
+        self.conflicts.update(other.conflicts)
+        self.retries += other.retries
+        self.held += other.held
+        self.paid += other.paid
+        self.seconds = max(self.seconds, other.seconds)
+        self.cpu_seconds += other.cpu_seconds
+
+    def _all_at(self, moments: list[tuple[float, int]]) -> float | None:
+        """When the seats counted in `moments` first reached the capacity."""
+        total = 0
+        for at, seats in sorted(moments):
+            total += seats
+            if total >= self.capacity:
+                return at
+        return None
+
+    @property
+    def held_out_at(self) -> float | None:
+        return self._all_at(self.held)
+
+    @property
+    def sold_out_at(self) -> float | None:
+        return self._all_at(self.paid)
+
+    @property
+    def seats_paid(self) -> int:
+        return sum(seats for _, seats in self.paid)
+
+    @property
+    def purchases_paid(self) -> int:
+        return len(self.paid)
+
+    @property
+    def last_paid_at(self) -> float:
+        return max((at for at, _ in self.paid), default=0.0)
+
+
+@dataclass(frozen=True)
+class Share:
+    """One load process's part of the on-sale: every `of`-th connection and buyer from
+    `index`, starting at `started` (time.perf_counter, the system-wide monotonic clock on
+    Linux, so every process measures from the same moment)."""
+
+    index: int = 0
+    of: int = 1
+    started: float = 0.0
 
 
 class Buyers:
@@ -469,6 +526,7 @@ class Buyers:
         simulator: str,
         token: str,
     ) -> None:
+        self.share = Share()
         self.args = args
         self.event = event
         self.apis = [f"{gateway}/api/v1" for gateway in gateways]
@@ -551,9 +609,7 @@ class Buyers:
                 time.perf_counter() - started
             )
             if status == 201:
-                sale.seats_held += len(created["purchase"]["tickets"])
-                if sale.held_out_at is None and sale.seats_held >= sale.capacity:
-                    sale.held_out_at = time.perf_counter() - sale.started
+                sale.held.append((self._since_start(), len(created["purchase"]["tickets"])))
                 return created
             if status == 409 and error in RETRYABLE:
                 sale.conflicts[error] += 1
@@ -597,11 +653,7 @@ class Buyers:
             if status == 200 and polled["purchase"]["paid_at"]:
                 now = time.perf_counter()
                 sale.step("confirmed -> paid seen (webhook)").latencies.append(now - confirmed)
-                sale.purchases_paid += 1
-                sale.seats_paid += len(purchase["tickets"])
-                sale.last_paid_at = now - sale.started
-                if sale.sold_out_at is None and sale.seats_paid >= sale.capacity:
-                    sale.sold_out_at = sale.last_paid_at
+                sale.paid.append((self._since_start(), len(purchase["tickets"])))
                 sale.outcomes["paid"] += 1
                 return True
             if time.perf_counter() > deadline:
@@ -626,7 +678,8 @@ class Buyers:
                 time.perf_counter() - started
             )
 
-    async def run(self) -> Sale:
+    async def run(self, share: Share) -> Sale:
+        self.share, self._next = share, share.index
         connections = self.args.connections
         timeout = aiohttp.ClientTimeout(total=30)
 
@@ -635,20 +688,69 @@ class Buyers:
             return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
 
         async with session(self.headers) as api, session() as sim:
-            deadline = time.perf_counter() + self.args.max_seconds
+            deadline = share.started + self.args.max_seconds
 
             async def worker(number: int) -> None:
                 rng = random.Random(self.args.seed * 100_003 + number)
                 while self._next < self.args.buyers and time.perf_counter() < deadline:
                     index = self._next
-                    self._next += 1
+                    self._next += self.share.of
                     await self._buy(api, sim, index, rng)
 
-            self.sale.started = time.perf_counter()
-            await asyncio.gather(*(worker(n) for n in range(connections)))
-            self.sale.seconds = time.perf_counter() - self.sale.started
-        self.sale.outcomes["not started (time bound)"] = self.args.buyers - self._next
+            await asyncio.sleep(max(0.0, self.share.started - time.perf_counter()))
+            mine = range(self.share.index, connections, self.share.of)
+            await asyncio.gather(*(worker(n) for n in mine))
+            self.sale.seconds = self._since_start()
+        left = range(self._next, self.args.buyers, self.share.of)
+        self.sale.outcomes["not started (time bound)"] = len(left)
         return self.sale
+
+    def _since_start(self) -> float:
+        return time.perf_counter() - self.share.started
+
+
+class LoadProcesses:
+    """The buyers split over several processes: one Python event loop driving 200 connections
+    queues the answers that arrive together behind each other (in the on-sale's first second,
+    for up to a hundred milliseconds), and that wait would be counted as the service's."""
+
+    def __init__(self, pool: ProcessPoolExecutor | None, count: int) -> None:
+        self._pool = pool
+        self._count = count
+
+    @classmethod
+    async def start(cls, count: int) -> LoadProcesses:
+        """Spawns the processes before the on-sale begins (each waits until all have started)."""
+        if count == 1:
+            return cls(None, 1)
+        pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"))
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(pool, time.sleep, 0.5) for _ in range(count)))
+        return cls(pool, count)
+
+    async def run(self, buyers: Buyers) -> Sale:
+        started = time.perf_counter() + (0.2 if self._pool else 0.0)
+        shares = [Share(i, self._count, started) for i in range(self._count)]
+        if self._pool is None:
+            return await buyers.run(shares[0])
+        loop = asyncio.get_running_loop()
+        try:
+            parts = await asyncio.gather(
+                *(loop.run_in_executor(self._pool, _buy_share, buyers, s) for s in shares)
+            )
+        finally:
+            self._pool.shutdown()
+        sale = parts[0]
+        for part in parts[1:]:
+            sale.merge(part)
+        return sale
+
+
+def _buy_share(buyers: Buyers, share: Share) -> Sale:
+    cpu = time.process_time()
+    sale = asyncio.run(buyers.run(share))
+    sale.cpu_seconds = time.process_time() - cpu
+    return sale
 
 
 # --- checking the result in the event store ----------------------------------------------------
@@ -913,12 +1015,14 @@ async def main(args: argparse.Namespace) -> None:
         try:
             buyers = Buyers(args, setup.event, gateway_urls, simulator_url, setup.token)
             await warm_up(buyers)
+            load = await LoadProcesses.start(args.load_processes)
             cpu = Cpu({p.name: p.pid for p in components}, database_name(settings))
             if args.py_spy:
                 profiler = await Profiler.attach(gateways_of(components)[0].pid, Path(args.py_spy))
             cpu.start()
-            sale = await buyers.run()
+            sale = await load.run(buyers)
             cpu.stop()
+            cpu.add("load generator", sale.cpu_seconds)
         finally:
             if profiler is not None:
                 await profiler.stop()
@@ -971,6 +1075,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--buyers", type=int, default=5000)
     parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument(
+        "--load-processes", type=int, default=2, help="processes the buyers are spread over"
+    )
     parser.add_argument("--rows", type=int, default=40)
     parser.add_argument("--seats-per-row", type=int, default=50)
     parser.add_argument("--attempts", type=int, default=5, help="auto-selects per buyer, at most")
