@@ -9,13 +9,13 @@ INSERT ceiling of the same database measured in the same run.
     DATABASE_URL=... NATS_URL=... .venv/bin/python bench/onsale.py --buyers 5000
 
 The service runs as in compose.yaml, one `linjerum` process per component (gateway, relay,
-projector) with two gateways (`--gateways`; each buyer stays with one, as behind a load
-balancer with sticky sessions; the simulator's webhooks go to the first), and the Stripe
+projector; `--gateways N` runs N gateways, each buyer staying with one, as behind a load
+balancer with sticky sessions, the simulator's webhooks going to the first), and the Stripe
 simulator in a process of its own, as Stripe is someone else's machine (`--layout single`
 runs everything, simulator, mailer and sweeper included, in one `linjerum run` process
-instead). This process is the load generator. The database and the NATS
-stream are the run's own and removed at the end. Traffic goes to 127.0.0.1 only; every loop is
-bounded in count and in time.
+instead). This process and `--load-processes` - 1 others are the load generator. The database
+and the NATS stream are the run's own and removed at the end. Traffic goes to 127.0.0.1 only;
+every loop is bounded in count and in time.
 
 A buyer whose POST /purchases is refused with 409 seats_taken or insufficient_availability
 (buyers served by different gateways can be offered the same seats, and the availability
@@ -1095,7 +1095,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--layout", choices=("split", "single"), default="split")
     parser.add_argument(
-        "--gateways", type=int, default=2, help="gateway processes (split layout), one port each"
+        "--gateways", type=int, default=1, help="gateway processes (split layout), one port each"
     )
     parser.add_argument("--pool-size", type=int, default=10, help="the gateway's DB pool")
     parser.add_argument("--log-level", default="info", help="the service's (info: as deployed)")
