@@ -197,7 +197,6 @@ class Purchases:
         PaymentIntent is created first and recorded in the append that holds the seats: one
         commit on the buyer's way instead of two. Should the desk refuse after all (another
         process sold the seats), the intent, which no buyer has seen, is cancelled."""
-
         intent = await self._create_intent(forecast)
         try:
             events = await desk.submit(

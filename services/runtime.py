@@ -214,7 +214,12 @@ async def _serve(
 ) -> None:
     """The components' tasks, until one fails or all are cancelled."""
     payments = Payments.from_settings(live)
-    writer = await create_pool(live.database_url, WRITER_CONNECTIONS, opened=WRITER_CONNECTIONS)
+    sells = bool({"gateway", "sweeper"} & set(components))
+    writer = (
+        await create_pool(live.database_url, WRITER_CONNECTIONS, opened=WRITER_CONNECTIONS)
+        if sells
+        else None
+    )
     sales = Purchases(
         pool,
         payments,
@@ -251,4 +256,5 @@ async def _serve(
         await asyncio.gather(*tasks, return_exceptions=True)
         await sales.close()
         await payments.close()
-        await writer.close()
+        if writer is not None:
+            await writer.close()
