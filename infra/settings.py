@@ -58,6 +58,12 @@ class Settings:
     pdf_workers: int = 1
 
     @property
+    def offers_subject(self) -> str:
+        """Where gateways tell each other their seat offers: beside the event stream's
+        subjects, not under them, so the stream keeps none of it."""
+        return f"{self.subject_prefix}-offers"
+
+    @property
     def uses_simulator(self) -> bool:
         """Without a Stripe secret key, `linjerum run` starts the local Stripe simulator and the
         service talks to it; configuring real Stripe is only a matter of setting the key."""

@@ -15,6 +15,7 @@ from aiohttp import web
 from domain.errors import DomainError
 from infra.apikeys import DEFAULT_RATE_LIMIT
 from infra.changes import API_KEYS, ChangeFeed, read_model_channel
+from infra.offer_feed import OfferFeed
 from projections.availability import AvailabilityProjection
 from projections.catalog import CatalogProjection
 from services.api import (
@@ -174,21 +175,28 @@ def partner_routes() -> Iterable[Route]:
 
 async def _start(app: web.Application) -> None:
     app[CHANGES].start()
+    await app[seating.OFFERS].start()
 
 
 async def _stop(app: web.Application) -> None:
+    await app[seating.OFFERS].stop()
     await app[CHANGES].stop()
 
 
 def create_app(
-    pool: asyncpg.Pool, activity: ActivityLog, sales: Purchases, documents: Documents
+    pool: asyncpg.Pool,
+    activity: ActivityLog,
+    sales: Purchases,
+    documents: Documents,
+    offer_feed: OfferFeed | None = None,
 ) -> web.Application:
+    """`offer_feed`: seat offers shared with the other gateways (none: kept to this one)."""
     app = web.Application(middlewares=[request_context], client_max_size=1 << 20)
     changes = ChangeFeed(pool, (*READS_FOLLOW, API_KEYS))
     app[POOL] = pool
     app[CHANGES] = changes
     app[SNAPSHOTS] = Memo(changes, READS_FOLLOW, ttl=SNAPSHOT_SECONDS)
-    app[seating.OFFERS] = SeatOffers()
+    app[seating.OFFERS] = SeatOffers(offer_feed)
     app[seating.PLANS] = Memo(changes, (CATALOG_CHANGES,), ttl=SNAPSHOT_SECONDS)
     app[seating.TAKEN] = Memo(changes, (AVAILABILITY_CHANGES,), ttl=SNAPSHOT_SECONDS)
     app[ACCESS] = AccessControl(pool, Memo(changes, (API_KEYS,), ttl=KEY_SECONDS))

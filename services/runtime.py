@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import structlog
 from aiohttp import web
-from nats.js import JetStreamContext
+from nats.aio.client import Client
 
 from infra.apikeys import authenticate, create_key
 from infra.bus import connect, ensure_stream
@@ -23,6 +23,7 @@ from infra.db import create_pool, migrate
 from infra.embedded import embedded_servers
 from infra.eventstore import Metadata
 from infra.mail import EmlDirectory, MailTransport, SmtpSettings, SmtpTransport
+from infra.offer_feed import OfferFeed
 from infra.payments import SIMULATOR_HOST, SIMULATOR_WEBHOOK_SECRET, Payments
 from infra.settings import Settings
 from infra.tickets_pdf import RenderWorkers
@@ -97,13 +98,18 @@ async def demo_api_key(pool: asyncpg.Pool, settings: Settings) -> str:
 
 
 async def _serve_http(
-    pool: asyncpg.Pool, sales: Purchases, documents: Documents, host: str, port: int
+    pool: asyncpg.Pool,
+    sales: Purchases,
+    documents: Documents,
+    offers: OfferFeed,
+    host: str,
+    port: int,
 ) -> None:
     """The gateway and its activity-log writer; what is still buffered is written on the way
     out, so a clean shutdown loses no activity rows."""
     activity = ActivityLog(pool)
     writer = asyncio.create_task(activity.run())
-    runner = web.AppRunner(create_app(pool, activity, sales, documents), access_log=None)
+    runner = web.AppRunner(create_app(pool, activity, sales, documents, offers), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -188,7 +194,7 @@ async def run(
                 log.info("demo_seeded", created=created)
                 token = await demo_api_key(pool, live)
             with pdf_renderer(live) as renderer:
-                await _serve(live, pool, js, components, renderer, token)
+                await _serve(live, pool, nc, components, renderer, token)
         finally:
             await nc.close()
 
@@ -207,12 +213,13 @@ def _quiet_collector() -> None:
 async def _serve(
     live: Settings,
     pool: asyncpg.Pool,
-    js: JetStreamContext,
+    nc: Client,
     components: tuple[str, ...],
     renderer: Executor | None,
     token: str | None,
 ) -> None:
     """The components' tasks, until one fails or all are cancelled."""
+    js = nc.jetstream()
     payments = Payments.from_settings(live)
     sells = bool({"gateway", "sweeper"} & set(components))
     writer = (
@@ -240,7 +247,8 @@ async def _serve(
     if "projector" in components:
         work += [Projector(pool, js, live, p).run() for p in all_projections().values()]
     if "gateway" in components:
-        work.append(_serve_http(pool, sales, documents, live.http_host, live.http_port))
+        offers = OfferFeed(nc, live.offers_subject)
+        work.append(_serve_http(pool, sales, documents, offers, live.http_host, live.http_port))
     if token:
         print(f"demo API key ({DEMO_ORGANIZATION}): {token}", flush=True)
     _quiet_collector()

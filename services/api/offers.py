@@ -7,8 +7,9 @@ second would all be offered the same front-row block, and all but one would be r
 event's own stream, and anyone may still buy an offered seat); it only steers the next
 suggestions elsewhere for a while. A purchase refused for those seats withdraws the offer: the
 seats someone else took show as taken soon enough, and the others are free for the next buyer.
-Offers are kept per gateway process: buyers of one event served by different gateways can
-still be offered the same seats, and the purchase settles it.
+With an offer feed, the gateways tell each other what they offer and withdraw
+(`infra/offer_feed.py`), so buyers of one event served by different gateways are offered
+different seats too, but for the moment a note takes to arrive.
 """
 
 from __future__ import annotations
@@ -18,31 +19,57 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 
 from domain.seating import RowKey, SeatKey
+from infra.offer_feed import OfferFeed, OfferNote
 
 OFFER_SECONDS = 20.0
 
 
 class SeatOffers:
-    def __init__(self, seconds: float = OFFER_SECONDS) -> None:
+    def __init__(self, feed: OfferFeed | None = None, seconds: float = OFFER_SECONDS) -> None:
+        self._feed = feed
         self._seconds = seconds
         self._offered: dict[int, dict[RowKey, dict[int, float]]] = {}
         self._expiry: deque[tuple[float, int, RowKey, int]] = deque()
+
+    async def start(self) -> None:
+        if self._feed is not None:
+            await self._feed.start(self._heard)
+
+    async def stop(self) -> None:
+        if self._feed is not None:
+            await self._feed.stop()
 
     def recent(self, event_id: int) -> Mapping[RowKey, Iterable[int]]:
         """The event's seat numbers per row offered within the last `seconds`."""
         self._expire(time.monotonic())
         return self._offered.get(event_id, {})
 
-    def offer(self, event_id: int, seats: Iterable[SeatKey]) -> None:
+    async def offer(self, event_id: int, seats: Iterable[SeatKey]) -> None:
+        seats = list(seats)
+        self._keep(event_id, seats)
+        if self._feed is not None and seats:
+            await self._feed.tell(event_id, seats)
+
+    async def withdraw(self, event_id: int, seats: Iterable[SeatKey]) -> None:
+        """Ends the offer of these seats at once, here and in the other gateways."""
+        seats = list(seats)
+        self._drop(event_id, seats)
+        if self._feed is not None and seats:
+            await self._feed.tell(event_id, seats, withdrawn=True)
+
+    def _heard(self, note: OfferNote) -> None:
+        """Another gateway's offer or withdrawal."""
+        (self._drop if note.withdrawn else self._keep)(note.event_id, note.seats)
+
+    def _keep(self, event_id: int, seats: Iterable[SeatKey]) -> None:
         until = time.monotonic() + self._seconds
         rows = self._offered.setdefault(event_id, {})
         for section_id, row, number in seats:
             rows.setdefault((section_id, row), {})[number] = until
             self._expiry.append((until, event_id, (section_id, row), number))
 
-    def withdraw(self, event_id: int, seats: Iterable[SeatKey]) -> None:
-        """Ends the offer of these seats at once (their turn in the expiry queue then finds
-        nothing to remove)."""
+    def _drop(self, event_id: int, seats: Iterable[SeatKey]) -> None:
+        """Their turn in the expiry queue then finds nothing to remove."""
         rows = self._offered.get(event_id, {})
         for section_id, row, number in seats:
             numbers = rows.get((section_id, row))

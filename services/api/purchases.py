@@ -200,7 +200,7 @@ async def _withdraw_offers(request: web.Request, req: PurchaseRequest, organizat
     event_id = await request.app[PURCHASES].catalog.owner(claim)
     if event_id is not None:
         seats = (seat_key(s) for chosen in req.selected_seats.values() for s in chosen)
-        request.app[OFFERS].withdraw(event_id, seats)
+        await request.app[OFFERS].withdraw(event_id, seats)
 
 
 def _retryable(response: web.Response) -> bool:

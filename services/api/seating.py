@@ -137,7 +137,7 @@ async def auto_select(request: web.Request) -> web.Response:
         seats = seating.best_available(
             event.sections, ticket_type.section_ids, event.taken, body.count, body.near
         )
-    offers.offer(event.id, map(seating.seat_key, seats))
+    await offers.offer(event.id, map(seating.seat_key, seats))
     request.app[PURCHASES].expect(organization_of(request), request.match_info["slug"])
     return json_response(AutoSelection(seats=seats, count=len(seats), requested=body.count))
 
