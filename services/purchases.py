@@ -105,10 +105,9 @@ class Purchases:
     async def _prepare(self, organization_id: int, event_slug: str) -> None:
         try:
             org = await self.catalog.organization(organization_id)
-            event_id = await self._owner(org, "event", event_slug, "event_slug")
-            await self.catalog.sections_of_event(event_id)
+            _, desk = await self._event_sale(org, event_slug)
             self.ids.prefetch()
-            await self.desks.get(catalog.event_stream(event_id), EVENT_INVENTORY).ready()
+            await desk.ready()
         except Exception as exc:
             self._expected.discard((organization_id, event_slug))
             log.info("purchase_preparation_failed", event_slug=event_slug, error=repr(exc))
@@ -130,9 +129,7 @@ class Purchases:
         discount_ids = (discount_id,) if discount_id else ()
         draft = await self._draft(req, api_key_id, discount_id)
         if req.event_slug is not None:
-            event_id = await self._owner(org, "event", req.event_slug, "event_slug")
-            sections = await self.catalog.sections_of_event(event_id)
-            desk = self.desks.get(catalog.event_stream(event_id), EVENT_INVENTORY)
+            sections, desk = await self._event_sale(org, req.event_slug)
             command = _open_event_purchase(req, org, draft, sections)
         else:
             assert req.attraction_slug is not None
@@ -175,6 +172,14 @@ class Purchases:
         if owner is None:
             raise NotFound(f"{kind} not found", field)
         return owner
+
+    async def _event_sale(
+        self, org: catalog.OrganizationRegistered, slug: str
+    ) -> tuple[list[catalog.Section], Desk[holds.EventInventory]]:
+        """The event's seat map and the desk that sells it."""
+        event_id = await self._owner(org, "event", slug, "event_slug")
+        sections = await self.catalog.sections_of_event(event_id)
+        return sections, self.desks.get(catalog.event_stream(event_id), EVENT_INVENTORY)
 
     def _can_charge(self, opened: PurchaseOpened) -> bool:
         """Whether Stripe takes this purchase's payment: there is something to pay, and the
