@@ -85,3 +85,22 @@ async def test_auto_select_prepares_the_desk(api, pool: asyncpg.Pool, catalog) -
     while desk.cached.version == 0:
         assert time.monotonic() < deadline, "the desk never read the event's stream"
         await asyncio.sleep(0.02)
+
+
+async def test_a_hold_taken_before_stripe_fails_is_released(serve, pool, catalog) -> None:
+    """The other road: a gateway whose desk still sees the seat taken (another gateway has
+    just given it back) holds it first; when Stripe then fails, the hold is released."""
+    token, event_id, type_id = await small_event(pool, 1)
+    broken, working = await serve(stripe_base="http://127.0.0.1:9"), await serve()
+    _, first = await post(working, token, "/api/v1/purchases", order(type_id), 201)
+    await post(broken, token, "/api/v1/purchases", order(type_id), 409)  # its desk sees it taken
+    await post(working, token, f"/api/v1/purchases/{first['purchase']['token']}/cancel", {}, 200)
+    _, failed = await post(broken, token, "/api/v1/purchases", order(type_id), 502)
+    assert failed["error"] == "stripe_error"
+    released = await pool.fetchval(
+        "SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'SeatsReleased'"
+        " AND data->>'reason' = 'stripe_error'",
+        f"event-{event_id}",
+    )
+    assert released == 1
+    await post(working, token, "/api/v1/purchases", order(type_id), 201)
