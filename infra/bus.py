@@ -17,8 +17,9 @@ log = structlog.get_logger(__name__)
 DUPLICATE_WINDOW_SECONDS = 300.0
 
 
-async def connect(settings: Settings, name: str) -> Client:
-    """A client that keeps reconnecting forever: a NATS outage delays events, never drops them."""
+async def connect(settings: Settings, name: str, *, echo: bool = True) -> Client:
+    """A client that keeps reconnecting forever: a NATS outage delays events, never drops them.
+    Without `echo`, its subscriptions do not receive what it publishes itself."""
 
     async def on_disconnect() -> None:
         log.warning("nats_disconnected", client=name)
@@ -33,6 +34,7 @@ async def connect(settings: Settings, name: str) -> Client:
         reconnect_time_wait=0.5,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
+        no_echo=not echo,
     )
 
 

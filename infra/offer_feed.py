@@ -50,7 +50,7 @@ class OfferFeed:
             except msgspec.DecodeError:
                 log.warning("offer_note_unreadable", subject=msg.subject)
                 return
-            if note.sender != self._me:
+            if note.sender != self._me:  # its own note, on a connection that echoes
                 heard(note)
 
         self._subscription = await self._nc.subscribe(f"{self._subject}.*", cb=receive)

@@ -98,28 +98,27 @@ async def demo_api_key(pool: asyncpg.Pool, settings: Settings) -> str:
 
 
 async def _serve_http(
-    pool: asyncpg.Pool,
-    sales: Purchases,
-    documents: Documents,
-    offers: OfferFeed,
-    host: str,
-    port: int,
+    live: Settings, pool: asyncpg.Pool, sales: Purchases, documents: Documents
 ) -> None:
     """The gateway and its activity-log writer; what is still buffered is written on the way
-    out, so a clean shutdown loses no activity rows."""
+    out, so a clean shutdown loses no activity rows. Seat offers go to the other gateways on a
+    connection of their own that does not hear its own notes back."""
     activity = ActivityLog(pool)
     writer = asyncio.create_task(activity.run())
+    notes = await connect(live, "gateway-offers", echo=False)
+    offers = OfferFeed(notes, live.offers_subject)
     runner = web.AppRunner(create_app(pool, activity, sales, documents, offers), access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
-        print(f"linjerum is running on http://{host}:{port}", flush=True)
+        await web.TCPSite(runner, live.http_host, live.http_port).start()
+        print(f"linjerum is running on http://{live.http_host}:{live.http_port}", flush=True)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
         await activity.close()
+        await notes.close()
 
 
 COMPONENTS = ("gateway", "relay", "projector", "sweeper", "mailer")
@@ -247,8 +246,7 @@ async def _serve(
     if "projector" in components:
         work += [Projector(pool, js, live, p).run() for p in all_projections().values()]
     if "gateway" in components:
-        offers = OfferFeed(nc, live.offers_subject)
-        work.append(_serve_http(pool, sales, documents, offers, live.http_host, live.http_port))
+        work.append(_serve_http(live, pool, sales, documents))
     if token:
         print(f"demo API key ({DEMO_ORGANIZATION}): {token}", flush=True)
     _quiet_collector()
