@@ -10,13 +10,13 @@ again without it. Any other failure goes to every caller of the batch."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
 from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append
+from infra.supervise import stop_task
 
 MAX_BATCH = 200
 
@@ -51,10 +51,7 @@ class AppendBatcher:
         return await future
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        await stop_task(self._worker)
         for job in self._waiting:
             job.future.cancel()
         self._waiting.clear()

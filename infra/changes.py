@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from infra.supervise import serve_forever
+from infra.supervise import serve_forever, stop_task
 
 API_KEYS = "linjerum_api_keys"
 RETRY_SECONDS = 1.0
@@ -56,10 +56,7 @@ class ChangeFeed:
         self._task = asyncio.create_task(serving, name="change-feed")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def _listen(self) -> None:
         conn = await self._pool.acquire()

@@ -4,6 +4,7 @@ fails is started again, with a growing pause, until it is cancelled."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,3 +33,11 @@ async def serve_forever(
             log.warning(f"{name}_retrying", error=repr(exc), in_seconds=pause, **context)
             await asyncio.sleep(pause)
             pause = min(pause * 2, longest_pause)
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a worker's task and wait until it has finished its cleanup."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -9,7 +9,6 @@ ever holds stored events and a conflict costs the new events, not a reload of th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -20,6 +19,7 @@ import structlog
 from domain.discounts import DiscountState, clone_discount, evolve_discount
 from domain.events import Event
 from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append, read_stream
+from infra.supervise import stop_task
 
 log = structlog.get_logger(__name__)
 
@@ -127,10 +127,7 @@ class Desk(Generic[S]):
             await self.submit(_look, Metadata())
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        await stop_task(self._worker)
 
     async def _work(self) -> None:
         while not self._queue.empty():
