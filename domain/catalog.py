@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -21,6 +22,9 @@ CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 DISCOUNT_CODE = re.compile(r"^[A-Z0-9_-]{3,40}$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_PER_PURCHASE = 20
+# The zone of organizations registered before they named one: the demo's and the first
+# partner's (the ticket PDFs printed this zone's times already).
+DEFAULT_TIMEZONE = "Europe/Copenhagen"
 
 
 class Struct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -113,6 +117,8 @@ class OrganizationRegistered(Event, frozen=True):
     currency: str
     stripe_account_id: str | None
     fee: FeeRule
+    # IANA zone of the organization's local days (a visit day ends at its local midnight).
+    timezone: str = DEFAULT_TIMEZONE
 
 
 class VenueRegistered(Event, frozen=True):
@@ -199,6 +205,7 @@ class RegisterOrganization(Struct):
     primary_color: str = "#3B82F6"
     stripe_account_id: str | None = None
     fee: FeeRule = FeeRule()
+    timezone: str = DEFAULT_TIMEZONE
 
 
 class RegisterVenue(Struct):
@@ -301,6 +308,7 @@ def register_organization(cmd: RegisterOrganization, organization_id: int) -> li
     _require(bool(COLOR.match(cmd.primary_color)), "primary_color", "primary_color is #RRGGBB")
     _require(0 <= cmd.fee.percent_bps <= 10_000, "fee.percent_bps", "fee is 0..10000 bps")
     _require(cmd.fee.per_ticket_cents >= 0, "fee.per_ticket_cents", "fee must not be negative")
+    _require(_known_zone(cmd.timezone), "timezone", "timezone is an IANA zone, e.g. Europe/Oslo")
     return [
         OrganizationRegistered(
             organization_id=organization_id,
@@ -312,8 +320,17 @@ def register_organization(cmd: RegisterOrganization, organization_id: int) -> li
             currency=cmd.currency,
             stripe_account_id=cmd.stripe_account_id,
             fee=cmd.fee,
+            timezone=cmd.timezone,
         )
     ]
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _check_section(section: SectionPlan, field: str) -> None:

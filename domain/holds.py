@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Literal
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -30,7 +32,15 @@ from domain.inventory import (
     SeatsHeld,
     SeatsReleased,
 )
-from domain.seating import RowKey, SeatKey, TakenSeats, best_available, by_row, seat_key
+from domain.seating import (
+    RowKey,
+    SeatKey,
+    TakenSeats,
+    best_available,
+    by_row,
+    check_distinct,
+    seat_key,
+)
 from domain.stock import available_per_type
 
 
@@ -155,11 +165,14 @@ def hold_seats(
             raise InvalidCommand(
                 "seats given for a ticket type not in quantities", "selected_seats"
             )
+    check_distinct(selected)
     available = available_per_type(
         sections, list(types.values()), state.taken_per_section, state.taken_per_type
     )
     held: list[HeldSeat] = []
-    claimed: set[SeatKey] = set()
+    # Seats this purchase takes: the selected ones from the start, so a type chosen for by
+    # best available never lands on a seat selected for another type.
+    claimed: set[SeatKey] = {seat_key(seat) for seats in selected.values() for seat in seats}
     for tid, quantity in sorted(quantities.items()):
         t = types[tid]
         if not _seated(t.section_ids, by_id):
@@ -182,8 +195,6 @@ def hold_seats(
             _check_selected(tid, seats, t.section_ids, by_id)
         for seat in seats:
             key = seat_key(seat)
-            if key in claimed:
-                raise InvalidCommand("a seat is selected twice", f"selected_seats.{tid}")
             if key in state.taken:
                 raise SeatsTaken(f"seat {seat.row}{seat.seat_number} is taken")
             claimed.add(key)
@@ -280,6 +291,23 @@ def clone_attraction(state: AttractionInventory) -> AttractionInventory:
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+VisitDay = Literal["open", "past", "closed"]
+
+
+def local_date(moment: datetime, zone: str) -> date:
+    """The organization's calendar day at `moment`: its visit days start at local midnight."""
+    return moment.astimezone(ZoneInfo(zone)).date()
+
+
+def visit_day(opened: AttractionOpened, visit_date: date, today: date) -> VisitDay:
+    """Whether a day can be visited: not before `today` (the organization's local date), and
+    on a weekday with opening hours when the attraction lists any. The purchase refuses and
+    the availability answer reports by this one rule, so they never disagree."""
+    if visit_date < today:
+        return "past"
+    if opened.opening_hours and WEEKDAYS[visit_date.weekday()] not in opened.opening_hours:
+        return "closed"
+    return "open"
 
 
 def hold_attraction_tickets(
@@ -288,19 +316,21 @@ def hold_attraction_tickets(
     token: str,
     quantities: dict[int, int],
     visit_date: date | None,
-    now: datetime,
+    today: date,
     expires_at: datetime,
 ) -> AttractionTicketsHeld:
+    """`today`: the organization's local date (`local_date`)."""
     opened = state.opened
     if opened is None:
         raise NotFound("attraction not found", "attraction_slug")
     if opened.visit_date_required and visit_date is None:
         raise InvalidCommand("this attraction needs a visit_date", "visit_date")
     if visit_date is not None:
-        if visit_date < now.date():
-            raise InvalidCommand("visit_date is in the past", "visit_date")
-        if opened.opening_hours and WEEKDAYS[visit_date.weekday()] not in opened.opening_hours:
-            raise InvalidCommand("the attraction is closed on that day", "visit_date")
+        match visit_day(opened, visit_date, today):
+            case "past":
+                raise InvalidCommand("visit_date is in the past", "visit_date")
+            case "closed":
+                raise InvalidCommand("the attraction is closed on that day", "visit_date")
     total = sum(quantities.values())
     if opened.daily_max_tickets is not None and visit_date is not None:
         left = opened.daily_max_tickets - state.taken_per_day[visit_date]

@@ -18,6 +18,12 @@ from domain.pricing import Pricing
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_TICKETS = 20
+# Text limits of a purchase: names as the buyer API's attendee edits (200), an address as
+# RFC 5321 allows (254), a phone number with room for its formatting.
+NAME_MAX = 200
+EMAIL_MAX = 254
+PHONE_MAX = 40
+COMMENT_MAX = 2000
 PurchaseStatus = Literal["pending_payment", "paid", "cancelled", "expired"]
 
 
@@ -111,8 +117,19 @@ class PurchaseExpired(Event, frozen=True):
     token: str
 
 
+class LatePaymentRefundDecided(Event, frozen=True):
+    """A payment arrived when its seats were gone: it is given back, never kept and never lost.
+    Stored before anything is asked of Stripe; the payments worker (services/payment_effects.py)
+    makes the refund once this is stored, and only then."""
+
+    token: str
+    intent_id: str
+    reason: str
+
+
 class LatePaymentRefunded(Event, frozen=True):
-    """A payment that arrived when its seats were gone: recorded and refunded, never lost."""
+    """Stripe made the refund a LatePaymentRefundDecided called for. Streams written before
+    that event existed have this one alone: the refund was made on the webhook's path then."""
 
     token: str
     intent_id: str
@@ -132,7 +149,11 @@ class PurchaseState:
     client_secret: str | None = None
     paid_at: datetime | None = None
     stripe_status: str | None = None
+    # True from the refund's decision on: the money is not kept, whether or not Stripe has
+    # made the refund yet (refund_id says it has).
     refunded: bool = False
+    refund_decision: LatePaymentRefundDecided | None = None
+    refund_id: str | None = None
 
 
 def evolve_purchase(state: PurchaseState | None, event: Event) -> PurchaseState | None:
@@ -150,8 +171,11 @@ def evolve_purchase(state: PurchaseState | None, event: Event) -> PurchaseState 
             state.status = "cancelled"
         case PurchaseExpired() if state:
             state.status = "expired"
+        case LatePaymentRefundDecided() if state:
+            state.refunded, state.refund_decision = True, event
+            state.stripe_status = "refund_pending"
         case LatePaymentRefunded() if state:
-            state.refunded, state.stripe_status = True, "refunded"
+            state.refunded, state.refund_id, state.stripe_status = True, event.refund_id, "refunded"
     return state
 
 
@@ -177,12 +201,14 @@ def validate_request(req: PurchaseRequest) -> None:
     total = sum(req.quantities.values())
     if not 1 <= total <= MAX_TICKETS:
         raise InvalidCommand(f"total quantity must be 1..{MAX_TICKETS}", "quantities")
-    if not req.buyer.name.strip() or len(req.buyer.name) > 200:
+    if not req.buyer.name.strip():
         raise InvalidCommand("buyer name is required", "buyer.name")
-    if len(req.buyer.email) > 254 or not EMAIL.match(req.buyer.email):
+    _at_most(req.buyer.name, NAME_MAX, "buyer.name")
+    _at_most(req.buyer.email, EMAIL_MAX, "buyer.email")
+    if not EMAIL.match(req.buyer.email):
         raise InvalidCommand("not a valid e-mail address", "buyer.email")
-    if req.comment is not None and len(req.comment) > 2000:
-        raise InvalidCommand("comment is longer than 2000 characters", "comment")
+    _at_most(req.buyer.phone, PHONE_MAX, "buyer.phone")
+    _at_most(req.comment, COMMENT_MAX, "comment")
     if req.attraction_slug is not None and req.selected_seats:
         raise InvalidCommand("attractions have no seats", "selected_seats")
     if req.event_slug is not None and req.visit_date is not None:
@@ -194,9 +220,18 @@ def validate_request(req: PurchaseRequest) -> None:
             raise InvalidCommand("no such ticket in quantities", field)
         if (a.ticket_type_id, a.index) in seen:
             raise InvalidCommand("attendee given twice", field)
+        _at_most(a.name, NAME_MAX, f"{field}.name")
+        _at_most(a.email, EMAIL_MAX, f"{field}.email")
         if a.email is not None and a.email != "" and not EMAIL.match(a.email):
             raise InvalidCommand("not a valid e-mail address", f"{field}.email")
         seen.add((a.ticket_type_id, a.index))
+
+
+def _at_most(value: str | None, limit: int, field: str) -> None:
+    """A text over its limit is refused as too long (not as missing or malformed), naming the
+    field: the partner's form can then say what to shorten."""
+    if value is not None and len(value) > limit:
+        raise InvalidCommand(f"{field} is too long: at most {limit} characters", field)
 
 
 def check_ticket_types(
@@ -230,6 +265,32 @@ def expire(state: PurchaseState, now: datetime) -> list[Event]:
 def pay(
     state: PurchaseState, intent_id: str | None, now: datetime, late: bool = False
 ) -> list[Event]:
-    if state.status == "paid":
+    """Nothing for a purchase already paid, or whose payment it was decided to give back: a
+    purchase is paid or refunded, never both."""
+    if state.status == "paid" or state.refunded:
         return []
     return [PurchasePaid(token=state.opened.token, paid_at=now, intent_id=intent_id, late=late)]
+
+
+def decide_late_refund(state: PurchaseState, intent_id: str, reason: str) -> list[Event]:
+    """Give back a payment that came after the purchase let go of what it held (`reason`: why
+    it could not be held again). Nothing for a paid purchase or a refund already decided, so of
+    any number of deliveries of one payment at most one refund is decided."""
+    if state.status in ("paid", "pending_payment") or state.refunded:
+        return []
+    return [LatePaymentRefundDecided(token=state.opened.token, intent_id=intent_id, reason=reason)]
+
+
+def record_refund(state: PurchaseState, refund_id: str) -> list[Event]:
+    """The refund Stripe made for the purchase's decision; once."""
+    decision = state.refund_decision
+    if decision is None or state.refund_id is not None:
+        return []
+    return [
+        LatePaymentRefunded(
+            token=decision.token,
+            intent_id=decision.intent_id,
+            refund_id=refund_id,
+            reason=decision.reason,
+        )
+    ]

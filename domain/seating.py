@@ -338,25 +338,31 @@ def check_selection(
                 )
 
 
+def check_distinct(selection: Mapping[int, Sequence[SeatRef]]) -> None:
+    """No seat is selected twice, in one ticket type or across two: else InvalidCommand naming
+    the second mention (types in id order, as a purchase takes them). A malformed request,
+    not a conflict: the same selection is refused by the purchase for the same reason."""
+    seen: set[SeatKey] = set()
+    for type_id, seats in sorted(selection.items()):
+        for i, seat in enumerate(seats):
+            key = seat_key(seat)
+            if key in seen:
+                raise InvalidCommand("a seat is selected twice", f"selected_seats.{type_id}[{i}]")
+            seen.add(key)
+
+
 def conflicts(
     sections: Sequence[Section],
     selection: Mapping[int, Sequence[SeatRef]],
     ticket_types: Mapping[int, TicketType],
     taken: Set[SeatKey],
 ) -> list[SeatRef]:
-    """The selected seats that are taken or selected more than once, each listed once in the
-    order of the selection. The selection is checked first (`check_selection`), since a seat
-    that does not exist is a malformed request, not a conflict."""
+    """The selected seats that are taken, in the order of the selection. The selection is
+    checked first (`check_selection`, `check_distinct`): a seat that does not exist or is
+    selected twice is a malformed request, not a conflict."""
     check_selection(sections, selection, ticket_types)
-    seen: set[SeatKey] = set()
-    found: dict[SeatKey, SeatRef] = {}
-    for seats in selection.values():
-        for seat in seats:
-            key = seat_key(seat)
-            if key in taken or key in seen:
-                found.setdefault(key, seat)
-            seen.add(key)
-    return list(found.values())
+    check_distinct(selection)
+    return [seat for seats in selection.values() for seat in seats if seat_key(seat) in taken]
 
 
 def seated_sections(sections: Sequence[Section], ticket_type: TicketType) -> list[Section]:

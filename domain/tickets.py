@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from domain.errors import DomainError, InvalidCommand
 from domain.events import Event
@@ -105,16 +106,20 @@ def ticket_stream(ticket_id: int) -> str:
     return f"ticket-{ticket_id}"
 
 
-def scannable_until(
-    event_date: datetime | None, event_end: datetime | None, visit_date: date | None
-) -> datetime | None:
-    """Gates close six hours after an event starts (or when it ends, if later); an attraction
-    ticket is good for its visit day (UTC); an undated attraction ticket has no limit."""
-    if event_date is not None:
-        return max(event_end or event_date, event_date + SCANNABLE_AFTER_START)
-    if visit_date is not None:
-        return datetime.combine(visit_date + timedelta(days=1), time(), tzinfo=UTC)
-    return None
+def visit_day_end(visit_date: date, zone: str) -> datetime:
+    """The first instant after a visit day in the organization's zone (its local midnight, as
+    UTC): a visitor on the museum's last evening is still inside their day."""
+    local = datetime.combine(visit_date + timedelta(days=1), time(), tzinfo=ZoneInfo(zone))
+    return local.astimezone(UTC)
+
+
+def scannable_until(starts_at: datetime | None, ends_at: datetime | None) -> datetime | None:
+    """Gates close six hours after an event starts (or when it ends, if later). A product
+    without a start (an attraction) is good until it ends: its visit day's end
+    (`visit_day_end`), or without a visit date, no limit."""
+    if starts_at is not None:
+        return max(ends_at or starts_at, starts_at + SCANNABLE_AFTER_START)
+    return ends_at
 
 
 def issue_tickets(
@@ -126,10 +131,11 @@ def issue_tickets(
     named: set[int],
 ) -> dict[str, list[Event]]:
     """One TicketIssued per ticket of a paid purchase. `named`: ticket ids whose attendee was
-    given at purchase; the others need personalization until the event starts."""
+    given at purchase; the others need personalization until the event starts. `ends_at` of a
+    dated attraction visit is its `visit_day_end`."""
     tickets = opened.tickets
     fee_share = _shares(opened.pricing.fee_cents, len(tickets))
-    until = scannable_until(starts_at, ends_at, opened.visit_date)
+    until = scannable_until(starts_at, ends_at)
     return {
         ticket_stream(t.id): [
             TicketIssued(

@@ -5,20 +5,45 @@ The batcher stores whatever is waiting in one transaction, so they wait for one 
 
 Each caller's append keeps its own optimistic check: when one stream's version has moved, the
 transaction stores nothing, that caller gets the ConcurrencyError and the others are stored
-again without it. Any other failure goes to every caller of the batch."""
+again without it. A caller whose append the database refuses (say, a string PostgreSQL cannot
+store) must not fail the others either: the batch is split in halves and each stored on its
+own, until the refused caller is alone with its error. A failure that leaves unknown whether
+the batch was stored (the connection lost mid-commit) goes to every caller of the batch, as
+storing it again could store it twice."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
+import msgspec
 
 from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append
 from infra.supervise import stop_task
 
 MAX_BATCH = 200
+
+
+def stored_nothing(exc: BaseException) -> bool:
+    """Whether a failed append certainly stored nothing, so its events may be appended again:
+    the server refused the statement (a data error, a constraint), or the events could not
+    even be encoded for it. Not when the connection broke or the server went down: the
+    commit may have happened."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return not isinstance(
+            exc, (asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
+        )
+    return isinstance(exc, (ValueError, TypeError, OverflowError, msgspec.EncodeError))
+
+
+def fail(jobs: Sequence[Any], exc: BaseException) -> None:
+    """Give `exc` to every job (with a `future`) still waiting for its answer."""
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(exc)
 
 
 @dataclass
@@ -62,9 +87,7 @@ class AppendBatcher:
             try:
                 await self._store(batch)
             except BaseException as exc:
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                fail(batch, exc)
                 if not isinstance(exc, Exception):
                     raise
 
@@ -105,7 +128,22 @@ class AppendBatcher:
                     late.future.set_exception(exc)
                 batch = [job for job in batch if job is not late]
                 continue
+            except Exception as exc:
+                if len(batch) == 1 or not stored_nothing(exc):
+                    raise
+                await self._isolate(batch)
+                return
             for job in batch:
                 if not job.future.done():  # a caller that stopped waiting is stored all the same
                     job.future.set_result({s: versions[s] for s in job.streams})
             return
+
+    async def _isolate(self, batch: list[_Job]) -> None:
+        """Store each half on its own, so the caller whose append the database refused ends
+        alone with the error (log2 of the batch's size more appends for it)."""
+        half = len(batch) // 2
+        for part in (batch[:half], batch[half:]):
+            try:
+                await self._store(part)
+            except Exception as exc:
+                fail(part, exc)

@@ -11,6 +11,7 @@ from nats.js.errors import NotFoundError
 
 from domain.events import stream_category
 from infra.settings import Settings
+from infra.supervise import OUTAGES
 
 log = structlog.get_logger(__name__)
 
@@ -21,21 +22,31 @@ async def connect(settings: Settings, name: str, *, echo: bool = True) -> Client
     """A client that keeps reconnecting forever: a NATS outage delays events, never drops them.
     Without `echo`, its subscriptions do not receive what it publishes itself."""
 
+    client: Client | None = None
+
     async def on_disconnect() -> None:
-        log.warning("nats_disconnected", client=name)
+        if client is not None and not (client.is_closed or client.is_draining):
+            OUTAGES.down("nats", "disconnected", client=name)
 
     async def on_reconnect() -> None:
-        log.info("nats_reconnected", client=name)
+        OUTAGES.up("nats")
 
-    return await nats.connect(
+    async def on_error(exc: Exception) -> None:
+        # Each failed reconnection attempt lands here, every half second of an outage: the
+        # outage itself is told once (on_disconnect, on_reconnect).
+        log.debug("nats_error", client=name, error=repr(exc))
+
+    client = await nats.connect(
         settings.nats_url,
         name=f"linjerum-{name}",
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
+        error_cb=on_error,
         no_echo=not echo,
     )
+    return client
 
 
 async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:

@@ -11,6 +11,7 @@ import asyncpg
 import msgspec
 
 MAX_KEY_LENGTH = 255
+KEY_RULE = "must be 1 to 255 printable ASCII characters"
 KEPT = "24 hours"
 ABANDONED = "5 minutes"
 
@@ -27,6 +28,12 @@ class StillRunning(Exception):
 class Replay:
     status: int
     body: bytes
+
+
+def valid_key(key: str) -> bool:
+    """Printable ASCII only, as Stripe's keys are: whatever else a header carries (a NUL, a
+    byte that is not UTF-8) would fail the insert that claims it."""
+    return 0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable()
 
 
 def request_hash(method: str, path: str, body: bytes) -> bytes:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import aiohttp
 import msgspec
 import stripe
+from stripe import RequestOptions
 from stripe.params import PaymentIntentCreateParams
 
 from infra.settings import Settings
@@ -41,6 +42,11 @@ class PaymentError(Exception):
 
 class InvalidSignature(Exception):
     """A webhook whose Stripe-Signature does not verify: not from Stripe, altered, or stale."""
+
+
+class InvalidPayload(Exception):
+    """A webhook whose signature verifies but whose body is not a Stripe event the service can
+    read: retrying it cannot help, so it is refused rather than failed."""
 
 
 class PaymentIntentRef(msgspec.Struct, frozen=True, kw_only=True):
@@ -182,11 +188,13 @@ class Payments:
             status=intent["status"],
         )
 
-    async def cancel_intent(self, intent_id: str) -> None:
+    async def cancel_intent(self, intent_id: str, *, idempotency_key: str | None = None) -> None:
         """Raises PaymentError when Stripe refuses (e.g. the intent already succeeded); whether
-        that matters is the caller's decision."""
+        that matters is the caller's decision. With a key, a retried cancel replays the
+        first one's answer."""
+        options: RequestOptions = {"idempotency_key": idempotency_key} if idempotency_key else {}
         with _mapped_errors("cancelling the PaymentIntent"):
-            await self._client.v1.payment_intents.cancel_async(intent_id)
+            await self._client.v1.payment_intents.cancel_async(intent_id, options=options)
 
     async def refund(self, intent_id: str, *, idempotency_key: str) -> str:
         """Refunds the intent's charge in full and returns the refund id; the key makes a
@@ -207,10 +215,12 @@ class Payments:
             )
         except stripe.SignatureVerificationError as exc:
             raise InvalidSignature(exc.user_message or "invalid signature") from exc
+        if b"\\u0000" in payload:
+            raise InvalidPayload("not a Stripe event: a NUL character")
         try:
             event = msgspec.json.decode(payload, type=_Event)
         except msgspec.DecodeError as exc:
-            raise PaymentError(f"not a Stripe event: {exc}", "invalid_payload") from exc
+            raise InvalidPayload(f"not a Stripe event: {exc}") from exc
         obj = event.data.object
         is_intent = obj.object == "payment_intent"
         return WebhookEvent(

@@ -56,6 +56,8 @@ class Settings:
     public_url: str = ""
     hold_minutes: int = 30
     pdf_workers: int = 1
+    health_port: int = 8081
+    ready_max_lag_seconds: int = 30
 
     @property
     def offers_subject(self) -> str:
@@ -96,6 +98,8 @@ class Settings:
             "public_url": os.environ.get("LINJERUM_PUBLIC_URL", ""),
             "hold_minutes": _env_int("LINJERUM_HOLD_MINUTES", 30),
             "pdf_workers": _env_int("LINJERUM_PDF_WORKERS", 1),
+            "health_port": _env_int("LINJERUM_HEALTH_PORT", 8081),
+            "ready_max_lag_seconds": _env_int("LINJERUM_READY_MAX_LAG_SECONDS", 30),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

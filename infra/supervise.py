@@ -1,16 +1,110 @@
 """The loop every long-running worker shares: PostgreSQL and NATS come and go, so a worker that
-fails is started again, with a growing pause, until it is cancelled."""
+fails is started again, with a growing pause, until it is cancelled.
+
+An outage of PostgreSQL or NATS is told once when it starts and once when it ends (with its
+length), by one tracker the whole process shares: every worker of `linjerum run` fails together
+in an outage, and an operator wants two lines, not a warning per worker and retry."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
 log = structlog.get_logger(__name__)
+
+Probe = Callable[[], Awaitable[object]]
+PROBE_EVERY = 0.5
+PROBE_TIMEOUT = 2.0
+
+
+def dependency_of(exc: BaseException) -> str | None:
+    """Which server an error says is unreachable: "postgresql", "nats", or None for anything
+    else (a bug, which is worth a warning each time). Connection errors reaching a worker come
+    from PostgreSQL: the NATS client reconnects by itself and raises its own errors."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        module = type(current).__module__
+        if module.startswith("nats"):
+            return "nats"
+        if module.startswith("asyncpg") or isinstance(current, OSError):
+            return "postgresql"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class Outages:
+    """Which servers are unreachable, since when. The first failure starts an outage (one
+    warning); it ends (one warning, with its length) when a worker reports the server answered
+    or, for a server with a registered probe, when the probe gets an answer."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, float] = {}
+        self._probes: dict[str, Probe] = {}
+        self._probing: dict[str, asyncio.Task[None]] = {}
+
+    def is_down(self, dependency: str) -> bool:
+        return dependency in self._since
+
+    def watch(self, dependency: str, probe: Probe) -> None:
+        """How to tell that `dependency` answers again (raises while it does not)."""
+        self._probes[dependency] = probe
+
+    def down(self, dependency: str, error: object, **context: Any) -> bool:
+        """Note a failure; True if it started an outage (and was logged as such)."""
+        if dependency in self._since:
+            return False
+        self._since[dependency] = time.monotonic()
+        log.warning("outage_started", dependency=dependency, error=_text(error), **context)
+        probe = self._probes.get(dependency)
+        if probe is not None:
+            self._probing[dependency] = asyncio.get_running_loop().create_task(
+                self._probe(dependency, probe)
+            )
+        return True
+
+    def up(self, dependency: str) -> None:
+        """`dependency` answered: end its outage, if there is one."""
+        since = self._since.pop(dependency, None)
+        if since is None:
+            return
+        log.warning(
+            "outage_ended", dependency=dependency, seconds=round(time.monotonic() - since, 1)
+        )
+        probing = self._probing.pop(dependency, None)
+        if probing is not None and probing is not asyncio.current_task():
+            probing.cancel()
+
+    def close(self) -> None:
+        """Forget the probes (their clients are being closed) and stop probing."""
+        self._probes.clear()
+        for task in self._probing.values():
+            task.cancel()
+        self._probing.clear()
+
+    async def _probe(self, dependency: str, probe: Probe) -> None:
+        while dependency in self._since:
+            await asyncio.sleep(PROBE_EVERY)
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    await probe()
+            except Exception:
+                continue
+            self._probing.pop(dependency, None)
+            self.up(dependency)
+
+
+def _text(error: object) -> str:
+    return repr(error) if isinstance(error, BaseException) else str(error)
+
+
+OUTAGES = Outages()
 
 
 async def serve_forever(
@@ -21,8 +115,10 @@ async def serve_forever(
     longest_pause: float = 2.0,
     **context: Any,
 ) -> None:
-    """Run `serve` again after every failure (logged as `<name>_retrying`), pausing twice as
-    long each time up to `longest_pause`; only cancellation ends it."""
+    """Run `serve` again after every failure, pausing twice as long each time up to
+    `longest_pause`; only cancellation ends it. A failure of an unreachable server is part of
+    its outage (logged once by OUTAGES, each retry only at debug level); any other failure is
+    a `<name>_retrying` warning."""
     pause = first_pause
     while True:
         try:
@@ -30,7 +126,12 @@ async def serve_forever(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning(f"{name}_retrying", error=repr(exc), in_seconds=pause, **context)
+            dependency = dependency_of(exc)
+            if dependency is None:
+                log.warning(f"{name}_retrying", error=repr(exc), in_seconds=pause, **context)
+            else:
+                OUTAGES.down(dependency, exc, worker=name, **context)
+                log.debug(f"{name}_retrying", error=repr(exc), in_seconds=pause, **context)
             await asyncio.sleep(pause)
             pause = min(pause * 2, longest_pause)
 

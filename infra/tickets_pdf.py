@@ -2,11 +2,15 @@
 phone) per ticket, with the scan code as a vector QR code, and merging of per-ticket PDFs into
 one document per purchase.
 
-Text is set in the PDF core fonts (Helvetica, Courier) in Windows-1252, the WinAnsiEncoding the
-core fonts are declared with: no font file to find or embed keeps rendering fast and the output
-small, Danish letters (æ, ø, å) are in the encoding and extract as text with pypdf, and other
-characters are transliterated (accents dropped) or printed as "?". The QR code is vector art, sharp
-at any zoom: filled rectangles, one per run of dark modules stacked over identical runs below it.
+Text that Windows-1252 holds (most tickets: Danish and other Western names) is set in the PDF core
+fonts (Helvetica, Courier), the WinAnsiEncoding they are declared with: no font file to load or
+embed keeps rendering fast and the output small. Any other text (Greek, Cyrillic, Hebrew, Arabic,
+CJK, Polish, ...) is set in DejaVu Sans, with WenQuanYi Micro Hei as the fallback for the CJK
+characters DejaVu lacks, both shipped in infra/fonts/ and loaded only by a document that needs
+them; right-to-left and joined scripts are shaped with HarfBuzz. A character no font has (an
+emoji) prints as the font's empty-box glyph and still extracts as itself. The QR code is vector
+art, sharp at any zoom: filled rectangles, one per run of dark modules stacked over identical runs
+below it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import date, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -40,9 +45,12 @@ TITLE_MAX_LINES = 3
 MIN_LINE_SIZE = 6.0
 LINE_MM_PER_PT = 0.45  # line height: about 1.28 times the font size
 ELLIPSIS = "…"
-NO_DECOMPOSITION = str.maketrans(
-    {"Ł": "L", "ł": "l", "Đ": "D", "đ": "d", "ı": "i", "Ħ": "H", "ħ": "h"}
-)
+FONT_DIR = Path(__file__).parent / "fonts"
+UNICODE_FONT = "dejavu"  # fpdf2 lower-cases family names
+UNICODE_FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf"}
+CJK_FONT = "wqy"
+CJK_FONT_FILE = "wqy-microhei.ttc"
+SHAPED_BIDI_CLASSES = frozenset({"R", "AL", "AN"})
 GREY = (90, 90, 90)
 BLACK = (0, 0, 0)
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -112,7 +120,7 @@ def _day(value: date) -> str:
     return f"{WEEKDAYS[value.weekday()]} {value.day} {MONTHS[value.month - 1]} {value.year}"
 
 
-def _when_lines(page: TicketPage) -> list[str]:
+def when_lines(page: TicketPage) -> list[str]:
     """The date lines: an event's start and doors in local time with the zone's abbreviation, or
     an attraction's visit date."""
     if page.starts_at is None:
@@ -125,7 +133,7 @@ def _when_lines(page: TicketPage) -> list[str]:
     return lines
 
 
-def _place_line(page: TicketPage) -> str:
+def place_line(page: TicketPage) -> str:
     """Section, row and seat; a ticket without a seat number is general admission."""
     if page.seat_number is None:
         parts = [page.section_name, "General admission"]
@@ -135,23 +143,43 @@ def _place_line(page: TicketPage) -> str:
     return " · ".join(part for part in parts if part)
 
 
-def _encodable(text: str) -> str:
-    """Text the core fonts can print: accents dropped where that suffices (Ł, which Unicode does
-    not decompose, by table), else "?"."""
+def _core_encodable(text: str) -> bool:
+    """Whether the core fonts can print the text as it is."""
     try:
         text.encode(ENCODING)
-        return text
     except UnicodeEncodeError:
-        return "".join(_encodable_char(char) for char in text)
+        return False
+    return True
 
 
-def _encodable_char(char: str) -> str:
-    try:
-        char.encode(ENCODING)
-        return char
-    except UnicodeEncodeError:
-        decomposed = unicodedata.normalize("NFKD", char.translate(NO_DECOMPOSITION))
-        return decomposed.encode(ENCODING, "ignore").decode(ENCODING) or "?"
+def _needs_shaping(text: str) -> bool:
+    """Right-to-left letters (Hebrew, Arabic: reordered, Arabic also joined) or combining marks
+    need HarfBuzz; other text is printed glyph by glyph, which is faster."""
+    return any(
+        unicodedata.bidirectional(char) in SHAPED_BIDI_CLASSES or unicodedata.combining(char)
+        for char in text
+    )
+
+
+def _set_font(pdf: FPDF, text: str, family: str, style: str, size: float) -> None:
+    """The core font `family` when it can print the text, else the shipped Unicode fonts,
+    loaded into this document on first use (the CJK one only for characters DejaVu lacks)."""
+    if _core_encodable(text):
+        if pdf.text_shaping:
+            pdf.set_text_shaping(False)
+        pdf.set_font(family, style, size)
+        return
+    if UNICODE_FONT not in pdf.fonts:
+        for font_style, file_name in UNICODE_FONT_FILES.items():
+            pdf.add_font(UNICODE_FONT, font_style, FONT_DIR / file_name)
+    covered = pdf.fonts[UNICODE_FONT].cmap
+    if CJK_FONT not in pdf.fonts and any(ord(char) not in covered for char in text):
+        pdf.add_font(CJK_FONT, "", FONT_DIR / CJK_FONT_FILE)
+        pdf.set_fallback_fonts([CJK_FONT], exact_match=False)
+    shaping = _needs_shaping(text)
+    if bool(pdf.text_shaping) != shaping:
+        pdf.set_text_shaping(shaping)
+    pdf.set_font(UNICODE_FONT, style, size)
 
 
 def _rgb(color: str) -> tuple[int, int, int]:
@@ -172,16 +200,16 @@ def _render_page(pdf: FPDF, page: TicketPage) -> None:
     pdf.add_page()
     _header(pdf, page)
     pdf.set_xy(MARGIN, QR_Y)
-    _title(pdf, _encodable(page.product_name))
+    _title(pdf, page.product_name)
     pdf.set_y(pdf.get_y() + 1.5)
-    for line in _when_lines(page):
+    for line in when_lines(page):
         _line(pdf, line, 10, "B")
     pdf.set_y(pdf.get_y() + 1.5)
     _line(pdf, page.venue_name, 10, "B")
     if page.venue_address:
         _line(pdf, page.venue_address, 8, color=GREY)
     pdf.set_y(pdf.get_y() + 1.5)
-    _line(pdf, _place_line(page), 12, "B")
+    _line(pdf, place_line(page), 12, "B")
     if page.holder_name:
         _line(pdf, f"Name: {page.holder_name}", 10)
     _line(pdf, f"{page.ticket_type_name} · {format_money(page.price_cents, page.currency)}", 10)
@@ -195,7 +223,7 @@ def _header(pdf: FPDF, page: TicketPage) -> None:
     pdf.set_fill_color(*rgb)
     pdf.rect(0, 0, PAGE_W, HEADER_H, style="F")
     pdf.set_text_color(*_contrasting(rgb))
-    pdf.set_font("Helvetica", "B", 12)
+    _set_font(pdf, page.organization_name, "Helvetica", "B", 12)
     pdf.set_xy(MARGIN, 0)
     pdf.cell(PAGE_W - 2 * MARGIN, HEADER_H, _fit(pdf, page.organization_name, PAGE_W - 2 * MARGIN))
     pdf.set_text_color(*BLACK)
@@ -205,7 +233,7 @@ def _title(pdf: FPDF, text: str) -> None:
     """The product name in the largest size that fits three lines (or wrapped at the smallest):
     names run to 200 characters and must stay whole, as buyers and text extraction look for them."""
     for size in TITLE_SIZES:
-        pdf.set_font("Helvetica", "B", size)
+        _set_font(pdf, text, "Helvetica", "B", size)
         if pdf.get_string_width(text) <= TEXT_W:
             break
         lines = pdf.multi_cell(TEXT_W, size * LINE_MM_PER_PT, text, dry_run=True, output="LINES")
@@ -218,8 +246,7 @@ def _line(
     pdf: FPDF, text: str, size: float, style: str = "", color: tuple[int, int, int] = BLACK
 ) -> None:
     """One line of the text column, shrunk (and if need be shortened) to stay clear of the QR."""
-    pdf.set_font("Helvetica", style, size)
-    text = _encodable(text)
+    _set_font(pdf, text, "Helvetica", style, size)
     width = pdf.get_string_width(text)
     while width > TEXT_W and size > MIN_LINE_SIZE:
         size -= 1
@@ -234,7 +261,6 @@ def _line(
 
 def _fit(pdf: FPDF, text: str, width: float) -> str:
     """Text cut to width in the current font, with an ellipsis where it was cut."""
-    text = _encodable(text)
     if pdf.get_string_width(text) <= width:
         return text
     while text and pdf.get_string_width(text + ELLIPSIS) > width:
@@ -243,18 +269,18 @@ def _fit(pdf: FPDF, text: str, width: float) -> str:
 
 
 def _ticket_code(pdf: FPDF, code: str) -> None:
-    pdf.set_font("Courier", "B", 10)
+    _set_font(pdf, code, "Courier", "B", 10)
     pdf.set_xy(QR_X, QR_Y + QR_SIZE)
     pdf.cell(QR_SIZE, 5, _fit(pdf, code, QR_SIZE), align="C")
 
 
 def _footer(pdf: FPDF, page: TicketPage) -> None:
-    pdf.set_font("Helvetica", "", 7)
-    pdf.set_text_color(*GREY)
-    pdf.set_xy(MARGIN, PAGE_H - MARGIN - 3)
     note = "Show the QR code at the entrance. One admission per ticket."
     if page.starts_at is not None:
         note += f" Times are {page.timezone_name} time."
+    _set_font(pdf, note, "Helvetica", "", 7)
+    pdf.set_text_color(*GREY)
+    pdf.set_xy(MARGIN, PAGE_H - MARGIN - 3)
     pdf.cell(PAGE_W - 2 * MARGIN, 3, _fit(pdf, note, PAGE_W - 2 * MARGIN))
     pdf.set_text_color(*BLACK)
 

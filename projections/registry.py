@@ -8,6 +8,7 @@ from projections.availability import AvailabilityProjection
 from projections.catalog import CatalogProjection
 from projections.confirmations import ConfirmationsProjection
 from projections.framework import Projection, ensure_live_schema
+from projections.payment_effects import PaymentEffectsProjection
 from projections.purchases import PurchasesProjection
 from projections.tickets import TicketsProjection
 
@@ -21,6 +22,7 @@ def all_projections() -> dict[str, Projection]:
             PurchasesProjection(),
             TicketsProjection(),
             ConfirmationsProjection(),
+            PaymentEffectsProjection(),
         )
     }
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 
-from domain import catalog
+from domain import catalog, tickets
 from domain.errors import NotFound
 from domain.purchasing import PurchaseOpened
 from infra.eventstore import read_stream
@@ -74,10 +74,16 @@ class Catalog:
         return scheduled
 
     async def times(self, opened: PurchaseOpened) -> tuple[datetime | None, datetime | None]:
-        if opened.event_id is None:
+        """When the purchased product starts and ends, as its tickets record them: an event's
+        dates; an attraction visit has no start and ends with its day in the organization's
+        zone (the gates take its tickets until then)."""
+        if opened.event_id is not None:
+            scheduled = await self.scheduled(opened.event_id)
+            return scheduled.event_date, scheduled.event_end_date
+        if opened.visit_date is None:
             return None, None
-        scheduled = await self.scheduled(opened.event_id)
-        return scheduled.event_date, scheduled.event_end_date
+        zone = (await self.organization(opened.organization_id)).timezone
+        return None, tickets.visit_day_end(opened.visit_date, zone)
 
     async def venue(self, venue_id: int) -> catalog.VenueRegistered:
         return await self._once(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import re
 import signal
 import sys
@@ -25,52 +26,63 @@ from projections.rebuild import rebuild
 from projections.registry import all_projections
 from services.api.activity import recent_activity
 from services.catalog_commands import organization_id_by_slug
-from services.runtime import COMPONENTS, connected, database
+from services.runtime import COMPONENTS, PortInUse, connected, database
 from services.runtime import run as run_service
 from services.seed_demo import seed_demo
 
 CLI = Metadata(actor="linjerum cli")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="linjerum", description=__doc__)
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="folder for embedded PostgreSQL/NATS data (default $LINJERUM_DATA_DIR or .linjerum)",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+DATA_DIR_HELP = "folder for embedded PostgreSQL/NATS data (default $LINJERUM_DATA_DIR or .linjerum)"
 
-    run = commands.add_parser("run", help="run every component in one process")
+
+def _parser() -> argparse.ArgumentParser:
+    """--data-dir goes before the command or after it (`linjerum run --data-dir D`): every
+    command's parser takes it too, without a default of its own that would hide the first."""
+    parser = argparse.ArgumentParser(prog="linjerum", description=__doc__)
+    parser.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help=DATA_DIR_HELP)
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_parser = functools.partial(commands.add_parser, parents=[common])
+
+    run = add_parser("run", help="run every component in one process")
     run.add_argument("--port", type=int, default=None, help="gateway port (default 8080)")
     run.add_argument("--host", default=None, help="gateway address (default 127.0.0.1)")
     run.add_argument("--no-seed", action="store_true", help="do not create the demo data")
 
     for component in COMPONENTS:
-        single = commands.add_parser(component, help=f"run only the {component} (production)")
+        single = add_parser(component, help=f"run only the {component} (production)")
         if component == "gateway":
             single.add_argument("--port", type=int, default=None)
             single.add_argument("--host", default=None)
+        else:
+            single.add_argument(
+                "--health-port",
+                type=int,
+                default=None,
+                help="port of /healthz and /readyz (default 8081; 0: none)",
+            )
 
-    commands.add_parser("seed-demo", help="create the demo organizations (idempotent)")
+    add_parser("seed-demo", help="create the demo organizations (idempotent)")
 
-    keys = commands.add_parser("keys", help="manage partner API keys")
+    keys = add_parser("keys", help="manage partner API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
-    create = key_commands.add_parser("create", help="issue a key; the token is shown once")
+    add_key_parser = functools.partial(key_commands.add_parser, parents=[common])
+    create = add_key_parser("create", help="issue a key; the token is shown once")
     create.add_argument("--org", required=True, help="organization slug")
     create.add_argument("--name", required=True)
     create.add_argument("--allowed-origin", action="append", default=[], dest="allowed_origins")
     create.add_argument("--rate-limit", type=int, default=120, help="requests per minute")
-    listing = key_commands.add_parser("list", help="list an organization's keys")
+    listing = add_key_parser("list", help="list an organization's keys")
     listing.add_argument("--org", required=True)
-    revoke = key_commands.add_parser("revoke", help="revoke a key on every gateway at once")
+    revoke = add_key_parser("revoke", help="revoke a key on every gateway at once")
     revoke.add_argument("key_id", type=int)
 
-    rebuild_cmd = commands.add_parser("rebuild", help="rebuild a read model from the events")
+    rebuild_cmd = add_parser("rebuild", help="rebuild a read model from the events")
     rebuild_cmd.add_argument("name", choices=sorted(all_projections()))
 
-    activity = commands.add_parser("activity", help="recent partner API calls, newest first")
+    activity = add_parser("activity", help="recent partner API calls, newest first")
     activity.add_argument("--org", required=True, help="organization slug")
     activity.add_argument("--key", type=int, default=None, help="only this API key id")
     activity.add_argument(
@@ -198,14 +210,24 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, An
 
 
 async def _main(args: argparse.Namespace, settings: Settings) -> int:
-    """SIGTERM stops the service like Ctrl-C does: tasks cancelled, embedded servers shut down."""
+    """SIGINT (Ctrl-C) and SIGTERM stop the service cleanly: tasks cancelled, embedded servers
+    shut down. The handlers are installed here, not left to Python's defaults: a process started
+    in the background inherits SIGINT ignored, and would otherwise never stop on it."""
     task = asyncio.current_task()
     assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
     try:
         return await _dispatch(args, settings) or 0
     except asyncio.CancelledError:
-        return 0
+        return 130 if signal.SIGINT in received else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,10 +236,15 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir,
         http_port=getattr(args, "port", None),
         http_host=getattr(args, "host", None),
+        health_port=getattr(args, "health_port", None),
     )
     configure_logging(settings.log_level)
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_main(args, settings))
+        try:
+            return asyncio.run(_main(args, settings))
+        except PortInUse as exc:
+            print(exc, file=sys.stderr, flush=True)
+            return 1
     return 130
 
 

@@ -4,7 +4,9 @@ commands for one stream queue at its desk; one task decides them in turn against
 caught-up state and appends everything they decided in a single append. Conflicts with other
 processes still surface as ConcurrencyError: the desk reads what the other process stored and
 decides the batch again. A batch is decided on a copy of the state, so the cached state only
-ever holds stored events and a conflict costs the new events, not a reload of the stream."""
+ever holds stored events and a conflict costs the new events, not a reload of the stream.
+A command whose events the database refuses fails alone: the batch is decided and appended
+again in halves until that command is on its own (`_isolate`)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import structlog
 
 from domain.discounts import DiscountState, clone_discount, evolve_discount
 from domain.events import Event
+from infra.append_batcher import fail, stored_nothing
 from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append, read_stream
 from infra.supervise import stop_task
 
@@ -138,9 +141,7 @@ class Desk(Generic[S]):
                 await self._run_batch(jobs)
             except Exception as exc:
                 self._forget()
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                fail(jobs, exc)
 
     def _forget(self) -> None:
         """After an unexpected failure nothing cached is trusted: reload from scratch."""
@@ -188,6 +189,12 @@ class Desk(Generic[S]):
                 self._stale = True
                 log.info("desk_conflict", stream=exc.stream_id, attempt=attempt)
                 continue
+            except Exception as exc:
+                if len(jobs) == 1 or not stored_nothing(exc):
+                    raise
+                log.warning("desk_append_refused", stream=self.stream_id, error=repr(exc))
+                await self._isolate(jobs)
+                return
             self._stale = False
             self.cached = state
             self.discounts.update(codes)
@@ -201,6 +208,18 @@ class Desk(Generic[S]):
                     job.future.set_exception(exc)
             return
         raise ConcurrencyError(self.stream_id, f"gave up after {MAX_ATTEMPTS} attempts")
+
+    async def _isolate(self, jobs: list[_Job]) -> None:
+        """The database refused the batch's append and stored nothing (the cached state is
+        untouched): decide and append each half on its own, again halving a half that fails,
+        so only the command whose events were refused gets the error."""
+        half = len(jobs) // 2
+        for part in (jobs[:half], jobs[half:]):
+            try:
+                await self._run_batch(part)
+            except Exception as exc:
+                self._forget()
+                fail(part, exc)
 
     def _decide_all(
         self, jobs: list[_Job], state: Cached[S], codes: dict[int, Cached[DiscountState | None]]

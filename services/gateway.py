@@ -7,10 +7,12 @@ import random
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 
 from domain.errors import DomainError
 from infra.apikeys import DEFAULT_RATE_LIMIT
@@ -19,6 +21,7 @@ from infra.offer_feed import OfferFeed
 from projections.availability import AvailabilityProjection
 from projections.catalog import CatalogProjection
 from services.api import (
+    attendee_pages,
     availability,
     catalog_reads,
     deliveries,
@@ -32,11 +35,19 @@ from services.api import (
 from services.api.access import KEY_SECONDS, AccessControl
 from services.api.activity import ActivityEntry, ActivityLog
 from services.api.context import API_KEY, DOCUMENTS, POOL, PURCHASES, REQUEST_ID, SNAPSHOTS
-from services.api.errors import ApiError, error_response, from_domain
+from services.api.errors import (
+    ApiError,
+    error_response,
+    from_domain,
+    service_unavailable,
+    unavailable,
+)
+from services.api.http import check_text
 from services.api.limits import Verdict
 from services.api.memo import Memo
 from services.api.offers import SeatOffers
 from services.api.routes import Handler, Route
+from services.health import Readiness, add_health_routes
 from services.purchases import Purchases
 from services.ticket_documents import Documents
 
@@ -57,7 +68,11 @@ SNAPSHOT_SECONDS = 1.0
 CATALOG_CHANGES = read_model_channel(CatalogProjection.name)
 AVAILABILITY_CHANGES = read_model_channel(AvailabilityProjection.name)
 READS_FOLLOW = (CATALOG_CHANGES, AVAILABILITY_CHANGES)
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "invalid_request"}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+# What aiohttp's HTTP parser accepts: a request line (the URL) and one header line. They differ
+# so that the parser's LineTooLong, which names only the limit it hit, tells which was too long.
+MAX_URL_BYTES = 8192
+MAX_HEADER_BYTES = 8190
 
 
 def new_request_id() -> str:
@@ -86,6 +101,7 @@ async def _respond(
         if route is not None and route.authenticated:
             key, verdict = await request.app[ACCESS].admit(request, route)
             request[API_KEY] = key
+        _check_request(request, route)
         return await handler(request), verdict
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.detail, exc.headers), verdict
@@ -96,9 +112,30 @@ async def _respond(
         code = _HTTP_CODES.get(exc.status, "invalid_request")
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, code, exc.reason, headers), verdict
-    except Exception:
+    except Exception as exc:
+        if unavailable(exc):
+            log.warning("request_unavailable", error=repr(exc), path=request.path)
+            down = service_unavailable()
+            return error_response(down.status, down.code, down.detail, down.headers), verdict
         log.exception("request_failed", method=request.method, path=request.path)
         return error_response(500, "internal_error"), verdict
+
+
+def _check_request(request: web.Request, route: Route | None) -> None:
+    """What no handler should have to check: path parameters that cannot be stored (a NUL
+    reaching a query would fail it with a 500) and, on an endpoint that reads a JSON body,
+    a body of another media type."""
+    for name, value in request.match_info.items():
+        check_text(name, value)
+    if route is None or route.body is None:
+        return
+    if "Content-Type" not in request.headers and not request.body_exists:
+        return  # no body at all: the handler says one is required
+    media = request.content_type
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
 
 
 @web.middleware
@@ -155,12 +192,6 @@ def _record(request: web.Request, status: int, duration_ms: float) -> None:
     )
 
 
-async def health(request: web.Request) -> web.Response:
-    """Ready when the database answers: what a load balancer needs to know."""
-    await request.app[POOL].fetchval("SELECT 1")
-    return web.json_response({"status": "ok"})
-
-
 def partner_routes() -> Iterable[Route]:
     yield from catalog_reads.ROUTES
     yield from availability.ROUTES
@@ -171,6 +202,7 @@ def partner_routes() -> Iterable[Route]:
     yield from webhooks.ROUTES
     yield from tickets.ROUTES
     yield from docs.ROUTES
+    yield from attendee_pages.ROUTES
 
 
 async def _start(app: web.Application) -> None:
@@ -189,8 +221,10 @@ def create_app(
     sales: Purchases,
     documents: Documents,
     offer_feed: OfferFeed | None = None,
+    readiness: Readiness | None = None,
 ) -> web.Application:
-    """`offer_feed`: seat offers shared with the other gateways (none: kept to this one)."""
+    """`offer_feed`: seat offers shared with the other gateways (none: kept to this one).
+    `readiness`: what /readyz checks (none: the database only)."""
     app = web.Application(middlewares=[request_context], client_max_size=1 << 20)
     changes = ChangeFeed(pool, (*READS_FOLLOW, API_KEYS))
     app[POOL] = pool
@@ -205,8 +239,73 @@ def create_app(
     app[DOCUMENTS] = documents
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
-    app.router.add_get("/healthz", health)
+    add_health_routes(app, readiness or Readiness(pool))
     for route in partner_routes():
         ROUTES[route.handler] = route
         app.router.add_route(route.method, route.path, route.handler)
     return app
+
+
+def _parser_error(status: int, exc: BaseException | None) -> tuple[int, str, str | None]:
+    """Status, code and detail for a request aiohttp's parser refused."""
+    if isinstance(exc, LineTooLong):
+        if exc.args[1] == MAX_URL_BYTES:
+            return 414, "uri_too_long", f"the request line is over {MAX_URL_BYTES} bytes"
+        return 431, "headers_too_large", f"a header line is over {MAX_HEADER_BYTES} bytes"
+    if isinstance(exc, BadHttpMessage) and "Too many headers" in exc.message:
+        return 431, "headers_too_large", "too many headers"
+    if isinstance(exc, HttpProcessingError):
+        return 400, "bad_request", "malformed HTTP request"
+    if status == 500:
+        return 500, "internal_error", None
+    return status, "request_failed", None
+
+
+class _Protocol(web.RequestHandler):
+    """Answers what never reaches the middleware (a URL or a header over the limit, a
+    malformed request, which aiohttp's parser refuses first) with the JSON envelope and an
+    X-Request-ID, instead of aiohttp's bare text."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)  # raises: too late
+        status, code, detail = _parser_error(status, exc)
+        request_id = new_request_id()
+        if status == 500:
+            log.error("request_failed", request_id=request_id, exc_info=exc)
+        else:
+            log.info("request_refused", status=status, error=code, request_id=request_id)
+        response = error_response(status, code, detail, {"X-Request-ID": request_id})
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        return _Protocol(self, loop=self._loop, **self._kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """The AppRunner the gateway is served with: aiohttp's own with the parser's limits set
+    and its protocol errors answered as the API answers every other error (aiohttp has no
+    public hook for these, so the server it builds is rebuilt around `_Protocol`)."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        kwargs.setdefault("max_line_size", MAX_URL_BYTES)
+        kwargs.setdefault("max_field_size", MAX_HEADER_BYTES)
+        super().__init__(app, **kwargs)
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return _Server(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            **made._kwargs,
+        )

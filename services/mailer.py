@@ -25,6 +25,7 @@ import structlog
 
 from infra.mail import MailTransport
 from infra.outbox import CHANNEL
+from infra.pgtext import make_storable
 from infra.supervise import serve_forever
 
 log = structlog.get_logger(__name__)
@@ -151,8 +152,9 @@ class Mailer:
         self, row: asyncpg.Record, exc: Exception, fields: dict[str, Any]
     ) -> None:
         """Schedule the next attempt by the backoff table, or give up after max_attempts. The
-        stored text is the transport's own (credentials already struck out)."""
-        error = f"{type(exc).__name__}: {exc}"[:ERROR_LIMIT]
+        stored text is the transport's own (credentials already struck out), made storable: a
+        NUL in it (say, from a buyer's name) must not keep the row from being rescheduled."""
+        error = make_storable(f"{type(exc).__name__}: {exc}")[:ERROR_LIMIT]
         attempts = row["attempts"]
         if attempts >= self._max_attempts:
             await self._pool.execute(_GIVEN_UP, row["id"], attempts, error)

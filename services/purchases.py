@@ -29,7 +29,6 @@ from infra.eventstore import (
     Metadata,
     PendingAppend,
     RecordedEvent,
-    append,
     read_stream,
 )
 from infra.payments import PaymentError, PaymentIntentRef, Payments, WebhookEvent
@@ -248,7 +247,10 @@ class Purchases:
 
     def _abandon(self, intent_id: str) -> None:
         """Cancels an intent no buyer was given, in the background (best effort: one left
-        behind can never be paid, as nobody has its client secret)."""
+        behind can never be paid, as nobody has its client secret). The one cancel made from
+        a request's path: no stored event can decide it, as the purchase was never stored; and
+        should the append have been stored after all (its answer lost), the purchase was never
+        shown to anyone, simply cannot be paid, and expires."""
         self._in_background(self._cancel_intent(intent_id))
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
@@ -280,12 +282,12 @@ class Purchases:
     # ---- ending --------------------------------------------------------------------------
 
     async def cancel(self, token: str, organization_id: int, meta: Metadata) -> None:
-        state, _ = await self.find(token, organization_id)
+        """Its PaymentIntent is cancelled at Stripe by the payments worker once the
+        cancellation is stored (services/payment_effects.py), not on the partner's request."""
+        await self.find(token, organization_id)
         await self.release(
             token, "cancelled", meta, decide=lambda s: purchasing.cancel(s, "cancelled")
         )
-        if state.intent_id and self.payments is not None:
-            await self._cancel_intent(state.intent_id)
 
     async def expire(self, token: str, meta: Metadata) -> bool:
         now = datetime.now(UTC)
@@ -391,14 +393,23 @@ class Purchases:
         self, state: PurchaseState, version: int, intent_id: str, meta: Metadata
     ) -> str:
         """Money arrived for a purchase that had already let go of its seats: sell the same
-        seats if they are still free, otherwise refund, and record either way."""
+        seats if they are still free, otherwise decide to give the money back. Either is one
+        append at the purchase's version, so of concurrent deliveries of the payment one
+        decides and the others find it decided (`duplicate`); the refund itself is made by the
+        payments worker once its decision is stored."""
         opened = state.opened
+        if state.refunded:
+            return "refund_already_decided"
         desk = self._inventory_desk(opened)
         now = datetime.now(UTC)
         purchase = purchasing.purchase_stream(opened.token)
         times = await self.catalog.times(opened)
 
         def command(session: Session) -> Decision:
+            if opened.token in session.state.holds:
+                # Another delivery of this payment has held the seats again, in this batch or
+                # in one this delivery's read of the purchase did not see.
+                raise ConcurrencyError(purchase, "the late payment was settled meanwhile")
             before = previous_hold(opened, now)
             if isinstance(before, SeatsHeld):
                 held: Event = holds.rehold_seats(session.state, before, now)
@@ -411,15 +422,17 @@ class Purchases:
         try:
             await desk.submit(command, meta)
             return "paid_late"
-        except (holds.SeatsTaken, holds.InsufficientAvailability, holds.DailyCapacityExceeded):
-            pass
-        assert self.payments is not None
-        refund_id = await self.payments.refund(intent_id, idempotency_key=f"refund-{opened.token}")
-        refunded = purchasing.LatePaymentRefunded(
-            token=opened.token, intent_id=intent_id, refund_id=refund_id, reason="seats_taken"
-        )
-        await append(self.pool, [PendingAppend(purchase, version, [refunded])], meta)
-        return "refunded"
+        except (
+            holds.SeatsTaken,
+            holds.InsufficientAvailability,
+            holds.DailyCapacityExceeded,
+        ) as exc:
+            reason = exc.code
+        refund = purchasing.decide_late_refund(state, intent_id, reason)
+        if not refund:
+            return "ignored"
+        await self.recorder.append([PendingAppend(purchase, version, refund)], meta)
+        return "refund_decided"
 
     async def due_for_expiry(self, now: datetime, limit: int = 500) -> list[str]:
         rows = await self.pool.fetch(
@@ -672,7 +685,7 @@ def _open_attraction_purchase(
             token=draft.token,
             quantities=quantities,
             visit_date=req.visit_date,
-            now=draft.now,
+            today=holds.local_date(draft.now, org.timezone),
             expires_at=draft.expires_at,
         )
         return _open(
@@ -687,6 +700,9 @@ def _open_attraction_purchase(
                 attraction_id=opened.attraction_id,
                 slug=opened.slug,
                 name=opened.name,
+                ends_at=None
+                if req.visit_date is None
+                else tickets.visit_day_end(req.visit_date, org.timezone),
             ),
             {},
         )

@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import socket
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import psutil
 import structlog
 from aiohttp import web
 from nats.aio.client import Client
@@ -26,12 +28,16 @@ from infra.mail import EmlDirectory, MailTransport, SmtpSettings, SmtpTransport
 from infra.offer_feed import OfferFeed
 from infra.payments import SIMULATOR_HOST, SIMULATOR_WEBHOOK_SECRET, Payments
 from infra.settings import Settings
+from infra.supervise import OUTAGES
 from infra.tickets_pdf import RenderWorkers
 from projections.registry import all_projections, ensure_read_models
 from services.api.activity import ActivityLog
+from services.api.attendee_pages import attendee_link
 from services.catalog_commands import organization_id_by_slug
-from services.gateway import create_app
+from services.gateway import GatewayRunner, create_app
+from services.health import Readiness, serve_health
 from services.mailer import Mailer
+from services.payment_effects import PaymentEffects
 from services.projector import Projector
 from services.purchases import Purchases
 from services.relay import Relay
@@ -98,7 +104,11 @@ async def demo_api_key(pool: asyncpg.Pool, settings: Settings) -> str:
 
 
 async def _serve_http(
-    live: Settings, pool: asyncpg.Pool, sales: Purchases, documents: Documents
+    live: Settings,
+    pool: asyncpg.Pool,
+    sales: Purchases,
+    documents: Documents,
+    readiness: Readiness,
 ) -> None:
     """The gateway and its activity-log writer; what is still buffered is written on the way
     out, so a clean shutdown loses no activity rows. Seat offers go to the other gateways on a
@@ -107,7 +117,9 @@ async def _serve_http(
     writer = asyncio.create_task(activity.run())
     notes = await connect(live, "gateway-offers", echo=False)
     offers = OfferFeed(notes, live.offers_subject)
-    runner = web.AppRunner(create_app(pool, activity, sales, documents, offers), access_log=None)
+    runner = GatewayRunner(
+        create_app(pool, activity, sales, documents, offers, readiness), access_log=None
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, live.http_host, live.http_port).start()
@@ -121,7 +133,7 @@ async def _serve_http(
         await notes.close()
 
 
-COMPONENTS = ("gateway", "relay", "projector", "sweeper", "mailer")
+COMPONENTS = ("gateway", "relay", "projector", "sweeper", "mailer", "payments")
 
 
 def _local_host(live: Settings) -> str:
@@ -132,7 +144,7 @@ def _documents(
     live: Settings, pool: asyncpg.Pool, sales: Purchases, renderer: Executor | None
 ) -> Documents:
     base = live.public_url or f"http://{_local_host(live)}:{live.http_port}"
-    link = base.rstrip("/") + "/api/v1/tickets/attendee/{token}"
+    link = attendee_link(base)
     return Documents(pool, sales.catalog, live.smtp_sender, link, renderer)
 
 
@@ -181,6 +193,7 @@ async def run(
     """All components in one process for development (`linjerum run`), or a single one per
     process in production (`linjerum relay`, `linjerum projector`, `linjerum gateway`, as in
     compose.yaml)."""
+    check_ports(settings, components)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     async with connected(settings) as live, database(live) as pool:
         nc = await connect(live, "+".join(components))
@@ -196,6 +209,94 @@ async def run(
                 await _serve(live, pool, nc, components, renderer, token)
         finally:
             await nc.close()
+
+
+def _readiness(
+    live: Settings, pool: asyncpg.Pool, nc: Client, components: tuple[str, ...]
+) -> Readiness:
+    """What this process's /readyz checks: the database always; NATS and the lag of what it
+    publishes or projects for the components that use them. A gateway's reads come from the
+    read models, so it answers for their lag as well."""
+    used = set(components)
+    return Readiness(
+        pool,
+        nats=nc if used & {"gateway", "relay", "projector"} else None,
+        relay=bool(used & {"gateway", "relay"}),
+        projections=all_projections().values() if used & {"gateway", "projector"} else (),
+        max_lag_seconds=live.ready_max_lag_seconds,
+    )
+
+
+async def _answers(database_url: str) -> None:
+    """Raises while PostgreSQL does not accept a connection."""
+    conn = await asyncpg.connect(database_url, timeout=2)
+    await conn.close()
+
+
+async def _connected(nc: Client) -> None:
+    if not nc.is_connected:
+        raise ConnectionError("NATS is not connected")
+
+
+class PortInUse(Exception):
+    """A port this process must listen on is taken; the message says which and what to do."""
+
+
+def check_ports(settings: Settings, components: tuple[str, ...]) -> None:
+    """Fail before anything starts (embedded servers, demo data, a printed key) when a port the
+    process will listen on is taken, most often by a `linjerum run` already running."""
+    wanted: list[tuple[str, str, int, str]] = []
+    if "gateway" in components:
+        wanted.append(
+            ("gateway", settings.http_host, settings.http_port, "--port or LINJERUM_PORT")
+        )
+        if settings.uses_simulator:
+            wanted.append(
+                ("Stripe simulator", SIMULATOR_HOST, settings.stripe_sim_port, "STRIPE_SIM_PORT")
+            )
+    elif settings.health_port > 0:
+        wanted.append(
+            (
+                "health",
+                settings.http_host,
+                settings.health_port,
+                "--health-port or LINJERUM_HEALTH_PORT",
+            )
+        )
+    for what, host, port, option in wanted:
+        if not _bindable(host, port):
+            raise PortInUse(
+                f"linjerum: port {port} ({what}) on {host} is already in use{_holder(port)};"
+                f" stop that process or choose another port ({option})"
+            )
+
+
+def _bindable(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _holder(port: int) -> str:
+    """ ", by pid N (command line)" for the process listening on `port`, when it can be seen."""
+    try:
+        listening = [
+            c
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid
+        ]
+        if not listening:
+            return ""
+        pid = listening[0].pid
+        command = " ".join(psutil.Process(pid).cmdline())
+    except (psutil.Error, OSError):
+        return ""
+    return f", by pid {pid} ({command})"
 
 
 def _quiet_collector() -> None:
@@ -234,26 +335,36 @@ async def _serve(
         writer=writer,
     )
     documents = _documents(live, pool, sales, renderer)
-    work = []
+    readiness = _readiness(live, pool, nc, components)
+    work: dict[str, Coroutine[Any, Any, None]] = {}
     if live.uses_simulator and "gateway" in components:
-        work.append(_simulator(live))
+        work["stripe-simulator"] = _simulator(live)
     if "sweeper" in components:
-        work.append(run_sweeper(sales))
+        work["sweeper"] = run_sweeper(sales)
     if "mailer" in components:
-        work.append(Mailer(pool, _transport(live), documents.confirmation).run())
+        work["mailer"] = Mailer(pool, _transport(live), documents.confirmation).run()
+    if "payments" in components:
+        work["payments"] = PaymentEffects(pool, payments).run()
     if "relay" in components:
-        work.append(Relay(pool, js, live).run())
+        work["relay"] = Relay(pool, js, live).run()
     if "projector" in components:
-        work += [Projector(pool, js, live, p).run() for p in all_projections().values()]
+        for p in all_projections().values():
+            work[f"projector:{p.name}"] = Projector(pool, js, live, p).run()
     if "gateway" in components:
-        work.append(_serve_http(live, pool, sales, documents))
+        work["gateway"] = _serve_http(live, pool, sales, documents, readiness)
+    elif live.health_port > 0:
+        work["health"] = serve_health(readiness, live.http_host, live.health_port)
     if token:
         print(f"demo API key ({DEMO_ORGANIZATION}): {token}", flush=True)
     _quiet_collector()
-    tasks = [asyncio.create_task(c) for c in work]
+    readiness.components = {name: asyncio.create_task(c, name=name) for name, c in work.items()}
+    tasks = list(readiness.components.values())
+    OUTAGES.watch("postgresql", lambda: _answers(live.database_url))
+    OUTAGES.watch("nats", lambda: _connected(nc))
     try:
         await asyncio.gather(*tasks)
     finally:
+        OUTAGES.close()
         # A cancelled gather has cancelled them already: cancelling again would cut short the
         # cleanup they are running (the gateway's, which stops its change feed).
         for task in tasks:

@@ -1,7 +1,10 @@
-"""Demo data for development and the tests: two organizations (the second exists to prove
-isolation), an 840-seat theatre with arc-shaped balconies, events around today, a museum and
-discount codes. Every object is created through the same commands a partner's data would be,
-and found again by its natural key, so seeding twice (or concurrently) creates nothing twice."""
+"""Demo data for development and the tests: three organizations (the second exists to prove
+isolation and has a free event, the third has no Stripe account, so its paid purchases answer
+`503 payment_processing_unavailable`), an 840-seat theatre with arc-shaped balconies, events
+around today, a museum whose ticket types hold more stock than its daily capacity (so the day is
+what sells out) and discount codes. Every object is created through the same commands a
+partner's data would be, and found again by its natural key, so seeding twice (or concurrently)
+creates nothing twice, and a data folder seeded by an older version gets what it lacks."""
 
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from services.catalog_commands import Pool
 
 DEMO_ORGANIZATION = "det-ny-teater"
 SECOND_ORGANIZATION = "aarhus-teater"
+NO_STRIPE_ORGANIZATION = "odense-friscene"
+FREE_EVENT = "aaben-proeve"
 SEED = Metadata(actor="seed-demo")
 
 
@@ -243,9 +248,13 @@ async def _museum(pool: Pool, org: int, created: dict[str, int]) -> None:
             "sun": weekend,
         },
         ticket_types=[
-            TicketTypePlan(name="Voksen", price_cents=15000, max_per_purchase=10),
+            TicketTypePlan(name="Voksen", price_cents=15000, max_per_purchase=10, capacity=999),
             TicketTypePlan(
-                name="Studerende", price_cents=11000, category="student", max_per_purchase=10
+                name="Studerende",
+                price_cents=11000,
+                category="student",
+                max_per_purchase=10,
+                capacity=500,
             ),
         ],
     )
@@ -378,11 +387,87 @@ async def seed_demo(pool: Pool, today: date) -> dict[str, int]:
             )
         ],
     )
+    rehearsal = _at(today + timedelta(days=12), 17)
+    free = ScheduleEvent(
+        slug=FREE_EVENT,
+        name="Åben prøve",
+        description="Gratis generalprøve: billetten er gratis, men skal bestilles.",
+        venue_id=stage_id,
+        event_date=rehearsal,
+        event_end_date=rehearsal + timedelta(hours=2),
+        sales_start_date=_at(today - timedelta(days=10), 9),
+        sales_end_date=rehearsal,
+        publish=True,
+        ticket_types=[
+            TicketTypePlan(
+                name="Gratis", price_cents=0, max_per_purchase=4, section_ids=[stage.sections[0].id]
+            )
+        ],
+    )
+    for cmd in (enemy, free):
+        await _ensure(
+            pool,
+            catalog.claim_stream("event", cmd.slug, aarhus_org),
+            lambda cmd=cmd: commands.schedule_event(pool, aarhus_org, cmd, SEED),
+            created,
+            "events",
+        )
+    await _without_stripe(pool, today, created)
+    return created
+
+
+async def _without_stripe(pool: Pool, today: date, created: dict[str, int]) -> None:
+    """An organization that has not connected Stripe yet: it can list and price, but a paid
+    purchase is refused with 503 payment_processing_unavailable."""
+    org = await _organization(
+        pool,
+        RegisterOrganization(
+            slug=NO_STRIPE_ORGANIZATION,
+            name="Odense Friscene",
+            currency="DKK",
+            primary_color="#059669",
+            stripe_account_id=None,
+        ),
+        created,
+    )
+    venue_id = await _venue(
+        pool,
+        org,
+        RegisterVenue(
+            key="friscenen",
+            name="Friscenen",
+            city="Odense",
+            sections=[
+                SectionPlan(
+                    name="Gulv",
+                    seating_mode="standing",
+                    width=400.0,
+                    height=300.0,
+                    standing_capacity=150,
+                )
+            ],
+        ),
+        created,
+    )
+    venue = await commands.load_venue(pool, venue_id)
+    night = _at(today + timedelta(days=25), 20)
+    concert = ScheduleEvent(
+        slug="koncert-friscenen",
+        name="Koncert på Friscenen",
+        venue_id=venue_id,
+        event_date=night,
+        event_end_date=night + timedelta(hours=2),
+        sales_start_date=_at(today - timedelta(days=5), 9),
+        sales_end_date=night,
+        publish=True,
+        ticket_types=[
+            TicketTypePlan(name="Ståplads", price_cents=12000, section_ids=[venue.sections[0].id])
+        ],
+    )
     await _ensure(
         pool,
-        catalog.claim_stream("event", enemy.slug, aarhus_org),
-        lambda: commands.schedule_event(pool, aarhus_org, enemy, SEED),
+        catalog.claim_stream("event", concert.slug, org),
+        lambda: commands.schedule_event(pool, org, concert, SEED),
         created,
         "events",
     )
-    return created

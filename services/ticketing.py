@@ -132,9 +132,11 @@ class Order:
 async def order_by_access_code(
     pool: asyncpg.Pool, access_code: str, email: str, organization_id: int
 ) -> Order:
-    """The buyer's order, only for the right access code and purchase e-mail, and only once
-    tickets exist. Every miss is the same NotFound after the same work (one query, one
-    constant-time comparison), so the answer reveals nothing about which part was wrong."""
+    """The buyer's order, only for the right access code and purchase e-mail, whatever its
+    status: its tickets exist from the purchase on (the partner API shows their codes, the gate
+    answers `pending_payment` or `cancelled` for them), so no order is one "with no tickets".
+    Every miss is the same NotFound after the same work (one query, one constant-time
+    comparison), so the answer reveals nothing about which part was wrong."""
     row = await pool.fetchrow(
         f"SELECT token, buyer_email FROM {PURCHASES}"
         " WHERE access_code = $1 AND organization_id = $2",
@@ -149,8 +151,6 @@ async def order_by_access_code(
     assert purchase is not None
     loaded = await load_tickets(pool, [t.id for t in purchase.opened.tickets])
     issued = [state for state, _ in loaded.values()]
-    if not any(issued) and purchase.status == "pending_payment":
-        raise NotFound("tickets not found", "code")
     return Order(purchase, [s for s in issued if s is not None])
 
 

@@ -4,7 +4,9 @@ id) is recorded for 7 days so an organization can diagnose its own integration.
 Recording must not add latency to the request, so `ActivityLog.record` only appends to an
 in-memory buffer and a background task (`ActivityLog.run`) writes the buffer in batches with
 COPY. If the database is unavailable the entries are kept and retried; the buffer is bounded,
-dropping the oldest entries first, so an outage can never exhaust the gateway's memory."""
+dropping the oldest entries first, so an outage can never exhaust the gateway's memory. A batch
+the database refuses is written again in halves, and an entry it refuses on its own is dropped
+with a log line, so one bad row can never hold back every later flush."""
 
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import msgspec
 import structlog
+
+from infra.append_batcher import stored_nothing
+from infra.pgtext import make_storable
 
 log = structlog.get_logger(__name__)
 
@@ -49,8 +54,13 @@ class ActivityEntry(msgspec.Struct, frozen=True, kw_only=True):
     remote: str | None = None
 
 
+def _storable(value: object) -> object:
+    """A request's path may carry what PostgreSQL cannot hold (`/events/a%00b`)."""
+    return make_storable(value) if isinstance(value, str) else value
+
+
 def _row(entry: ActivityEntry) -> tuple[object, ...]:
-    return tuple(getattr(entry, column) for column in _COLUMNS)
+    return tuple(_storable(getattr(entry, column)) for column in _COLUMNS)
 
 
 class ActivityLog:
@@ -139,17 +149,42 @@ class ActivityLog:
             return written
 
     async def _write(self, batch: list[ActivityEntry]) -> BaseException | None:
-        """Write one batch with COPY; on failure put it back at the front of the buffer (oldest
-        first, still bounded) and return the error rather than raise it."""
-        try:
-            await self._pool.copy_records_to_table(
-                "api_activity", records=[_row(e) for e in batch], columns=list(_COLUMNS)
-            )
-        except Exception as exc:
-            self._pending.extendleft(reversed(batch))
+        """Write one batch with COPY. When the database cannot be reached, put what is not
+        written back at the front of the buffer (oldest first, still bounded) and return the
+        error rather than raise it."""
+        error, unwritten = await self._store(batch)
+        if error is not None:
+            self._pending.extendleft(reversed(unwritten))
             self._bound()
-            return exc
-        return None
+        return error
+
+    async def _store(
+        self, batch: list[ActivityEntry]
+    ) -> tuple[BaseException | None, list[ActivityEntry]]:
+        """The error that stopped the writing, if any, and the entries not written then. A
+        batch the database refuses is written again in halves; an entry it refuses on its own
+        is dropped with a log line."""
+        try:
+            await self._copy(batch)
+        except Exception as exc:
+            if not stored_nothing(exc):
+                return exc, batch
+            if len(batch) == 1:
+                log.warning(
+                    "activity_entry_dropped", error=repr(exc), request_id=batch[0].request_id
+                )
+                return None, []
+            half = len(batch) // 2
+            error, unwritten = await self._store(batch[:half])
+            if error is not None:
+                return error, unwritten + batch[half:]
+            return await self._store(batch[half:])
+        return None, []
+
+    async def _copy(self, batch: list[ActivityEntry]) -> None:
+        await self._pool.copy_records_to_table(
+            "api_activity", records=[_row(e) for e in batch], columns=list(_COLUMNS)
+        )
 
     def _report_drops(self) -> None:
         if self._dropped:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from domain.holds import VisitDay, local_date, visit_day
 from domain.stock import event_status
 from services.api import readmodel as rm
 from services.api import schemas as s
-from services.api.context import now, organization_of, pool_of
+from services.api.context import PURCHASES, now, organization_of, pool_of
 from services.api.errors import not_found
 from services.api.http import Snapshot, memoized, parse_query, path_int, snapshot
 from services.api.routes import Route
@@ -82,27 +83,44 @@ async def seat_plan(request: web.Request) -> Snapshot:
 
 
 async def attraction_availability(request: web.Request) -> Snapshot:
+    """With a date, what can be bought for that day: nothing on a day the purchase would
+    refuse (past in the organization's zone, or closed), and no type more than the day has
+    left; the same rules `hold_attraction_tickets` decides by."""
     pool = pool_of(request)
+    organization_id = organization_of(request)
     query = parse_query(request, s.AttractionAvailabilityQuery)
-    row = await rm.attraction(pool, organization_of(request), request.match_info["slug"])
+    row = await rm.attraction(pool, organization_id, request.match_info["slug"])
     if row is None:
         raise not_found("attraction")
     _, available = await rm.attraction_stock(pool, row)
     cap = row["daily_max_tickets"]
     remaining = None
-    if query.date is not None and cap is not None:
-        remaining = max(0, cap - await rm.taken_on(pool, row["id"], query.date))
-    sold_out = not any(available.values()) or remaining == 0
+    day: VisitDay = "open"
+    if query.date is not None:
+        opened = await request.app[PURCHASES].catalog.attraction(row["id"])
+        zone = (await request.app[PURCHASES].catalog.organization(organization_id)).timezone
+        day = visit_day(opened, query.date, local_date(now(), zone))
+        if day != "open":
+            remaining = 0
+        elif cap is not None:
+            remaining = max(0, cap - await rm.taken_on(pool, row["id"], query.date))
+    if remaining is not None:
+        available = {tid: min(n, remaining) for tid, n in available.items()}
     return snapshot(
         s.AttractionAvailability(
             attraction_id=row["id"],
-            status="sold_out" if sold_out else "available",
+            status=_DAY_STATUS.get(day) or ("available" if any(available.values()) else "sold_out"),
             ticket_types={str(tid): n for tid, n in available.items()},
             daily_max_tickets=cap,
             date=query.date,
             date_remaining=remaining,
         ),
     )
+
+
+# A day the purchase refuses: a past one as an event whose sales ended, a closed weekday as
+# closed (not sold out: nothing was sold, and another day may have every place).
+_DAY_STATUS: dict[VisitDay, s.AttractionStatus] = {"past": "sales_ended", "closed": "closed"}
 
 
 ROUTES = [

@@ -55,6 +55,11 @@ ERRORS: dict[int, tuple[str, tuple[tuple[str, str], ...]]] = {
             ("idempotency_key_reuse", "Same key sent with a different request body"),
         ),
     ),
+    413: ("Payload too large", (("payload_too_large", "The body is over 1 MiB"),)),
+    415: (
+        "Unsupported media type",
+        (("unsupported_media_type", "The body is not sent as application/json"),),
+    ),
     429: (
         "Too many requests",
         (
@@ -66,7 +71,10 @@ ERRORS: dict[int, tuple[str, tuple[tuple[str, str], ...]]] = {
     502: ("Bad gateway", (("stripe_error", "Stripe PaymentIntent creation failed"),)),
     503: (
         "Service unavailable",
-        (("payment_processing_unavailable", "Event's Stripe account not onboarded"),),
+        (
+            ("payment_processing_unavailable", "Event's Stripe account not onboarded"),
+            ("service_unavailable", "Database or message bus out of reach; see Retry-After"),
+        ),
     ),
 }
 
@@ -271,14 +279,17 @@ def uses_etag(route: Route) -> bool:
 
 def error_statuses(route: Route) -> list[int]:
     """The route's declared errors plus those the gateway itself produces for it: 401/429 from
-    authentication and rate limits, 422 from decoding its query, body or integer path."""
-    statuses = set(route.errors)
+    authentication and rate limits, 422 from decoding its query, body or path, 413 and 415 from
+    reading a body, 503 while the database or NATS is out of reach."""
+    statuses = set(route.errors) | {503}
     if route.authenticated:
         statuses |= {401, 429}
     if route.bucket:
         statuses.add(429)
-    if route.query is not None or route.body is not None or int in route.path_params.values():
+    if route.query is not None or route.body is not None or route.path_params:
         statuses.add(422)
+    if route.body is not None:
+        statuses |= {413, 415}
     return sorted(statuses)
 
 

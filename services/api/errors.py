@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import socket
+
+import asyncpg
 import msgspec
+import nats.errors
+import nats.js.errors
 from aiohttp import web
 
 from domain.errors import DomainError
@@ -37,6 +42,50 @@ def invalid_request(field: str, detail: str) -> ApiError:
 def not_found(what: str = "resource") -> ApiError:
     """The same 404 for missing, draft and other organizations' objects."""
     return ApiError(404, "not_found", f"{what} not found")
+
+
+# Seconds a client is asked to wait when the database or NATS cannot be reached.
+RETRY_AFTER_UNAVAILABLE = 5
+# What a lost or refused connection to PostgreSQL or NATS raises: the request may well succeed
+# a few seconds later, so the answer is 503 with Retry-After rather than 500.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    ConnectionError,  # refused, reset, aborted
+    TimeoutError,  # a connect or a pool acquire that timed out; nats' own TimeoutError too
+    socket.gaierror,
+    asyncpg.PostgresConnectionError,  # class 08, e.g. the connection closed mid-query
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up, cancelled
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoServersError,
+    nats.errors.StaleConnectionError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or what it was raised from) says PostgreSQL or NATS is out of reach."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, _UNAVAILABLE) or type(current) is OSError:
+            return True  # a plain OSError: unreachable network, or asyncpg's "Multiple exceptions"
+        if isinstance(current, asyncpg.InterfaceError) and "clos" in str(current):
+            return True  # the pool or the connection is closed ("is closing", "is closed")
+        current = current.__cause__
+        seen += 1
+    return False
+
+
+def service_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "service_unavailable",
+        "a backing service cannot be reached; try again shortly",
+        {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
+    )
 
 
 _DOMAIN_STATUS = {

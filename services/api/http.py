@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
+from infra.pgtext import storable
 from services.api.context import organization_of, snapshots_of
 from services.api.errors import invalid_request
 from services.api.routes import Handler
@@ -22,6 +23,39 @@ T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
 _FIELD = re.compile(r"`\$\.?([^`]*)`")
 _MISSING = re.compile(r"(?:missing required|contains unknown) field `([^`]*)`")
+# Strings PostgreSQL cannot hold (infra.pgtext) fail the statement they are in, and with it
+# whatever else it writes: a sales desk's append carries other buyers' purchases. In a JSON body
+# they can only arrive escaped (msgspec refuses raw NUL bytes and lone surrogates itself): a
+# body without such an escape is never walked.
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+UNSTORABLE_DETAIL = "must not contain NUL characters or unpaired surrogates"
+
+
+def check_text(field: str, value: str) -> None:
+    """A 422 naming `field` when `value` cannot be stored."""
+    if not storable(value):
+        raise invalid_request(field, UNSTORABLE_DETAIL)
+
+
+def _unstorable_field(value: Any, path: str) -> str | None:
+    """The path (`buyer.name`, `attendees[0].name`) of the first string, key or value, that
+    cannot be stored, in the notation msgspec's own errors use."""
+    if isinstance(value, str):
+        return None if storable(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and not storable(key):
+                return inner
+            found = _unstorable_field(item, inner)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _unstorable_field(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _field_of(exc: msgspec.ValidationError, fallback: str) -> str:
@@ -41,8 +75,11 @@ def _message(exc: msgspec.ValidationError) -> str:
 
 def parse_query(request: web.Request, kind: type[T]) -> T:
     """Query parameters as a typed Struct; `limit=abc` is a 422 naming `limit`."""
+    query = dict(request.query)
+    for name, value in query.items():
+        check_text(name if storable(name) else "query", value)
     try:
-        return msgspec.convert(dict(request.query), kind, strict=False)
+        return msgspec.convert(query, kind, strict=False)
     except msgspec.ValidationError as exc:
         raise invalid_request(_field_of(exc, "query"), _message(exc)) from None
 
@@ -52,15 +89,21 @@ async def parse_body(request: web.Request, kind: type[T]) -> T:
 
 
 def decode_body(raw: bytes, kind: type[T]) -> T:
-    """A JSON body as a typed Struct; malformed JSON or a wrong field is a 422 naming it."""
+    """A JSON body as a typed Struct; malformed JSON, a wrong field or a string that cannot be
+    stored is a 422 naming it, so such input never reaches a sales desk's shared append."""
     if not raw:
         raise invalid_request("body", "a JSON body is required")
     try:
-        return msgspec.json.decode(raw, type=kind)
+        decoded = msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
         raise invalid_request(_field_of(exc, "body"), _message(exc)) from None
     except msgspec.DecodeError:
         raise invalid_request("body", "malformed JSON") from None
+    if _UNSTORABLE_ESCAPE.search(raw):
+        field = _unstorable_field(msgspec.json.decode(raw), "")
+        if field is not None:
+            raise invalid_request(field or "body", UNSTORABLE_DETAIL)
+    return decoded
 
 
 def path_int(request: web.Request, name: str) -> int:
@@ -87,12 +130,19 @@ def snapshot(value: Any) -> Snapshot:
     return Snapshot(body, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
 
 
+def none_match(header: str, etag: str) -> bool:
+    """RFC 9110's weak comparison, which If-None-Match uses: `*`, or any tag of the list whose
+    opaque part equals ours, with or without `W/` (proxies weaken the tags of what they
+    compress). Our tags hold no comma, so splitting the list on commas cannot hide one."""
+    tags = (tag.strip() for tag in header.split(","))
+    return any(tag == "*" or tag.removeprefix("W/") == etag for tag in tags)
+
+
 def answer(request: web.Request, snap: Snapshot) -> web.Response:
     """A matching If-None-Match gets a 304 with no body, so a client polling every few seconds
     costs almost nothing to answer."""
     headers = {"ETag": snap.etag, "Cache-Control": "no-cache"}
-    wanted = request.headers.get("If-None-Match", "")
-    if snap.etag in (tag.strip() for tag in wanted.split(",")) or wanted.strip() == "*":
+    if none_match(request.headers.get("If-None-Match", ""), snap.etag):
         return web.Response(status=304, headers=headers)
     return web.Response(body=snap.body, content_type="application/json", headers=headers)
 

@@ -214,8 +214,8 @@ async def create_purchase(request: web.Request) -> web.Response:
     key_header = request.headers.get("Idempotency-Key")
     if key_header is None:
         return await _create(request, raw)
-    if not 0 < len(key_header) <= idempotency.MAX_KEY_LENGTH:
-        raise invalid_request("Idempotency-Key", "must be 1 to 255 characters")
+    if not idempotency.valid_key(key_header):
+        raise invalid_request("Idempotency-Key", idempotency.KEY_RULE)
     pool = request.app[PURCHASES].pool
     api_key = api_key_of(request).id
     fingerprint = idempotency.request_hash(request.method, request.path, raw)

@@ -15,7 +15,7 @@ from domain.inventory import SeatRef
 EventStatus = Literal[
     "available", "draft", "cancelled", "sales_not_started", "sales_ended", "sold_out"
 ]
-AttractionStatus = Literal["available", "sold_out"]
+AttractionStatus = Literal["available", "sold_out", "sales_ended", "closed"]
 
 
 class Payload(msgspec.Struct, frozen=True, kw_only=True):

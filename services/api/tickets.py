@@ -10,11 +10,12 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+from domain.catalog import VenueRegistered
 from domain.inventory import SeatRef
-from domain.purchasing import EMAIL
-from domain.tickets import Reason, TicketState
+from domain.purchasing import EMAIL, PurchaseOpened, PurchaseState
+from domain.tickets import Reason
 from services import ticketing
-from services.api.context import api_key_of, pool_of
+from services.api.context import PURCHASES, api_key_of, pool_of
 from services.api.errors import ApiError, invalid_request
 from services.api.http import json_response, parse_body, parse_query
 from services.api.purchases import metadata_of
@@ -171,6 +172,7 @@ class OrderLine(Payload):
 
 class OrderSummary(Payload):
     id: str
+    lookup: int
     createdAt: datetime
     status: str
     currency: str
@@ -204,18 +206,46 @@ class AttendeeView(Payload):
     orderStatus: str
 
 
-def _event_of(ticket: TicketState | None) -> LineEvent:
+async def _event_of(request: web.Request, opened: PurchaseOpened) -> LineEvent:
+    """When and where, from the catalog (which never changes an event's date or venue): the
+    same answer before payment, after it and after a cancellation. An attraction visit has a
+    day, not a start."""
+    known = request.app[PURCHASES].catalog
+    if opened.event_id is not None:
+        scheduled = await known.scheduled(opened.event_id)
+        starts_at, venue_id = scheduled.event_date, scheduled.venue_id
+    else:
+        assert opened.attraction_id is not None
+        starts_at, venue_id = None, (await known.attraction(opened.attraction_id)).venue_id
     return LineEvent(
-        startsAt=ticket.issued.starts_at if ticket else None,
-        location=None,
+        startsAt=starts_at,
+        location=_location(await known.venue(venue_id)),
         guestLabel="Attendee",
         guest=None,
     )
 
 
-def _bundle(order: ticketing.Order) -> TicketBundle:
+def _location(venue: VenueRegistered) -> str:
+    """`Det Ny Teater, Gothersgade 8, 1123 København`: the parts the venue has."""
+    town = " ".join(part for part in (venue.zip_code, venue.city) if part)
+    return ", ".join(part for part in (venue.name, venue.address, town) if part)
+
+
+def order_status(purchase: PurchaseState) -> str:
+    """The purchase's status, or `refunded` once its late payment is being given back."""
+    return "refunded" if purchase.refunded else purchase.status
+
+
+def order_lookup(opened: PurchaseOpened) -> int:
+    """The order's number for people (the spec's `lookup`): its first ticket's id, unique
+    across all orders and fixed when the purchase is opened."""
+    return min(t.id for t in opened.tickets)
+
+
+def _bundle(order: ticketing.Order, event: LineEvent) -> TicketBundle:
     purchase = order.purchase
     opened = purchase.opened
+    status = order_status(purchase)
     states = {s.issued.ticket_id: s for s in order.tickets}
     lines: dict[int, OrderLine] = {}
     for bought in opened.tickets:
@@ -231,7 +261,7 @@ def _bundle(order: ticketing.Order) -> TicketBundle:
                     image=None,
                 ),
                 ticketType=bought.ticket_type_name,
-                event=_event_of(state),
+                event=event,
                 seats=[],
             )
         line.seats.append(
@@ -241,7 +271,7 @@ def _bundle(order: ticketing.Order) -> TicketBundle:
                 email=state.holder_email if state else bought.email,
                 seat=bought.seat,
                 ticket_code=bought.code,
-                status=state.status if state else purchase.status,
+                status=state.status if state else status,
                 needs_personalization=bool(state and state.needs_personalization),
                 personalization_end=state.issued.personalization_end if state else None,
             )
@@ -250,8 +280,9 @@ def _bundle(order: ticketing.Order) -> TicketBundle:
         code=opened.access_code,
         order=OrderSummary(
             id=opened.token,
+            lookup=order_lookup(opened),
             createdAt=opened.opened_at,
-            status=purchase.status,
+            status=status,
             currency=opened.pricing.currency,
             totalGross=opened.pricing.total_cents,
         ),
@@ -268,7 +299,7 @@ async def buyer_tickets(request: web.Request) -> web.Response:
         query.email,
         api_key_of(request).organization_id,
     )
-    return json_response(_bundle(order))
+    return json_response(_bundle(order, await _event_of(request, order.purchase.opened)))
 
 
 async def edit_attendees(request: web.Request) -> web.Response:
@@ -278,8 +309,11 @@ async def edit_attendees(request: web.Request) -> web.Response:
     order = await ticketing.order_by_access_code(
         pool, request.match_info["code"], edits.email, organization_id
     )
-    if order.purchase.status != "paid" or order.purchase.refunded:
-        raise ApiError(409, "order_inactive", "the order is cancelled or refunded")
+    status = order_status(order.purchase)
+    if status == "pending_payment":
+        raise ApiError(409, "not_yet_paid", "attendees can be edited once the order is paid")
+    if status != "paid":
+        raise ApiError(409, "order_inactive", f"the order is {status}")
     for i, seat in enumerate(edits.seats):
         if seat.email and (len(seat.email) > 254 or not EMAIL.match(seat.email.strip())):
             raise invalid_request(f"seats[{i}].email", "not a valid e-mail address")
@@ -289,7 +323,7 @@ async def edit_attendees(request: web.Request) -> web.Response:
     updated = await ticketing.order_by_access_code(
         pool, request.match_info["code"], edits.email, organization_id
     )
-    return json_response(_bundle(updated))
+    return json_response(_bundle(updated, await _event_of(request, updated.purchase.opened)))
 
 
 async def attendee_ticket(request: web.Request) -> web.Response:
@@ -307,9 +341,9 @@ async def attendee_ticket(request: web.Request) -> web.Response:
                 slug=opened.product_slug,
                 image=None,
             ),
-            event=_event_of(ticket),
+            event=await _event_of(request, opened),
             seat=ticket.issued.seat,
-            orderStatus=purchase.status,
+            orderStatus=order_status(purchase),
         )
     )
 

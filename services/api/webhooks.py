@@ -1,12 +1,14 @@
 """Stripe's webhook ingress: a verified signature first, then each Stripe event applied once.
-A bad signature is a 400 that changes nothing; a failure is a 500 so Stripe retries."""
+A bad signature, or a signed body that is not a Stripe event, is a 400 that changes nothing
+(retrying cannot help); a failure is a 500, or a 503 while the database is out of reach, so
+Stripe retries."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from infra.eventstore import Metadata
-from infra.payments import InvalidSignature
+from infra.payments import InvalidPayload, InvalidSignature
 from services.api.context import PURCHASES, request_id_of
 from services.api.errors import ApiError
 from services.api.http import json_response
@@ -30,6 +32,8 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         )
     except InvalidSignature:
         raise ApiError(400, "invalid_signature", "Stripe-Signature does not verify") from None
+    except InvalidPayload as exc:
+        raise ApiError(400, "invalid_payload", str(exc)) from None
     meta = Metadata(
         request_id=request_id_of(request),
         actor="stripe",

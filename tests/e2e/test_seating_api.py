@@ -142,20 +142,6 @@ async def test_held_seats_are_the_conflicts_and_auto_select_avoids_them(
     assert await _post(api, demo_token, VALIDATE, selection) == {"available": True}
 
 
-async def test_a_seat_selected_twice_is_a_conflict(api, demo_token) -> None:
-    types, taken = await _hamlet(api, demo_token)
-    loge = types["Loge"]
-    free = next(
-        {"section_id": loge["section_ids"][0], "row": "B", "seat_number": n}
-        for n in range(18, 0, -1)
-        if (loge["section_ids"][0], "B", n) not in taken
-    )
-    body = await _post(
-        api, demo_token, VALIDATE, {"selected_seats": {str(loge["id"]): [free, free]}}
-    )
-    assert body == {"available": False, "conflicts": [free]}
-
-
 @pytest.fixture(scope="module")
 async def lab(api, pool: asyncpg.Pool) -> dict[str, Any]:
     """An organization of its own (so the demo's listings stay as they are) with an event in a

@@ -77,9 +77,9 @@ async def test_concurrent_seeds_create_each_object_once(
 ) -> None:
     totals = {kind: sum(run[kind] for run in seeded) for kind in seeded[0]}
     assert totals == {
-        "organizations": 2,
-        "venues": 3,
-        "events": 5,
+        "organizations": 3,
+        "venues": 4,
+        "events": 7,
         "attractions": 1,
         "discount_codes": 4,
     }

@@ -271,3 +271,18 @@ async def test_credentials_never_reach_logs_or_the_table(pool: asyncpg.Pool) -> 
     assert [row["last_error"] for row in errors] and "535" in errors[0]["last_error"]
     for text in [repr(logs), *(row["last_error"] for row in errors)]:
         assert PASSWORD not in text and USERNAME not in text
+
+
+async def test_a_failure_whose_text_cannot_be_stored_is_still_rescheduled(
+    pool: asyncpg.Pool,
+) -> None:
+    async def failing(purchase_token: str, kind: str) -> EmailMessage:
+        raise ValueError("no address for buyer 'Ann\x00e'")
+
+    token = _token()
+    mailer = Mailer(pool, EmlDirectory(Path("/nonexistent")), failing, backoff=(60,))
+    await enqueue(pool, token, "confirmation")
+    assert await mailer.send_due() == 1
+    row = await pool.fetchrow("SELECT * FROM mail_outbox WHERE purchase_token = $1", token)
+    assert row["last_error"] == "ValueError: no address for buyer 'Ann\ufffde'"
+    assert row["next_attempt_at"] > datetime.now(UTC) + timedelta(seconds=30)

@@ -195,14 +195,27 @@ def test_choice_is_deterministic() -> None:
 # ---- checking a selection -------------------------------------------------------------------
 
 
-def test_conflicts_are_taken_or_twice_selected_seats_each_listed_once() -> None:
+def test_conflicts_are_the_taken_seats_in_the_order_of_the_selection() -> None:
     a5, a6, a7 = seat(PARTERRE, "A", 5), seat(PARTERRE, "A", 6), seat(PARTERRE, "A", 7)
     loge = seat(LOGE, "A", 1)
     taken = {(PARTERRE, "A", 5), (LOGE, "A", 1)}
-    selection = {1: [a5, a6, a7, a6, a5], 2: [loge]}
-    assert conflicts(SECTIONS, selection, TYPES, taken) == [a5, a6, loge]
+    selection = {1: [a5, a6, a7], 2: [loge]}
+    assert conflicts(SECTIONS, selection, TYPES, taken) == [a5, loge]
     assert conflicts(SECTIONS, {1: [a6, a7]}, TYPES, taken) == []
     assert conflicts(SECTIONS, {}, TYPES, taken) == []
+
+
+def test_a_seat_selected_twice_is_refused_like_the_purchase_refuses_it_not_a_conflict() -> None:
+    """The pre-check and the purchase give one verdict: a malformed selection, naming the
+    second mention, whether or not the seat is free."""
+    a6, a7 = seat(PARTERRE, "A", 6), seat(PARTERRE, "A", 7)
+    for taken in (set(), {(PARTERRE, "A", 6)}):
+        with pytest.raises(InvalidCommand) as refused:
+            conflicts(SECTIONS, {1: [a6, a7, a6]}, TYPES, taken)
+        assert (refused.value.detail, refused.value.field) == (
+            "a seat is selected twice",
+            "selected_seats.1[2]",
+        )
 
 
 @pytest.mark.parametrize(

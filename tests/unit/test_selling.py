@@ -195,7 +195,7 @@ def test_attraction_day_cap() -> None:
             token=token,
             quantities={7: n},
             visit_date=visit,
-            now=NOW,
+            today=NOW.date(),
             expires_at=NOW + timedelta(minutes=30),
         )
 

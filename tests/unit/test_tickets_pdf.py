@@ -109,11 +109,48 @@ def test_a_long_product_name_is_wrapped_whole() -> None:
     assert name in text
 
 
-def test_letters_outside_the_core_fonts_lose_their_accents_rather_than_fail() -> None:
-    page = replace(SEATED, holder_name="Łucja Dvořák", organization_name="東京")
+@pytest.mark.parametrize(
+    ("holder", "product", "organization"),
+    [
+        ("Ελένη Παπαδοπούλου", "Αντιγόνη", "Εθνικό Θέατρο"),  # Greek
+        ("Анна Иванова", "Лебединое озеро", "Большой театр"),  # Cyrillic
+        ("דוד כהן", "הבימה: המלט", "תיאטרון הבימה"),  # Hebrew, right to left
+        ("محمد عبد الله", "ليلة الموسيقى", "دار الأوبرا"),  # Arabic, right to left and joined
+        ("山田 太郎", "東京公演", "東京文化会館"),  # Japanese
+        ("王小明", "天鹅湖", "国家大剧院"),  # Chinese
+        ("김민준", "서울 공연", "세종문화회관"),  # Korean
+        ("Łucja Dvořák", "Dziady – część III", "Teatr Wielki"),  # Latin outside Windows-1252
+    ],
+)
+def test_names_in_any_script_print_as_themselves(
+    holder: str, product: str, organization: str
+) -> None:
+    page = replace(SEATED, holder_name=holder, product_name=product, organization_name=organization)
     (text,) = _pages(render_tickets([page]))
-    assert "Name: Lucja Dvorák" in text  # á is in the encoding, ř is not
-    assert "??" in text
+    assert f"Name: {holder}" in text
+    assert product in text and organization in text
+    assert "?" not in text
+    assert "Parket · Row A · Seat 12" in text and "LJ-7F3K-9Q2X" in text
+
+
+def test_mixed_scripts_in_one_name_and_latin_pages_beside_them() -> None:
+    """A name mixing scripts needs the fallback font within one line, and a document whose
+    other pages are Western still prints those as before."""
+    mixed = replace(SEATED, holder_name="Søren Ivanov Иванов 山田 כהן", ticket_code="LJ-MIX")
+    texts = _pages(render_tickets([SEATED, mixed]))
+    assert "Name: Søren Ærø Åberg" in texts[0]
+    assert "Søren Ivanov Иванов 山田" in texts[1] and "כהן" in texts[1]
+
+
+def test_western_tickets_embed_no_font_file() -> None:
+    """The fast path: Windows-1252 text uses the core fonts, nothing is loaded or embedded."""
+    assert b"/FontFile2" not in render_tickets([SEATED, ATTRACTION])
+    assert b"/FontFile2" in render_tickets([replace(SEATED, holder_name="Анна")])
+
+
+def test_a_character_no_font_has_still_renders() -> None:
+    (text,) = _pages(render_tickets([replace(SEATED, holder_name="Anna 🎭 Ελένη")]))
+    assert "Ελένη" in text and "Anna" in text
 
 
 def test_one_page_per_ticket_and_merging_adds_up_the_pages() -> None:

@@ -1,0 +1,183 @@
+"""`/healthz` and `/readyz`, the same on the gateway and on every worker process.
+
+Alive (`/healthz`) means the event loop answers and no component's task has died: no server is
+asked, so an outage of PostgreSQL does not get a healthy process restarted. Ready (`/readyz`)
+means the process can do its work now: the database answers, NATS is connected, and the events
+it follows are no further behind than the threshold (the relay behind the event store, each read
+model behind the events of its categories)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any, TypedDict
+
+import asyncpg
+from aiohttp import web
+from nats.aio.client import Client
+
+from infra.eventstore import START, Position
+from projections.framework import Projection, live_schema, read_checkpoint
+
+# Events behind are counted up to this many: enough to tell "a little" from "a lot" without
+# scanning a long backlog on every probe.
+COUNT_LIMIT = 10_000
+CHECK_TIMEOUT = 2.0
+RETRY_AFTER_SECONDS = 5
+
+
+class Behind(TypedDict):
+    """How far a reader is behind: `events` (counted up to COUNT_LIMIT) and `seconds` (the age
+    of the oldest event it has yet to handle; 0 when none)."""
+
+    events: int
+    seconds: float
+
+
+_AFTER = (
+    "SELECT count(*) AS events, extract(epoch FROM clock_timestamp() - min(recorded_at))"
+    " AS seconds FROM (SELECT recorded_at FROM events WHERE {only}"
+    " (tx_id, position) > ($1::text::xid8, $2) ORDER BY {order} LIMIT $3) e"
+)
+_ALL = _AFTER.format(only="", order="tx_id, position")
+# Written as the category index's expression, so the scan starts at the checkpoint.
+_OF_CATEGORY = _AFTER.format(
+    only="split_part(stream_id, '-', 1) = $4 AND",
+    order="split_part(stream_id, '-', 1), tx_id, position",
+)
+
+
+async def behind(
+    db: asyncpg.Pool | asyncpg.Connection,
+    after: Position,
+    categories: Iterable[str] | None = None,
+) -> Behind:
+    """The committed events after `after` (only those of `categories`, if given)."""
+    point = (str(after.tx_id), after.position, COUNT_LIMIT)
+    rows = (
+        [await db.fetchrow(_ALL, *point)]
+        if categories is None
+        else [await db.fetchrow(_OF_CATEGORY, *point, c) for c in categories]
+    )
+    ages = [float(row["seconds"]) for row in rows if row["seconds"] is not None]
+    return Behind(
+        events=min(sum(row["events"] for row in rows), COUNT_LIMIT),
+        seconds=round(max(ages, default=0.0), 1),
+    )
+
+
+async def relay_position(db: asyncpg.Pool | asyncpg.Connection, name: str = "main") -> Position:
+    row = await db.fetchrow(
+        "SELECT tx_id::text::bigint AS tx_id, position FROM relay_checkpoint WHERE name = $1", name
+    )
+    return Position(row["tx_id"], row["position"]) if row else START
+
+
+class Readiness:
+    """What one process checks. `relay`: the relay's lag counts; `projections`: these read
+    models' lag counts; `components`: the tasks of this process's components, by name (filled
+    in when they start), whose state /healthz reports."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        nats: Client | None = None,
+        relay: bool = False,
+        projections: Iterable[Projection] = (),
+        max_lag_seconds: float = 30.0,
+    ) -> None:
+        self._pool = pool
+        self._nats = nats
+        self._relay = relay
+        self._projections = tuple(projections)
+        self._max_lag = max_lag_seconds
+        self.components: dict[str, asyncio.Task[Any]] = {}
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        states = {name: _state(task) for name, task in self.components.items()}
+        alive = all(state == "running" for state in states.values())
+        return alive, {"status": "alive" if alive else "failed", "components": states}
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Every check's outcome, by name; ready when each is ok."""
+        checks: dict[str, dict[str, Any]] = {}
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT), self._pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+                checks["database"] = {"ok": True}
+                checks.update(await self._lags(conn))
+        except Exception as exc:
+            checks["database"] = {"ok": False, "error": _error(exc)}
+        if self._nats is not None:
+            checks["nats"] = {"ok": self._nats.is_connected}
+        _, alive = self.liveness()
+        if self.components:
+            checks["components"] = {"ok": all(s == "running" for s in alive["components"].values())}
+        return all(check["ok"] for check in checks.values()), checks
+
+    async def _lags(self, conn: asyncpg.Connection) -> dict[str, dict[str, Any]]:
+        lags: dict[str, dict[str, Any]] = {}
+        if self._relay:
+            lags["relay"] = self._judge(await behind(conn, await relay_position(conn)))
+        for projection in self._projections:
+            try:
+                position = await read_checkpoint(conn, live_schema(projection))
+            except asyncpg.UndefinedTableError:
+                lags[f"projection:{projection.name}"] = {"ok": False, "error": "not created yet"}
+                continue
+            lag = await behind(conn, position, projection.categories)
+            lags[f"projection:{projection.name}"] = self._judge(lag)
+        return lags
+
+    def _judge(self, lag: Behind) -> dict[str, Any]:
+        return {"ok": lag["seconds"] <= self._max_lag, "behind": lag}
+
+
+def _state(task: asyncio.Task[Any]) -> str:
+    if not task.done():
+        return "running"
+    return "stopped" if task.cancelled() or task.exception() is None else "failed"
+
+
+def _error(exc: BaseException) -> str:
+    return "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+
+
+READINESS: web.AppKey[Readiness] = web.AppKey("readiness", Readiness)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    alive, body = request.app[READINESS].liveness()
+    return web.json_response(body, status=200 if alive else 503)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ready, checks = await request.app[READINESS].readiness()
+    if ready:
+        return web.json_response({"status": "ready", "checks": checks})
+    failing = ", ".join(name for name, check in checks.items() if not check["ok"])
+    return web.json_response(
+        {"error": "service_unavailable", "detail": f"not ready: {failing}", "checks": checks},
+        status=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def add_health_routes(app: web.Application, readiness: Readiness) -> None:
+    app[READINESS] = readiness
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+
+async def serve_health(readiness: Readiness, host: str, port: int) -> None:
+    """A worker process's own small HTTP server with just the two endpoints."""
+    app = web.Application()
+    add_health_routes(app, readiness)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,283 @@
+"""Bad input at the edges of the gateway: it is refused with the API's envelope, a fitting 4xx
+and an X-Request-ID, never a 500, and it never fails another buyer's purchase; an unreachable
+database is a 503 with Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from infra.db import create_pool
+from infra.embedded import free_port
+from infra.payments import SIMULATOR_WEBHOOK_SECRET
+from services.api.activity import ActivityLog
+from services.gateway import ACTIVITY, MAX_HEADER_BYTES, MAX_URL_BYTES, GatewayRunner, create_app
+from services.purchases import Purchases
+from services.seed_demo import DEMO_ORGANIZATION
+from services.stripe_sim import signature_header
+from services.ticket_documents import Documents
+from tests.e2e.conftest import ATTENDEE_LINK, BUYER, bearer, issue_key, order, small_event
+
+NUL = "\x00"
+NUL_FIELDS = {
+    "buyer.name": lambda body: body["buyer"].update(name=f"Ann{NUL}e"),
+    "buyer.email": lambda body: body["buyer"].update(email=f"ann{NUL}@example.com"),
+    "buyer.phone": lambda body: body["buyer"].update(phone=f"+45{NUL}1"),
+    "comment": lambda body: body.update(comment=f"aisle{NUL}"),
+    "discount_code": lambda body: body.update(discount_code=f"SPRING{NUL}"),
+    "attendees[0].name": lambda body: body["attendees"][0].update(name=f"Bo{NUL}"),
+    "attendees[0].email": lambda body: body["attendees"][0].update(email=f"bo{NUL}@example.com"),
+    "event_slug": lambda body: body.update(event_slug=f"sh{NUL}ow"),
+}
+
+
+def _error(payload: dict, response: aiohttp.ClientResponse, status: int, code: str) -> None:
+    assert response.status == status, payload
+    assert payload["error"] == code, payload
+    assert response.headers["X-Request-ID"]
+
+
+async def test_nul_in_any_purchase_field_is_a_422_naming_it_and_fails_no_one_else(
+    api, pool
+) -> None:
+    token, _, type_id = await small_event(pool, 40)
+    spoiled = []
+    for field, spoil in NUL_FIELDS.items():
+        body = order(type_id, attendees=[{"ticket_type_id": type_id, "index": 1, "name": "Bo"}])
+        body["buyer"] = dict(BUYER)
+        spoil(body)
+        spoiled.append((field, body))
+
+    async def buy(body: dict) -> tuple[aiohttp.ClientResponse, dict]:
+        response = await api.post("/api/v1/purchases", json=body, headers=bearer(token))
+        return response, await response.json()
+
+    # The valid purchases and the spoiled ones at once, as they would share a desk batch.
+    valid = [order(type_id) for _ in range(8)]
+    answers = await asyncio.gather(*(buy(b) for b in valid + [b for _, b in spoiled]))
+    for response, payload in answers[: len(valid)]:
+        assert response.status == 201, payload
+    for (field, _), (response, payload) in zip(spoiled, answers[len(valid) :], strict=True):
+        _error(payload, response, 422, "invalid_request")
+        assert payload["detail"].startswith(f"{field}: "), payload
+
+
+async def _gateway(pool: asyncpg.Pool) -> TestClient:
+    """A gateway of its own without Stripe (purchases of a free or a failing kind are not what
+    these tests look at)."""
+    sales = Purchases(pool, None)
+    documents = Documents(pool, sales.catalog, "tickets@example.com", ATTENDEE_LINK)
+    client = TestClient(TestServer(create_app(pool, ActivityLog(pool), sales, documents)))
+    await client.start_server()
+    return client
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/events/ham%00let",
+        "/api/v1/events/ham%00let/availability",
+        "/api/v1/tickets/AB%00CD/verify",
+        "/api/v1/purchases/tok%00en",
+        "/api/v1/attractions/muse%00um/availability?date=2030-01-01",
+        "/api/v1/events?limit=5%00",
+        "/api/v1/tickets/ABCD?email=a%00b@example.com",
+    ],
+)
+async def test_nul_in_a_path_or_query_is_a_422_and_never_stalls_the_activity_log(
+    api, demo_token, catalog, path: str
+) -> None:
+    response = await api.get(path, headers=bearer(demo_token))
+    _error(await response.json(), response, 422, "invalid_request")
+
+    anonymous = await api.get(path)
+    _error(await anonymous.json(), anonymous, 401, "unauthorized")
+    activity = api.server.app[ACTIVITY]
+    await activity.flush()
+    assert activity.pending == 0
+
+
+async def test_nul_in_an_attendee_edit_is_a_422(api, demo_token) -> None:
+    body = {"email": BUYER["email"], "seats": [{"ticket_code": "ABCD", "name": f"Bo{NUL}"}]}
+    response = await api.patch("/api/v1/tickets/ABCD", json=body, headers=bearer(demo_token))
+    payload = await response.json()
+    _error(payload, response, 422, "invalid_request")
+    assert payload["detail"].startswith("seats[0]."), payload
+
+
+# (aiohttp's client refuses to send other control characters; the server's parser refuses them)
+@pytest.mark.parametrize("key", ["ключ-1", "clé", "key\tx"])
+async def test_an_idempotency_key_that_is_not_printable_ascii_is_a_422(api, pool, key: str) -> None:
+    token, _, type_id = await small_event(pool, 5)
+    headers = {**bearer(token), "Idempotency-Key": key}
+    response = await api.post("/api/v1/purchases", json=order(type_id), headers=headers)
+    payload = await response.json()
+    _error(payload, response, 422, "invalid_request")
+    assert payload["detail"].startswith("Idempotency-Key: ")
+
+
+async def test_an_idempotency_key_that_is_not_utf8_is_a_422(api, pool) -> None:
+    token, _, type_id = await small_event(pool, 5)
+    body = json.dumps(order(type_id)).encode()
+    reader, writer = await asyncio.open_connection(api.host, api.port)
+    writer.write(
+        b"POST /api/v1/purchases HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        + f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n".encode()
+        + f"Content-Length: {len(body)}\r\n".encode()
+        + b"Idempotency-Key: k\xff\xfe\r\n\r\n"
+        + body
+    )
+    answer = await reader.read()
+    writer.close()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 422 "), answer
+    assert b"x-request-id:" in head.lower()
+    assert json.loads(payload)["detail"].startswith("Idempotency-Key: ")
+
+
+async def test_a_body_that_is_not_json_by_its_content_type_is_a_415(api, pool) -> None:
+    token, event_id, type_id = await small_event(pool, 5)
+    raw = json.dumps(order(type_id))
+    for media in ("text/plain", "application/x-www-form-urlencoded"):
+        response = await api.post(
+            "/api/v1/purchases", data=raw, headers={**bearer(token), "Content-Type": media}
+        )
+        _error(await response.json(), response, 415, "unsupported_media_type")
+    held = await pool.fetchval(
+        "SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'SeatsHeld'",
+        f"event-{event_id}",
+    )
+    assert held == 0
+    charset = await api.post(
+        "/api/v1/purchases",
+        data=raw,
+        headers={**bearer(token), "Content-Type": "application/json; charset=utf-8"},
+    )
+    assert charset.status == 201
+
+
+async def test_a_body_over_the_limit_is_a_413(api, demo_token) -> None:
+    body = {"event_slug": "x" * (1 << 20), "quantities": {}, "buyer": BUYER}
+    response = await api.post("/api/v1/purchases", json=body, headers=bearer(demo_token))
+    _error(await response.json(), response, 413, "payload_too_large")
+
+
+async def test_a_signed_webhook_that_is_not_a_stripe_event_is_a_400(api) -> None:
+    for payload in ('{"hello": "world"}', "[1, 2]", '{"id": "evt_1", "type": "x\\u0000"}'):
+        signature = signature_header(payload, SIMULATOR_WEBHOOK_SECRET, int(time.time()))
+        response = await api.post(
+            "/api/v1/webhooks/stripe",
+            data=payload,
+            headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+        )
+        _error(await response.json(), response, 400, "invalid_payload")
+
+
+@contextlib.asynccontextmanager
+async def _served(pool: asyncpg.Pool) -> AsyncIterator[str]:
+    """The gateway as `linjerum run` serves it: GatewayRunner on a TCP port; yields its URL."""
+    sales = Purchases(pool, None)
+    documents = Documents(pool, sales.catalog, "tickets@example.com", ATTENDEE_LINK)
+    runner = GatewayRunner(create_app(pool, ActivityLog(pool), sales, documents), access_log=None)
+    await runner.setup()
+    port = free_port()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+        await sales.close()
+
+
+async def test_a_url_or_header_over_the_limit_gets_the_envelope(pool, catalog) -> None:
+    async with _served(pool) as base, aiohttp.ClientSession() as http:
+        cases = [
+            (f"/api/v1/events/{'x' * MAX_URL_BYTES}", {}, 414, "uri_too_long"),
+            (
+                "/api/v1/events",
+                {"X-Filler": "x" * (MAX_HEADER_BYTES + 10)},
+                431,
+                "headers_too_large",
+            ),
+            ("/api/v1/events", {f"X-H{n}": "x" for n in range(200)}, 431, "headers_too_large"),
+        ]
+        for path, headers, status, code in cases:
+            async with http.get(base + path, headers=headers) as response:
+                payload = await response.json()
+                _error(payload, response, status, code)
+                assert response.content_type == "application/json"
+        async with http.get(base + "/api/v1/events", headers={"X-Request-ID": "ok-1"}) as ok:
+            assert ok.status == 401 and ok.headers["X-Request-ID"] == "ok-1"
+
+
+class _Proxy:
+    """A TCP relay to PostgreSQL that the test can cut: the database "goes away" for the
+    gateway behind it, and only for that gateway."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.port = free_port()
+        self._target = (target_host, target_port)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        await self._server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+
+async def test_a_database_out_of_reach_is_a_503_with_retry_after(settings, catalog) -> None:
+    url = aiohttp.client.URL(settings.database_url)
+    proxy = _Proxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    pool = await create_pool(str(url.with_port(proxy.port)), size=4)
+    token = await issue_key(pool, catalog[DEMO_ORGANIZATION])
+    api = await _gateway(pool)
+    missing = f"/api/v1/purchases/{uuid.uuid4().hex}"
+    try:
+        before = await api.get(missing, headers=bearer(token))
+        assert before.status == 404
+
+        await proxy.stop()
+        for headers in (bearer(token), bearer("tk_live_never_seen_" + "x" * 20)):
+            response = await api.get(missing, headers=headers)
+            payload = await response.json()
+            _error(payload, response, 503, "service_unavailable")
+            assert response.headers["Retry-After"] == "5"
+
+        await proxy.start()
+        after = await api.get(missing, headers=bearer(token))
+        assert after.status == 404
+    finally:
+        await api.close()
+        pool.terminate()
+        with contextlib.suppress(Exception):
+            await proxy.stop()

@@ -1,0 +1,241 @@
+"""Money at the edges, against the real database and the Stripe simulator: a payment that
+arrives after its purchase let go of its seats, delivered many times at once, either sells the
+seats or is refunded, exactly once and never both; and an expired or cancelled purchase's
+PaymentIntent is cancelled at Stripe by the payments worker, after the event that decided it
+is stored, so nobody can pay it afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from infra.payments import (
+    SIMULATOR_API_KEY,
+    SIMULATOR_PUBLISHABLE_KEY,
+    SIMULATOR_WEBHOOK_SECRET,
+    Payments,
+)
+from projections.payment_effects import PaymentEffectsProjection
+from projections.rebuild import rebuild
+from services.api.context import PURCHASES
+from services.payment_effects import PaymentEffects
+from services.quiet_sim import create_simulator, signature_header
+from tests.e2e.conftest import TEST, bearer, order, post, small_event
+
+DELIVERIES = 6
+HOLD_MINUTES = 0.001  # 60 ms: a purchase can be expired as soon as it is made
+
+
+@pytest.fixture(scope="module")
+async def quiet_sim() -> AsyncIterator[TestClient]:
+    """A simulator of this module's own that delivers no webhooks: each delivery of a Stripe
+    event is the test's own, so it decides how many arrive and when."""
+    sim = TestClient(TestServer(create_simulator(None, SIMULATOR_WEBHOOK_SECRET)))
+    await sim.start_server()
+    yield sim
+    await sim.close()
+
+
+def _base(quiet_sim: TestClient) -> str:
+    return str(quiet_sim.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def effects(pool: asyncpg.Pool, quiet_sim: TestClient) -> AsyncIterator[PaymentEffects]:
+    payments = Payments(
+        SIMULATOR_API_KEY,
+        api_base=_base(quiet_sim),
+        publishable_key=SIMULATOR_PUBLISHABLE_KEY,
+        webhook_secret=SIMULATOR_WEBHOOK_SECRET,
+    )
+    yield PaymentEffects(pool, payments)
+    await payments.close()
+
+
+async def _carry_out(pool: asyncpg.Pool, effects: PaymentEffects) -> None:
+    """What the projector and the payments worker do in `linjerum run`: queue what the stored
+    events decided, then make it at Stripe."""
+    await rebuild(pool, PaymentEffectsProjection())
+    for _ in range(100):
+        if not await effects.carry_out_due():
+            return
+    raise AssertionError("the payment outbox never drained")
+
+
+async def _sim_events(quiet_sim: TestClient, intent: str) -> list[dict]:
+    response = await quiet_sim.get(f"/_sim/events?payment_intent={intent}")
+    return (await response.json())["data"]
+
+
+async def _pay(quiet_sim: TestClient, intent: str) -> dict:
+    """The buyer pays at Stripe: the payment_intent.succeeded Stripe then sends."""
+    paid = await quiet_sim.post(f"/_sim/payment_intents/{intent}/succeed")
+    assert paid.status == 200, await paid.text()
+    events = await _sim_events(quiet_sim, intent)
+    return next(e for e in events if e["type"] == "payment_intent.succeeded")
+
+
+async def _deliver(gateway: TestClient, event: dict) -> str:
+    """The same Stripe event again, signed afresh, as Stripe retries it."""
+    event = {k: v for k, v in event.items() if k != "delivery"}
+    payload = json.dumps(event)
+    signature = signature_header(payload, SIMULATOR_WEBHOOK_SECRET, int(time.time()))
+    response = await gateway.post(
+        "/api/v1/webhooks/stripe",
+        data=payload,
+        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+    )
+    assert response.status == 200, await response.text()
+    return (await response.json())["outcome"]
+
+
+async def _kinds(pool: asyncpg.Pool, purchase: str) -> Counter[str]:
+    rows = await pool.fetch("SELECT type FROM events WHERE stream_id = $1", f"purchase-{purchase}")
+    return Counter(r["type"] for r in rows)
+
+
+async def _expired_purchase(gateway: TestClient, token: str, type_id: int) -> tuple[str, str]:
+    """A purchase of the event's seat, expired: (purchase token, its PaymentIntent)."""
+    _, created = await post(gateway, token, "/api/v1/purchases", order(type_id), 201)
+    purchase = created["purchase"]["token"]
+    await asyncio.sleep(HOLD_MINUTES * 60 + 0.05)
+    assert await gateway.app[PURCHASES].expire(purchase, TEST)
+    return purchase, created["payment"]["stripe_payment_intent_id"]
+
+
+async def _pay_late_many_times(
+    quiet_sim: TestClient, gateways: list[TestClient], intent: str
+) -> list[str]:
+    """The buyer pays at Stripe; its one payment_intent.succeeded comes DELIVERIES times at
+    once, to two gateways (as Stripe retries one that seemed to time out)."""
+    succeeded = await _pay(quiet_sim, intent)
+    outcomes = await asyncio.gather(
+        *(_deliver(gateways[i % 2], succeeded) for i in range(DELIVERIES))
+    )
+    print("OUTCOMES", outcomes)
+    return list(outcomes)
+
+
+async def _gateways(serve, quiet_sim: TestClient, n: int = 2) -> list[TestClient]:
+    return [await serve(hold_minutes=HOLD_MINUTES, stripe_base=_base(quiet_sim)) for _ in range(n)]
+
+
+async def test_a_late_payment_delivered_many_times_sells_the_free_seat_once_and_never_refunds(
+    serve, pool: asyncpg.Pool, quiet_sim: TestClient, catalog, effects: PaymentEffects
+) -> None:
+    token, _, type_id = await small_event(pool, 1)
+    gateways = await _gateways(serve, quiet_sim)
+    purchase, intent = await _expired_purchase(gateways[0], token, type_id)
+
+    outcomes = await _pay_late_many_times(quiet_sim, gateways, intent)
+    await _carry_out(pool, effects)
+
+    assert outcomes.count("paid_late") == 1, outcomes
+    kinds = await _kinds(pool, purchase)
+    assert kinds["PurchasePaid"] == 1, kinds
+    assert kinds["LatePaymentRefundDecided"] == 0 and kinds["LatePaymentRefunded"] == 0, kinds
+    view = await gateways[0].get(f"/api/v1/purchases/{purchase}", headers=bearer(token))
+    body = (await view.json())["purchase"]
+    assert body["status"] == "paid"
+    assert [t["ticket_status"] for t in body["tickets"]] == ["valid"]
+    sim_kinds = [e["type"] for e in await _sim_events(quiet_sim, intent)]
+    assert "charge.refunded" not in sim_kinds, sim_kinds
+    assert "payment_intent.canceled" not in sim_kinds, sim_kinds
+
+
+async def test_a_late_payment_for_a_seat_sold_since_is_refunded_exactly_once(
+    serve, pool: asyncpg.Pool, quiet_sim: TestClient, catalog, effects: PaymentEffects
+) -> None:
+    token, _, type_id = await small_event(pool, 1)
+    gateways = await _gateways(serve, quiet_sim)
+    purchase, intent = await _expired_purchase(gateways[0], token, type_id)
+    await post(gateways[1], token, "/api/v1/purchases", order(type_id), 201)
+
+    outcomes = await _pay_late_many_times(quiet_sim, gateways, intent)
+    kinds = await _kinds(pool, purchase)
+    assert kinds["LatePaymentRefundDecided"] == 1 and kinds["PurchasePaid"] == 0, kinds
+    assert outcomes.count("refund_decided") == 1, outcomes
+    sim_kinds = [e["type"] for e in await _sim_events(quiet_sim, intent)]
+    assert "charge.refunded" not in sim_kinds, "refunded before the worker was asked"
+
+    for _ in range(2):  # a second pass, as after a crash, refunds nothing more
+        await _carry_out(pool, effects)
+    sim_kinds = [e["type"] for e in await _sim_events(quiet_sim, intent)]
+    assert sim_kinds.count("charge.refunded") == 1, sim_kinds
+    kinds = await _kinds(pool, purchase)
+    assert kinds["LatePaymentRefunded"] == 1 and kinds["PurchasePaid"] == 0, kinds
+    view = await gateways[0].get(f"/api/v1/purchases/{purchase}", headers=bearer(token))
+    body = (await view.json())["purchase"]
+    assert body["status"] == "expired" and body["stripe_status"] == "refunded"
+
+
+async def _intent_status(quiet_sim: TestClient, intent: str) -> str:
+    response = await quiet_sim.get(
+        f"/v1/payment_intents/{intent}", headers={"Authorization": f"Bearer {SIMULATOR_API_KEY}"}
+    )
+    return (await response.json())["status"]
+
+
+async def _cannot_be_paid(quiet_sim: TestClient, intent: str) -> None:
+    assert await _intent_status(quiet_sim, intent) == "canceled"
+    attempt = await quiet_sim.post(f"/_sim/payment_intents/{intent}/succeed")
+    assert attempt.status == 400
+    error = (await attempt.json())["error"]
+    assert error["code"] == "payment_intent_unexpected_state", error
+
+
+async def test_an_expired_purchase_intent_is_cancelled_and_cannot_be_paid(
+    serve, pool: asyncpg.Pool, quiet_sim: TestClient, catalog, effects: PaymentEffects
+) -> None:
+    token, _, type_id = await small_event(pool, 1)
+    [gateway] = await _gateways(serve, quiet_sim, 1)
+    purchase, intent = await _expired_purchase(gateway, token, type_id)
+    assert await _intent_status(quiet_sim, intent) == "requires_payment_method"
+
+    await _carry_out(pool, effects)
+    await _cannot_be_paid(quiet_sim, intent)
+    kinds = await _kinds(pool, purchase)
+    assert kinds["PurchasePaid"] == 0 and kinds["PurchaseExpired"] == 1, kinds
+
+
+async def test_a_cancelled_purchase_intent_is_cancelled_by_the_worker_not_the_request(
+    serve, pool: asyncpg.Pool, quiet_sim: TestClient, catalog, effects: PaymentEffects
+) -> None:
+    token, _, type_id = await small_event(pool, 1)
+    [gateway] = await _gateways(serve, quiet_sim, 1)
+    _, created = await post(gateway, token, "/api/v1/purchases", order(type_id), 201)
+    purchase = created["purchase"]["token"]
+    intent = created["payment"]["stripe_payment_intent_id"]
+    await post(gateway, token, f"/api/v1/purchases/{purchase}/cancel", {}, 200)
+    assert await _intent_status(quiet_sim, intent) == "requires_payment_method"
+
+    await _carry_out(pool, effects)
+    await _cannot_be_paid(quiet_sim, intent)
+
+
+async def test_a_payment_that_beats_the_cancel_is_settled_as_a_late_payment(
+    serve, pool: asyncpg.Pool, quiet_sim: TestClient, catalog, effects: PaymentEffects
+) -> None:
+    """The buyer pays after the expiry is stored but before the worker cancels the intent:
+    Stripe refuses the cancel, and the payment holds the free seat again."""
+    token, _, type_id = await small_event(pool, 1)
+    [gateway] = await _gateways(serve, quiet_sim, 1)
+    purchase, intent = await _expired_purchase(gateway, token, type_id)
+    assert await _deliver(gateway, await _pay(quiet_sim, intent)) == "paid_late"
+
+    await _carry_out(pool, effects)
+    assert await _intent_status(quiet_sim, intent) == "succeeded"
+    kinds = await _kinds(pool, purchase)
+    assert kinds["PurchasePaid"] == 1 and kinds["LatePaymentRefundDecided"] == 0, kinds
+    outcome = await pool.fetchval(
+        "SELECT outcome FROM payment_outbox WHERE intent_id = $1 AND kind = 'cancel_intent'",
+        intent,
+    )
+    assert outcome == "not_ended"
