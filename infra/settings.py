@@ -56,7 +56,7 @@ class Settings:
     public_url: str = ""
     hold_minutes: int = 30
     pdf_workers: int = 1
-    health_port: int = 8081
+    health_port: int = 0
     ready_max_lag_seconds: int = 30
 
     @property
@@ -98,7 +98,7 @@ class Settings:
             "public_url": os.environ.get("LINJERUM_PUBLIC_URL", ""),
             "hold_minutes": _env_int("LINJERUM_HOLD_MINUTES", 30),
             "pdf_workers": _env_int("LINJERUM_PDF_WORKERS", 1),
-            "health_port": _env_int("LINJERUM_HEALTH_PORT", 8081),
+            "health_port": _env_int("LINJERUM_HEALTH_PORT", 0),
             "ready_max_lag_seconds": _env_int("LINJERUM_READY_MAX_LAG_SECONDS", 30),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

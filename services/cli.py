@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
                 "--health-port",
                 type=int,
                 default=None,
-                help="port of /healthz and /readyz (default 8081; 0: none)",
+                help="port for /healthz and /readyz (default $LINJERUM_HEALTH_PORT; unset: none)",
             )
 
     add_parser("seed-demo", help="create the demo organizations (idempotent)")

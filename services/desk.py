@@ -11,6 +11,7 @@ again in halves until that command is on its own (`_isolate`)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -81,6 +82,11 @@ def _look(_: Session) -> Decision:
     return Decision({})
 
 
+def _read(_: Session) -> Decision:
+    """A command that decides nothing and makes the batch it joins read the stream first."""
+    return Decision({})
+
+
 @dataclass
 class _Job:
     command: Command
@@ -101,6 +107,8 @@ class Desk(Generic[S]):
         self.conflicts = 0
         self.reloads = 0
         self._stale = True
+        # When the cached state was last known to be the stream's (read, or appended at).
+        self._in_step_at = float("-inf")
 
     async def submit(
         self, command: Command, metadata: Metadata, discount_ids: tuple[int, ...] = ()
@@ -128,6 +136,13 @@ class Desk(Generic[S]):
         the cached state), so that the first buyers get a forecast too."""
         if self.cached.version == 0:
             await self.submit(_look, Metadata())
+
+    async def catch_up(self, within: float) -> None:
+        """Reads what other processes appended, unless the desk was in step with its stream
+        within the last `within` seconds: for readers of `cached` that must not lag far behind
+        the stream (seat suggestions while the availability read model lags)."""
+        if time.monotonic() - self._in_step_at >= within:
+            await self.submit(_read, Metadata())
 
     async def close(self) -> None:
         await stop_task(self._worker)
@@ -166,8 +181,10 @@ class Desk(Generic[S]):
         trip per batch; the append's version check is what keeps it safe. After a conflict, and
         before refusing anyone, the desk reads before it decides."""
         discount_ids = {d for job in jobs for d in job.discount_ids}
+        asked_to_read = any(job.command is _read for job in jobs)
         for attempt in range(MAX_ATTEMPTS):
-            fresh = self._stale or not discount_ids <= self.discounts.keys()
+            started = time.monotonic()
+            fresh = self._stale or asked_to_read or not discount_ids <= self.discounts.keys()
             if fresh:
                 await self._catch_up(discount_ids)
             state = Cached(self._kind.clone(self.cached.state), self.cached.version)
@@ -188,6 +205,14 @@ class Desk(Generic[S]):
                 self.conflicts += 1
                 self._stale = True
                 log.info("desk_conflict", stream=exc.stream_id, attempt=attempt)
+                # The desk reads only its own streams: deciding again cannot help a command that
+                # expected another stream (a purchase, a new ticket) at a version that moved. It
+                # fails alone, and its caller reloads that stream.
+                stuck = [job for job, decision in decided if exc.stream_id in decision.expected]
+                fail(stuck, exc)
+                jobs = [job for job in jobs if job not in stuck]
+                if not jobs:
+                    return
                 continue
             except Exception as exc:
                 if len(jobs) == 1 or not stored_nothing(exc):
@@ -196,6 +221,8 @@ class Desk(Generic[S]):
                 await self._isolate(jobs)
                 return
             self._stale = False
+            if fresh or any(events for _, d in decided for events in d.events.values()):
+                self._in_step_at = started
             self.cached = state
             self.discounts.update(codes)
             # A caller may have stopped waiting (its request was cancelled): what it decided is

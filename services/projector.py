@@ -20,14 +20,16 @@ from nats.js.errors import NotFoundError
 from infra.bus import ensure_stream
 from infra.eventstore import RecordedEvent
 from infra.settings import Settings
-from infra.supervise import serve_forever
+from infra.supervise import OUTAGES, serve_forever
 from projections.framework import (
     Projection,
     apply_batch,
     ensure_live_schema,
     live_schema,
+    read_checkpoint,
     read_stream_seq,
 )
+from services.health import behind
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +71,7 @@ class Projector:
         self.applied = 0
         self.lag_samples: list[float] = []
         self.record_lag = False
+        self._started = False
 
     async def run(self) -> None:
         await serve_forever(self._serve, "projector", projection=self.projection.name)
@@ -85,6 +88,7 @@ class Projector:
         if resume_after > info.state.last_seq:
             log.warning("projector_stream_reset", projection=self.projection.name)
             resume_after = 0
+        await self._tell_start(resume_after)
         name = consumer_name(self.projection)
         with contextlib.suppress(NotFoundError):
             await self._js.delete_consumer(stream, name)
@@ -102,6 +106,25 @@ class Projector:
             ),
         )
         return await self._js.pull_subscribe_bind(durable=name, stream=stream)
+
+    async def _tell_start(self, resume_after: int) -> None:
+        """One line when the projector starts and each time it resumes after a failure: the
+        stream sequence it resumes after and how far its read model is behind the event store.
+        Both servers answered to get here."""
+        OUTAGES.up("postgresql")
+        OUTAGES.up("nats")
+        schema = live_schema(self.projection)
+        lag = await behind(
+            self._pool, await read_checkpoint(self._pool, schema), self.projection.categories
+        )
+        log.info(
+            "projector_resumed" if self._started else "projector_started",
+            projection=self.projection.name,
+            stream_seq=resume_after,
+            behind_events=lag["events"],
+            behind_seconds=lag["seconds"],
+        )
+        self._started = True
 
     async def _serve(self) -> None:
         async with contextlib.AsyncExitStack() as stack:

@@ -21,6 +21,7 @@ from domain.events import Event
 from domain.inventory import AttractionTicketsHeld, HeldSeat, SeatRef, SeatsHeld
 from domain.pricing import price_basket
 from domain.purchasing import PurchaseOpened, PurchaseRequest, PurchaseState
+from domain.seating import RowKey
 from infra.append_batcher import AppendBatcher
 from infra.codes import random_code
 from infra.eventstore import (
@@ -179,6 +180,14 @@ class Purchases:
         event_id = await self._owner(org, "event", slug, "event_slug")
         sections = await self.catalog.sections_of_event(event_id)
         return sections, self.desks.get(catalog.event_stream(event_id), EVENT_INVENTORY)
+
+    async def held_seats(self, event_id: int, within: float) -> dict[RowKey, set[int]]:
+        """The seats the event's stream holds, per row, as this process's sales desk has them,
+        read again first unless the desk was in step with the stream within `within` seconds:
+        what the availability read model may not show yet. Only read until the next await."""
+        desk = self.desks.get(catalog.event_stream(event_id), EVENT_INVENTORY)
+        await desk.catch_up(within)
+        return desk.cached.state.taken_by_row
 
     def _can_charge(self, opened: PurchaseOpened) -> bool:
         """Whether Stripe takes this purchase's payment: there is something to pay, and the

@@ -32,7 +32,8 @@ from infra.eventstore import (
     read_all,
 )
 from infra.settings import Settings
-from infra.supervise import serve_forever
+from infra.supervise import OUTAGES, serve_forever
+from services.health import behind
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +76,7 @@ class Relay:
         self._quiet_batch = quiet_batch
         self._wake = asyncio.Event()
         self._checkpoint = Checkpoint(START, None)
+        self._started = False
         self.published = 0
 
     async def run(self) -> None:
@@ -93,6 +95,7 @@ class Relay:
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
             await ensure_stream(self._js, self._settings)
             await self.reconcile()
+            await self._tell_start()
             while True:
                 while await self.publish_pending():
                     pass
@@ -101,6 +104,21 @@ class Relay:
             self._db = self._pool
             with contextlib.suppress(Exception):
                 await conn.close()
+
+    async def _tell_start(self) -> None:
+        """One line when the relay starts and each time it resumes after a failure: where it
+        stands and how far behind the event store that is. Both servers answered to get here."""
+        OUTAGES.up("postgresql")
+        OUTAGES.up("nats")
+        lag = await behind(self._db, self._checkpoint.position)
+        log.info(
+            "relay_resumed" if self._started else "relay_started",
+            relay=self._name,
+            position=[self._checkpoint.position.tx_id, self._checkpoint.position.position],
+            behind_events=lag["events"],
+            behind_seconds=lag["seconds"],
+        )
+        self._started = True
 
     async def _listen(self, conn: asyncpg.Connection) -> None:
         """Publish as appends notify, until a pass finds more than a quiet batch.
@@ -226,7 +244,9 @@ class Relay:
                 async with asyncio.timeout(10):
                     await future
             except (APIError, TimeoutError) as exc:
-                log.warning("relay_publish_failed", error=repr(exc), acked=acked)
+                # In a NATS outage every pass ends here: the outage is told once, elsewhere.
+                tell = log.debug if OUTAGES.is_down("nats") else log.warning
+                tell("relay_publish_failed", error=repr(exc), acked=acked)
                 break
             acked += 1
         for future in futures[acked:]:

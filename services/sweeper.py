@@ -11,7 +11,8 @@ import structlog
 
 from domain.errors import DomainError
 from infra import idempotency
-from infra.eventstore import Metadata
+from infra.eventstore import ConcurrencyError, Metadata
+from infra.supervise import OUTAGES, dependency_of
 from services.purchases import Purchases
 
 log = structlog.get_logger(__name__)
@@ -21,13 +22,17 @@ PURGE_EVERY = 3600.0
 
 
 async def sweep_once(purchases: Purchases) -> int:
-    """Expire everything due now; returns how many purchases were expired."""
+    """Expire everything due now; returns how many purchases were expired. A purchase paid,
+    cancelled or expired by someone else meanwhile is a race lost, not a fault: it is told at
+    info, and the next sweep sees what became of it."""
     expired = 0
     for token in await purchases.due_for_expiry(datetime.now(UTC)):
         try:
             expired += await purchases.expire(token, SWEEPER)
+        except ConcurrencyError:
+            log.info("expiry_lost_race", token=token)
         except DomainError as exc:
-            log.warning("expiry_refused", token=token, error=exc.detail)
+            log.info("expiry_refused", token=token, error=exc.detail)
     return expired
 
 
@@ -41,6 +46,11 @@ async def run_sweeper(purchases: Purchases, interval: float = 5.0) -> None:
             if time.monotonic() - purged_at > PURGE_EVERY:
                 await idempotency.purge(purchases.pool)
                 purged_at = time.monotonic()
-        except Exception:
-            log.exception("sweep_failed")
+            OUTAGES.up("postgresql")
+        except Exception as exc:
+            dependency = dependency_of(exc)
+            if dependency is None:
+                log.exception("sweep_failed")
+            else:
+                OUTAGES.down(dependency, exc, worker="sweeper")
         await asyncio.sleep(interval)

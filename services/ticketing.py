@@ -1,6 +1,8 @@
-"""Ticket commands: verify and scan at the gate, and the buyer's attendee edits. The tickets
-read model only says which stream to look at; every verdict is decided on the ticket's (or,
-before payment, the purchase's) own stream, and a scan is appended at the version it saw."""
+"""Ticket commands: verify and scan at the gate, and the buyer's attendee edits. The index of
+what was handed out (infra/handed_out.py, written in the append's own transaction) only says
+which stream to look at, so a code works as soon as its purchase is acknowledged; every verdict
+is decided on the ticket's (or, before payment, the purchase's) own stream, and a scan is
+appended at the version it saw."""
 
 from __future__ import annotations
 
@@ -15,25 +17,18 @@ from domain import purchasing, tickets
 from domain.errors import NotFound
 from domain.purchasing import PurchaseState
 from domain.tickets import Reason, TicketState
+from infra import handed_out
 from infra.eventstore import (
     ConcurrencyError,
     Metadata,
     PendingAppend,
     append,
-    joined_stream,
     read_stream,
     read_streams,
     stream_events,
 )
 
-TICKETS = "rm_tickets.tickets"
-PURCHASES = "rm_purchases.purchases"
 MAX_SCAN_ATTEMPTS = 10
-_TICKET_BY_CODE = (
-    f"SELECT t.ticket_id, t.code, t.purchase_token, t.organization_id, e.* FROM {TICKETS} t "
-    + joined_stream("'ticket-' || t.ticket_id")
-    + " WHERE t.code = $1 ORDER BY e.version"
-)
 _PURCHASE_REASON: dict[str, Reason] = {
     "pending_payment": "pending_payment",
     "cancelled": "cancelled",
@@ -56,10 +51,6 @@ class Verdict:
     @property
     def valid(self) -> bool:
         return self.reason == "ok"
-
-
-def normalize_code(code: str) -> str:
-    return code.strip().upper()
 
 
 async def load_ticket(pool: asyncpg.Pool, ticket_id: int) -> tuple[TicketState | None, int]:
@@ -86,7 +77,7 @@ async def load_purchase(pool: asyncpg.Pool, token: str) -> PurchaseState | None:
 async def verify(pool: asyncpg.Pool, code: str, organization_id: int) -> Verdict:
     """The gate's answer for a ticket code of this organization (404 for any other). The code's
     row and its ticket's stream come in one round trip: gates scan at the rate people walk."""
-    rows = await pool.fetch(_TICKET_BY_CODE, normalize_code(code)[:64])
+    rows = await handed_out.ticket_by_code(pool, code)
     if not rows or rows[0]["organization_id"] != organization_id:
         raise NotFound("ticket not found", "code")
     row = rows[0]
@@ -123,6 +114,10 @@ async def scan(pool: asyncpg.Pool, code: str, organization_id: int, meta: Metada
     raise ConcurrencyError(tickets.ticket_stream(verdict.ticket_id), "scan kept conflicting")
 
 
+# Compared against when no order has the access code, so a miss costs what a hit does.
+_NO_ORDER = handed_out.OrderHandle("", "\x00no-such-order")
+
+
 @dataclass
 class Order:
     purchase: PurchaseState
@@ -135,19 +130,18 @@ async def order_by_access_code(
     """The buyer's order, only for the right access code and purchase e-mail, whatever its
     status: its tickets exist from the purchase on (the partner API shows their codes, the gate
     answers `pending_payment` or `cancelled` for them), so no order is one "with no tickets".
-    Every miss is the same NotFound after the same work (one query, one constant-time
-    comparison), so the answer reveals nothing about which part was wrong."""
-    row = await pool.fetchrow(
-        f"SELECT token, buyer_email FROM {PURCHASES}"
-        " WHERE access_code = $1 AND organization_id = $2",
-        access_code.strip().upper()[:32],
-        organization_id,
-    )
-    stored = row["buyer_email"] if row else "\x00no-such-order"
-    matches = hmac.compare_digest(stored.encode(), email.strip().lower().encode())
-    if row is None or not matches:
+    Every miss is the same NotFound after the same work (one query of the index written with
+    the purchase, one constant-time comparison per order with that code, at least one), so the
+    answer reveals nothing about which part was wrong, and nothing waits for a projector."""
+    found = await handed_out.orders_by_access_code(pool, access_code, organization_id)
+    given = email.strip().lower().encode()
+    token = None
+    for candidate in found or [_NO_ORDER]:
+        if hmac.compare_digest(candidate.buyer_email.lower().encode(), given):
+            token = candidate.purchase_token
+    if token is None:
         raise NotFound("tickets not found", "code")
-    purchase = await load_purchase(pool, row["token"])
+    purchase = await load_purchase(pool, token)
     assert purchase is not None
     loaded = await load_tickets(pool, [t.id for t in purchase.opened.tickets])
     issued = [state for state, _ in loaded.values()]
@@ -200,15 +194,11 @@ def _merge(appends: list[PendingAppend]) -> list[PendingAppend]:
 async def ticket_by_attendee_token(
     pool: asyncpg.Pool, token: str, organization_id: int
 ) -> tuple[TicketState, PurchaseState]:
-    row = await pool.fetchrow(
-        f"SELECT ticket_id, purchase_token, organization_id FROM {TICKETS}"
-        " WHERE attendee_token = $1",
-        token[:80],
-    )
-    if row is None or row["organization_id"] != organization_id:
+    handle = await handed_out.ticket_by_attendee_token(pool, token)
+    if handle is None or handle.organization_id != organization_id:
         raise NotFound("ticket not found", "token")
-    ticket, _ = await load_ticket(pool, row["ticket_id"])
-    purchase = await load_purchase(pool, row["purchase_token"])
+    ticket, _ = await load_ticket(pool, handle.ticket_id)
+    purchase = await load_purchase(pool, handle.purchase_token)
     if ticket is None or purchase is None:
         raise NotFound("ticket not found", "token")
     return ticket, purchase

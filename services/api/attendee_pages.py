@@ -19,10 +19,11 @@ from aiohttp import web
 
 from domain.purchasing import PurchaseState
 from domain.tickets import TicketState
+from infra import handed_out
 from infra.tickets_pdf import TicketPage, format_money, place_line, when_lines
 from services.api.context import DOCUMENTS, pool_of
 from services.api.routes import Route
-from services.ticketing import TICKETS, load_purchase, load_ticket
+from services.ticketing import load_purchase, load_ticket
 
 PAGE_PATH = "/attendee/{token}"
 TOKEN_FORMAT = re.compile(r"tok_[0-9a-f]{32}")
@@ -50,13 +51,11 @@ async def _lookup(pool: asyncpg.Pool, token: str) -> tuple[TicketState, Purchase
     """The ticket and purchase a token opens, if it opens one that is paid for."""
     if not TOKEN_FORMAT.fullmatch(token):
         return None
-    row = await pool.fetchrow(
-        f"SELECT ticket_id, purchase_token FROM {TICKETS} WHERE attendee_token = $1", token
-    )
-    if row is None:
+    handle = await handed_out.ticket_by_attendee_token(pool, token)
+    if handle is None:
         return None
-    ticket, _ = await load_ticket(pool, row["ticket_id"])
-    purchase = await load_purchase(pool, row["purchase_token"])
+    ticket, _ = await load_ticket(pool, handle.ticket_id)
+    purchase = await load_purchase(pool, handle.purchase_token)
     if ticket is None or purchase is None or purchase.status != "paid" or purchase.refunded:
         return None
     return ticket, purchase

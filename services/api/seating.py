@@ -1,6 +1,9 @@
 """The seat planner's helpers: pick the best free seats for a ticket type, and check a selection
 before a purchase. Both read the taken seats from the availability read model, so they lock
 nothing and may lag a moment; POST /purchases decides again against the event's own stream.
+Best-available also passes over the seats this process's sales desk knows the stream holds
+(read again when it has not been in step for a second), so a lagging read model (a projector or
+NATS outage) does not make it offer the same sold seats to buyer after buyer.
 
 The event's seat map and taken seats are kept in memory until the read models change: in an
 on-sale every buyer asks, and reading a few thousand taken seats per request would cost more
@@ -34,6 +37,7 @@ PLANS: web.AppKey[Memo] = web.AppKey("seat_plans", Memo)
 TAKEN: web.AppKey[Memo] = web.AppKey("taken_seats", Memo)
 MAX_NEAR = 100  # a buyer's selection is a purchase or two; this bounds the scoring work
 TYPE_ID = re.compile(r"^[1-9][0-9]{0,17}$")  # canonical, so two keys never name one type
+DESK_IN_STEP_SECONDS = 1.0  # how old the desk's view of the stream may be for a suggestion
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -126,16 +130,18 @@ async def auto_select(request: web.Request) -> web.Response:
     except InvalidCommand as exc:
         raise from_domain(exc) from None
     offers = request.app[OFFERS]
+    held = await request.app[PURCHASES].held_seats(event.id, DESK_IN_STEP_SECONDS)
+    taken = event.taken.plus(held)
     seats = seating.best_available(
         event.sections,
         ticket_type.section_ids,
-        event.taken.plus(offers.recent(event.id)),
+        taken.plus(offers.recent(event.id)),
         body.count,
         body.near,
     )
     if len(seats) < body.count:
         seats = seating.best_available(
-            event.sections, ticket_type.section_ids, event.taken, body.count, body.near
+            event.sections, ticket_type.section_ids, taken, body.count, body.near
         )
     await offers.offer(event.id, map(seating.seat_key, seats))
     request.app[PURCHASES].expect(organization_of(request), request.match_info["slug"])

@@ -362,7 +362,9 @@ def test_post_routes_get_a_request_body_and_a_working_example() -> None:
             "application/json": {"schema": {"$ref": "#/components/schemas/BookingRequest"}}
         },
     }
-    assert set(operation["responses"]) == {"201", "401", "404", "409", "422", "429"}
+    assert set(operation["responses"]) == {
+        *("201", "401", "404", "409", "413", "415", "422", "429", "503")
+    }
     assert "Seat" in raw["components"]["schemas"]
     collection = postman_collection(document, "http://127.0.0.1:8080")
     (folder,) = collection.item

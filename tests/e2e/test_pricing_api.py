@@ -134,7 +134,7 @@ async def test_a_fixed_amount_code(api, token) -> None:
 
 async def test_unusable_codes_are_silently_left_out(api, token) -> None:
     barn = (await _types(api, token, "/api/v1/events/hamlet-2026"))["Barn"]
-    for code in ("NOPE", "VINTER10", "SOMMER10", "", "no such code!", "a\u0000b"):
+    for code in ("NOPE", "VINTER10", "SOMMER10", "", "no such code!"):
         body = {
             "event_slug": "hamlet-2026",
             "quantities": {str(barn["id"]): 2},
@@ -144,6 +144,10 @@ async def test_unusable_codes_are_silently_left_out(api, token) -> None:
         assert pricing["discount"] is None, code
         assert pricing["discount_cents"] == 0
         assert pricing["total_cents"] == 35000 + 1750
+    # A string PostgreSQL cannot hold is refused at the edge, as in every body.
+    body["discount_code"] = "a\u0000b"
+    refused = await _post(api, token, PREVIEW, body, 422)
+    assert refused["detail"].startswith("discount_code: "), refused
 
 
 async def test_an_attraction_preview(api, token) -> None:
@@ -196,12 +200,13 @@ async def test_each_reason_of_an_invalid_code(api, token) -> None:
     for code, reason in (
         ("NOPE", "not_found"),
         ("", "not_found"),
-        ("a\u0000b", "not_found"),
         ("SOMMER10", "not_yet_valid"),
         ("vinter10", "expired"),
     ):
         answer = await _post(api, token, VALIDATE, {"event_slug": "hamlet-2026", "code": code})
         assert answer == {"valid": False, "reason": reason}, code
+    nul = {"event_slug": "hamlet-2026", "code": "a\u0000b"}
+    assert (await _post(api, token, VALIDATE, nul, 422))["detail"].startswith("code: ")
 
 
 async def test_a_code_for_another_events_ticket_type_is_invalid_here(
@@ -381,7 +386,6 @@ async def test_another_organizations_event_is_not_found(api, token, aarhus_token
     for caller, body in (
         (token, {"event_slug": "no-such-show", "code": "SPRING25"}),
         (token, {"event_slug": "maagen", "code": "SPRING25"}),
-        (token, {"event_slug": "Bad Slug\u0000", "code": "SPRING25"}),
         (token, {"attraction_slug": "no-such-museum", "code": "SPRING25"}),
         (aarhus_token, {"attraction_slug": "louisiana-museum", "code": "SPRING25"}),
     ):

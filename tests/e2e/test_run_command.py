@@ -3,6 +3,7 @@ demo data seeded once, CLI commands reaching the running servers, and a clean Ct
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -200,3 +201,141 @@ def test_run_from_an_empty_folder_seeds_once_and_stops_cleanly(tmp_path: Path) -
         assert str(issued["id"]) in listed.stdout
     finally:
         assert second.interrupt() in (0, 130)
+
+
+@pytest.fixture(scope="module")
+async def machine_env(servers: tuple[str, str]):
+    """Environment for a `linjerum` process on the machine's servers (no embedded start, so
+    quick), with a database and a JetStream stream of its own."""
+    import asyncpg
+
+    admin_url, nats_url = servers
+    run = os.urandom(5).hex()
+    database = f"linjerum_run_{run}"
+    admin = await asyncpg.connect(admin_url)
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    env = _env() | {
+        "DATABASE_URL": f"{admin_url.rpartition('/')[0]}/{database}",
+        "NATS_URL": nats_url,
+        "LINJERUM_NATS_STREAM": f"LJRUN_{run.upper()}",
+        "LINJERUM_SUBJECT_PREFIX": f"ljrun.{run}",
+    }
+    yield env
+    await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    await admin.close()
+
+
+def _ignore_sigint() -> None:
+    """What a shell does to a command started with `&`: SIGINT ignored, inherited by Python."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*LINJERUM, *args],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_ignore_sigint,
+    )
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def _wait_alive(proc: subprocess.Popen[bytes], log: Path, url: str) -> dict:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        with contextlib.suppress(OSError):
+            status, body = _get(url)
+            if status == 200:
+                return body
+        time.sleep(0.2)
+    raise AssertionError("never alive:\n" + log.read_text())
+
+
+def _stop(proc: subprocess.Popen[bytes], signum: int) -> int:
+    """Send `signum`; a process that does not stop fails the test and is killed."""
+    proc.send_signal(signum)
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        raise AssertionError(f"still running 30 s after {signal.Signals(signum).name}") from None
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_background_run_stops_on_signals_and_a_second_run_says_the_port_is_taken(
+    machine_env: dict[str, str], tmp_path: Path, signum: int
+) -> None:
+    port, stripe_port = _free_port(), _free_port()
+    env = machine_env | {"STRIPE_SIM_PORT": str(stripe_port)}
+    log = tmp_path / "first.log"
+    # --data-dir after the command, as the README promises for every command.
+    first = _start(env, log, "run", "--data-dir", str(tmp_path / "d"), "--port", str(port))
+    try:
+        alive = _wait_alive(first, log, f"http://127.0.0.1:{port}/healthz")
+        assert alive["status"] == "alive"
+        assert {"gateway", "relay", "sweeper", "mailer", "projector:catalog"} <= set(
+            alive["components"]
+        )
+        assert set(alive["components"].values()) == {"running"}
+        _, ready = _get(f"http://127.0.0.1:{port}/readyz")
+        checks = ready["checks"]
+        assert {"database", "nats", "relay", "projection:catalog", "components"} <= set(checks)
+
+        second = subprocess.run(
+            [*LINJERUM, "--data-dir", str(tmp_path / "d"), "run", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        said = (second.stdout + second.stderr).strip().splitlines()
+        assert second.returncode != 0
+        assert len(said) == 1, said
+        assert str(port) in said[0] and "already in use" in said[0]
+        assert "demo API key" not in second.stdout and "running" not in second.stdout
+    finally:
+        code = _stop(first, signum)
+    assert code == (130 if signum == signal.SIGINT else 0), log.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_process_serves_its_own_health_endpoints(
+    machine_env: dict[str, str], tmp_path: Path
+) -> None:
+    health_port = _free_port()
+    log = tmp_path / "relay.log"
+    relay = _start(
+        machine_env,
+        log,
+        "relay",
+        "--health-port",
+        str(health_port),
+        "--data-dir",
+        str(tmp_path / "d"),
+    )
+    try:
+        alive = _wait_alive(relay, log, f"http://127.0.0.1:{health_port}/healthz")
+        assert alive["components"] == {"relay": "running", "health": "running"}
+        deadline = time.monotonic() + 30
+        while True:
+            status, ready = _get(f"http://127.0.0.1:{health_port}/readyz")
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert status == 200, ready
+        assert set(ready["checks"]) == {"database", "nats", "relay", "components"}
+    finally:
+        assert _stop(relay, signal.SIGTERM) == 0, log.read_text()

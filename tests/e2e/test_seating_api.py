@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp.payload import BytesPayload
 
 from domain import catalog as c
 from domain.inventory import HeldSeat, SeatsHeld, SeatsReleased
@@ -259,7 +260,8 @@ async def test_bad_bodies_are_422_naming_the_field(api, demo_token) -> None:
 @pytest.mark.parametrize("path", [AUTO_SELECT, VALIDATE])
 @pytest.mark.parametrize("raw", [b"", b"{", b"[1, 2]", b'"text"'])
 async def test_malformed_json_is_422_on_the_body(api, demo_token, path: str, raw: bytes) -> None:
-    refused = await _call(api, demo_token, "POST", path, 422, data=raw)
+    json_body = BytesPayload(raw, content_type="application/json")
+    refused = await _call(api, demo_token, "POST", path, 422, data=json_body)
     assert refused["error"] == "invalid_request" and refused["detail"].startswith("body:")
 
 

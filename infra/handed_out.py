@@ -1,0 +1,74 @@
+"""Reads of what the service has handed out (ticket codes, attendee tokens, access codes): the
+index the event store writes in the same transaction as the PurchaseOpened that hands them out
+(infra/migrations/0009_handed_out.sql), so a code works the moment its purchase is
+acknowledged, whatever the projectors, the relay or NATS are doing. The index only says which
+streams to read; the streams say what the code is worth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from infra.eventstore import joined_stream
+
+MAX_CODE = 64
+MAX_TOKEN = 80
+MAX_ACCESS_CODE = 32
+
+# A ticket code's row and its ticket's stream in one round trip: gates scan at the rate people
+# walk. Rows: the code's columns on each event of the stream (event columns null before issue).
+TICKET_BY_CODE = (
+    "SELECT c.ticket_id, c.code, c.purchase_token, c.organization_id, e.* FROM ticket_codes c "
+    + joined_stream("'ticket-' || c.ticket_id")
+    + " WHERE c.code = $1 ORDER BY e.version"
+)
+
+
+@dataclass(frozen=True)
+class TicketHandle:
+    ticket_id: int
+    purchase_token: str
+    organization_id: int
+
+
+@dataclass(frozen=True)
+class OrderHandle:
+    purchase_token: str
+    buyer_email: str
+
+
+def normalize_code(code: str) -> str:
+    """Codes are printed in capitals; gates and buyers may type them otherwise."""
+    return code.strip().upper()
+
+
+async def ticket_by_code(
+    conn: asyncpg.Pool | asyncpg.Connection, code: str
+) -> list[asyncpg.Record]:
+    """TICKET_BY_CODE's rows for a code as typed: none for a code never handed out."""
+    return await conn.fetch(TICKET_BY_CODE, normalize_code(code)[:MAX_CODE])
+
+
+async def ticket_by_attendee_token(
+    conn: asyncpg.Pool | asyncpg.Connection, token: str
+) -> TicketHandle | None:
+    row = await conn.fetchrow(
+        "SELECT ticket_id, purchase_token, organization_id FROM attendee_tokens WHERE token = $1",
+        token[:MAX_TOKEN],
+    )
+    return TicketHandle(*row) if row else None
+
+
+async def orders_by_access_code(
+    conn: asyncpg.Pool | asyncpg.Connection, access_code: str, organization_id: int
+) -> list[OrderHandle]:
+    """The organization's purchases with this access code (almost always one or none: the code
+    is short, so two may share it), each with the buyer's e-mail as given."""
+    rows = await conn.fetch(
+        "SELECT purchase_token, buyer_email FROM access_codes"
+        " WHERE organization_id = $1 AND access_code = $2",
+        organization_id,
+        normalize_code(access_code)[:MAX_ACCESS_CODE],
+    )
+    return [OrderHandle(*row) for row in rows]

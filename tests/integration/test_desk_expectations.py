@@ -1,0 +1,48 @@
+"""A command at a sales desk that also writes a stream the desk does not own (a purchase, at
+the version its caller read) fails alone when that stream has moved: the desk cannot catch up
+with it, and the buyers batched with it still get their seats."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+
+import asyncpg
+
+from domain import purchasing
+from infra.eventstore import NO_STREAM, ConcurrencyError, PendingAppend, append, read_stream
+from services.desk import Decision, Desk, Session
+from services.purchases import EVENT_INVENTORY
+from tests.integration.test_desk import META, _hold
+
+
+async def test_a_stale_expectation_on_another_stream_fails_only_its_command(
+    pool: asyncpg.Pool,
+) -> None:
+    event_id = random.randint(10**8, 10**9)
+    stream = f"event-{event_id}"
+    desk = Desk(pool, stream, EVENT_INVENTORY)
+    await desk.ready()
+    purchase = purchasing.purchase_stream(uuid.uuid4().hex)
+    moved = purchasing.PurchaseExpired(token=purchase.removeprefix("purchase-"))
+    await append(pool, [PendingAppend(purchase, NO_STREAM, [moved])], META)
+
+    def stale(session: Session) -> Decision:
+        """Decided on the purchase as it was before its first event."""
+        late = purchasing.PurchaseCancelled(token=moved.token, reason="stale")
+        return Decision(events={purchase: [late]}, expected={purchase: NO_STREAM})
+
+    results = await asyncio.gather(
+        desk.submit(_hold(event_id, stream, 1), META),
+        desk.submit(stale, META),
+        desk.submit(_hold(event_id, stream, 2), META),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[1], ConcurrencyError) and results[1].stream_id == purchase
+    assert all(isinstance(r, str) for r in (results[0], results[2])), results
+    held = [r.event() for r in await read_stream(pool, stream)]
+    assert sorted(s.seat_number for e in held for s in e.seats) == [1, 2]
+    assert [r.type for r in await read_stream(pool, purchase)] == ["PurchaseExpired"]
+    await desk.close()
