@@ -26,7 +26,7 @@ async def gate(api, token: str, code: str) -> str:
     return body["reason"]
 
 
-async def _paid(api, token: str, purchase: str, timeout: float = 15.0) -> None:
+async def wait_paid(api, token: str, purchase: str, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         response = await api.get(f"/api/v1/purchases/{purchase}", headers=bearer(token))
@@ -43,7 +43,7 @@ async def sell_and_admit(api, stripe_sim, token: str, type_id: int, score: Score
     _, unpaid = await post(api, token, "/api/v1/purchases", order(type_id, 1), 201)
     intent = paying["payment"]["stripe_payment_intent_id"]
     assert (await stripe_sim.post(f"/_sim/payment_intents/{intent}/succeed")).status == 200
-    await _paid(api, token, paying["purchase"]["token"])
+    await wait_paid(api, token, paying["purchase"]["token"])
     for created, admitted in ((paying, "ok"), (unpaid, "pending_payment")):
         purchase = created["purchase"]
         for ticket in purchase["tickets"]:

@@ -26,7 +26,7 @@ from services.gateway import create_app
 from services.purchases import Purchases
 from services.ticket_documents import Documents
 from tests.e2e.conftest import ATTENDEE_LINK, BUYER, bearer, order, post, small_event
-from tests.faults.sales import Score, assert_admitted_once, gate, sell_and_admit
+from tests.faults.sales import Score, assert_admitted_once, gate, sell_and_admit, wait_paid
 from tests.faults.servers import CuttableProxy
 
 BACK_SECONDS = 15.0
@@ -84,14 +84,16 @@ async def test_database_unreachable_is_503_and_nothing_is_lost_or_doubled(
     _, ready = await post(gateway, token, "/api/v1/purchases", order(type_id, 1), 201)
     intent = ready["payment"]["stripe_payment_intent_id"]
     assert (await stripe_sim.post(f"/_sim/payment_intents/{intent}/succeed")).status == 200
+    await wait_paid(gateway, token, ready["purchase"]["token"])
     code = ready["purchase"]["tickets"][0]["ticket_code"]
     score.paid[ready["purchase"]["token"]] = [ready["purchase"]["tickets"][0]["id"]]
     retried = {**bearer(token), "Idempotency-Key": "faults-retried-purchase"}
 
+    ticket = f"/api/v1/tickets/{code}"
     await cuttable.cut()
     for _ in range(2):
-        await _unavailable(await gateway.post(f"/api/v1/tickets/{code}/scan", headers=bearer(token)))
-        await _unavailable(await gateway.get(f"/api/v1/tickets/{code}/verify", headers=bearer(token)))
+        await _unavailable(await gateway.post(f"{ticket}/scan", headers=bearer(token)))
+        await _unavailable(await gateway.get(f"{ticket}/verify", headers=bearer(token)))
         await _unavailable(
             await gateway.post("/api/v1/purchases", json=order(type_id, 1), headers=retried)
         )
@@ -103,7 +105,7 @@ async def test_database_unreachable_is_503_and_nothing_is_lost_or_doubled(
 
     deadline = time.monotonic() + BACK_SECONDS
     while True:
-        response = await gateway.post(f"/api/v1/tickets/{code}/scan", headers=bearer(token))
+        response = await gateway.post(f"{ticket}/scan", headers=bearer(token))
         if response.status != 503 or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
