@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -93,46 +93,85 @@ async def stripe_sim(webhook_port: int) -> AsyncIterator[TestClient]:
     await sim.close()
 
 
-@pytest.fixture(scope="session")
-async def serve(
-    pool: asyncpg.Pool, stripe_sim: TestClient, webhook_port: int
-) -> AsyncIterator[Callable[..., Awaitable[TestClient]]]:
+class Gateways:
     """Starts a gateway per call, like one more process: its own rate-limit windows, sales
-    desks and Stripe client. The first one receives the simulator's webhooks."""
-    clients: list[TestClient] = []
-    closing: list[Callable[[], Awaitable[None]]] = []
+    desks and Stripe client. The first one, the hub, lives for the whole run and receives the
+    simulator's webhooks; the others are closed when the test that started them ends, since
+    each holds database connections (its change feed's among them) from the shared pool."""
 
-    async def start(hold_minutes: float = 30.0, stripe_base: str | None = None) -> TestClient:
+    def __init__(self, pool: asyncpg.Pool, stripe_sim: TestClient, webhook_port: int) -> None:
+        self._pool = pool
+        self._stripe_base = str(stripe_sim.make_url("")).rstrip("/")
+        self._webhook_port = webhook_port
+        self._started: list[tuple[TestClient, Purchases, Payments]] = []
+
+    async def __call__(
+        self, hold_minutes: float = 30.0, stripe_base: str | None = None
+    ) -> TestClient:
         payments = Payments(
             SIMULATOR_API_KEY,
-            api_base=stripe_base or str(stripe_sim.make_url("")).rstrip("/"),
+            api_base=stripe_base or self._stripe_base,
             publishable_key=SIMULATOR_PUBLISHABLE_KEY,
             webhook_secret=SIMULATOR_WEBHOOK_SECRET,
         )
         sales = Purchases(
-            pool, payments, publishable_key=payments.publishable_key, hold_minutes=hold_minutes
+            self._pool,
+            payments,
+            publishable_key=payments.publishable_key,
+            hold_minutes=hold_minutes,
         )
-        port = webhook_port if not clients else None
-        documents = Documents(pool, sales.catalog, "tickets@example.com", ATTENDEE_LINK)
-        app = create_app(pool, ActivityLog(pool), sales, documents)
+        port = self._webhook_port if not self._started else None
+        documents = Documents(self._pool, sales.catalog, "tickets@example.com", ATTENDEE_LINK)
+        app = create_app(self._pool, ActivityLog(self._pool), sales, documents)
         client = TestClient(TestServer(app, port=port))
         await client.start_server()
-        clients.append(client)
+        self._started.append((client, sales, payments))
         FEEDS.append(app[CHANGES])
-        closing.extend([sales.close, payments.close])
         return client
 
-    yield start
-    FEEDS.clear()
-    for client in clients:
-        await client.close()
-    for close in closing:
-        await close()
+    @property
+    def hub(self) -> TestClient:
+        return self._started[0][0]
+
+    @property
+    def count(self) -> int:
+        return len(self._started)
+
+    async def close_from(self, first: int) -> None:
+        """Closes the gateways started from the `first`-th on (the hub is the 0th)."""
+        closing, self._started = self._started[first:], self._started[:first]
+        for client, sales, payments in closing:
+            FEEDS.remove(client.app[CHANGES])
+            await client.close()
+            await sales.close()
+            await payments.close()
 
 
 @pytest.fixture(scope="session")
-async def api(serve, catalog: dict[str, int]) -> TestClient:
-    return await serve()
+async def serve(
+    pool: asyncpg.Pool, stripe_sim: TestClient, webhook_port: int
+) -> AsyncIterator[Gateways]:
+    gateways = Gateways(pool, stripe_sim, webhook_port)
+    await gateways()
+    yield gateways
+    await gateways.close_from(0)
+
+
+@pytest.fixture(autouse=True)
+async def _close_test_gateways(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Gateways a test starts end with it; those of wider fixtures are already running."""
+    if "serve" not in request.fixturenames:
+        yield
+        return
+    gateways: Gateways = request.getfixturevalue("serve")
+    before = gateways.count
+    yield
+    await gateways.close_from(max(before, 1))
+
+
+@pytest.fixture(scope="session")
+async def api(serve: Gateways, catalog: dict[str, int]) -> TestClient:
+    return serve.hub
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ database and Stripe simulator); its relay, projectors and NATS are its own, so t
 stopped and started."""
 
 from tests.e2e.conftest import (  # noqa: F401  (fixtures)
+    _close_test_gateways,
     api,
     catalog,
     demo_token,

@@ -16,6 +16,7 @@ from infra.bus import connect
 from infra.embedded import free_port
 from infra.eventstore import ANY_VERSION, Metadata, PendingAppend, append
 from infra.settings import Settings
+from infra.supervise import OUTAGES
 from projections.framework import ensure_live_schema
 from services.health import Readiness, add_health_routes
 from services.relay import Relay
@@ -139,6 +140,8 @@ async def test_a_nats_outage_under_the_relay_is_two_warnings_and_no_traceback(
     try:
         nc = await _bus_when_up(local)
         js = nc.jetstream()
+        for dependency in ("postgresql", "nats"):  # an outage an earlier test left open
+            OUTAGES.up(dependency)
         with structlog.testing.capture_logs() as logs:
             relay = Relay(pool, js, local, name=f"health-{run}")
             task = asyncio.create_task(relay.run())
