@@ -40,9 +40,9 @@ from infra.eventstore import (
 )
 from infra.logging import configure_logging
 from infra.settings import Settings
-from services.projector import Projector
-from services.relay import Relay
 from services.runtime import connected
+from services.workers.projector import Projector
+from services.workers.relay import Relay
 
 META = Metadata(actor="bench")
 MAX_OPS = 2_000_000

@@ -67,9 +67,9 @@ from infra.payments import (
 from infra.settings import Settings
 from projections.rebuild import rebuild
 from projections.registry import all_projections
-from services import catalog_commands
+from services.dev.stripe_sim import create_simulator
 from services.runtime import connected
-from services.stripe_sim import create_simulator
+from services.usecases import catalog_commands
 
 HOST = "127.0.0.1"
 META = Metadata(actor="bench")

@@ -44,12 +44,12 @@ from projections.rebuild import rebuild
 from projections.registry import all_projections
 from services.api import readmodel as rm
 from services.api.activity import ActivityLog
-from services.catalog_commands import organization_id_by_slug
-from services.gateway import create_app
-from services.purchases import Purchases
+from services.api.gateway import create_app
+from services.dev.seed_demo import DEMO_ORGANIZATION, seed_demo
 from services.runtime import connected
-from services.seed_demo import DEMO_ORGANIZATION, seed_demo
-from services.ticket_documents import Documents
+from services.usecases.catalog_commands import organization_id_by_slug
+from services.usecases.purchases import Purchases
+from services.usecases.ticket_documents import Documents
 
 META = Metadata(actor="bench")
 DATABASE = "linjerum_bench_reads"

@@ -57,7 +57,7 @@ from infra.apikeys import create_key
 from infra.db import create_pool, migrate
 from infra.embedded import free_port
 from infra.logging import configure_logging
-from services.purchases import Purchases
+from services.usecases.purchases import Purchases
 
 PDFS_TARGET = 100.0
 SCANS_TARGET = 1000.0

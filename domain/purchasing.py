@@ -119,8 +119,8 @@ class PurchaseExpired(Event, frozen=True):
 
 class LatePaymentRefundDecided(Event, frozen=True):
     """A payment arrived when its seats were gone: it is given back, never kept and never lost.
-    Stored before anything is asked of Stripe; the payments worker (services/payment_effects.py)
-    makes the refund once this is stored, and only then."""
+    Stored before anything is asked of Stripe; the payments worker
+    (services/workers/payment_effects.py) makes the refund once this is stored, and only then."""
 
     token: str
     intent_id: str

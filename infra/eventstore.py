@@ -16,7 +16,7 @@ ANY_VERSION = -1
 NO_STREAM = 0
 
 # The relay holds this advisory lock while it sleeps; appends notify NOTIFY_CHANNEL only then,
-# as a notifying commit holds a database-wide lock until it is flushed (services/relay.py).
+# as a notifying commit holds a database-wide lock until it is flushed (services/workers/relay.py).
 # append_events in the migration uses the same two values.
 RELAY_SLEEP_LOCK = 7_301_002
 NOTIFY_CHANNEL = "linjerum_events"

@@ -1,6 +1,6 @@
 """The payment adapter. PaymentIntents are created, cancelled and refunded only through the
 official `stripe` SDK's async client, so the same code talks to real Stripe or, by a different
-base address, to the local simulator (services/stripe_sim.py).
+base address, to the local simulator (services/dev/stripe_sim.py).
 
 Money flow: destination charges. The PaymentIntent lives on the platform account and records
 the organization's connected account as `transfer_data[destination]`, so Stripe transfers the

@@ -1,5 +1,6 @@
 """Queues what the stored purchase events ask of Stripe, for the payments worker
-(services/payment_effects.py): the refund a LatePaymentRefundDecided calls for, and the cancel of
+(services/workers/payment_effects.py):
+the refund a LatePaymentRefundDecided calls for, and the cancel of
 the PaymentIntent of a purchase that expired or was cancelled unpaid, so its buyer can no
 longer pay it. A projection, so the outbox row commits with the checkpoint (exactly once in
 effect) and a replay finds its rows already queued (the outbox folds them).

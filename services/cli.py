@@ -25,10 +25,10 @@ from infra.settings import Settings
 from projections.rebuild import rebuild
 from projections.registry import all_projections
 from services.api.activity import recent_activity
-from services.catalog_commands import organization_id_by_slug
+from services.dev.seed_demo import seed_demo
 from services.runtime import COMPONENTS, PortInUse, connected, database
 from services.runtime import run as run_service
-from services.seed_demo import seed_demo
+from services.usecases.catalog_commands import organization_id_by_slug
 
 CLI = Metadata(actor="linjerum cli")
 

@@ -33,24 +33,24 @@ from infra.tickets_pdf import RenderWorkers
 from projections.registry import all_projections, ensure_read_models
 from services.api.activity import ActivityLog
 from services.api.attendee_pages import attendee_link
-from services.catalog_commands import organization_id_by_slug
-from services.gateway import GatewayRunner, create_app
-from services.health import Readiness, serve_health
-from services.mailer import Mailer
-from services.payment_effects import PaymentEffects
-from services.projector import Projector
-from services.purchases import Purchases
-from services.relay import Relay
-from services.seed_demo import DEMO_ORGANIZATION, seed_demo
-from services.stripe_sim import serve_simulator
-from services.sweeper import run_sweeper
-from services.ticket_documents import Documents
+from services.api.gateway import GatewayRunner, create_app
+from services.api.health import Readiness, serve_health
+from services.dev.seed_demo import DEMO_ORGANIZATION, seed_demo
+from services.dev.stripe_sim import serve_simulator
+from services.usecases.catalog_commands import organization_id_by_slug
+from services.usecases.purchases import Purchases
+from services.usecases.ticket_documents import Documents
+from services.workers.mailer import Mailer
+from services.workers.payment_effects import PaymentEffects
+from services.workers.projector import Projector
+from services.workers.relay import Relay
+from services.workers.sweeper import run_sweeper
 
 log = structlog.get_logger(__name__)
 
 DEMO_KEY_FILE = "demo-api-key"
 # The sales desks', the payment recorder's and the ticket ids' own connections
-# (services/purchases.py), connected at start: an on-sale's first buyers do not wait for a
+# (services/usecases/purchases.py), connected at start: an on-sale's first buyers do not wait for a
 # connection to be opened.
 WRITER_CONNECTIONS = 3
 # Allocations between young-generation collections, and collections between older ones

@@ -23,7 +23,7 @@ from infra import handed_out
 from infra.tickets_pdf import TicketPage, format_money, place_line, when_lines
 from services.api.context import DOCUMENTS, pool_of
 from services.api.routes import Route
-from services.ticketing import load_purchase, load_ticket
+from services.usecases.ticketing import load_purchase, load_ticket
 
 PAGE_PATH = "/attendee/{token}"
 TOKEN_FORMAT = re.compile(r"tok_[0-9a-f]{32}")

@@ -10,8 +10,8 @@ from aiohttp import web
 
 from infra.apikeys import ApiKey
 from services.api.memo import Memo
-from services.purchases import Purchases
-from services.ticket_documents import Documents
+from services.usecases.purchases import Purchases
+from services.usecases.ticket_documents import Documents
 
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
 PURCHASES: web.AppKey[Purchases] = web.AppKey("purchases", Purchases)

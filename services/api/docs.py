@@ -4,7 +4,7 @@ a self-contained HTML page, all public and all offline (no CDN, no external scri
 
 The document covers every route under /api/v1/ (the HTML page itself lives outside the
 versioned API and is not an operation). It is built once, on first request, from
-`services.gateway.partner_routes()`; the gateway imports this module, so that import is lazy."""
+`services.api.gateway.partner_routes()`; the gateway imports this module, so that import is lazy."""
 
 from __future__ import annotations
 
@@ -989,7 +989,7 @@ def render_html(document: OpenApiDocument) -> str:
 @functools.cache
 def published() -> tuple[OpenApiDocument, str]:
     """The document and the page of this process's routes, built once on first use."""
-    from services.gateway import partner_routes
+    from services.api.gateway import partner_routes
 
     document = openapi_document(partner_routes())
     return document, render_html(document)

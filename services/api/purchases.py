@@ -22,7 +22,7 @@ from services.api.http import decode_body, json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
 from services.api.seating import OFFERS
-from services.ticketing import load_tickets
+from services.usecases.ticketing import load_tickets
 
 
 class Consumer(Payload):

@@ -25,14 +25,14 @@ from infra.payments import (
 )
 from projections.rebuild import rebuild
 from projections.registry import all_projections
-from services import catalog_commands
 from services.api.activity import ActivityLog
-from services.catalog_commands import organization_id_by_slug
-from services.gateway import CHANGES, READS_FOLLOW, create_app
-from services.purchases import Purchases
-from services.seed_demo import DEMO_ORGANIZATION, SECOND_ORGANIZATION, seed_demo
-from services.stripe_sim import create_simulator
-from services.ticket_documents import Documents
+from services.api.gateway import CHANGES, READS_FOLLOW, create_app
+from services.dev.seed_demo import DEMO_ORGANIZATION, SECOND_ORGANIZATION, seed_demo
+from services.dev.stripe_sim import create_simulator
+from services.usecases import catalog_commands
+from services.usecases.catalog_commands import organization_id_by_slug
+from services.usecases.purchases import Purchases
+from services.usecases.ticket_documents import Documents
 
 TEST = Metadata(actor="test")
 ATTENDEE_LINK = "https://shop.example.com/attendee/{token}"

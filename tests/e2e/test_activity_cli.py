@@ -17,8 +17,8 @@ import pytest
 
 from infra.db import create_pool, migrate
 from services.api.activity import ActivityEntry, ActivityLog
-from services.catalog_commands import organization_id_by_slug
-from services.seed_demo import DEMO_ORGANIZATION, seed_demo
+from services.dev.seed_demo import DEMO_ORGANIZATION, seed_demo
+from services.usecases.catalog_commands import organization_id_by_slug
 
 LINJERUM = [sys.executable, "-m", "services.cli"]
 

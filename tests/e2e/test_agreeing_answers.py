@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from domain import catalog as c
-from services import catalog_commands
+from services.usecases import catalog_commands
 from tests.e2e.conftest import (
     BUYER,
     TEST,

@@ -12,7 +12,7 @@ from pypdf import PdfReader
 
 from services.api.attendee_pages import attendee_link
 from services.api.context import PURCHASES
-from services.ticket_documents import Documents
+from services.usecases.ticket_documents import Documents
 from tests.e2e.conftest import order, post, rebuild_read_models, small_event
 
 LINK = re.compile(r"https?://[^/\s]+(/attendee/tok_[0-9a-f]{32})")

@@ -17,7 +17,7 @@ from pypdf import PdfReader
 from infra.embedded import free_port
 from infra.mail import SmtpSettings, SmtpTransport
 from services.api.context import DOCUMENTS
-from services.mailer import Mailer
+from services.workers.mailer import Mailer
 from tests.e2e.conftest import (
     BUYER,
     bearer,

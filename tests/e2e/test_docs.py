@@ -23,8 +23,8 @@ from services.api.docs import (
     postman_collection,
     render_html,
 )
+from services.api.gateway import partner_routes
 from services.api.routes import Route
-from services.gateway import partner_routes
 from tests.e2e.conftest import bearer
 
 DOCS = ("/api/v1/openapi.json", "/api/v1/postman.json", "/api-docs")

@@ -20,11 +20,17 @@ from infra.db import create_pool
 from infra.embedded import free_port
 from infra.payments import SIMULATOR_WEBHOOK_SECRET
 from services.api.activity import ActivityLog
-from services.gateway import ACTIVITY, MAX_HEADER_BYTES, MAX_URL_BYTES, GatewayRunner, create_app
-from services.purchases import Purchases
-from services.seed_demo import DEMO_ORGANIZATION
-from services.stripe_sim import signature_header
-from services.ticket_documents import Documents
+from services.api.gateway import (
+    ACTIVITY,
+    MAX_HEADER_BYTES,
+    MAX_URL_BYTES,
+    GatewayRunner,
+    create_app,
+)
+from services.dev.seed_demo import DEMO_ORGANIZATION
+from services.dev.stripe_sim import signature_header
+from services.usecases.purchases import Purchases
+from services.usecases.ticket_documents import Documents
 from tests.e2e.conftest import ATTENDEE_LINK, BUYER, bearer, issue_key, order, small_event
 
 NUL = "\x00"

@@ -25,8 +25,8 @@ from infra.payments import (
 from projections.payment_effects import PaymentEffectsProjection
 from projections.rebuild import rebuild
 from services.api.context import PURCHASES
-from services.payment_effects import PaymentEffects
-from services.stripe_sim import create_simulator, signature_header
+from services.dev.stripe_sim import create_simulator, signature_header
+from services.workers.payment_effects import PaymentEffects
 from tests.e2e.conftest import TEST, bearer, order, post, small_event
 
 DELIVERIES = 12

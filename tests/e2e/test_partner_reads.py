@@ -12,7 +12,7 @@ import pytest
 from domain import catalog as c
 from domain.inventory import AttractionTicketsHeld, HeldSeat, SeatsHeld
 from infra.eventstore import ANY_VERSION, PendingAppend, append
-from services import catalog_commands
+from services.usecases import catalog_commands
 from tests.e2e.conftest import TEST, bearer, issue_key, rebuild_read_models
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")

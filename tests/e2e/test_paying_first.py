@@ -11,7 +11,7 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from services.api.context import PURCHASES
-from services.purchases import EVENT_INVENTORY
+from services.usecases.purchases import EVENT_INVENTORY
 from tests.e2e.conftest import order, post, rebuild_read_models, small_event
 
 

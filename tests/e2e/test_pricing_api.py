@@ -13,8 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from domain import catalog as c
-from services import catalog_commands
-from services.seed_demo import DEMO_ORGANIZATION
+from services.dev.seed_demo import DEMO_ORGANIZATION
+from services.usecases import catalog_commands
 from tests.e2e.conftest import (
     TEST,
     bearer,

@@ -17,10 +17,10 @@ import stripe
 from domain import catalog as c
 from infra import idempotency
 from infra.payments import SIMULATOR_API_KEY, SIMULATOR_WEBHOOK_SECRET
-from services import catalog_commands
 from services.api.context import PURCHASES
-from services.stripe_sim import signature_header
-from services.sweeper import sweep_once
+from services.dev.stripe_sim import signature_header
+from services.usecases import catalog_commands
+from services.workers.sweeper import sweep_once
 from tests.e2e.conftest import (
     BUYER,
     TEST,

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.api.docs import published
-from services.seed_demo import DEMO_ORGANIZATION
+from services.dev.seed_demo import DEMO_ORGANIZATION
 from tests.e2e.conftest import bearer, issue_key
 
 MAX_EXAMPLES = 25  # per operation and generation mode: the whole run stays well under a minute

@@ -22,9 +22,9 @@ from infra.payments import (
 )
 from infra.settings import Settings
 from services.api.activity import ActivityLog
-from services.gateway import create_app
-from services.purchases import Purchases
-from services.ticket_documents import Documents
+from services.api.gateway import create_app
+from services.usecases.purchases import Purchases
+from services.usecases.ticket_documents import Documents
 from tests.e2e.conftest import ATTENDEE_LINK, BUYER, bearer, order, post, small_event
 from tests.faults.sales import Score, assert_admitted_once, gate, sell_and_admit, wait_paid
 from tests.faults.servers import CuttableProxy

@@ -23,8 +23,8 @@ from infra.supervise import stop_task
 from projections.framework import Projection
 from projections.rebuild import rebuild
 from projections.registry import all_projections
-from services.projector import Projector, consumer_name
-from services.relay import Relay
+from services.workers.projector import Projector, consumer_name
+from services.workers.relay import Relay
 from tests.e2e.conftest import small_event
 from tests.faults.sales import Score, assert_admitted_once, sell_and_admit
 from tests.faults.servers import OwnNats

@@ -21,10 +21,10 @@ from infra.settings import Settings
 from projections.catalog import CatalogProjection
 from projections.framework import live_schema
 from projections.rebuild import rebuild
-from services import catalog_commands
-from services.projector import Projector
-from services.relay import Relay
-from services.seed_demo import DEMO_ORGANIZATION, seed_demo
+from services.dev.seed_demo import DEMO_ORGANIZATION, seed_demo
+from services.usecases import catalog_commands
+from services.workers.projector import Projector
+from services.workers.relay import Relay
 
 SCHEMA = live_schema(CatalogProjection())
 TABLES = ("organizations", "venues", "events", "attractions", "ticket_types", "discount_codes")

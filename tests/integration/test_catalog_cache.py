@@ -13,8 +13,8 @@ import pytest
 from domain import catalog
 from domain.errors import NotFound
 from infra.eventstore import Metadata
-from services import catalog_commands
-from services.catalog_cache import Catalog
+from services.usecases import catalog_commands
+from services.usecases.catalog_cache import Catalog
 from tests.integration.counting_pool import CountingPool
 
 META = Metadata(actor="test-catalog-cache")

@@ -14,8 +14,8 @@ import asyncpg
 from domain import holds
 from domain.inventory import HeldSeat, SeatsHeld
 from infra.eventstore import Metadata, read_stream
-from services.desk import Decision, Desk, Session
-from services.purchases import EVENT_INVENTORY
+from services.usecases.desk import Decision, Desk, Session
+from services.usecases.purchases import EVENT_INVENTORY
 
 META = Metadata(request_id="desk-test", actor="test")
 EXPIRES = datetime.now(UTC) + timedelta(hours=1)

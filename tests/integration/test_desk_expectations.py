@@ -12,8 +12,8 @@ import asyncpg
 
 from domain import purchasing
 from infra.eventstore import NO_STREAM, ConcurrencyError, PendingAppend, append, read_stream
-from services.desk import Decision, Desk, Session
-from services.purchases import EVENT_INVENTORY
+from services.usecases.desk import Decision, Desk, Session
+from services.usecases.purchases import EVENT_INVENTORY
 from tests.integration.test_desk import META, _hold
 
 

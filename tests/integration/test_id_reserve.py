@@ -7,7 +7,7 @@ from typing import cast
 
 import asyncpg
 
-from services.catalog_commands import IdReserve
+from services.usecases.catalog_commands import IdReserve
 from tests.integration.counting_pool import CountingPool
 
 

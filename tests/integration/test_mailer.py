@@ -24,7 +24,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from infra.embedded import free_port
 from infra.mail import EmlDirectory, MailTransport, SmtpSettings, SmtpTransport, build_confirmation
 from infra.outbox import enqueue
-from services.mailer import Mailer
+from services.workers.mailer import Mailer
 from tests.smtp_inbox import Inbox, smtp_server
 
 SENDER = "Linjerum <tickets@linjerum.test>"

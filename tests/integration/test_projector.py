@@ -17,8 +17,8 @@ from infra.eventstore import ANY_VERSION, Metadata, PendingAppend, append
 from infra.settings import Settings
 from projections.framework import live_schema
 from projections.rebuild import rebuild
-from services.projector import Projector
-from services.relay import Relay
+from services.workers.projector import Projector
+from services.workers.relay import Relay
 from tests.integration.sample_projection import TallyCounted, TallyProjection
 
 META = Metadata(actor="test")

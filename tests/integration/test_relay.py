@@ -21,7 +21,7 @@ import pytest
 from infra.bus import ensure_stream
 from infra.eventstore import ANY_VERSION, Metadata, PendingAppend, RecordedEvent, append
 from infra.settings import Settings
-from services.relay import Relay
+from services.workers.relay import Relay
 from tests.integration.sample_projection import TallyCounted
 
 META = Metadata(actor="test")

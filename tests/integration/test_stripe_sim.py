@@ -16,7 +16,7 @@ import stripe
 from aiohttp import web
 
 from infra.payments import InvalidSignature, PaymentError, Payments, WebhookEvent
-from services.stripe_sim import create_simulator, signature_header
+from services.dev.stripe_sim import create_simulator, signature_header
 
 SECRET = "whsec_test_simulator"
 API_KEY = "sk_test_simulator"

@@ -20,8 +20,8 @@ from domain.purchasing import PaymentIntentCreated
 from infra.append_batcher import AppendBatcher
 from infra.eventstore import NO_STREAM, Metadata, PendingAppend, read_stream
 from services.api.activity import ActivityEntry, ActivityLog, recent_activity
-from services.desk import Decision, Desk, Session
-from services.purchases import EVENT_INVENTORY
+from services.usecases.desk import Decision, Desk, Session
+from services.usecases.purchases import EVENT_INVENTORY
 
 META = Metadata(request_id="unstorable-test", actor="test")
 EXPIRES = datetime.now(UTC) + timedelta(hours=1)

@@ -14,7 +14,7 @@ import structlog
 from domain.errors import DomainError
 from infra.eventstore import ConcurrencyError
 from infra.supervise import OUTAGES, Outages, dependency_of, serve_forever
-from services.sweeper import sweep_once
+from services.workers.sweeper import sweep_once
 
 
 def _warnings(logs: list[dict]) -> list[dict]:

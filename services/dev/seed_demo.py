@@ -26,8 +26,8 @@ from domain.catalog import (
 )
 from domain.errors import AlreadyExists
 from infra.eventstore import Metadata
-from services import catalog_commands as commands
-from services.catalog_commands import Pool
+from services.usecases import catalog_commands as commands
+from services.usecases.catalog_commands import Pool
 
 DEMO_ORGANIZATION = "det-ny-teater"
 SECOND_ORGANIZATION = "aarhus-teater"

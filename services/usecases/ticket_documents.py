@@ -15,8 +15,8 @@ from domain.purchasing import PurchasedTicket, PurchaseState
 from domain.tickets import TicketState
 from infra.mail import build_confirmation
 from infra.tickets_pdf import TicketPage, format_money, merge_pdfs, render_tickets
-from services.catalog_cache import Catalog
-from services.ticketing import load_purchase, load_tickets
+from services.usecases.catalog_cache import Catalog
+from services.usecases.ticketing import load_purchase, load_tickets
 
 RENDERED_KEPT = 5000
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from domain.errors import DomainError
 from infra import idempotency
 from infra.eventstore import ConcurrencyError, Metadata
 from infra.supervise import OUTAGES, dependency_of
-from services.purchases import Purchases
+from services.usecases.purchases import Purchases
 
 log = structlog.get_logger(__name__)
 

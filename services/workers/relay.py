@@ -33,7 +33,7 @@ from infra.eventstore import (
 )
 from infra.settings import Settings
 from infra.supervise import OUTAGES, serve_forever
-from services.health import behind
+from services.api.health import behind
 
 log = structlog.get_logger(__name__)
 

@@ -42,14 +42,14 @@ from services.api.errors import (
     service_unavailable,
     unavailable,
 )
+from services.api.health import Readiness, add_health_routes
 from services.api.http import check_text
 from services.api.limits import Verdict
 from services.api.memo import Memo
 from services.api.offers import SeatOffers
 from services.api.routes import Handler, Route
-from services.health import Readiness, add_health_routes
-from services.purchases import Purchases
-from services.ticket_documents import Documents
+from services.usecases.purchases import Purchases
+from services.usecases.ticket_documents import Documents
 
 log = structlog.get_logger(__name__)
 

@@ -19,7 +19,7 @@ from domain import catalog, tickets
 from domain.errors import NotFound
 from domain.purchasing import PurchaseOpened
 from infra.eventstore import read_stream
-from services import catalog_commands
+from services.usecases import catalog_commands
 
 T = TypeVar("T")
 _scheduled = msgspec.json.Decoder(catalog.EventScheduled)

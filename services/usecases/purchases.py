@@ -33,9 +33,9 @@ from infra.eventstore import (
     read_stream,
 )
 from infra.payments import PaymentError, PaymentIntentRef, Payments, WebhookEvent
-from services import catalog_commands
-from services.catalog_cache import Catalog
-from services.desk import Command, Decision, Desk, Desks, Kind, Session
+from services.usecases import catalog_commands
+from services.usecases.catalog_cache import Catalog
+from services.usecases.desk import Command, Decision, Desk, Desks, Kind, Session
 
 log = structlog.get_logger(__name__)
 
@@ -291,8 +291,8 @@ class Purchases:
     # ---- ending --------------------------------------------------------------------------
 
     async def cancel(self, token: str, organization_id: int, meta: Metadata) -> None:
-        """Its PaymentIntent is cancelled at Stripe by the payments worker once the
-        cancellation is stored (services/payment_effects.py), not on the partner's request."""
+        """Its PaymentIntent is cancelled at Stripe by the payments worker once the cancellation
+        is stored (services/workers/payment_effects.py), not on the partner's request."""
         await self.find(token, organization_id)
         await self.release(
             token, "cancelled", meta, decide=lambda s: purchasing.cancel(s, "cancelled")

@@ -1,0 +1,1 @@
+"""Development stand-ins: the Stripe simulator and the demo data."""
