@@ -578,26 +578,6 @@ def create_discount_code(
     ]
 
 
-def organization_stream(organization_id: int) -> str:
-    return f"organization-{organization_id}"
-
-
-def venue_stream(venue_id: int) -> str:
-    return f"venue-{venue_id}"
-
-
-def event_stream(event_id: int) -> str:
-    return f"event-{event_id}"
-
-
-def attraction_stream(attraction_id: int) -> str:
-    return f"attraction-{attraction_id}"
-
-
-def discount_stream(discount_id: int) -> str:
-    return f"discount-{discount_id}"
-
-
 def claim_stream(kind: str, key: str, organization_id: int | None = None) -> str:
     """`slug-org.det-ny-teater`, `slug-42.event.hamlet-2026`, `slug-42.discount.SPRING25`."""
     scope = "org" if organization_id is None else f"{organization_id}.{kind}"

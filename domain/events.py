@@ -42,8 +42,3 @@ def decode_event(type_name: str, data: bytes | str) -> Event:
     except KeyError:
         raise UnknownEventType(type_name) from None
     return msgspec.json.decode(data, type=cls)
-
-
-def stream_category(stream_id: str) -> str:
-    """`event-123` → `event`: the part projections subscribe to."""
-    return stream_id.split("-", 1)[0]

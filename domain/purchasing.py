@@ -187,10 +187,6 @@ def replay_purchase(events: Iterable[Event]) -> PurchaseState | None:
     return state
 
 
-def purchase_stream(token: str) -> str:
-    return f"purchase-{token}"
-
-
 def validate_request(req: PurchaseRequest) -> None:
     """Everything that can be checked without the catalog."""
     if (req.event_slug is None) == (req.attraction_slug is None):

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from domain import streams
 from domain.errors import DomainError, InvalidCommand
 from domain.events import Event
 from domain.inventory import SeatRef
@@ -102,10 +103,6 @@ def replay_ticket(events: Iterable[Event]) -> TicketState | None:
     return state
 
 
-def ticket_stream(ticket_id: int) -> str:
-    return f"ticket-{ticket_id}"
-
-
 def visit_day_end(visit_date: date, zone: str) -> datetime:
     """The first instant after a visit day in the organization's zone (its local midnight, as
     UTC): a visitor on the museum's last evening is still inside their day."""
@@ -137,7 +134,7 @@ def issue_tickets(
     fee_share = _shares(opened.pricing.fee_cents, len(tickets))
     until = scannable_until(starts_at, ends_at)
     return {
-        ticket_stream(t.id): [
+        streams.ticket(t.id): [
             TicketIssued(
                 ticket_id=t.id,
                 purchase_token=opened.token,

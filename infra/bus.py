@@ -9,7 +9,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from domain.events import stream_category
+from domain import streams
 from infra.settings import Settings
 from infra.supervise import OUTAGES
 
@@ -68,4 +68,4 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
 
 
 def subject_for(settings: Settings, stream_id: str) -> str:
-    return f"{settings.subject_prefix}.{stream_category(stream_id)}"
+    return f"{settings.subject_prefix}.{streams.category(stream_id)}"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from domain import streams
 from infra.eventstore import joined_stream
 
 MAX_CODE = 64
@@ -20,7 +21,7 @@ MAX_ACCESS_CODE = 32
 # walk. Rows: the code's columns on each event of the stream (event columns null before issue).
 TICKET_BY_CODE = (
     "SELECT c.ticket_id, c.code, c.purchase_token, c.organization_id, e.* FROM ticket_codes c "
-    + joined_stream("'ticket-' || c.ticket_id")
+    + joined_stream(f"'{streams.TICKET}-' || c.ticket_id")
     + " WHERE c.code = $1 ORDER BY e.version"
 )
 

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import asyncpg
 
+from domain import streams
 from infra.eventstore import RecordedEvent
 from infra.outbox import enqueue
 
@@ -20,6 +21,6 @@ class ConfirmationsProjection:
     async def apply(self, conn: asyncpg.Connection, schema: str, event: RecordedEvent) -> None:
         if event.type != "PurchasePaid":
             return
-        token = event.stream_id.removeprefix("purchase-")
+        token = streams.purchase_token(event.stream_id)
         await conn.execute(f"INSERT INTO {schema}.queued VALUES ($1) ON CONFLICT DO NOTHING", token)
         await enqueue(conn, token, "confirmation")

@@ -9,7 +9,7 @@ from typing import ClassVar, Protocol
 
 import asyncpg
 
-from domain.events import stream_category
+from domain import streams
 from infra.changes import announce, read_model_channel
 from infra.eventstore import START, Position, RecordedEvent
 
@@ -87,7 +87,7 @@ async def apply_events(
     for event in events:
         if event.global_position <= checkpoint:
             continue
-        if stream_category(event.stream_id) in projection.categories:
+        if streams.category(event.stream_id) in projection.categories:
             await projection.apply(conn, schema, event)
         checkpoint = event.global_position
         applied += 1

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import asyncpg
 
-from domain import purchasing
+from domain import purchasing, streams
 from infra.eventstore import RecordedEvent
 from infra.payment_outbox import enqueue
 
@@ -28,7 +28,7 @@ class PaymentEffectsProjection:
     )
 
     async def apply(self, conn: asyncpg.Connection, schema: str, event: RecordedEvent) -> None:
-        token = event.stream_id.removeprefix("purchase-")
+        token = streams.purchase_token(event.stream_id)
         table = f"{schema}.payable_intents"
         if event.type == "PaymentIntentCreated":
             created = event.event()

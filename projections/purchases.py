@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import asyncpg
 
-from domain import purchasing
+from domain import purchasing, streams
 from infra.eventstore import RecordedEvent
 
 _STATUS = {
@@ -55,7 +55,7 @@ class PurchasesProjection:
             await conn.execute(
                 f"UPDATE {schema}.purchases SET status = $2, paid_at = coalesce($3, paid_at)"
                 " WHERE token = $1",
-                event.stream_id.removeprefix("purchase-"),
+                streams.purchase_token(event.stream_id),
                 _STATUS[event.type],
                 paid_at,
             )

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import asyncpg
 
-from domain import purchasing, tickets
+from domain import purchasing, streams, tickets
 from infra.eventstore import RecordedEvent
 
 
@@ -45,7 +45,7 @@ async def _ended(conn: asyncpg.Connection, table: str, event: RecordedEvent) -> 
     status = "refunded" if event.type == "LatePaymentRefunded" else "cancelled"
     await conn.execute(
         f"UPDATE {table} SET status = $2 WHERE purchase_token = $1 AND status = 'pending_payment'",
-        event.stream_id.removeprefix("purchase-"),
+        streams.purchase_token(event.stream_id),
         status,
     )
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 
-from domain import catalog, tickets
+from domain import catalog, streams, tickets
 from domain.errors import NotFound
 from domain.purchasing import PurchaseOpened
 from infra.eventstore import read_stream
@@ -58,7 +58,7 @@ class Catalog:
         )
 
     async def _organization(self, organization_id: int) -> catalog.OrganizationRegistered:
-        events = await read_stream(self.pool, catalog.organization_stream(organization_id))
+        events = await read_stream(self.pool, streams.organization(organization_id))
         registered = events[0].event()
         assert isinstance(registered, catalog.OrganizationRegistered)
         return registered
@@ -67,7 +67,7 @@ class Catalog:
         """The event as scheduled (dates, venue): its stream's first event."""
         scheduled = await self._once(
             ("event", event_id),
-            lambda: self._first(catalog.event_stream(event_id), "EventScheduled", _scheduled),
+            lambda: self._first(streams.event(event_id), "EventScheduled", _scheduled),
         )
         if scheduled is None:
             raise NotFound("event not found", "event_slug")
@@ -96,9 +96,7 @@ class Catalog:
     async def attraction(self, attraction_id: int) -> catalog.AttractionOpened:
         opened = await self._once(
             ("attraction", attraction_id),
-            lambda: self._first(
-                catalog.attraction_stream(attraction_id), "AttractionOpened", _attraction
-            ),
+            lambda: self._first(streams.attraction(attraction_id), "AttractionOpened", _attraction),
         )
         if opened is None:
             raise NotFound("attraction not found", "attraction_slug")

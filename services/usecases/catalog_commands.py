@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 
-from domain import catalog
+from domain import catalog, streams
 from domain.errors import AlreadyExists, NotFound
 from domain.events import Event
 from infra.eventstore import (
@@ -87,7 +87,7 @@ async def organization_id_by_slug(pool: Pool, slug: str) -> int | None:
 
 
 async def load_venue(pool: Pool, venue_id: int) -> catalog.VenueRegistered:
-    events = await read_stream(pool, catalog.venue_stream(venue_id))
+    events = await read_stream(pool, streams.venue(venue_id))
     registered = events[0].event() if events else None
     if not isinstance(registered, catalog.VenueRegistered):
         raise NotFound(f"venue {venue_id} not found", "venue_id")
@@ -135,7 +135,7 @@ async def register_organization(
         kind="org",
         key=cmd.slug,
         organization_id=None,
-        stream=catalog.organization_stream,
+        stream=streams.organization,
         decide=lambda oid, _: catalog.register_organization(cmd, oid),
         extra_ids=0,
         metadata=metadata,
@@ -150,7 +150,7 @@ async def register_venue(
         kind="venue",
         key=cmd.key,
         organization_id=organization_id,
-        stream=catalog.venue_stream,
+        stream=streams.venue,
         decide=lambda vid, ids: catalog.register_venue(cmd, organization_id, vid, ids),
         extra_ids=len(cmd.sections),
         metadata=metadata,
@@ -166,7 +166,7 @@ async def schedule_event(
         kind="event",
         key=cmd.slug,
         organization_id=organization_id,
-        stream=catalog.event_stream,
+        stream=streams.event,
         decide=lambda eid, ids: catalog.schedule_event(cmd, organization_id, venue, eid, ids),
         extra_ids=len(cmd.ticket_types),
         metadata=metadata,
@@ -182,7 +182,7 @@ async def open_attraction(
         kind="attraction",
         key=cmd.slug,
         organization_id=organization_id,
-        stream=catalog.attraction_stream,
+        stream=streams.attraction,
         decide=lambda aid, ids: catalog.open_attraction(cmd, organization_id, venue, aid, ids),
         extra_ids=len(cmd.ticket_types),
         metadata=metadata,
@@ -197,7 +197,7 @@ async def create_discount_code(
         kind="discount",
         key=cmd.code.strip().upper(),
         organization_id=organization_id,
-        stream=catalog.discount_stream,
+        stream=streams.discount,
         decide=lambda did, _: catalog.create_discount_code(cmd, organization_id, did),
         extra_ids=0,
         metadata=metadata,
@@ -212,7 +212,7 @@ async def change_event_status(
 ) -> None:
     """Publish or cancel: decided against the event's current state, retried on a conflict
     (the event stream is busy during an on-sale)."""
-    stream = catalog.event_stream(event_id)
+    stream = streams.event(event_id)
     for _ in range(10):
         recorded = await read_stream(pool, stream)
         state: catalog.EventListing | None = None

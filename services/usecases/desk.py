@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 import structlog
 
+from domain import streams
 from domain.discounts import DiscountState, clone_discount, evolve_discount
 from domain.events import Event
 from infra.append_batcher import fail, stored_nothing
@@ -171,7 +172,7 @@ class Desk(Generic[S]):
             self.cached.version = recorded.version
         for did in discount_ids:
             cached = self.discounts.setdefault(did, Cached(None))
-            for recorded in await read_stream(self._pool, f"discount-{did}", cached.version):
+            for recorded in await read_stream(self._pool, streams.discount(did), cached.version):
                 cached.state = evolve_discount(cached.state, recorded.event())
                 cached.version = recorded.version
 
@@ -264,10 +265,11 @@ class Desk(Generic[S]):
                 continue
             for stream, events in decision.events.items():
                 for event in events:
+                    discount_id = streams.discount_id(stream)
                     if stream == self.stream_id:
                         state.state = self._kind.evolve(state.state, event)
-                    elif stream.startswith("discount-"):
-                        code = codes[int(stream.removeprefix("discount-"))]
+                    elif discount_id is not None:
+                        code = codes[discount_id]
                         code.state = evolve_discount(code.state, event)
             decided.append((job, decision))
         return decided, refused
@@ -288,10 +290,11 @@ class Desk(Generic[S]):
         for stream, pairs in merged.items():
             if not pairs:
                 continue
+            discount_id = streams.discount_id(stream)
             if stream == self.stream_id:
                 version = state.version
-            elif stream.startswith("discount-"):
-                version = codes[int(stream.removeprefix("discount-"))].version
+            elif discount_id is not None:
+                version = codes[discount_id].version
             else:
                 version = expected[stream]
             appends.append(
@@ -304,8 +307,9 @@ class Desk(Generic[S]):
         versions = await append(self._pool, appends, decided[0][0].metadata)
         state.version = versions.get(self.stream_id, state.version)
         for stream, version in versions.items():
-            if stream.startswith("discount-"):
-                codes[int(stream.removeprefix("discount-"))].version = version
+            discount_id = streams.discount_id(stream)
+            if discount_id is not None:
+                codes[discount_id].version = version
 
 
 class Desks:

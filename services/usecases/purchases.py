@@ -15,7 +15,7 @@ import asyncpg
 import msgspec
 import structlog
 
-from domain import catalog, discounts, holds, purchasing, tickets
+from domain import catalog, discounts, holds, purchasing, streams, tickets
 from domain.errors import DomainError, NotFound
 from domain.events import Event
 from domain.inventory import AttractionTicketsHeld, HeldSeat, SeatRef, SeatsHeld
@@ -136,7 +136,7 @@ class Purchases:
             attraction_id = await self._owner(
                 org, "attraction", req.attraction_slug, "attraction_slug"
             )
-            desk = self.desks.get(catalog.attraction_stream(attraction_id), ATTRACTION_INVENTORY)
+            desk = self.desks.get(streams.attraction(attraction_id), ATTRACTION_INVENTORY)
             command = _open_attraction_purchase(req, org, draft)
         await desk.ready()
         forecast = desk.forecast(command)
@@ -179,13 +179,13 @@ class Purchases:
         """The event's seat map and the desk that sells it."""
         event_id = await self._owner(org, "event", slug, "event_slug")
         sections = await self.catalog.sections_of_event(event_id)
-        return sections, self.desks.get(catalog.event_stream(event_id), EVENT_INVENTORY)
+        return sections, self.desks.get(streams.event(event_id), EVENT_INVENTORY)
 
     async def held_seats(self, event_id: int, within: float) -> dict[RowKey, set[int]]:
         """The seats the event's stream holds, per row, as this process's sales desk has them,
         read again first unless the desk was in step with the stream within `within` seconds:
         what the availability read model may not show yet. Only read until the next await."""
-        desk = self.desks.get(catalog.event_stream(event_id), EVENT_INVENTORY)
+        desk = self.desks.get(streams.event(event_id), EVENT_INVENTORY)
         await desk.catch_up(within)
         return desk.cached.state.taken_by_row
 
@@ -236,7 +236,7 @@ class Purchases:
             raise
         created = _intent_created(opened, intent)
         await self.recorder.append(
-            [PendingAppend(purchasing.purchase_stream(opened.token), 1, [created])], meta
+            [PendingAppend(streams.purchase(opened.token), 1, [created])], meta
         )
         return purchasing.evolve_purchase(state, created) or state
 
@@ -278,7 +278,7 @@ class Purchases:
 
     async def load(self, token: str) -> tuple[PurchaseState | None, int]:
         """The purchase straight from its stream: never behind an acknowledged write."""
-        return _purchase_from(await read_stream(self.pool, purchasing.purchase_stream(token)))
+        return _purchase_from(await read_stream(self.pool, streams.purchase(token)))
 
     async def find(self, token: str, organization_id: int) -> tuple[PurchaseState, int]:
         if len(token) > 64:
@@ -325,7 +325,7 @@ class Purchases:
             return False
         opened = state.opened
         desk = self._inventory_desk(opened)
-        purchase = purchasing.purchase_stream(token)
+        purchase = streams.purchase(token)
 
         def command(session: Session) -> Decision:
             if opened.event_id is not None:
@@ -336,7 +336,7 @@ class Purchases:
             if opened.discount_id is not None:
                 code = session.discount(opened.discount_id)
                 if code is not None:
-                    events[f"discount-{opened.discount_id}"] = discounts.release(code, token)
+                    events[streams.discount(opened.discount_id)] = discounts.release(code, token)
             return Decision(events, expected={purchase: version})
 
         await desk.submit(command, meta, _discounts(opened))
@@ -344,9 +344,9 @@ class Purchases:
 
     def _inventory_desk(self, opened: PurchaseOpened) -> Any:
         if opened.event_id is not None:
-            return self.desks.get(catalog.event_stream(opened.event_id), EVENT_INVENTORY)
+            return self.desks.get(streams.event(opened.event_id), EVENT_INVENTORY)
         assert opened.attraction_id is not None
-        return self.desks.get(catalog.attraction_stream(opened.attraction_id), ATTRACTION_INVENTORY)
+        return self.desks.get(streams.attraction(opened.attraction_id), ATTRACTION_INVENTORY)
 
     # ---- payments ------------------------------------------------------------------------
 
@@ -358,7 +358,7 @@ class Purchases:
         changes nothing."""
         if event.purchase_token is None:
             return "ignored"
-        stream = purchasing.purchase_stream(event.purchase_token)
+        stream = streams.purchase(event.purchase_token)
         for _ in range(MAX_SETTLE_ATTEMPTS):
             recorded = await read_stream(self.pool, stream)
             if any(r.metadata.causation_id == event.id for r in recorded):
@@ -376,7 +376,7 @@ class Purchases:
         self, state: PurchaseState, version: int, event: WebhookEvent, meta: Metadata
     ) -> str:
         token = state.opened.token
-        stream = purchasing.purchase_stream(token)
+        stream = streams.purchase(token)
         if event.type == "payment_intent.succeeded":
             if state.status == "paid":
                 return "already_paid"
@@ -411,7 +411,7 @@ class Purchases:
             return "refund_already_decided"
         desk = self._inventory_desk(opened)
         now = datetime.now(UTC)
-        purchase = purchasing.purchase_stream(opened.token)
+        purchase = streams.purchase(opened.token)
         times = await self.catalog.times(opened)
 
         def command(session: Session) -> Decision:
@@ -517,7 +517,7 @@ def paid_with_tickets(
         ends_at=product_times[1],
         named={t.id for t in opened.tickets if t.named},
     )
-    return {purchasing.purchase_stream(opened.token): paid, **issued}
+    return {streams.purchase(opened.token): paid, **issued}
 
 
 @dataclass(frozen=True)
@@ -586,7 +586,7 @@ def _open(
         code = session.discount(draft.discount_id)
         if code is None:
             raise discounts.InvalidDiscountCode("unknown discount code", "discount_code")
-        events[f"discount-{draft.discount_id}"] = discounts.redeem(
+        events[streams.discount(draft.discount_id)] = discounts.redeem(
             code, draft.token, draft.now, set(quantities)
         )
         discount = code.created
@@ -613,7 +613,7 @@ def _open(
         opened_at=draft.now,
         expires_at=draft.expires_at,
     )
-    stream = purchasing.purchase_stream(draft.token)
+    stream = streams.purchase(draft.token)
     events[stream] = [opened]
     expected = {stream: NO_STREAM}
     if pricing.total_cents == 0:
@@ -661,7 +661,7 @@ def _open_event_purchase(
             draft,
             session,
             types,
-            (catalog.event_stream(scheduled.event_id), [held]),
+            (streams.event(scheduled.event_id), [held]),
             Product(
                 event_id=scheduled.event_id,
                 attraction_id=None,
@@ -703,7 +703,7 @@ def _open_attraction_purchase(
             draft,
             session,
             types,
-            (catalog.attraction_stream(opened.attraction_id), [held]),
+            (streams.attraction(opened.attraction_id), [held]),
             Product(
                 event_id=None,
                 attraction_id=opened.attraction_id,

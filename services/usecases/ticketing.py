@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from domain import purchasing, tickets
+from domain import purchasing, streams, tickets
 from domain.errors import NotFound
 from domain.purchasing import PurchaseState
 from domain.tickets import Reason, TicketState
@@ -61,16 +61,16 @@ async def load_tickets(
     pool: asyncpg.Pool, ticket_ids: Sequence[int]
 ) -> dict[int, tuple[TicketState | None, int]]:
     """Each ticket's state and stream version (None and 0 before issue), in one round trip."""
-    streams = await read_streams(pool, [tickets.ticket_stream(t) for t in ticket_ids])
+    streams = await read_streams(pool, [streams.ticket(t) for t in ticket_ids])
     loaded = {}
     for ticket_id in ticket_ids:
-        recorded = streams.get(tickets.ticket_stream(ticket_id), [])
+        recorded = streams.get(streams.ticket(ticket_id), [])
         loaded[ticket_id] = (tickets.replay_ticket(r.event() for r in recorded), len(recorded))
     return loaded
 
 
 async def load_purchase(pool: asyncpg.Pool, token: str) -> PurchaseState | None:
-    recorded = await read_stream(pool, purchasing.purchase_stream(token))
+    recorded = await read_stream(pool, streams.purchase(token))
     return purchasing.replay_purchase(r.event() for r in recorded)
 
 
@@ -103,7 +103,7 @@ async def scan(pool: asyncpg.Pool, code: str, organization_id: int, meta: Metada
         if not verdict.valid or verdict.ticket is None:
             return verdict
         _, scanned = tickets.scan(verdict.ticket, datetime.now(UTC), meta.api_key_id)
-        stream = tickets.ticket_stream(verdict.ticket_id)
+        stream = streams.ticket(verdict.ticket_id)
         try:
             await append(pool, [PendingAppend(stream, verdict.version, scanned)], meta)
         except ConcurrencyError:
@@ -111,7 +111,7 @@ async def scan(pool: asyncpg.Pool, code: str, organization_id: int, meta: Metada
         for event in scanned:
             tickets.evolve_ticket(verdict.ticket, event)
         return verdict
-    raise ConcurrencyError(tickets.ticket_stream(verdict.ticket_id), "scan kept conflicting")
+    raise ConcurrencyError(streams.ticket(verdict.ticket_id), "scan kept conflicting")
 
 
 # Compared against when no order has the access code, so a miss costs what a hit does.
@@ -172,7 +172,7 @@ async def update_attendees(
                 continue
             events = tickets.update_attendee(state, name, email, now, f"seats[{i}]")
             if events:
-                appends.append(PendingAppend(tickets.ticket_stream(ticket_id), version, events))
+                appends.append(PendingAppend(streams.ticket(ticket_id), version, events))
         if not appends:
             return
         try:

@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from domain import purchasing
+from domain import purchasing, streams
 from domain.purchasing import PurchaseState
 from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append, read_stream
 from infra.payment_outbox import CHANNEL
@@ -165,7 +165,7 @@ class PaymentEffects:
 
     async def _record_refund(self, token: str, refund_id: str) -> None:
         """LatePaymentRefunded on the purchase, once, at the version it was decided on."""
-        stream = purchasing.purchase_stream(token)
+        stream = streams.purchase(token)
         meta = Metadata(actor="payments", causation_id=f"refund-{token}", correlation_id=token)
         for _ in range(RECORD_ATTEMPTS):
             recorded = await read_stream(self._pool, stream)
@@ -194,7 +194,7 @@ class PaymentEffects:
         return "canceled"
 
     async def _purchase(self, token: str) -> PurchaseState | None:
-        recorded = await read_stream(self._pool, purchasing.purchase_stream(token))
+        recorded = await read_stream(self._pool, streams.purchase(token))
         return purchasing.replay_purchase(r.event() for r in recorded)
 
     async def _failed(self, row: asyncpg.Record, exc: Exception, fields: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ import uuid
 
 import asyncpg
 
-from domain import purchasing
+from domain import purchasing, streams
 from infra.eventstore import NO_STREAM, ConcurrencyError, PendingAppend, append, read_stream
 from services.usecases.desk import Decision, Desk, Session
 from services.usecases.purchases import EVENT_INVENTORY
@@ -24,8 +24,8 @@ async def test_a_stale_expectation_on_another_stream_fails_only_its_command(
     stream = f"event-{event_id}"
     desk = Desk(pool, stream, EVENT_INVENTORY)
     await desk.ready()
-    purchase = purchasing.purchase_stream(uuid.uuid4().hex)
-    moved = purchasing.PurchaseExpired(token=purchase.removeprefix("purchase-"))
+    purchase = streams.purchase(uuid.uuid4().hex)
+    moved = purchasing.PurchaseExpired(token=streams.purchase_token(purchase))
     await append(pool, [PendingAppend(purchase, NO_STREAM, [moved])], META)
 
     def stale(session: Session) -> Decision:
