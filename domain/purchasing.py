@@ -25,6 +25,9 @@ EMAIL_MAX = 254
 PHONE_MAX = 40
 COMMENT_MAX = 2000
 PurchaseStatus = Literal["pending_payment", "paid", "cancelled", "expired"]
+# What the payment provider reports of a purchase's payment, in the purchase's own words (the
+# adapter translates the provider's event types into these).
+PaymentReport = Literal["succeeded", "failed"]
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -56,3 +56,7 @@ def discount_id(stream_id: str) -> int | None:
     if category(stream_id) != DISCOUNT:
         return None
     return int(stream_id.removeprefix(f"{DISCOUNT}-"))
+
+
+# The version of a stream before its first event: what a decision expects of a stream it starts.
+NEW = 0

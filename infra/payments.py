@@ -19,6 +19,7 @@ import stripe
 from stripe import RequestOptions
 from stripe.params import PaymentIntentCreateParams
 
+from domain.purchasing import PaymentReport
 from infra.settings import Settings
 
 SIMULATOR_API_KEY = "sk_test_linjerum_simulator"
@@ -57,13 +58,22 @@ class PaymentIntentRef(msgspec.Struct, frozen=True, kw_only=True):
     status: str
 
 
+# Stripe's event types that report on a purchase's payment, in the domain's words.
+_REPORTS: dict[str, PaymentReport] = {
+    "payment_intent.succeeded": "succeeded",
+    "payment_intent.payment_failed": "failed",
+}
+
+
 class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """The part of a Stripe event the service acts on. `intent_id` is empty for an event not
-    about a PaymentIntent (none the service subscribes to); `amount` is the intent's amount, or
-    for a charge the amount refunded so far."""
+    """The part of a Stripe event the service acts on. `report` is what it says of the
+    payment (None for an event that reports nothing the purchase acts on); `intent_id` is
+    empty for an event not about a PaymentIntent; `amount` is the intent's amount, or for a
+    charge the amount refunded so far."""
 
     id: str
     type: str
+    report: PaymentReport | None
     intent_id: str
     purchase_token: str | None
     status: str | None
@@ -226,6 +236,7 @@ class Payments:
         return WebhookEvent(
             id=event.id,
             type=event.type,
+            report=_REPORTS.get(event.type),
             intent_id=obj.id if is_intent else obj.payment_intent or "",
             purchase_token=obj.metadata.get("purchase_token"),
             status=obj.status,

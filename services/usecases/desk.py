@@ -1,10 +1,13 @@
 """A sales desk per hot aggregate: in an on-sale every buyer's command targets the same event
 stream, and plain optimistic concurrency would turn that into a retry storm. Inside a process,
-commands for one stream queue at its desk; one task decides them in turn against the cached,
-caught-up state and appends everything they decided in a single append. Conflicts with other
-processes still surface as ConcurrencyError: the desk reads what the other process stored and
-decides the batch again. A batch is decided on a copy of the state, so the cached state only
-ever holds stored events and a conflict costs the new events, not a reload of the stream.
+commands for one stream queue at its desk; one task has each decided in turn (by its kind's
+`decide`, a pure function of the domain) against the cached, caught-up state, and appends
+everything they decided in a single append. A command may also decide on companion streams
+(a discount code's, beside an event's seats): the desk keeps those too, by stream id.
+Conflicts with other processes still surface as ConcurrencyError: the desk reads what the
+other process stored and decides the batch again. A batch is decided on a copy of the state,
+so the cached state only ever holds stored events and a conflict costs the new events, not a
+reload of the stream.
 A command whose events the database refuses fails alone: the batch is decided and appended
 again in halves until that command is on its own (`_isolate`)."""
 
@@ -12,16 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import asyncpg
 import structlog
 
-from domain import streams
-from domain.discounts import DiscountState, clone_discount, evolve_discount
 from domain.events import Event
+from domain.sales import Decision
 from infra.append_batcher import fail, stored_nothing
 from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append, read_stream
 from infra.supervise import stop_task
@@ -41,58 +43,40 @@ class Cached(Generic[S]):
     version: int = 0
 
 
-@dataclass
-class Decision:
-    """What one command decided: events per stream (the desk's own stream under its id),
-    expected versions for streams the desk does not cache, and the caller's result."""
-
-    events: dict[str, list[Event]]
-    result: Any = None
-    expected: dict[str, int] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
-class Kind(Generic[S]):
-    """How a desk builds, evolves and copies its aggregate's state."""
+class Aggregate(Generic[S]):
+    """How a desk builds, evolves and copies an aggregate's state."""
 
     initial: Callable[[], S]
     evolve: Callable[[S, Event], S]
     clone: Callable[[S], S]
 
 
-class Session:
-    """What a command sees while it decides: the batch's working state and discount codes."""
+@dataclass(frozen=True)
+class Kind(Aggregate[S]):
+    """The desk's own aggregate, and how a command is decided on it (with the states of the
+    companion streams the command names, by stream id: each of them a `companion`)."""
 
-    def __init__(self, state: Cached[Any], discounts: dict[int, Cached[DiscountState | None]]):
-        self._state = state
-        self._discounts = discounts
-
-    @property
-    def state(self) -> Any:
-        return self._state.state
-
-    def discount(self, discount_id: int) -> DiscountState | None:
-        return self._discounts[discount_id].state
+    decide: Callable[[Any, S, Mapping[str, Any]], Decision]
+    companion: Aggregate[Any] | None = None
 
 
-Command = Callable[[Session], Decision]
+class _Look:
+    """Decides nothing: the batch it joins reads the stream first if stale."""
 
 
-def _look(_: Session) -> Decision:
-    """A command that decides nothing: the batch it joins reads the stream first if stale."""
-    return Decision({})
+class _Read:
+    """Decides nothing, and makes the batch it joins read the stream first."""
 
 
-def _read(_: Session) -> Decision:
-    """A command that decides nothing and makes the batch it joins read the stream first."""
-    return Decision({})
+_LOOK, _READ = _Look(), _Read()
 
 
 @dataclass
 class _Job:
-    command: Command
+    command: Any
     metadata: Metadata
-    discount_ids: tuple[int, ...]
+    companions: tuple[str, ...]
     future: asyncio.Future[Any]
 
 
@@ -102,7 +86,7 @@ class Desk(Generic[S]):
         self.stream_id = stream_id
         self._kind = kind
         self.cached: Cached[S] = Cached(kind.initial())
-        self.discounts: dict[int, Cached[DiscountState | None]] = {}
+        self.companions: dict[str, Cached[Any]] = {}
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self.conflicts = 0
@@ -112,23 +96,24 @@ class Desk(Generic[S]):
         self._in_step_at = float("-inf")
 
     async def submit(
-        self, command: Command, metadata: Metadata, discount_ids: tuple[int, ...] = ()
+        self, command: Any, metadata: Metadata, companions: tuple[str, ...] = ()
     ) -> Any:
-        """Decide and append `command`; returns its result or raises its DomainError."""
+        """Decide and append `command`, which also decides on the `companions` streams;
+        returns its result or raises its DomainError."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(command, metadata, discount_ids, future))
+        self._queue.put_nowait(_Job(command, metadata, companions, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work())
         return await future
 
-    def forecast(self, command: Command) -> Decision | None:
+    def forecast(self, command: Any) -> Decision | None:
         """What `command` would decide on the state as last stored, changing nothing: None when
         it would be refused or the desk has not read its stream yet. Only a guess (another
         process may have sold the seats since): `submit` decides."""
         if self.cached.version == 0:
             return None
         try:
-            return command(Session(self.cached, self.discounts))
+            return self._kind.decide(command, self.cached.state, _states(self.companions))
         except Exception:
             return None
 
@@ -136,14 +121,14 @@ class Desk(Generic[S]):
         """Reads the stream if the desk never has (through the queue: only the worker changes
         the cached state), so that the first buyers get a forecast too."""
         if self.cached.version == 0:
-            await self.submit(_look, Metadata())
+            await self.submit(_LOOK, Metadata())
 
     async def catch_up(self, within: float) -> None:
         """Reads what other processes appended, unless the desk was in step with its stream
         within the last `within` seconds: for readers of `cached` that must not lag far behind
         the stream (seat suggestions while the availability read model lags)."""
         if time.monotonic() - self._in_step_at >= within:
-            await self.submit(_read, Metadata())
+            await self.submit(_READ, Metadata())
 
     async def close(self) -> None:
         await stop_task(self._worker)
@@ -164,16 +149,24 @@ class Desk(Generic[S]):
         self.reloads += 1
         self._stale = True
         self.cached = Cached(self._kind.initial())
-        self.discounts.clear()
+        self.companions.clear()
 
-    async def _catch_up(self, discount_ids: set[int]) -> None:
+    @property
+    def _companion(self) -> Aggregate[Any]:
+        assert self._kind.companion is not None, "this desk's commands name no companions"
+        return self._kind.companion
+
+    def _copy(self, companion: Cached[Any]) -> Cached[Any]:
+        return Cached(self._companion.clone(companion.state), companion.version)
+
+    async def _catch_up(self, companions: set[str]) -> None:
         for recorded in await read_stream(self._pool, self.stream_id, self.cached.version):
             self.cached.state = self._kind.evolve(self.cached.state, recorded.event())
             self.cached.version = recorded.version
-        for did in discount_ids:
-            cached = self.discounts.setdefault(did, Cached(None))
-            for recorded in await read_stream(self._pool, streams.discount(did), cached.version):
-                cached.state = evolve_discount(cached.state, recorded.event())
+        for stream in companions:
+            cached = self.companions.setdefault(stream, Cached(self._companion.initial()))
+            for recorded in await read_stream(self._pool, stream, cached.version):
+                cached.state = self._companion.evolve(cached.state, recorded.event())
                 cached.version = recorded.version
 
     async def _run_batch(self, jobs: list[_Job]) -> None:
@@ -181,19 +174,21 @@ class Desk(Generic[S]):
         appended at the cached version without reading the stream first, which saves a round
         trip per batch; the append's version check is what keeps it safe. After a conflict, and
         before refusing anyone, the desk reads before it decides."""
-        discount_ids = {d for job in jobs for d in job.discount_ids}
-        asked_to_read = any(job.command is _read for job in jobs)
+        names = {c for job in jobs for c in job.companions}
+        asked_to_read = any(job.command is _READ for job in jobs)
         for attempt in range(MAX_ATTEMPTS):
             started = time.monotonic()
-            fresh = self._stale or asked_to_read or not discount_ids <= self.discounts.keys()
+            fresh = self._stale or asked_to_read or not names <= self.companions.keys()
             if fresh:
-                await self._catch_up(discount_ids)
+                await self._catch_up(names)
             state = Cached(self._kind.clone(self.cached.state), self.cached.version)
-            codes = {
-                d: Cached(clone_discount(self.discounts[d].state), self.discounts[d].version)
-                for d in discount_ids
+            companions = {
+                c: Cached(
+                    self._companion.clone(self.companions[c].state), self.companions[c].version
+                )
+                for c in names
             }
-            decided, refused = self._decide_all(jobs, state, codes)
+            decided, refused = self._decide_all(jobs, state, companions)
             if refused and not fresh:
                 # A refusal is final, so it is never made on a state that may be behind (seats
                 # another process released meanwhile): read the stream and decide again.
@@ -201,7 +196,7 @@ class Desk(Generic[S]):
                 continue
             try:
                 if decided:
-                    await self._append(decided, state, codes)
+                    await self._append(decided, state, companions)
             except ConcurrencyError as exc:
                 self.conflicts += 1
                 self._stale = True
@@ -225,7 +220,7 @@ class Desk(Generic[S]):
             if fresh or any(events for _, d in decided for events in d.events.values()):
                 self._in_step_at = started
             self.cached = state
-            self.discounts.update(codes)
+            self.companions.update(companions)
             # A caller may have stopped waiting (its request was cancelled): what it decided is
             # stored all the same, and the others still get their answers.
             for job, decision in decided:
@@ -250,27 +245,28 @@ class Desk(Generic[S]):
                 fail(part, exc)
 
     def _decide_all(
-        self, jobs: list[_Job], state: Cached[S], codes: dict[int, Cached[DiscountState | None]]
+        self, jobs: list[_Job], state: Cached[S], companions: dict[str, Cached[Any]]
     ) -> tuple[list[tuple[_Job, Decision]], list[tuple[_Job, Exception]]]:
         """Each command decides on the state its predecessors in the batch left; a refused
         command fails alone, and only once the batch it was refused in is stored."""
         decided = []
         refused = []
-        session = Session(state, codes)
         for job in jobs:
+            if job.command is _LOOK or job.command is _READ:
+                decided.append((job, Decision({})))
+                continue
             try:
-                decision = job.command(session)
+                decision = self._kind.decide(job.command, state.state, _states(companions))
             except Exception as exc:
                 refused.append((job, exc))
                 continue
             for stream, events in decision.events.items():
                 for event in events:
-                    discount_id = streams.discount_id(stream)
                     if stream == self.stream_id:
                         state.state = self._kind.evolve(state.state, event)
-                    elif discount_id is not None:
-                        code = codes[discount_id]
-                        code.state = evolve_discount(code.state, event)
+                    elif stream in companions:
+                        companion = companions[stream]
+                        companion.state = self._companion.evolve(companion.state, event)
             decided.append((job, decision))
         return decided, refused
 
@@ -278,7 +274,7 @@ class Desk(Generic[S]):
         self,
         decided: list[tuple[_Job, Decision]],
         state: Cached[S],
-        codes: dict[int, Cached[DiscountState | None]],
+        companions: dict[str, Cached[Any]],
     ) -> None:
         merged: dict[str, list[tuple[Event, Metadata]]] = {}
         expected: dict[str, int] = {}
@@ -290,11 +286,10 @@ class Desk(Generic[S]):
         for stream, pairs in merged.items():
             if not pairs:
                 continue
-            discount_id = streams.discount_id(stream)
             if stream == self.stream_id:
                 version = state.version
-            elif discount_id is not None:
-                version = codes[discount_id].version
+            elif stream in companions:
+                version = companions[stream].version
             else:
                 version = expected[stream]
             appends.append(
@@ -307,9 +302,12 @@ class Desk(Generic[S]):
         versions = await append(self._pool, appends, decided[0][0].metadata)
         state.version = versions.get(self.stream_id, state.version)
         for stream, version in versions.items():
-            discount_id = streams.discount_id(stream)
-            if discount_id is not None:
-                codes[discount_id].version = version
+            if stream in companions:
+                companions[stream].version = version
+
+
+def _states(companions: dict[str, Cached[Any]]) -> dict[str, Any]:
+    return {stream: cached.state for stream, cached in companions.items()}
 
 
 class Desks:

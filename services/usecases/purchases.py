@@ -1,26 +1,25 @@
-"""Purchase commands: open a purchase with its holds and discount use in one append, take the
+"""Purchase use cases: open a purchase with its holds and discount use in one append, take the
 payment through Stripe, cancel, expire, and settle a payment that arrives late. The decisions
-are the domain's; this module finds the aggregates, queues at their desks and talks to Stripe."""
+are the domain's (domain/sales.py, domain/purchasing.py); this module finds the aggregates,
+draws what a decision needs (ids, codes, the clock), queues the commands at their desks and
+talks to Stripe."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import msgspec
 import structlog
 
-from domain import catalog, discounts, holds, purchasing, streams, tickets
+from domain import catalog, discounts, holds, purchasing, sales, streams
 from domain.errors import DomainError, NotFound
 from domain.events import Event
-from domain.inventory import AttractionTicketsHeld, HeldSeat, SeatRef, SeatsHeld
-from domain.pricing import price_basket
 from domain.purchasing import PurchaseOpened, PurchaseRequest, PurchaseState
+from domain.sales import PaymentProcessingUnavailable
 from domain.seating import RowKey
 from infra.append_batcher import AppendBatcher
 from infra.codes import random_code
@@ -35,7 +34,7 @@ from infra.eventstore import (
 from infra.payments import PaymentError, PaymentIntentRef, Payments, WebhookEvent
 from services.usecases import catalog_commands
 from services.usecases.catalog_cache import Catalog
-from services.usecases.desk import Command, Decision, Desk, Desks, Kind, Session
+from services.usecases.desk import Aggregate, Desk, Desks, Kind
 
 log = structlog.get_logger(__name__)
 
@@ -43,14 +42,21 @@ UNAMBIGUOUS = "ACDEFGHJKLMNPQRTUVWXY34679"
 TICKET_CODE_LENGTH = 12
 ACCESS_CODE_LENGTH = 8
 MAX_SETTLE_ATTEMPTS = 5
-EVENT_INVENTORY = Kind(holds.EventInventory, holds.evolve_inventory, holds.clone_inventory)
-ATTRACTION_INVENTORY = Kind(
-    holds.AttractionInventory, holds.evolve_attraction, holds.clone_attraction
+DISCOUNT_CODES = Aggregate(lambda: None, discounts.evolve_discount, discounts.clone_discount)
+EVENT_INVENTORY = Kind(
+    holds.EventInventory,
+    holds.evolve_inventory,
+    holds.clone_inventory,
+    sales.decide,
+    DISCOUNT_CODES,
 )
-
-
-class PaymentProcessingUnavailable(DomainError):
-    code = "payment_processing_unavailable"
+ATTRACTION_INVENTORY = Kind(
+    holds.AttractionInventory,
+    holds.evolve_attraction,
+    holds.clone_attraction,
+    sales.decide,
+    DISCOUNT_CODES,
+)
 
 
 class StripeFailed(DomainError):
@@ -126,23 +132,26 @@ class Purchases:
             discount_id = await self.catalog.owner(claim)
             if discount_id is None:
                 raise discounts.InvalidDiscountCode("unknown discount code", "discount_code")
-        discount_ids = (discount_id,) if discount_id else ()
         draft = await self._draft(req, api_key_id, discount_id)
+        command: sales.OpenPurchase
         if req.event_slug is not None:
             sections, desk = await self._event_sale(org, req.event_slug)
-            command = _open_event_purchase(req, org, draft, sections)
+            command = sales.OpenEventPurchase(
+                request=req, organization=org, draft=draft, sections=sections
+            )
         else:
             assert req.attraction_slug is not None
             attraction_id = await self._owner(
                 org, "attraction", req.attraction_slug, "attraction_slug"
             )
             desk = self.desks.get(streams.attraction(attraction_id), ATTRACTION_INVENTORY)
-            command = _open_attraction_purchase(req, org, draft)
+            command = sales.OpenAttractionPurchase(request=req, organization=org, draft=draft)
         await desk.ready()
         forecast = desk.forecast(command)
         if forecast is not None and self._can_charge(forecast.result[0]):
-            return await self._pay_first(desk, command, forecast.result[0], meta, discount_ids)
-        state = purchasing.replay_purchase(await desk.submit(command, meta, discount_ids))
+            return await self._pay_first(desk, command, forecast.result[0], meta)
+        events = await desk.submit(command, meta, sales.discount_streams(command))
+        state = purchasing.replay_purchase(events)
         assert state is not None
         if state.status == "paid":
             return state
@@ -150,10 +159,10 @@ class Purchases:
 
     async def _draft(
         self, req: PurchaseRequest, api_key_id: int | None, discount_id: int | None
-    ) -> Draft:
+    ) -> sales.Draft:
         ids = await self.ids.take(sum(req.quantities.values()))
         now = datetime.now(UTC)
-        return Draft(
+        return sales.Draft(
             token=secrets.token_urlsafe(18),
             ticket_ids=ids,
             codes=[_code(TICKET_CODE_LENGTH) for _ in ids],
@@ -201,20 +210,23 @@ class Purchases:
     async def _pay_first(
         self,
         desk: Desk[Any],
-        command: Command,
+        command: sales.OpenPurchase,
         forecast: PurchaseOpened,
         meta: Metadata,
-        discount_ids: tuple[int, ...],
     ) -> PurchaseState:
         """When the desk's last stored state says the purchase will go through, the
         PaymentIntent is created first and recorded in the append that holds the seats: one
         commit on the buyer's way instead of two. Should the desk refuse after all (another
         process sold the seats), the intent, which no buyer has seen, is cancelled."""
         intent = await self._create_intent(forecast)
+        prepaid = sales.PrepaidIntent(
+            intent_id=intent.id,
+            client_secret=intent.client_secret,
+            amount_cents=forecast.pricing.total_cents,
+        )
+        paying = sales.with_intent(command, prepaid)
         try:
-            events = await desk.submit(
-                _paying_with(command, intent, forecast.pricing.total_cents), meta, discount_ids
-            )
+            events = await desk.submit(paying, meta, sales.discount_streams(paying))
         except BaseException:
             self._abandon(intent.id)
             raise
@@ -323,23 +335,12 @@ class Purchases:
         )
         if not ending:
             return False
-        opened = state.opened
-        desk = self._inventory_desk(opened)
-        purchase = streams.purchase(token)
-
-        def command(session: Session) -> Decision:
-            if opened.event_id is not None:
-                released = holds.release_seats(session.state, token, reason)
-            else:
-                released = holds.release_attraction_tickets(session.state, token, reason)
-            events: dict[str, list[Event]] = {desk.stream_id: released, purchase: ending}
-            if opened.discount_id is not None:
-                code = session.discount(opened.discount_id)
-                if code is not None:
-                    events[streams.discount(opened.discount_id)] = discounts.release(code, token)
-            return Decision(events, expected={purchase: version})
-
-        await desk.submit(command, meta, _discounts(opened))
+        command = sales.ReleaseHolds(
+            opened=state.opened, reason=reason, ending=ending, purchase_version=version
+        )
+        await self._inventory_desk(state.opened).submit(
+            command, meta, sales.discount_streams(command)
+        )
         return True
 
     def _inventory_desk(self, opened: PurchaseOpened) -> Any:
@@ -368,7 +369,7 @@ class Purchases:
                 return "unknown_purchase"
             try:
                 return await self._settle(state, version, event, meta)
-            except ConcurrencyError:
+            except (ConcurrencyError, sales.SettledMeanwhile):
                 continue
         raise ConcurrencyError(stream, "settle")
 
@@ -377,12 +378,12 @@ class Purchases:
     ) -> str:
         token = state.opened.token
         stream = streams.purchase(token)
-        if event.type == "payment_intent.succeeded":
+        if event.report == "succeeded":
             if state.status == "paid":
                 return "already_paid"
             if state.status == "pending_payment":
                 times = await self.catalog.times(state.opened)
-                paid = paid_with_tickets(state, event.intent_id, datetime.now(UTC), times)
+                paid = sales.paid_with_tickets(state, event.intent_id, datetime.now(UTC), times)
                 appends = [
                     PendingAppend(s, version if s == stream else NO_STREAM, events)
                     for s, events in paid.items()
@@ -390,7 +391,7 @@ class Purchases:
                 await self.recorder.append(appends, meta)
                 return "paid"
             return await self._late_payment(state, version, event.intent_id, meta)
-        if event.type == "payment_intent.payment_failed" and state.status == "pending_payment":
+        if event.report == "failed" and state.status == "pending_payment":
             failed = purchasing.PaymentFailed(
                 token=token, intent_id=event.intent_id, reason=f"payment {event.status}"
             )
@@ -409,27 +410,15 @@ class Purchases:
         opened = state.opened
         if state.refunded:
             return "refund_already_decided"
-        desk = self._inventory_desk(opened)
-        now = datetime.now(UTC)
-        purchase = streams.purchase(opened.token)
-        times = await self.catalog.times(opened)
-
-        def command(session: Session) -> Decision:
-            if opened.token in session.state.holds:
-                # Another delivery of this payment has held the seats again, in this batch or
-                # in one this delivery's read of the purchase did not see.
-                raise ConcurrencyError(purchase, "the late payment was settled meanwhile")
-            before = previous_hold(opened, now)
-            if isinstance(before, SeatsHeld):
-                held: Event = holds.rehold_seats(session.state, before, now)
-            else:
-                held = holds.rehold_attraction_tickets(session.state, before)
-            paid = paid_with_tickets(state, intent_id, now, times, late=True)
-            expected = dict.fromkeys(paid, NO_STREAM) | {purchase: version}
-            return Decision({desk.stream_id: [held], **paid}, expected=expected)
-
+        command = sales.HoldAgain(
+            state=state,
+            purchase_version=version,
+            intent_id=intent_id,
+            now=datetime.now(UTC),
+            product_times=await self.catalog.times(opened),
+        )
         try:
-            await desk.submit(command, meta)
+            await self._inventory_desk(opened).submit(command, meta)
             return "paid_late"
         except (
             holds.SeatsTaken,
@@ -440,17 +429,15 @@ class Purchases:
         refund = purchasing.decide_late_refund(state, intent_id, reason)
         if not refund:
             return "ignored"
-        await self.recorder.append([PendingAppend(purchase, version, refund)], meta)
+        await self.recorder.append(
+            [PendingAppend(streams.purchase(opened.token), version, refund)], meta
+        )
         return "refund_decided"
 
     async def due_for_expiry(self, now: datetime, limit: int = 500) -> list[str]:
-        rows = await self.pool.fetch(
-            "SELECT token FROM rm_purchases.purchases WHERE status = 'pending_payment'"
-            " AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
-            now,
-            limit,
-        )
-        return [r["token"] for r in rows]
+        from projections import purchases as purchases_read_model
+
+        return await purchases_read_model.due_for_expiry(self.pool, now, limit)
 
 
 def _intent_created(
@@ -461,286 +448,5 @@ def _intent_created(
     )
 
 
-def _paying_with(command: Command, intent: PaymentIntentRef, amount_cents: int) -> Command:
-    """`command`, with the intent created for its forecast recorded in the purchase it opens."""
-
-    def decide(session: Session) -> Decision:
-        decision = command(session)
-        opened = decision.result[0]
-        # The price comes from the draft (its clock) and the event's ticket types, which no
-        # sale changes: the forecast's amount is the purchase's.
-        assert opened.pricing.total_cents == amount_cents, "the price moved after the forecast"
-        decision.result.append(_intent_created(opened, intent))
-        return decision
-
-    return decide
-
-
 def _purchase_from(recorded: list[RecordedEvent]) -> tuple[PurchaseState | None, int]:
     return purchasing.replay_purchase(r.event() for r in recorded), len(recorded)
-
-
-def _discounts(opened: PurchaseOpened) -> tuple[int, ...]:
-    return (opened.discount_id,) if opened.discount_id is not None else ()
-
-
-@dataclass(frozen=True)
-class Product:
-    """What is being bought, as the purchase and its tickets record it."""
-
-    event_id: int | None
-    attraction_id: int | None
-    slug: str
-    name: str
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
-
-
-def paid_with_tickets(
-    state: PurchaseState,
-    intent_id: str | None,
-    now: datetime,
-    product_times: tuple[datetime | None, datetime | None],
-    *,
-    late: bool = False,
-) -> dict[str, list[Event]]:
-    """A payment and the tickets it issues, for one append: never a paid purchase without
-    its tickets, never a ticket for an unpaid purchase."""
-    paid = purchasing.pay(state, intent_id, now, late=late)
-    if not paid:
-        return {}
-    opened = state.opened
-    issued = tickets.issue_tickets(
-        opened,
-        now,
-        starts_at=product_times[0],
-        ends_at=product_times[1],
-        named={t.id for t in opened.tickets if t.named},
-    )
-    return {streams.purchase(opened.token): paid, **issued}
-
-
-@dataclass(frozen=True)
-class Draft:
-    """What is generated before the decision (randomness and ids are IO to the domain)."""
-
-    token: str
-    ticket_ids: list[int]
-    codes: list[str]
-    attendee_tokens: list[str]
-    access_code: str
-    now: datetime
-    expires_at: datetime
-    api_key_id: int | None
-    discount_id: int | None
-
-
-def _tickets(
-    req: PurchaseRequest,
-    draft: Draft,
-    types: dict[int, catalog.TicketType],
-    prices: dict[int, int],
-    seats: dict[int, list[SeatRef]],
-) -> list[purchasing.PurchasedTicket]:
-    attendees = {(a.ticket_type_id, a.index): a for a in req.attendees}
-    made = []
-    i = 0
-    for tid in sorted(req.quantities):
-        for index in range(1, req.quantities[tid] + 1):
-            attendee = attendees.get((tid, index))
-            seat_list = seats.get(tid, [])
-            made.append(
-                purchasing.PurchasedTicket(
-                    id=draft.ticket_ids[i],
-                    code=draft.codes[i],
-                    attendee_token=draft.attendee_tokens[i],
-                    ticket_type_id=tid,
-                    ticket_type_name=types[tid].name,
-                    amount_cents=prices[tid],
-                    seat=seat_list[index - 1] if index <= len(seat_list) else None,
-                    name=(attendee.name if attendee and attendee.name else req.buyer.name),
-                    email=(attendee.email if attendee and attendee.email else req.buyer.email),
-                    named=bool(attendee and attendee.name),
-                )
-            )
-            i += 1
-    return made
-
-
-def _open(
-    req: PurchaseRequest,
-    org: catalog.OrganizationRegistered,
-    draft: Draft,
-    session: Session,
-    types: dict[int, catalog.TicketType],
-    inventory: tuple[str, list[Event]],
-    product: Product,
-    seats: dict[int, list[SeatRef]],
-) -> Decision:
-    """The parts every purchase shares once its holds are decided: the discount use, the
-    price, the payment precondition and the opened purchase."""
-    quantities = {tid: n for tid, n in req.quantities.items() if n > 0}
-    events: dict[str, list[Event]] = {inventory[0]: inventory[1]}
-    discount = None
-    if draft.discount_id is not None:
-        code = session.discount(draft.discount_id)
-        if code is None:
-            raise discounts.InvalidDiscountCode("unknown discount code", "discount_code")
-        events[streams.discount(draft.discount_id)] = discounts.redeem(
-            code, draft.token, draft.now, set(quantities)
-        )
-        discount = code.created
-    pricing = price_basket(types, quantities, org.fee, org.currency, draft.now, discount)
-    if pricing.total_cents > 0 and org.stripe_account_id is None:
-        raise PaymentProcessingUnavailable("the organization cannot take payments yet")
-    prices = {line.ticket_type_id: line.unit_price_cents for line in pricing.line_items}
-    opened = PurchaseOpened(
-        token=draft.token,
-        organization_id=org.organization_id,
-        api_key_id=draft.api_key_id,
-        event_id=product.event_id,
-        attraction_id=product.attraction_id,
-        product_slug=product.slug,
-        product_name=product.name,
-        visit_date=req.visit_date,
-        buyer=req.buyer,
-        tickets=_tickets(req, draft, types, prices, seats),
-        pricing=pricing,
-        discount_id=draft.discount_id,
-        stripe_account_id=org.stripe_account_id,
-        comment=req.comment,
-        access_code=draft.access_code,
-        opened_at=draft.now,
-        expires_at=draft.expires_at,
-    )
-    stream = streams.purchase(draft.token)
-    events[stream] = [opened]
-    expected = {stream: NO_STREAM}
-    if pricing.total_cents == 0:
-        state = PurchaseState(opened=opened)
-        issued = paid_with_tickets(state, None, draft.now, (product.starts_at, product.ends_at))
-        events[stream] += issued.pop(stream)
-        events |= issued
-        expected |= dict.fromkeys(issued, NO_STREAM)
-    return Decision(events, result=events[stream], expected=expected)
-
-
-def _open_event_purchase(
-    req: PurchaseRequest,
-    org: catalog.OrganizationRegistered,
-    draft: Draft,
-    sections: list[catalog.Section],
-) -> Callable[[Session], Decision]:
-    def command(session: Session) -> Decision:
-        inventory: holds.EventInventory = session.state
-        scheduled = holds.check_on_sale(inventory.listing, draft.now)
-        if scheduled.organization_id != org.organization_id:
-            raise NotFound("event not found", "event_slug")
-        types = inventory.ticket_types
-        purchasing.check_ticket_types(
-            req, {t.id: (t.name, t.max_per_purchase) for t in types.values()}
-        )
-        quantities = {tid: n for tid, n in req.quantities.items() if n > 0}
-        held = holds.hold_seats(
-            inventory,
-            sections,
-            token=draft.token,
-            quantities=quantities,
-            selected=dict(req.selected_seats or {}),
-            now=draft.now,
-            expires_at=draft.expires_at,
-        )
-        seats: dict[int, list[SeatRef]] = {}
-        for seat in held.seats:
-            seats.setdefault(seat.ticket_type_id, []).append(
-                SeatRef(section_id=seat.section_id, row=seat.row, seat_number=seat.seat_number)
-            )
-        return _open(
-            req,
-            org,
-            draft,
-            session,
-            types,
-            (streams.event(scheduled.event_id), [held]),
-            Product(
-                event_id=scheduled.event_id,
-                attraction_id=None,
-                slug=scheduled.slug,
-                name=scheduled.name,
-                starts_at=scheduled.event_date,
-                ends_at=scheduled.event_end_date,
-            ),
-            seats,
-        )
-
-    return command
-
-
-def _open_attraction_purchase(
-    req: PurchaseRequest, org: catalog.OrganizationRegistered, draft: Draft
-) -> Callable[[Session], Decision]:
-    def command(session: Session) -> Decision:
-        inventory: holds.AttractionInventory = session.state
-        opened = inventory.opened
-        if opened is None or opened.organization_id != org.organization_id:
-            raise NotFound("attraction not found", "attraction_slug")
-        types = {t.id: t for t in opened.ticket_types}
-        purchasing.check_ticket_types(
-            req, {t.id: (t.name, t.max_per_purchase) for t in types.values()}
-        )
-        quantities = {tid: n for tid, n in req.quantities.items() if n > 0}
-        held = holds.hold_attraction_tickets(
-            inventory,
-            token=draft.token,
-            quantities=quantities,
-            visit_date=req.visit_date,
-            today=holds.local_date(draft.now, org.timezone),
-            expires_at=draft.expires_at,
-        )
-        return _open(
-            req,
-            org,
-            draft,
-            session,
-            types,
-            (streams.attraction(opened.attraction_id), [held]),
-            Product(
-                event_id=None,
-                attraction_id=opened.attraction_id,
-                slug=opened.slug,
-                name=opened.name,
-                ends_at=None
-                if req.visit_date is None
-                else tickets.visit_day_end(req.visit_date, org.timezone),
-            ),
-            {},
-        )
-
-    return command
-
-
-def previous_hold(opened: PurchaseOpened, expires_at: datetime) -> Event:
-    """The hold a purchase had, rebuilt from what it bought (to re-hold after a late payment)."""
-    counts: dict[int, int] = {}
-    for t in opened.tickets:
-        counts[t.ticket_type_id] = counts.get(t.ticket_type_id, 0) + 1
-    if opened.attraction_id is not None:
-        return AttractionTicketsHeld(
-            attraction_id=opened.attraction_id,
-            purchase_token=opened.token,
-            visit_date=opened.visit_date,
-            counts=counts,
-            expires_at=expires_at,
-        )
-    assert opened.event_id is not None
-    return SeatsHeld(
-        event_id=opened.event_id,
-        purchase_token=opened.token,
-        seats=[
-            HeldSeat(ticket_type_id=t.ticket_type_id, **msgspec.structs.asdict(t.seat))
-            for t in opened.tickets
-            if t.seat is not None
-        ],
-        counts=counts,
-        expires_at=expires_at,
-    )

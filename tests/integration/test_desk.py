@@ -13,9 +13,10 @@ import asyncpg
 
 from domain import holds
 from domain.inventory import HeldSeat, SeatsHeld
+from domain.sales import Decision
 from infra.eventstore import Metadata, read_stream
-from services.usecases.desk import Decision, Desk, Session
-from services.usecases.purchases import EVENT_INVENTORY
+from services.usecases.desk import Desk
+from tests.integration.desk_commands import PLAIN_COMMANDS
 
 META = Metadata(request_id="desk-test", actor="test")
 EXPIRES = datetime.now(UTC) + timedelta(hours=1)
@@ -26,8 +27,7 @@ def _hold(event_id: int, stream: str, seat_number: int):
     """A command taking one seat of row A, or refusing with SeatsTaken."""
     token = uuid.uuid4().hex
 
-    def command(session: Session) -> Decision:
-        state: holds.EventInventory = session.state
+    def command(state: holds.EventInventory) -> Decision:
         if (1, "A", seat_number) in state.taken:
             raise holds.SeatsTaken(f"seat A{seat_number} is taken")
         seat = HeldSeat(section_id=1, row="A", seat_number=seat_number, ticket_type_id=7)
@@ -44,7 +44,7 @@ async def test_two_processes_desks_sell_each_seat_once_without_reloading(
 ) -> None:
     event_id = random.randint(10**8, 10**9)
     stream = f"event-{event_id}"
-    desks = [Desk(pool, stream, EVENT_INVENTORY) for _ in range(2)]
+    desks = [Desk(pool, stream, PLAIN_COMMANDS) for _ in range(2)]
     rng = random.Random(7)
     wanted = [rng.randint(1, SEATS) for _ in range(240)]
 
@@ -65,7 +65,7 @@ async def test_two_processes_desks_sell_each_seat_once_without_reloading(
     assert sum(d.conflicts for d in desks) > 0
     assert all(d.reloads == 0 for d in desks)
     for desk in desks:
-        await desk.submit(lambda session: Decision(events={}, result=None), META)
+        await desk.submit(lambda state: Decision(events={}, result=None), META)
         assert sorted(n for _, _, n in desk.cached.state.taken) == sorted(set(wanted))
 
     # One process releases a seat; the other, whose cached state still has it taken, must not
@@ -73,9 +73,7 @@ async def test_two_processes_desks_sell_each_seat_once_without_reloading(
     seat_number = wanted[0]
     token = desks[1].cached.state.taken[(1, "A", seat_number)]
     await desks[1].submit(
-        lambda session: Decision(
-            events={stream: holds.release_seats(session.state, token, "expired")}
-        ),
+        lambda state: Decision(events={stream: holds.release_seats(state, token, "expired")}),
         META,
     )
     assert await desks[0].submit(_hold(event_id, stream, seat_number), META) is not None
@@ -88,10 +86,10 @@ async def test_a_forecast_decides_on_the_stored_state_and_changes_nothing(
 ) -> None:
     event_id = random.randint(10**8, 10**9)
     stream = f"event-{event_id}"
-    desk = Desk(pool, stream, EVENT_INVENTORY)
+    desk = Desk(pool, stream, PLAIN_COMMANDS)
     assert desk.forecast(_hold(event_id, stream, 1)) is None  # nothing read yet
     await desk.submit(_hold(event_id, stream, 1), META)
-    other = Desk(pool, stream, EVENT_INVENTORY)
+    other = Desk(pool, stream, PLAIN_COMMANDS)
     await other.ready()
     assert other.cached.version == 1 and (1, "A", 1) in other.cached.state.taken
 

@@ -10,10 +10,11 @@ import uuid
 
 import asyncpg
 
-from domain import purchasing, streams
+from domain import holds, purchasing, streams
+from domain.sales import Decision
 from infra.eventstore import NO_STREAM, ConcurrencyError, PendingAppend, append, read_stream
-from services.usecases.desk import Decision, Desk, Session
-from services.usecases.purchases import EVENT_INVENTORY
+from services.usecases.desk import Desk
+from tests.integration.desk_commands import PLAIN_COMMANDS
 from tests.integration.test_desk import META, _hold
 
 
@@ -22,13 +23,13 @@ async def test_a_stale_expectation_on_another_stream_fails_only_its_command(
 ) -> None:
     event_id = random.randint(10**8, 10**9)
     stream = f"event-{event_id}"
-    desk = Desk(pool, stream, EVENT_INVENTORY)
+    desk = Desk(pool, stream, PLAIN_COMMANDS)
     await desk.ready()
     purchase = streams.purchase(uuid.uuid4().hex)
     moved = purchasing.PurchaseExpired(token=streams.purchase_token(purchase))
     await append(pool, [PendingAppend(purchase, NO_STREAM, [moved])], META)
 
-    def stale(session: Session) -> Decision:
+    def stale(state: holds.EventInventory) -> Decision:
         """Decided on the purchase as it was before its first event."""
         late = purchasing.PurchaseCancelled(token=moved.token, reason="stale")
         return Decision(events={purchase: [late]}, expected={purchase: NO_STREAM})

@@ -17,11 +17,12 @@ import pytest
 from domain import holds
 from domain.inventory import HeldSeat, SeatsHeld
 from domain.purchasing import PaymentIntentCreated
+from domain.sales import Decision
 from infra.append_batcher import AppendBatcher
 from infra.eventstore import NO_STREAM, Metadata, PendingAppend, read_stream
 from services.api.activity import ActivityEntry, ActivityLog, recent_activity
-from services.usecases.desk import Decision, Desk, Session
-from services.usecases.purchases import EVENT_INVENTORY
+from services.usecases.desk import Desk
+from tests.integration.desk_commands import PLAIN_COMMANDS
 
 META = Metadata(request_id="unstorable-test", actor="test")
 EXPIRES = datetime.now(UTC) + timedelta(hours=1)
@@ -31,8 +32,7 @@ _organizations = itertools.count(9_100_000_001)
 
 
 def _hold(event_id: int, stream: str, seat_number: int, token: str):
-    def command(session: Session) -> Decision:
-        state: holds.EventInventory = session.state
+    def command(state: holds.EventInventory) -> Decision:
         if (1, "A", seat_number) in state.taken:
             raise holds.SeatsTaken(f"seat A{seat_number} is taken")
         seat = HeldSeat(section_id=1, row="A", seat_number=seat_number, ticket_type_id=7)
@@ -49,7 +49,7 @@ async def test_a_command_the_database_refuses_fails_alone_in_its_desk_batch(
 ) -> None:
     event_id = random.randint(10**8, 10**9)
     stream = f"event-{event_id}"
-    desk = Desk(pool, stream, EVENT_INVENTORY)
+    desk = Desk(pool, stream, PLAIN_COMMANDS)
     await desk.ready()
     tokens = [f"tok-{n}" if n != BAD else "tok-\x00-bad" for n in range(BUYERS)]
 
