@@ -17,9 +17,6 @@ the row with that outcome; anything else is tried again until `max_attempts`."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -30,100 +27,32 @@ from domain.purchasing import PurchaseState
 from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append, read_stream
 from infra.payment_outbox import CHANNEL
 from infra.payments import PaymentError, Payments
-from infra.supervise import serve_forever
+from services.workers.outbox import OutboxTable, OutboxWorker
 
 log = structlog.get_logger(__name__)
 
-ERROR_LIMIT = 1000
 RECORD_ATTEMPTS = 5
 # Stripe's answers that no retry changes: the row ends with them as its outcome.
 FINAL_REFUSALS = frozenset(
     {"payment_intent_unexpected_state", "charge_already_refunded", "resource_missing"}
 )
-
-_CLAIM = """
-UPDATE payment_outbox SET attempts = attempts + 1,
-    next_attempt_at = now() + make_interval(secs => $2::float8)
-WHERE id IN (
-    SELECT id FROM payment_outbox WHERE done_at IS NULL AND next_attempt_at <= now()
-    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED
+PAYMENT_OUTBOX = OutboxTable(
+    "payment_outbox", CHANNEL, "done_at", "purchase_token, intent_id, kind"
 )
-RETURNING id, purchase_token, intent_id, kind, attempts
-"""
 _DONE = """
 UPDATE payment_outbox SET done_at = now(), outcome = $3, next_attempt_at = NULL
 WHERE id = $1 AND attempts = $2 AND done_at IS NULL
 """
-# The claim's attempt count guards the row: a worker whose lease ran out and whose row was
-# claimed again must not overwrite the newer attempt's schedule.
-_FAILED = """
-UPDATE payment_outbox SET last_error = $3,
-    next_attempt_at = now() + make_interval(secs => $4::float8)
-WHERE id = $1 AND attempts = $2 AND done_at IS NULL
-"""
-_GIVEN_UP = """
-UPDATE payment_outbox SET last_error = $3, next_attempt_at = NULL
-WHERE id = $1 AND attempts = $2 AND done_at IS NULL
-"""
 
 
-class PaymentEffects:
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        payments: Payments,
-        *,
-        poll_interval: float = 1.0,
-        backoff: Sequence[float] = (5, 30, 120, 600, 1800),
-        max_attempts: int = 20,
-        batch_size: int = 10,
-        lease: float = 300.0,
-    ) -> None:
-        if not backoff:
-            raise ValueError("backoff needs at least one delay")
-        self._pool = pool
+class PaymentEffects(OutboxWorker):
+    name = "payment_effect"
+
+    def __init__(self, pool: asyncpg.Pool, payments: Payments, **options: Any) -> None:
+        super().__init__(pool, PAYMENT_OUTBOX, **options)
         self._payments = payments
-        self._poll = poll_interval
-        self._backoff = tuple(backoff)
-        self._max_attempts = max_attempts
-        self._batch_size = batch_size
-        self._lease = lease
-        self._wake = asyncio.Event()
 
-    async def run(self) -> None:
-        """Work until cancelled; database outages are waited out, never fatal."""
-        await serve_forever(
-            self._serve, "payment_effects", first_pause=self._poll, longest_pause=self._poll
-        )
-
-    async def _serve(self) -> None:
-        """LISTEN for new rows so a decision is carried out at once; the poll interval is the
-        fallback for retries falling due and for a missed notification."""
-        async with self._pool.acquire() as listener:
-            await listener.add_listener(CHANNEL, self._on_notify)
-            try:
-                while not listener.is_closed():
-                    self._wake.clear()
-                    while await self.carry_out_due() == self._batch_size:
-                        pass
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self._poll):
-                            await self._wake.wait()
-                raise ConnectionError("payment worker lost its LISTEN connection")
-            finally:
-                with contextlib.suppress(Exception):
-                    await listener.remove_listener(CHANNEL, self._on_notify)
-
-    def _on_notify(self, *_: Any) -> None:
-        self._wake.set()
-
-    async def carry_out_due(self) -> int:
-        """One pass: claim the rows due now and carry them out concurrently; returns how many."""
-        claimed = await self._pool.fetch(_CLAIM, self._batch_size, self._lease)
-        await asyncio.gather(*(self._carry_out(row) for row in claimed))
-        return len(claimed)
-
-    async def _carry_out(self, row: asyncpg.Record) -> None:
+    async def carry_out(self, row: asyncpg.Record) -> None:
         fields = {
             "outbox_id": row["id"],
             "kind": row["kind"],
@@ -138,18 +67,18 @@ class PaymentEffects:
                 outcome = await self._cancel(row["purchase_token"], row["intent_id"])
         except PaymentError as exc:
             if exc.code not in FINAL_REFUSALS:
-                await self._failed(row, exc, fields)
+                await self.failed(row, exc, fields)
                 return
             outcome = f"refused: {exc.code}"
             log.warning("payment_effect_refused", error=exc.message, code=exc.code, **fields)
         except Exception as exc:
-            await self._failed(row, exc, fields)
+            await self.failed(row, exc, fields)
             return
         try:
             await self._pool.execute(_DONE, row["id"], row["attempts"], outcome)
         except Exception as exc:
-            # The lease runs out and the row is tried again: Stripe replays it by its key.
-            log.warning("payment_effect_outcome_not_recorded", error=repr(exc), **fields)
+            # Tried again once the lease runs out: Stripe replays it by its key.
+            self.not_recorded(exc, fields)
             return
         log.info("payment_effect_done", outcome=outcome, **fields)
 
@@ -196,19 +125,3 @@ class PaymentEffects:
     async def _purchase(self, token: str) -> PurchaseState | None:
         recorded = await read_stream(self._pool, streams.purchase(token))
         return purchasing.replay_purchase(r.event() for r in recorded)
-
-    async def _failed(self, row: asyncpg.Record, exc: Exception, fields: dict[str, Any]) -> None:
-        """Schedule the next attempt by the backoff table, or give up after max_attempts."""
-        error = f"{type(exc).__name__}: {exc}"[:ERROR_LIMIT]
-        attempts = row["attempts"]
-        try:
-            if attempts >= self._max_attempts:
-                await self._pool.execute(_GIVEN_UP, row["id"], attempts, error)
-                log.error("payment_effect_abandoned", error=error, **fields)
-                return
-            delay = self._backoff[min(attempts, len(self._backoff)) - 1]
-            await self._pool.execute(_FAILED, row["id"], attempts, error, float(delay))
-        except Exception as record_exc:
-            log.warning("payment_effect_outcome_not_recorded", error=repr(record_exc), **fields)
-            return
-        log.warning("payment_effect_failed", error=error, retry_in=delay, **fields)

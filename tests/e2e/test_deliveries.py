@@ -145,7 +145,7 @@ async def test_confirmation_is_sent_once_and_resent_on_request(api, pool: asyncp
     with smtp_server(inbox, port):
         await rebuild_read_models(pool)
         await rebuild_read_models(pool)
-        while await mailer.send_due():
+        while await mailer.work_due():
             pass
         mine = [
             m
@@ -167,7 +167,7 @@ async def test_confirmation_is_sent_once_and_resent_on_request(api, pool: asyncp
                 api, token, f"/api/v1/purchases/{purchase['token']}/resend-email", {}, 202
             )
             assert receipt == {"enqueued": True, "token": purchase["token"]}
-        while await mailer.send_due():
+        while await mailer.work_due():
             pass
         mine = [
             m

@@ -69,7 +69,7 @@ async def _carry_out(
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         await rebuild(pool, PaymentEffectsProjection())
-        while await effects.carry_out_due():
+        while await effects.work_due():
             assert time.monotonic() < deadline, "the payment outbox never drained"
         done = await pool.fetch(
             "SELECT kind FROM payment_outbox WHERE purchase_token = $1 AND done_at IS NOT NULL",

@@ -23,7 +23,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from infra.embedded import free_port
 from infra.mail import EmlDirectory, MailTransport, SmtpSettings, SmtpTransport, build_confirmation
-from infra.outbox import enqueue
+from infra.mail_outbox import enqueue
 from services.workers.mailer import Mailer
 from tests.smtp_inbox import Inbox, smtp_server
 
@@ -76,7 +76,7 @@ async def _retry_until(mailer: Mailer, condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(10):
         while not condition():
             await asyncio.sleep(TINY_BACKOFF[0] * 2)
-            await mailer.send_due()
+            await mailer.work_due()
 
 
 @contextlib.asynccontextmanager
@@ -101,8 +101,8 @@ async def test_a_queued_confirmation_is_delivered_once_with_its_pdf(pool: asyncp
     with smtp_server(inbox, port):
         mailer = _mailer(pool, SmtpTransport(_settings(port)))
         assert await enqueue(pool, token, "confirmation")
-        assert await mailer.send_due() == 1
-        assert await mailer.send_due() == 0
+        assert await mailer.work_due() == 1
+        assert await mailer.work_due() == 0
 
     (message,) = inbox.messages
     assert message["Subject"] == f"confirmation {token}"
@@ -120,9 +120,9 @@ async def test_the_confirmation_is_queued_once_ever(pool: asyncpg.Pool) -> None:
         mailer = _mailer(pool, SmtpTransport(_settings(port)))
         assert await enqueue(pool, token, "confirmation")
         assert not await enqueue(pool, token, "confirmation")
-        await mailer.send_due()
+        await mailer.work_due()
         assert not await enqueue(pool, token, "confirmation")
-        assert await mailer.send_due() == 0
+        assert await mailer.work_due() == 0
     assert inbox.subjects() == [f"confirmation {token}"]
 
 
@@ -132,14 +132,14 @@ async def test_resends_within_one_minute_fold_into_one(pool: asyncpg.Pool) -> No
     with smtp_server(inbox, port):
         mailer = _mailer(pool, SmtpTransport(_settings(port)))
         await enqueue(pool, token, "confirmation")
-        await mailer.send_due()
+        await mailer.work_due()
         assert await enqueue(pool, token, "resend", now=at)
         assert not await enqueue(pool, token, "resend", now=at + timedelta(seconds=40))
-        await mailer.send_due()
+        await mailer.work_due()
         assert inbox.subjects() == [f"confirmation {token}", f"resend {token}"]
 
         assert await enqueue(pool, token, "resend", now=at + timedelta(seconds=60))
-        await mailer.send_due()
+        await mailer.work_due()
     assert inbox.subjects().count(f"resend {token}") == 2
 
 
@@ -148,14 +148,14 @@ async def test_a_refusing_server_is_retried_without_loss(pool: asyncpg.Pool) -> 
     with smtp_server(inbox, port):
         mailer = _mailer(pool, SmtpTransport(_settings(port)))
         await enqueue(pool, token, "confirmation")
-        await mailer.send_due()
+        await mailer.work_due()
         row = await pool.fetchrow("SELECT * FROM mail_outbox WHERE purchase_token = $1", token)
         assert row["sent_at"] is None and row["attempts"] == 1
         assert "451" in row["last_error"]
 
         await _retry_until(mailer, lambda: bool(inbox.messages))
         await asyncio.sleep(TINY_BACKOFF[0] * 2)
-        assert await mailer.send_due() == 0
+        assert await mailer.work_due() == 0
     assert inbox.refused == 2
     assert inbox.subjects() == [f"confirmation {token}"]
     assert _pdf_of(inbox.messages[0]) == PDF
@@ -167,7 +167,7 @@ async def test_mail_queued_while_the_server_is_down_goes_out_when_it_returns(
     inbox, port, token = Inbox(), free_port(), _token()
     mailer = _mailer(pool, SmtpTransport(_settings(port)))
     await enqueue(pool, token, "confirmation")
-    await mailer.send_due()
+    await mailer.work_due()
     error = await pool.fetchval(
         "SELECT last_error FROM mail_outbox WHERE purchase_token = $1", token
     )
@@ -185,7 +185,7 @@ async def test_a_message_is_given_up_after_max_attempts(pool: asyncpg.Pool) -> N
         await enqueue(pool, token, "confirmation")
         await _retry_until(mailer, lambda: inbox.refused == 2)
         await asyncio.sleep(TINY_BACKOFF[0] * 2)
-        assert await mailer.send_due() == 0
+        assert await mailer.work_due() == 0
     row = await pool.fetchrow("SELECT * FROM mail_outbox WHERE purchase_token = $1", token)
     assert row["attempts"] == 2 and row["sent_at"] is None and row["next_attempt_at"] is None
 
@@ -197,9 +197,9 @@ async def test_a_message_compose_declines_is_dropped(pool: asyncpg.Pool, tmp_pat
     token = _token()
     mailer = Mailer(pool, EmlDirectory(tmp_path), nothing, backoff=TINY_BACKOFF)
     await enqueue(pool, token, "confirmation")
-    assert await mailer.send_due() == 1
+    assert await mailer.work_due() == 1
     await asyncio.sleep(TINY_BACKOFF[0] * 2)
-    assert await mailer.send_due() == 0
+    assert await mailer.work_due() == 0
     assert not list(tmp_path.iterdir())
 
 
@@ -235,7 +235,7 @@ async def test_eml_directory_writes_a_parseable_message(pool: asyncpg.Pool, tmp_
     folder, token = tmp_path / "mail", _token()
     mailer = _mailer(pool, EmlDirectory(folder))
     await enqueue(pool, token, "confirmation")
-    await mailer.send_due()
+    await mailer.work_due()
 
     (written,) = folder.iterdir()
     assert written.suffix == ".eml"
@@ -260,10 +260,10 @@ async def test_credentials_never_reach_logs_or_the_table(pool: asyncpg.Pool) -> 
     assert wrong.password and wrong.password not in repr(wrong)
     with smtp_server(inbox, port, **auth), structlog.testing.capture_logs() as logs:
         await enqueue(pool, refused, "confirmation")
-        await _mailer(pool, SmtpTransport(wrong), backoff=(60,)).send_due()
+        await _mailer(pool, SmtpTransport(wrong), backoff=(60,)).work_due()
         right = _settings(port, username=USERNAME, password=PASSWORD)
         await enqueue(pool, accepted, "confirmation")
-        await _mailer(pool, SmtpTransport(right)).send_due()
+        await _mailer(pool, SmtpTransport(right)).work_due()
 
     assert inbox.subjects() == [f"confirmation {accepted}"]
     assert [entry["event"] for entry in logs] == ["mail_failed", "mail_sent"]
@@ -282,7 +282,7 @@ async def test_a_failure_whose_text_cannot_be_stored_is_still_rescheduled(
     token = _token()
     mailer = Mailer(pool, EmlDirectory(Path("/nonexistent")), failing, backoff=(60,))
     await enqueue(pool, token, "confirmation")
-    assert await mailer.send_due() == 1
+    assert await mailer.work_due() == 1
     row = await pool.fetchrow("SELECT * FROM mail_outbox WHERE purchase_token = $1", token)
     assert row["last_error"] == "ValueError: no address for buyer 'Ann\ufffde'"
     assert row["next_attempt_at"] > datetime.now(UTC) + timedelta(seconds=30)

@@ -1,0 +1,156 @@
+"""What the mailer and the payments worker share: an outbox table whose rows are effects to
+carry out outside the database, each queued in the same transaction as what decided it.
+
+A row is claimed (leased) in one short transaction with `FOR UPDATE SKIP LOCKED`, so several
+workers may run at once and none claims a row another holds within its lease; the effect is
+carried out outside any transaction, and its outcome recorded afterwards. A failure is tried
+again by a backoff table, up to a number of attempts. The claim's attempt count guards each
+row: a worker whose lease ran out, and whose row was claimed again, never overwrites the newer
+attempt's schedule. A crash between the effect and its record repeats the effect once the
+lease runs out: each worker makes that harmless its own way (Stripe's idempotency keys; for
+mail, a second copy beats a lost confirmation)."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import structlog
+
+from infra.pgtext import make_storable
+from infra.supervise import serve_forever
+
+log = structlog.get_logger(__name__)
+
+ERROR_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class OutboxTable:
+    """An outbox's table: its name, the channel its enqueues notify, the column set when a
+    row is done, and the columns a claimed row carries to the worker."""
+
+    name: str
+    channel: str
+    done_column: str
+    columns: str
+
+    @property
+    def claim(self) -> str:
+        return (
+            f"UPDATE {self.name} SET attempts = attempts + 1,"
+            " next_attempt_at = now() + make_interval(secs => $2::float8)"
+            f" WHERE id IN (SELECT id FROM {self.name} WHERE {self.done_column} IS NULL"
+            " AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT $1"
+            f" FOR UPDATE SKIP LOCKED) RETURNING id, attempts, {self.columns}"
+        )
+
+    @property
+    def failed(self) -> str:
+        return (
+            f"UPDATE {self.name} SET last_error = $3,"
+            " next_attempt_at = now() + make_interval(secs => $4::float8)"
+            f" WHERE id = $1 AND attempts = $2 AND {self.done_column} IS NULL"
+        )
+
+    @property
+    def given_up(self) -> str:
+        return (
+            f"UPDATE {self.name} SET last_error = $3, next_attempt_at = NULL"
+            f" WHERE id = $1 AND attempts = $2 AND {self.done_column} IS NULL"
+        )
+
+
+class OutboxWorker(abc.ABC):
+    """Claims due rows of `table` and carries each out (`carry_out`), at once when notified,
+    else every `poll_interval` (retries falling due, a missed notification)."""
+
+    name: str  # for the log: <name>_failed, <name>_abandoned, <name>_outcome_not_recorded
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        table: OutboxTable,
+        *,
+        poll_interval: float = 1.0,
+        backoff: Sequence[float] = (5, 30, 120, 600, 1800),
+        max_attempts: int = 20,
+        batch_size: int = 10,
+        lease: float = 300.0,
+    ) -> None:
+        if not backoff:
+            raise ValueError("backoff needs at least one delay")
+        self._pool = pool
+        self._table = table
+        self._poll = poll_interval
+        self._backoff = tuple(backoff)
+        self._max_attempts = max_attempts
+        self._batch_size = batch_size
+        self._lease = lease
+        self._wake = asyncio.Event()
+
+    @abc.abstractmethod
+    async def carry_out(self, row: asyncpg.Record) -> None:
+        """Carry out one claimed row and record its outcome (`failed` to try it again)."""
+
+    async def run(self) -> None:
+        """Work until cancelled; database outages are waited out, never fatal."""
+        pause = self._poll
+        await serve_forever(self._serve, self.name, first_pause=pause, longest_pause=pause)
+
+    async def work_due(self) -> int:
+        """One pass: claim the rows due now and carry them out concurrently; returns how many."""
+        claimed = await self._pool.fetch(self._table.claim, self._batch_size, self._lease)
+        await asyncio.gather(*(self.carry_out(row) for row in claimed))
+        return len(claimed)
+
+    async def failed(self, row: asyncpg.Record, exc: Exception, fields: dict[str, Any]) -> None:
+        """Schedule the next attempt by the backoff table, or give up after max_attempts. The
+        stored text is made storable: a NUL in it (say, from a buyer's name) must not keep the
+        row from being rescheduled."""
+        error = make_storable(f"{type(exc).__name__}: {exc}")[:ERROR_LIMIT]
+        attempts = row["attempts"]
+        try:
+            if attempts >= self._max_attempts:
+                await self._pool.execute(self._table.given_up, row["id"], attempts, error)
+                log.error(f"{self.name}_abandoned", error=error, **fields)
+                return
+            delay = self._backoff[min(attempts, len(self._backoff)) - 1]
+            await self._pool.execute(self._table.failed, row["id"], attempts, error, float(delay))
+        except Exception as record_exc:
+            self.not_recorded(record_exc, fields)
+            return
+        log.warning(f"{self.name}_failed", error=error, retry_in=delay, **fields)
+
+    async def give_up(self, row: asyncpg.Record, reason: str) -> None:
+        await self._pool.execute(self._table.given_up, row["id"], row["attempts"], reason)
+
+    def not_recorded(self, exc: Exception, fields: dict[str, Any]) -> None:
+        """The lease runs out and the row is tried again."""
+        log.warning(f"{self.name}_outcome_not_recorded", error=repr(exc), **fields)
+
+    async def _serve(self) -> None:
+        async with self._pool.acquire() as listener:
+            await listener.add_listener(self._table.channel, self._on_notify)
+            try:
+                while not listener.is_closed():
+                    self._wake.clear()
+                    while await self.work_due() == self._batch_size:
+                        pass
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                    # cancellation that comes as it ends, and the worker would never stop.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._poll):
+                            await self._wake.wait()
+                raise ConnectionError(f"{self.name} lost its LISTEN connection")
+            finally:
+                with contextlib.suppress(Exception):
+                    await listener.remove_listener(self._table.channel, self._on_notify)
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
