@@ -4,14 +4,18 @@ an expectation of another stream) without going through the sales commands."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain import holds
+from domain.inventory import HeldSeat, SeatsHeld
 from domain.sales import Decision
 from services.usecases.desk import Kind
 
 Command = Callable[[holds.EventInventory], Decision]
+EXPIRES = datetime.now(UTC) + timedelta(hours=1)
 
 
 def _run(command: Command, state: holds.EventInventory, _: Mapping[str, Any]) -> Decision:
@@ -19,3 +23,20 @@ def _run(command: Command, state: holds.EventInventory, _: Mapping[str, Any]) ->
 
 
 PLAIN_COMMANDS = Kind(holds.EventInventory, holds.evolve_inventory, holds.clone_inventory, _run)
+
+
+def hold_one(event_id: int, stream: str, seat_number: int, token: str | None = None) -> Command:
+    """A command taking one seat of row A for a purchase (`token`, else a new one), or
+    refusing with SeatsTaken; its result is the token."""
+    buyer = token or uuid.uuid4().hex
+
+    def command(state: holds.EventInventory) -> Decision:
+        if (1, "A", seat_number) in state.taken:
+            raise holds.SeatsTaken(f"seat A{seat_number} is taken")
+        seat = HeldSeat(section_id=1, row="A", seat_number=seat_number, ticket_type_id=7)
+        held = SeatsHeld(
+            event_id=event_id, purchase_token=buyer, seats=[seat], counts={7: 1}, expires_at=EXPIRES
+        )
+        return Decision(events={stream: [held]}, result=buyer)
+
+    return command

@@ -6,37 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
-from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from domain import holds
-from domain.inventory import HeldSeat, SeatsHeld
 from domain.sales import Decision
 from infra.eventstore import Metadata, read_stream
 from services.usecases.desk import Desk
-from tests.integration.desk_commands import PLAIN_COMMANDS
+from tests.integration.desk_commands import PLAIN_COMMANDS, hold_one
 
 META = Metadata(request_id="desk-test", actor="test")
-EXPIRES = datetime.now(UTC) + timedelta(hours=1)
 SEATS = 30
-
-
-def _hold(event_id: int, stream: str, seat_number: int):
-    """A command taking one seat of row A, or refusing with SeatsTaken."""
-    token = uuid.uuid4().hex
-
-    def command(state: holds.EventInventory) -> Decision:
-        if (1, "A", seat_number) in state.taken:
-            raise holds.SeatsTaken(f"seat A{seat_number} is taken")
-        seat = HeldSeat(section_id=1, row="A", seat_number=seat_number, ticket_type_id=7)
-        held = SeatsHeld(
-            event_id=event_id, purchase_token=token, seats=[seat], counts={7: 1}, expires_at=EXPIRES
-        )
-        return Decision(events={stream: [held]}, result=token)
-
-    return command
 
 
 async def test_two_processes_desks_sell_each_seat_once_without_reloading(
@@ -52,7 +32,7 @@ async def test_two_processes_desks_sell_each_seat_once_without_reloading(
         # Spread over time, so both desks keep deciding on states the other has moved past.
         await asyncio.sleep(i * 0.001)
         try:
-            return await desks[i % 2].submit(_hold(event_id, stream, seat_number), META)
+            return await desks[i % 2].submit(hold_one(event_id, stream, seat_number), META)
         except holds.SeatsTaken:
             return None
 
@@ -76,7 +56,7 @@ async def test_two_processes_desks_sell_each_seat_once_without_reloading(
         lambda state: Decision(events={stream: holds.release_seats(state, token, "expired")}),
         META,
     )
-    assert await desks[0].submit(_hold(event_id, stream, seat_number), META) is not None
+    assert await desks[0].submit(hold_one(event_id, stream, seat_number), META) is not None
     for desk in desks:
         await desk.close()
 
@@ -87,14 +67,14 @@ async def test_a_forecast_decides_on_the_stored_state_and_changes_nothing(
     event_id = random.randint(10**8, 10**9)
     stream = f"event-{event_id}"
     desk = Desk(pool, stream, PLAIN_COMMANDS)
-    assert desk.forecast(_hold(event_id, stream, 1)) is None  # nothing read yet
-    await desk.submit(_hold(event_id, stream, 1), META)
+    assert desk.forecast(hold_one(event_id, stream, 1)) is None  # nothing read yet
+    await desk.submit(hold_one(event_id, stream, 1), META)
     other = Desk(pool, stream, PLAIN_COMMANDS)
     await other.ready()
     assert other.cached.version == 1 and (1, "A", 1) in other.cached.state.taken
 
-    assert desk.forecast(_hold(event_id, stream, 1)) is None  # would be refused
-    foreseen = desk.forecast(_hold(event_id, stream, 2))
+    assert desk.forecast(hold_one(event_id, stream, 1)) is None  # would be refused
+    foreseen = desk.forecast(hold_one(event_id, stream, 2))
     assert foreseen is not None and len(foreseen.events[stream]) == 1
     assert (1, "A", 2) not in desk.cached.state.taken and desk.cached.version == 1
     assert len(await read_stream(pool, stream)) == 1

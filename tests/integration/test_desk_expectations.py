@@ -14,8 +14,8 @@ from domain import holds, purchasing, streams
 from domain.sales import Decision
 from infra.eventstore import NO_STREAM, ConcurrencyError, PendingAppend, append, read_stream
 from services.usecases.desk import Desk
-from tests.integration.desk_commands import PLAIN_COMMANDS
-from tests.integration.test_desk import META, _hold
+from tests.integration.desk_commands import PLAIN_COMMANDS, hold_one
+from tests.integration.test_desk import META
 
 
 async def test_a_stale_expectation_on_another_stream_fails_only_its_command(
@@ -35,9 +35,9 @@ async def test_a_stale_expectation_on_another_stream_fails_only_its_command(
         return Decision(events={purchase: [late]}, expected={purchase: NO_STREAM})
 
     results = await asyncio.gather(
-        desk.submit(_hold(event_id, stream, 1), META),
+        desk.submit(hold_one(event_id, stream, 1), META),
         desk.submit(stale, META),
-        desk.submit(_hold(event_id, stream, 2), META),
+        desk.submit(hold_one(event_id, stream, 2), META),
         return_exceptions=True,
     )
 

@@ -9,39 +9,22 @@ import asyncio
 import itertools
 import random
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
-from domain import holds
-from domain.inventory import HeldSeat, SeatsHeld
 from domain.purchasing import PaymentIntentCreated
-from domain.sales import Decision
 from infra.append_batcher import AppendBatcher
 from infra.eventstore import NO_STREAM, Metadata, PendingAppend, read_stream
 from services.api.activity import ActivityEntry, ActivityLog, recent_activity
 from services.usecases.desk import Desk
-from tests.integration.desk_commands import PLAIN_COMMANDS
+from tests.integration.desk_commands import PLAIN_COMMANDS, hold_one
 
 META = Metadata(request_id="unstorable-test", actor="test")
-EXPIRES = datetime.now(UTC) + timedelta(hours=1)
 BUYERS = 8
 BAD = 3  # the buyer whose events carry a NUL
 _organizations = itertools.count(9_100_000_001)
-
-
-def _hold(event_id: int, stream: str, seat_number: int, token: str):
-    def command(state: holds.EventInventory) -> Decision:
-        if (1, "A", seat_number) in state.taken:
-            raise holds.SeatsTaken(f"seat A{seat_number} is taken")
-        seat = HeldSeat(section_id=1, row="A", seat_number=seat_number, ticket_type_id=7)
-        held = SeatsHeld(
-            event_id=event_id, purchase_token=token, seats=[seat], counts={7: 1}, expires_at=EXPIRES
-        )
-        return Decision(events={stream: [held]}, result=token)
-
-    return command
 
 
 async def test_a_command_the_database_refuses_fails_alone_in_its_desk_batch(
@@ -55,7 +38,7 @@ async def test_a_command_the_database_refuses_fails_alone_in_its_desk_batch(
 
     # Submitted in one go, so they queue before the desk's worker runs: one batch, one append.
     results = await asyncio.gather(
-        *(desk.submit(_hold(event_id, stream, n + 1, tokens[n]), META) for n in range(BUYERS)),
+        *(desk.submit(hold_one(event_id, stream, n + 1, tokens[n]), META) for n in range(BUYERS)),
         return_exceptions=True,
     )
 
@@ -65,7 +48,7 @@ async def test_a_command_the_database_refuses_fails_alone_in_its_desk_batch(
     stored = [r.event() for r in await read_stream(pool, stream)]
     assert sorted(e.purchase_token for e in stored) == sorted(good)
     # The desk goes on selling on a state that holds exactly what was stored.
-    after = await desk.submit(_hold(event_id, stream, BAD + 1, "tok-retry"), META)
+    after = await desk.submit(hold_one(event_id, stream, BAD + 1, "tok-retry"), META)
     assert after == "tok-retry"
     assert len(desk.cached.state.taken) == BUYERS
     await desk.close()
