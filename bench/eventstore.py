@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import random
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
-from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 import asyncpg
 import nats
+from harness.load import bounded, insert_ceiling
+from harness.setup import META, bench_settings
 
 from domain.events import Event
 from infra.bus import ensure_stream
@@ -33,19 +31,14 @@ from infra.db import create_pool, migrate
 from infra.eventstore import (
     ANY_VERSION,
     ConcurrencyError,
-    Metadata,
     PendingAppend,
     RecordedEvent,
     append,
 )
 from infra.logging import configure_logging
 from infra.settings import Settings
-from services.runtime import connected
 from services.workers.projector import Projector
 from services.workers.relay import Relay
-
-META = Metadata(actor="bench")
-MAX_OPS = 2_000_000
 
 
 class SeatCounted(Event, frozen=True):
@@ -70,31 +63,6 @@ class CounterProjection:
         )
 
 
-async def _for(seconds: float, workers: int, op: Callable[[int], Awaitable[None]]) -> float:
-    """Run `op` in `workers` loops for `seconds` (and at most MAX_OPS times); ops per second."""
-    deadline = time.perf_counter() + seconds
-    done = 0
-
-    async def loop(worker: int) -> None:
-        nonlocal done
-        while time.perf_counter() < deadline and done < MAX_OPS:
-            await op(worker)
-            done += 1
-
-    start = time.perf_counter()
-    await asyncio.gather(*(loop(w) for w in range(workers)))
-    return done / (time.perf_counter() - start)
-
-
-async def insert_ceiling(pool: asyncpg.Pool, seconds: float, workers: int) -> float:
-    await pool.execute("CREATE TABLE IF NOT EXISTS bench_plain (id bigserial, v text)")
-
-    async def op(_: int) -> None:
-        await pool.execute("INSERT INTO bench_plain (v) VALUES ($1)", "x")
-
-    return await _for(seconds, workers, op)
-
-
 async def many_streams(pool: asyncpg.Pool, seconds: float, workers: int) -> float:
     run = uuid.uuid4().hex[:6]
     versions: dict[str, int] = {}
@@ -106,7 +74,7 @@ async def many_streams(pool: asyncpg.Pool, seconds: float, workers: int) -> floa
             await append(pool, [PendingAppend(stream, expected, [SeatCounted(seats=1)])], META)
         )[stream]
 
-    return await _for(seconds, workers, op)
+    return await bounded(seconds, workers, op)
 
 
 async def hot_stream(pool: asyncpg.Pool, seconds: float, workers: int) -> tuple[float, int]:
@@ -127,7 +95,7 @@ async def hot_stream(pool: asyncpg.Pool, seconds: float, workers: int) -> tuple[
             except ConcurrencyError:
                 conflicts += 1
 
-    return await _for(seconds, workers, op), conflicts
+    return await bounded(seconds, workers, op), conflicts
 
 
 class Lag(NamedTuple):
@@ -212,19 +180,7 @@ async def projection_lag(pool: asyncpg.Pool, settings: Settings, rate: int, seco
 
 async def main(args: argparse.Namespace) -> None:
     configure_logging("warning")
-    base = Settings.from_env(data_dir=Path(args.data_dir))
-    base.data_dir.mkdir(parents=True, exist_ok=True)
-    async with connected(base) as live:
-        run = uuid.uuid4().hex[:8]
-        admin = await asyncpg.connect(live.database_url)
-        database = f"linjerum_bench_{run}"
-        await admin.execute(f'CREATE DATABASE "{database}"')
-        settings = replace(
-            live,
-            database_url=live.database_url.rsplit("/", 1)[0] + "/" + database,
-            nats_stream=f"BENCH_{run.upper()}",
-            subject_prefix=f"bench.{run}",
-        )
+    async with bench_settings(args.data_dir, "eventstore") as settings:
         pool = await create_pool(settings.database_url, size=args.connections + 4)
         try:
             await migrate(pool)
@@ -238,12 +194,6 @@ async def main(args: argparse.Namespace) -> None:
             lag = await projection_lag(pool, settings, args.rate, s)
         finally:
             await pool.close()
-            nc = await nats.connect(settings.nats_url)
-            with contextlib.suppress(Exception):
-                await nc.jetstream().delete_stream(settings.nats_stream)
-            await nc.close()
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            await admin.close()
     ceiling = statistics.mean(c for c, _ in pairs)
     many = statistics.mean(m for _, m in pairs)
     share = statistics.median(m / c for c, m in pairs)

@@ -15,33 +15,23 @@ import argparse
 import itertools
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+
+from msgspec.structs import replace
 
 from infra.tickets_pdf import TicketPage, merge_pdfs, render_tickets
+from services.dev.sample_ticket import SEATED_TICKET
 
 TICKETS_PER_PURCHASE = 20
 _serial = itertools.count()
 
 
 def ticket() -> TicketPage:
-    """A seated event ticket with Danish text and a fresh 16-character scan code."""
+    """The sample seated ticket in a seat of row C, with a fresh 16-character scan code."""
     number = next(_serial)
-    return TicketPage(
-        organization_name="Aarhus Teater",
-        organization_color="#8B1E3F",
-        product_name="Hamlet – Prins af Danmark",
-        starts_at=datetime(2026, 5, 1, 17, tzinfo=UTC),
-        doors_open=datetime(2026, 5, 1, 16, 15, tzinfo=UTC),
-        visit_date=None,
-        venue_name="Store Scene",
-        venue_address="Teatergaden 1, 8000 Aarhus C",
-        section_name="Parket",
+    return replace(
+        SEATED_TICKET,
         row="C",
         seat_number=number % 30 + 1,
-        holder_name="Søren Ærø Åberg",
-        ticket_type_name="Voksen",
-        price_cents=35000,
-        currency="DKK",
         ticket_code=f"LJ-{number:08X}",
         scan_code=f"LJ{number:014X}",
     )

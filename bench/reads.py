@@ -19,13 +19,11 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import functools
-import signal
+import os
 import statistics
-import sys
-import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,32 +31,32 @@ import aiohttp
 import asyncpg
 import psutil
 from aiohttp import web
+from harness.load import Call, Phase, drive, measure
+from harness.processes import HOST, Component, serving, stop_signal, this_script, tidy_logs
+from harness.report import Cpu, Step, mean_cpu, percentile_ms, verdict
+from harness.setup import META, bench_settings, rebuild_read_models, unlimited_keys
 
+from domain import streams
 from domain.inventory import HeldSeat, SeatsHeld
-from infra.apikeys import create_key
 from infra.db import create_pool, migrate
-from infra.eventstore import ANY_VERSION, Metadata, PendingAppend, append
+from infra.embedded import free_port
+from infra.eventstore import ANY_VERSION, PendingAppend, append
 from infra.logging import configure_logging
-from infra.settings import Settings
-from projections.rebuild import rebuild
-from projections.registry import all_projections
-from services.api import readmodel as rm
+from infra.scratch import database_name
+from projections import availability, catalog
 from services.api.activity import ActivityLog
 from services.api.gateway import create_app
 from services.dev.seed_demo import DEMO_ORGANIZATION, seed_demo
-from services.runtime import connected
 from services.usecases.catalog_commands import organization_id_by_slug
 from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents
 
-META = Metadata(actor="bench")
-DATABASE = "linjerum_bench_reads"
 EVENT = "hamlet-2026"
-HOST = "127.0.0.1"
 TARGET = 0.60
 SEATS_PER_HOLD = 4
 SENDER = "bench@example.com"
 CONSTANT_BODY = b'{"status":"ok","service":"linjerum","version":1}'
+SERVING = "serving on port"
 
 
 # --- the server processes -----------------------------------------------------------------------
@@ -76,13 +74,10 @@ def bare_app() -> web.Application:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    """One server on an ephemeral port of 127.0.0.1, printed on stdout once it listens; it runs
-    until SIGTERM or SIGINT. The gateway is wired as services/runtime.py `_serve_http` does."""
+    """One server on `--port` of 127.0.0.1, until SIGTERM or SIGINT. The gateway is wired as
+    services/runtime.py `_serve_http` does, without the seat offers of other gateways (NATS)."""
     configure_logging(args.log_level)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_signal()
     async with contextlib.AsyncExitStack() as stack:
         if args.serve == "gateway":
             pool = await create_pool(args.database_url, args.pool_size)
@@ -96,14 +91,10 @@ async def serve(args: argparse.Namespace) -> None:
             app = create_app(pool, activity, sales, Documents(pool, sales.catalog, SENDER, link))
         else:
             app = bare_app()
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, HOST, 0).start()
+        await stack.enter_async_context(serving(app, args.port, f"{SERVING} {args.port}"))
         profiler = cProfile.Profile() if args.profile else None
         if profiler:
             profiler.enable()
-        print(runner.addresses[0][1], flush=True)
         await stop.wait()
         if profiler:
             profiler.disable()
@@ -115,67 +106,25 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-@dataclass
-class Server:
-    """A server process started by this script and the port it listens on."""
-
-    process: asyncio.subprocess.Process
-    port: int
-
-    @classmethod
-    async def start(cls, *options: str, quiet: bool = False) -> Server:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(Path(__file__).resolve()),
-            *options,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL if quiet else None,
-        )
-        assert process.stdout is not None
-        try:
-            line = await asyncio.wait_for(process.stdout.readline(), 60)
-            return cls(process, int(line))
-        except (TimeoutError, ValueError):
-            await cls(process, 0).stop()
-            raise RuntimeError(f"server {options} did not start") from None
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), 30)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+async def start_server(name: str, logs: Path, *options: str) -> tuple[Component, int]:
+    """This script again, serving on a port of its own; returns it and the port."""
+    port = free_port()
+    argv = this_script(f"--serve={name}", f"--port={port}", *options)
+    return await Component.start(name, argv, dict(os.environ), logs, ready=SERVING), port
 
 
 # --- the data --------------------------------------------------------------------------------
 
 
-async def rebuild_read_models(pool: asyncpg.Pool, timeout: float = 60.0) -> None:
-    """Rebuild every read model once all events are settled: the store only hands out events
-    older than every transaction still in flight on the server, other databases' included."""
-    deadline = time.monotonic() + timeout
-    settled = (
-        "SELECT coalesce(max(tx_id) < pg_snapshot_xmin(pg_current_snapshot()), true) FROM events"
-    )
-    while not await pool.fetchval(settled):
-        if time.monotonic() > deadline:
-            raise RuntimeError("events still not settled: a long transaction on the server?")
-        await asyncio.sleep(0.1)
-    for projection in all_projections().values():
-        await rebuild(pool, projection)
-
-
 async def hold_seats(pool: asyncpg.Pool, organization_id: int, seats: int) -> int:
     """Hold about `seats` seats of EVENT, spread over the house (every fourth seat), in holds
     of SEATS_PER_HOLD seats, as purchases would, and project them; returns how many."""
-    row = await rm.event(pool, organization_id, EVENT)
+    row = await catalog.event(pool, organization_id, EVENT)
     assert row is not None, f"{EVENT} is not in the read model"
-    types = await rm.ticket_types(pool, event_id=row["id"])
+    types = await catalog.ticket_types(pool, event_id=row["id"])
     picked: list[HeldSeat] = []
     index = 0
-    for section in sorted(rm.sections_of(row), key=lambda s: (s.display_order, s.id)):
+    for section in sorted(catalog.sections_of(row), key=lambda s: (s.display_order, s.id)):
         owner = next((t.id for t in types if section.id in t.section_ids), None)
         if owner is None or section.seating_mode != "seated":
             continue
@@ -203,9 +152,9 @@ async def hold_seats(pool: asyncpg.Pool, organization_id: int, seats: int) -> in
         for i in range(0, len(picked), SEATS_PER_HOLD)
         if (chunk := picked[i : i + SEATS_PER_HOLD])
     ]
-    await append(pool, [PendingAppend(f"event-{row['id']}", ANY_VERSION, holds)], META)
+    await append(pool, [PendingAppend(streams.event(row["id"]), ANY_VERSION, holds)], META)
     await rebuild_read_models(pool)
-    taken = await rm.taken_seats(pool, row["id"])
+    taken = await availability.taken_seats(pool, row["id"])
     assert len(taken) == len(picked), f"{len(taken)} of {len(picked)} held seats projected"
     return len(picked)
 
@@ -221,10 +170,8 @@ async def prepare(database_url: str, held: int) -> tuple[str, int]:
         organization_id = await organization_id_by_slug(pool, DEMO_ORGANIZATION)
         assert organization_id is not None
         seats = await hold_seats(pool, organization_id, held)
-        issued = await create_key(
-            pool, organization_id, "bench", rate_limit_per_minute=10_000_000, metadata=META
-        )
-        return issued.token, seats
+        (token,) = await unlimited_keys(pool, organization_id)
+        return token, seats
     finally:
         await pool.close()
 
@@ -232,142 +179,60 @@ async def prepare(database_url: str, held: int) -> tuple[str, int]:
 # --- the load generator ----------------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    name: str
-    ok: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    body_bytes: int = 0
-    server_cpu: float = 0.0
-    client_cpu: float = 0.0
-    database_cpu: float = 0.0
-    machine_cpu: float = 0.0
-
-    @property
-    def other_cpu(self) -> float:
-        """What the rest of the machine used: other people's work skews the figures."""
-        return max(0.0, self.machine_cpu - self.server_cpu - self.client_cpu - self.database_cpu)
-
-    @property
-    def rps(self) -> float:
-        return self.ok / self.seconds if self.seconds else 0.0
-
-    def merge(self, other: Result) -> Result:
-        """Two measurements of one endpoint as one: counts add up, CPU shares are averaged by
-        the time each ran."""
-        seconds = self.seconds + other.seconds
-
-        def share(mine: float, theirs: float) -> float:
-            return (mine * self.seconds + theirs * other.seconds) / seconds if seconds else 0.0
-
-        return Result(
-            name=self.name,
-            ok=self.ok + other.ok,
-            errors=self.errors + other.errors,
-            seconds=seconds,
-            latencies=self.latencies + other.latencies,
-            body_bytes=other.body_bytes or self.body_bytes,
-            server_cpu=share(self.server_cpu, other.server_cpu),
-            client_cpu=share(self.client_cpu, other.client_cpu),
-            database_cpu=share(self.database_cpu, other.database_cpu),
-            machine_cpu=share(self.machine_cpu, other.machine_cpu),
-        )
-
-    def percentile_ms(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
-
-
-def cpu_seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            total += sum(process.cpu_times()[:2])
-    return total
-
-
-def database_backends() -> list[psutil.Process]:
-    """The PostgreSQL backends serving the scratch database (found by their process title)."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        title = " ".join(process.info["cmdline"] or ())
-        if title.startswith("postgres:") and f" {DATABASE} " in title:
-            found.append(process)
-    return found
-
-
-async def drive(
-    session: aiohttp.ClientSession,
-    url: str,
-    result: Result,
-    *,
-    workers: int,
-    seconds: float,
-    max_requests: int,
-) -> None:
-    """`workers` loops of one request at a time each, until `seconds` have passed or
-    `max_requests` were sent; a 200 counts (with its latency), anything else is an error."""
-    deadline = time.perf_counter() + seconds
-    sent = 0
-
-    async def loop() -> None:
-        nonlocal sent
-        while sent < max_requests and (started := time.perf_counter()) < deadline:
-            sent += 1
-            try:
-                async with session.get(url) as response:
-                    body = await response.read()
-                    status = response.status
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                result.errors[type(exc).__name__] += 1
-                continue
-            if status == 200:
-                result.latencies.append(time.perf_counter() - started)
-                result.ok += 1
-                result.body_bytes = len(body)
-            else:
-                result.errors[f"HTTP {status}"] += 1
-
-    start = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(workers)))
-    result.seconds += time.perf_counter() - start
-
-
-async def measure(
-    name: str, url: str, server: Server, token: str, args: argparse.Namespace
-) -> Result:
+async def measured(
+    name: str, url: str, server: Component, token: str, database: str, args: argparse.Namespace
+) -> Phase:
     """A warm-up (not counted), then the measured phase with the CPU each side used."""
     connector = aiohttp.TCPConnector(limit=args.connections)
     timeout = aiohttp.ClientTimeout(total=30)
     headers = {"Authorization": f"Bearer {token}"}
+    calls = [Call("GET", url)] * args.max_requests
+    bounds = {"connections": args.connections, "calls": calls}
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers=headers
     ) as session:
-        bounds = {"workers": args.connections, "max_requests": args.max_requests}
-        await drive(session, url, Result(name), seconds=args.warmup, **bounds)
-        result = Result(name)
-        server_process = [psutil.Process(server.process.pid)]
-        backends = database_backends()
-        server_before, database_before = cpu_seconds(server_process), cpu_seconds(backends)
-        psutil.cpu_percent()
-        client_before = time.process_time()
-        await drive(session, url, result, seconds=args.seconds, **bounds)
-        result.machine_cpu = psutil.cpu_percent() / 100 * (psutil.cpu_count() or 1)
-        result.client_cpu = (time.process_time() - client_before) / result.seconds
-        result.server_cpu = (cpu_seconds(server_process) - server_before) / result.seconds
-        result.database_cpu = (cpu_seconds(backends) - database_before) / result.seconds
-    return result
+        await drive(session, Phase(Step(name)), seconds=args.warmup, **bounds)
+        cpu = Cpu({"server": server.pid}, database)
+        return await measure(session, name, cpu=cpu, seconds=args.seconds, **bounds)
 
 
-def report(rounds: list[list[Result]], args: argparse.Namespace, seats: int, activity: int) -> None:
+@dataclass
+class Endpoint:
+    """One endpoint's phases over the rounds, as one: counts add up, CPU shares are averaged
+    by the time each phase ran."""
+
+    phases: Sequence[Phase]
+
+    @property
+    def name(self) -> str:
+        return self.phases[0].step.name
+
+    @property
+    def rps(self) -> float:
+        answered = sum(len(p.step.latencies) for p in self.phases)
+        seconds = sum(p.seconds for p in self.phases)
+        return answered / seconds if seconds else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        return percentile_ms([s for p in self.phases for s in p.step.latencies], q)
+
+    @property
+    def errors(self) -> Counter[str]:
+        return sum((p.step.errors for p in self.phases), Counter())
+
+    @property
+    def body_bytes(self) -> int:
+        return next((p.body_bytes for p in reversed(self.phases) if p.body_bytes), 0)
+
+    def cpu(self, name: str) -> float:
+        return mean_cpu([p.cpu for p in self.phases if p.cpu is not None], name)
+
+
+def report(rounds: list[list[Phase]], args: argparse.Namespace, seats: int, activity: int) -> None:
     """The table sums the rounds; the verdict takes the median of the per-round ratios, each
     ratio measured against the ceiling of its own round, minutes apart at most."""
-    results = [functools.reduce(Result.merge, phase) for phase in zip(*rounds, strict=True)]
-    ceiling = results[0].rps
+    endpoints = [Endpoint(phases) for phases in zip(*rounds, strict=True)]
+    ceiling = endpoints[0].rps
     print(
         f"connections: {args.connections}, {args.rounds} rounds of: warm-up {args.warmup:g} s,"
         f" measured {args.seconds:g} s per endpoint; {psutil.cpu_count()} cores; gateway log"
@@ -379,79 +244,73 @@ def report(rounds: list[list[Result]], args: argparse.Namespace, seats: int, act
     )
     print(header)
     print("-" * len(header))
-    for r in results:
+    for e in endpoints:
+        server, client, db = e.cpu("server"), e.cpu("load generator"), e.cpu("database")
+        other = max(0.0, e.cpu("machine") - server - client - db)
         print(
-            f"{r.name:34} {r.rps:8.0f} {r.percentile_ms(0.50):7.1f} {r.percentile_ms(0.99):7.1f}"
-            f" {r.rps / ceiling:8.0%} {sum(r.errors.values()):6d} {r.body_bytes:6d}"
-            f" {r.server_cpu:6.0%} {r.client_cpu:6.0%} {r.database_cpu:5.0%} {r.other_cpu:5.0%}"
-            f" {r.server_cpu / r.rps * 1e6 if r.rps else float('nan'):6.0f}"
+            f"{e.name:34} {e.rps:8.0f} {e.percentile_ms(0.50):7.1f} {e.percentile_ms(0.99):7.1f}"
+            f" {e.rps / ceiling:8.0%} {e.errors.total():6d} {e.body_bytes:6d}"
+            f" {server:6.0%} {client:6.0%} {db:5.0%} {other:5.0%}"
+            f" {server / e.rps * 1e6 if e.rps else float('nan'):6.0f}"
         )
     print(
         "CPU in the measured phase, 100% = one core: server process, client (this process),"
         " db (PostgreSQL backends of the scratch database), other (the rest of the machine);"
         " µs/req: server CPU per request"
     )
-    for r in results:
-        if r.errors:
-            print(f"errors on {r.name}: {dict(r.errors)}")
-    ratios = [round_[1].rps / round_[0].rps for round_ in rounds if round_[0].rps]
+    for e in endpoints:
+        if e.errors:
+            print(f"errors on {e.name}: {dict(e.errors)}")
+    ratios = [round_[1].rate / round_[0].rate for round_ in rounds if round_[0].rate]
     print("availability / ceiling by round: " + ", ".join(f"{r:.0%}" for r in ratios))
-    availability = statistics.median(ratios)
-    verdict = "met" if availability >= TARGET else "NOT met"
+    share = statistics.median(ratios)
     print(
         f"target: availability >= {TARGET:.0%} of ceiling (median of the rounds):"
-        f" {availability:.0%}, {verdict}; activity rows written by the gateway: {activity}"
+        f" {share:.0%}, {verdict(share >= TARGET)}; activity rows written by the gateway:"
+        f" {activity}"
     )
 
 
 async def main(args: argparse.Namespace) -> None:
     configure_logging("warning")
-    base = Settings.from_env(data_dir=Path(args.data_dir))
-    base.data_dir.mkdir(parents=True, exist_ok=True)
-    args.pool_size = args.pool_size or base.db_pool_size
-    async with connected(base, nats=False) as live:
-        admin = await asyncpg.connect(live.database_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{DATABASE}"')
-        settings = replace(live, database_url=live.database_url.rsplit("/", 1)[0] + "/" + DATABASE)
-        servers: list[Server] = []
+    async with bench_settings(args.data_dir, "reads", nats=False) as settings:
+        args.pool_size = args.pool_size or settings.db_pool_size
+        database = database_name(settings)
+        logs = Path(args.data_dir).resolve() / f"reads-{database}"
+        token, seats = await prepare(settings.database_url, args.held_seats)
+        gateway_options = [
+            f"--database-url={settings.database_url}",
+            f"--pool-size={args.pool_size}",
+            f"--log-level={args.log_level}",
+        ]
+        if args.profile:
+            gateway_options.append(f"--profile={Path(args.profile).resolve()}")
+        servers: list[Component] = []
         try:
-            token, seats = await prepare(settings.database_url, args.held_seats)
-            gateway_options = [
-                "--serve=gateway",
-                f"--database-url={settings.database_url}",
-                f"--pool-size={args.pool_size}",
-                f"--log-level={args.log_level}",
-            ]
-            if args.profile:
-                gateway_options.append(f"--profile={Path(args.profile).resolve()}")
-            bare = await Server.start("--serve=bare", "--log-level=warning")
+            bare, bare_port = await start_server("bare", logs, "--log-level=warning")
             servers.append(bare)
-            gateway = await Server.start(*gateway_options, quiet=args.log_level != "warning")
+            gateway, gateway_port = await start_server("gateway", logs, *gateway_options)
             servers.append(gateway)
-            api = f"http://{HOST}:{gateway.port}/api/v1/events/{EVENT}"
+            api = f"http://{HOST}:{gateway_port}/api/v1/events/{EVENT}"
             phases = [
-                ("bare aiohttp, constant JSON", f"http://{HOST}:{bare.port}/constant", bare),
+                ("bare aiohttp, constant JSON", f"http://{HOST}:{bare_port}/constant", bare),
                 (f"GET /events/{EVENT}/availability", f"{api}/availability", gateway),
                 (f"GET /events/{EVENT}", api, gateway),
             ]
             # Rounds alternate the ceiling and the endpoints, so a neighbour's burst on a shared
             # machine skews one round rather than one side of the comparison.
             rounds = [
-                [await measure(n, u, s, token, args) for n, u, s in phases]
+                [await measured(n, u, s, token, database, args) for n, u, s in phases]
                 for _ in range(args.rounds)
             ]
-            for server in servers:
-                await server.stop()
-            scratch = await asyncpg.connect(settings.database_url)
-            activity = await scratch.fetchval("SELECT count(*) FROM api_activity")
-            await scratch.close()
         finally:
             for server in servers:
                 await server.stop()
-            await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-            await admin.close()
+        conn = await asyncpg.connect(settings.database_url)
+        activity = await conn.fetchval("SELECT count(*) FROM api_activity")
+        await conn.close()
     report(rounds, args, seats, activity)
+    tidy_logs(logs, servers, keep=False, whose="the servers'")
 
 
 def parse_args() -> argparse.Namespace:
@@ -470,6 +329,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data-dir", default=".linjerum-bench")
     parser.add_argument("--serve", choices=("gateway", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 

@@ -22,41 +22,38 @@ import argparse
 import asyncio
 import math
 import random
-import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import msgspec
 import psutil
-from onsale import (
+from harness.load import Call, Check, Phase, drive, measure
+from harness.processes import (
     HOST,
-    META,
-    READY,
-    SLUG,
-    STEP_HEADER,
-    BenchEvent,
     Component,
-    Cpu,
     Profiler,
-    Step,
-    create_event,
-    database_name,
-    linjerum,
-    rebuild_read_models,
-    scratch,
     service_env,
-    verdict,
+    start_gateway,
+    tidy_logs,
+)
+from harness.report import Cpu, Step, print_steps, verdict
+from harness.setup import (
+    META,
+    BenchEvent,
+    bench_settings,
+    create_event,
+    rebuild_read_models,
+    unlimited_keys,
 )
 
 from domain.purchasing import PurchaseRequest
-from infra.apikeys import create_key
 from infra.db import create_pool, migrate
 from infra.embedded import free_port
 from infra.logging import configure_logging
+from infra.scratch import database_name
+from services.dev.sample_event import SLUG
 from services.usecases.purchases import Purchases
 
 PDFS_TARGET = 100.0
@@ -143,49 +140,14 @@ async def prepare(database_url: str, args: argparse.Namespace) -> Setup:
         pdfs = min(args.max_pdfs, (args.purchases - half) * args.tickets_per_purchase) + half
         # Enough keys that no PDF bucket fills, whatever rounding each phase's share needs,
         # and the last one for the warm-up alone.
-        keys = await api_keys(pool, event.organization_id, math.ceil(pdfs / PDFS_PER_KEY) + 3)
+        count = math.ceil(pdfs / PDFS_PER_KEY) + 3
+        keys = await unlimited_keys(pool, event.organization_id, count)
         return Setup(event, bought[:-1], bought[-1], keys[0], keys[1:])
     finally:
         await pool.close()
 
 
-async def api_keys(pool: asyncpg.Pool, organization_id: int, count: int) -> list[str]:
-    """`count` keys of the organization whose general rate limit the benchmark never reaches."""
-    tokens = []
-    for i in range(count):
-        issued = await create_key(
-            pool, organization_id, f"bench {i}", rate_limit_per_minute=10_000_000, metadata=META
-        )
-        tokens.append(issued.token)
-    return tokens
-
-
 # --- the load generator --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Call:
-    method: str
-    path: str
-    token: str
-
-
-@dataclass
-class Phase:
-    """One measured phase: its requests' latencies and the CPU each side used."""
-
-    step: Step
-    seconds: float = 0.0
-    body_bytes: int = 0
-    cpu: Cpu | None = None
-    not_sent: int = 0
-
-    @property
-    def rate(self) -> float:
-        return len(self.step.latencies) / self.seconds if self.seconds else 0.0
-
-
-Check = Callable[[bytes], str | None]
 
 
 def is_pdf(body: bytes) -> str | None:
@@ -198,48 +160,11 @@ def admitted(body: bytes) -> str | None:
     return None if verdict_.get("valid") else f"refused: {verdict_.get('reason')}"
 
 
-async def drive(
-    session: aiohttp.ClientSession,
-    base: str,
-    phase: Phase,
-    calls: list[Call],
-    check: Check,
-    *,
-    connections: int,
-    seconds: float,
-) -> None:
-    """`connections` workers, one request at a time each, through `calls` in order until all
-    are sent or `seconds` have passed; a 200 that passes `check` counts, with its latency."""
-    deadline = time.perf_counter() + seconds
-    sent = 0
-
-    async def loop() -> None:
-        nonlocal sent
-        while sent < len(calls) and (started := time.perf_counter()) < deadline:
-            call = calls[sent]
-            sent += 1
-            headers = {"Authorization": f"Bearer {call.token}"}
-            try:
-                async with session.request(call.method, base + call.path, headers=headers) as r:
-                    body = await r.read()
-                    status = r.status
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                phase.step.errors[type(exc).__name__] += 1
-                continue
-            problem = f"HTTP {status}" if status != 200 else check(body)
-            if problem:
-                phase.step.errors[problem] += 1
-                continue
-            phase.step.latencies.append(time.perf_counter() - started)
-            phase.body_bytes = len(body)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(connections)))
-    phase.seconds = time.perf_counter() - start
-    phase.not_sent = len(calls) - sent
+def call(target: Target, method: str, path: str, token: str) -> Call:
+    return Call(method, target.base + path, {"Authorization": f"Bearer {token}"})
 
 
-def pdf_calls(setup: Setup, args: argparse.Namespace) -> tuple[list[Call], list[Call]]:
+def pdf_calls(target: Target, setup: Setup) -> tuple[list[Call], list[Call]]:
     """Single-ticket PDFs of one half of the purchases and whole-purchase PDFs of the other,
     each key used PDFS_PER_KEY times at most."""
     keys = iter(setup.pdf_keys)
@@ -253,35 +178,43 @@ def pdf_calls(setup: Setup, args: argparse.Namespace) -> tuple[list[Call], list[
 
     half = len(setup.purchases) // 2
     singles = [(p.token, ticket_id) for p in setup.purchases[half:] for ticket_id, _ in p.tickets][
-        : args.max_pdfs
+        : target.args.max_pdfs
     ]
     single = [
-        Call("GET", f"/api/v1/purchases/{token}/tickets/{ticket_id}/pdf", next_key(i))
+        call(target, "GET", f"/api/v1/purchases/{token}/tickets/{ticket_id}/pdf", next_key(i))
         for i, (token, ticket_id) in enumerate(singles)
     ]
     start = len(single) + PDFS_PER_KEY - len(single) % PDFS_PER_KEY
     whole = [
-        Call("GET", f"/api/v1/purchases/{p.token}/tickets/pdf", next_key(start + i))
+        call(target, "GET", f"/api/v1/purchases/{p.token}/tickets/pdf", next_key(start + i))
         for i, p in enumerate(setup.purchases[:half])
     ]
     return single, whole
 
 
-async def warm_up(session: aiohttp.ClientSession, base: str, setup: Setup) -> None:
+def scan_calls(target: Target, setup: Setup) -> list[Call]:
+    """Every ticket scanned once, in random order."""
+    codes = [code for p in setup.purchases for _, code in p.tickets]
+    random.Random(target.args.seed).shuffle(codes)
+    return [call(target, "POST", f"/api/v1/tickets/{c}/scan", setup.scan_key) for c in codes]
+
+
+async def warm_up(target: Target, setup: Setup) -> None:
     """Fonts loaded, caches filled and connections open, on the warm-up purchase only."""
     key = setup.pdf_keys[-1]
     token = setup.warm_up.token
-    calls = [Call("GET", f"/api/v1/purchases/{token}/tickets/pdf", key)]
+    calls = [call(target, "GET", f"/api/v1/purchases/{token}/tickets/pdf", key)]
     calls += [
-        Call("GET", f"/api/v1/purchases/{token}/tickets/{ticket_id}/pdf", key)
+        call(target, "GET", f"/api/v1/purchases/{token}/tickets/{ticket_id}/pdf", key)
         for ticket_id, _ in setup.warm_up.tickets[: PDFS_PER_KEY - 1]
     ]
     calls += [
-        Call("POST", f"/api/v1/tickets/{code}/scan", setup.scan_key)
+        call(target, "POST", f"/api/v1/tickets/{code}/scan", setup.scan_key)
         for _, code in setup.warm_up.tickets
     ]
     phase = Phase(Step("warm-up"))
-    await drive(session, base, phase, calls, lambda _: None, connections=8, seconds=60)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        await drive(session, phase, calls, connections=8, seconds=60)
     if phase.step.errors:
         raise RuntimeError(f"warm-up failed: {dict(phase.step.errors)}")
 
@@ -296,7 +229,7 @@ class Target:
     args: argparse.Namespace
 
 
-async def measure(
+async def measured(
     target: Target, name: str, short: str, calls: list[Call], check: Check, seconds: float
 ) -> Phase:
     """One phase over fresh connections, with the CPU each side used (and, with --py-spy, the
@@ -306,28 +239,24 @@ async def measure(
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=60)
     ) as session:
-        phase = Phase(Step(name), cpu=Cpu({"gateway": target.gateway.pid}, target.database))
         profiler = None
         if args.py_spy:
             path = Path(args.py_spy) / f"tickets-{short}.txt"
             profiler = await Profiler.attach(target.gateway.pid, path)
-        assert phase.cpu is not None
-        phase.cpu.start()
+        cpu = Cpu({"gateway": target.gateway.pid}, target.database)
         try:
-            await drive(
+            return await measure(
                 session,
-                target.base,
-                phase,
+                name,
                 calls,
-                check,
+                cpu,
                 connections=args.connections,
                 seconds=seconds,
+                check=check,
             )
         finally:
-            phase.cpu.stop()
             if profiler is not None:
                 await profiler.stop()
-        return phase
 
 
 def report(args: argparse.Namespace, setup: Setup, phases: list[Phase]) -> None:
@@ -338,20 +267,16 @@ def report(args: argparse.Namespace, setup: Setup, phases: list[Phase]) -> None:
         f" {args.seconds:g} s, scans at most {args.scan_seconds:g} s; gateway pool"
         f" {args.pool_size}, log level {args.log_level}, {psutil.cpu_count()} cores"
     )
-    print(STEP_HEADER)
-    print("-" * len(STEP_HEADER))
-    for phase in phases:
-        print(phase.step.row(phase.seconds))
+    print_steps([(phase.step, phase.seconds) for phase in phases])
     print(
         "(count: requests answered 200 with a PDF, or a scan that admitted; per s over the phase)"
     )
     for phase in phases:
         assert phase.cpu is not None
-        gateway_us = phase.cpu.of("gateway") / phase.rate * 1e6 if phase.rate else float("nan")
         print(
             f"{phase.step.name}: {phase.seconds:.2f} s, {phase.body_bytes} bytes per response,"
-            f" {phase.not_sent} not sent (time bound), gateway CPU {gateway_us:.0f} µs per"
-            f" request; {phase.cpu.line()}"
+            f" {phase.not_sent} not sent (time bound), gateway CPU"
+            f" {phase.cpu_us_per_request('gateway'):.0f} µs per request; {phase.cpu.line()}"
         )
     single, _, scans = phases
     print(
@@ -364,52 +289,32 @@ def report(args: argparse.Namespace, setup: Setup, phases: list[Phase]) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     configure_logging("warning")
-    async with scratch(args.data_dir, "tickets") as settings:
+    async with bench_settings(args.data_dir, "tickets") as settings:
         setup = await prepare(settings.database_url, args)
         logs = Path(args.data_dir).resolve() / f"tickets-{database_name(settings)}"
         env = service_env(settings, log_level=args.log_level, pool_size=args.pool_size)
         env["STRIPE_SIM_PORT"] = str(free_port())  # never the default port of a `linjerum run`
         port = free_port()
-        command = linjerum(logs / "data", "gateway", "--host", HOST, "--port", str(port))
-        gateway = await Component.start("gateway", command, env, logs, ready=READY)
+        gateway = await start_gateway("gateway", port, env, logs)
         target = Target(gateway, f"http://{HOST}:{port}", database_name(settings), args)
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-                await warm_up(session, target.base, setup)
-            single, whole = pdf_calls(setup, args)
-            codes = [code for p in setup.purchases for _, code in p.tickets]
-            random.Random(args.seed).shuffle(codes)
-            scans = [Call("POST", f"/api/v1/tickets/{c}/scan", setup.scan_key) for c in codes]
+            await warm_up(target, setup)
+            single, whole = pdf_calls(target, setup)
             size = args.tickets_per_purchase
-            phases = [
-                await measure(
-                    target,
-                    "GET /purchases/{token}/tickets/{id}/pdf",
-                    "ticket-pdf",
-                    single,
-                    is_pdf,
-                    args.seconds,
-                ),
-                await measure(
-                    target,
-                    f"GET /purchases/{{token}}/tickets/pdf ({size} tickets)",
-                    "purchase-pdf",
-                    whole,
-                    is_pdf,
-                    args.seconds,
-                ),
-                await measure(
-                    target, "POST /tickets/{code}/scan", "scan", scans, admitted, args.scan_seconds
-                ),
+            whole_name = f"GET /purchases/{{token}}/tickets/pdf ({size} tickets)"
+            plan = [
+                ("GET /purchases/{token}/tickets/{id}/pdf", "ticket-pdf", single, is_pdf),
+                (whole_name, "purchase-pdf", whole, is_pdf),
+                ("POST /tickets/{code}/scan", "scan", scan_calls(target, setup), admitted),
             ]
+            limits = [args.seconds, args.seconds, args.scan_seconds]
+            phases = []
+            for (name, short, calls, check), seconds in zip(plan, limits, strict=True):
+                phases.append(await measured(target, name, short, calls, check, seconds))
         finally:
             await gateway.stop()
-        errors = gateway.count_in_log('"level":"error"')
     report(args, setup, phases)
-    if errors or args.keep_logs:
-        print(f"the gateway's logs are kept in {logs} (it logged {errors} errors)")
-    else:
-        shutil.rmtree(logs, ignore_errors=True)
+    tidy_logs(logs, [gateway], keep=args.keep_logs, whose="the gateway's")
     if args.py_spy:
         print(f"gateway profiles (py-spy collapsed stacks): {args.py_spy}/tickets-*.txt")
 

@@ -176,6 +176,10 @@ def hold_seats(
     for tid, quantity in sorted(quantities.items()):
         t = types[tid]
         if not _seated(t.section_ids, by_id):
+            if selected.get(tid):
+                raise InvalidCommand(
+                    f"ticket type {tid} has no seats to select", f"selected_seats.{tid}[0]"
+                )
             if quantity > available[tid]:
                 raise InsufficientAvailability(f"only {available[tid]} left of {t.name}")
             continue
@@ -224,16 +228,25 @@ def release_seats(state: EventInventory, token: str, reason: str) -> list[Event]
     ]
 
 
-def rehold_seats(state: EventInventory, previous: SeatsHeld, expires_at: datetime) -> SeatsHeld:
-    """A payment arrived after its hold was released: the same seats again if all are free."""
+def rehold_seats(
+    state: EventInventory, sections: list[Section], previous: SeatsHeld, expires_at: datetime
+) -> SeatsHeld:
+    """A payment arrived after its hold was released: the same seats and places again, if all
+    are still free."""
     for seat in previous.seats:
         if seat_key(seat) in state.taken:
             raise SeatsTaken(f"seat {seat.row}{seat.seat_number} was sold to someone else")
     types = state.ticket_types
+    by_id = {s.id: s for s in sections}
+    available = available_per_type(
+        sections, list(types.values()), state.taken_per_section, state.taken_per_type
+    )
     for tid, n in previous.counts.items():
         cap = types[tid].capacity
         if cap is not None and state.taken_per_type[tid] + n > cap:
             raise InsufficientAvailability("the ticket type sold out meanwhile")
+        if not _seated(types[tid].section_ids, by_id) and n > available[tid]:
+            raise InsufficientAvailability(f"only {available[tid]} left of {types[tid].name}")
     return msgspec.structs.replace(previous, expires_at=expires_at)
 
 

@@ -112,6 +112,7 @@ class HoldAgain(msgspec.Struct, frozen=True, kw_only=True):
     intent_id: str
     now: datetime
     product_times: tuple[datetime | None, datetime | None]
+    sections: list[catalog.Section]  # the event's (its standing places); none for attractions
 
 
 OpenPurchase = OpenEventPurchase | OpenAttractionPurchase
@@ -242,7 +243,7 @@ def hold_again(command: HoldAgain, inventory: Inventory) -> Decision:
     before = previous_hold(opened, now)
     if isinstance(before, SeatsHeld):
         assert isinstance(inventory, holds.EventInventory)
-        held: Event = holds.rehold_seats(inventory, before, now)
+        held: Event = holds.rehold_seats(inventory, command.sections, before, now)
         inventory_stream = streams.event(before.event_id)
     else:
         assert isinstance(inventory, holds.AttractionInventory)

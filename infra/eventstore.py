@@ -11,9 +11,10 @@ import asyncpg
 import msgspec
 
 from domain.events import Event, decode_event, encode_event
+from domain.streams import NEW
 
 ANY_VERSION = -1
-NO_STREAM = 0
+NO_STREAM = NEW
 
 # The relay holds this advisory lock while it sleeps; appends notify NOTIFY_CHANNEL only then,
 # as a notifying commit holds a database-wide lock until it is flushed (services/workers/relay.py).
@@ -89,6 +90,11 @@ _SELECT = (
     "SELECT event_id::text, stream_id, version, type, data::text, metadata::text,"
     " recorded_at, tx_id::text::bigint AS tx_id, position FROM events "
 )
+_SELECT_POSITION = "SELECT tx_id::text::bigint AS tx_id, position FROM events "
+_AFTER = "(tx_id, position) > ($1::text::xid8, $2)"
+# The safe global order's gate: a transaction older than every one still in flight can no
+# longer be overtaken by a commit that would sort before it.
+_SETTLED = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
 
 
 def _record(row: asyncpg.Record) -> RecordedEvent:
@@ -272,10 +278,10 @@ async def read_all(
     With `up_to`, the caller vouches that everything up to it is already settled (it was read
     through this gate before) and the gate is skipped.
     """
-    where = ["(tx_id, position) > ($1::text::xid8, $2)"]
+    where = [_AFTER]
     args: list[object] = [str(after.tx_id), after.position]
     if up_to is None:
-        where.append("tx_id < pg_snapshot_xmin(pg_current_snapshot())")
+        where.append(_SETTLED)
     else:
         args += [str(up_to.tx_id), up_to.position]
         where.append(f"(tx_id, position) <= (${len(args) - 1}::text::xid8, ${len(args)})")
@@ -287,10 +293,74 @@ async def read_all(
     return [_record(r) for r in await conn.fetch(sql, *args)]
 
 
+_NEXT_IS_SETTLED = f"SELECT {_SETTLED} FROM events WHERE {_AFTER} ORDER BY tx_id, position LIMIT 1"
+
+
+async def next_is_settled(conn: asyncpg.Connection | asyncpg.Pool, after: Position) -> bool | None:
+    """Whether the first event after `after` has passed read_all's gate (a read would return
+    it now); None if there is no event after `after`."""
+    return await conn.fetchval(_NEXT_IS_SETTLED, str(after.tx_id), after.position)
+
+
 async def head(conn: asyncpg.Connection | asyncpg.Pool) -> Position:
     """The last event in global order, settled or not (for progress reporting and tests)."""
-    row = await conn.fetchrow(
-        "SELECT tx_id::text::bigint AS tx_id, position FROM events "
-        "ORDER BY tx_id DESC, position DESC LIMIT 1"
-    )
+    row = await conn.fetchrow(_SELECT_POSITION + "ORDER BY tx_id DESC, position DESC LIMIT 1")
     return Position(row["tx_id"], row["position"]) if row else START
+
+
+async def position_of(conn: asyncpg.Connection | asyncpg.Pool, event_id: str) -> Position | None:
+    """Where an event stands in the global order; None for an id the store does not have."""
+    row = await conn.fetchrow(_SELECT_POSITION + "WHERE event_id = $1::uuid", event_id)
+    return Position(row["tx_id"], row["position"]) if row else None
+
+
+async def first_event_data(
+    conn: asyncpg.Connection | asyncpg.Pool, stream_id: str, type_name: str
+) -> str | None:
+    """The data (JSON) of a stream's first event if it is a `type_name`: a registration, read
+    without the rest of its stream."""
+    return await conn.fetchval(
+        "SELECT data::text FROM events WHERE stream_id = $1 AND version = 1 AND type = $2",
+        stream_id,
+        type_name,
+    )
+
+
+class Backlog(msgspec.Struct, frozen=True):
+    """Committed events after a position, counted up to a limit, and the age in seconds of the
+    oldest of them (None when there is none)."""
+
+    events: int
+    oldest_seconds: float | None
+
+
+_BACKLOG = (
+    "SELECT count(*) AS events, extract(epoch FROM clock_timestamp() - min(recorded_at))"
+    " AS seconds FROM (SELECT recorded_at FROM events WHERE {only} "
+    + _AFTER
+    + " ORDER BY {order} LIMIT $3) e"
+)
+_BACKLOG_ALL = _BACKLOG.format(only="", order="tx_id, position")
+# Written as the category index's expression, so the scan starts at the position.
+_BACKLOG_OF_CATEGORY = _BACKLOG.format(
+    only="split_part(stream_id, '-', 1) = $4 AND",
+    order="split_part(stream_id, '-', 1), tx_id, position",
+)
+
+
+async def backlog(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    after: Position,
+    limit: int,
+    category: str | None = None,
+) -> Backlog:
+    """The committed events after `after`, settled or not (only those of `category`, if given):
+    how far a reader that has handled everything up to `after` is behind."""
+    point = (str(after.tx_id), after.position, limit)
+    row = await (
+        conn.fetchrow(_BACKLOG_ALL, *point)
+        if category is None
+        else conn.fetchrow(_BACKLOG_OF_CATEGORY, *point, category)
+    )
+    seconds = row["seconds"]
+    return Backlog(row["events"], None if seconds is None else float(seconds))

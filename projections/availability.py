@@ -4,13 +4,21 @@ every purchase re-validates against the aggregate itself."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import date
 from typing import ClassVar
 
 import asyncpg
 
 from domain import inventory
+from domain.catalog import Section, TicketType
 from domain.events import Event
+from domain.inventory import SeatRef
+from domain.seating import TakenSeats
+from domain.stock import available_per_type
 from infra.eventstore import RecordedEvent
+from projections import catalog
+from projections.framework import live_schema
 
 
 class AvailabilityProjection:
@@ -92,3 +100,76 @@ _HANDLED = {
     "AttractionTicketsHeld": _tickets_held,
     "AttractionTicketsReleased": _tickets_released,
 }
+
+
+_LIVE = live_schema(AvailabilityProjection())
+
+
+async def taken_seats(conn: asyncpg.Pool, event_id: int) -> list[SeatRef]:
+    rows = await conn.fetch(
+        f"SELECT section_id, row, seat_number FROM {_LIVE}.taken_seats WHERE event_id = $1"
+        " ORDER BY section_id, row, seat_number",
+        event_id,
+    )
+    return [SeatRef(section_id=r[0], row=r[1], seat_number=r[2]) for r in rows]
+
+
+async def taken_seat_set(conn: asyncpg.Pool, event_id: int) -> TakenSeats:
+    """Grouped by row in the database: a row per venue row instead of one per taken seat (an
+    on-sale reads this every time the read model moves)."""
+    rows = await conn.fetch(
+        f"SELECT section_id, row, array_agg(seat_number) FROM {_LIVE}.taken_seats"
+        " WHERE event_id = $1 GROUP BY section_id, row",
+        event_id,
+    )
+    return TakenSeats({(r[0], r[1]): frozenset(r[2]) for r in rows})
+
+
+async def taken_per_type(conn: asyncpg.Pool, type_ids: Sequence[int]) -> dict[int, int]:
+    rows = await conn.fetch(
+        f"SELECT ticket_type_id, taken FROM {_LIVE}.taken_counts WHERE ticket_type_id = ANY($1)",
+        list(type_ids),
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+async def event_stock(
+    conn: asyncpg.Pool, event_id: int, sections: list[Section], types: list[TicketType]
+) -> tuple[dict[int, int], list[SeatRef]]:
+    """Per-type availability and the seats that are taken (held or sold)."""
+    seats = await taken_seats(conn, event_id)
+    per_section: dict[int, int] = {}
+    for seat in seats:
+        per_section[seat.section_id] = per_section.get(seat.section_id, 0) + 1
+    counts = await taken_per_type(conn, [t.id for t in types])
+    return available_per_type(sections, types, per_section, counts), seats
+
+
+async def taken_on(conn: asyncpg.Pool, attraction_id: int, day: date) -> int:
+    return (
+        await conn.fetchval(
+            f"SELECT taken FROM {_LIVE}.attraction_days WHERE attraction_id = $1"
+            " AND visit_date = $2",
+            attraction_id,
+            day,
+        )
+        or 0
+    )
+
+
+UNLIMITED = 9999
+
+
+async def attraction_stock(
+    conn: asyncpg.Pool, row: asyncpg.Record
+) -> tuple[list[TicketType], dict[int, int]]:
+    """Per-type availability of an attraction (`row`, as catalog.attraction reads it): a type's
+    remaining capacity; a type without one is bounded only by the daily cap (shown as the cap,
+    or UNLIMITED without one)."""
+    types = await catalog.ticket_types(conn, attraction_id=row["id"])
+    counts = await taken_per_type(conn, [t.id for t in types])
+    fallback = row["daily_max_tickets"] or UNLIMITED
+    return types, {
+        t.id: fallback if t.capacity is None else max(0, t.capacity - counts.get(t.id, 0))
+        for t in types
+    }

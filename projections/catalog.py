@@ -1,5 +1,7 @@
 """The catalog read model: organizations, venues with their seat maps, events, ticket types,
-attractions and discount codes, in the shape the partner API's read endpoints serve."""
+attractions and discount codes, in the shape the partner API's read endpoints serve. Its
+queries are scoped to one organization: the only way the read endpoints reach these tables,
+so no handler can forget the organization filter."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import msgspec
 from domain import catalog, discounts
 from domain.events import Event
 from infra.eventstore import RecordedEvent
+from projections.framework import live_schema
 
 _json = msgspec.json.Encoder()
 
@@ -233,3 +236,157 @@ _HANDLED = {
     "DiscountCodeRedeemed": _redeemed,
     "DiscountCodeReleased": _released,
 }
+
+
+_LIVE = live_schema(CatalogProjection())
+
+_sections = msgspec.json.Decoder(list[catalog.Section])
+
+_EVENT_COLUMNS = (
+    "e.id, e.slug, e.name, e.description, e.event_date, e.event_end_date, e.doors_open,"
+    " e.sales_start_date, e.sales_end_date, e.status, e.venue_id, o.currency,"
+    " v.name AS venue_name, v.address, v.city, v.zip_code, v.sections::text AS sections"
+)
+
+
+async def organization(conn: asyncpg.Pool, organization_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT * FROM {_LIVE}.organizations WHERE id = $1", organization_id
+    )
+
+
+async def upcoming_events(
+    conn: asyncpg.Pool, organization_id: int, limit: int
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT e.*, v.name AS venue_name, v.city FROM {_LIVE}.events e"
+        f" JOIN {_LIVE}.venues v ON v.id = e.venue_id"
+        " WHERE e.organization_id = $1 AND e.status = 'published' AND e.event_date > now()"
+        " ORDER BY e.event_date, e.id LIMIT $2",
+        organization_id,
+        limit,
+    )
+
+
+async def event(conn: asyncpg.Pool, organization_id: int, slug: str) -> asyncpg.Record | None:
+    """A published or cancelled event of the organization; drafts are not visible."""
+    return await conn.fetchrow(
+        f"SELECT {_EVENT_COLUMNS} FROM {_LIVE}.events e"
+        f" JOIN {_LIVE}.organizations o ON o.id = e.organization_id"
+        f" JOIN {_LIVE}.venues v ON v.id = e.venue_id"
+        " WHERE e.organization_id = $1 AND e.slug = $2 AND e.status <> 'draft'",
+        organization_id,
+        slug,
+    )
+
+
+async def event_by_id(
+    conn: asyncpg.Pool, organization_id: int, event_id: int
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {_EVENT_COLUMNS} FROM {_LIVE}.events e"
+        f" JOIN {_LIVE}.organizations o ON o.id = e.organization_id"
+        f" JOIN {_LIVE}.venues v ON v.id = e.venue_id"
+        " WHERE e.organization_id = $1 AND e.id = $2 AND e.status <> 'draft'",
+        organization_id,
+        event_id,
+    )
+
+
+def sections_of(row: asyncpg.Record) -> list[catalog.Section]:
+    return _sections.decode(row["sections"])
+
+
+def _ticket_type_of(row: asyncpg.Record) -> catalog.TicketType:
+    return catalog.TicketType(
+        id=row["id"],
+        name=row["name"],
+        description=row["description"],
+        price_cents=row["price_cents"],
+        early_bird_price_cents=row["early_bird_price_cents"],
+        early_bird_end_date=row["early_bird_end_date"],
+        category=row["category"],
+        max_per_purchase=row["max_per_purchase"],
+        section_ids=list(row["section_ids"]),
+        capacity=row["capacity"],
+    )
+
+
+async def ticket_types(
+    conn: asyncpg.Pool, *, event_id: int | None = None, attraction_id: int | None = None
+) -> list[catalog.TicketType]:
+    column, owner = (
+        ("event_id", event_id) if event_id is not None else ("attraction_id", attraction_id)
+    )
+    rows = await conn.fetch(
+        f"SELECT * FROM {_LIVE}.ticket_types WHERE {column} = $1 ORDER BY display_order", owner
+    )
+    return [_ticket_type_of(r) for r in rows]
+
+
+async def venues(conn: asyncpg.Pool, organization_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT * FROM {_LIVE}.venues WHERE organization_id = $1 ORDER BY id", organization_id
+    )
+
+
+async def venue(conn: asyncpg.Pool, organization_id: int, venue_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT * FROM {_LIVE}.venues WHERE organization_id = $1 AND id = $2",
+        organization_id,
+        venue_id,
+    )
+
+
+_ATTRACTION_COLUMNS = (
+    "a.*, a.opening_hours::text AS hours, o.currency, v.name AS venue_name, v.address,"
+    " v.city, v.zip_code"
+)
+
+
+async def attractions(conn: asyncpg.Pool, organization_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {_ATTRACTION_COLUMNS} FROM {_LIVE}.attractions a"
+        f" JOIN {_LIVE}.organizations o ON o.id = a.organization_id"
+        f" JOIN {_LIVE}.venues v ON v.id = a.venue_id"
+        " WHERE a.organization_id = $1 ORDER BY a.id",
+        organization_id,
+    )
+
+
+async def attraction(conn: asyncpg.Pool, organization_id: int, slug: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {_ATTRACTION_COLUMNS} FROM {_LIVE}.attractions a"
+        f" JOIN {_LIVE}.organizations o ON o.id = a.organization_id"
+        f" JOIN {_LIVE}.venues v ON v.id = a.venue_id"
+        " WHERE a.organization_id = $1 AND a.slug = $2",
+        organization_id,
+        slug,
+    )
+
+
+async def discount_code(
+    conn: asyncpg.Pool, organization_id: int, code: str
+) -> tuple[catalog.DiscountCodeCreated, int] | None:
+    """The organization's code (as stored: trimmed, upper case) with its uses so far, in the
+    shape the pricing and the discount rules take."""
+    row = await conn.fetchrow(
+        f"SELECT * FROM {_LIVE}.discount_codes WHERE organization_id = $1 AND code = $2",
+        organization_id,
+        code,
+    )
+    if row is None:
+        return None
+    terms = catalog.DiscountCodeCreated(
+        discount_id=row["id"],
+        organization_id=row["organization_id"],
+        code=row["code"],
+        percentage=row["percentage"],
+        amount_cents=row["amount_cents"],
+        applies_to_all=row["applies_to_all"],
+        ticket_type_ids=list(row["ticket_type_ids"]),
+        valid_from=row["valid_from"],
+        valid_until=row["valid_until"],
+        max_uses=row["max_uses"],
+    )
+    return terms, row["current_uses"]

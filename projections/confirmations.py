@@ -10,7 +10,7 @@ import asyncpg
 
 from domain import streams
 from infra.eventstore import RecordedEvent
-from infra.outbox import enqueue
+from infra.mail_outbox import enqueue
 
 
 class ConfirmationsProjection:

@@ -3,12 +3,14 @@ organization's sales looks like. The purchase itself is always read from its own
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar
 
 import asyncpg
 
 from domain import purchasing, streams
 from infra.eventstore import RecordedEvent
+from projections.framework import live_schema
 
 _STATUS = {
     "PurchasePaid": "paid",
@@ -59,3 +61,17 @@ class PurchasesProjection:
                 _STATUS[event.type],
                 paid_at,
             )
+
+
+_LIVE = live_schema(PurchasesProjection())
+
+
+async def due_for_expiry(conn: asyncpg.Pool, now: datetime, limit: int) -> list[str]:
+    """The tokens of unpaid purchases whose hold has run out by `now`, the longest due first."""
+    rows = await conn.fetch(
+        f"SELECT token FROM {_LIVE}.purchases WHERE status = 'pending_payment'"
+        " AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+        now,
+        limit,
+    )
+    return [r["token"] for r in rows]

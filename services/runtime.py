@@ -34,9 +34,9 @@ from projections.registry import all_projections, ensure_read_models
 from services.api.activity import ActivityLog
 from services.api.attendee_pages import attendee_link
 from services.api.gateway import GatewayRunner, create_app
-from services.api.health import Readiness, serve_health
 from services.dev.seed_demo import DEMO_ORGANIZATION, seed_demo
 from services.dev.stripe_sim import serve_simulator
+from services.health import Readiness, serve_health
 from services.usecases.catalog_commands import organization_id_by_slug
 from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import nats
 import pytest
 
 from infra.db import create_pool, migrate
+from infra.scratch import scratch
 from infra.settings import Settings
 
 
@@ -48,33 +48,14 @@ async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tup
         yield db_url, nats_url
 
 
-def _with_database(url: str, database: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{database}"
-
-
 @pytest.fixture(scope="session")
 async def settings(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory):
     """Settings pointing at a database and a JetStream stream that belong to this run alone."""
     admin_url, nats_url = servers
-    run = uuid.uuid4().hex[:10]
-    database = f"linjerum_test_{run}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    stream = f"LJTEST_{run.upper()}"
-    yield Settings(
-        database_url=_with_database(admin_url, database),
-        nats_url=nats_url,
-        data_dir=Path(tmp_path_factory.mktemp("data")),
-        nats_stream=stream,
-        subject_prefix=f"ljtest.{run}",
-    )
-    nc = await nats.connect(nats_url)
-    with contextlib.suppress(Exception):
-        await nc.jetstream().delete_stream(stream)
-    await nc.close()
-    await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    await admin.close()
+    data_dir = Path(tmp_path_factory.mktemp("data"))
+    shared = Settings(database_url=admin_url, nats_url=nats_url, data_dir=data_dir)
+    async with scratch(shared, f"linjerum_test_{uuid.uuid4().hex[:10]}") as own:
+        yield own
 
 
 @pytest.fixture(scope="session")

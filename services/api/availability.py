@@ -7,7 +7,7 @@ from aiohttp import web
 
 from domain.holds import VisitDay, local_date, visit_day
 from domain.stock import event_status
-from services.api import readmodel as rm
+from projections import availability, catalog
 from services.api import schemas as s
 from services.api.context import PURCHASES, now, organization_of, pool_of
 from services.api.errors import not_found
@@ -17,11 +17,13 @@ from services.api.routes import Route
 
 async def event_availability(request: web.Request) -> Snapshot:
     pool = pool_of(request)
-    row = await rm.event(pool, organization_of(request), request.match_info["slug"])
+    row = await catalog.event(pool, organization_of(request), request.match_info["slug"])
     if row is None:
         raise not_found("event")
-    types = await rm.ticket_types(pool, event_id=row["id"])
-    available, seats = await rm.event_stock(pool, row["id"], rm.sections_of(row), types)
+    types = await catalog.ticket_types(pool, event_id=row["id"])
+    available, seats = await availability.event_stock(
+        pool, row["id"], catalog.sections_of(row), types
+    )
     status = event_status(
         row["status"],
         row["sales_start_date"],
@@ -45,11 +47,11 @@ async def seat_plan(request: web.Request) -> Snapshot:
     organization_id = organization_of(request)
     venue_id = path_int(request, "id")
     query = parse_query(request, s.SeatPlanQuery)
-    row = await rm.event_by_id(pool, organization_id, query.event_id)
+    row = await catalog.event_by_id(pool, organization_id, query.event_id)
     if row is None or row["venue_id"] != venue_id:
         raise not_found("venue or event")
-    types = await rm.ticket_types(pool, event_id=row["id"])
-    sections = rm.sections_of(row)
+    types = await catalog.ticket_types(pool, event_id=row["id"])
+    sections = catalog.sections_of(row)
     return snapshot(
         s.SeatPlan(
             venue_id=venue_id,
@@ -76,7 +78,7 @@ async def seat_plan(request: web.Request) -> Snapshot:
                 )
                 for x in sorted(sections, key=lambda x: (x.display_order, x.id))
             ],
-            sold_seats=await rm.taken_seats(pool, row["id"]),
+            sold_seats=await availability.taken_seats(pool, row["id"]),
             ticket_type_section_map={str(t.id): t.section_ids for t in types},
         ),
     )
@@ -89,10 +91,10 @@ async def attraction_availability(request: web.Request) -> Snapshot:
     pool = pool_of(request)
     organization_id = organization_of(request)
     query = parse_query(request, s.AttractionAvailabilityQuery)
-    row = await rm.attraction(pool, organization_id, request.match_info["slug"])
+    row = await catalog.attraction(pool, organization_id, request.match_info["slug"])
     if row is None:
         raise not_found("attraction")
-    _, available = await rm.attraction_stock(pool, row)
+    _, available = await availability.attraction_stock(pool, row)
     cap = row["daily_max_tickets"]
     remaining = None
     day: VisitDay = "open"
@@ -103,7 +105,7 @@ async def attraction_availability(request: web.Request) -> Snapshot:
         if day != "open":
             remaining = 0
         elif cap is not None:
-            remaining = max(0, cap - await rm.taken_on(pool, row["id"], query.date))
+            remaining = max(0, cap - await availability.taken_on(pool, row["id"], query.date))
     if remaining is not None:
         available = {tid: min(n, remaining) for tid, n in available.items()}
     return snapshot(

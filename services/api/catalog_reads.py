@@ -9,7 +9,7 @@ from aiohttp import web
 
 from domain.catalog import OpeningHours
 from domain.stock import early_bird_active, event_status
-from services.api import readmodel as rm
+from projections import availability, catalog
 from services.api import schemas as s
 from services.api.context import now, organization_of, pool_of
 from services.api.errors import not_found
@@ -44,7 +44,7 @@ def _venue(row) -> s.Venue:
 
 
 async def get_organization(request: web.Request) -> Snapshot:
-    row = await rm.organization(pool_of(request), organization_of(request))
+    row = await catalog.organization(pool_of(request), organization_of(request))
     if row is None:
         raise not_found("organization")
     return snapshot(
@@ -63,7 +63,7 @@ async def get_organization(request: web.Request) -> Snapshot:
 
 async def list_events(request: web.Request) -> Snapshot:
     query = parse_query(request, s.EventsQuery)
-    rows = await rm.upcoming_events(pool_of(request), organization_of(request), query.limit)
+    rows = await catalog.upcoming_events(pool_of(request), organization_of(request), query.limit)
     events = [
         s.EventSummary(
             id=r["id"],
@@ -82,11 +82,11 @@ async def list_events(request: web.Request) -> Snapshot:
 
 async def get_event(request: web.Request) -> Snapshot:
     pool = pool_of(request)
-    row = await rm.event(pool, organization_of(request), request.match_info["slug"])
+    row = await catalog.event(pool, organization_of(request), request.match_info["slug"])
     if row is None:
         raise not_found("event")
-    types = await rm.ticket_types(pool, event_id=row["id"])
-    available, _ = await rm.event_stock(pool, row["id"], rm.sections_of(row), types)
+    types = await catalog.ticket_types(pool, event_id=row["id"])
+    available, _ = await availability.event_stock(pool, row["id"], catalog.sections_of(row), types)
     moment = now()
     detail = s.EventDetail(
         id=row["id"],
@@ -130,19 +130,19 @@ async def get_event(request: web.Request) -> Snapshot:
 
 
 async def list_venues(request: web.Request) -> Snapshot:
-    rows = await rm.venues(pool_of(request), organization_of(request))
+    rows = await catalog.venues(pool_of(request), organization_of(request))
     return snapshot(s.VenueList(venues=[_venue(r) for r in rows], count=len(rows)))
 
 
 async def get_venue(request: web.Request) -> Snapshot:
-    row = await rm.venue(pool_of(request), organization_of(request), path_int(request, "id"))
+    row = await catalog.venue(pool_of(request), organization_of(request), path_int(request, "id"))
     if row is None:
         raise not_found("venue")
     return snapshot(s.VenueResponse(venue=_venue(row)))
 
 
 async def list_attractions(request: web.Request) -> Snapshot:
-    rows = await rm.attractions(pool_of(request), organization_of(request))
+    rows = await catalog.attractions(pool_of(request), organization_of(request))
     items = [
         s.AttractionSummary(
             id=r["id"],
@@ -159,10 +159,10 @@ async def list_attractions(request: web.Request) -> Snapshot:
 
 async def get_attraction(request: web.Request) -> Snapshot:
     pool = pool_of(request)
-    row = await rm.attraction(pool, organization_of(request), request.match_info["slug"])
+    row = await catalog.attraction(pool, organization_of(request), request.match_info["slug"])
     if row is None:
         raise not_found("attraction")
-    types, available = await rm.attraction_stock(pool, row)
+    types, available = await availability.attraction_stock(pool, row)
     detail = s.AttractionDetail(
         id=row["id"],
         slug=row["slug"],

@@ -1,5 +1,6 @@
-"""What a handler needs from its request: the pool, the caller's organization and the
-process's memoized read answers."""
+"""What the gateway's application and each request carry, under one set of keys: the pool, the
+use cases, the shared caches and feeds, the caller's key and request id. The gateway fills them
+in; handlers read them through the helpers below."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import asyncpg
 from aiohttp import web
 
 from infra.apikeys import ApiKey
+from infra.changes import ChangeFeed
+from infra.eventstore import Metadata
+from services.api.access import AccessControl
+from services.api.activity import ActivityLog
+from services.api.docs.published import PublishedDocs
 from services.api.memo import Memo
+from services.api.offers import SeatOffers
 from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents
 
@@ -17,6 +24,14 @@ POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
 PURCHASES: web.AppKey[Purchases] = web.AppKey("purchases", Purchases)
 DOCUMENTS: web.AppKey[Documents] = web.AppKey("documents", Documents)
 SNAPSHOTS: web.AppKey[Memo] = web.AppKey("snapshots", Memo)
+ACCESS: web.AppKey[AccessControl] = web.AppKey("access", AccessControl)
+ACTIVITY: web.AppKey[ActivityLog] = web.AppKey("activity", ActivityLog)
+CHANGES: web.AppKey[ChangeFeed] = web.AppKey("changes", ChangeFeed)
+API_DOCS: web.AppKey[PublishedDocs] = web.AppKey("api_docs", PublishedDocs)
+# The seat planner's: offers made to buyers, and each event's seat map and taken seats.
+OFFERS: web.AppKey[SeatOffers] = web.AppKey("offers", SeatOffers)
+PLANS: web.AppKey[Memo] = web.AppKey("seat_plans", Memo)
+TAKEN: web.AppKey[Memo] = web.AppKey("taken_seats", Memo)
 API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
@@ -39,6 +54,12 @@ def api_key_of(request: web.Request) -> ApiKey:
 
 def organization_of(request: web.Request) -> int:
     return api_key_of(request).organization_id
+
+
+def metadata_of(request: web.Request) -> Metadata:
+    """What the events a partner's request appends record of it."""
+    key = api_key_of(request)
+    return Metadata(request_id=request_id_of(request), api_key_id=key.id, actor="partner-api")
 
 
 def now() -> datetime:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from domain.purchasing import PurchaseState
-from infra.outbox import enqueue
+from infra.mail_outbox import enqueue
 from services.api.context import DOCUMENTS, PURCHASES, api_key_of, pool_of
 from services.api.errors import ApiError, not_found
 from services.api.http import json_response, path_int

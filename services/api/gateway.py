@@ -25,7 +25,6 @@ from services.api import (
     availability,
     catalog_reads,
     deliveries,
-    docs,
     pricing,
     purchases,
     seating,
@@ -34,7 +33,23 @@ from services.api import (
 )
 from services.api.access import KEY_SECONDS, AccessControl
 from services.api.activity import ActivityEntry, ActivityLog
-from services.api.context import API_KEY, DOCUMENTS, POOL, PURCHASES, REQUEST_ID, SNAPSHOTS
+from services.api.context import (
+    ACCESS,
+    ACTIVITY,
+    API_DOCS,
+    API_KEY,
+    CHANGES,
+    DOCUMENTS,
+    OFFERS,
+    PLANS,
+    POOL,
+    PURCHASES,
+    REQUEST_ID,
+    SNAPSHOTS,
+    TAKEN,
+)
+from services.api.docs import endpoints as docs
+from services.api.docs.published import PublishedDocs
 from services.api.errors import (
     ApiError,
     error_response,
@@ -42,12 +57,12 @@ from services.api.errors import (
     service_unavailable,
     unavailable,
 )
-from services.api.health import Readiness, add_health_routes
 from services.api.http import check_text
 from services.api.limits import Verdict
 from services.api.memo import Memo
 from services.api.offers import SeatOffers
-from services.api.routes import Handler, Route
+from services.api.routes import API_PREFIX, Handler, Route
+from services.health import Readiness, add_health_routes
 from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents
 
@@ -56,11 +71,7 @@ log = structlog.get_logger(__name__)
 REQUEST_ID_MAX = 128
 SLOW_REQUEST_MS = 1000.0
 _random = random.Random()
-API_PREFIX = "/api/v1/"
 ROUTES: dict[Handler, Route] = {}
-ACCESS: web.AppKey[AccessControl] = web.AppKey("access", AccessControl)
-ACTIVITY: web.AppKey[ActivityLog] = web.AppKey("activity", ActivityLog)
-CHANGES: web.AppKey[ChangeFeed] = web.AppKey("changes", ChangeFeed)
 # Read answers may lag the read models by at most this (for what depends on the clock, such as
 # an event's status); a change to the read models ends them at once.
 SNAPSHOT_SECONDS = 1.0
@@ -207,11 +218,11 @@ def partner_routes() -> Iterable[Route]:
 
 async def _start(app: web.Application) -> None:
     app[CHANGES].start()
-    await app[seating.OFFERS].start()
+    await app[OFFERS].start()
 
 
 async def _stop(app: web.Application) -> None:
-    await app[seating.OFFERS].stop()
+    await app[OFFERS].stop()
     await app[CHANGES].stop()
 
 
@@ -230,9 +241,9 @@ def create_app(
     app[POOL] = pool
     app[CHANGES] = changes
     app[SNAPSHOTS] = Memo(changes, READS_FOLLOW, ttl=SNAPSHOT_SECONDS)
-    app[seating.OFFERS] = SeatOffers(offer_feed)
-    app[seating.PLANS] = Memo(changes, (CATALOG_CHANGES,), ttl=SNAPSHOT_SECONDS)
-    app[seating.TAKEN] = Memo(changes, (AVAILABILITY_CHANGES,), ttl=SNAPSHOT_SECONDS)
+    app[OFFERS] = SeatOffers(offer_feed)
+    app[PLANS] = Memo(changes, (CATALOG_CHANGES,), ttl=SNAPSHOT_SECONDS)
+    app[TAKEN] = Memo(changes, (AVAILABILITY_CHANGES,), ttl=SNAPSHOT_SECONDS)
     app[ACCESS] = AccessControl(pool, Memo(changes, (API_KEYS,), ttl=KEY_SECONDS))
     app[ACTIVITY] = activity
     app[PURCHASES] = sales
@@ -240,7 +251,9 @@ def create_app(
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     add_health_routes(app, readiness or Readiness(pool))
-    for route in partner_routes():
+    routes = list(partner_routes())
+    app[API_DOCS] = PublishedDocs(routes)
+    for route in routes:
         ROUTES[route.handler] = route
         app.router.add_route(route.method, route.path, route.handler)
     return app

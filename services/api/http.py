@@ -29,6 +29,8 @@ _MISSING = re.compile(r"(?:missing required|contains unknown) field `([^`]*)`")
 # body without such an escape is never walked.
 _UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 UNSTORABLE_DETAIL = "must not contain NUL characters or unpaired surrogates"
+# A ticket type id as a JSON object key: canonical, so two keys never name one type.
+TYPE_ID = re.compile(r"^[1-9][0-9]{0,17}$")
 
 
 def check_text(field: str, value: str) -> None:

@@ -17,13 +17,12 @@ from domain.catalog import DISCOUNT_CODE, SLUG, DiscountCodeCreated, FeeRule, Ti
 from domain.discounts import Reason, verdict
 from domain.pricing import Pricing, price_basket
 from domain.purchasing import MAX_TICKETS
-from services.api import readmodel as rm
+from projections import catalog
 from services.api.context import now, organization_of, pool_of
 from services.api.errors import invalid_request, not_found
-from services.api.http import json_response, parse_body
+from services.api.http import TYPE_ID, json_response, parse_body
 from services.api.routes import Route
 from services.api.schemas import Payload
-from services.api.seating import TYPE_ID
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -89,16 +88,16 @@ async def _ticket_types(
     row = None
     if event_slug is not None:
         if SLUG.fullmatch(event_slug):
-            row = await rm.event(pool, organization_id, event_slug)
+            row = await catalog.event(pool, organization_id, event_slug)
         if row is None:
             raise not_found("event")
-        types = await rm.ticket_types(pool, event_id=row["id"])
+        types = await catalog.ticket_types(pool, event_id=row["id"])
     else:
         if attraction_slug is not None and SLUG.fullmatch(attraction_slug):
-            row = await rm.attraction(pool, organization_id, attraction_slug)
+            row = await catalog.attraction(pool, organization_id, attraction_slug)
         if row is None:
             raise not_found("attraction")
-        types = await rm.ticket_types(pool, attraction_id=row["id"])
+        types = await catalog.ticket_types(pool, attraction_id=row["id"])
     return {t.id: t for t in types}
 
 
@@ -110,7 +109,7 @@ async def _discount(
     normalized = code.strip().upper()
     found = None
     if DISCOUNT_CODE.fullmatch(normalized):
-        found = await rm.discount_code(pool, organization_id, normalized)
+        found = await catalog.discount_code(pool, organization_id, normalized)
     return found if found is not None else (None, 0)
 
 
@@ -146,7 +145,7 @@ async def preview_pricing(request: web.Request) -> web.Response:
     organization_id = organization_of(request)
     types = await _ticket_types(pool, organization_id, body.event_slug, body.attraction_slug)
     _check_ticket_types(quantities, types)
-    organization = await rm.organization(pool, organization_id)
+    organization = await catalog.organization(pool, organization_id)
     if organization is None:
         raise not_found("organization")
     at = now()

@@ -15,13 +15,11 @@ from domain.purchasing import PurchasedTicket, PurchaseRequest, PurchaseState
 from domain.seating import seat_key
 from domain.tickets import TicketState
 from infra import idempotency
-from infra.eventstore import Metadata
-from services.api.context import PURCHASES, api_key_of, pool_of, request_id_of
+from services.api.context import OFFERS, PURCHASES, api_key_of, metadata_of, pool_of
 from services.api.errors import ApiError, error_response, from_domain, invalid_request
 from services.api.http import decode_body, json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
-from services.api.seating import OFFERS
 from services.usecases.ticketing import load_tickets
 
 
@@ -164,11 +162,6 @@ def purchase_view(
         visit_date=o.visit_date,
         tickets=[_ticket(state, t, (issued or {}).get(t.id)) for t in o.tickets],
     )
-
-
-def metadata_of(request: web.Request) -> Metadata:
-    key = api_key_of(request)
-    return Metadata(request_id=request_id_of(request), api_key_id=key.id, actor="partner-api")
 
 
 async def _create(request: web.Request, raw: bytes) -> web.Response:

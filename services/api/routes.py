@@ -11,6 +11,8 @@ from typing import Any
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The versioned partner API: what the OpenAPI document covers and the activity log records.
+API_PREFIX = "/api/v1/"
 
 
 @dataclass(frozen=True)

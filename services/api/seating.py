@@ -11,7 +11,6 @@ than all the rest."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -24,19 +23,13 @@ from domain import seating
 from domain.catalog import MAX_PER_PURCHASE, Section, TicketType
 from domain.errors import InvalidCommand
 from domain.inventory import SeatRef
-from services.api import readmodel as rm
-from services.api.context import PURCHASES, organization_of, pool_of
+from projections import availability, catalog
+from services.api.context import OFFERS, PLANS, PURCHASES, TAKEN, organization_of, pool_of
 from services.api.errors import from_domain, invalid_request, not_found
-from services.api.http import json_response, parse_body
-from services.api.memo import Memo
-from services.api.offers import SeatOffers
+from services.api.http import TYPE_ID, json_response, parse_body
 from services.api.routes import Route
 
-OFFERS: web.AppKey[SeatOffers] = web.AppKey("offers", SeatOffers)
-PLANS: web.AppKey[Memo] = web.AppKey("seat_plans", Memo)
-TAKEN: web.AppKey[Memo] = web.AppKey("taken_seats", Memo)
 MAX_NEAR = 100  # a buyer's selection is a purchase or two; this bounds the scoring work
-TYPE_ID = re.compile(r"^[1-9][0-9]{0,17}$")  # canonical, so two keys never name one type
 DESK_IN_STEP_SECONDS = 1.0  # how old the desk's view of the stream may be for a suggestion
 
 
@@ -95,16 +88,18 @@ async def _event(request: web.Request) -> _Event:
     plan = await request.app[PLANS].get(
         (organization_id, slug), lambda: _load_plan(pool, organization_id, slug)
     )
-    taken = await request.app[TAKEN].get(plan.id, lambda: rm.taken_seat_set(pool, plan.id))
+    taken = await request.app[TAKEN].get(
+        plan.id, lambda: availability.taken_seat_set(pool, plan.id)
+    )
     return _Event(plan.id, plan.sections, plan.ticket_types, taken)
 
 
 async def _load_plan(pool: asyncpg.Pool, organization_id: int, slug: str) -> _Plan:
-    row = await rm.event(pool, organization_id, slug)
+    row = await catalog.event(pool, organization_id, slug)
     if row is None:
         raise not_found("event")
-    types = await rm.ticket_types(pool, event_id=row["id"])
-    return _Plan(row["id"], rm.sections_of(row), {t.id: t for t in types})
+    types = await catalog.ticket_types(pool, event_id=row["id"])
+    return _Plan(row["id"], catalog.sections_of(row), {t.id: t for t in types})
 
 
 def _seated_type(event: _Event, ticket_type_id: int) -> TicketType:

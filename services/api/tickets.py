@@ -14,10 +14,9 @@ from domain.catalog import VenueRegistered
 from domain.inventory import SeatRef
 from domain.purchasing import EMAIL, PurchaseOpened, PurchaseState
 from domain.tickets import Reason
-from services.api.context import PURCHASES, api_key_of, pool_of
+from services.api.context import PURCHASES, api_key_of, metadata_of, pool_of
 from services.api.errors import ApiError, invalid_request
 from services.api.http import json_response, parse_body, parse_query
-from services.api.purchases import metadata_of
 from services.api.routes import Route
 from services.api.schemas import Payload, Query
 from services.usecases import ticketing

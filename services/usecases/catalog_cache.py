@@ -18,7 +18,7 @@ import msgspec
 from domain import catalog, streams, tickets
 from domain.errors import NotFound
 from domain.purchasing import PurchaseOpened
-from infra.eventstore import read_stream
+from infra.eventstore import first_event_data, read_stream
 from services.usecases import catalog_commands
 
 T = TypeVar("T")
@@ -106,9 +106,5 @@ class Catalog:
         self, stream_id: str, event_type: str, decoder: msgspec.json.Decoder[T]
     ) -> T | None:
         """A stream's first event when it is of `event_type` (the registration)."""
-        data = await self.pool.fetchval(
-            "SELECT data::text FROM events WHERE stream_id = $1 AND version = 1 AND type = $2",
-            stream_id,
-            event_type,
-        )
+        data = await first_event_data(self.pool, stream_id, event_type)
         return None if data is None else decoder.decode(data)

@@ -32,6 +32,7 @@ from infra.eventstore import (
     read_stream,
 )
 from infra.payments import PaymentError, PaymentIntentRef, Payments, WebhookEvent
+from projections import purchases as purchases_read_model
 from services.usecases import catalog_commands
 from services.usecases.catalog_cache import Catalog
 from services.usecases.desk import Aggregate, Desk, Desks, Kind
@@ -416,6 +417,9 @@ class Purchases:
             intent_id=intent_id,
             now=datetime.now(UTC),
             product_times=await self.catalog.times(opened),
+            sections=[]
+            if opened.event_id is None
+            else await self.catalog.sections_of_event(opened.event_id),
         )
         try:
             await self._inventory_desk(opened).submit(command, meta)
@@ -435,8 +439,6 @@ class Purchases:
         return "refund_decided"
 
     async def due_for_expiry(self, now: datetime, limit: int = 500) -> list[str]:
-        from projections import purchases as purchases_read_model
-
         return await purchases_read_model.due_for_expiry(self.pool, now, limit)
 
 

@@ -61,10 +61,10 @@ async def load_tickets(
     pool: asyncpg.Pool, ticket_ids: Sequence[int]
 ) -> dict[int, tuple[TicketState | None, int]]:
     """Each ticket's state and stream version (None and 0 before issue), in one round trip."""
-    streams = await read_streams(pool, [streams.ticket(t) for t in ticket_ids])
+    found = await read_streams(pool, [streams.ticket(t) for t in ticket_ids])
     loaded = {}
     for ticket_id in ticket_ids:
-        recorded = streams.get(streams.ticket(ticket_id), [])
+        recorded = found.get(streams.ticket(ticket_id), [])
         loaded[ticket_id] = (tickets.replay_ticket(r.event() for r in recorded), len(recorded))
     return loaded
 

@@ -29,7 +29,7 @@ from projections.framework import (
     read_checkpoint,
     read_stream_seq,
 )
-from services.api.health import behind
+from services.health import behind
 
 log = structlog.get_logger(__name__)
 

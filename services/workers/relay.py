@@ -29,11 +29,13 @@ from infra.eventstore import (
     START,
     Position,
     RecordedEvent,
+    next_is_settled,
+    position_of,
     read_all,
 )
 from infra.settings import Settings
 from infra.supervise import OUTAGES, serve_forever
-from services.api.health import behind
+from services.health import behind
 
 log = structlog.get_logger(__name__)
 
@@ -141,7 +143,7 @@ class Relay:
         publishable when that ends, which notifies only if it was an append: look again soon."""
         if self._wake.is_set():
             return
-        settled = await self._next_is_settled()
+        settled = await next_is_settled(self._db, self._checkpoint.position)
         if settled:
             return
         wait = self._idle_poll if settled is None else self._held_back_poll
@@ -150,15 +152,6 @@ class Relay:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await self._wake.wait()
-
-    async def _next_is_settled(self) -> bool | None:
-        """Whether the next event after the checkpoint can be published; None if there is none."""
-        return await self._db.fetchval(
-            "SELECT tx_id < pg_snapshot_xmin(pg_current_snapshot()) FROM events"
-            " WHERE (tx_id, position) > ($1::text::xid8, $2) ORDER BY tx_id, position LIMIT 1",
-            str(self._checkpoint.position.tx_id),
-            self._checkpoint.position.position,
-        )
 
     async def reconcile(self) -> None:
         """Take the checkpoint from the database, then move it to the stream's last message if
@@ -188,20 +181,12 @@ class Relay:
             self._checkpoint = stored
             return
         last_id = (last.headers or {}).get("Nats-Msg-Id")
-        found = (
-            await self._db.fetchrow(
-                "SELECT tx_id::text::bigint AS tx_id, position FROM events"
-                " WHERE event_id = $1::uuid",
-                last_id,
-            )
-            if last_id
-            else None
-        )
+        found = await position_of(self._db, last_id) if last_id else None
         if found is None:
             log.error("relay_unknown_last_message", msg_id=last_id)
             self._checkpoint = stored
             return
-        published = Checkpoint(Position(found["tx_id"], found["position"]), last_id)
+        published = Checkpoint(found, last_id)
         self._checkpoint = max(stored, published, key=lambda c: c.position)
         if self._checkpoint != stored:
             await self._store(self._checkpoint)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -26,7 +26,9 @@ from infra.payments import (
 from projections.rebuild import rebuild
 from projections.registry import all_projections
 from services.api.activity import ActivityLog
-from services.api.gateway import CHANGES, READS_FOLLOW, create_app
+from services.api.context import CHANGES
+from services.api.gateway import READS_FOLLOW, create_app
+from services.dev.sample_event import first_ticket_type, put_on_sale
 from services.dev.seed_demo import DEMO_ORGANIZATION, SECOND_ORGANIZATION, seed_demo
 from services.dev.stripe_sim import create_simulator
 from services.usecases import catalog_commands
@@ -230,14 +232,6 @@ def standing(capacity: int) -> c.SectionPlan:
     )
 
 
-async def first_ticket_type(pool: asyncpg.Pool, stream_id: str) -> int:
-    found = await pool.fetchval(
-        "SELECT data->'ticket_types'->0->>'id' FROM events WHERE stream_id = $1 AND version = 1",
-        stream_id,
-    )
-    return int(found)
-
-
 async def small_event(
     pool: asyncpg.Pool,
     seats: int,
@@ -251,28 +245,8 @@ async def small_event(
     venue_id = await venue_with(
         pool, org, c.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
     )
-    venue = await catalog_commands.load_venue(pool, venue_id)
-    plan = c.TicketTypePlan(
-        name="Alm",
-        price_cents=price,
-        max_per_purchase=20,
-        section_ids=[venue.sections[0].id],
-        **ticket,
-    )
-    event_id = await catalog_commands.schedule_event(
-        pool,
-        org,
-        c.ScheduleEvent(
-            slug="show",
-            name="Show",
-            venue_id=venue_id,
-            event_date=datetime.now(UTC) + timedelta(days=3),
-            publish=True,
-            ticket_types=[plan],
-        ),
-        TEST,
-    )
-    type_id = await first_ticket_type(pool, f"event-{event_id}")
+    plan = c.TicketTypePlan(name="Alm", price_cents=price, max_per_purchase=20, **ticket)
+    event_id, type_id = await put_on_sale(pool, org, venue_id, plan, TEST)
     return await issue_key(pool, org), event_id, type_id
 
 

@@ -20,8 +20,8 @@ from infra.db import create_pool
 from infra.embedded import free_port
 from infra.payments import SIMULATOR_WEBHOOK_SECRET
 from services.api.activity import ActivityLog
+from services.api.context import ACTIVITY
 from services.api.gateway import (
-    ACTIVITY,
     MAX_HEADER_BYTES,
     MAX_URL_BYTES,
     GatewayRunner,

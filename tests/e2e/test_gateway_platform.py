@@ -12,7 +12,7 @@ import asyncpg
 from infra.apikeys import revoke_key
 from infra.changes import API_KEYS
 from services.api.activity import recent_activity
-from services.api.gateway import ACTIVITY, CHANGES
+from services.api.context import ACTIVITY, CHANGES
 from services.dev.seed_demo import DEMO_ORGANIZATION
 from tests.e2e.conftest import TEST, bearer, issue_key
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from datetime import UTC, datetime
 
 import asyncpg
@@ -17,6 +16,7 @@ from domain.errors import AlreadyExists
 from infra.bus import ensure_stream
 from infra.db import create_pool, migrate
 from infra.eventstore import Metadata
+from infra.scratch import database_name, scratch
 from infra.settings import Settings
 from projections.catalog import CatalogProjection
 from projections.framework import live_schema
@@ -38,27 +38,13 @@ async def _snapshot(pool: asyncpg.Pool) -> dict[str, list[tuple]]:
 
 
 @pytest.fixture(scope="module")
-async def fresh(servers: tuple[str, str], settings: Settings):
+async def fresh(settings: Settings):
     """A database and JetStream stream of their own: these tests count everything in them."""
-    admin = await asyncpg.connect(servers[0])
-    name = f"{settings.database_url.rpartition('/')[2]}_catalog"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    own = dataclasses.replace(
-        settings,
-        database_url=f"{settings.database_url.rpartition('/')[0]}/{name}",
-        nats_stream=f"{settings.nats_stream}_CATALOG",
-        subject_prefix=f"{settings.subject_prefix}.catalog",
-    )
-    pool = await create_pool(own.database_url, size=10)
-    await migrate(pool)
-    yield pool, own
-    await pool.close()
-    nc = await nats.connect(own.nats_url)
-    with contextlib.suppress(Exception):
-        await nc.jetstream().delete_stream(own.nats_stream)
-    await nc.close()
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
+    async with scratch(settings, f"{database_name(settings)}_catalog") as own:
+        pool = await create_pool(own.database_url, size=10)
+        await migrate(pool)
+        yield pool, own
+        await pool.close()
 
 
 @pytest.fixture(scope="module")

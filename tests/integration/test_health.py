@@ -18,7 +18,7 @@ from infra.eventstore import ANY_VERSION, Metadata, PendingAppend, append
 from infra.settings import Settings
 from infra.supervise import OUTAGES
 from projections.framework import ensure_live_schema
-from services.api.health import Readiness, add_health_routes
+from services.health import Readiness, add_health_routes
 from services.workers.relay import Relay
 from tests.integration.sample_projection import TallyCounted, TallyProjection
 from tests.integration.test_relay import _ids, _nats_server, _wait_published

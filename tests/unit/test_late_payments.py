@@ -3,39 +3,10 @@ without IO."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from domain import purchasing
-from domain.pricing import Pricing
+from tests.unit.builders import NOW, purchase_opened
 
-NOW = datetime(2026, 4, 1, 12, tzinfo=UTC)
-OPENED = purchasing.PurchaseOpened(
-    token="tok",
-    organization_id=1,
-    api_key_id=None,
-    event_id=7,
-    attraction_id=None,
-    product_slug="show",
-    product_name="Show",
-    visit_date=None,
-    buyer=purchasing.Buyer(name="Ann", email="ann@example.com"),
-    tickets=[],
-    pricing=Pricing(
-        subtotal_cents=100,
-        discount_cents=0,
-        fee_cents=0,
-        total_cents=100,
-        currency="DKK",
-        line_items=[],
-        discount=None,
-    ),
-    discount_id=None,
-    stripe_account_id="acct_x",
-    comment=None,
-    access_code="ABCDEFGH",
-    opened_at=NOW,
-    expires_at=NOW + timedelta(minutes=30),
-)
+OPENED = purchase_opened()
 CREATED = purchasing.PaymentIntentCreated(token="tok", intent_id="pi_1", client_secret="s")
 
 

@@ -301,7 +301,12 @@ def test_a_late_payment_holds_the_same_seats_again_and_pays_with_tickets() -> No
     purchasing.evolve_purchase(state, purchasing.PurchaseExpired(token="p1"))
     later = NOW + timedelta(hours=1)
     command = sales.HoldAgain(
-        state=state, purchase_version=3, intent_id="pi_1", now=later, product_times=(None, None)
+        state=state,
+        purchase_version=3,
+        intent_id="pi_1",
+        now=later,
+        product_times=(None, None),
+        sections=_venue().sections,
     )
 
     decision = sales.decide(command, inventory, {})
@@ -323,7 +328,12 @@ def test_a_late_payment_for_seats_sold_since_is_refused() -> None:
     _apply(inventory, sales.decide(_open(4, token="p2"), inventory, {}))
     purchasing.evolve_purchase(state, purchasing.PurchaseExpired(token="p1"))
     command = sales.HoldAgain(
-        state=state, purchase_version=3, intent_id="pi_1", now=NOW, product_times=(None, None)
+        state=state,
+        purchase_version=3,
+        intent_id="pi_1",
+        now=NOW,
+        product_times=(None, None),
+        sections=_venue().sections,
     )
     with pytest.raises(holds.SeatsTaken):
         sales.decide(command, inventory, {})

@@ -12,25 +12,14 @@ from domain.catalog import FeeRule, Row, SectionPlan, TicketType
 from domain.errors import InvalidCommand
 from domain.inventory import SeatRef
 from domain.pricing import price_basket
+from tests.unit.builders import discount_code
 
 NOW = datetime(2026, 4, 1, 12, tzinfo=UTC)
 VOKSEN = TicketType(id=45, name="Voksen", price_cents=35000, section_ids=[12], max_per_purchase=8)
 
 
 def _code(**changes) -> catalog.DiscountCodeCreated:
-    base = {
-        "discount_id": 1,
-        "organization_id": 1,
-        "code": "SPRING25",
-        "percentage": 25,
-        "amount_cents": None,
-        "applies_to_all": True,
-        "ticket_type_ids": [],
-        "valid_from": None,
-        "valid_until": None,
-        "max_uses": 500,
-    }
-    return catalog.DiscountCodeCreated(**(base | changes))
+    return discount_code(**({"max_uses": 500} | changes))
 
 
 def test_the_spec_pricing_example() -> None:

@@ -24,26 +24,8 @@ from infra.tickets_pdf import (
     merge_pdfs,
     render_tickets,
 )
+from services.dev.sample_ticket import SEATED_TICKET as SEATED
 
-SEATED = TicketPage(
-    organization_name="Aarhus Teater",
-    organization_color="#8B1E3F",
-    product_name="Hamlet – Prins af Danmark",
-    starts_at=datetime(2026, 5, 1, 17, tzinfo=UTC),
-    doors_open=datetime(2026, 5, 1, 16, 15, tzinfo=UTC),
-    visit_date=None,
-    venue_name="Store Scene",
-    venue_address="Teatergaden 1, 8000 Aarhus C",
-    section_name="Parket",
-    row="A",
-    seat_number=12,
-    holder_name="Søren Ærø Åberg",
-    ticket_type_name="Voksen",
-    price_cents=35000,
-    currency="DKK",
-    ticket_code="LJ-7F3K-9Q2X",
-    scan_code="LJ7F3K9Q2XB4M8TW",
-)
 ATTRACTION = TicketPage(
     organization_name="Den Blå Planet",
     organization_color="#F5E663",

@@ -16,7 +16,7 @@ import asyncpg
 from aiohttp import web
 from nats.aio.client import Client
 
-from infra.eventstore import START, Position
+from infra.eventstore import START, Position, backlog
 from projections.framework import Projection, live_schema, read_checkpoint
 
 # Events behind are counted up to this many: enough to tell "a little" from "a lot" without
@@ -34,34 +34,20 @@ class Behind(TypedDict):
     seconds: float
 
 
-_AFTER = (
-    "SELECT count(*) AS events, extract(epoch FROM clock_timestamp() - min(recorded_at))"
-    " AS seconds FROM (SELECT recorded_at FROM events WHERE {only}"
-    " (tx_id, position) > ($1::text::xid8, $2) ORDER BY {order} LIMIT $3) e"
-)
-_ALL = _AFTER.format(only="", order="tx_id, position")
-# Written as the category index's expression, so the scan starts at the checkpoint.
-_OF_CATEGORY = _AFTER.format(
-    only="split_part(stream_id, '-', 1) = $4 AND",
-    order="split_part(stream_id, '-', 1), tx_id, position",
-)
-
-
 async def behind(
     db: asyncpg.Pool | asyncpg.Connection,
     after: Position,
     categories: Iterable[str] | None = None,
 ) -> Behind:
     """The committed events after `after` (only those of `categories`, if given)."""
-    point = (str(after.tx_id), after.position, COUNT_LIMIT)
-    rows = (
-        [await db.fetchrow(_ALL, *point)]
+    found = (
+        [await backlog(db, after, COUNT_LIMIT)]
         if categories is None
-        else [await db.fetchrow(_OF_CATEGORY, *point, c) for c in categories]
+        else [await backlog(db, after, COUNT_LIMIT, c) for c in categories]
     )
-    ages = [float(row["seconds"]) for row in rows if row["seconds"] is not None]
+    ages = [b.oldest_seconds for b in found if b.oldest_seconds is not None]
     return Behind(
-        events=min(sum(row["events"] for row in rows), COUNT_LIMIT),
+        events=min(sum(b.events for b in found), COUNT_LIMIT),
         seconds=round(max(ages, default=0.0), 1),
     )
 

@@ -1,0 +1,44 @@
+"""A database and a JetStream stream of one's own on shared servers, removed afterwards: what a
+test run or a benchmark works in, so that runs never see each other's data."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+
+import asyncpg
+import nats
+
+from infra.settings import Settings
+
+
+def database_name(settings: Settings) -> str:
+    """The database `settings.database_url` names (the PostgreSQL backends' titles show it)."""
+    return settings.database_url.rsplit("/", 1)[1].split("?")[0]
+
+
+@contextlib.asynccontextmanager
+async def scratch(settings: Settings, name: str, *, stream: bool = True) -> AsyncIterator[Settings]:
+    """`settings` moved to a new database `name` on the same server and to a stream and subjects
+    named after it; the database, and the stream unless `stream` is false (no NATS to ask), are
+    removed on the way out, whatever happened inside."""
+    admin = await asyncpg.connect(settings.database_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    own = dataclasses.replace(
+        settings,
+        database_url=f"{settings.database_url.rsplit('/', 1)[0]}/{name}",
+        nats_stream=name.upper(),
+        subject_prefix=name.replace("_", "."),
+    )
+    try:
+        yield own
+    finally:
+        if stream:
+            with contextlib.suppress(Exception):
+                nc = await nats.connect(own.nats_url)
+                with contextlib.suppress(Exception):
+                    await nc.jetstream().delete_stream(own.nats_stream)
+                await nc.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
