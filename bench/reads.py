@@ -37,7 +37,7 @@ from harness.report import Cpu, Step, mean_cpu, percentile_ms, verdict
 from harness.setup import META, bench_settings, rebuild_read_models, unlimited_keys
 
 from domain import streams
-from domain.inventory import HeldSeat, SeatsHeld
+from domain.inventory.events import HeldSeat, SeatsHeld
 from infra.db import create_pool, migrate
 from infra.embedded import free_port
 from infra.eventstore import ANY_VERSION, PendingAppend, append

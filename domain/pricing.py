@@ -10,7 +10,7 @@ from datetime import datetime
 import msgspec
 
 from domain.catalog import DiscountCodeCreated, FeeRule, TicketType
-from domain.stock import early_bird_active
+from domain.inventory.stock import early_bird_active
 
 
 class LineItem(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,7 +13,7 @@ import msgspec
 
 from domain.errors import DomainError, InvalidCommand, NotFound
 from domain.events import Event
-from domain.inventory import SeatRef
+from domain.inventory.events import SeatRef
 from domain.pricing import Pricing
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

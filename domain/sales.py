@@ -16,10 +16,11 @@ from typing import Any
 
 import msgspec
 
-from domain import catalog, discounts, holds, purchasing, streams, tickets
+from domain import catalog, discounts, purchasing, streams, tickets
 from domain.errors import DomainError, NotFound
 from domain.events import Event
-from domain.inventory import AttractionTicketsHeld, HeldSeat, SeatRef, SeatsHeld
+from domain.inventory import holds
+from domain.inventory.events import AttractionTicketsHeld, HeldSeat, SeatRef, SeatsHeld
 from domain.pricing import price_basket
 from domain.purchasing import (
     PaymentIntentCreated,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from domain.catalog import Row, Section, TicketType
 from domain.errors import InvalidCommand
-from domain.inventory import SeatRef
+from domain.inventory.events import SeatRef
 
 SeatKey = tuple[int, str, int]
 

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from domain import streams
 from domain.errors import DomainError, InvalidCommand
 from domain.events import Event
-from domain.inventory import SeatRef
+from domain.inventory.events import SeatRef
 from domain.purchasing import EMAIL, PurchaseOpened
 
 Reason = Literal[

@@ -13,9 +13,9 @@ import asyncpg
 from domain import inventory
 from domain.catalog import Section, TicketType
 from domain.events import Event
-from domain.inventory import SeatRef
+from domain.inventory.events import SeatRef
+from domain.inventory.stock import available_per_type
 from domain.seating import TakenSeats
-from domain.stock import available_per_type
 from infra.eventstore import RecordedEvent
 from projections import catalog
 from projections.framework import live_schema

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from domain.holds import VisitDay, local_date, visit_day
-from domain.stock import event_status
+from domain.inventory.holds import VisitDay, local_date, visit_day
+from domain.inventory.stock import event_status
 from projections import availability, catalog
 from services.api import schemas as s
 from services.api.context import PURCHASES, now, organization_of, pool_of

@@ -8,7 +8,7 @@ import msgspec
 from aiohttp import web
 
 from domain.catalog import OpeningHours
-from domain.stock import early_bird_active, event_status
+from domain.inventory.stock import early_bird_active, event_status
 from projections import availability, catalog
 from services.api import schemas as s
 from services.api.context import now, organization_of, pool_of

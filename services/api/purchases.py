@@ -9,8 +9,8 @@ from aiohttp import web
 
 from domain import catalog
 from domain.errors import DomainError
-from domain.holds import InsufficientAvailability, SeatsTaken
-from domain.inventory import SeatRef
+from domain.inventory.events import SeatRef
+from domain.inventory.holds import InsufficientAvailability, SeatsTaken
 from domain.purchasing import PurchasedTicket, PurchaseRequest, PurchaseState
 from domain.seating import seat_key
 from domain.tickets import TicketState

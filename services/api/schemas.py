@@ -10,7 +10,7 @@ import msgspec
 from msgspec import Meta
 
 from domain.catalog import OpeningHours, Row
-from domain.inventory import SeatRef
+from domain.inventory.events import SeatRef
 
 EventStatus = Literal[
     "available", "draft", "cancelled", "sales_not_started", "sales_ended", "sold_out"

@@ -22,7 +22,7 @@ from msgspec import Meta
 from domain import seating
 from domain.catalog import MAX_PER_PURCHASE, Section, TicketType
 from domain.errors import InvalidCommand
-from domain.inventory import SeatRef
+from domain.inventory.events import SeatRef
 from projections import availability, catalog
 from services.api.context import OFFERS, PLANS, PURCHASES, TAKEN, organization_of, pool_of
 from services.api.errors import from_domain, invalid_request, not_found

@@ -11,7 +11,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from domain.catalog import VenueRegistered
-from domain.inventory import SeatRef
+from domain.inventory.events import SeatRef
 from domain.purchasing import EMAIL, PurchaseOpened, PurchaseState
 from domain.tickets import Reason
 from services.api.context import PURCHASES, api_key_of, metadata_of, pool_of

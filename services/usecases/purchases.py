@@ -15,9 +15,10 @@ from typing import Any
 import asyncpg
 import structlog
 
-from domain import catalog, discounts, holds, purchasing, sales, streams
+from domain import catalog, discounts, purchasing, sales, streams
 from domain.errors import DomainError, NotFound
 from domain.events import Event
+from domain.inventory import holds
 from domain.purchasing import PurchaseOpened, PurchaseRequest, PurchaseState
 from domain.sales import PaymentProcessingUnavailable
 from domain.seating import RowKey

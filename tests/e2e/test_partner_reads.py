@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from domain import catalog as c
-from domain.inventory import AttractionTicketsHeld, HeldSeat, SeatsHeld
+from domain.inventory.events import AttractionTicketsHeld, HeldSeat, SeatsHeld
 from infra.eventstore import ANY_VERSION, PendingAppend, append
 from services.usecases import catalog_commands
 from tests.e2e.conftest import TEST, bearer, issue_key, rebuild_read_models

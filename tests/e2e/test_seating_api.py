@@ -18,7 +18,7 @@ import pytest
 from aiohttp.payload import BytesPayload
 
 from domain import catalog as c
-from domain.inventory import HeldSeat, SeatsHeld, SeatsReleased
+from domain.inventory.events import HeldSeat, SeatsHeld, SeatsReleased
 from infra.eventstore import ANY_VERSION, PendingAppend, append
 from services.usecases import catalog_commands
 from tests.e2e.conftest import TEST, bearer, issue_key, order, rebuild_read_models, small_event

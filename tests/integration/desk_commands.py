@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from domain import holds
-from domain.inventory import HeldSeat, SeatsHeld
+from domain.inventory import holds
+from domain.inventory.events import HeldSeat, SeatsHeld
 from domain.sales import Decision
 from services.usecases.desk import Kind
 

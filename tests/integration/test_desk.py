@@ -9,7 +9,7 @@ import random
 
 import asyncpg
 
-from domain import holds
+from domain.inventory import holds
 from domain.sales import Decision
 from infra.eventstore import Metadata, read_stream
 from services.usecases.desk import Desk

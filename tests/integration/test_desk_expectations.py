@@ -10,7 +10,8 @@ import uuid
 
 import asyncpg
 
-from domain import holds, purchasing, streams
+from domain import purchasing, streams
+from domain.inventory import holds
 from domain.sales import Decision
 from infra.eventstore import NO_STREAM, ConcurrencyError, PendingAppend, append, read_stream
 from services.usecases.desk import Desk

@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from domain import holds
 from domain.catalog import (
     AttractionOpened,
     DiscountCodeCreated,
@@ -24,7 +23,8 @@ from domain.catalog import (
 )
 from domain.errors import DomainError
 from domain.events import Event
-from domain.inventory import SeatRef
+from domain.inventory import holds
+from domain.inventory.events import SeatRef
 from domain.pricing import Pricing
 from domain.purchasing import Buyer, PurchasedTicket, PurchaseOpened
 

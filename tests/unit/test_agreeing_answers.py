@@ -7,10 +7,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from domain import catalog, holds, tickets
+from domain import catalog, tickets
 from domain.catalog import OpeningHours, TicketType
 from domain.errors import InvalidCommand
-from domain.inventory import SeatRef
+from domain.inventory import holds
+from domain.inventory.events import SeatRef
 from domain.seating import conflicts
 from tests.unit.test_selling import _event, _hold
 

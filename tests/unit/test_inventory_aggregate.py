@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from domain import holds, stock
 from domain.catalog import EventCancelled
 from domain.errors import InvalidCommand, NotFound
-from domain.inventory import (
+from domain.inventory import holds, stock
+from domain.inventory.events import (
     AttractionTicketsHeld,
     AttractionTicketsReleased,
     HeldSeat,

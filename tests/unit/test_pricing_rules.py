@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from domain.catalog import FeeRule
+from domain.inventory.stock import early_bird_active
 from domain.pricing import AppliedDiscount, LineItem, price_basket
-from domain.stock import early_bird_active
 from tests.unit.builders import NOW, STAAENDE, VOKSEN, discount_code, ticket_type
 
 TYPES = {

@@ -9,10 +9,11 @@ from datetime import UTC, date, datetime, timedelta
 import msgspec
 import pytest
 
-from domain import catalog, discounts, holds, purchasing, sales, streams, tickets
+from domain import catalog, discounts, purchasing, sales, streams, tickets
 from domain.catalog import Row, SectionPlan
 from domain.errors import InvalidCommand, NotFound
-from domain.inventory import AttractionTicketsHeld, SeatRef, SeatsHeld
+from domain.inventory import holds
+from domain.inventory.events import AttractionTicketsHeld, SeatRef, SeatsHeld
 from domain.purchasing import Attendee, Buyer, PurchaseRequest
 
 NOW = datetime(2026, 4, 1, 12, tzinfo=UTC)

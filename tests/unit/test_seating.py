@@ -10,7 +10,7 @@ import pytest
 
 from domain.catalog import Row, Section, TicketType
 from domain.errors import InvalidCommand
-from domain.inventory import SeatRef
+from domain.inventory.events import SeatRef
 from domain.seating import (
     SeatKey,
     best_available,

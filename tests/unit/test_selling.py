@@ -7,10 +7,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from domain import catalog, discounts, holds
+from domain import catalog, discounts
 from domain.catalog import FeeRule, Row, SectionPlan, TicketType
 from domain.errors import InvalidCommand
-from domain.inventory import SeatRef
+from domain.inventory import holds
+from domain.inventory.events import SeatRef
 from domain.pricing import price_basket
 from tests.unit.builders import discount_code
 

@@ -24,7 +24,7 @@ from domain.catalog import (
 )
 from domain.errors import DomainError, InvalidCommand, NotFound
 from domain.events import Event
-from domain.inventory import (
+from domain.inventory.events import (
     AttractionTicketsHeld,
     AttractionTicketsReleased,
     HeldSeat,
@@ -32,6 +32,7 @@ from domain.inventory import (
     SeatsHeld,
     SeatsReleased,
 )
+from domain.inventory.stock import available_per_type
 from domain.seating import (
     RowKey,
     SeatKey,
@@ -41,7 +42,6 @@ from domain.seating import (
     check_distinct,
     seat_key,
 )
-from domain.stock import available_per_type
 
 
 class SeatsTaken(DomainError):
