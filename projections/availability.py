@@ -10,9 +10,9 @@ from typing import ClassVar
 
 import asyncpg
 
-from domain import inventory
 from domain.catalog import Section, TicketType
 from domain.events import Event
+from domain.inventory import events as inventory
 from domain.inventory.events import SeatRef
 from domain.inventory.stock import available_per_type
 from domain.seating import TakenSeats
