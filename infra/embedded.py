@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -597,6 +597,35 @@ class _PortTaken(Exception):
     """Someone bound our freshly picked port first; pick another."""
 
 
+async def _on_a_free_port(
+    what: str, log_path: Path, start: Callable[[int, int], tuple[_Server, Awaitable[None]]]
+) -> _Server:
+    """Starts a server on a freshly picked port (`start(port, log offset)` spawns it and says
+    how to wait until it is ready), again on another port when someone took that one first."""
+    for attempt in range(_PORT_ATTEMPTS):
+        offset = _log_size(log_path)
+        server, ready = start(free_port(), offset)
+        try:
+            await ready
+        except _PortTaken:
+            await _stop_owned([server])
+            if attempt + 1 == _PORT_ATTEMPTS:
+                raise RuntimeError(
+                    f"{what} could not bind a port:\n{_log_tail(log_path, offset)}"
+                ) from None
+            continue
+        except BaseException:
+            await _run_to_end(_stop_owned([server]))
+            raise
+        return server
+    raise AssertionError("unreachable")
+
+
+async def _postgres_ready(server: _Server, pgdata: Path, log_path: Path, offset: int) -> None:
+    await _wait_postgres(server, pgdata, log_path, offset)
+    await _ensure_database(server.port)
+
+
 async def _start_postgres(data_dir: Path) -> _Server:
     account = _pg_account()
     pgdata = data_dir / "postgres"
@@ -604,9 +633,8 @@ async def _start_postgres(data_dir: Path) -> _Server:
     await _clear_postmaster_pid(pgdata)
     socket_dir = _socket_dir(pgdata, account)
     log_path = data_dir / "postgres.log"
-    for attempt in range(_PORT_ATTEMPTS):
-        port = free_port()
-        offset = _log_size(log_path)
+
+    def start(port: int, offset: int) -> tuple[_Server, Awaitable[None]]:
         argv = [
             str(_pg_bin() / "postgres"),
             "-D",
@@ -622,21 +650,9 @@ async def _start_postgres(data_dir: Path) -> _Server:
             argv, log_path=log_path, deathsig=signal.SIGINT, cwd=data_dir, account=account
         )
         server = _Server("postgres", proc, port, signal.SIGINT, PG_STOP_TIMEOUT)
-        try:
-            await _wait_postgres(server, pgdata, log_path, offset)
-            await _ensure_database(port)
-        except _PortTaken:
-            await _stop_owned([server])
-            if attempt + 1 == _PORT_ATTEMPTS:
-                raise RuntimeError(
-                    f"postgres could not bind a port:\n{_log_tail(log_path, offset)}"
-                ) from None
-            continue
-        except BaseException:
-            await _run_to_end(_stop_owned([server]))
-            raise
-        return server
-    raise AssertionError("unreachable")
+        return server, _postgres_ready(server, pgdata, log_path, offset)
+
+    return await _on_a_free_port("postgres", log_path, start)
 
 
 async def _pg_connect(port: int, database: str = "postgres") -> asyncpg.Connection:
@@ -727,10 +743,9 @@ async def _start_nats(data_dir: Path) -> _Server:
     store.mkdir(exist_ok=True)
     await _clear_nats_pid(data_dir, store)
     log_path = data_dir / "nats.log"
-    for attempt in range(_PORT_ATTEMPTS):
-        port = free_port()
+
+    def start(port: int, offset: int) -> tuple[_Server, Awaitable[None]]:
         name = f"linjerum-{secrets.token_hex(6)}"  # tells our server apart from a port thief
-        offset = _log_size(log_path)
         argv = [
             exe,
             "-js",
@@ -747,20 +762,9 @@ async def _start_nats(data_dir: Path) -> _Server:
         ]
         proc = _spawn(argv, log_path=log_path, deathsig=signal.SIGTERM, cwd=data_dir)
         server = _Server("nats", proc, port, signal.SIGTERM, NATS_STOP_TIMEOUT)
-        try:
-            await _wait_nats(server, name, log_path, offset)
-        except _PortTaken:
-            await _stop_owned([server])
-            if attempt + 1 == _PORT_ATTEMPTS:
-                raise RuntimeError(
-                    f"nats-server could not bind a port:\n{_log_tail(log_path, offset)}"
-                ) from None
-            continue
-        except BaseException:
-            await _run_to_end(_stop_owned([server]))
-            raise
-        return server
-    raise AssertionError("unreachable")
+        return server, _wait_nats(server, name, log_path, offset)
+
+    return await _on_a_free_port("nats-server", log_path, start)
 
 
 async def _nats_info(port: int) -> dict[str, Any] | None:

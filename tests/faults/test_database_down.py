@@ -27,7 +27,7 @@ from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents
 from tests.e2e.conftest import ATTENDEE_LINK, BUYER, bearer, order, post, small_event
 from tests.faults.sales import Score, assert_admitted_once, gate, sell_and_admit, wait_paid
-from tests.faults.servers import CuttableProxy
+from tests.servers import CuttableProxy
 
 BACK_SECONDS = 15.0
 

@@ -27,7 +27,7 @@ from services.workers.projector import Projector, consumer_name
 from services.workers.relay import Relay
 from tests.e2e.conftest import small_event
 from tests.faults.sales import Score, assert_admitted_once, sell_and_admit
-from tests.faults.servers import OwnNats
+from tests.servers import OwnNats
 
 PROJECTED = ("tickets", "purchases", "availability")
 WAIT_SECONDS = 30.0

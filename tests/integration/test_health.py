@@ -21,7 +21,8 @@ from projections.framework import ensure_live_schema
 from services.health import Readiness, add_health_routes
 from services.workers.relay import Relay
 from tests.integration.sample_projection import TallyCounted, TallyProjection
-from tests.integration.test_relay import _ids, _nats_server, _wait_published
+from tests.integration.test_relay import _ids, _wait_published
+from tests.servers import OwnNats, on_own_nats
 
 META = Metadata(actor="test")
 
@@ -116,6 +117,7 @@ async def test_a_dead_component_makes_the_process_not_alive(pool: asyncpg.Pool) 
 
 
 async def _bus_when_up(settings: Settings):
+    """The relay's own kind of connection, whose callbacks tell of NATS outages."""
     for _ in range(100):
         with contextlib.suppress(Exception):
             return await connect(settings, "relay")
@@ -127,16 +129,10 @@ async def test_a_nats_outage_under_the_relay_is_two_warnings_and_no_traceback(
     pool: asyncpg.Pool, settings: Settings, caplog
 ) -> None:
     run = uuid.uuid4().hex[:8]
-    port = free_port()
-    store = settings.data_dir / f"nats-health-{run}"
-    local = Settings(
-        database_url=settings.database_url,
-        nats_url=f"nats://127.0.0.1:{port}",
-        nats_stream=f"HEALTH_{run.upper()}",
-        subject_prefix=f"health.{run}",
-    )
+    server = OwnNats(settings.data_dir / f"nats-health-{run}")
+    local = on_own_nats(settings, server, run)
     stream = f"tally-{run}"
-    server = _nats_server(port, store)
+    await server.start()
     try:
         nc = await _bus_when_up(local)
         js = nc.jetstream()
@@ -147,22 +143,20 @@ async def test_a_nats_outage_under_the_relay_is_two_warnings_and_no_traceback(
             task = asyncio.create_task(relay.run())
             await append(pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=1)])], META)
             await _wait_published(js, local, await _ids(pool, stream))
-            server.terminate()
-            server.wait(10)
+            await server.stop()
             for i in range(3):
                 await append(
                     pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=i)])], META
                 )
             await asyncio.sleep(3.0)
-            server = _nats_server(port, store)
+            await server.start()
             await _wait_published(js, local, await _ids(pool, stream), timeout=30)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await nc.close()
     finally:
-        server.terminate()
-        server.wait(10)
+        await server.stop()
     started = [line for line in logs if line["event"] == "relay_started"]
     assert len(started) == 1 and "position" in started[0] and "behind_events" in started[0]
     loud = [line for line in logs if line["log_level"] in ("warning", "error", "critical")]

@@ -6,12 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
-import subprocess
-import sys
 import uuid
 from collections import defaultdict
-from pathlib import Path
 
 import asyncpg
 import msgspec
@@ -23,6 +19,7 @@ from infra.eventstore import ANY_VERSION, Metadata, PendingAppend, RecordedEvent
 from infra.settings import Settings
 from services.workers.relay import Relay
 from tests.integration.sample_projection import TallyCounted
+from tests.servers import OwnNats, on_own_nats
 
 META = Metadata(actor="test")
 
@@ -173,43 +170,13 @@ async def test_relay_restart_after_ack_without_checkpoint_publishes_nothing_twic
     assert [e.version for e in mine] == [1, 2, 3, 4, 5, 6]
 
 
-def _nats_server(port: int, store: Path) -> subprocess.Popen:
-    binary = Path(sys.executable).with_name("nats-server")
-    return subprocess.Popen(
-        [
-            str(binary if binary.exists() else "nats-server"),
-            "-js",
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-sd",
-            str(store),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_relay_survives_a_nats_outage(pool: asyncpg.Pool, settings: Settings) -> None:
     """Events written while the relay cannot reach NATS are published once it is back."""
     run = uuid.uuid4().hex[:8]
-    port = _free_port()
-    store = settings.data_dir / f"nats-outage-{run}"
-    local = Settings(
-        database_url=settings.database_url,
-        nats_url=f"nats://127.0.0.1:{port}",
-        nats_stream=f"OUTAGE_{run.upper()}",
-        subject_prefix=f"outage.{run}",
-    )
+    server = OwnNats(settings.data_dir / f"nats-outage-{run}")
+    local = on_own_nats(settings, server, run)
     stream = f"tally-{run}"
-    server = _nats_server(port, store)
+    await server.start()
     try:
         nc = await connect_when_up(local.nats_url)
         js = nc.jetstream()
@@ -217,12 +184,11 @@ async def test_relay_survives_a_nats_outage(pool: asyncpg.Pool, settings: Settin
         task = asyncio.create_task(relay.run())
         await append(pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=1)])], META)
         await _wait_published(js, local, await _ids(pool, stream))
-        server.terminate()
-        server.wait(10)
+        await server.stop()
         for i in range(3):
             await append(pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=i)])], META)
         await asyncio.sleep(1.0)
-        server = _nats_server(port, store)
+        await server.start()
         got = await _wait_published(js, local, await _ids(pool, stream), timeout=30)
         assert [e.version for e in got if e.stream_id == stream] == [1, 2, 3, 4]
         task.cancel()
@@ -230,8 +196,7 @@ async def test_relay_survives_a_nats_outage(pool: asyncpg.Pool, settings: Settin
             await task
         await nc.close()
     finally:
-        server.terminate()
-        server.wait(10)
+        await server.stop()
 
 
 async def connect_when_up(url: str) -> nats.NATS:

