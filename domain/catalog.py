@@ -39,6 +39,54 @@ class FeeRule(Struct):
     per_ticket_cents: int = 0
 
 
+ConsumerField = Literal[
+    "first_name",
+    "last_name",
+    "email",
+    "phone_number",
+    "date_of_birth",
+    "gender",
+    "address",
+    "postal_code",
+    "city",
+    "country",
+]
+
+
+class PersonalizationPolicy(Struct):
+    """The event asks each ticket's consumer for `required` fields, inside a window (start:
+    from the sale on when unset; end: the event's start when unset)."""
+
+    required: list[ConsumerField] = msgspec.field(
+        default_factory=lambda: ["first_name", "last_name"]
+    )
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+
+class TransferPolicy(Struct):
+    """Whether a holder may pass a ticket on, and until when (unset: until the event starts)."""
+
+    allowed: bool = True
+    closes_at: datetime | None = None
+
+
+class SaleChannel(Struct):
+    """A place where a holder may offer a ticket (a waiting list, a resale marketplace)."""
+
+    title: str
+    url: str
+
+
+class TicketTerms(Struct):
+    """What an event allows and asks of its tickets after the sale."""
+
+    personalization: PersonalizationPolicy | None = None
+    fulfillment_starts_at: datetime | None = None
+    transfers: TransferPolicy = TransferPolicy()
+    secondary_sales: list[SaleChannel] = []
+
+
 class Row(Struct):
     identifier: str
     start: int
@@ -119,6 +167,8 @@ class OrganizationRegistered(Event, frozen=True):
     fee: FeeRule
     # IANA zone of the organization's local days (a visit day ends at its local midnight).
     timezone: str = DEFAULT_TIMEZONE
+    # Whether a refund gives back the service fee paid with the refunded tickets.
+    refund_service_fee: bool = True
 
 
 class VenueRegistered(Event, frozen=True):
@@ -147,6 +197,7 @@ class EventScheduled(Event, frozen=True):
     sales_start_date: datetime | None
     sales_end_date: datetime | None
     ticket_types: list[TicketType]
+    terms: TicketTerms = TicketTerms()
 
 
 class EventPublished(Event, frozen=True):
@@ -206,6 +257,7 @@ class RegisterOrganization(Struct):
     stripe_account_id: str | None = None
     fee: FeeRule = FeeRule()
     timezone: str = DEFAULT_TIMEZONE
+    refund_service_fee: bool = True
 
 
 class RegisterVenue(Struct):
@@ -231,6 +283,7 @@ class ScheduleEvent(Struct):
     sales_start_date: datetime | None = None
     sales_end_date: datetime | None = None
     publish: bool = False
+    terms: TicketTerms = TicketTerms()
 
 
 class OpenAttraction(Struct):
@@ -321,6 +374,7 @@ def register_organization(cmd: RegisterOrganization, organization_id: int) -> li
             stripe_account_id=cmd.stripe_account_id,
             fee=cmd.fee,
             timezone=cmd.timezone,
+            refund_service_fee=cmd.refund_service_fee,
         )
     ]
 
@@ -483,8 +537,33 @@ def schedule_event(
         sales_start_date=cmd.sales_start_date,
         sales_end_date=cmd.sales_end_date,
         ticket_types=_ticket_types(cmd.ticket_types, ticket_type_ids, sections),
+        terms=_terms(cmd.terms),
     )
     return [scheduled, EventPublished(event_id=event_id)] if cmd.publish else [scheduled]
+
+
+def _terms(terms: TicketTerms) -> TicketTerms:
+    policy = terms.personalization
+    if policy is not None:
+        _aware(policy.starts_at, "terms.personalization.starts_at")
+        _aware(policy.ends_at, "terms.personalization.ends_at")
+        _require(bool(policy.required), "terms.personalization.required", "name a field")
+        if policy.starts_at is not None and policy.ends_at is not None:
+            _require(
+                policy.starts_at < policy.ends_at,
+                "terms.personalization.ends_at",
+                "the window must end after it starts",
+            )
+    _aware(terms.fulfillment_starts_at, "terms.fulfillment_starts_at")
+    _aware(terms.transfers.closes_at, "terms.transfers.closes_at")
+    for i, channel in enumerate(terms.secondary_sales):
+        _text(channel.title, f"terms.secondary_sales[{i}].title")
+        _require(
+            channel.url.startswith(("https://", "http://")),
+            f"terms.secondary_sales[{i}].url",
+            "a channel's url is http(s)",
+        )
+    return terms
 
 
 def publish_event(state: EventListing) -> list[Event]:

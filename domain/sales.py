@@ -112,7 +112,7 @@ class HoldAgain(msgspec.Struct, frozen=True, kw_only=True):
     purchase_version: int
     intent_id: str
     now: datetime
-    product_times: tuple[datetime | None, datetime | None]
+    schedule: tickets.Schedule
     sections: list[catalog.Section]  # the event's (its standing places); none for attractions
 
 
@@ -178,8 +178,7 @@ def open_event_purchase(
         attraction_id=None,
         slug=scheduled.slug,
         name=scheduled.name,
-        starts_at=scheduled.event_date,
-        ends_at=scheduled.event_end_date,
+        schedule=tickets.event_schedule(scheduled),
     )
     hold = (streams.event(scheduled.event_id), [held])
     return _open(command, companions, types, hold, product, seats)
@@ -207,9 +206,7 @@ def open_attraction_purchase(
         attraction_id=opened.attraction_id,
         slug=opened.slug,
         name=opened.name,
-        ends_at=None
-        if req.visit_date is None
-        else tickets.visit_day_end(req.visit_date, org.timezone),
+        schedule=tickets.visit_schedule(req.visit_date, org.timezone),
     )
     hold = (streams.attraction(opened.attraction_id), [held])
     return _open(command, companions, types, hold, product, {})
@@ -250,7 +247,7 @@ def hold_again(command: HoldAgain, inventory: Inventory) -> Decision:
         assert isinstance(inventory, holds.AttractionInventory)
         held = holds.rehold_attraction_tickets(inventory, before)
         inventory_stream = streams.attraction(before.attraction_id)
-    paid = paid_with_tickets(state, command.intent_id, now, command.product_times, late=True)
+    paid = paid_with_tickets(state, command.intent_id, now, command.schedule, late=True)
     expected = dict.fromkeys(paid, streams.NEW) | {purchase: command.purchase_version}
     return Decision({inventory_stream: [held], **paid}, expected=expected)
 
@@ -263,15 +260,14 @@ class Product:
     attraction_id: int | None
     slug: str
     name: str
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    schedule: tickets.Schedule
 
 
 def paid_with_tickets(
     state: PurchaseState,
     intent_id: str | None,
     now: datetime,
-    product_times: tuple[datetime | None, datetime | None],
+    schedule: tickets.Schedule,
     *,
     late: bool = False,
 ) -> dict[str, list[Event]]:
@@ -282,11 +278,7 @@ def paid_with_tickets(
         return {}
     opened = state.opened
     issued = tickets.issue_tickets(
-        opened,
-        now,
-        starts_at=product_times[0],
-        ends_at=product_times[1],
-        named={t.id for t in opened.tickets if t.named},
+        opened, now, schedule, named={t.id for t in opened.tickets if t.named}
     )
     return {streams.purchase(opened.token): paid, **issued}
 
@@ -406,9 +398,7 @@ def _open(
     events[stream] = [opened]
     expected = {stream: streams.NEW}
     if pricing.total_cents == 0:
-        issued = paid_with_tickets(
-            PurchaseState(opened=opened), None, draft.now, (product.starts_at, product.ends_at)
-        )
+        issued = paid_with_tickets(PurchaseState(opened=opened), None, draft.now, product.schedule)
         events[stream] += issued.pop(stream)
         events |= issued
         expected |= dict.fromkeys(issued, streams.NEW)

@@ -1,6 +1,7 @@
 """Tickets as aggregates of their own: issued when their purchase is paid (in the same append),
-scanned at the gate once, and personalised by the buyer until the event starts. Every change is
-an event on the ticket's stream, so N gates scanning one ticket at once admit exactly one."""
+scanned at the gate once, personalised inside the event's window, refunded, or transferred to a
+new holder under a new code. Every change is an event on the ticket's stream, so N gates
+scanning one ticket at once admit exactly one, and of a refund and a scan at once one wins."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from domain import streams
+from domain.catalog import ConsumerField, EventScheduled, TicketTerms
 from domain.errors import DomainError, InvalidCommand
 from domain.events import Event
 from domain.inventory.events import SeatRef
@@ -20,6 +24,44 @@ Reason = Literal[
     "ok", "already_scanned", "refunded", "resold", "cancelled", "pending_payment", "expired"
 ]
 SCANNABLE_AFTER_START = timedelta(hours=6)
+TicketStatus = Literal["valid", "scanned", "refunded"]
+
+
+class Schedule(msgspec.Struct, frozen=True, kw_only=True):
+    """When a product's tickets are good, and what its event allows after the sale."""
+
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    terms: TicketTerms = TicketTerms()
+
+
+class Consumer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The person a ticket is for, with what the event asks of them (the ticket resource's
+    `consumer`)."""
+
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    phone_number: str | None = None
+    date_of_birth: date | None = None
+    gender: int | None = None
+    address: str | None = None
+    postal_code: str | None = None
+    city: str | None = None
+    country: str | None = None
+
+    @property
+    def name(self) -> str | None:
+        full = " ".join(p for p in (self.first_name, self.last_name) if p)
+        return full or None
+
+    @classmethod
+    def named(cls, name: str | None, email: str | None) -> Consumer:
+        """A consumer from one name as a buyer typed it: the last word is the last name."""
+        first, _, last = (name or "").strip().rpartition(" ")
+        if not first:
+            first, last = last, ""
+        return cls(first_name=first or None, last_name=last or None, email=email)
 
 
 class TicketIssued(Event, frozen=True):
@@ -46,6 +88,9 @@ class TicketIssued(Event, frozen=True):
     currency: str
     scannable_until: datetime | None
     issued_at: datetime
+    # The event's terms as they stood at issue, the personalization window resolved.
+    terms: TicketTerms = TicketTerms()
+    personalization_start: datetime | None = None
 
 
 class TicketScanned(Event, frozen=True):
@@ -60,6 +105,35 @@ class AttendeeUpdated(Event, frozen=True):
     email: str | None
 
 
+class ConsumerUpdated(Event, frozen=True):
+    """The consumer's details as they now stand, and who gave them ("partner" or "buyer"; the
+    API key and request are in the event's metadata)."""
+
+    ticket_id: int
+    consumer: Consumer
+    by: str
+
+
+class TicketRefunded(Event, frozen=True):
+    """The ticket's money is given back (by the refund `refund_id` on its purchase): it no
+    longer admits anyone."""
+
+    ticket_id: int
+    refund_id: str
+    reason: str | None = None
+
+
+class TicketTransferred(Event, frozen=True):
+    """The ticket now belongs to `consumer`, under `new_code` (and a new attendee token): the
+    old code answers `resold`, and every PDF, link and pass made for it stops working."""
+
+    ticket_id: int
+    transfer_id: str
+    new_code: str
+    new_attendee_token: str
+    consumer: Consumer
+
+
 class PersonalizationClosed(DomainError):
     code = "personalization_closed"
 
@@ -67,32 +141,86 @@ class PersonalizationClosed(DomainError):
 @dataclass
 class TicketState:
     issued: TicketIssued
-    scan_count: int = 0
-    holder_name: str | None = None
-    holder_email: str | None = None
+    code: str
+    attendee_token: str
+    consumer: Consumer
+    # Named at purchase, or given details since: until then an unnamed ticket shows the
+    # buyer's name but still asks for its own consumer.
     personalized: bool = False
+    scan_count: int = 0
+    refunded_by: str | None = None
+    # Every code the ticket had before its current one (each answers `resold`).
+    former_codes: tuple[str, ...] = ()
+    transfers: int = 0
 
     @property
-    def status(self) -> str:
+    def status(self) -> TicketStatus:
+        if self.refunded_by is not None:
+            return "refunded"
         return "scanned" if self.scan_count else "valid"
 
     @property
+    def holder_name(self) -> str | None:
+        return self.consumer.name
+
+    @property
+    def holder_email(self) -> str | None:
+        return self.consumer.email
+
+    @property
+    def required_fields(self) -> list[ConsumerField]:
+        policy = self.issued.terms.personalization
+        if policy is not None:
+            return policy.required
+        # Without a policy of the event, a ticket asks for a name while its window is open.
+        return ["first_name"] if self.issued.personalization_end is not None else []
+
+    @property
     def needs_personalization(self) -> bool:
-        return self.issued.needs_personalization and not self.personalized
+        """True while the ticket has not been personalized or a field the event asks for is
+        missing (clearing one makes it true again)."""
+        required = self.required_fields
+        return bool(required) and (
+            not self.personalized or any(getattr(self.consumer, f) in (None, "") for f in required)
+        )
 
 
 def evolve_ticket(state: TicketState | None, event: Event) -> TicketState | None:
     match event:
         case TicketIssued():
             return TicketState(
-                issued=event, holder_name=event.holder_name, holder_email=event.holder_email
+                issued=event,
+                code=event.code,
+                attendee_token=event.attendee_token,
+                consumer=Consumer.named(event.holder_name, event.holder_email),
+                personalized=not event.needs_personalization,
             )
         case TicketScanned() if state:
             state.scan_count += 1
         case AttendeeUpdated() if state:
-            state.holder_name, state.holder_email = event.name, event.email
-            state.personalized = event.name is not None
+            state.consumer = msgspec.structs.replace(
+                Consumer.named(event.name, event.email),
+                **_beyond_name(state.consumer),
+            )
+            state.personalized = True
+        case ConsumerUpdated() if state:
+            state.consumer, state.personalized = event.consumer, True
+        case TicketRefunded() if state:
+            state.refunded_by = event.refund_id
+        case TicketTransferred() if state:
+            state.former_codes += (state.code,)
+            state.code, state.attendee_token = event.new_code, event.new_attendee_token
+            state.consumer, state.personalized = event.consumer, True
+            state.transfers += 1
     return state
+
+
+def _beyond_name(consumer: Consumer) -> dict[str, object]:
+    """What an attendee edit (name and e-mail only) leaves of the consumer's details."""
+    kept = msgspec.structs.asdict(consumer)
+    for name in ("first_name", "last_name", "email"):
+        kept.pop(name)
+    return kept
 
 
 def replay_ticket(events: Iterable[Event]) -> TicketState | None:
@@ -110,6 +238,20 @@ def visit_day_end(visit_date: date, zone: str) -> datetime:
     return local.astimezone(UTC)
 
 
+def event_schedule(scheduled: EventScheduled) -> Schedule:
+    return Schedule(
+        starts_at=scheduled.event_date, ends_at=scheduled.event_end_date, terms=scheduled.terms
+    )
+
+
+def visit_schedule(visit_date: date | None, zone: str) -> Schedule:
+    """An attraction visit has no start and ends with its day in the organization's zone (the
+    gates take its tickets until then); without a visit date, it never ends."""
+    if visit_date is None:
+        return Schedule()
+    return Schedule(ends_at=visit_day_end(visit_date, zone))
+
+
 def scannable_until(starts_at: datetime | None, ends_at: datetime | None) -> datetime | None:
     """Gates close six hours after an event starts (or when it ends, if later). A product
     without a start (an attraction) is good until it ends: its visit day's end
@@ -120,19 +262,17 @@ def scannable_until(starts_at: datetime | None, ends_at: datetime | None) -> dat
 
 
 def issue_tickets(
-    opened: PurchaseOpened,
-    now: datetime,
-    *,
-    starts_at: datetime | None,
-    ends_at: datetime | None,
-    named: set[int],
+    opened: PurchaseOpened, now: datetime, schedule: Schedule, *, named: set[int]
 ) -> dict[str, list[Event]]:
     """One TicketIssued per ticket of a paid purchase. `named`: ticket ids whose attendee was
-    given at purchase; the others need personalization until the event starts. `ends_at` of a
-    dated attraction visit is its `visit_day_end`."""
+    given at purchase; without a personalization policy of the event, the others need a name
+    until the event starts. The `ends_at` of a dated attraction visit is its `visit_day_end`."""
     tickets = opened.tickets
     fee_share = _shares(opened.pricing.fee_cents, len(tickets))
-    until = scannable_until(starts_at, ends_at)
+    starts_at = schedule.starts_at
+    until = scannable_until(starts_at, schedule.ends_at)
+    policy = schedule.terms.personalization
+    window_end = (policy.ends_at if policy else None) or starts_at
     return {
         streams.ticket(t.id): [
             TicketIssued(
@@ -153,12 +293,14 @@ def issue_tickets(
                 holder_email=t.email,
                 starts_at=starts_at,
                 needs_personalization=t.id not in named and starts_at is not None,
-                personalization_end=starts_at,
+                personalization_end=window_end,
                 price_cents=t.amount_cents,
                 service_fee_cents=fee,
                 currency=opened.pricing.currency,
                 scannable_until=until,
                 issued_at=now,
+                terms=schedule.terms,
+                personalization_start=policy.starts_at if policy else None,
             )
         ]
         for t, fee in zip(tickets, fee_share, strict=True)
@@ -171,7 +313,13 @@ def _shares(total: int, parts: int) -> list[int]:
     return [base + (1 if i < rest else 0) for i in range(parts)]
 
 
-def admission(state: TicketState, now: datetime) -> Reason:
+def admission(state: TicketState, now: datetime, code: str | None = None) -> Reason:
+    """Whether the gate lets the ticket in now, shown by `code` (a former code of a ticket
+    transferred since is `resold`)."""
+    if code is not None and code != state.code:
+        return "resold"
+    if state.refunded_by is not None:
+        return "refunded"
     if state.scan_count:
         return "already_scanned"
     until = state.issued.scannable_until
@@ -180,8 +328,10 @@ def admission(state: TicketState, now: datetime) -> Reason:
     return "ok"
 
 
-def scan(state: TicketState, now: datetime, api_key_id: int | None) -> tuple[Reason, list[Event]]:
-    reason = admission(state, now)
+def scan(
+    state: TicketState, now: datetime, api_key_id: int | None, code: str | None = None
+) -> tuple[Reason, list[Event]]:
+    reason = admission(state, now, code)
     if reason != "ok":
         return reason, []
     return reason, [

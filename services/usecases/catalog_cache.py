@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -73,17 +72,12 @@ class Catalog:
             raise NotFound("event not found", "event_slug")
         return scheduled
 
-    async def times(self, opened: PurchaseOpened) -> tuple[datetime | None, datetime | None]:
-        """When the purchased product starts and ends, as its tickets record them: an event's
-        dates; an attraction visit has no start and ends with its day in the organization's
-        zone (the gates take its tickets until then)."""
+    async def schedule(self, opened: PurchaseOpened) -> tickets.Schedule:
+        """When the purchased product's tickets are good, and its event's terms."""
         if opened.event_id is not None:
-            scheduled = await self.scheduled(opened.event_id)
-            return scheduled.event_date, scheduled.event_end_date
-        if opened.visit_date is None:
-            return None, None
+            return tickets.event_schedule(await self.scheduled(opened.event_id))
         zone = (await self.organization(opened.organization_id)).timezone
-        return None, tickets.visit_day_end(opened.visit_date, zone)
+        return tickets.visit_schedule(opened.visit_date, zone)
 
     async def venue(self, venue_id: int) -> catalog.VenueRegistered:
         return await self._once(

@@ -384,8 +384,8 @@ class Purchases:
             if state.status == "paid":
                 return "already_paid"
             if state.status == "pending_payment":
-                times = await self.catalog.times(state.opened)
-                paid = sales.paid_with_tickets(state, event.intent_id, datetime.now(UTC), times)
+                schedule = await self.catalog.schedule(state.opened)
+                paid = sales.paid_with_tickets(state, event.intent_id, datetime.now(UTC), schedule)
                 appends = [
                     PendingAppend(s, version if s == stream else NO_STREAM, events)
                     for s, events in paid.items()
@@ -417,7 +417,7 @@ class Purchases:
             purchase_version=version,
             intent_id=intent_id,
             now=datetime.now(UTC),
-            product_times=await self.catalog.times(opened),
+            schedule=await self.catalog.schedule(opened),
             sections=[]
             if opened.event_id is None
             else await self.catalog.sections_of_event(opened.event_id),

@@ -84,7 +84,7 @@ async def verify(pool: asyncpg.Pool, code: str, organization_id: int) -> Verdict
     recorded = stream_events(rows)
     ticket = tickets.replay_ticket(r.event() for r in recorded)
     if ticket is not None:
-        reason = tickets.admission(ticket, datetime.now(UTC))
+        reason = tickets.admission(ticket, datetime.now(UTC), row["code"])
         return Verdict(reason, row["ticket_id"], row["code"], ticket, len(recorded))
     purchase = await load_purchase(pool, row["purchase_token"])
     assert purchase is not None

@@ -306,7 +306,7 @@ def test_a_late_payment_holds_the_same_seats_again_and_pays_with_tickets() -> No
         purchase_version=3,
         intent_id="pi_1",
         now=later,
-        product_times=(None, None),
+        schedule=tickets.Schedule(),
         sections=_venue().sections,
     )
 
@@ -333,7 +333,7 @@ def test_a_late_payment_for_seats_sold_since_is_refused() -> None:
         purchase_version=3,
         intent_id="pi_1",
         now=NOW,
-        product_times=(None, None),
+        schedule=tickets.Schedule(),
         sections=_venue().sections,
     )
     with pytest.raises(holds.SeatsTaken):
