@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal
 
@@ -27,7 +27,7 @@ COMMENT_MAX = 2000
 PurchaseStatus = Literal["pending_payment", "paid", "cancelled", "expired"]
 # What the payment provider reports of a purchase's payment, in the purchase's own words (the
 # adapter translates the provider's event types into these).
-PaymentReport = Literal["succeeded", "failed"]
+PaymentReport = Literal["succeeded", "failed", "refunded", "disputed"]
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -140,6 +140,54 @@ class LatePaymentRefunded(Event, frozen=True):
     reason: str
 
 
+class RefundDecided(Event, frozen=True):
+    """Tickets of a paid purchase are refunded (domain/refunds.py decides which and how much).
+    Stored before anything is asked of Stripe; the payments worker then refunds `amount_cents`
+    (key `refund-<refund_id>`) and records RefundMade. `by`: "partner", or "buyer" for an
+    approved refund request."""
+
+    token: str
+    refund_id: str
+    ticket_ids: list[int]
+    amount_cents: int
+    reason: str | None
+    by: str
+    intent_id: str | None
+
+
+class RefundReported(Event, frozen=True):
+    """Stripe reports money given back that no RefundDecided asked for (a refund made in its
+    dashboard): `amount_cents` more refunded, and on a full refund every ticket not refunded
+    yet (`ticket_ids`). Nothing is asked of Stripe: the money has already gone."""
+
+    token: str
+    refund_id: str
+    ticket_ids: list[int]
+    amount_cents: int
+    charge_refunded_cents: int
+
+
+class RefundMade(Event, frozen=True):
+    """Stripe made the refund a RefundDecided called for."""
+
+    token: str
+    refund_id: str
+    stripe_refund_id: str
+
+
+class PaymentDisputed(Event, frozen=True):
+    """The buyer's bank disputes the payment (a chargeback): the partner has to answer it."""
+
+    token: str
+    organization_id: int
+    dispute_id: str
+    intent_id: str
+    amount_cents: int
+    currency: str
+    reason: str
+    status: str
+
+
 class AlreadyPaid(DomainError):
     code = "already_paid"
 
@@ -157,6 +205,13 @@ class PurchaseState:
     refunded: bool = False
     refund_decision: LatePaymentRefundDecided | None = None
     refund_id: str | None = None
+    # Refunds of a paid purchase's tickets: decided here (and Stripe's refund id once made),
+    # or reported by Stripe; the tickets they covered; what they gave back in all.
+    ticket_refunds: dict[str, RefundDecided] = field(default_factory=dict)
+    refunds_made: dict[str, str] = field(default_factory=dict)
+    refunded_tickets: set[int] = field(default_factory=set)
+    refunded_cents: int = 0
+    disputes: dict[str, PaymentDisputed] = field(default_factory=dict)
 
 
 def evolve_purchase(state: PurchaseState | None, event: Event) -> PurchaseState | None:
@@ -179,6 +234,15 @@ def evolve_purchase(state: PurchaseState | None, event: Event) -> PurchaseState 
             state.stripe_status = "refund_pending"
         case LatePaymentRefunded() if state:
             state.refunded, state.refund_id, state.stripe_status = True, event.refund_id, "refunded"
+        case RefundDecided() | RefundReported() if state:
+            if isinstance(event, RefundDecided):
+                state.ticket_refunds[event.refund_id] = event
+            state.refunded_tickets.update(event.ticket_ids)
+            state.refunded_cents += event.amount_cents
+        case RefundMade() if state:
+            state.refunds_made[event.refund_id] = event.stripe_refund_id
+        case PaymentDisputed() if state:
+            state.disputes[event.dispute_id] = event
     return state
 
 

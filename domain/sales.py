@@ -9,6 +9,7 @@ retries. Randomness and ids are drawn before the decision (`Draft`); so is the c
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from domain import catalog, discounts, purchasing, streams, tickets
+from domain import catalog, discounts, purchasing, refunds, streams, tickets
 from domain.errors import DomainError, NotFound
 from domain.events import Event
 from domain.inventory import holds
@@ -116,8 +117,19 @@ class HoldAgain(msgspec.Struct, frozen=True, kw_only=True):
     sections: list[catalog.Section]  # the event's (its standing places); none for attractions
 
 
+class RefundTickets(msgspec.Struct, frozen=True, kw_only=True):
+    """A refund decided on the purchase and its tickets (domain/refunds.py): their seats or
+    places go back to the inventory, and the discount use once no ticket is left, in the same
+    append, which expects each of the refund's other streams at the version it was decided
+    on (a scan or another refund meanwhile fails it)."""
+
+    opened: PurchaseOpened
+    refund: refunds.Refund
+    expected: dict[str, int]
+
+
 OpenPurchase = OpenEventPurchase | OpenAttractionPurchase
-SaleCommand = OpenEventPurchase | OpenAttractionPurchase | ReleaseHolds | HoldAgain
+SaleCommand = OpenEventPurchase | OpenAttractionPurchase | ReleaseHolds | HoldAgain | RefundTickets
 
 
 def decide(command: SaleCommand, inventory: Any, companions: Companions) -> Decision:
@@ -131,6 +143,8 @@ def decide(command: SaleCommand, inventory: Any, companions: Companions) -> Deci
             return release_holds(command, inventory, companions)
         case HoldAgain():
             return hold_again(command, inventory)
+        case RefundTickets():
+            return refund_tickets(command, inventory, companions)
     raise TypeError(f"not a sale command: {command!r}")
 
 
@@ -140,6 +154,8 @@ def discount_streams(command: SaleCommand) -> tuple[str, ...]:
         case OpenEventPurchase() | OpenAttractionPurchase():
             discount_id = command.draft.discount_id
         case ReleaseHolds():
+            discount_id = command.opened.discount_id
+        case RefundTickets() if command.refund.whole:
             discount_id = command.opened.discount_id
         case _:
             discount_id = None
@@ -228,6 +244,34 @@ def release_holds(command: ReleaseHolds, inventory: Inventory, companions: Compa
         if code is not None:
             events[streams.discount(opened.discount_id)] = discounts.release(code, token)
     return Decision(events, expected={purchase: command.purchase_version})
+
+
+def refund_tickets(
+    command: RefundTickets, inventory: Inventory, companions: Companions
+) -> Decision:
+    opened, refund = command.opened, command.refund
+    counts = dict(Counter(t.ticket_type_id for t in refund.returned))
+    back: list[Event]
+    if opened.event_id is not None:
+        assert isinstance(inventory, holds.EventInventory)
+        inventory_stream = streams.event(opened.event_id)
+        seats = [
+            HeldSeat(ticket_type_id=t.ticket_type_id, **msgspec.structs.asdict(t.seat))
+            for t in refund.returned
+            if t.seat is not None
+        ]
+        back = holds.return_seats(inventory, opened.token, seats, counts, "refunded")
+    else:
+        assert isinstance(inventory, holds.AttractionInventory)
+        assert opened.attraction_id is not None
+        inventory_stream = streams.attraction(opened.attraction_id)
+        back = holds.return_attraction_tickets(inventory, opened.token, counts, "refunded")
+    events: dict[str, list[Event]] = {inventory_stream: back, **refund.events}
+    if refund.whole and opened.discount_id is not None:
+        code = companions.get(streams.discount(opened.discount_id))
+        if code is not None:
+            events[streams.discount(opened.discount_id)] = discounts.release(code, opened.token)
+    return Decision(events, result=refund, expected=command.expected)
 
 
 def hold_again(command: HoldAgain, inventory: Inventory) -> Decision:

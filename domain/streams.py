@@ -11,6 +11,9 @@ ATTRACTION = "attraction"
 DISCOUNT = "discount"
 PURCHASE = "purchase"
 TICKET = "ticket"
+TRANSFER = "transfer"
+# One word: a category is what comes before the first dash.
+REFUND_REQUEST = "refundrequest"
 
 
 def category(stream_id: str) -> str:
@@ -46,9 +49,22 @@ def ticket(ticket_id: int) -> str:
     return f"{TICKET}-{ticket_id}"
 
 
+def transfer(transfer_id: str) -> str:
+    return f"{TRANSFER}-{transfer_id}"
+
+
+def refund_request(request_id: str) -> str:
+    return f"{REFUND_REQUEST}-{request_id}"
+
+
 def purchase_token(stream_id: str) -> str:
     """The token of a purchase's stream."""
     return stream_id.removeprefix(f"{PURCHASE}-")
+
+
+def transfer_id(stream_id: str) -> str:
+    """The id of a transfer's stream."""
+    return stream_id.removeprefix(f"{TRANSFER}-")
 
 
 def discount_id(stream_id: str) -> int | None:

@@ -5,7 +5,8 @@ scanning one ticket at once admit exactly one, and of a refund and a scan at onc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
@@ -18,7 +19,7 @@ from domain.catalog import ConsumerField, EventScheduled, TicketTerms
 from domain.errors import DomainError, InvalidCommand
 from domain.events import Event
 from domain.inventory.events import SeatRef
-from domain.purchasing import EMAIL, PurchaseOpened
+from domain.purchasing import EMAIL, EMAIL_MAX, PurchaseOpened
 
 Reason = Literal[
     "ok", "already_scanned", "refunded", "resold", "cancelled", "pending_payment", "expired"
@@ -123,6 +124,15 @@ class TicketRefunded(Event, frozen=True):
     reason: str | None = None
 
 
+class TicketTransferOffered(Event, frozen=True):
+    """The ticket is offered to someone by the transfer `transfer_id` (domain/transfers.py):
+    recorded on the ticket too, so that of two offers at once one wins, and an accept decided
+    before a later offer no longer applies."""
+
+    ticket_id: int
+    transfer_id: str
+
+
 class TicketTransferred(Event, frozen=True):
     """The ticket now belongs to `consumer`, under `new_code` (and a new attendee token): the
     old code answers `resold`, and every PDF, link and pass made for it stops working."""
@@ -136,6 +146,10 @@ class TicketTransferred(Event, frozen=True):
 
 class PersonalizationClosed(DomainError):
     code = "personalization_closed"
+
+
+class PersonalizationNotOpen(DomainError):
+    code = "personalization_not_open"
 
 
 @dataclass
@@ -152,6 +166,8 @@ class TicketState:
     # Every code the ticket had before its current one (each answers `resold`).
     former_codes: tuple[str, ...] = ()
     transfers: int = 0
+    # Every transfer ever offered for the ticket, the latest last.
+    transfer_offers: tuple[str, ...] = ()
 
     @property
     def status(self) -> TicketStatus:
@@ -212,6 +228,8 @@ def evolve_ticket(state: TicketState | None, event: Event) -> TicketState | None
             state.code, state.attendee_token = event.new_code, event.new_attendee_token
             state.consumer, state.personalized = event.consumer, True
             state.transfers += 1
+        case TicketTransferOffered() if state:
+            state.transfer_offers += (event.transfer_id,)
     return state
 
 
@@ -340,18 +358,99 @@ def scan(
 
 
 def update_attendee(
-    state: TicketState, name: str | None, email: str | None, now: datetime, field: str
+    state: TicketState,
+    name: str | None,
+    email: str | None,
+    now: datetime,
+    field: str,
+    details: Mapping[str, object] | None = None,
 ) -> list[Event]:
-    """Empty strings clear. Refused after the personalization window or once scanned."""
+    """The buyer's edit of a seat: its name and e-mail (empty strings clear) and any other
+    `details` of the consumer (see `edited`), decided as the buyer's personalization."""
     name = name.strip() if name else None
     email = email.strip() if email else None
-    if name is not None and len(name) > 200:
-        raise InvalidCommand("name is longer than 200 characters", f"{field}.name")
-    if email is not None and (len(email) > 254 or not EMAIL.match(email)):
+    if name is not None and len(name) > NAME_MAX:
+        raise InvalidCommand(f"name is longer than {NAME_MAX} characters", f"{field}.name")
+    if email is not None and not _is_email(email):
         raise InvalidCommand("not a valid e-mail address", f"{field}.email")
-    end = state.issued.personalization_end
-    if (end is not None and now >= end) or state.scan_count:
+    named = Consumer.named(name, email)
+    changes = {"first_name": named.first_name, "last_name": named.last_name, "email": email}
+    consumer = edited(state.consumer, {**changes, **(details or {})})
+    return personalize(state, consumer, "buyer", now, field)
+
+
+PersonalizedBy = Literal["partner", "buyer"]
+NAME_MAX = 200
+_TEXT_MAX = {"address": 200, "postal_code": 20, "city": 100}
+_PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{3,30}$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+# ISO/IEC 5218: not known, male, female, not applicable.
+GENDERS = (0, 1, 2, 9)
+EARLIEST_BIRTH = date(1900, 1, 1)
+
+
+def edited(consumer: Consumer, changes: Mapping[str, object]) -> Consumer:
+    """The consumer with `changes` applied: a field given as "" or None is cleared, a field not
+    named keeps its value."""
+    cleared = {name: None if value == "" else value for name, value in changes.items()}
+    return msgspec.structs.replace(consumer, **cleared)
+
+
+def personalize(
+    state: TicketState, consumer: Consumer, by: PersonalizedBy, now: datetime, field: str = ""
+) -> list[Event]:
+    """The ticket's consumer becomes `consumer`, given by the partner or the buyer inside the
+    window [personalization_start, personalization_end). Fields the event requires may stay
+    empty (the ticket then still needs personalization). Refused once refunded or scanned."""
+    consumer = _checked(consumer, now, f"{field}." if field else "")
+    if state.refunded_by is not None:
+        raise PersonalizationClosed("the ticket is refunded")
+    if state.scan_count:
+        raise PersonalizationClosed("the ticket has been scanned")
+    start, end = state.issued.personalization_start, state.issued.personalization_end
+    if start is not None and now < start:
+        raise PersonalizationNotOpen(f"personalization opens at {start.isoformat()}")
+    if end is not None and now >= end:
         raise PersonalizationClosed("attendee details can no longer be changed")
-    if (name, email) == (state.holder_name, state.holder_email):
+    if state.personalized and consumer == state.consumer:
         return []
-    return [AttendeeUpdated(ticket_id=state.issued.ticket_id, name=name, email=email)]
+    return [ConsumerUpdated(ticket_id=state.issued.ticket_id, consumer=consumer, by=by)]
+
+
+def _is_email(text: str) -> bool:
+    return len(text) <= EMAIL_MAX and EMAIL.match(text) is not None
+
+
+def _checked(consumer: Consumer, now: datetime, prefix: str) -> Consumer:
+    """The consumer trimmed (blank text is no text), or a 422 naming its first bad field."""
+    texts = {
+        name: (value.strip() or None) if isinstance(value, str) else value
+        for name, value in msgspec.structs.asdict(consumer).items()
+    }
+    if texts["country"]:
+        texts["country"] = texts["country"].upper()
+    consumer = Consumer(**texts)
+
+    def refuse(name: str, detail: str) -> InvalidCommand:
+        return InvalidCommand(detail, f"{prefix}{name}")
+
+    for name in ("first_name", "last_name"):
+        value = getattr(consumer, name)
+        if value is not None and len(value) > NAME_MAX:
+            raise refuse(name, f"longer than {NAME_MAX} characters")
+    for name, limit in _TEXT_MAX.items():
+        value = getattr(consumer, name)
+        if value is not None and len(value) > limit:
+            raise refuse(name, f"longer than {limit} characters")
+    if consumer.email is not None and not _is_email(consumer.email):
+        raise refuse("email", "not a valid e-mail address")
+    if consumer.phone_number is not None and not _PHONE.match(consumer.phone_number):
+        raise refuse("phone_number", "not a phone number (digits, spaces, ()-, a leading +)")
+    born = consumer.date_of_birth
+    if born is not None and not EARLIEST_BIRTH <= born <= now.date():
+        raise refuse("date_of_birth", f"must lie between {EARLIEST_BIRTH} and today")
+    if consumer.gender is not None and consumer.gender not in GENDERS:
+        raise refuse("gender", "one of 0 (not known), 1 (male), 2 (female), 9 (not applicable)")
+    if consumer.country is not None and not _COUNTRY.match(consumer.country):
+        raise refuse("country", "an ISO 3166-1 alpha-2 code")
+    return consumer

@@ -1,6 +1,7 @@
 """Reads of what the service has handed out (ticket codes, attendee tokens, access codes): the
 index the event store writes in the same transaction as the PurchaseOpened that hands them out
-(infra/migrations/0009_handed_out.sql), so a code works the moment its purchase is
+(infra/migrations/0009_handed_out.sql), or the TicketTransferred that gives a ticket a new code
+and attendee token (0010_transfers.sql), so a code works the moment its purchase is
 acknowledged, whatever the projectors, the relay or NATS are doing. The index only says which
 streams to read; the streams say what the code is worth."""
 
@@ -51,12 +52,35 @@ async def ticket_by_code(
     return await conn.fetch(TICKET_BY_CODE, normalize_code(code)[:MAX_CODE])
 
 
+async def ticket_handle_by_code(
+    conn: asyncpg.Pool | asyncpg.Connection, code: str
+) -> TicketHandle | None:
+    """The ticket a code (current or former) was handed out for, without its stream."""
+    row = await conn.fetchrow(
+        "SELECT ticket_id, purchase_token, organization_id FROM ticket_codes WHERE code = $1",
+        normalize_code(code)[:MAX_CODE],
+    )
+    return TicketHandle(*row) if row else None
+
+
 async def ticket_by_attendee_token(
     conn: asyncpg.Pool | asyncpg.Connection, token: str
 ) -> TicketHandle | None:
     row = await conn.fetchrow(
         "SELECT ticket_id, purchase_token, organization_id FROM attendee_tokens WHERE token = $1",
         token[:MAX_TOKEN],
+    )
+    return TicketHandle(*row) if row else None
+
+
+async def ticket_by_id(
+    conn: asyncpg.Pool | asyncpg.Connection, ticket_id: int
+) -> TicketHandle | None:
+    """Where a ticket handed out under any code belongs, from its id alone."""
+    row = await conn.fetchrow(
+        "SELECT ticket_id, purchase_token, organization_id FROM ticket_codes"
+        " WHERE ticket_id = $1 LIMIT 1",
+        ticket_id,
     )
     return TicketHandle(*row) if row else None
 

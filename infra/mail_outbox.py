@@ -9,6 +9,9 @@ from datetime import UTC, datetime
 import asyncpg
 
 CHANNEL = "mail_outbox"
+# A transfer's e-mails, each sent once: the offer to its recipient, and their ticket once they
+# accepted. For these the row's `purchase_token` is the transfer's id.
+TRANSFER_KINDS = ("transfer_offer", "transfer_completed")
 
 _ENQUEUE = """
 WITH inserted AS (
@@ -26,17 +29,24 @@ async def enqueue(
     kind: str,
     *,
     now: datetime | None = None,
+    refund_id: str | None = None,
 ) -> bool:
-    """Queue a message ('confirmation' or 'resend') and wake the mailers; True if queued, False
-    if folded into one already queued. On a connection inside a transaction, the row and the
-    wake-up both take effect at commit. `now` picks the resend's minute (tests)."""
-    key = _dedupe_key(purchase_token, kind, now or datetime.now(UTC))
+    """Queue a message ('confirmation', 'resend', 'refund' or one of TRANSFER_KINDS) and wake
+    the mailers; True if queued, False if folded into one already queued. On a connection
+    inside a transaction, the row and the wake-up both take effect at commit. `now` picks the
+    resend's minute (tests)."""
+    key = _dedupe_key(purchase_token, kind, now or datetime.now(UTC), refund_id)
     return await pool_or_conn.fetchrow(_ENQUEUE, purchase_token, kind, key) is not None
 
 
-def _dedupe_key(purchase_token: str, kind: str, now: datetime) -> str:
+def _dedupe_key(purchase_token: str, kind: str, now: datetime, refund_id: str | None) -> str:
+    if kind == "refund":
+        # One per refund (`refund_id`); a purchase may have several.
+        return f"refund:{refund_id}"
     if kind == "confirmation":
         return f"confirmation:{purchase_token}"
     if kind == "resend":
         return f"resend:{purchase_token}:{now.astimezone(UTC):%Y-%m-%dT%H:%M}"
+    if kind in TRANSFER_KINDS:
+        return f"{kind}:{purchase_token}"
     raise ValueError(f"unknown mail kind {kind!r}")

@@ -17,7 +17,7 @@ import aiohttp
 import msgspec
 import stripe
 from stripe import RequestOptions
-from stripe.params import PaymentIntentCreateParams
+from stripe.params import PaymentIntentCreateParams, RefundCreateParams
 
 from domain.purchasing import PaymentReport
 from infra.settings import Settings
@@ -62,14 +62,19 @@ class PaymentIntentRef(msgspec.Struct, frozen=True, kw_only=True):
 _REPORTS: dict[str, PaymentReport] = {
     "payment_intent.succeeded": "succeeded",
     "payment_intent.payment_failed": "failed",
+    "charge.refunded": "refunded",
+    "charge.dispute.created": "disputed",
 }
 
 
 class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
     """The part of a Stripe event the service acts on. `report` is what it says of the
     payment (None for an event that reports nothing the purchase acts on); `intent_id` is
-    empty for an event not about a PaymentIntent; `amount` is the intent's amount, or for a
-    charge the amount refunded so far."""
+    empty for an event not about a PaymentIntent; `amount` is the intent's amount, for a
+    charge the amount refunded so far, for a dispute the amount disputed. `object_id` is the
+    id of what the event is about (a dispute's, say), `reason` a dispute's reason. A dispute
+    does not carry the charge's metadata: its purchase is found by its intent
+    (`purchase_token_of`)."""
 
     id: str
     type: str
@@ -78,6 +83,8 @@ class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
     purchase_token: str | None
     status: str | None
     amount: int
+    object_id: str = ""
+    reason: str | None = None
 
 
 class _EventObject(msgspec.Struct):
@@ -87,6 +94,7 @@ class _EventObject(msgspec.Struct):
     amount: int = 0
     amount_refunded: int = 0
     payment_intent: str | None = None
+    reason: str | None = None
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
 
 
@@ -206,15 +214,38 @@ class Payments:
         with _mapped_errors("cancelling the PaymentIntent"):
             await self._client.v1.payment_intents.cancel_async(intent_id, options=options)
 
-    async def refund(self, intent_id: str, *, idempotency_key: str) -> str:
-        """Refunds the intent's charge in full and returns the refund id; the key makes a
-        retried refund a replay rather than a second refund."""
+    async def refund(
+        self, intent_id: str, *, idempotency_key: str, amount_cents: int | None = None
+    ) -> str:
+        """Refunds `amount_cents` of the intent's charge (all of it for None) and returns the
+        refund id; the key makes a retried refund a replay rather than a second refund. The
+        transfer to the connected account is reversed by the same amount, so the organization
+        gives the money back; the platform takes no application fee on these charges, so there
+        is none to refund (`refund_application_fee` false): the organization's fee policy is in
+        the amount."""
+        params: RefundCreateParams = {
+            "payment_intent": intent_id,
+            "reverse_transfer": True,
+            "refund_application_fee": False,
+        }
+        if amount_cents is not None:
+            params["amount"] = amount_cents
         with _mapped_errors("refunding the PaymentIntent"):
             refund = await self._client.v1.refunds.create_async(
-                {"payment_intent": intent_id, "reverse_transfer": True},
-                {"idempotency_key": idempotency_key},
+                params, {"idempotency_key": idempotency_key}
             )
         return refund.id
+
+    async def purchase_token_of(self, intent_id: str) -> str | None:
+        """The purchase a PaymentIntent was created for (its metadata), for the Stripe events
+        that do not carry it (disputes)."""
+        with _mapped_errors("reading the PaymentIntent"):
+            response = await self._client.raw_request_async(
+                "get", f"/v1/payment_intents/{intent_id}"
+            )
+        intent = response.data
+        metadata = intent.get("metadata") if isinstance(intent, dict) else None
+        return metadata.get("purchase_token") if isinstance(metadata, dict) else None
 
     def parse_webhook(self, payload: bytes, signature: str) -> WebhookEvent:
         """Verifies the Stripe-Signature header (HMAC and a 5-minute timestamp tolerance)
@@ -240,5 +271,7 @@ class Payments:
             intent_id=obj.id if is_intent else obj.payment_intent or "",
             purchase_token=obj.metadata.get("purchase_token"),
             status=obj.status,
-            amount=obj.amount if is_intent else obj.amount_refunded,
+            amount=obj.amount_refunded if obj.object == "charge" else obj.amount,
+            object_id=obj.id,
+            reason=obj.reason,
         )

@@ -58,6 +58,14 @@ class Settings:
     pdf_workers: int = 1
     health_port: int = 0
     ready_max_lag_seconds: int = 30
+    link_secret: str = field(default="", repr=False)
+    apple_pass_certificate: str = ""
+    apple_pass_key: str = ""
+    apple_wwdr_certificate: str = ""
+    apple_pass_type_id: str = ""
+    apple_team_id: str = ""
+    google_wallet_issuer_id: str = ""
+    google_service_account_file: str = ""
 
     @property
     def offers_subject(self) -> str:
@@ -100,6 +108,16 @@ class Settings:
             "pdf_workers": _env_int("LINJERUM_PDF_WORKERS", 1),
             "health_port": _env_int("LINJERUM_HEALTH_PORT", 0),
             "ready_max_lag_seconds": _env_int("LINJERUM_READY_MAX_LAG_SECONDS", 30),
+            "link_secret": os.environ.get("LINJERUM_LINK_SECRET", ""),
+            "apple_pass_certificate": os.environ.get("LINJERUM_APPLE_PASS_CERT", ""),
+            "apple_pass_key": os.environ.get("LINJERUM_APPLE_PASS_KEY", ""),
+            "apple_wwdr_certificate": os.environ.get("LINJERUM_APPLE_WWDR_CERT", ""),
+            "apple_pass_type_id": os.environ.get("LINJERUM_APPLE_PASS_TYPE_ID", ""),
+            "apple_team_id": os.environ.get("LINJERUM_APPLE_TEAM_ID", ""),
+            "google_wallet_issuer_id": os.environ.get("LINJERUM_GOOGLE_WALLET_ISSUER_ID", ""),
+            "google_service_account_file": os.environ.get(
+                "LINJERUM_GOOGLE_SERVICE_ACCOUNT_FILE", ""
+            ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -63,7 +63,7 @@ async def _seats_held(conn: asyncpg.Connection, schema: str, e: Event) -> None:
 
 
 async def _seats_released(conn: asyncpg.Connection, schema: str, e: Event) -> None:
-    assert isinstance(e, inventory.SeatsReleased)
+    assert isinstance(e, inventory.SeatsReleased | inventory.SeatsReturned)
     await conn.executemany(
         f"DELETE FROM {schema}.taken_seats WHERE event_id = $1 AND section_id = $2"
         " AND row = $3 AND seat_number = $4 AND purchase_token = $5",
@@ -73,7 +73,12 @@ async def _seats_released(conn: asyncpg.Connection, schema: str, e: Event) -> No
 
 
 async def _day(conn: asyncpg.Connection, schema: str, e: Event, sign: int) -> None:
-    assert isinstance(e, inventory.AttractionTicketsHeld | inventory.AttractionTicketsReleased)
+    assert isinstance(
+        e,
+        inventory.AttractionTicketsHeld
+        | inventory.AttractionTicketsReleased
+        | inventory.AttractionTicketsReturned,
+    )
     await _count(conn, schema, e.counts, sign)
     if e.visit_date is not None:
         await conn.execute(
@@ -97,8 +102,11 @@ async def _tickets_released(conn: asyncpg.Connection, schema: str, e: Event) -> 
 _HANDLED = {
     "SeatsHeld": _seats_held,
     "SeatsReleased": _seats_released,
+    # A refund's part of a hold: the same rows go, the rest of the hold stays.
+    "SeatsReturned": _seats_released,
     "AttractionTicketsHeld": _tickets_held,
     "AttractionTicketsReleased": _tickets_released,
+    "AttractionTicketsReturned": _tickets_released,
 }
 
 

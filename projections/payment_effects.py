@@ -1,6 +1,6 @@
 """Queues what the stored purchase events ask of Stripe, for the payments worker
 (services/workers/payment_effects.py):
-the refund a LatePaymentRefundDecided calls for, and the cancel of
+the refund a LatePaymentRefundDecided or a RefundDecided calls for, and the cancel of
 the PaymentIntent of a purchase that expired or was cancelled unpaid, so its buyer can no
 longer pay it. A projection, so the outbox row commits with the checkpoint (exactly once in
 effect) and a replay finds its rows already queued (the outbox folds them).
@@ -50,3 +50,9 @@ class PaymentEffectsProjection:
             decided = event.event()
             assert isinstance(decided, purchasing.LatePaymentRefundDecided)
             await enqueue(conn, token, decided.intent_id, "refund")
+        elif event.type == "RefundDecided":
+            refund = event.event()
+            assert isinstance(refund, purchasing.RefundDecided)
+            # A free purchase's tickets, or what Stripe had already given back: no money moves.
+            if refund.intent_id is not None and refund.amount_cents > 0:
+                await enqueue(conn, token, refund.intent_id, "ticket_refund", refund.refund_id)

@@ -7,10 +7,14 @@ import asyncpg
 from projections.availability import AvailabilityProjection
 from projections.catalog import CatalogProjection
 from projections.confirmations import ConfirmationsProjection
+from projections.disputes import DisputesProjection
 from projections.framework import Projection, ensure_live_schema
 from projections.payment_effects import PaymentEffectsProjection
 from projections.purchases import PurchasesProjection
+from projections.refund_mail import RefundMailProjection
+from projections.refund_requests import RefundRequestsProjection
 from projections.tickets import TicketsProjection
+from projections.transfer_mail import TransferMailProjection
 
 
 def all_projections() -> dict[str, Projection]:
@@ -23,6 +27,10 @@ def all_projections() -> dict[str, Projection]:
             TicketsProjection(),
             ConfirmationsProjection(),
             PaymentEffectsProjection(),
+            TransferMailProjection(),
+            RefundRequestsProjection(),
+            RefundMailProjection(),
+            DisputesProjection(),
         )
     }
 

@@ -65,6 +65,23 @@ async def _scanned(conn: asyncpg.Connection, table: str, event: RecordedEvent) -
     )
 
 
+async def _transferred(conn: asyncpg.Connection, table: str, event: RecordedEvent) -> None:
+    e = event.event()
+    assert isinstance(e, tickets.TicketTransferred)
+    await conn.execute(
+        f"UPDATE {table} SET code = $2, attendee_token = $3 WHERE ticket_id = $1",
+        e.ticket_id,
+        e.new_code,
+        e.new_attendee_token,
+    )
+
+
+async def _refunded(conn: asyncpg.Connection, table: str, event: RecordedEvent) -> None:
+    e = event.event()
+    assert isinstance(e, tickets.TicketRefunded)
+    await conn.execute(f"UPDATE {table} SET status = 'refunded' WHERE ticket_id = $1", e.ticket_id)
+
+
 _HANDLED = {
     "PurchaseOpened": _opened,
     "PurchaseCancelled": _ended,
@@ -72,4 +89,6 @@ _HANDLED = {
     "LatePaymentRefunded": _ended,
     "TicketIssued": _issued,
     "TicketScanned": _scanned,
+    "TicketRefunded": _refunded,
+    "TicketTransferred": _transferred,
 }

@@ -30,6 +30,7 @@ from infra.payments import SIMULATOR_HOST, SIMULATOR_WEBHOOK_SECRET, Payments
 from infra.settings import Settings
 from infra.supervise import OUTAGES
 from infra.tickets_pdf import RenderWorkers
+from infra.wallet.keys import HandoutKeys
 from projections.registry import all_projections, ensure_read_models
 from services.api.activity import ActivityLog
 from services.api.attendee_pages import attendee_link
@@ -117,8 +118,10 @@ async def _serve_http(
     writer = asyncio.create_task(activity.run())
     notes = await connect(live, "gateway-offers", echo=False)
     offers = OfferFeed(notes, live.offers_subject)
+    handout = HandoutKeys.from_settings(live, _public_url(live))
     runner = GatewayRunner(
-        create_app(pool, activity, sales, documents, offers, readiness), access_log=None
+        create_app(pool, activity, sales, documents, offers, readiness, handout),
+        access_log=None,
     )
     await runner.setup()
     try:
@@ -140,11 +143,15 @@ def _local_host(live: Settings) -> str:
     return "127.0.0.1" if live.http_host in ("0.0.0.0", "::") else live.http_host
 
 
+def _public_url(live: Settings) -> str:
+    """Where people reach this service: the links in e-mails and handed to holders."""
+    return live.public_url or f"http://{_local_host(live)}:{live.http_port}"
+
+
 def _documents(
     live: Settings, pool: asyncpg.Pool, sales: Purchases, renderer: Executor | None
 ) -> Documents:
-    base = live.public_url or f"http://{_local_host(live)}:{live.http_port}"
-    link = attendee_link(base)
+    link = attendee_link(_public_url(live))
     return Documents(pool, sales.catalog, live.smtp_sender, link, renderer)
 
 
@@ -342,7 +349,7 @@ async def _serve(
     if "sweeper" in components:
         work["sweeper"] = run_sweeper(sales)
     if "mailer" in components:
-        work["mailer"] = Mailer(pool, _transport(live), documents.confirmation).run()
+        work["mailer"] = Mailer(pool, _transport(live), documents.compose).run()
     if "payments" in components:
         work["payments"] = PaymentEffects(pool, payments).run()
     if "relay" in components:

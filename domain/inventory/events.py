@@ -53,3 +53,24 @@ class AttractionTicketsReleased(Event, frozen=True):
     visit_date: date | None
     counts: dict[int, int]
     reason: str
+
+
+class SeatsReturned(Event, frozen=True):
+    """Part of a purchase's hold given back (its refunded tickets' seats and counts): the rest
+    stays held by the purchase."""
+
+    event_id: int
+    purchase_token: str
+    seats: list[HeldSeat]
+    counts: dict[int, int]
+    reason: str
+
+
+class AttractionTicketsReturned(Event, frozen=True):
+    """Part of a purchase's places on a day given back; the rest stays held."""
+
+    attraction_id: int
+    purchase_token: str
+    visit_date: date | None
+    counts: dict[int, int]
+    reason: str

@@ -27,10 +27,12 @@ from domain.events import Event
 from domain.inventory.events import (
     AttractionTicketsHeld,
     AttractionTicketsReleased,
+    AttractionTicketsReturned,
     HeldSeat,
     SeatRef,
     SeatsHeld,
     SeatsReleased,
+    SeatsReturned,
 )
 from domain.inventory.stock import available_per_type
 from domain.seating import (
@@ -93,13 +95,32 @@ def evolve_inventory(state: EventInventory, event: Event) -> EventInventory:
                 )
             state.taken_per_type.update(event.counts)
             state.holds[event.purchase_token] = event
-        case SeatsReleased():
+        case SeatsReleased() | SeatsReturned():
             for seat in event.seats:
                 if state.taken.pop(seat_key(seat), None) is not None:
                     state.taken_by_row[(seat.section_id, seat.row)].discard(seat.seat_number)
             state.taken_per_type.subtract(event.counts)
-            state.holds.pop(event.purchase_token, None)
+            hold = state.holds.pop(event.purchase_token, None)
+            if isinstance(event, SeatsReturned) and hold is not None:
+                rest = _seats_left(hold, event.seats, event.counts)
+                if rest.counts:
+                    state.holds[event.purchase_token] = rest
     return state
+
+
+def _less(counts: dict[int, int], returned: dict[int, int]) -> dict[int, int]:
+    left = {tid: n - returned.get(tid, 0) for tid, n in counts.items()}
+    return {tid: n for tid, n in left.items() if n > 0}
+
+
+def _seats_left(hold: SeatsHeld, seats: list[HeldSeat], counts: dict[int, int]) -> SeatsHeld:
+    """What a hold keeps once some of its seats and counts are returned."""
+    gone = {seat_key(s) for s in seats}
+    return msgspec.structs.replace(
+        hold,
+        seats=[s for s in hold.seats if seat_key(s) not in gone],
+        counts=_less(hold.counts, counts),
+    )
 
 
 def clone_inventory(state: EventInventory) -> EventInventory:
@@ -228,6 +249,31 @@ def release_seats(state: EventInventory, token: str, reason: str) -> list[Event]
     ]
 
 
+def return_seats(
+    state: EventInventory, token: str, seats: list[HeldSeat], counts: dict[int, int], reason: str
+) -> list[Event]:
+    """Give back some of what a purchase holds (a refund's tickets): only seats and counts the
+    hold has; nothing when it has none of them."""
+    hold = state.holds.get(token)
+    if hold is None:
+        return []
+    held = {seat_key(s) for s in hold.seats}
+    back = [s for s in seats if seat_key(s) in held]
+    counted = {tid: min(n, hold.counts.get(tid, 0)) for tid, n in counts.items()}
+    counted = {tid: n for tid, n in counted.items() if n > 0}
+    if not counted:
+        return []
+    return [
+        SeatsReturned(
+            event_id=hold.event_id,
+            purchase_token=token,
+            seats=back,
+            counts=counted,
+            reason=reason,
+        )
+    ]
+
+
 def rehold_seats(
     state: EventInventory, sections: list[Section], previous: SeatsHeld, expires_at: datetime
 ) -> SeatsHeld:
@@ -285,11 +331,15 @@ def evolve_attraction(state: AttractionInventory, event: Event) -> AttractionInv
             if event.visit_date is not None:
                 state.taken_per_day[event.visit_date] += sum(event.counts.values())
             state.holds[event.purchase_token] = event
-        case AttractionTicketsReleased():
+        case AttractionTicketsReleased() | AttractionTicketsReturned():
             state.taken_per_type.subtract(event.counts)
             if event.visit_date is not None:
                 state.taken_per_day[event.visit_date] -= sum(event.counts.values())
-            state.holds.pop(event.purchase_token, None)
+            hold = state.holds.pop(event.purchase_token, None)
+            if isinstance(event, AttractionTicketsReturned) and hold is not None:
+                left = _less(hold.counts, event.counts)
+                if left:
+                    state.holds[event.purchase_token] = msgspec.structs.replace(hold, counts=left)
     return state
 
 
@@ -372,6 +422,28 @@ def release_attraction_tickets(state: AttractionInventory, token: str, reason: s
             purchase_token=token,
             visit_date=hold.visit_date,
             counts=hold.counts,
+            reason=reason,
+        )
+    ]
+
+
+def return_attraction_tickets(
+    state: AttractionInventory, token: str, counts: dict[int, int], reason: str
+) -> list[Event]:
+    """Give back some of a purchase's places (a refund's tickets), within what it holds."""
+    hold = state.holds.get(token)
+    if hold is None:
+        return []
+    counted = {tid: min(n, hold.counts.get(tid, 0)) for tid, n in counts.items()}
+    counted = {tid: n for tid, n in counted.items() if n > 0}
+    if not counted:
+        return []
+    return [
+        AttractionTicketsReturned(
+            attraction_id=hold.attraction_id,
+            purchase_token=token,
+            visit_date=hold.visit_date,
+            counts=counted,
             reason=reason,
         )
     ]

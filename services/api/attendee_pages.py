@@ -58,6 +58,8 @@ async def _lookup(pool: asyncpg.Pool, token: str) -> tuple[TicketState, Purchase
     purchase = await load_purchase(pool, handle.purchase_token)
     if ticket is None or purchase is None or purchase.status != "paid" or purchase.refunded:
         return None
+    if ticket.attendee_token != token:
+        return None  # the token the ticket had before it was transferred
     return ticket, purchase
 
 

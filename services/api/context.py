@@ -12,6 +12,7 @@ from aiohttp import web
 from infra.apikeys import ApiKey
 from infra.changes import ChangeFeed
 from infra.eventstore import Metadata
+from infra.wallet.keys import HandoutKeys
 from services.api.access import AccessControl
 from services.api.activity import ActivityLog
 from services.api.docs.published import PublishedDocs
@@ -23,6 +24,7 @@ from services.usecases.ticket_documents import Documents
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
 PURCHASES: web.AppKey[Purchases] = web.AppKey("purchases", Purchases)
 DOCUMENTS: web.AppKey[Documents] = web.AppKey("documents", Documents)
+HANDOUT: web.AppKey[HandoutKeys] = web.AppKey("handout", HandoutKeys)
 SNAPSHOTS: web.AppKey[Memo] = web.AppKey("snapshots", Memo)
 ACCESS: web.AppKey[AccessControl] = web.AppKey("access", AccessControl)
 ACTIVITY: web.AppKey[ActivityLog] = web.AppKey("activity", ActivityLog)

@@ -18,6 +18,7 @@ from domain.errors import DomainError
 from infra.apikeys import DEFAULT_RATE_LIMIT
 from infra.changes import API_KEYS, ChangeFeed, read_model_channel
 from infra.offer_feed import OfferFeed
+from infra.wallet.keys import HandoutKeys
 from projections.availability import AvailabilityProjection
 from projections.catalog import CatalogProjection
 from services.api import (
@@ -25,10 +26,15 @@ from services.api import (
     availability,
     catalog_reads,
     deliveries,
+    etickets,
     pricing,
     purchases,
+    refunds,
     seating,
+    ticket_resource,
     tickets,
+    transfers,
+    wallet,
     webhooks,
 )
 from services.api.access import KEY_SECONDS, AccessControl
@@ -40,6 +46,7 @@ from services.api.context import (
     API_KEY,
     CHANGES,
     DOCUMENTS,
+    HANDOUT,
     OFFERS,
     PLANS,
     POOL,
@@ -210,10 +217,15 @@ def partner_routes() -> Iterable[Route]:
     yield from pricing.ROUTES
     yield from purchases.ROUTES
     yield from deliveries.ROUTES
+    yield from refunds.ROUTES
     yield from webhooks.ROUTES
+    yield from ticket_resource.ROUTES
     yield from tickets.ROUTES
+    yield from transfers.ROUTES
     yield from docs.ROUTES
     yield from attendee_pages.ROUTES
+    yield from wallet.ROUTES
+    yield from etickets.ROUTES
 
 
 async def _start(app: web.Application) -> None:
@@ -233,9 +245,11 @@ def create_app(
     documents: Documents,
     offer_feed: OfferFeed | None = None,
     readiness: Readiness | None = None,
+    handout: HandoutKeys | None = None,
 ) -> web.Application:
     """`offer_feed`: seat offers shared with the other gateways (none: kept to this one).
-    `readiness`: what /readyz checks (none: the database only)."""
+    `readiness`: what /readyz checks (none: the database only). `handout`: the keys of
+    e-ticket links and wallet passes (none: development ones, in memory)."""
     app = web.Application(middlewares=[request_context], client_max_size=1 << 20)
     changes = ChangeFeed(pool, (*READS_FOLLOW, API_KEYS))
     app[POOL] = pool
@@ -248,6 +262,7 @@ def create_app(
     app[ACTIVITY] = activity
     app[PURCHASES] = sales
     app[DOCUMENTS] = documents
+    app[HANDOUT] = handout or HandoutKeys.development()
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     add_health_routes(app, readiness or Readiness(pool))

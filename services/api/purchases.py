@@ -14,12 +14,13 @@ from domain.inventory.holds import InsufficientAvailability, SeatsTaken
 from domain.purchasing import PurchasedTicket, PurchaseRequest, PurchaseState
 from domain.seating import seat_key
 from domain.tickets import TicketState
-from infra import idempotency
+from services.api import idempotent
 from services.api.context import OFFERS, PURCHASES, api_key_of, metadata_of, pool_of
-from services.api.errors import ApiError, error_response, from_domain, invalid_request
+from services.api.errors import error_response, from_domain
 from services.api.http import decode_body, json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
+from services.usecases.ticket_resource import ticket_facts
 from services.usecases.ticketing import load_tickets
 
 
@@ -47,6 +48,7 @@ class TicketView(Payload):
     scan_count: int
     scannable_until: datetime | None
     needs_personalization: bool
+    personalization_start: datetime | None
     personalization_end: datetime | None
     eticket_url: str | None
 
@@ -74,6 +76,10 @@ class PurchaseView(Payload):
     attraction: ProductRef | None
     visit_date: date | None
     tickets: list[TicketView]
+    # Given back of the payment so far (GET /purchases/:token/refunds lists the refunds), and
+    # whether the buyer's bank disputes it (GET /disputes).
+    refunded_cents: int
+    disputed: bool
 
 
 class PaymentView(Payload):
@@ -98,39 +104,32 @@ class CancelResponse(Payload):
 
 
 SEAT_REFUSALS = (SeatsTaken.code, InsufficientAvailability.code)
-_TICKET_STATUS = {
-    "pending_payment": "pending_payment",
-    "paid": "valid",
-    "cancelled": "cancelled",
-    "expired": "cancelled",
-}
 
 
 def _ticket(
     state: PurchaseState, bought: PurchasedTicket, issued: TicketState | None
 ) -> TicketView:
     o = state.opened
-    name = issued.holder_name if issued else bought.name
-    email = issued.holder_email if issued else bought.email
-    status = issued.status if issued else _TICKET_STATUS[state.status]
+    facts = ticket_facts(state, bought, issued)
     return TicketView(
         id=bought.id,
-        ticket_code=bought.code,
-        ticket_status=status,
+        ticket_code=facts.code,
+        ticket_status=facts.status,
         ticket_type_id=bought.ticket_type_id,
         ticket_type_name=bought.ticket_type_name,
-        name=name,
-        email=email,
+        name=facts.name,
+        email=facts.email,
         amount_cents=bought.amount_cents,
         service_fee_cents=issued.issued.service_fee_cents if issued else 0,
         currency=o.pricing.currency,
         seat=bought.seat,
-        consumer=Consumer(name=name, email=email),
-        is_scanned=bool(issued and issued.scan_count),
-        scan_count=issued.scan_count if issued else 0,
-        scannable_until=issued.issued.scannable_until if issued else None,
-        needs_personalization=bool(issued and issued.needs_personalization),
-        personalization_end=issued.issued.personalization_end if issued else None,
+        consumer=Consumer(name=facts.name, email=facts.email),
+        is_scanned=bool(facts.scan_count),
+        scan_count=facts.scan_count,
+        scannable_until=facts.scannable_until,
+        needs_personalization=facts.needs_personalization,
+        personalization_start=facts.personalization_start,
+        personalization_end=facts.personalization_end,
         eticket_url=f"/api/v1/purchases/{o.token}/tickets/{bought.id}/pdf" if issued else None,
     )
 
@@ -161,6 +160,8 @@ def purchase_view(
         attraction=product if o.attraction_id is not None else None,
         visit_date=o.visit_date,
         tickets=[_ticket(state, t, (issued or {}).get(t.id)) for t in o.tickets],
+        refunded_cents=state.refunded_cents,
+        disputed=bool(state.disputes),
     )
 
 
@@ -196,50 +197,9 @@ async def _withdraw_offers(request: web.Request, req: PurchaseRequest, organizat
         await request.app[OFFERS].withdraw(event_id, seats)
 
 
-def _retryable(response: web.Response) -> bool:
-    """Responses that mean "try again" are not kept for replay (an in-flight 409 never gets
-    this far: it is answered before the key is claimed)."""
-    return response.status == 429 or response.status >= 500
-
-
 async def create_purchase(request: web.Request) -> web.Response:
     raw = await request.read()
-    key_header = request.headers.get("Idempotency-Key")
-    if key_header is None:
-        return await _create(request, raw)
-    if not idempotency.valid_key(key_header):
-        raise invalid_request("Idempotency-Key", idempotency.KEY_RULE)
-    pool = request.app[PURCHASES].pool
-    api_key = api_key_of(request).id
-    fingerprint = idempotency.request_hash(request.method, request.path, raw)
-    try:
-        replay = await idempotency.claim(pool, api_key, key_header, fingerprint)
-    except idempotency.KeyReused:
-        raise ApiError(
-            422, "idempotency_key_reuse", "the key was used for another request"
-        ) from None
-    except idempotency.StillRunning:
-        raise ApiError(409, "idempotency_in_flight", "the first request is still running") from None
-    if replay is not None:
-        return web.Response(
-            status=replay.status,
-            body=replay.body,
-            content_type="application/json",
-            headers={"Idempotent-Replay": "true"},
-        )
-    try:
-        try:
-            response = await _create(request, raw)
-        except ApiError as exc:
-            response = error_response(exc.status, exc.code, exc.detail, exc.headers)
-    except BaseException:
-        await idempotency.abandon(pool, api_key, key_header)
-        raise
-    if _retryable(response):
-        await idempotency.abandon(pool, api_key, key_header)
-    else:
-        await idempotency.finish(pool, api_key, key_header, response.status, response.body)
-    return response
+    return await idempotent.once(request, raw, lambda: _create(request, raw))
 
 
 async def get_purchase(request: web.Request) -> web.Response:

@@ -3,6 +3,7 @@ code and purchase e-mail, bulk attendee edits, the per-seat attendee view)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
@@ -13,13 +14,15 @@ from msgspec import Meta
 from domain.catalog import VenueRegistered
 from domain.inventory.events import SeatRef
 from domain.purchasing import EMAIL, PurchaseOpened, PurchaseState
-from domain.tickets import Reason
+from domain.tickets import Consumer, Reason
 from services.api.context import PURCHASES, api_key_of, metadata_of, pool_of
 from services.api.errors import ApiError, invalid_request
 from services.api.http import json_response, parse_body, parse_query
 from services.api.routes import Route
 from services.api.schemas import Payload, Query
+from services.api.ticket_resource import ConsumerEdit, consumer_changes
 from services.usecases import ticketing
+from services.usecases.ticket_resource import ticket_facts
 
 
 class TicketSummary(Payload):
@@ -51,7 +54,7 @@ def _summary(verdict: ticketing.Verdict) -> TicketSummary:
         issued = state.issued
         return _described(
             issued.ticket_id,
-            issued.code,
+            verdict.code,
             state.status,
             issued.ticket_type_name,
             (issued.product_slug, issued.event_id is not None),
@@ -144,7 +147,9 @@ class AttendeeSeat(Payload):
     ticket_code: str
     status: str
     needs_personalization: bool
+    personalization_start: datetime | None
     personalization_end: datetime | None
+    scannable_until: datetime | None
 
 
 class LineProduct(Payload):
@@ -189,6 +194,10 @@ class SeatEdit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     token: Annotated[str, Meta(min_length=16, max_length=80)]
     name: Annotated[str, Meta(max_length=200)]
     email: str | None
+    consumer: Annotated[
+        ConsumerEdit | None,
+        Meta(description="The consumer's other details, as PUT /tickets/uid/{uid}/consumer"),
+    ] = None
 
 
 class AttendeeEdits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -248,7 +257,11 @@ def _bundle(order: ticketing.Order, event: LineEvent) -> TicketBundle:
     states = {s.issued.ticket_id: s for s in order.tickets}
     lines: dict[int, OrderLine] = {}
     for bought in opened.tickets:
-        state = states.get(bought.id)
+        facts = ticket_facts(purchase, bought, states.get(bought.id))
+        if facts.code != bought.code:
+            # Transferred: the buyer keeps the code they had (it answers `resold`), and sees
+            # neither the new holder's code nor their details.
+            facts = replace(facts, code=bought.code, status="transferred", consumer=Consumer())
         line = lines.get(bought.ticket_type_id)
         if line is None:
             line = lines[bought.ticket_type_id] = OrderLine(
@@ -266,13 +279,15 @@ def _bundle(order: ticketing.Order, event: LineEvent) -> TicketBundle:
         line.seats.append(
             AttendeeSeat(
                 token=bought.attendee_token,
-                name=state.holder_name if state else bought.name,
-                email=state.holder_email if state else bought.email,
+                name=facts.name,
+                email=facts.email,
                 seat=bought.seat,
-                ticket_code=bought.code,
-                status=state.status if state else status,
-                needs_personalization=bool(state and state.needs_personalization),
-                personalization_end=state.issued.personalization_end if state else None,
+                ticket_code=facts.code,
+                status=facts.status,
+                needs_personalization=facts.needs_personalization,
+                personalization_start=facts.personalization_start,
+                personalization_end=facts.personalization_end,
+                scannable_until=facts.scannable_until,
             )
         )
     return TicketBundle(
@@ -316,9 +331,16 @@ async def edit_attendees(request: web.Request) -> web.Response:
     for i, seat in enumerate(edits.seats):
         if seat.email and (len(seat.email) > 254 or not EMAIL.match(seat.email.strip())):
             raise invalid_request(f"seats[{i}].email", "not a valid e-mail address")
-    await ticketing.update_attendees(
-        pool, order, [(s.token, s.name, s.email) for s in edits.seats], metadata_of(request)
-    )
+    seats = [
+        (
+            s.token,
+            s.name,
+            s.email,
+            consumer_changes(s.consumer, f"seats[{i}].consumer.") if s.consumer else {},
+        )
+        for i, s in enumerate(edits.seats)
+    ]
+    await ticketing.update_attendees(pool, order, seats, metadata_of(request))
     updated = await ticketing.order_by_access_code(
         pool, request.match_info["code"], edits.email, organization_id
     )
@@ -332,7 +354,7 @@ async def attendee_ticket(request: web.Request) -> web.Response:
     opened = purchase.opened
     return json_response(
         AttendeeView(
-            token=ticket.issued.attendee_token,
+            token=ticket.attendee_token,
             attendee={"name": ticket.holder_name, "email": ticket.holder_email},
             product=LineProduct(
                 id=opened.event_id or opened.attraction_id or 0,

@@ -14,6 +14,7 @@ from services.api.errors import ApiError
 from services.api.http import json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
+from services.usecases.refunds import Refunds
 
 
 class WebhookReceipt(Payload):
@@ -40,7 +41,10 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         causation_id=event.id,
         correlation_id=event.purchase_token,
     )
-    outcome = await purchases.settle(event, meta)
+    if event.report in ("refunded", "disputed"):
+        outcome = await Refunds(purchases).settle(event, meta)
+    else:
+        outcome = await purchases.settle(event, meta)
     return json_response(WebhookReceipt(received=True, outcome=outcome))
 
 

@@ -24,9 +24,11 @@ async def put_on_sale(
     metadata: Metadata,
     *,
     name: str = "Show",
+    terms: c.TicketTerms | None = None,
 ) -> tuple[int, int]:
     """Schedules `name` (slug `show`) three days from now, published, with the one ticket type
-    `plan` over the venue's first section; returns the event's id and the ticket type's."""
+    `plan` over the venue's first section, under `terms` (the default ones if None); returns the
+    event's id and the ticket type's."""
     venue = await catalog_commands.load_venue(pool, venue_id)
     event_id = await catalog_commands.schedule_event(
         pool,
@@ -38,6 +40,7 @@ async def put_on_sale(
             event_date=datetime.now(UTC) + timedelta(days=3),
             publish=True,
             ticket_types=[replace(plan, section_ids=[venue.sections[0].id])],
+            terms=terms or c.TicketTerms(),
         ),
         metadata,
     )

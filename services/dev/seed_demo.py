@@ -17,11 +17,14 @@ from domain.catalog import (
     FeeRule,
     OpenAttraction,
     OpeningHours,
+    PersonalizationPolicy,
     RegisterOrganization,
     RegisterVenue,
     Row,
+    SaleChannel,
     ScheduleEvent,
     SectionPlan,
+    TicketTerms,
     TicketTypePlan,
 )
 from domain.errors import AlreadyExists
@@ -33,6 +36,8 @@ DEMO_ORGANIZATION = "det-ny-teater"
 SECOND_ORGANIZATION = "aarhus-teater"
 NO_STRIPE_ORGANIZATION = "odense-friscene"
 FREE_EVENT = "aaben-proeve"
+# The event whose tickets are personalized, handed out late and offered on a waiting list.
+NAMED_EVENT = "en-folkefjende"
 SEED = Metadata(actor="seed-demo")
 
 
@@ -316,6 +321,20 @@ async def _venue(pool: Pool, org: int, cmd: RegisterVenue, created: dict[str, in
     )
 
 
+def _premiere_terms(premiere: datetime) -> TicketTerms:
+    """Named tickets for the premiere: each holder gives name, e-mail and date of birth until
+    the day before; tickets (PDFs, e-ticket links, wallet passes) are handed out three days
+    before it, and may be offered on the theatre's waiting list."""
+    return TicketTerms(
+        personalization=PersonalizationPolicy(
+            required=["first_name", "last_name", "email", "date_of_birth"],
+            ends_at=premiere - timedelta(days=1),
+        ),
+        fulfillment_starts_at=premiere - timedelta(days=3),
+        secondary_sales=[SaleChannel(title="Venteliste", url="https://aarhusteater.dk/venteliste")],
+    )
+
+
 async def seed_demo(pool: Pool, today: date) -> dict[str, int]:
     """Create whatever of the demo catalog is missing; returns how many of each were created."""
     created = dict.fromkeys(
@@ -373,7 +392,7 @@ async def seed_demo(pool: Pool, today: date) -> dict[str, int]:
     stage = await commands.load_venue(pool, stage_id)
     premiere = _at(today + timedelta(days=20), 19, 30)
     enemy = ScheduleEvent(
-        slug="en-folkefjende",
+        slug=NAMED_EVENT,
         name="En folkefjende",
         venue_id=stage_id,
         event_date=premiere,
@@ -386,6 +405,7 @@ async def seed_demo(pool: Pool, today: date) -> dict[str, int]:
                 name="Voksen", price_cents=30000, section_ids=[s.id for s in stage.sections]
             )
         ],
+        terms=_premiere_terms(premiere),
     )
     rehearsal = _at(today + timedelta(days=12), 17)
     free = ScheduleEvent(

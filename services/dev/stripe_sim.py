@@ -10,7 +10,11 @@ It speaks the subset of Stripe's v1 API the service uses, form-encoded as the SD
     POST /v1/payment_intents/{id}/confirm    `pm_card_visa` succeeds, `pm_card_chargeDeclined`
                                              is declined (402 card_error card_declined)
     POST /v1/payment_intents/{id}/cancel
-    POST /v1/refunds                         by `payment_intent` or `charge`
+    POST /v1/refunds                         by `payment_intent` or `charge`, all of what is
+                                             left or `amount` of it (partial refunds add up to
+                                             the charge, never beyond), `reverse_transfer`
+                                             (the refund's `transfer_reversal`),
+                                             `refund_application_fee`
 
 with Bearer auth by any `sk_test_...` key, Stripe's error envelope and statuses, and
 Idempotency-Key replay: a POST repeated with the same key and parameters answers the stored
@@ -20,7 +24,8 @@ parameter validation, unknown objects) are not stored under their key. Parameter
 simulator does not model (expand, return_url, ...) are accepted and ignored.
 
 Every state change emits a Stripe event (`payment_intent.succeeded`,
-`payment_intent.payment_failed`, `payment_intent.canceled`, `charge.refunded`), POSTed in the
+`payment_intent.payment_failed`, `payment_intent.canceled`, `charge.refunded` with the
+charge's `amount_refunded` so far, `charge.dispute.created`), POSTed in the
 background to the webhook URL with a `Stripe-Signature` header that
 `stripe.Webhook.construct_event` verifies. Events about one PaymentIntent are delivered in the
 order they happened; a delivery answered with a non-2xx status or a connection error is retried
@@ -30,6 +35,11 @@ Helpers for tests and debugging, without authentication (the simulator listens o
 
     POST /_sim/payment_intents/{id}/succeed  the customer pays: confirm with `pm_card_visa`
     POST /_sim/payment_intents/{id}/fail     the customer's card is declined
+    POST /_sim/payment_intents/{id}/refund   a refund made in Stripe's dashboard (`amount`
+                                             optional, form or query), no transfer reversed
+    POST /_sim/payment_intents/{id}/dispute  the customer's bank disputes the charge (`reason`
+                                             optional): a dispute and charge.dispute.created
+    GET  /_sim/refunds[?payment_intent=pi_…] refunds made, oldest first
     GET  /_sim/events[?payment_intent=pi_…]  emitted events, oldest first, each with a
                                              `delivery` {status, attempts, last_status,
                                              last_error}; status is pending, delivered,
@@ -81,6 +91,9 @@ _CONFIRMABLE = ("requires_payment_method", "requires_confirmation", "requires_ac
 _CANCELABLE = (*_CONFIRMABLE, "requires_capture", "processing")
 _CANCELLATION_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer", "abandoned"})
 _REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
+_DISPUTE_REASONS = frozenset(
+    {"fraudulent", "duplicate", "product_not_received", "subscription_canceled", "general"}
+)
 
 
 def _new_id(prefix: str, length: int = 24) -> str:
@@ -306,6 +319,7 @@ class Simulator:
         self.webhooks = webhooks
         self.intents: dict[str, Json] = {}
         self.charges: dict[str, Json] = {}
+        self.refunds: list[Json] = []
         self.idempotent: dict[str, _Stored] = {}
 
     def intent(self, intent_id: str) -> Json:
@@ -440,6 +454,10 @@ class Simulator:
         charge = self._refundable_charge(params)
         amount = _int_param(params, "amount", required=False)
         reason = _choice(params, "reason", _REFUND_REASONS)
+        reverse = _flag(params, "reverse_transfer")
+        _flag(params, "refund_application_fee")
+        if reverse and charge["transfer_data"] is None:
+            raise _invalid("This charge has no transfer to reverse.", "reverse_transfer")
         remaining = charge["amount"] - charge["amount_refunded"]
         if remaining == 0:
             raise _unexpected_state(
@@ -455,7 +473,7 @@ class Simulator:
         charge["amount_refunded"] += refunded
         charge["refunded"] = charge["amount_refunded"] == charge["amount"]
         self._emit("charge.refunded", charge, charge["payment_intent"])
-        return {
+        refund: Json = {
             "id": _new_id("re_"),
             "object": "refund",
             "amount": refunded,
@@ -466,7 +484,33 @@ class Simulator:
             "payment_intent": charge["payment_intent"],
             "reason": reason,
             "status": "succeeded",
+            "transfer_reversal": _new_id("trr_") if reverse else None,
         }
+        self.refunds.append(refund)
+        return refund
+
+    def dispute(self, intent: Json, reason: str | None) -> Json:
+        """The customer's bank disputes the charge. Like Stripe's, the dispute does not carry
+        the charge's metadata: only its charge and PaymentIntent say what it is about."""
+        if intent["latest_charge"] is None:
+            raise _unexpected_state("This PaymentIntent has no charge to dispute.")
+        charge = self.charges[intent["latest_charge"]]
+        dispute: Json = {
+            "id": _new_id("dp_"),
+            "object": "dispute",
+            "amount": charge["amount"] - charge["amount_refunded"],
+            "charge": charge["id"],
+            "created": _now(),
+            "currency": charge["currency"],
+            "livemode": False,
+            "metadata": {},
+            "payment_intent": intent["id"],
+            "reason": reason or "general",
+            "status": "needs_response",
+        }
+        charge["disputed"] = True
+        self._emit("charge.dispute.created", dispute, intent["id"])
+        return dispute
 
     def _refundable_charge(self, params: Params) -> Json:
         if "payment_intent" in params:
@@ -641,6 +685,29 @@ def _customer_pays(card: str) -> Handler:
     return pay
 
 
+async def _dashboard_refund(request: web.Request) -> web.Response:
+    """A test helper: a refund made by hand in Stripe's dashboard, no idempotency key."""
+    params = {**request.query, **await _params(request)}
+    amount = {"amount": params["amount"]} if "amount" in params else {}
+    simulator = request.app[SIMULATOR]
+    intent_id = simulator.intent(request.match_info["id"])["id"]
+    return web.json_response(simulator.refund({"payment_intent": intent_id, **amount}))
+
+
+async def _dispute(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    params = {**request.query, **await _params(request)}
+    reason = _choice(params, "reason", _DISPUTE_REASONS)
+    return web.json_response(simulator.dispute(simulator.intent(request.match_info["id"]), reason))
+
+
+async def _list_refunds(request: web.Request) -> web.Response:
+    intent_id = request.query.get("payment_intent")
+    refunds = request.app[SIMULATOR].refunds
+    data = [r for r in refunds if intent_id in (None, r["payment_intent"])]
+    return web.json_response({"object": "list", "data": data, "has_more": False})
+
+
 async def _list_events(request: web.Request) -> web.Response:
     intent_id = request.query.get("payment_intent")
     deliveries = request.app[SIMULATOR].webhooks.deliveries
@@ -673,7 +740,10 @@ def create_simulator(
     app.router.add_post("/v1/refunds", _create_refund)
     app.router.add_post("/_sim/payment_intents/{id}/succeed", _customer_pays("pm_card_visa"))
     app.router.add_post("/_sim/payment_intents/{id}/fail", _customer_pays("pm_card_chargeDeclined"))
+    app.router.add_post("/_sim/payment_intents/{id}/refund", _dashboard_refund)
+    app.router.add_post("/_sim/payment_intents/{id}/dispute", _dispute)
     app.router.add_get("/_sim/events", _list_events)
+    app.router.add_get("/_sim/refunds", _list_refunds)
     return app
 
 

@@ -61,6 +61,10 @@ ATTRACTION_INVENTORY = Kind(
 )
 
 
+# What a Stripe event changes of a purchase (at `version`), stored with `meta`; says what it did.
+Settle = Callable[[PurchaseState, int, WebhookEvent, Metadata], Coroutine[Any, Any, str]]
+
+
 class StripeFailed(DomainError):
     code = "stripe_error"
 
@@ -340,12 +344,13 @@ class Purchases:
         command = sales.ReleaseHolds(
             opened=state.opened, reason=reason, ending=ending, purchase_version=version
         )
-        await self._inventory_desk(state.opened).submit(
+        await self.inventory_desk(state.opened).submit(
             command, meta, sales.discount_streams(command)
         )
         return True
 
-    def _inventory_desk(self, opened: PurchaseOpened) -> Any:
+    def inventory_desk(self, opened: PurchaseOpened) -> Any:
+        """The sales desk of the event or attraction the purchase holds from."""
         if opened.event_id is not None:
             return self.desks.get(streams.event(opened.event_id), EVENT_INVENTORY)
         assert opened.attraction_id is not None
@@ -353,12 +358,13 @@ class Purchases:
 
     # ---- payments ------------------------------------------------------------------------
 
-    async def settle(self, event: WebhookEvent, meta: Metadata) -> str:
+    async def settle(self, event: WebhookEvent, meta: Metadata, apply: Settle | None = None) -> str:
         """Apply one Stripe event once; returns what was done (for the log): `duplicate` for
         an event already applied. What a Stripe event changes is appended with the event's id
         as causation id (`meta`), so the purchase's own stream says whether it was applied,
         in the read that loads it; an event that changes nothing may come again and again
-        changes nothing."""
+        changes nothing. `apply` decides and stores what the event changes (default: what a
+        payment report changes; refunds and disputes bring their own)."""
         if event.purchase_token is None:
             return "ignored"
         stream = streams.purchase(event.purchase_token)
@@ -370,7 +376,7 @@ class Purchases:
             if state is None:
                 return "unknown_purchase"
             try:
-                return await self._settle(state, version, event, meta)
+                return await (apply or self._settle)(state, version, event, meta)
             except (ConcurrencyError, sales.SettledMeanwhile):
                 continue
         raise ConcurrencyError(stream, "settle")
@@ -423,7 +429,7 @@ class Purchases:
             else await self.catalog.sections_of_event(opened.event_id),
         )
         try:
-            await self._inventory_desk(opened).submit(command, meta)
+            await self.inventory_desk(opened).submit(command, meta)
             return "paid_late"
         except (
             holds.SeatsTaken,

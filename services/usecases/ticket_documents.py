@@ -1,25 +1,34 @@
 """What a buyer receives: ticket PDFs (one page per ticket, the QR encoding the code the gates
-scan) and the confirmation e-mail with the access code, attendee links and the PDF attached."""
+scan) and the confirmation e-mail with the access code, attendee links and the PDF attached;
+and what the recipient of a transfer receives: the offer with the token to answer it, and once
+accepted, their ticket."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import TypeVar
 
 import asyncpg
 
 from domain.purchasing import PurchasedTicket, PurchaseState
+from domain.refunds import TicketWasRefunded
 from domain.tickets import TicketState
+from domain.transfers import TransferOffered
 from infra.mail import build_confirmation
+from infra.mail_outbox import TRANSFER_KINDS
 from infra.tickets_pdf import TicketPage, format_money, merge_pdfs, render_tickets
 from services.usecases.catalog_cache import Catalog
-from services.usecases.ticketing import load_purchase, load_tickets
+from services.usecases.ticketing import load_purchase, load_ticket, load_tickets
+from services.usecases.transfers import load_transfer
 
 RENDERED_KEPT = 5000
 T = TypeVar("T")
+# A message's subject, its text's lines and its attachments (name, bytes, media type).
+Message = tuple[str, list[str], list[tuple[str, bytes, str]]]
 
 
 class Documents:
@@ -43,9 +52,14 @@ class Documents:
         self._rendered: dict[tuple[str, str | None], bytes] = {}
 
     async def pages(
-        self, purchase: PurchaseState, only: list[PurchasedTicket] | None = None
+        self,
+        purchase: PurchaseState,
+        only: list[PurchasedTicket] | None = None,
+        *,
+        refunded_too: bool = False,
     ) -> list[TicketPage]:
-        """One page per ticket, with the holder as the ticket's own stream has it now."""
+        """One page per ticket, with the holder as the ticket's own stream has it now.
+        `refunded_too`: describe refunded tickets as well (a wallet pass voiding one)."""
         opened = purchase.opened
         org = await self._catalog.organization(opened.organization_id)
         starts = doors = None
@@ -63,7 +77,12 @@ class Documents:
         pages = []
         chosen = only if only is not None else opened.tickets
         loaded = await load_tickets(self._pool, [t.id for t in chosen])
-        for bought in chosen:
+        # A refunded ticket is handed out no more: asked for, refused; in its purchase's PDF,
+        # left out.
+        refunded = [t for t in chosen if _refunded(loaded[t.id][0]) and not refunded_too]
+        if refunded and (only is not None or len(refunded) == len(chosen)):
+            raise TicketWasRefunded(f"ticket {refunded[0].id} is refunded")
+        for bought in (t for t in chosen if t not in refunded):
             state, _ = loaded[bought.id]
             seat = bought.seat
             pages.append(
@@ -83,8 +102,8 @@ class Documents:
                     ticket_type_name=bought.ticket_type_name,
                     price_cents=bought.amount_cents,
                     currency=opened.pricing.currency,
-                    ticket_code=bought.code,
-                    scan_code=bought.code,
+                    ticket_code=_code(state, bought),
+                    scan_code=_code(state, bought),
                 )
             )
         return pages
@@ -117,10 +136,19 @@ class Documents:
             return None
         opened = purchase.opened
         org = await self._catalog.organization(opened.organization_id)
+        loaded = await load_tickets(self._pool, [t.id for t in opened.tickets])
+        # A ticket passed on is its new holder's: its link and page go to them, not the buyer.
+        held = [
+            t
+            for t in opened.tickets
+            if not _passed_on(loaded[t.id][0]) and not _refunded(loaded[t.id][0])
+        ]
+        if not held:
+            return None
         links = [
             f"- {t.ticket_type_name}{_seat_text(t)}: "
             + self._attendee_link.format(token=t.attendee_token)
-            for t in opened.tickets
+            for t in held
         ]
         total = format_money(opened.pricing.total_cents, opened.pricing.currency)
         text = "\n".join(
@@ -146,13 +174,126 @@ class Documents:
             subject=subject,
             text=text,
             html=None,
-            attachments=[("billetter.pdf", await self.pdf(purchase), "application/pdf")],
+            attachments=[("billetter.pdf", await self.pdf(purchase, held), "application/pdf")],
         )
+
+    async def refund_message(self, purchase_token: str) -> EmailMessage | None:
+        """To the buyer: what has been refunded of their purchase. Each refund queues one
+        (the outbox folds by refund); each tells every refund so far, so two refunds queued
+        before the first message goes out are both told, never one twice as the only news."""
+        purchase = await load_purchase(self._pool, purchase_token)
+        if purchase is None or (purchase.refunded_cents == 0 and not purchase.refunded_tickets):
+            return None
+        opened = purchase.opened
+        org = await self._catalog.organization(opened.organization_id)
+        gone = [t for t in opened.tickets if t.id in purchase.refunded_tickets]
+        total = format_money(purchase.refunded_cents, opened.pricing.currency)
+        text = [
+            f"{org.name} har refunderet {total} af dit køb til {opened.product_name}"
+            f" (adgangskode {opened.access_code}).",
+            "Pengene går tilbage til det kort, du betalte med; det kan tage nogle dage.",
+        ]
+        if gone:
+            text += [
+                "",
+                "Disse billetter er refunderet og kan ikke længere bruges:",
+                *(f"- {t.ticket_type_name}{_seat_text(t)}" for t in gone),
+            ]
+        return build_confirmation(
+            to=opened.buyer.email,
+            sender=self._sender,
+            subject=f"Refusion af dit køb til {opened.product_name}",
+            text="\n".join(text),
+            html=None,
+            attachments=[],
+        )
+
+    async def compose(self, key: str, kind: str) -> EmailMessage | None:
+        """The mailer's compose step for every kind of message: `key` is the purchase's token,
+        or for a transfer's messages the transfer's id."""
+        if kind == "refund":
+            return await self.refund_message(key)
+        if kind in TRANSFER_KINDS:
+            return await self.transfer_message(key, kind)
+        return await self.confirmation(key, kind)
+
+    async def transfer_message(self, transfer_id: str, kind: str) -> EmailMessage | None:
+        """To the recipient: the offer while it is open, their ticket once they accepted it;
+        None (nothing to send) once the transfer is past that."""
+        transfer, _ = await load_transfer(self._pool, transfer_id)
+        if transfer is None:
+            return None
+        status = transfer.status(datetime.now(UTC))
+        if (kind, status) == ("transfer_offer", "offered"):
+            subject, text, attachments = await self._transfer_offer(transfer.offered)
+        elif (kind, status) == ("transfer_completed", "accepted"):
+            subject, text, attachments = await self._transferred_ticket(transfer.offered)
+        else:
+            return None
+        return build_confirmation(
+            to=transfer.offered.recipient.email,
+            sender=self._sender,
+            subject=subject,
+            text="\n".join(text),
+            html=None,
+            attachments=attachments,
+        )
+
+    async def _transfer_offer(self, offered: TransferOffered) -> Message:
+        org = await self._catalog.organization(offered.organization_id)
+        ticket, _ = await load_ticket(self._pool, offered.ticket_id)
+        assert ticket is not None
+        product = ticket.issued.product_name
+        text = [
+            f"Hej {offered.recipient.name}!",
+            "",
+            f"Du får tilbudt en billet til {product} hos {org.name}.",
+            f"Svar senest {offered.deadline:%Y-%m-%d %H:%M} UTC, ellers bortfalder tilbuddet.",
+            "",
+            f"Overdragelse: {offered.transfer_id}",
+            f"Din kode: {offered.token}",
+            "",
+            f"Tag imod: POST /api/v1/transfers/{offered.transfer_id}/accept",
+            f"Sig nej tak: POST /api/v1/transfers/{offered.transfer_id}/decline",
+            'med {"token": "<din kode>"}.',
+        ]
+        return f"En billet til {product} til dig", text, []
+
+    async def _transferred_ticket(self, offered: TransferOffered) -> Message:
+        org = await self._catalog.organization(offered.organization_id)
+        ticket, _ = await load_ticket(self._pool, offered.ticket_id)
+        purchase = await load_purchase(self._pool, offered.purchase_token)
+        assert ticket is not None and purchase is not None
+        product = ticket.issued.product_name
+        bought = [t for t in purchase.opened.tickets if t.id == offered.ticket_id]
+        text = [
+            f"Hej {offered.recipient.name}!",
+            "",
+            f"Billetten til {product} hos {org.name} er nu din, med en ny kode: {ticket.code}.",
+            "Din billet: " + self._attendee_link.format(token=ticket.attendee_token),
+            "",
+            "Billetten er vedhæftet som PDF.",
+        ]
+        pdf = await self.pdf(purchase, bought)
+        return f"Din billet til {product}", text, [("billet.pdf", pdf, "application/pdf")]
 
 
 def _key(page: TicketPage) -> tuple[str, str | None]:
     """A ticket's page changes only with its holder."""
     return (page.ticket_code, page.holder_name)
+
+
+def _refunded(state: TicketState | None) -> bool:
+    return state is not None and state.refunded_by is not None
+
+
+def _passed_on(state: TicketState | None) -> bool:
+    return state is not None and state.transfers > 0
+
+
+def _code(state: TicketState | None, bought: PurchasedTicket) -> str:
+    """The code the ticket has now: a transferred ticket's PDF shows its new one."""
+    return state.code if state is not None else bought.code
 
 
 def _holder(state: TicketState | None, bought: PurchasedTicket) -> str | None:

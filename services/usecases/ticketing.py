@@ -7,7 +7,7 @@ appended at the version it saw."""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -151,11 +151,12 @@ async def order_by_access_code(
 async def update_attendees(
     pool: asyncpg.Pool,
     order: Order,
-    seats: list[tuple[str, str | None, str | None]],
+    seats: list[tuple[str, str | None, str | None, Mapping[str, object]]],
     meta: Metadata,
 ) -> None:
-    """Apply (token, name, email) edits to the order's tickets in one append; tokens of other
-    orders are ignored. A conflicting scan or edit makes the whole edit retry."""
+    """Apply (token, name, email, other consumer details) edits to the order's tickets in one
+    append; tokens of other orders are ignored. A conflicting scan or edit makes the whole edit
+    retry."""
     for _ in range(MAX_SCAN_ATTEMPTS):
         by_token = {}
         for t in order.purchase.opened.tickets:
@@ -163,14 +164,14 @@ async def update_attendees(
         loaded = await load_tickets(pool, list(by_token.values()))
         appends = []
         now = datetime.now(UTC)
-        for i, (token, name, email) in enumerate(seats):
+        for i, (token, name, email, details) in enumerate(seats):
             ticket_id = by_token.get(token)
             if ticket_id is None:
                 continue
             state, version = loaded[ticket_id]
-            if state is None:
-                continue
-            events = tickets.update_attendee(state, name, email, now, f"seats[{i}]")
+            if state is None or state.attendee_token != token:
+                continue  # a token the ticket no longer has since it was transferred
+            events = tickets.update_attendee(state, name, email, now, f"seats[{i}]", details)
             if events:
                 appends.append(PendingAppend(streams.ticket(ticket_id), version, events))
         if not appends:
@@ -199,6 +200,6 @@ async def ticket_by_attendee_token(
         raise NotFound("ticket not found", "token")
     ticket, _ = await load_ticket(pool, handle.ticket_id)
     purchase = await load_purchase(pool, handle.purchase_token)
-    if ticket is None or purchase is None:
+    if ticket is None or purchase is None or ticket.attendee_token != token:
         raise NotFound("ticket not found", "token")
     return ticket, purchase

@@ -5,6 +5,9 @@ are stored. The payment_effects projection queues a row in `payment_outbox` per 
   `refund-<purchase token>`, so a retry (after a crash, a lost answer, a lease that ran out) is
   Stripe's replay of the same refund, never a second one; its id is then recorded on the
   purchase as LatePaymentRefunded.
+- `ticket_refund`: a RefundDecided (tickets of a paid purchase). Its amount is refunded with
+  the key `refund-<refund id>`, reversing the transfer to the connected account, and Stripe's
+  refund id recorded on the purchase as RefundMade.
 - `cancel_intent`: a purchase that expired or was cancelled unpaid; its PaymentIntent is
   cancelled (key `cancel-<intent id>`) so the buyer can no longer pay it. Stripe refuses when
   the buyer paid first; that payment's `payment_intent.succeeded` then takes the late-payment
@@ -17,12 +20,14 @@ the row with that outcome; anything else is tried again until `max_attempts`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import structlog
 
-from domain import purchasing, streams
+from domain import purchasing, refunds, streams
+from domain.events import Event
 from domain.purchasing import PurchaseState
 from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append, read_stream
 from infra.payment_outbox import CHANNEL
@@ -34,10 +39,15 @@ log = structlog.get_logger(__name__)
 RECORD_ATTEMPTS = 5
 # Stripe's answers that no retry changes: the row ends with them as its outcome.
 FINAL_REFUSALS = frozenset(
-    {"payment_intent_unexpected_state", "charge_already_refunded", "resource_missing"}
+    {
+        "payment_intent_unexpected_state",
+        "charge_already_refunded",
+        "amount_too_large",
+        "resource_missing",
+    }
 )
 PAYMENT_OUTBOX = OutboxTable(
-    "payment_outbox", CHANNEL, "done_at", "purchase_token, intent_id, kind"
+    "payment_outbox", CHANNEL, "done_at", "purchase_token, intent_id, kind, refund_id"
 )
 _DONE = """
 UPDATE payment_outbox SET done_at = now(), outcome = $3, next_attempt_at = NULL
@@ -63,6 +73,10 @@ class PaymentEffects(OutboxWorker):
         try:
             if row["kind"] == "refund":
                 outcome = await self._refund(row["purchase_token"], row["intent_id"])
+            elif row["kind"] == "ticket_refund":
+                outcome = await self._ticket_refund(
+                    row["purchase_token"], row["intent_id"], row["refund_id"]
+                )
             else:
                 outcome = await self._cancel(row["purchase_token"], row["intent_id"])
         except PaymentError as exc:
@@ -88,19 +102,36 @@ class PaymentEffects(OutboxWorker):
             return "no_refund_decided"
         if state.refund_id is not None:
             return "already_refunded"
-        refund_id = await self._payments.refund(intent_id, idempotency_key=f"refund-{token}")
-        await self._record_refund(token, refund_id)
+        key = f"refund-{token}"
+        refund_id = await self._payments.refund(intent_id, idempotency_key=key)
+        await self._record(token, key, lambda s: purchasing.record_refund(s, refund_id))
         return "refunded"
 
-    async def _record_refund(self, token: str, refund_id: str) -> None:
-        """LatePaymentRefunded on the purchase, once, at the version it was decided on."""
+    async def _ticket_refund(self, token: str, intent_id: str, refund_id: str) -> str:
+        state = await self._purchase(token)
+        decided = state.ticket_refunds.get(refund_id) if state else None
+        if state is None or decided is None:
+            return "no_refund_decided"
+        if refund_id in state.refunds_made:
+            return "already_refunded"
+        key = f"refund-{refund_id}"
+        made = await self._payments.refund(
+            intent_id, idempotency_key=key, amount_cents=decided.amount_cents
+        )
+        await self._record(token, key, lambda s: refunds.record_made(s, refund_id, made))
+        return "refunded"
+
+    async def _record(
+        self, token: str, causation: str, decide: Callable[[PurchaseState], list[Event]]
+    ) -> None:
+        """What Stripe did, on the purchase, once (`decide` finds nothing the second time)."""
         stream = streams.purchase(token)
-        meta = Metadata(actor="payments", causation_id=f"refund-{token}", correlation_id=token)
+        meta = Metadata(actor="payments", causation_id=causation, correlation_id=token)
         for _ in range(RECORD_ATTEMPTS):
             recorded = await read_stream(self._pool, stream)
             state = purchasing.replay_purchase(r.event() for r in recorded)
             assert state is not None
-            events = purchasing.record_refund(state, refund_id)
+            events = decide(state)
             if not events:
                 return
             try:

@@ -10,7 +10,13 @@ import pytest
 from domain import streams, tickets
 from domain.errors import InvalidCommand
 from domain.events import Event
-from domain.tickets import AttendeeUpdated, PersonalizationClosed, TicketScanned, TicketState
+from domain.tickets import (
+    Consumer,
+    ConsumerUpdated,
+    PersonalizationClosed,
+    TicketScanned,
+    TicketState,
+)
 from tests.unit.builders import (
     NOW,
     SHOW_STARTS,
@@ -131,7 +137,8 @@ def test_a_visit_without_a_date_scans_at_any_time() -> None:
 def test_naming_the_attendee_personalizes_the_ticket() -> None:
     state = _ticket()
     updated = tickets.update_attendee(state, " Bo ", " bo@example.com ", NOW, "seats[0]")
-    assert updated == [AttendeeUpdated(ticket_id=2, name="Bo", email="bo@example.com")]
+    bo = Consumer(first_name="Bo", email="bo@example.com")
+    assert updated == [ConsumerUpdated(ticket_id=2, consumer=bo, by="buyer")]
     state = _then(state, updated)
     assert (state.holder_name, state.holder_email) == ("Bo", "bo@example.com")
     assert not state.needs_personalization
@@ -142,7 +149,7 @@ def test_empty_strings_clear_the_attendee_and_the_ticket_needs_a_name_again() ->
     state = _ticket()
     state = _then(state, tickets.update_attendee(state, "Bo", "bo@example.com", NOW, "seats[0]"))
     cleared = tickets.update_attendee(state, "", "", NOW, "seats[0]")
-    assert cleared == [AttendeeUpdated(ticket_id=2, name=None, email=None)]
+    assert cleared == [ConsumerUpdated(ticket_id=2, consumer=Consumer(), by="buyer")]
     state = _then(state, cleared)
     assert (state.holder_name, state.holder_email) == (None, None)
     assert state.needs_personalization

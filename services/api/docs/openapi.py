@@ -214,9 +214,9 @@ def _name(kind: Any, components: dict[str, Any]) -> str:
 
 def _success(route: Route, components: dict[str, Any]) -> OpenApiResponse:
     content: dict[str, OpenApiMediaType] = {}
-    if route.media_type == "application/pdf":
-        content["application/pdf"] = OpenApiMediaType(
-            schema={"type": "string", "contentMediaType": "application/pdf"}
+    if route.media_type in ("application/pdf", "application/vnd.apple.pkpass"):
+        content[route.media_type] = OpenApiMediaType(
+            schema={"type": "string", "contentMediaType": route.media_type}
         )
     elif route.response is not None:
         name = _name(route.response, components)

@@ -1,0 +1,62 @@
+"""Idempotency-Key for the POSTs that must not happen twice (a purchase, a refund): the first
+request claims the key (infra/idempotency.py), a retry with the same body replays its stored
+answer with `Idempotent-Replay: true`, another body under the key is a 422, a retry while the
+first still runs a 409. Answers that mean "try again" are not stored."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from infra import idempotency
+from services.api.context import api_key_of, pool_of
+from services.api.errors import ApiError, error_response, invalid_request
+
+
+def _retryable(response: web.Response) -> bool:
+    """Responses that mean "try again" are not kept for replay (an in-flight 409 never gets
+    this far: it is answered before the key is claimed)."""
+    return response.status == 429 or response.status >= 500
+
+
+async def once(
+    request: web.Request, raw: bytes, respond: Callable[[], Awaitable[web.Response]]
+) -> web.Response:
+    """`respond`'s answer, or with an Idempotency-Key the first answer given for it."""
+    key_header = request.headers.get("Idempotency-Key")
+    if key_header is None:
+        return await respond()
+    if not idempotency.valid_key(key_header):
+        raise invalid_request("Idempotency-Key", idempotency.KEY_RULE)
+    pool = pool_of(request)
+    api_key = api_key_of(request).id
+    fingerprint = idempotency.request_hash(request.method, request.path, raw)
+    try:
+        replay = await idempotency.claim(pool, api_key, key_header, fingerprint)
+    except idempotency.KeyReused:
+        raise ApiError(
+            422, "idempotency_key_reuse", "the key was used for another request"
+        ) from None
+    except idempotency.StillRunning:
+        raise ApiError(409, "idempotency_in_flight", "the first request is still running") from None
+    if replay is not None:
+        return web.Response(
+            status=replay.status,
+            body=replay.body,
+            content_type="application/json",
+            headers={"Idempotent-Replay": "true"},
+        )
+    try:
+        try:
+            response = await respond()
+        except ApiError as exc:
+            response = error_response(exc.status, exc.code, exc.detail, exc.headers)
+    except BaseException:
+        await idempotency.abandon(pool, api_key, key_header)
+        raise
+    if _retryable(response):
+        await idempotency.abandon(pool, api_key, key_header)
+    else:
+        await idempotency.finish(pool, api_key, key_header, response.status, response.body)
+    return response

@@ -1,0 +1,346 @@
+"""The ticket resource, in the reference's field names: one ticket by its uid, the search by
+code within an event (a list of one, "for historic reasons"), and the partner's
+personalization of its consumer."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+import msgspec
+from aiohttp import web
+from msgspec import UNSET, Meta, UnsetType
+
+from domain.catalog import ConsumerField, TicketTerms
+from domain.tickets import Consumer
+from services.api.context import PURCHASES, api_key_of, metadata_of, now, pool_of
+from services.api.errors import invalid_request
+from services.api.etickets import eticket_url
+from services.api.http import json_response, parse_body, parse_query
+from services.api.routes import Route
+from services.api.schemas import Payload, Query
+from services.usecases import ticket_resource
+from services.usecases.ticket_resource import Ticket
+
+TICKETS = "/api/v1/tickets"
+
+
+class Money(Payload):
+    amount: Annotated[str, Meta(description="In the currency's main unit: `350.00`")]
+    currency: str
+
+
+class ConsumerView(Payload):
+    first_name: str | None
+    last_name: str | None
+    email: str | None
+    phone_number: str | None
+    date_of_birth: date | None
+    gender: Annotated[
+        int | None, Meta(description="ISO/IEC 5218: 0 not known, 1 male, 2 female, 9 n/a")
+    ]
+    address: str | None
+    postal_code: str | None
+    city: str | None
+    country: Annotated[str | None, Meta(description="ISO 3166-1 alpha-2")]
+
+
+class Seating(Payload):
+    """Ids and display labels of the seat; empty strings for general admission."""
+
+    section: str
+    row: str
+    seat: str
+    section_label: str
+    row_label: str
+    seat_label: str
+    venue: str
+
+
+class FormField(Payload):
+    required: bool
+
+
+class PersonalizationForm(Payload):
+    """Every consumer field the ticket takes, and whether the event requires it."""
+
+    first_name: FormField
+    last_name: FormField
+    email: FormField
+    phone_number: FormField
+    date_of_birth: FormField
+    gender: FormField
+    address: FormField
+    postal_code: FormField
+    city: FormField
+    country: FormField
+
+
+class Link(Payload):
+    href: str
+
+
+class SaleLink(Payload):
+    title: str
+    href: str
+
+
+class TicketLinks(Payload):
+    self: Link
+    event: Annotated[Link | None, Meta(description="Null for an attraction visit")]
+    product: Annotated[Link, Meta(description="The event or attraction with its ticket types")]
+    order: Link
+    eticket: Annotated[
+        Link | None,
+        Meta(
+            description="The ticket's PDF for its holder, opened without an API key (a signed"
+            " link a transfer revokes); null before fulfillment starts and once refunded"
+        ),
+    ]
+    apple_wallet_pass: Annotated[
+        Link | None, Meta(description="Null before fulfillment starts and once refunded")
+    ]
+    google_wallet_token: Annotated[
+        Link | None, Meta(description="Null before fulfillment starts and once refunded")
+    ]
+    refund_requests: Link
+    transfers: Link
+    secondary_sales: Annotated[
+        list[SaleLink], Meta(description="Channels where the holder may offer the ticket")
+    ]
+
+
+class TicketResource(Payload):
+    uid: Annotated[str, Meta(description="The ticket's id: use it with the API, not the code")]
+    code: Annotated[str, Meta(description="The barcode now printed on the ticket")]
+    status: str
+    is_scanned: bool
+    consumer: ConsumerView
+    seating: Seating
+    subproduct: Annotated[str, Meta(description="The ticket type's name")]
+    has_valid_subscription: Annotated[
+        bool, Meta(description="Always false: there are no subscriptions")
+    ]
+    needs_personalization: bool
+    personalization_start: datetime | None
+    personalization_end: datetime | None
+    personalization_form: PersonalizationForm
+    price: Money
+    service_fee_paid: Annotated[Money | None, Meta(description="Null until the order is paid")]
+    fulfillment_starts_at: Annotated[
+        datetime | None,
+        Meta(description="Before it, no PDF, e-ticket link or wallet pass is handed out"),
+    ]
+    scannable_until: datetime | None
+    links: TicketLinks = msgspec.field(name="_links")
+
+
+class TicketSearch(Payload):
+    tickets: Annotated[list[TicketResource], Meta(description="Exactly one ticket")]
+    count: int
+
+
+class TicketSearchQuery(Query):
+    code: Annotated[str, Meta(min_length=1, max_length=64, description="The ticket's code")]
+    event: Annotated[str, Meta(min_length=1, max_length=200, description="The event's slug")]
+
+
+# A consumer field in an edit: left out (UNSET) keeps it, "" or null clears it.
+Text = str | UnsetType | None
+BirthDate = Annotated[str, Meta(description="YYYY-MM-DD")] | UnsetType | None
+Gender = Annotated[int, Meta(description="ISO/IEC 5218")] | Literal[""] | UnsetType | None
+
+
+class ConsumerEdit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Fields to set: a field left out keeps its value, an empty string or null clears it."""
+
+    first_name: Text = UNSET
+    last_name: Text = UNSET
+    email: Text = UNSET
+    phone_number: Text = UNSET
+    date_of_birth: BirthDate = UNSET
+    gender: Gender = UNSET
+    address: Text = UNSET
+    postal_code: Text = UNSET
+    city: Text = UNSET
+    country: Text = UNSET
+
+
+def consumer_changes(edit: ConsumerEdit, field: str = "") -> dict[str, object]:
+    """The fields an edit names, typed as the consumer holds them ("" and null clear)."""
+    changes: dict[str, object] = {
+        name: value for name, value in msgspec.structs.asdict(edit).items() if value is not UNSET
+    }
+    born = changes.get("date_of_birth")
+    if isinstance(born, str) and born:
+        try:
+            changes["date_of_birth"] = date.fromisoformat(born)
+        except ValueError:
+            raise invalid_request(f"{field}date_of_birth", "not a date (YYYY-MM-DD)") from None
+    return changes
+
+
+def _money(cents: int, currency: str) -> Money:
+    units, rest = divmod(cents, 100)
+    return Money(amount=f"{units}.{rest:02d}", currency=currency)
+
+
+def _consumer(consumer: Consumer) -> ConsumerView:
+    return ConsumerView(**msgspec.structs.asdict(consumer))
+
+
+def _form(required: list[ConsumerField]) -> PersonalizationForm:
+    fields = {
+        f.name: FormField(required=f.name in required) for f in msgspec.structs.fields(Consumer)
+    }
+    return PersonalizationForm(**fields)
+
+
+def _terms(ticket: Ticket, scheduled: TicketTerms) -> TicketTerms:
+    """The terms the ticket was issued under; before issue, its event's (which never change)."""
+    return ticket.issued.issued.terms if ticket.issued else scheduled
+
+
+def ticket_links(
+    ticket: Ticket, terms: TicketTerms, at: datetime, eticket: str | None = None
+) -> TicketLinks:
+    """Where the ticket's other resources are. What hands the ticket to its holder (wallet
+    passes, the e-ticket) only once fulfillment starts, and never for a refunded ticket."""
+    opened = ticket.purchase.opened
+    own = f"{TICKETS}/uid/{ticket.uid}"
+    kind = "events" if opened.event_id is not None else "attractions"
+    product = Link(href=f"/api/v1/{kind}/{opened.product_slug}")
+    starts = terms.fulfillment_starts_at
+    handed_out = (
+        ticket.issued is not None
+        and ticket.issued.status != "refunded"
+        and (starts is None or at >= starts)
+    )
+
+    def holders(path: str) -> Link | None:
+        return Link(href=path) if handed_out else None
+
+    return TicketLinks(
+        self=Link(href=own),
+        event=product if opened.event_id is not None else None,
+        product=product,
+        order=Link(href=f"/api/v1/purchases/{opened.token}"),
+        eticket=holders(eticket) if eticket else None,
+        apple_wallet_pass=holders(f"{own}/wallet/apple"),
+        google_wallet_token=holders(f"{own}/wallet/google"),
+        refund_requests=Link(href=f"/api/v1/refund-requests?ticket={ticket.uid}"),
+        transfers=Link(href=f"{own}/transfers"),
+        secondary_sales=[SaleLink(title=c.title, href=c.url) for c in terms.secondary_sales],
+    )
+
+
+async def _resource(request: web.Request, ticket: Ticket) -> TicketResource:
+    catalog = request.app[PURCHASES].catalog
+    opened = ticket.purchase.opened
+    schedule = await catalog.schedule(opened)
+    if opened.event_id is not None:
+        venue_id = (await catalog.scheduled(opened.event_id)).venue_id
+    else:
+        assert opened.attraction_id is not None
+        venue_id = (await catalog.attraction(opened.attraction_id)).venue_id
+    venue = await catalog.venue(venue_id)
+    seat = ticket.bought.seat
+    sections = {s.id: s.name for s in venue.sections}
+    facts = ticket.facts
+    terms = _terms(ticket, schedule.terms)
+    issued = ticket.issued
+    policy = terms.personalization
+    required = issued.required_fields if issued else (policy.required if policy else [])
+    currency = opened.pricing.currency
+    return TicketResource(
+        uid=ticket.uid,
+        code=facts.code,
+        status=facts.status,
+        is_scanned=bool(facts.scan_count),
+        consumer=_consumer(facts.consumer),
+        seating=Seating(
+            section=str(seat.section_id) if seat else "",
+            row=seat.row if seat else "",
+            seat=str(seat.seat_number) if seat else "",
+            section_label=sections.get(seat.section_id, "") if seat else "",
+            row_label=seat.row if seat else "",
+            seat_label=str(seat.seat_number) if seat else "",
+            venue=venue.name,
+        ),
+        subproduct=ticket.bought.ticket_type_name,
+        has_valid_subscription=False,
+        needs_personalization=facts.needs_personalization,
+        personalization_start=facts.personalization_start,
+        personalization_end=facts.personalization_end,
+        personalization_form=_form(required),
+        price=_money(ticket.bought.amount_cents, currency),
+        service_fee_paid=_money(issued.issued.service_fee_cents, currency) if issued else None,
+        fulfillment_starts_at=terms.fulfillment_starts_at,
+        scannable_until=facts.scannable_until,
+        links=ticket_links(
+            ticket, terms, now(), eticket_url(request, issued, now()) if issued else None
+        ),
+    )
+
+
+async def get_ticket(request: web.Request) -> web.Response:
+    ticket = await ticket_resource.by_uid(
+        pool_of(request), request.match_info["uid"], api_key_of(request).organization_id
+    )
+    return json_response(await _resource(request, ticket))
+
+
+async def search_tickets(request: web.Request) -> web.Response:
+    query = parse_query(request, TicketSearchQuery)
+    ticket = await ticket_resource.by_code(
+        pool_of(request), query.code, query.event, api_key_of(request).organization_id
+    )
+    return json_response(TicketSearch(tickets=[await _resource(request, ticket)], count=1))
+
+
+async def personalize_ticket(request: web.Request) -> web.Response:
+    changes = consumer_changes(await parse_body(request, ConsumerEdit))
+    ticket = await ticket_resource.personalize(
+        pool_of(request),
+        request.match_info["uid"],
+        api_key_of(request).organization_id,
+        changes,
+        metadata_of(request),
+    )
+    return json_response(await _resource(request, ticket))
+
+
+ROUTES = [
+    Route(
+        "GET",
+        f"{TICKETS}/uid/{{uid}}",
+        get_ticket,
+        "One ticket by its uid",
+        "Tickets",
+        TicketResource,
+        errors=(401, 404, 429),
+        path_params={"uid": str},
+    ),
+    Route(
+        "GET",
+        TICKETS,
+        search_tickets,
+        "Find a ticket by its code within an event (a list of exactly one; 404 when no ticket "
+        "of that event has the code now)",
+        "Tickets",
+        TicketSearch,
+        query=TicketSearchQuery,
+        errors=(401, 404, 422, 429),
+    ),
+    Route(
+        "PUT",
+        f"{TICKETS}/uid/{{uid}}/consumer",
+        personalize_ticket,
+        "Personalize a ticket (set its consumer inside the personalization window)",
+        "Tickets",
+        TicketResource,
+        body=ConsumerEdit,
+        errors=(401, 404, 409, 422, 429),
+        path_params={"uid": str},
+    ),
+]

@@ -1,0 +1,246 @@
+"""Transfer endpoints: the holder offers a ticket to someone (through the partner, or as the
+buyer with the purchase e-mail, as the buyer API authenticates), the recipient accepts or
+declines it with the token from their e-mail (no API key: the token is the capability), and
+the partner reads a ticket's transfers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from aiohttp import web
+from msgspec import Meta
+
+from domain.purchasing import EMAIL_MAX, NAME_MAX
+from domain.transfers import OfferedBy, OfferTransfer, Recipient, TransferStatus
+from infra.eventstore import Metadata
+from services.api.context import (
+    metadata_of,
+    now,
+    organization_of,
+    pool_of,
+    request_id_of,
+)
+from services.api.http import json_response, parse_body
+from services.api.routes import Route
+from services.api.schemas import Payload
+from services.usecases import ticket_resource, transfers
+from services.usecases.transfers import Transfer
+
+TAG = "Transfers"
+TOKEN_MAX = 128
+
+
+class RecipientBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1, max_length=NAME_MAX)]
+    email: Annotated[str, Meta(min_length=3, max_length=EMAIL_MAX)]
+
+
+PurchaseEmail = Annotated[
+    str,
+    Meta(
+        description="The purchase e-mail: the buyer offers the ticket (as the buyer API"
+        " authenticates, a uniform 404 on a mismatch). Left out: the partner offers it.",
+        min_length=3,
+        max_length=EMAIL_MAX,
+    ),
+]
+
+
+class TransferOffer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    recipient: RecipientBody
+    email: PurchaseEmail | None = None
+    deadline: Annotated[
+        datetime | None,
+        Meta(
+            description="Until when the recipient may accept (default 72 hours from now); never"
+            " later than transfers of the ticket close"
+        ),
+    ] = None
+
+
+class TransferAnswer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    token: Annotated[str, Meta(min_length=1, max_length=TOKEN_MAX)]
+
+
+class TransferRecipient(Payload):
+    name: str
+    email: str
+
+
+class TransferView(Payload):
+    id: str
+    ticket_uid: str
+    status: TransferStatus
+    recipient: TransferRecipient
+    offered_by: OfferedBy
+    offered_at: datetime
+    deadline: datetime
+    accepted_at: datetime | None
+    declined_at: datetime | None
+
+
+class TransferResponse(Payload):
+    transfer: TransferView
+
+
+class TransferList(Payload):
+    transfers: list[TransferView]
+
+
+class ReceivedTicket(Payload):
+    code: str
+    attendee_token: str
+
+
+class AnswerResponse(Payload):
+    transfer: TransferView
+    ticket: Annotated[
+        ReceivedTicket | None,
+        Meta(description="The ticket under its new code, once accepted: the recipient's now"),
+    ]
+
+
+def _view(state: transfers.TransferState) -> TransferView:
+    offered = state.offered
+    return TransferView(
+        id=offered.transfer_id,
+        ticket_uid=str(offered.ticket_id),
+        status=state.status(now()),
+        recipient=TransferRecipient(name=offered.recipient.name, email=offered.recipient.email),
+        offered_by=offered.by,
+        offered_at=offered.offered_at,
+        deadline=offered.deadline,
+        accepted_at=state.accepted_at,
+        declined_at=state.declined_at,
+    )
+
+
+async def offer_transfer(request: web.Request) -> web.Response:
+    body = await parse_body(request, TransferOffer)
+    pool, organization_id = pool_of(request), organization_of(request)
+    code = request.match_info["code"]
+    by: OfferedBy = "partner" if body.email is None else "buyer"
+    if body.email is None:
+        ticket_id = await transfers.partner_ticket(pool, code, organization_id)
+    else:
+        ticket_id = await transfers.buyer_ticket(pool, code, body.email, organization_id)
+    command = OfferTransfer(
+        transfer_id=transfers.new_transfer_id(),
+        token=transfers.new_accept_token(),
+        recipient=Recipient(name=body.recipient.name, email=body.recipient.email),
+        by=by,
+        deadline=body.deadline,
+    )
+    offered = await transfers.offer(pool, ticket_id, command, metadata_of(request))
+    return json_response(TransferResponse(transfer=_view(offered.state)), status=201)
+
+
+def _recipient_metadata(request: web.Request) -> Metadata:
+    """The recipient has no API key: their answer is recorded with the request alone."""
+    return Metadata(request_id=request_id_of(request), actor="transfer-recipient")
+
+
+def _answered(answered: Transfer, accepted: bool) -> web.Response:
+    ticket = answered.ticket
+    received = ReceivedTicket(code=ticket.code, attendee_token=ticket.attendee_token)
+    return json_response(
+        AnswerResponse(transfer=_view(answered.state), ticket=received if accepted else None)
+    )
+
+
+async def accept_transfer(request: web.Request) -> web.Response:
+    body = await parse_body(request, TransferAnswer)
+    answered = await transfers.accept(
+        pool_of(request),
+        request.match_info["transfer_id"],
+        body.token,
+        _recipient_metadata(request),
+    )
+    return _answered(answered, accepted=True)
+
+
+async def decline_transfer(request: web.Request) -> web.Response:
+    body = await parse_body(request, TransferAnswer)
+    answered = await transfers.decline(
+        pool_of(request),
+        request.match_info["transfer_id"],
+        body.token,
+        _recipient_metadata(request),
+    )
+    return _answered(answered, accepted=False)
+
+
+async def get_transfer(request: web.Request) -> web.Response:
+    found = await transfers.partner_transfer(
+        pool_of(request), request.match_info["transfer_id"], organization_of(request)
+    )
+    return json_response(TransferResponse(transfer=_view(found.state)))
+
+
+async def list_ticket_transfers(request: web.Request) -> web.Response:
+    pool = pool_of(request)
+    ticket = await ticket_resource.by_uid(pool, request.match_info["uid"], organization_of(request))
+    found = await transfers.ticket_transfers(pool, ticket.bought.id)
+    return json_response(TransferList(transfers=[_view(t) for t in found]))
+
+
+ROUTES = [
+    Route(
+        "POST",
+        "/api/v1/tickets/{code}/transfers",
+        offer_transfer,
+        "Offer a ticket to someone (by the partner, or by the buyer with the purchase e-mail)",
+        TAG,
+        TransferResponse,
+        status=201,
+        body=TransferOffer,
+        errors=(401, 404, 409, 422, 429),
+        path_params={"code": str},
+    ),
+    Route(
+        "GET",
+        "/api/v1/tickets/uid/{uid}/transfers",
+        list_ticket_transfers,
+        "A ticket's transfers",
+        TAG,
+        TransferList,
+        errors=(401, 404, 429),
+        path_params={"uid": str},
+    ),
+    Route(
+        "GET",
+        "/api/v1/transfers/{transfer_id}",
+        get_transfer,
+        "Fetch a transfer",
+        TAG,
+        TransferResponse,
+        errors=(401, 404, 429),
+        path_params={"transfer_id": str},
+    ),
+    Route(
+        "POST",
+        "/api/v1/transfers/{transfer_id}/accept",
+        accept_transfer,
+        "Accept a transfer with the token from its e-mail (no API key)",
+        TAG,
+        AnswerResponse,
+        body=TransferAnswer,
+        errors=(404, 409, 422),
+        authenticated=False,
+        path_params={"transfer_id": str},
+    ),
+    Route(
+        "POST",
+        "/api/v1/transfers/{transfer_id}/decline",
+        decline_transfer,
+        "Decline a transfer with the token from its e-mail (no API key)",
+        TAG,
+        AnswerResponse,
+        body=TransferAnswer,
+        errors=(404, 409, 422),
+        authenticated=False,
+        path_params={"transfer_id": str},
+    ),
+]
