@@ -270,6 +270,24 @@ def visit_schedule(visit_date: date | None, zone: str) -> Schedule:
     return Schedule(ends_at=visit_day_end(visit_date, zone))
 
 
+class NotYetFulfilled(DomainError):
+    code = "not_yet_fulfilled"
+
+
+def fulfilled(ticket: TicketState, now: datetime) -> bool:
+    """Whether the ticket may be handed out (PDF, e-ticket link, wallet pass): from the
+    event's `fulfillment_starts_at` on, or at once without one."""
+    starts = ticket.issued.terms.fulfillment_starts_at
+    return starts is None or now >= starts
+
+
+def require_fulfilled(ticket: TicketState, now: datetime) -> None:
+    if not fulfilled(ticket, now):
+        starts = ticket.issued.terms.fulfillment_starts_at
+        assert starts is not None
+        raise NotYetFulfilled(f"the event's tickets are handed out from {starts.isoformat()}")
+
+
 def scannable_until(starts_at: datetime | None, ends_at: datetime | None) -> datetime | None:
     """Gates close six hours after an event starts (or when it ends, if later). A product
     without a start (an attraction) is good until it ends: its visit day's end

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from aiohttp import web
 
+from domain import tickets
 from domain.tickets import TicketState
 from infra.signed_links import LinkClaims, LinkRefused
 from services.api.context import DOCUMENTS, HANDOUT, now, pool_of
@@ -28,7 +29,7 @@ def eticket_url(request: web.Request, ticket: TicketState, at: datetime) -> str 
     """The ticket's e-ticket link, from its fulfillment on (None before), on the configured
     public address or else the one `request` came to. It expires with the ticket's last
     scannable moment."""
-    if not handout.fulfilled(ticket, at):
+    if not tickets.fulfilled(ticket, at):
         return None
     keys = request.app[HANDOUT]
     claims = LinkClaims(ticket.issued.ticket_id, ticket.transfers, ticket.issued.scannable_until)
@@ -64,7 +65,7 @@ async def _opened(request: web.Request) -> TicketState:
         raise _gone("link_revoked", "the ticket was transferred: this link no longer opens it")
     if ticket.status == "refunded":
         raise _gone("ticket_refunded", "the ticket was refunded")
-    handout.require_fulfilled(ticket, at)
+    tickets.require_fulfilled(ticket, at)
     return ticket
 
 

@@ -147,8 +147,10 @@ def _check_request(request: web.Request, route: Route | None) -> None:
         check_text(name, value)
     if route is None or route.body is None:
         return
-    if "Content-Type" not in request.headers and not request.body_exists:
-        return  # no body at all: the handler says one is required
+    if not request.body_exists:
+        # No body at all, whatever its declared type (HTTP clients label an empty POST
+        # application/octet-stream): the handler decides whether one is required.
+        return
     media = request.content_type
     if media != "application/json" and not (
         media.startswith("application/") and media.endswith("+json")

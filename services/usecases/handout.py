@@ -8,29 +8,13 @@ from datetime import datetime
 
 import asyncpg
 
-from domain.errors import DomainError, NotFound
+from domain.errors import NotFound
 from domain.purchasing import PurchaseState
-from domain.tickets import TicketState
+from domain.tickets import TicketState, require_fulfilled
 from infra.wallet.ticket import WalletTicket
 from services.usecases import ticket_resource
 from services.usecases.ticket_documents import Documents
 from services.usecases.ticket_resource import NotYetPaid
-
-
-class NotYetFulfilled(DomainError):
-    code = "not_yet_fulfilled"
-
-
-def fulfilled(ticket: TicketState, now: datetime) -> bool:
-    starts = ticket.issued.terms.fulfillment_starts_at
-    return starts is None or now >= starts
-
-
-def require_fulfilled(ticket: TicketState, now: datetime) -> None:
-    if not fulfilled(ticket, now):
-        starts = ticket.issued.terms.fulfillment_starts_at
-        assert starts is not None
-        raise NotYetFulfilled(f"the event's tickets are handed out from {starts.isoformat()}")
 
 
 def voided(ticket: TicketState, purchase: PurchaseState) -> bool:

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from domain import tickets
 from domain.purchasing import PurchasedTicket, PurchaseState
 from domain.refunds import TicketWasRefunded
 from domain.tickets import TicketState
@@ -82,6 +83,11 @@ class Documents:
         refunded = [t for t in chosen if _refunded(loaded[t.id][0]) and not refunded_too]
         if refunded and (only is not None or len(refunded) == len(chosen)):
             raise TicketWasRefunded(f"ticket {refunded[0].id} is refunded")
+        now = datetime.now(UTC)
+        for bought in chosen:
+            state = loaded[bought.id][0]
+            if state is not None:
+                tickets.require_fulfilled(state, now)
         for bought in (t for t in chosen if t not in refunded):
             state, _ = loaded[bought.id]
             seat = bought.seat
@@ -151,6 +157,9 @@ class Documents:
             for t in held
         ]
         total = format_money(opened.pricing.total_cents, opened.pricing.currency)
+        now = datetime.now(UTC)
+        early = [s.issued.terms.fulfillment_starts_at for s, _ in loaded.values() if s is not None]
+        handed_out_from = max((at for at in early if at is not None and at > now), default=None)
         text = "\n".join(
             [
                 f"Tak for dit køb hos {org.name}!",
@@ -162,7 +171,10 @@ class Documents:
                 "Link til hver plads (send dem videre til dine gæster):",
                 *links,
                 "",
-                "Billetterne er vedhæftet som PDF.",
+                "Billetterne er vedhæftet som PDF."
+                if handed_out_from is None
+                else "Billetterne udleveres fra "
+                f"{handed_out_from:%Y-%m-%d %H:%M} UTC via linkene ovenfor.",
             ]
         )
         subject = f"Dine billetter til {opened.product_name}"
@@ -174,7 +186,9 @@ class Documents:
             subject=subject,
             text=text,
             html=None,
-            attachments=[("billetter.pdf", await self.pdf(purchase, held), "application/pdf")],
+            attachments=[]
+            if handed_out_from is not None
+            else [("billetter.pdf", await self.pdf(purchase, held), "application/pdf")],
         )
 
     async def refund_message(self, purchase_token: str) -> EmailMessage | None:
