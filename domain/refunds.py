@@ -27,7 +27,7 @@ from domain.purchasing import (
     RefundMade,
     RefundReported,
 )
-from domain.tickets import TicketRefunded, TicketState
+from domain.tickets import TicketRefunded, TicketState, TicketWasScanned
 
 REASON_MAX = 500
 RequestStatus = Literal["pending", "approved", "declined"]
@@ -45,18 +45,8 @@ class AlreadyRefunded(DomainError):
     code = "already_refunded"
 
 
-class TicketScanned(DomainError):
-    code = "ticket_scanned"
-
-
 class RefundRequestClosed(DomainError):
     code = "refund_request_closed"
-
-
-class TicketWasRefunded(DomainError):
-    """Its PDF, e-ticket and pass are no longer handed out."""
-
-    code = "ticket_refunded"
 
 
 @dataclass(frozen=True)
@@ -158,7 +148,7 @@ def decide_refund(
     for t in chosen:
         ticket = tickets.get(t.id)
         if ticket is not None and ticket.scan_count and not force:
-            raise TicketScanned(f"ticket {t.id} was scanned; refund it with force")
+            raise TicketWasScanned(f"ticket {t.id} was scanned; refund it with force")
     fees = {tid: s.issued.service_fee_cents for tid, s in tickets.items() if s is not None}
     amounts = ticket_amounts(state, fees, refund_fee)
     left = state.opened.pricing.total_cents - state.refunded_cents
@@ -282,7 +272,7 @@ def request_refund(
     if ticket.refunded_by is not None:
         raise AlreadyRefunded("the ticket is already refunded")
     if ticket.scan_count:
-        raise TicketScanned("the ticket was scanned")
+        raise TicketWasScanned("the ticket was scanned")
     return [
         RefundRequested(
             request_id=request_id,

@@ -144,6 +144,18 @@ class TicketTransferred(Event, frozen=True):
     consumer: Consumer
 
 
+class TicketWasScanned(DomainError):
+    """A refund (unless forced) or a transfer of a ticket that let someone in."""
+
+    code = "ticket_scanned"
+
+
+class TicketWasRefunded(DomainError):
+    """Its PDF, e-ticket and pass are no longer handed out, nor is it transferred."""
+
+    code = "ticket_refunded"
+
+
 class PersonalizationClosed(DomainError):
     code = "personalization_closed"
 

@@ -22,7 +22,14 @@ from domain import streams
 from domain.errors import DomainError, InvalidCommand, NotFound
 from domain.events import Event
 from domain.purchasing import EMAIL, EMAIL_MAX, NAME_MAX
-from domain.tickets import Consumer, TicketState, TicketTransferOffered, TicketTransferred
+from domain.tickets import (
+    Consumer,
+    TicketState,
+    TicketTransferOffered,
+    TicketTransferred,
+    TicketWasRefunded,
+    TicketWasScanned,
+)
 
 # How long a recipient has to answer unless the offer says otherwise (never past the close).
 DEFAULT_DEADLINE = timedelta(hours=72)
@@ -64,14 +71,6 @@ class TransferDeclined(Event, frozen=True):
 
 class TicketNotIssued(DomainError):
     code = "not_yet_paid"
-
-
-class TicketAlreadyScanned(DomainError):
-    code = "ticket_scanned"
-
-
-class TicketAlreadyRefunded(DomainError):
-    code = "ticket_refunded"
 
 
 class TicketAlreadyTransferred(DomainError):
@@ -253,9 +252,9 @@ def _answerable(transfer: TransferState, ticket: TicketState, token: str, now: d
 
 def _transferable(ticket: TicketState, now: datetime) -> None:
     if ticket.refunded_by is not None:
-        raise TicketAlreadyRefunded("the ticket is refunded")
+        raise TicketWasRefunded("the ticket is refunded")
     if ticket.scan_count:
-        raise TicketAlreadyScanned("the ticket has been scanned")
+        raise TicketWasScanned("the ticket has been scanned")
     if ticket.transfers:
         raise TicketAlreadyTransferred("the ticket has been transferred once already")
     if not ticket.issued.terms.transfers.allowed:

@@ -16,8 +16,7 @@ import asyncpg
 
 from domain import tickets
 from domain.purchasing import PurchasedTicket, PurchaseState
-from domain.refunds import TicketWasRefunded
-from domain.tickets import TicketState
+from domain.tickets import TicketState, TicketWasRefunded
 from domain.transfers import TransferOffered
 from infra.mail import build_confirmation
 from infra.mail_outbox import TRANSFER_KINDS

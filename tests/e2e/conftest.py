@@ -4,6 +4,8 @@ its read models built, and API keys for both demo organizations."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -30,7 +32,7 @@ from services.api.context import CHANGES
 from services.api.gateway import READS_FOLLOW, create_app
 from services.dev.sample_event import first_ticket_type, put_on_sale
 from services.dev.seed_demo import DEMO_ORGANIZATION, SECOND_ORGANIZATION, seed_demo
-from services.dev.stripe_sim import create_simulator
+from services.dev.stripe_sim import create_simulator, signature_header
 from services.usecases import catalog_commands
 from services.usecases.catalog_commands import organization_id_by_slug
 from services.usecases.purchases import Purchases
@@ -280,3 +282,17 @@ async def small_attraction(
 
 def order(type_id: int, n: int = 1, **extra: object) -> dict:
     return {"event_slug": "show", "quantities": {str(type_id): n}, "buyer": BUYER, **extra}
+
+
+async def redeliver(gateway: TestClient, event: dict) -> str:
+    """A Stripe event again, signed afresh, as Stripe retries it; the webhook's outcome."""
+    event = {k: v for k, v in event.items() if k != "delivery"}
+    payload = json.dumps(event)
+    signature = signature_header(payload, SIMULATOR_WEBHOOK_SECRET, int(time.time()))
+    response = await gateway.post(
+        "/api/v1/webhooks/stripe",
+        data=payload,
+        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+    )
+    assert response.status == 200, await response.text()
+    return (await response.json())["outcome"]

@@ -7,7 +7,6 @@ is stored, so nobody can pay it afterwards."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -25,9 +24,9 @@ from infra.payments import (
 from projections.payment_effects import PaymentEffectsProjection
 from projections.rebuild import rebuild
 from services.api.context import PURCHASES
-from services.dev.stripe_sim import create_simulator, signature_header
+from services.dev.stripe_sim import create_simulator
 from services.workers.payment_effects import PaymentEffects
-from tests.e2e.conftest import TEST, bearer, order, post, small_event
+from tests.e2e.conftest import TEST, bearer, order, post, redeliver, small_event
 
 DELIVERIES = 12
 HOLD_MINUTES = 0.001  # 60 ms: a purchase can be expired as soon as it is made
@@ -94,20 +93,6 @@ async def _pay(quiet_sim: TestClient, intent: str) -> dict:
     return next(e for e in events if e["type"] == "payment_intent.succeeded")
 
 
-async def _deliver(gateway: TestClient, event: dict) -> str:
-    """The same Stripe event again, signed afresh, as Stripe retries it."""
-    event = {k: v for k, v in event.items() if k != "delivery"}
-    payload = json.dumps(event)
-    signature = signature_header(payload, SIMULATOR_WEBHOOK_SECRET, int(time.time()))
-    response = await gateway.post(
-        "/api/v1/webhooks/stripe",
-        data=payload,
-        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
-    )
-    assert response.status == 200, await response.text()
-    return (await response.json())["outcome"]
-
-
 async def _kinds(pool: asyncpg.Pool, purchase: str) -> Counter[str]:
     rows = await pool.fetch("SELECT type FROM events WHERE stream_id = $1", f"purchase-{purchase}")
     return Counter(r["type"] for r in rows)
@@ -129,7 +114,7 @@ async def _pay_late_many_times(
     once, to two gateways (as Stripe retries one that seemed to time out)."""
     succeeded = await _pay(quiet_sim, intent)
     outcomes = await asyncio.gather(
-        *(_deliver(gateways[i % 2], succeeded) for i in range(DELIVERIES))
+        *(redeliver(gateways[i % 2], succeeded) for i in range(DELIVERIES))
     )
     return list(outcomes)
 
@@ -245,7 +230,7 @@ async def test_a_payment_that_beats_the_cancel_is_settled_as_a_late_payment(
     token, _, type_id = await small_event(pool, 1)
     [gateway] = await _gateways(serve, quiet_sim, 1)
     purchase, intent = await _expired_purchase(gateway, token, type_id)
-    assert await _deliver(gateway, await _pay(quiet_sim, intent)) == "paid_late"
+    assert await redeliver(gateway, await _pay(quiet_sim, intent)) == "paid_late"
 
     await _carry_out(pool, effects, purchase, {"cancel_intent"})
     assert await _intent_status(quiet_sim, intent) == "succeeded"

@@ -8,7 +8,6 @@ leaves one consistent outcome; and every read model rebuilt afterwards equals th
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections import Counter
@@ -33,7 +32,7 @@ from projections.rebuild import rebuild
 from projections.registry import all_projections
 from services.api.context import PURCHASES
 from services.dev.sample_event import put_on_sale
-from services.dev.stripe_sim import create_simulator, signature_header
+from services.dev.stripe_sim import create_simulator
 from services.usecases import catalog_commands
 from services.usecases.ticket_documents import Documents
 from services.workers.payment_effects import PaymentEffects
@@ -45,6 +44,7 @@ from tests.e2e.conftest import (
     order,
     post,
     rebuild_read_models,
+    redeliver,
     venue_with,
 )
 
@@ -172,20 +172,6 @@ async def _sim_event(sim: TestClient, intent: str, kind: str, nth: int = 0) -> d
         return events[nth] if len(events) > nth else None
 
     return await _until(found, f"{kind} of {intent}")
-
-
-async def _deliver(gateway: TestClient, event: dict) -> str:
-    """A Stripe event again, signed afresh, as Stripe retries it."""
-    event = {k: v for k, v in event.items() if k != "delivery"}
-    payload = json.dumps(event)
-    signature = signature_header(payload, SIMULATOR_WEBHOOK_SECRET, int(time.time()))
-    response = await gateway.post(
-        "/api/v1/webhooks/stripe",
-        data=payload,
-        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
-    )
-    assert response.status == 200, await response.text()
-    return (await response.json())["outcome"]
 
 
 def _payments(sim: TestClient) -> Payments:
@@ -404,7 +390,7 @@ async def test_a_refund_made_in_the_stripe_dashboard_is_applied_once(
         return (await _kinds(pool, stream))["RefundReported"] >= n
 
     await _until(lambda: reported(1), "the partial refund recorded")
-    assert await _deliver(api, partial) == "duplicate"
+    assert await redeliver(api, partial) == "duplicate"
     shown = await api.get(f"/api/v1/purchases/{token}/refunds", headers=bearer(key))
     assert (await shown.json())["refunded_cents"] == 5000
     purchase = await _purchase(api, key, token)
@@ -414,8 +400,8 @@ async def test_a_refund_made_in_the_stripe_dashboard_is_applied_once(
     assert rest.status == 200
     full = await _sim_event(stripe_sim, intent, "charge.refunded", 1)
     await _until(lambda: reported(2), "the full refund recorded")
-    assert await _deliver(api, full) == "duplicate"
-    assert await _deliver(api, partial) == "duplicate"
+    assert await redeliver(api, full) == "duplicate"
+    assert await redeliver(api, partial) == "duplicate"
     kinds = await _kinds(pool, stream)
     assert kinds["RefundReported"] == 2 and kinds["RefundDecided"] == 0, kinds
     purchase = await _purchase(api, key, token)
@@ -444,7 +430,7 @@ async def test_a_dispute_marks_the_purchase_and_is_listed(
         return (await _kinds(pool, f"purchase-{token}"))["PaymentDisputed"] == 1
 
     await _until(disputed, "the dispute recorded")
-    assert await _deliver(api, created) == "duplicate"
+    assert await redeliver(api, created) == "duplicate"
     assert (await _purchase(api, key, token))["disputed"] is True
     await _rebuilt(pool)
     listed = await api.get("/api/v1/disputes", headers=bearer(key))
@@ -577,7 +563,7 @@ async def test_a_refund_while_the_payment_webhook_is_in_flight(
         assert set(before) == {"PurchaseOpened", "PaymentIntentCreated"}, before
 
         delivered, refund = await asyncio.gather(
-            _deliver(gateway, succeeded),
+            redeliver(gateway, succeeded),
             gateway.post(f"/api/v1/purchases/{token}/refund", json={}, headers=bearer(key)),
         )
         assert delivered == "paid"

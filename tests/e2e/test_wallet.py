@@ -42,7 +42,7 @@ async def _bought(api: TestClient, pool: asyncpg.Pool, terms: c.TicketTerms) -> 
     body = order(type_id, 1, attendees=[{"ticket_type_id": type_id, "index": 1, "name": "Ida Ø"}])
     _, created = await post(api, token, "/api/v1/purchases", body, 201)
     (ticket,) = created["purchase"]["tickets"]
-    return token, ticket
+    return token, ticket | {"purchase": created["purchase"]["token"]}
 
 
 async def _get(api: TestClient, path: str, token: str | None, status: int) -> Any:
@@ -115,6 +115,9 @@ async def test_nothing_is_handed_out_before_fulfillment_starts(api, pool) -> Non
     # A link made anyway (the same one the resource shows later) opens nothing yet.
     early = api.app[HANDOUT].links.sign(LinkClaims(uid, 0), code)
     await _error(api, f"/eticket/{early}", None, 409, "not_yet_fulfilled")
+    # Nor is its PDF, whoever asks.
+    pdf = f"/api/v1/purchases/{ticket['purchase']}/tickets/pdf"
+    await _error(api, pdf, token, 409, "not_yet_fulfilled")
     for _ in range(WAIT_SECONDS * 10):
         if datetime.now(UTC) >= starts:
             break

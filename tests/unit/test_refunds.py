@@ -181,9 +181,9 @@ def test_a_scanned_ticket_is_refunded_only_when_forced() -> None:
     state, issued = _paid()
     _, scanned = tickets.scan(issued[2], NOW, None)
     apply(tickets.evolve_ticket, issued[2], scanned)
-    with refused(refunds.TicketScanned, "ticket_scanned"):
+    with refused(tickets.TicketWasScanned, "ticket_scanned"):
         _refund(state, issued)
-    with refused(refunds.TicketScanned, "ticket_scanned"):
+    with refused(tickets.TicketWasScanned, "ticket_scanned"):
         _refund(state, issued, [2])
     forced = _refund(state, issued, [2], force=True)
     assert _decided(forced).ticket_ids == [2]
@@ -304,7 +304,7 @@ def test_a_refund_request_needs_a_paid_ticket_neither_refunded_nor_scanned() -> 
     with refused(refunds.AlreadyRefunded, "already_refunded"):
         refunds.request_refund(state, issued[1], request_id="q", reason=None, now=NOW)
     apply(tickets.evolve_ticket, issued[2], tickets.scan(issued[2], NOW, None)[1])
-    with refused(refunds.TicketScanned, "ticket_scanned"):
+    with refused(tickets.TicketWasScanned, "ticket_scanned"):
         refunds.request_refund(state, issued[2], request_id="q", reason=None, now=NOW)
 
 

@@ -137,7 +137,7 @@ def test_a_scanned_ticket_is_refused() -> None:
         _ticket(),
         [TicketScanned(ticket_id=1, scanned_at=NOW, api_key_id=None)],
     )
-    with refused(transfers.TicketAlreadyScanned, "ticket_scanned"):
+    with refused(tickets.TicketWasScanned, "ticket_scanned"):
         transfers.offer(ticket, None, _command(), NOW)
 
 
@@ -145,7 +145,7 @@ def test_a_refunded_ticket_is_refused() -> None:
     ticket = replayed(
         tickets.evolve_ticket, _ticket(), [tickets.TicketRefunded(ticket_id=1, refund_id="r1")]
     )
-    with refused(transfers.TicketAlreadyRefunded, "ticket_refunded"):
+    with refused(tickets.TicketWasRefunded, "ticket_refunded"):
         transfers.offer(ticket, None, _command(), NOW)
 
 
@@ -295,12 +295,12 @@ def _changed(ticket: TicketState, events: list[Event]) -> TicketState:
     [
         (
             TicketScanned(ticket_id=1, scanned_at=NOW, api_key_id=None),
-            transfers.TicketAlreadyScanned,
+            tickets.TicketWasScanned,
             "ticket_scanned",
         ),
         (
             tickets.TicketRefunded(ticket_id=1, refund_id="r1"),
-            transfers.TicketAlreadyRefunded,
+            tickets.TicketWasRefunded,
             "ticket_refunded",
         ),
     ],
