@@ -125,6 +125,12 @@ async def revoke_key(pool: asyncpg.Pool, key_id: int, metadata: Metadata) -> Api
     return _key(row)
 
 
+async def live_key(pool: asyncpg.Pool, key_id: int) -> ApiKey | None:
+    """The key by id while it is not revoked (an embed token names the key that minted it)."""
+    row = await pool.fetchrow("SELECT * FROM api_keys WHERE id = $1 AND revoked_at IS NULL", key_id)
+    return _key(row) if row else None
+
+
 async def authenticate(pool: asyncpg.Pool, token: str) -> ApiKey | None:
     """The live key for a raw token, or None. Gateways keep the answer until `API_KEYS` is
     announced: every change to a key's row announces it in the same transaction."""

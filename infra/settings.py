@@ -59,6 +59,8 @@ class Settings:
     health_port: int = 0
     ready_max_lag_seconds: int = 30
     link_secret: str = field(default="", repr=False)
+    embed_secret: str = field(default="", repr=False)
+    embed_previous_secret: str = field(default="", repr=False)
     apple_pass_certificate: str = ""
     apple_pass_key: str = ""
     apple_wwdr_certificate: str = ""
@@ -109,6 +111,8 @@ class Settings:
             "health_port": _env_int("LINJERUM_HEALTH_PORT", 0),
             "ready_max_lag_seconds": _env_int("LINJERUM_READY_MAX_LAG_SECONDS", 30),
             "link_secret": os.environ.get("LINJERUM_LINK_SECRET", ""),
+            "embed_secret": os.environ.get("LINJERUM_EMBED_SECRET", ""),
+            "embed_previous_secret": os.environ.get("LINJERUM_EMBED_PREVIOUS_SECRET", ""),
             "apple_pass_certificate": os.environ.get("LINJERUM_APPLE_PASS_CERT", ""),
             "apple_pass_key": os.environ.get("LINJERUM_APPLE_PASS_KEY", ""),
             "apple_wwdr_certificate": os.environ.get("LINJERUM_APPLE_WWDR_CERT", ""),

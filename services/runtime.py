@@ -22,6 +22,7 @@ from nats.aio.client import Client
 from infra.apikeys import authenticate, create_key
 from infra.bus import connect, ensure_stream
 from infra.db import create_pool, migrate
+from infra.embed_tokens import embed_signer
 from infra.embedded import embedded_servers
 from infra.eventstore import Metadata
 from infra.mail import EmlDirectory, MailTransport, SmtpSettings, SmtpTransport
@@ -35,6 +36,8 @@ from projections.registry import all_projections, ensure_read_models
 from services.api.activity import ActivityLog
 from services.api.attendee_pages import attendee_link
 from services.api.gateway import GatewayRunner, create_app
+from services.dev.demo_shop import PATH as DEMO_SHOP_PATH
+from services.dev.demo_shop import ShopSettings, demo_shop
 from services.dev.seed_demo import DEMO_ORGANIZATION, seed_demo
 from services.dev.stripe_sim import serve_simulator
 from services.health import Readiness, serve_health
@@ -110,23 +113,28 @@ async def _serve_http(
     sales: Purchases,
     documents: Documents,
     readiness: Readiness,
+    shop: web.Application | None = None,
 ) -> None:
     """The gateway and its activity-log writer; what is still buffered is written on the way
     out, so a clean shutdown loses no activity rows. Seat offers go to the other gateways on a
-    connection of their own that does not hear its own notes back."""
+    connection of their own that does not hear its own notes back. `shop`: the demo partner
+    shop, served beside the API under its own path."""
     activity = ActivityLog(pool)
     writer = asyncio.create_task(activity.run())
     notes = await connect(live, "gateway-offers", echo=False)
     offers = OfferFeed(notes, live.offers_subject)
     handout = HandoutKeys.from_settings(live, _public_url(live))
-    runner = GatewayRunner(
-        create_app(pool, activity, sales, documents, offers, readiness, handout),
-        access_log=None,
-    )
+    signer = embed_signer(live)
+    app = create_app(pool, activity, sales, documents, offers, readiness, handout, signer)
+    if shop is not None:
+        app.add_subapp(DEMO_SHOP_PATH, shop)
+    runner = GatewayRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, live.http_host, live.http_port).start()
         print(f"linjerum is running on http://{live.http_host}:{live.http_port}", flush=True)
+        if shop is not None:
+            print(f"demo partner shop on {_public_url(live)}{DEMO_SHOP_PATH}", flush=True)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
@@ -192,6 +200,15 @@ def _simulator(live: Settings) -> Coroutine[Any, Any, None]:
     secret = live.stripe_webhook_secret or SIMULATOR_WEBHOOK_SECRET
     print(f"Stripe simulator on http://{SIMULATOR_HOST}:{live.stripe_sim_port}", flush=True)
     return serve_simulator(SIMULATOR_HOST, live.stripe_sim_port, hook, secret)
+
+
+def _demo_shop(live: Settings, token: str | None) -> web.Application | None:
+    """The demo partner shop, with the demo key, when the simulator takes its payments."""
+    if token is None or not live.uses_simulator:
+        return None
+    local = f"http://{_local_host(live)}:{live.http_port}"
+    simulator = f"http://{SIMULATOR_HOST}:{live.stripe_sim_port}"
+    return demo_shop(ShopSettings(api_base=local, api_key=token, simulator_base=simulator))
 
 
 async def run(
@@ -358,7 +375,8 @@ async def _serve(
         for p in all_projections().values():
             work[f"projector:{p.name}"] = Projector(pool, js, live, p).run()
     if "gateway" in components:
-        work["gateway"] = _serve_http(live, pool, sales, documents, readiness)
+        shop = _demo_shop(live, token)
+        work["gateway"] = _serve_http(live, pool, sales, documents, readiness, shop)
     elif live.health_port > 0:
         work["health"] = serve_health(readiness, live.http_host, live.health_port)
     if token:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from domain.catalog import Section
 from domain.inventory.holds import VisitDay, local_date, visit_day
 from domain.inventory.stock import event_status
 from projections import availability, catalog
@@ -42,6 +43,32 @@ async def event_availability(request: web.Request) -> Snapshot:
     )
 
 
+def seat_plan_sections(sections: list[Section]) -> list[s.SeatPlanSection]:
+    """The venue's sections as the seat plan shows them (the embedded planner's too)."""
+    return [
+        s.SeatPlanSection(
+            id=x.id,
+            name=x.name,
+            display_order=x.display_order,
+            seating_mode=x.seating_mode,
+            section_type=x.section_type,
+            color=x.color,
+            position_x=x.position_x,
+            position_y=x.position_y,
+            rotation=x.rotation,
+            width=x.width,
+            height=x.height,
+            inner_radius=x.inner_radius,
+            outer_radius=x.outer_radius,
+            start_angle=x.start_angle,
+            end_angle=x.end_angle,
+            capacity=x.seated_capacity or x.standing_capacity,
+            rows=x.rows,
+        )
+        for x in sorted(sections, key=lambda x: (x.display_order, x.id))
+    ]
+
+
 async def seat_plan(request: web.Request) -> Snapshot:
     pool = pool_of(request)
     organization_id = organization_of(request)
@@ -56,28 +83,7 @@ async def seat_plan(request: web.Request) -> Snapshot:
         s.SeatPlan(
             venue_id=venue_id,
             event_id=row["id"],
-            sections=[
-                s.SeatPlanSection(
-                    id=x.id,
-                    name=x.name,
-                    display_order=x.display_order,
-                    seating_mode=x.seating_mode,
-                    section_type=x.section_type,
-                    color=x.color,
-                    position_x=x.position_x,
-                    position_y=x.position_y,
-                    rotation=x.rotation,
-                    width=x.width,
-                    height=x.height,
-                    inner_radius=x.inner_radius,
-                    outer_radius=x.outer_radius,
-                    start_angle=x.start_angle,
-                    end_angle=x.end_angle,
-                    capacity=x.seated_capacity or x.standing_capacity,
-                    rows=x.rows,
-                )
-                for x in sorted(sections, key=lambda x: (x.display_order, x.id))
-            ],
+            sections=seat_plan_sections(sections),
             sold_seats=await availability.taken_seats(pool, row["id"]),
             ticket_type_section_map={str(t.id): t.section_ids for t in types},
         ),

@@ -17,6 +17,7 @@ from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineToo
 from domain.errors import DomainError
 from infra.apikeys import DEFAULT_RATE_LIMIT
 from infra.changes import API_KEYS, ChangeFeed, read_model_channel
+from infra.embed_tokens import EmbedSigner
 from infra.offer_feed import OfferFeed
 from infra.wallet.keys import HandoutKeys
 from projections.availability import AvailabilityProjection
@@ -26,6 +27,7 @@ from services.api import (
     availability,
     catalog_reads,
     deliveries,
+    embeds,
     etickets,
     pricing,
     purchases,
@@ -228,6 +230,7 @@ def partner_routes() -> Iterable[Route]:
     yield from attendee_pages.ROUTES
     yield from wallet.ROUTES
     yield from etickets.ROUTES
+    yield from embeds.ROUTES
 
 
 async def _start(app: web.Application) -> None:
@@ -248,10 +251,12 @@ def create_app(
     offer_feed: OfferFeed | None = None,
     readiness: Readiness | None = None,
     handout: HandoutKeys | None = None,
+    embed_signer: EmbedSigner | None = None,
 ) -> web.Application:
     """`offer_feed`: seat offers shared with the other gateways (none: kept to this one).
     `readiness`: what /readyz checks (none: the database only). `handout`: the keys of
-    e-ticket links and wallet passes (none: development ones, in memory)."""
+    e-ticket links and wallet passes (none: development ones, in memory). `embed_signer`: the
+    embed tokens' (none: a development one, in memory)."""
     app = web.Application(middlewares=[request_context], client_max_size=1 << 20)
     changes = ChangeFeed(pool, (*READS_FOLLOW, API_KEYS))
     app[POOL] = pool
@@ -265,6 +270,7 @@ def create_app(
     app[PURCHASES] = sales
     app[DOCUMENTS] = documents
     app[HANDOUT] = handout or HandoutKeys.development()
+    embeds.install(app, embed_signer or EmbedSigner.development())
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     add_health_routes(app, readiness or Readiness(pool))
