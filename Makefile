@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/onsale.py
 	$(BIN)/python bench/tickets.py
 	$(BIN)/python bench/pdf_render.py
+	$(BIN)/python bench/embeds.py
 
 clean:
 	rm -rf $(VENV) .linjerum .pytest_cache .ruff_cache

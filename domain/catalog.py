@@ -5,7 +5,7 @@ events that record it, so the rules live in one place and replay needs nothing e
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -184,6 +184,13 @@ class VenueRegistered(Event, frozen=True):
     sections: list[Section]
 
 
+class VenuePlanChanged(Event, frozen=True):
+    """The venue's sections from now on: the whole plan, so a replay needs no earlier one."""
+
+    venue_id: int
+    sections: list[Section]
+
+
 class EventScheduled(Event, frozen=True):
     event_id: int
     organization_id: int
@@ -269,6 +276,17 @@ class RegisterVenue(Struct):
     zip_code: str | None = None
     floor_plan_width: int = 1200
     floor_plan_height: int = 800
+
+
+class PlannedSection(SectionPlan, frozen=True, kw_only=True):
+    """A section of a changed plan: `id` keeps one of the venue's sections (the ticket types
+    that name it still do), none adds a new one."""
+
+    id: int | None = None
+
+
+class ChangeSeatPlan(Struct):
+    sections: list[PlannedSection]
 
 
 class ScheduleEvent(Struct):
@@ -448,6 +466,60 @@ def register_venue(
             sections=sections,
         )
     ]
+
+
+def evolve_venue(state: VenueRegistered | None, event: Event) -> VenueRegistered | None:
+    """The venue as registered, with its latest plan."""
+    if isinstance(event, VenueRegistered):
+        return event
+    if isinstance(event, VenuePlanChanged) and state is not None:
+        return msgspec.structs.replace(state, sections=event.sections)
+    return state
+
+
+SeatKey = tuple[int, str, int]  # section id, row, seat number
+
+
+def _seats(section: Section) -> set[SeatKey]:
+    return {
+        (section.id, row.identifier, n)
+        for row in section.rows
+        for n in range(row.start, row.end + 1)
+    }
+
+
+def change_seat_plan(
+    cmd: ChangeSeatPlan,
+    venue: VenueRegistered,
+    new_ids: Sequence[int],
+    taken: Collection[SeatKey] = (),
+) -> list[Event]:
+    """`new_ids`: freshly allocated ids for the sections without one, in order. `taken`: the
+    seats held or sold for the venue's events, which the new plan must still have."""
+    _require(bool(cmd.sections), "sections", "a venue needs at least one section")
+    known = {s.id for s in venue.sections}
+    kept = [s.id for s in cmd.sections if s.id is not None]
+    _require(len(kept) == len(set(kept)), "sections", "a section id appears twice")
+    fresh = iter(new_ids)
+    sections = []
+    for i, planned in enumerate(cmd.sections):
+        field = f"sections[{i}]"
+        _check_section(planned, field)
+        _require(planned.id is None or planned.id in known, f"{field}.id", "not this venue's")
+        plan = msgspec.structs.asdict(planned)
+        sid = plan.pop("id")
+        sections.append(Section(id=next(fresh) if sid is None else sid, **plan))
+    _require(next(fresh, None) is None, "sections", "one new id per new section")
+    seats = set().union(*(_seats(s) for s in sections))
+    lost = sorted(seat for seat in taken if seat not in seats)
+    _require(
+        not lost,
+        "sections",
+        f"{len(lost)} seats already held or sold are not in the new plan (first: {lost[:1]})",
+    )
+    if sections == venue.sections:
+        return []
+    return [VenuePlanChanged(venue_id=venue.venue_id, sections=sections)]
 
 
 def _ticket_types(

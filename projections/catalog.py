@@ -110,6 +110,18 @@ async def _venue(conn: asyncpg.Connection, schema: str, e: Event) -> None:
     )
 
 
+async def _venue_plan(conn: asyncpg.Connection, schema: str, e: Event) -> None:
+    assert isinstance(e, catalog.VenuePlanChanged)
+    await conn.execute(
+        f"UPDATE {schema}.venues SET seated_capacity = $2, standing_capacity = $3,"
+        " sections = $4::jsonb WHERE id = $1",
+        e.venue_id,
+        sum(s.seated_capacity for s in e.sections),
+        sum(s.standing_capacity for s in e.sections),
+        _json.encode(e.sections).decode(),
+    )
+
+
 async def _ticket_types(
     conn: asyncpg.Connection,
     schema: str,
@@ -228,6 +240,7 @@ async def _released(conn: asyncpg.Connection, schema: str, e: Event) -> None:
 _HANDLED = {
     "OrganizationRegistered": _organization,
     "VenueRegistered": _venue,
+    "VenuePlanChanged": _venue_plan,
     "EventScheduled": _event_scheduled,
     "EventPublished": _event_published,
     "EventCancelled": _event_cancelled,
@@ -336,6 +349,14 @@ async def venue(conn: asyncpg.Pool, organization_id: int, venue_id: int) -> asyn
         organization_id,
         venue_id,
     )
+
+
+async def event_ids_at_venue(conn: asyncpg.Pool, venue_id: int) -> list[int]:
+    """The venue's events that are not cancelled (their seats may be held or sold)."""
+    rows = await conn.fetch(
+        f"SELECT id FROM {_LIVE}.events WHERE venue_id = $1 AND status <> 'cancelled'", venue_id
+    )
+    return [r["id"] for r in rows]
 
 
 _ATTRACTION_COLUMNS = (

@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from domain.catalog import ChangeSeatPlan
+from domain.errors import DomainError
 from infra.apikeys import UnknownApiKey, create_key, list_keys, revoke_key
 from infra.eventstore import Metadata
 from infra.logging import configure_logging
@@ -28,7 +30,11 @@ from services.api.activity import recent_activity
 from services.dev.seed_demo import seed_demo
 from services.runtime import COMPONENTS, PortInUse, connected, database
 from services.runtime import run as run_service
-from services.usecases.catalog_commands import organization_id_by_slug
+from services.usecases.catalog_commands import (
+    change_seat_plan,
+    load_venue,
+    organization_id_by_slug,
+)
 
 CLI = Metadata(actor="linjerum cli")
 
@@ -78,6 +84,21 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--org", required=True)
     revoke = add_key_parser("revoke", help="revoke a key on every gateway at once")
     revoke.add_argument("key_id", type=int)
+
+    venues = add_parser("venues", help="change venues")
+    venue_commands = venues.add_subparsers(dest="venues_command", required=True)
+    set_plan = venue_commands.add_parser(
+        "set-plan",
+        parents=[common],
+        help="replace a venue's sections; open seat planners reload it",
+        description="Replace a venue's sections with those in FILE.json, "
+        '{"sections": [...]} in the partner API\'s section shape. A section with the "id" of '
+        "one of the venue's sections keeps it (the ticket types naming it still do); one "
+        "without an id is added. Refused when a seat held or sold for one of the venue's "
+        "events would be gone.",
+    )
+    set_plan.add_argument("venue_id", type=int)
+    set_plan.add_argument("file", type=Path, metavar="FILE.json")
 
     rebuild_cmd = add_parser("rebuild", help="rebuild a read model from the events")
     rebuild_cmd.add_argument("name", choices=sorted(all_projections()))
@@ -184,6 +205,18 @@ async def _activity(args: argparse.Namespace, pool: Any) -> int:
     return 0
 
 
+async def _set_plan(args: argparse.Namespace, pool: Any) -> int:
+    try:
+        cmd = msgspec.json.decode(args.file.read_bytes(), type=ChangeSeatPlan)
+        venue = await load_venue(pool, args.venue_id)
+        changed = await change_seat_plan(pool, venue.organization_id, args.venue_id, cmd, CLI)
+    except (OSError, msgspec.ValidationError, msgspec.DecodeError, DomainError) as exc:
+        print(f"linjerum venues set-plan: {exc}", file=sys.stderr)
+        return 1
+    _print_json({"venue_id": args.venue_id, "changed": changed})
+    return 0
+
+
 async def _seed(pool: Any) -> int:
     _print_json(await seed_demo(pool, datetime.now(UTC).date()))
     return 0
@@ -204,6 +237,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, An
         return _with_database(settings, _seed)
     if args.command == "keys":
         return _with_database(settings, lambda pool: _keys(args, pool))
+    if args.command == "venues":
+        return _with_database(settings, lambda pool: _set_plan(args, pool))
     if args.command == "activity":
         return _with_database(settings, lambda pool: _activity(args, pool))
     return _with_database(settings, lambda pool: _rebuild(args.name, pool))

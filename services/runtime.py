@@ -40,6 +40,8 @@ from services.dev.demo_shop import PATH as DEMO_SHOP_PATH
 from services.dev.demo_shop import ShopSettings, demo_shop
 from services.dev.seed_demo import DEMO_ORGANIZATION, seed_demo
 from services.dev.stripe_sim import serve_simulator
+from services.dev.try_live import PATH as TRY_PATH
+from services.dev.try_live import TrySettings, try_live
 from services.health import Readiness, serve_health
 from services.usecases.catalog_commands import organization_id_by_slug
 from services.usecases.purchases import Purchases
@@ -114,11 +116,12 @@ async def _serve_http(
     documents: Documents,
     readiness: Readiness,
     shop: web.Application | None = None,
+    tried: web.Application | None = None,
 ) -> None:
     """The gateway and its activity-log writer; what is still buffered is written on the way
     out, so a clean shutdown loses no activity rows. Seat offers go to the other gateways on a
     connection of their own that does not hear its own notes back. `shop`: the demo partner
-    shop, served beside the API under its own path."""
+    shop, served beside the API under its own path; `tried`: the "Try it live" page, likewise."""
     activity = ActivityLog(pool)
     writer = asyncio.create_task(activity.run())
     notes = await connect(live, "gateway-offers", echo=False)
@@ -128,6 +131,8 @@ async def _serve_http(
     app = create_app(pool, activity, sales, documents, offers, readiness, handout, signer)
     if shop is not None:
         app.add_subapp(DEMO_SHOP_PATH, shop)
+    if tried is not None:
+        app.add_subapp(TRY_PATH, tried)
     runner = GatewayRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -135,6 +140,8 @@ async def _serve_http(
         print(f"linjerum is running on http://{live.http_host}:{live.http_port}", flush=True)
         if shop is not None:
             print(f"demo partner shop on {_public_url(live)}{DEMO_SHOP_PATH}", flush=True)
+        if tried is not None:
+            print(f"try the embeds live on {_public_url(live)}{TRY_PATH}", flush=True)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
@@ -209,6 +216,14 @@ def _demo_shop(live: Settings, token: str | None) -> web.Application | None:
     local = f"http://{_local_host(live)}:{live.http_port}"
     simulator = f"http://{SIMULATOR_HOST}:{live.stripe_sim_port}"
     return demo_shop(ShopSettings(api_base=local, api_key=token, simulator_base=simulator))
+
+
+def _try_live(live: Settings, token: str | None) -> web.Application | None:
+    """The "Try it live" page, minting the demo theatre's embeds with the demo key."""
+    if token is None:
+        return None
+    local = f"http://{_local_host(live)}:{live.http_port}"
+    return try_live(TrySettings(api_base=local, api_key=token))
 
 
 async def run(
@@ -376,7 +391,8 @@ async def _serve(
             work[f"projector:{p.name}"] = Projector(pool, js, live, p).run()
     if "gateway" in components:
         shop = _demo_shop(live, token)
-        work["gateway"] = _serve_http(live, pool, sales, documents, readiness, shop)
+        tried = _try_live(live, token)
+        work["gateway"] = _serve_http(live, pool, sales, documents, readiness, shop, tried)
     elif live.health_port > 0:
         work["health"] = serve_health(readiness, live.http_host, live.health_port)
     if token:

@@ -268,6 +268,7 @@ def create_app(
     app[ACCESS] = AccessControl(pool, Memo(changes, (API_KEYS,), ttl=KEY_SECONDS))
     app[ACTIVITY] = activity
     app[PURCHASES] = sales
+    sales.catalog.follow(changes, CATALOG_CHANGES)
     app[DOCUMENTS] = documents
     app[HANDOUT] = handout or HandoutKeys.development()
     embeds.install(app, embed_signer or EmbedSigner.development())

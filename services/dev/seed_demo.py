@@ -53,15 +53,18 @@ def _rows(letters: str, start: int, end: int) -> list[Row]:
 
 
 def _balcony(name: str, order: int, start_angle: float, seats: int) -> SectionPlan:
+    """A ring segment above the Parterre: its inner radius clears the Parterre's top corners
+    (439 from the centre), its outer edge stays inside the 1200x800 plan, and the Loge sits
+    below the left balcony's reach."""
     return SectionPlan(
         name=name,
         display_order=order,
         section_type="arc",
         color="#F59E0B",
         position_x=600.0,
-        position_y=720.0,
-        inner_radius=420.0,
-        outer_radius=560.0,
+        position_y=620.0,
+        inner_radius=470.0,
+        outer_radius=600.0,
         start_angle=start_angle,
         end_angle=start_angle + 40.0,
         rows=_rows("ABCDEF", 1, seats),
@@ -91,7 +94,7 @@ THEATRE = RegisterVenue(
             display_order=4,
             color="#A855F7",
             position_x=60.0,
-            position_y=320.0,
+            position_y=600.0,
             rotation=90.0,
             width=180.0,
             height=60.0,

@@ -20,6 +20,8 @@ from infra.eventstore import (
     append,
     read_stream,
 )
+from projections import availability
+from projections import catalog as catalog_reads
 
 Pool = asyncpg.Pool | asyncpg.Connection
 ID_BLOCK = 500
@@ -87,11 +89,19 @@ async def organization_id_by_slug(pool: Pool, slug: str) -> int | None:
 
 
 async def load_venue(pool: Pool, venue_id: int) -> catalog.VenueRegistered:
+    """The venue as registered, with its current plan."""
+    return (await _venue_state(pool, venue_id))[0]
+
+
+async def _venue_state(pool: Pool, venue_id: int) -> tuple[catalog.VenueRegistered, int]:
+    """The venue and its stream's version."""
     events = await read_stream(pool, streams.venue(venue_id))
-    registered = events[0].event() if events else None
-    if not isinstance(registered, catalog.VenueRegistered):
+    state: catalog.VenueRegistered | None = None
+    for recorded in events:
+        state = catalog.evolve_venue(state, recorded.event())
+    if state is None:
         raise NotFound(f"venue {venue_id} not found", "venue_id")
-    return registered
+    return state, len(events)
 
 
 async def _create(
@@ -155,6 +165,32 @@ async def register_venue(
         extra_ids=len(cmd.sections),
         metadata=metadata,
     )
+
+
+async def change_seat_plan(
+    pool: Pool,
+    organization_id: int,
+    venue_id: int,
+    cmd: catalog.ChangeSeatPlan,
+    metadata: Metadata,
+) -> bool:
+    """Replaces the venue's sections; False when the plan is the one it has. The seats held
+    or sold for the venue's events are read from the availability read model: a hold it has
+    not applied yet is not seen."""
+    venue, version = await _venue_state(pool, venue_id)
+    if venue.organization_id != organization_id:
+        raise NotFound(f"venue {venue_id} not found", "venue_id")
+    taken = [
+        (seat.section_id, seat.row, seat.seat_number)
+        for event_id in await catalog_reads.event_ids_at_venue(pool, venue_id)
+        for seat in await availability.taken_seats(pool, event_id)
+    ]
+    fresh = await allocate_ids(pool, sum(s.id is None for s in cmd.sections))
+    events = catalog.change_seat_plan(cmd, venue, fresh, taken)
+    if not events:
+        return False
+    await append(pool, [PendingAppend(streams.venue(venue_id), version, events)], metadata)
+    return True
 
 
 async def schedule_event(

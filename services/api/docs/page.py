@@ -73,7 +73,8 @@ PAGE = f"""<!doctype html>
 <body>
 <header><strong>{html.escape(TITLE)}</strong>
 <a href="{OPENAPI_PATH}">OpenAPI 3.1 document</a>
-<a href="{POSTMAN_PATH}">Postman collection</a></header>
+<a href="{POSTMAN_PATH}">Postman collection</a>
+<a href="/embed/try">Try it live</a></header>
 <redoc spec-url="{OPENAPI_PATH}" scroll-y-offset="body > header" required-props-first
  expand-responses="200,201" theme="{_attribute(json.dumps(_THEME))}"></redoc>
 <script src="{BUNDLE_PATH}"></script>

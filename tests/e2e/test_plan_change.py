@@ -1,0 +1,76 @@
+"""A venue's plan changed by its organizer: the catalog read model, the purchases' cached seat
+map and the open seat planners all follow, and seats already sold cannot be planned away."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from domain import catalog as c
+from domain.errors import InvalidCommand
+from services.usecases import catalog_commands
+from tests.e2e.conftest import TEST, bearer, order, post, rebuild_read_models
+from tests.e2e.test_embeds import ORIGINS, Scene, _buy, _mint, _next_event, _scene
+
+
+@pytest.fixture
+async def scene(pool: asyncpg.Pool, catalog: dict[str, int]) -> Scene:
+    return await _scene(pool, ORIGINS)
+
+
+def _hall(section_id: int, rows: list[c.Row]) -> c.PlannedSection:
+    return c.PlannedSection(id=section_id, name="Sal", width=10.0, height=10.0, rows=rows)
+
+
+async def _plan_event(stream, seconds: float) -> None:
+    """Waits for `event: plan`, skipping the taken seats sent meanwhile."""
+    while (found := await _next_event(stream, seconds))[0] != "plan":
+        assert found[0] == "taken"
+    assert found == ("plan", {})
+
+
+async def test_an_open_planner_reloads_the_changed_plan_and_sales_follow_it(
+    api, pool: asyncpg.Pool, scene: Scene
+) -> None:
+    token = await _mint(api, scene)
+    stream = await api.get(f"/embed/api/live?token={token}")
+    try:
+        assert (await _next_event(stream, 5))[0] == "taken"
+        sold = await _buy(api, scene, 3)
+        await rebuild_read_models(pool)
+        section_id = sold["section_id"]
+
+        shorter = c.ChangeSeatPlan(
+            sections=[_hall(section_id, [c.Row(identifier="A", start=4, end=20)])]
+        )
+        with pytest.raises(InvalidCommand):
+            await catalog_commands.change_seat_plan(
+                pool, scene.organization_id, scene.venue_id, shorter, TEST
+            )
+
+        rows = [c.Row(identifier="A", start=1, end=20), c.Row(identifier="B", start=1, end=10)]
+        balcony = c.PlannedSection(
+            name="Balkon", seating_mode="standing", width=5.0, height=2.0, standing_capacity=40
+        )
+        bigger = c.ChangeSeatPlan(sections=[_hall(section_id, rows), balcony])
+        assert await catalog_commands.change_seat_plan(
+            pool, scene.organization_id, scene.venue_id, bigger, TEST
+        )
+        await rebuild_read_models(pool)
+        await _plan_event(stream, 5)
+    finally:
+        stream.close()
+
+    plan = await (await api.get(f"/embed/api/plan?token={token}")).json()
+    hall, standing = plan["sections"]
+    assert hall["id"] == section_id and [r["identifier"] for r in hall["rows"]] == ["A", "B"]
+    assert hall["capacity"] == 30 and standing["name"] == "Balkon"
+    assert (await catalog_commands.load_venue(pool, scene.venue_id)).sections[1].name == "Balkon"
+
+    seat = {"section_id": section_id, "row": "B", "seat_number": 10}
+    body = order(scene.type_id, 1, selected_seats={str(scene.type_id): [seat]})
+    await post(api, scene.token, "/api/v1/purchases", body, 201)
+    venue = await (
+        await api.get(f"/api/v1/venues/{scene.venue_id}", headers=bearer(scene.token))
+    ).json()
+    assert (venue["venue"]["seated_capacity"], venue["venue"]["standing_capacity"]) == (30, 40)
