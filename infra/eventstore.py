@@ -86,10 +86,11 @@ class PendingAppend(msgspec.Struct, frozen=True):
 _metadata_encoder = msgspec.json.Encoder()
 _metadata_decoder = msgspec.json.Decoder(Metadata)
 
-_SELECT = (
-    "SELECT event_id::text, stream_id, version, type, data::text, metadata::text,"
-    " recorded_at, tx_id::text::bigint AS tx_id, position FROM events "
+_COLUMNS = (
+    "event_id::text, stream_id, version, type, data::text, metadata::text,"
+    " recorded_at, tx_id::text::bigint AS tx_id, position"
 )
+_SELECT = f"SELECT {_COLUMNS} FROM events "
 _SELECT_POSITION = "SELECT tx_id::text::bigint AS tx_id, position FROM events "
 _AFTER = "(tx_id, position) > ($1::text::xid8, $2)"
 # The safe global order's gate: a transaction older than every one still in flight can no
@@ -364,3 +365,66 @@ async def backlog(
     )
     seconds = row["seconds"]
     return Backlog(row["events"], None if seconds is None else float(seconds))
+
+
+class AuditedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored event with the name of the API key that caused it, for operators' questions."""
+
+    event: RecordedEvent
+    api_key_name: str | None
+
+
+_AUDITED = (
+    f"SELECT {_COLUMNS}, k.name AS api_key_name FROM events"
+    " LEFT JOIN api_keys k ON k.id = (metadata->>'api_key_id')::bigint "
+)
+
+
+def _audited(rows: Sequence[asyncpg.Record]) -> list[AuditedEvent]:
+    return [AuditedEvent(event=_record(r), api_key_name=r["api_key_name"]) for r in rows]
+
+
+async def stream_history(
+    conn: asyncpg.Connection | asyncpg.Pool, stream_id: str
+) -> list[AuditedEvent]:
+    """A stream's events in version order, each with who caused it."""
+    rows = await conn.fetch(_AUDITED + "WHERE stream_id = $1 ORDER BY version", stream_id)
+    return _audited(rows)
+
+
+async def audit(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    organization_id: int | None = None,
+    api_key_id: int | None = None,
+    request_id: str | None = None,
+    category: str | None = None,
+    type_name: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+) -> list[AuditedEvent]:
+    """Events newest first, filtered by who caused them and what they are. An organization's
+    events are those its API keys caused: events of the command line or workers carry no key."""
+    filters = (
+        ("k.organization_id = ${}", organization_id),
+        ("(metadata->>'api_key_id')::bigint = ${}", api_key_id),
+        ("metadata->>'request_id' = ${}", request_id),
+        ("split_part(stream_id, '-', 1) = ${}", category),
+        ("type = ${}", type_name),
+        ("recorded_at >= ${}", since),
+        ("recorded_at < ${}", until),
+    )
+    where: list[str] = []
+    args: list[object] = []
+    for condition, value in filters:
+        if value is not None:
+            args.append(value)
+            where.append(condition.format(len(args)))
+    args.append(limit)
+    sql = (
+        _AUDITED
+        + (f"WHERE {' AND '.join(where)} " if where else "")
+        + f"ORDER BY recorded_at DESC, tx_id DESC, position DESC LIMIT ${len(args)}"
+    )
+    return _audited(await conn.fetch(sql, *args))

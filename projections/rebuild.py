@@ -3,6 +3,8 @@ while the live tables keep serving reads and the live projector keeps applying."
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncpg
 import structlog
 
@@ -22,26 +24,69 @@ log = structlog.get_logger(__name__)
 
 BATCH = 2000
 
+Replayed = Callable[[int], object]
+"""Told how many more events a replay applied, e.g. a progress bar's update."""
 
-async def rebuild(pool: asyncpg.Pool, projection: Projection) -> int:
+
+async def events_to_replay(conn: asyncpg.Connection | asyncpg.Pool, projection: Projection) -> int:
+    """A replay's total for progress reporting: the events of the projection's categories."""
+    return await conn.fetchval(
+        "SELECT count(*) FROM events WHERE split_part(stream_id, '-', 1) = ANY($1)",
+        list(projection.categories),
+    )
+
+
+async def fresh_replay(
+    conn: asyncpg.Connection, projection: Projection, schema: str, on_replayed: Replayed
+) -> int:
+    """Replay every settled event into a new schema in short transactions, so the relay's
+    horizon is never held back for long. Returns the number of events replayed."""
+    async with conn.transaction():
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await create_schema(conn, projection, schema)
+    replayed = 0
+    while True:
+        async with conn.transaction():
+            after = await read_checkpoint(conn, schema)
+            events = await read_all(conn, after, BATCH, projection.categories)
+            applied = await apply_events(conn, projection, schema, events)
+        replayed += applied
+        on_replayed(applied)
+        if len(events) < BATCH:
+            return replayed
+        log.info("rebuild_progress", projection=projection.name, replayed=replayed)
+
+
+async def catch_up_to_live(
+    conn: asyncpg.Connection, projection: Projection, schema: str, on_replayed: Replayed
+) -> int:
+    """Bring the schema to exactly the live checkpoint; call inside a transaction holding the
+    projection's lock, where everything the live projector applied is settled."""
+    target = await read_checkpoint(conn, live_schema(projection))
+    replayed = 0
+    while (after := await read_checkpoint(conn, schema)) < target:
+        events = await read_all(conn, after, BATCH, projection.categories, up_to=target)
+        if not events:
+            break
+        applied = await apply_events(conn, projection, schema, events)
+        replayed += applied
+        on_replayed(applied)
+    return replayed
+
+
+def no_progress(applied: int) -> None:
+    return None
+
+
+async def rebuild(
+    pool: asyncpg.Pool, projection: Projection, on_replayed: Replayed = no_progress
+) -> int:
     """Returns the number of events replayed. Readers see the old rows until the swap commits,
     then the new ones: never an empty or half-built model."""
     live = live_schema(projection)
     build = f"{live}__build"
     async with pool.acquire() as conn:
-        async with conn.transaction():
-            await conn.execute(f"DROP SCHEMA IF EXISTS {build} CASCADE")
-            await create_schema(conn, projection, build)
-        replayed = 0
-        # Catch up in short transactions so the relay's horizon is never held back for long.
-        while True:
-            async with conn.transaction():
-                after = await read_checkpoint(conn, build)
-                events = await read_all(conn, after, BATCH, projection.categories)
-                replayed += await apply_events(conn, projection, build, events)
-            if len(events) < BATCH:
-                break
-            log.info("rebuild_progress", projection=projection.name, replayed=replayed)
+        replayed = await fresh_replay(conn, projection, build, on_replayed)
         async with conn.transaction():
             # The live projector waits here; whatever it applied already is settled, so the new
             # tables catch up to exactly its checkpoint before taking over.
@@ -51,11 +96,7 @@ async def rebuild(pool: asyncpg.Pool, projection: Projection) -> int:
             )
             if live_exists:
                 target = await read_checkpoint(conn, live)
-                while (after := await read_checkpoint(conn, build)) < target:
-                    events = await read_all(conn, after, BATCH, projection.categories, up_to=target)
-                    if not events:
-                        break
-                    replayed += await apply_events(conn, projection, build, events)
+                replayed += await catch_up_to_live(conn, projection, build, on_replayed)
                 # Resume the live consumer where the old tables left off; whatever the new tables
                 # hold beyond that is skipped by position when it is delivered again.
                 caught_up = max(await read_checkpoint(conn, build), target)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from tqdm import tqdm
 
 from domain.catalog import ChangeSeatPlan
 from domain.errors import DomainError
@@ -24,9 +25,12 @@ from infra.apikeys import UnknownApiKey, create_key, list_keys, revoke_key
 from infra.eventstore import Metadata
 from infra.logging import configure_logging
 from infra.settings import Settings
-from projections.rebuild import rebuild
+from projections.rebuild import events_to_replay, rebuild
 from projections.registry import all_projections
+from projections.verify import verify
 from services.api.activity import recent_activity
+from services.audit import add_commands as add_audit_commands
+from services.audit import run as run_audit
 from services.dev.seed_demo import seed_demo
 from services.runtime import COMPONENTS, PortInUse, connected, database
 from services.runtime import run as run_service
@@ -101,7 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     set_plan.add_argument("file", type=Path, metavar="FILE.json")
 
     rebuild_cmd = add_parser("rebuild", help="rebuild a read model from the events")
-    rebuild_cmd.add_argument("name", choices=sorted(all_projections()))
+    rebuild_cmd.add_argument("name", nargs="?", choices=sorted(all_projections()))
+    rebuild_cmd.add_argument("--all", action="store_true", help="every read model, in turn")
+    rebuild_cmd.add_argument(
+        "--verify", action="store_true", help="compare with a replay, print differences, no swap"
+    )
+    rebuild_cmd.add_argument("--quiet", action="store_true", help="no progress bar")
 
     activity = add_parser("activity", help="recent partner API calls, newest first")
     activity.add_argument("--org", required=True, help="organization slug")
@@ -110,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         "--since", type=_since, default=None, help="ISO-8601 time or a duration ago: 15m, 2h, 1d"
     )
     activity.add_argument("--limit", type=_positive, default=100)
+    add_audit_commands(add_parser, _since, _positive)
     return parser
 
 
@@ -222,10 +232,29 @@ async def _seed(pool: Any) -> int:
     return 0
 
 
-async def _rebuild(name: str, pool: Any) -> int:
-    replayed = await rebuild(pool, all_projections()[name])
-    _print_json({"projection": name, "replayed": replayed})
-    return 0
+async def _rebuild(args: argparse.Namespace, pool: Any) -> int:
+    """Exit status 1 when --verify found a difference, 2 when neither NAME nor --all is given."""
+    if (args.name is None) == (not args.all):
+        print("linjerum rebuild: give either NAME or --all", file=sys.stderr)
+        return 2
+    names = sorted(all_projections()) if args.all else [args.name]
+    differs = False
+    for name in names:
+        projection = all_projections()[name]
+        total = await events_to_replay(pool, projection)
+        disable = args.quiet or not sys.stderr.isatty()
+        with tqdm(total=total, desc=name, unit="ev", file=sys.stderr, disable=disable) as bar:
+            if args.verify:
+                differences = await verify(pool, projection, bar.update)
+            else:
+                replayed = await rebuild(pool, projection, bar.update)
+        if not args.verify:
+            _print_json({"projection": name, "replayed": replayed})
+            continue
+        for difference in differences:
+            _print_json({"projection": name, **msgspec.structs.asdict(difference)})
+        differs = differs or bool(differences)
+    return 1 if differs else 0
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, int | None]:
@@ -241,7 +270,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, An
         return _with_database(settings, lambda pool: _set_plan(args, pool))
     if args.command == "activity":
         return _with_database(settings, lambda pool: _activity(args, pool))
-    return _with_database(settings, lambda pool: _rebuild(args.name, pool))
+    if args.command in ("events", "audit"):
+        return _with_database(settings, lambda pool: run_audit(args, pool))
+    return _with_database(settings, lambda pool: _rebuild(args, pool))
 
 
 async def _main(args: argparse.Namespace, settings: Settings) -> int:
