@@ -113,6 +113,10 @@ async def _assembled(
     purchase = await load_purchase(pool, purchase_token)
     if purchase is None:
         raise _missing()
+    if issued is None and purchase.status == "paid":
+        # Paid between the two reads: the ticket was issued in the payment's own append, so
+        # reading it again now finds it (never a paid purchase shown with an unissued ticket).
+        issued, version = await load_ticket(pool, ticket_id)
     bought = next(t for t in purchase.opened.tickets if t.id == ticket_id)
     return Ticket(purchase, bought, issued, version)
 

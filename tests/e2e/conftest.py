@@ -4,6 +4,7 @@ its read models built, and API keys for both demo organizations."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -17,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from domain import catalog as c
 from infra.apikeys import create_key
 from infra.changes import ChangeFeed
+from infra.db import create_pool, migrate
 from infra.embedded import free_port
 from infra.eventstore import Metadata
 from infra.payments import (
@@ -296,3 +298,25 @@ async def redeliver(gateway: TestClient, event: dict) -> str:
     )
     assert response.status == 200, await response.text()
     return (await response.json())["outcome"]
+
+
+@contextlib.asynccontextmanager
+async def demo_database(admin_url: str, purpose: str) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    """A fresh, migrated database of its own with the demo data (its url, and a pool on it
+    while the block runs), for tests whose commands must not disturb the shared one; dropped
+    afterwards."""
+    name = f"linjerum_test_{purpose}_{uuid.uuid4().hex[:10]}"
+    url = f"{admin_url.rpartition('/')[0]}/{name}"
+    admin = await asyncpg.connect(admin_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        pool = await create_pool(url, size=4)
+        try:
+            await migrate(pool)
+            await seed_demo(pool, datetime.now(UTC).date())
+            yield url, pool
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -8,17 +8,15 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import pytest
 
-from infra.db import create_pool, migrate
 from services.api.activity import ActivityEntry, ActivityLog
-from services.dev.seed_demo import DEMO_ORGANIZATION, seed_demo
+from services.dev.seed_demo import DEMO_ORGANIZATION
 from services.usecases.catalog_commands import organization_id_by_slug
+from tests.e2e.conftest import demo_database
 
 LINJERUM = [sys.executable, "-m", "services.cli"]
 
@@ -27,55 +25,42 @@ LINJERUM = [sys.executable, "-m", "services.cli"]
 async def seeded_database(servers: tuple[str, str]) -> AsyncIterator[str]:
     """The url of a fresh, migrated database with the demo organizations and some activity."""
     admin_url, _ = servers
-    name = f"linjerum_test_activity_{uuid.uuid4().hex[:10]}"
-    url = f"{admin_url.rpartition('/')[0]}/{name}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        pool = await create_pool(url, size=4)
-        try:
-            await migrate(pool)
-            await seed_demo(pool, datetime.now(UTC).date())
-            organization_id = await organization_id_by_slug(pool, DEMO_ORGANIZATION)
-            assert organization_id is not None
-            log = ActivityLog(pool)
-            now = datetime.now(UTC)
-            for request_id, key, ago in (
-                ("old", 1, timedelta(hours=3)),
-                ("recent-1", 1, timedelta(minutes=20)),
-                ("recent-2", 2, timedelta(minutes=2)),
-            ):
-                log.record(
-                    ActivityEntry(
-                        recorded_at=now - ago,
-                        organization_id=organization_id,
-                        api_key_id=key,
-                        method="POST",
-                        path="/api/v1/purchases",
-                        status=201,
-                        duration_ms=12.5,
-                        request_id=request_id,
-                    )
-                )
+    async with demo_database(admin_url, "activity") as (url, pool):
+        organization_id = await organization_id_by_slug(pool, DEMO_ORGANIZATION)
+        assert organization_id is not None
+        log = ActivityLog(pool)
+        now = datetime.now(UTC)
+        for request_id, key, ago in (
+            ("old", 1, timedelta(hours=3)),
+            ("recent-1", 1, timedelta(minutes=20)),
+            ("recent-2", 2, timedelta(minutes=2)),
+        ):
             log.record(
                 ActivityEntry(
-                    recorded_at=now,
-                    organization_id=organization_id + 10_000,
-                    api_key_id=3,
-                    method="GET",
-                    path="/api/v1/events",
-                    status=200,
-                    duration_ms=1.0,
-                    request_id="another-org",
+                    recorded_at=now - ago,
+                    organization_id=organization_id,
+                    api_key_id=key,
+                    method="POST",
+                    path="/api/v1/purchases",
+                    status=201,
+                    duration_ms=12.5,
+                    request_id=request_id,
                 )
             )
-            await log.close()
-        finally:
-            await pool.close()
+        log.record(
+            ActivityEntry(
+                recorded_at=now,
+                organization_id=organization_id + 10_000,
+                api_key_id=3,
+                method="GET",
+                path="/api/v1/events",
+                status=200,
+                duration_ms=1.0,
+                request_id="another-org",
+            )
+        )
+        await log.close()
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def _activity(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

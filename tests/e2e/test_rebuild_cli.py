@@ -8,15 +8,12 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
-from infra.db import create_pool, migrate
-from services.dev.seed_demo import seed_demo
+from tests.e2e.conftest import demo_database
 
 LINJERUM = [sys.executable, "-m", "services.cli"]
 
@@ -25,21 +22,8 @@ LINJERUM = [sys.executable, "-m", "services.cli"]
 async def seeded_database(servers: tuple[str, str]) -> AsyncIterator[str]:
     """A fresh database with the demo data, so tampering disturbs no other test."""
     admin_url, _ = servers
-    name = f"linjerum_test_rebuild_{uuid.uuid4().hex[:10]}"
-    url = f"{admin_url.rpartition('/')[0]}/{name}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        pool = await create_pool(url, size=4)
-        try:
-            await migrate(pool)
-            await seed_demo(pool, datetime.now(UTC).date())
-        finally:
-            await pool.close()
+    async with demo_database(admin_url, "rebuild") as (url, _pool):
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def _rebuild(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
