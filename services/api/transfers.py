@@ -151,25 +151,24 @@ def _answered(answered: Transfer, accepted: bool) -> web.Response:
 
 
 async def accept_transfer(request: web.Request) -> web.Response:
-    body = await parse_body(request, TransferAnswer)
-    answered = await transfers.accept(
-        pool_of(request),
-        request.match_info["transfer_id"],
-        body.token,
-        _recipient_metadata(request),
-    )
-    return _answered(answered, accepted=True)
+    return await _answer(request, accepted=True)
 
 
 async def decline_transfer(request: web.Request) -> web.Response:
+    return await _answer(request, accepted=False)
+
+
+async def _answer(request: web.Request, *, accepted: bool) -> web.Response:
+    """The recipient's answer, with the token from the offer's e-mail."""
     body = await parse_body(request, TransferAnswer)
-    answered = await transfers.decline(
+    answer = transfers.accept if accepted else transfers.decline
+    answered = await answer(
         pool_of(request),
         request.match_info["transfer_id"],
         body.token,
         _recipient_metadata(request),
     )
-    return _answered(answered, accepted=False)
+    return _answered(answered, accepted=accepted)
 
 
 async def get_transfer(request: web.Request) -> web.Response:

@@ -8,15 +8,14 @@ HTTP, as this one does."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from yarl import URL
 
 from services.dev.demo_shop_page import PAGE
+from services.dev.partner_backend import CLIENT, Refused, call_api, with_client
 
 PATH = "/demo-shop/"
 EVENT_SLUG = "hamlet-2026"
@@ -38,13 +37,12 @@ class ShopSettings:
 
 
 SETTINGS = web.AppKey("settings", ShopSettings)
-CLIENT = web.AppKey("client", aiohttp.ClientSession)
 
 
 def demo_shop(settings: ShopSettings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(_client)
+    app.cleanup_ctx.append(with_client)
     app.router.add_get("/", _page)
     app.router.add_post("/api/planner", _planner)
     app.router.add_post("/api/purchases", _purchase)
@@ -54,39 +52,16 @@ def demo_shop(settings: ShopSettings) -> web.Application:
     return app
 
 
-async def _client(app: web.Application) -> AsyncIterator[None]:
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout) as client:
-        app[CLIENT] = client
-        yield
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, body: Any) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-
-
 async def _api(request: web.Request, method: str, path: str, body: Any = None) -> Any:
     """The partner API's answer, as a partner's backend calls it: with the API key."""
     settings = request.app[SETTINGS]
-    async with request.app[CLIENT].request(
-        method,
-        settings.api_base + path,
-        json=body,
-        headers={"Authorization": f"Bearer {settings.api_key}"},
-    ) as response:
-        answer = await response.json()
-        if response.status >= 400:
-            raise _Refused(response.status, answer)
-        return answer
+    return await call_api(request, settings.api_base, settings.api_key, method, path, body)
 
 
 async def _answer(request: web.Request, work: Any) -> web.Response:
     try:
         return web.json_response(await work)
-    except _Refused as refused:
+    except Refused as refused:
         return web.json_response(refused.body, status=refused.status)
 
 
@@ -123,7 +98,7 @@ async def _place(request: web.Request) -> dict[str, Any]:
         section = seat.get("section_id")
         ticket_type = next((t for t in event["ticket_types"] if section in t["section_ids"]), None)
         if ticket_type is None:
-            raise _Refused(422, {"error": "invalid_request", "detail": f"no ticket for {seat}"})
+            raise Refused(422, {"error": "invalid_request", "detail": f"no ticket for {seat}"})
         selected.setdefault(str(ticket_type["id"]), []).append(seat)
     order = {
         "event_slug": slug,

@@ -5,15 +5,14 @@ partner's backend would, so the key never reaches the browser."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from yarl import URL
 
 from services.api.embeds import STATIC_DIR
+from services.dev.partner_backend import Refused, call_api, with_client
 
 PATH = "/embed/try"
 EVENT_SLUG = "hamlet-2026"
@@ -41,23 +40,16 @@ class TrySettings:
 
 
 SETTINGS = web.AppKey("settings", TrySettings)
-CLIENT = web.AppKey("client", aiohttp.ClientSession)
 
 
 def try_live(settings: TrySettings) -> web.Application:
     """Mounted at PATH: the page at PATH itself, the freshly minted embeds at PATH/embeds."""
     app = web.Application()
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(_client)
+    app.cleanup_ctx.append(with_client)
     app.router.add_get("", _page)
     app.router.add_get("/embeds", _embeds)
     return app
-
-
-async def _client(app: web.Application) -> AsyncIterator[None]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client:
-        app[CLIENT] = client
-        yield
 
 
 async def _page(request: web.Request) -> web.Response:
@@ -67,14 +59,7 @@ async def _page(request: web.Request) -> web.Response:
 
 async def _api(request: web.Request, method: str, path: str, body: Any = None) -> Any:
     settings = request.app[SETTINGS]
-    async with request.app[CLIENT].request(
-        method,
-        settings.api_base + path,
-        json=body,
-        headers={"Authorization": f"Bearer {settings.api_key}"},
-    ) as response:
-        response.raise_for_status()
-        return await response.json()
+    return await call_api(request, settings.api_base, settings.api_key, method, path, body)
 
 
 def _framed(embed: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +75,7 @@ async def _embeds(request: web.Request) -> web.Response:
         venue = {"venue_id": event["event"]["venue"]["id"]}
         planner = await _api(request, "POST", "/api/v1/embed/seat-planner", {"event_slug": slug})
         editor = await _api(request, "POST", "/api/v1/embed/seat-plan-editor", venue)
-    except aiohttp.ClientResponseError as refused:
+    except Refused as refused:
         return web.json_response({"error": "embeds_unavailable"}, status=refused.status)
     embeds = {"planner": _framed(planner["embed"]), "editor": _framed(editor["embed"])}
     return web.json_response(embeds, headers={"Cache-Control": "no-store"})
