@@ -28,7 +28,7 @@ async def clients(settings: Settings) -> AsyncIterator[list[Client]]:
 
 
 async def _until(check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 15
     while not check():
         assert time.monotonic() < deadline, "the note never arrived"
         await asyncio.sleep(0.01)
