@@ -11,8 +11,9 @@ INSERT ceiling of the same database measured in the same run.
 The service runs as in compose.yaml, one `linjerum` process per component (gateway, relay,
 projector; `--gateways N` runs N gateways, each buyer staying with one, as behind a load
 balancer with sticky sessions, the simulator's webhooks going to the first), and the Stripe
-simulator in a process of its own, as Stripe is someone else's machine (`--layout single`
-runs everything, simulator, mailer and sweeper included, in one `linjerum run` process
+simulator in a process of its own, as Stripe is someone else's machine (`--layout run`
+runs `linjerum run` as a user starts it, simulator, mailer and sweeper included, a process per
+group of components; `--layout single` runs them all in one `linjerum run --single-process`
 instead). This process and `--load-processes` - 1 others are the load generator. The database
 and the NATS stream are the run's own and removed at the end. Traffic goes to 127.0.0.1 only;
 every loop is bounded in count and in time.
@@ -37,6 +38,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import psutil
+from harness.lag import LagSampler, SoldOutWatch, last_hold_at, sold_out_line
 from harness.load import LoadProcesses, insert_ceiling
 from harness.processes import (
     HOST,
@@ -44,6 +46,7 @@ from harness.processes import (
     Component,
     Profiler,
     linjerum,
+    process_tree,
     service_env,
     serving,
     start_gateway,
@@ -77,6 +80,8 @@ from services.dev.stripe_sim import create_simulator
 
 SELL_OUT_TARGET_S = 10.0
 PURCHASE_P99_TARGET_MS = 250.0
+READ_MODEL_LAG_P99_TARGET_MS = 100.0
+SOLD_OUT_SHOWN_TARGET_MS = 200.0
 
 
 @dataclass
@@ -122,10 +127,11 @@ async def start_service(
     data = logs / "data"
     started: list[Component] = []
     try:
-        if args.layout == "single":
+        if args.layout in ("single", "run"):
             env["STRIPE_SIM_PORT"] = str(simulator_port)
+            mode = ["--single-process"] if args.layout == "single" else []
             command = linjerum(
-                data, "run", "--no-seed", "--host", HOST, "--port", str(gateway_port)
+                data, "run", *mode, "--no-seed", "--host", HOST, "--port", str(gateway_port)
             )
             started.append(await Component.start("linjerum-run", command, env, logs, ready=READY))
         else:
@@ -279,13 +285,21 @@ async def main(args: argparse.Namespace) -> None:
             buyers = Buyers(args, setup.event, gateway_urls, simulator_url, setup.token)
             await warm_up(buyers)
             load = await LoadProcesses.start(args.load_processes)
-            cpu = Cpu({p.name: p.pid for p in components}, database_name(settings))
+            pids = process_tree(components)
+            cpu = Cpu(pids, database_name(settings))
             if args.py_spy:
-                profiler = await Profiler.attach(gateways_of(components)[0].pid, Path(args.py_spy))
+                gateway = pids.get("linjerum-run gateway", gateways_of(components)[0].pid)
+                profiler = await Profiler.attach(gateway, Path(args.py_spy))
+            lag = LagSampler(settings.database_url)
+            await lag.start()
+            sold_out = SoldOutWatch(f"{buyers.api}/events/{SLUG}/availability", buyers.headers)
+            sold_out.start(args.max_seconds)
             cpu.start()
             sales, load_cpu = await load.run(buyers.run)
             cpu.stop()
             cpu.add("load generator", load_cpu)
+            lags = await lag.stop()
+            await sold_out.stop()
         finally:
             if profiler is not None:
                 await profiler.stop()
@@ -300,9 +314,19 @@ async def main(args: argparse.Namespace) -> None:
             stored = await stored_sales(pool, setup.event.event_id)
             events = await pool.fetchval("SELECT count(*) FROM events") - setup.events_before
             served = await served_purchases(pool)
+            last_hold = await last_hold_at(pool, setup.event.event_id)
         finally:
             await pool.close()
         report(args, setup, Sale.merged(sales), stored, cpu, desk, events, served)
+        print("read models behind the event store (append's commit -> row visible, sampled every")
+        print("10 ms during the on-sale; the relay's checkpoint is the floor under them all):")
+        print("\n".join(lags.lines()))
+        worst = lags.worst_p99_ms()
+        print(
+            f"targets: every read model's p99 lag <= {READ_MODEL_LAG_P99_TARGET_MS:g} ms:"
+            f" worst {worst:.0f} ms, {verdict(worst <= READ_MODEL_LAG_P99_TARGET_MS)}; "
+            + sold_out_line(sold_out, last_hold, SOLD_OUT_SHOWN_TARGET_MS)
+        )
         tidy_logs(logs, gateways_of(components), keep=args.keep_logs, whose="the service's")
         if args.py_spy:
             print(f"gateway profile (py-spy collapsed stacks): {args.py_spy}")
@@ -342,7 +366,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-polls", type=int, default=600, help="per buyer")
     parser.add_argument("--max-seconds", type=float, default=180.0, help="the whole on-sale")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--layout", choices=("split", "single"), default="split")
+    parser.add_argument("--layout", choices=("split", "run", "single"), default="split")
     parser.add_argument(
         "--gateways", type=int, default=1, help="gateway processes (split layout), one port each"
     )

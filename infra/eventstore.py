@@ -3,6 +3,7 @@ reads for aggregates, and the safe global read that the relay and rebuilds depen
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -10,8 +11,10 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from domain.events import Event, decode_event, encode_event
+from domain.events import Event, current_data, decode_event, encode_event
 from domain.streams import NEW
+from domain.streams import category as stream_category
+from infra.metrics import APPEND_CONFLICTS, observe_append
 
 ANY_VERSION = -1
 NO_STREAM = NEW
@@ -40,6 +43,18 @@ class Metadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     causation_id: str | None = None
     correlation_id: str | None = None
 
+    def in_chain_of(self, event: RecordedEvent) -> Metadata:
+        """This metadata in `event`'s chain: its correlation id, the request id of the HTTP
+        call that started the chain (for an event stored before correlation ids, its own
+        request id), so `linjerum audit --correlation` finds every link."""
+        chain = event.metadata.correlation_id or event.metadata.request_id
+        return msgspec.structs.replace(self, correlation_id=chain)
+
+    def caused_by(self, cause: RecordedEvent) -> Metadata:
+        """This metadata for what a worker appends in reaction to `cause`: in its chain, with
+        `cause` as the causation id."""
+        return msgspec.structs.replace(self.in_chain_of(cause), causation_id=cause.event_id)
+
 
 class Position(msgspec.Struct, frozen=True, order=True, array_like=True):
     """A point in the global order: transaction id first, then position inside it."""
@@ -63,13 +78,16 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     recorded_at: datetime
     tx_id: int
     position: int
+    # The shape `data` was written in (domain/upcasting.py); envelopes from before it are 1.
+    schema_version: int = 1
 
     @property
     def global_position(self) -> Position:
         return Position(self.tx_id, self.position)
 
     def event(self) -> Event:
-        return decode_event(self.type, bytes(self.data))
+        """The event in its type's current shape, upcast if it was stored in an older one."""
+        return decode_event(self.type, bytes(self.data), schema_version=self.schema_version)
 
 
 class PendingAppend(msgspec.Struct, frozen=True):
@@ -88,7 +106,7 @@ _metadata_decoder = msgspec.json.Decoder(Metadata)
 
 _COLUMNS = (
     "event_id::text, stream_id, version, type, data::text, metadata::text,"
-    " recorded_at, tx_id::text::bigint AS tx_id, position"
+    " recorded_at, tx_id::text::bigint AS tx_id, position, schema_version"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM events "
 _SELECT_POSITION = "SELECT tx_id::text::bigint AS tx_id, position FROM events "
@@ -109,6 +127,7 @@ def _record(row: asyncpg.Record) -> RecordedEvent:
         recorded_at=row["recorded_at"],
         tx_id=row["tx_id"],
         position=row["position"],
+        schema_version=row["schema_version"],
     )
 
 
@@ -120,11 +139,12 @@ class _Columns(msgspec.Struct):
     types: list[str]
     data: list[str]
     metadata: list[str]
+    schema_versions: list[int]
 
 
 def _columns(appends: Sequence[PendingAppend], metadata: Metadata) -> _Columns:
     shared = _metadata_encoder.encode(metadata).decode()
-    columns = _Columns([], [], [], [], [])
+    columns = _Columns([], [], [], [], [], [])
     for pending in appends:
         if pending.metadata is not None and len(pending.metadata) != len(pending.events):
             raise ValueError("one metadata per event")
@@ -137,10 +157,28 @@ def _columns(appends: Sequence[PendingAppend], metadata: Metadata) -> _Columns:
             columns.stream_ids.append(pending.stream_id)
             columns.types.append(event.type_name)
             columns.data.append(encode_event(event).decode())
+            columns.schema_versions.append(event.schema_version)
     return columns
 
 
 async def append(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    appends: Sequence[PendingAppend],
+    metadata: Metadata,
+) -> dict[str, int]:
+    """`_append`, counted and timed for /metrics by the category of its first stream."""
+    kind = stream_category(appends[0].stream_id) if appends else "none"
+    started = time.perf_counter()
+    try:
+        return await _append(conn, appends, metadata)
+    except ConcurrencyError:
+        APPEND_CONFLICTS.labels(kind).inc()
+        raise
+    finally:
+        observe_append(kind, time.perf_counter() - started)
+
+
+async def _append(
     conn: asyncpg.Connection | asyncpg.Pool,
     appends: Sequence[PendingAppend],
     metadata: Metadata,
@@ -159,7 +197,7 @@ async def append(
         return await _append_to_one_stream(conn, appends[0], columns)
     try:
         versions = await conn.fetchval(
-            "SELECT append_events($1, $2, $3, $4, $5, $6::jsonb[], $7)",
+            "SELECT append_events($1, $2, $3, $4, $5, $6::jsonb[], $7, $8)",
             streams,
             [a.expected_version for a in appends],
             columns.event_ids,
@@ -167,6 +205,7 @@ async def append(
             columns.types,
             columns.data,
             columns.metadata,
+            columns.schema_versions,
         )
     except asyncpg.PostgresError as exc:
         if getattr(exc, "sqlstate", None) == "LJ001":
@@ -196,10 +235,10 @@ WITH locked AS (
     SELECT pg_advisory_xact_lock(hashtextextended($1, 0)),
            CASE WHEN NOT pg_try_advisory_xact_lock_shared($7) THEN pg_notify($8, '') END
 )
-INSERT INTO events (event_id, stream_id, version, type, data, metadata)
-SELECT e.event_id, $1, $2 + e.n::integer, e.type, e.data, e.metadata
-FROM locked, unnest($3::uuid[], $4::text[], $5::jsonb[], $6::jsonb[])
-    WITH ORDINALITY AS e(event_id, type, data, metadata, n)
+INSERT INTO events (event_id, stream_id, version, type, data, metadata, schema_version)
+SELECT e.event_id, $1, $2 + e.n::integer, e.type, e.data, e.metadata, e.schema_version
+FROM locked, unnest($3::uuid[], $4::text[], $5::jsonb[], $6::jsonb[], $9::smallint[])
+    WITH ORDINALITY AS e(event_id, type, data, metadata, schema_version, n)
 WHERE $2 = (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1)
 """
 
@@ -220,6 +259,7 @@ async def _append_to_one_stream(
             columns.metadata,
             RELAY_SLEEP_LOCK,
             NOTIFY_CHANNEL,
+            columns.schema_versions,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != "events_stream_id_version_key":
@@ -317,14 +357,16 @@ async def position_of(conn: asyncpg.Connection | asyncpg.Pool, event_id: str) ->
 
 async def first_event_data(
     conn: asyncpg.Connection | asyncpg.Pool, stream_id: str, type_name: str
-) -> str | None:
-    """The data (JSON) of a stream's first event if it is a `type_name`: a registration, read
-    without the rest of its stream."""
-    return await conn.fetchval(
-        "SELECT data::text FROM events WHERE stream_id = $1 AND version = 1 AND type = $2",
+) -> bytes | str | None:
+    """The data (JSON, in the type's current shape) of a stream's first event if it is a
+    `type_name`: a registration, read without the rest of its stream."""
+    row = await conn.fetchrow(
+        "SELECT data::text, schema_version FROM events"
+        " WHERE stream_id = $1 AND version = 1 AND type = $2",
         stream_id,
         type_name,
     )
+    return None if row is None else current_data(type_name, row["data"], row["schema_version"])
 
 
 class Backlog(msgspec.Struct, frozen=True):
@@ -398,6 +440,7 @@ async def audit(
     organization_id: int | None = None,
     api_key_id: int | None = None,
     request_id: str | None = None,
+    correlation_id: str | None = None,
     category: str | None = None,
     type_name: str | None = None,
     since: datetime | None = None,
@@ -410,6 +453,7 @@ async def audit(
         ("k.organization_id = ${}", organization_id),
         ("(metadata->>'api_key_id')::bigint = ${}", api_key_id),
         ("metadata->>'request_id' = ${}", request_id),
+        ("metadata->>'correlation_id' = ${}", correlation_id),
         ("split_part(stream_id, '-', 1) = ${}", category),
         ("type = ${}", type_name),
         ("recorded_at >= ${}", since),
@@ -428,3 +472,137 @@ async def audit(
         + f"ORDER BY recorded_at DESC, tx_id DESC, position DESC LIMIT ${len(args)}"
     )
     return _audited(await conn.fetch(sql, *args))
+
+
+async def last_recorded(
+    conn: asyncpg.Connection | asyncpg.Pool, moment: datetime, *, inclusive: bool
+) -> Position:
+    """The last event in global order recorded before `moment` (or at it, if `inclusive`):
+    where a range given by time starts after, or ends; START when there is none."""
+    row = await conn.fetchrow(
+        _SELECT_POSITION
+        + f"WHERE recorded_at {'<=' if inclusive else '<'} $1"
+        + " ORDER BY tx_id DESC, position DESC LIMIT 1",
+        moment,
+    )
+    return Position(row["tx_id"], row["position"]) if row else START
+
+
+async def event_id_before(conn: asyncpg.Connection | asyncpg.Pool, after: Position) -> str | None:
+    """The id of the event at `after` or the last one before it: the message a republish of
+    the events after `after` expects the NATS stream to end with."""
+    return await conn.fetchval(
+        "SELECT event_id::text FROM events WHERE (tx_id, position) <= ($1::text::xid8, $2)"
+        " ORDER BY tx_id DESC, position DESC LIMIT 1",
+        str(after.tx_id),
+        after.position,
+    )
+
+
+class RangeSummary(msgspec.Struct, frozen=True):
+    """The events of a range of the global order: how many of each type, the first and last."""
+
+    types: dict[str, int]
+    first: Position | None
+    last: Position | None
+
+    @property
+    def events(self) -> int:
+        return sum(self.types.values())
+
+
+async def range_summary(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    after: Position,
+    up_to: Position,
+    categories: Sequence[str] | None = None,
+) -> RangeSummary:
+    """Events after `after` up to `up_to` (only of `categories`, if given), counted by type."""
+    where = f"WHERE {_AFTER} AND (tx_id, position) <= ($3::text::xid8, $4)"
+    args: list[object] = [str(after.tx_id), after.position, str(up_to.tx_id), up_to.position]
+    if categories is not None:
+        args.append(list(categories))
+        where += " AND split_part(stream_id, '-', 1) = ANY($5)"
+    counted = await conn.fetch(
+        f"SELECT type, count(*) AS n FROM events {where} GROUP BY type", *args
+    )
+    ends = [
+        await conn.fetchrow(
+            f"{_SELECT_POSITION}{where} ORDER BY tx_id {order}, position {order} LIMIT 1", *args
+        )
+        for order in ("ASC", "DESC")
+    ]
+    first, last = (Position(r["tx_id"], r["position"]) if r else None for r in ends)
+    return RangeSummary({r["type"]: r["n"] for r in counted}, first, last)
+
+
+class SeatEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An event in the history of one seat, and the purchase it belongs to."""
+
+    audited: AuditedEvent
+    purchase_token: str
+
+
+# A seat's holds, releases and returns on its event's stream; the whole stream of each purchase
+# that held it; and the stream of the ticket issued for that seat by such a purchase.
+_SEAT_HISTORY = f"""
+WITH seat_events AS (
+    SELECT event_id, data->>'purchase_token' AS token FROM events
+    WHERE stream_id = $1 AND data->'seats' @> $2::jsonb
+), purchases AS (
+    SELECT DISTINCT $4 || token AS stream_id, token FROM seat_events
+), tickets AS (
+    SELECT $5 || (t->>'id') AS stream_id, p.token FROM purchases p
+    JOIN events o ON o.stream_id = p.stream_id AND o.version = 1
+    CROSS JOIN LATERAL jsonb_array_elements(o.data->'tickets') AS t
+    WHERE t->'seat' @> $3::jsonb
+), found AS (
+    SELECT e.event_id, s.token FROM seat_events s JOIN events e USING (event_id)
+    UNION ALL SELECT e.event_id, p.token FROM purchases p JOIN events e USING (stream_id)
+    UNION ALL SELECT e.event_id, t.token FROM tickets t JOIN events e USING (stream_id)
+)
+SELECT {_COLUMNS}, k.name AS api_key_name, found.token AS purchase_token
+FROM found JOIN events USING (event_id)
+LEFT JOIN api_keys k ON k.id = (metadata->>'api_key_id')::bigint
+ORDER BY recorded_at, tx_id, position
+"""
+
+
+async def seat_history(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    event_stream: str,
+    seat: dict[str, object],
+    purchase_prefix: str,
+    ticket_prefix: str,
+) -> list[SeatEvent]:
+    """Everything that happened to one seat of an event, oldest first: the holds, releases and
+    returns naming it, the purchases that held it, and the tickets issued for it. `seat` is a
+    part of a seat's JSON (`row` and `seat_number`, and `section_id` if known); the prefixes
+    make a purchase's and a ticket's stream id of their ids."""
+    pattern = msgspec.json.encode(seat).decode()
+    rows = await conn.fetch(
+        _SEAT_HISTORY, event_stream, f"[{pattern}]", pattern, purchase_prefix, ticket_prefix
+    )
+    return [
+        SeatEvent(
+            audited=AuditedEvent(event=_record(r), api_key_name=r["api_key_name"]),
+            purchase_token=r["purchase_token"],
+        )
+        for r in rows
+    ]
+
+
+async def claimed_owners(
+    conn: asyncpg.Connection | asyncpg.Pool, claims_category: str, kind: str, key: str
+) -> list[int]:
+    """The ids that claimed natural key `key` of `kind` in any scope (an event slug in every
+    organization that has one), from the claim streams of `claims_category`."""
+    rows = await conn.fetch(
+        "SELECT (data->>'owner_id')::bigint AS owner FROM events"
+        " WHERE split_part(stream_id, '-', 1) = $1 AND version = 1"
+        " AND data->>'kind' = $2 AND data->>'key' = $3 ORDER BY owner",
+        claims_category,
+        kind,
+        key,
+    )
+    return [r["owner"] for r in rows]

@@ -11,6 +11,7 @@ transfer, so the organization, not the platform, gives the money back."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 import aiohttp
@@ -20,6 +21,7 @@ from stripe import RequestOptions
 from stripe.params import PaymentIntentCreateParams, RefundCreateParams
 
 from domain.purchasing import PaymentReport
+from infra.metrics import STRIPE_ERRORS, STRIPE_LATENCY
 from infra.settings import Settings
 
 SIMULATOR_API_KEY = "sk_test_linjerum_simulator"
@@ -119,13 +121,19 @@ def _kind(exc: stripe.StripeError) -> str:
 
 
 @contextlib.contextmanager
-def _mapped_errors(action: str) -> Iterator[None]:
-    """SDK exceptions become PaymentError; Stripe's messages never contain a full key."""
+def _mapped_errors(call: str, action: str) -> Iterator[None]:
+    """SDK exceptions become PaymentError; Stripe's messages never contain a full key. Each
+    call is timed and its failures counted by `call` for /metrics."""
+    started = time.perf_counter()
     try:
         yield
     except stripe.StripeError as exc:
         message = exc.user_message or f"{action} failed"
-        raise PaymentError(message, exc.code or _kind(exc)) from exc
+        code = exc.code or _kind(exc)
+        STRIPE_ERRORS.labels(call, code).inc()
+        raise PaymentError(message, code) from exc
+    finally:
+        STRIPE_LATENCY.labels(call).observe(time.perf_counter() - started)
 
 
 class Payments:
@@ -193,7 +201,7 @@ class Payments:
             "transfer_data": {"destination": connected_account_id},
             "automatic_payment_methods": {"enabled": True},
         }
-        with _mapped_errors("creating the PaymentIntent"):
+        with _mapped_errors("create_intent", "creating the PaymentIntent"):
             response = await self._client.raw_request_async(
                 "post", "/v1/payment_intents", **params, idempotency_key=purchase_token
             )
@@ -211,7 +219,7 @@ class Payments:
         that matters is the caller's decision. With a key, a retried cancel replays the
         first one's answer."""
         options: RequestOptions = {"idempotency_key": idempotency_key} if idempotency_key else {}
-        with _mapped_errors("cancelling the PaymentIntent"):
+        with _mapped_errors("cancel_intent", "cancelling the PaymentIntent"):
             await self._client.v1.payment_intents.cancel_async(intent_id, options=options)
 
     async def refund(
@@ -230,7 +238,7 @@ class Payments:
         }
         if amount_cents is not None:
             params["amount"] = amount_cents
-        with _mapped_errors("refunding the PaymentIntent"):
+        with _mapped_errors("refund", "refunding the PaymentIntent"):
             refund = await self._client.v1.refunds.create_async(
                 params, {"idempotency_key": idempotency_key}
             )
@@ -239,7 +247,7 @@ class Payments:
     async def purchase_token_of(self, intent_id: str) -> str | None:
         """The purchase a PaymentIntent was created for (its metadata), for the Stripe events
         that do not carry it (disputes)."""
-        with _mapped_errors("reading the PaymentIntent"):
+        with _mapped_errors("read_intent", "reading the PaymentIntent"):
             response = await self._client.raw_request_async(
                 "get", f"/v1/payment_intents/{intent_id}"
             )

@@ -28,6 +28,14 @@ def _env_int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _stripe_api_base() -> str:
+    """STRIPE_API_BASE; else, while no Stripe key is set, a simulator running on its own
+    (STRIPE_SIM_URL), so a configured key never goes to the simulator."""
+    if configured := os.environ.get("STRIPE_API_BASE", ""):
+        return configured
+    return "" if os.environ.get("STRIPE_SECRET_KEY") else os.environ.get("STRIPE_SIM_URL", "")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob the service has; documented in the README's Settings table."""
@@ -57,6 +65,7 @@ class Settings:
     hold_minutes: int = 30
     pdf_workers: int = 1
     health_port: int = 0
+    metrics_port: int = 0
     ready_max_lag_seconds: int = 30
     link_secret: str = field(default="", repr=False)
     embed_secret: str = field(default="", repr=False)
@@ -81,6 +90,12 @@ class Settings:
         service talks to it; configuring real Stripe is only a matter of setting the key."""
         return not self.stripe_secret_key
 
+    @property
+    def starts_simulator(self) -> bool:
+        """A gateway starts the simulator itself unless it reaches one at an address of its own
+        (STRIPE_API_BASE, or STRIPE_SIM_URL: compose's `stripe-sim`)."""
+        return self.uses_simulator and not self.stripe_api_base
+
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         values: dict[str, object] = {
@@ -96,7 +111,7 @@ class Settings:
             "stripe_secret_key": os.environ.get("STRIPE_SECRET_KEY", ""),
             "stripe_publishable_key": os.environ.get("STRIPE_PUBLISHABLE_KEY", ""),
             "stripe_webhook_secret": os.environ.get("STRIPE_WEBHOOK_SECRET", ""),
-            "stripe_api_base": os.environ.get("STRIPE_API_BASE", ""),
+            "stripe_api_base": _stripe_api_base(),
             "stripe_sim_port": _env_int("STRIPE_SIM_PORT", 12111),
             "smtp_host": os.environ.get("LINJERUM_SMTP_HOST", ""),
             "smtp_port": _env_int("LINJERUM_SMTP_PORT", 587),
@@ -109,6 +124,7 @@ class Settings:
             "hold_minutes": _env_int("LINJERUM_HOLD_MINUTES", 30),
             "pdf_workers": _env_int("LINJERUM_PDF_WORKERS", 1),
             "health_port": _env_int("LINJERUM_HEALTH_PORT", 0),
+            "metrics_port": _env_int("LINJERUM_METRICS_PORT", 0),
             "ready_max_lag_seconds": _env_int("LINJERUM_READY_MAX_LAG_SECONDS", 30),
             "link_secret": os.environ.get("LINJERUM_LINK_SECRET", ""),
             "embed_secret": os.environ.get("LINJERUM_EMBED_SECRET", ""),

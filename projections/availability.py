@@ -37,76 +37,115 @@ class AvailabilityProjection:
             PRIMARY KEY (attraction_id, visit_date));
     """
 
-    async def apply(self, conn: asyncpg.Connection, schema: str, event: RecordedEvent) -> None:
-        if event.type in _HANDLED:
-            await _HANDLED[event.type](conn, schema, event.event())
+    async def apply_all(
+        self, conn: asyncpg.Connection, schema: str, events: Sequence[RecordedEvent]
+    ) -> None:
+        """A batch in a few statements: the seats in runs of holds and of releases, in their
+        order (a seat given back and held again in one batch), and every counter moved once
+        by the batch's sum (a sum of zero still creates the row, as one event at a time would)."""
+        moves = _Moves()
+        for event in events:
+            if event.type in _SEATS:
+                moves.seats(event.event(), _SEATS[event.type])
+            elif event.type in _DAYS:
+                moves.day(event.event(), _DAYS[event.type])
+        for sign, seats in moves.runs:
+            if seats:
+                await (_insert_seats if sign > 0 else _delete_seats)(conn, schema, seats)
+        if moves.counts:
+            await conn.execute(
+                f"INSERT INTO {schema}.taken_counts SELECT * FROM unnest($1::bigint[], $2::int[])"
+                " ON CONFLICT (ticket_type_id)"
+                " DO UPDATE SET taken = taken_counts.taken + EXCLUDED.taken",
+                list(moves.counts),
+                list(moves.counts.values()),
+            )
+        if moves.days:
+            await conn.execute(
+                f"INSERT INTO {schema}.attraction_days"
+                " SELECT * FROM unnest($1::bigint[], $2::date[], $3::int[])"
+                " ON CONFLICT (attraction_id, visit_date)"
+                " DO UPDATE SET taken = attraction_days.taken + EXCLUDED.taken",
+                [a for a, _ in moves.days],
+                [d for _, d in moves.days],
+                list(moves.days.values()),
+            )
 
 
-async def _count(conn: asyncpg.Connection, schema: str, counts: dict[int, int], sign: int) -> None:
-    await conn.executemany(
-        f"INSERT INTO {schema}.taken_counts VALUES ($1, $2) ON CONFLICT (ticket_type_id)"
-        " DO UPDATE SET taken = taken_counts.taken + EXCLUDED.taken",
-        [(tid, sign * n) for tid, n in sorted(counts.items())],
-    )
+SeatRow = tuple[int, int, str, int, int, str]
+"""event, section, row, seat number, ticket type, purchase token"""
 
 
-async def _seats_held(conn: asyncpg.Connection, schema: str, e: Event) -> None:
-    assert isinstance(e, inventory.SeatsHeld)
-    await conn.executemany(
-        f"INSERT INTO {schema}.taken_seats VALUES ($1, $2, $3, $4, $5, $6)",
-        [
+class _Moves:
+    """What a batch does to the tables, gathered in order before anything is written."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, list[SeatRow]]] = []
+        self.counts: dict[int, int] = {}
+        self.days: dict[tuple[int, date], int] = {}
+
+    def _count(self, counts: dict[int, int], sign: int) -> None:
+        for type_id, n in sorted(counts.items()):
+            self.counts[type_id] = self.counts.get(type_id, 0) + sign * n
+
+    def seats(self, e: Event, sign: int) -> None:
+        assert isinstance(
+            e, inventory.SeatsHeld | inventory.SeatsReleased | inventory.SeatsReturned
+        )
+        if not self.runs or self.runs[-1][0] != sign:
+            self.runs.append((sign, []))
+        self.runs[-1][1].extend(
             (e.event_id, s.section_id, s.row, s.seat_number, s.ticket_type_id, e.purchase_token)
             for s in e.seats
-        ],
-    )
-    await _count(conn, schema, e.counts, 1)
-
-
-async def _seats_released(conn: asyncpg.Connection, schema: str, e: Event) -> None:
-    assert isinstance(e, inventory.SeatsReleased | inventory.SeatsReturned)
-    await conn.executemany(
-        f"DELETE FROM {schema}.taken_seats WHERE event_id = $1 AND section_id = $2"
-        " AND row = $3 AND seat_number = $4 AND purchase_token = $5",
-        [(e.event_id, s.section_id, s.row, s.seat_number, e.purchase_token) for s in e.seats],
-    )
-    await _count(conn, schema, e.counts, -1)
-
-
-async def _day(conn: asyncpg.Connection, schema: str, e: Event, sign: int) -> None:
-    assert isinstance(
-        e,
-        inventory.AttractionTicketsHeld
-        | inventory.AttractionTicketsReleased
-        | inventory.AttractionTicketsReturned,
-    )
-    await _count(conn, schema, e.counts, sign)
-    if e.visit_date is not None:
-        await conn.execute(
-            f"INSERT INTO {schema}.attraction_days VALUES ($1, $2, $3)"
-            " ON CONFLICT (attraction_id, visit_date)"
-            " DO UPDATE SET taken = attraction_days.taken + EXCLUDED.taken",
-            e.attraction_id,
-            e.visit_date,
-            sign * sum(e.counts.values()),
         )
+        self._count(e.counts, sign)
+
+    def day(self, e: Event, sign: int) -> None:
+        assert isinstance(
+            e,
+            inventory.AttractionTicketsHeld
+            | inventory.AttractionTicketsReleased
+            | inventory.AttractionTicketsReturned,
+        )
+        self._count(e.counts, sign)
+        if e.visit_date is not None:
+            key = (e.attraction_id, e.visit_date)
+            self.days[key] = self.days.get(key, 0) + sign * sum(e.counts.values())
 
 
-async def _tickets_held(conn: asyncpg.Connection, schema: str, e: Event) -> None:
-    await _day(conn, schema, e, 1)
+def _columns(seats: list[SeatRow]) -> list[list[object]]:
+    return [list(column) for column in zip(*seats, strict=True)]
 
 
-async def _tickets_released(conn: asyncpg.Connection, schema: str, e: Event) -> None:
-    await _day(conn, schema, e, -1)
+async def _insert_seats(conn: asyncpg.Connection, schema: str, seats: list[SeatRow]) -> None:
+    await conn.execute(
+        f"INSERT INTO {schema}.taken_seats SELECT * FROM unnest($1::bigint[], $2::bigint[],"
+        " $3::text[], $4::int[], $5::bigint[], $6::text[])",
+        *_columns(seats),
+    )
 
 
-_HANDLED = {
-    "SeatsHeld": _seats_held,
-    "SeatsReleased": _seats_released,
+async def _delete_seats(conn: asyncpg.Connection, schema: str, seats: list[SeatRow]) -> None:
+    await conn.execute(
+        f"DELETE FROM {schema}.taken_seats t USING unnest($1::bigint[], $2::bigint[],"
+        " $3::text[], $4::int[], $5::bigint[], $6::text[])"
+        " AS r(event_id, section_id, row, seat_number, ticket_type_id, purchase_token)"
+        " WHERE t.event_id = r.event_id AND t.section_id = r.section_id AND t.row = r.row"
+        " AND t.seat_number = r.seat_number AND t.purchase_token = r.purchase_token",
+        *_columns(seats),
+    )
+
+
+_SEATS = {
+    "SeatsHeld": 1,
+    "SeatsReleased": -1,
     # A refund's part of a hold: the same rows go, the rest of the hold stays.
-    "SeatsReturned": _seats_released,
-    "AttractionTicketsHeld": _tickets_held,
-    "AttractionTicketsReleased": _tickets_released,
-    "AttractionTicketsReturned": _tickets_released,
+    "SeatsReturned": -1,
+}
+_DAYS = {
+    "AttractionTicketsHeld": 1,
+    "AttractionTicketsReleased": -1,
+    "AttractionTicketsReturned": -1,
 }
 
 

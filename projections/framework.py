@@ -3,26 +3,42 @@ as the rows, and an advisory lock that keeps a live projector and a rebuild's sw
 
 from __future__ import annotations
 
+import contextlib
 import zlib
-from collections.abc import Sequence
-from typing import ClassVar, Protocol
+from collections.abc import AsyncIterator, Sequence
+from typing import ClassVar, Protocol, runtime_checkable
 
 import asyncpg
 
 from domain import streams
-from infra.changes import announce, read_model_channel
+from infra.changes import read_model_channel
 from infra.eventstore import START, Position, RecordedEvent
 
 
 class Projection(Protocol):
     """A read model: DDL for its tables (with `{schema}` placeholders) and a pure mapping from
-    one event to SQL run on the given connection, inside the framework's transaction."""
+    events to SQL run on the given connection, inside the framework's transaction: one event at
+    a time (`OneByOne`), or a whole batch in a few set-wise statements (`SetWise`)."""
 
     name: ClassVar[str]
     categories: ClassVar[tuple[str, ...]]
     tables_sql: ClassVar[str]
 
+
+@runtime_checkable
+class OneByOne(Projection, Protocol):
     async def apply(self, conn: asyncpg.Connection, schema: str, event: RecordedEvent) -> None: ...
+
+
+@runtime_checkable
+class SetWise(Projection, Protocol):
+    """A read model busy during an on-sale: a statement per event would cost a round trip
+    each. `apply_all` must leave the rows as applying `events` one by one in order would, so a
+    rebuild's batches and the live projector's (cut anywhere) give the same rows."""
+
+    async def apply_all(
+        self, conn: asyncpg.Connection, schema: str, events: Sequence[RecordedEvent]
+    ) -> None: ...
 
 
 def live_schema(projection: Projection) -> str:
@@ -70,36 +86,75 @@ async def read_stream_seq(conn: asyncpg.Connection | asyncpg.Pool, schema: str) 
     return await conn.fetchval(f"SELECT stream_seq FROM {schema}.checkpoint") or 0
 
 
+async def _apply(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    schema: str,
+    events: Sequence[RecordedEvent],
+) -> None:
+    if isinstance(projection, SetWise):
+        await projection.apply_all(conn, schema, events)
+        return
+    assert isinstance(projection, OneByOne)
+    for event in events:
+        await projection.apply(conn, schema, event)
+
+
+# The checkpoint moves and, when given a channel, gateways are told (at commit): one round trip.
+_MOVE_CHECKPOINT = (
+    "WITH moved AS (UPDATE {schema}.checkpoint SET tx_id = $1::text::xid8, position = $2,"
+    " stream_seq = greatest(stream_seq, coalesce($3, stream_seq)) RETURNING 1)"
+    " SELECT pg_notify($4, '') FROM moved WHERE $4::text IS NOT NULL"
+)
+
+
 async def apply_events(
     conn: asyncpg.Connection,
     projection: Projection,
     schema: str,
     events: Sequence[RecordedEvent],
     stream_seq: int | None = None,
+    channel: str | None = None,
 ) -> int:
     """Apply the events not yet applied and move the checkpoint; call inside a transaction that
     already holds the projection's lock. Returns how many were new. `stream_seq` is the JetStream
-    sequence of the last message of a live batch (None when replaying from the event store).
-    Events of other categories only move the checkpoint: a NATS server older than 2.10 ignores
-    a consumer's list of filter subjects and delivers everything."""
+    sequence of the last message of a live batch (None when replaying from the event store);
+    `channel` is announced on when any was new. Events of other categories only move the
+    checkpoint: a NATS server older than 2.10 ignores a consumer's list of filter subjects and
+    delivers everything."""
     checkpoint = await read_checkpoint(conn, schema)
-    applied = 0
+    new: list[RecordedEvent] = []
     for event in events:
-        if event.global_position <= checkpoint:
-            continue
-        if streams.category(event.stream_id) in projection.categories:
-            await projection.apply(conn, schema, event)
-        checkpoint = event.global_position
-        applied += 1
-    if applied or stream_seq is not None:
+        if event.global_position > checkpoint:
+            new.append(event)
+            checkpoint = event.global_position
+    mine = [e for e in new if streams.category(e.stream_id) in projection.categories]
+    if mine:
+        await _apply(conn, projection, schema, mine)
+    if new or stream_seq is not None:
         await conn.execute(
-            f"UPDATE {schema}.checkpoint SET tx_id = $1::text::xid8, position = $2,"
-            " stream_seq = greatest(stream_seq, coalesce($3, stream_seq))",
+            _MOVE_CHECKPOINT.format(schema=schema),
             str(checkpoint.tx_id),
             checkpoint.position,
             stream_seq,
+            channel if new else None,
         )
-    return applied
+    return len(new)
+
+
+@contextlib.asynccontextmanager
+async def _locked(conn: asyncpg.Connection, projection: Projection) -> AsyncIterator[None]:
+    """A transaction holding the projection's lock, begun in one round trip (asyncpg's
+    `transaction()` sends BEGIN on its own): the live projector runs one per batch."""
+    try:
+        await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({lock_key(projection)})")
+        yield
+    except BaseException:
+        if not conn.is_closed() and conn.is_in_transaction():
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 async def apply_batch(
@@ -109,10 +164,14 @@ async def apply_batch(
     stream_seq: int | None = None,
 ) -> int:
     """The live projector's unit of work: rows and checkpoint commit together or not at all, and
-    gateways hear of the change when it commits."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(projection))
-        applied = await apply_events(conn, projection, live_schema(projection), events, stream_seq)
-        if applied:
-            await announce(conn, read_model_channel(projection.name))
-        return applied
+    gateways hear of the change when it commits. Four round trips and the projection's own
+    statements, however many events the batch holds."""
+    async with _locked(conn, projection):
+        return await apply_events(
+            conn,
+            projection,
+            live_schema(projection),
+            events,
+            stream_seq,
+            read_model_channel(projection.name),
+        )

@@ -3,6 +3,7 @@ organization's sales looks like. The purchase itself is always read from its own
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import ClassVar
 
@@ -33,33 +34,55 @@ class PurchasesProjection:
         CREATE INDEX ON {schema}.purchases (access_code);
     """
 
-    async def apply(self, conn: asyncpg.Connection, schema: str, event: RecordedEvent) -> None:
-        if event.type == "PurchaseOpened":
-            e = event.event()
-            assert isinstance(e, purchasing.PurchaseOpened)
+    async def apply_all(
+        self, conn: asyncpg.Connection, schema: str, events: Sequence[RecordedEvent]
+    ) -> None:
+        """The batch's new purchases in one INSERT, then one UPDATE to each purchase's last
+        status: a purchase's opening comes before its other events, and one status after
+        another leaves the last one and the last `paid_at` given."""
+        opened: list[tuple[object, ...]] = []
+        ended: dict[str, tuple[str, datetime | None]] = {}
+        for event in events:
+            if event.type == "PurchaseOpened":
+                e = event.event()
+                assert isinstance(e, purchasing.PurchaseOpened)
+                opened.append(
+                    (
+                        e.token,
+                        e.organization_id,
+                        e.event_id,
+                        e.attraction_id,
+                        e.pricing.total_cents,
+                        e.pricing.currency,
+                        e.buyer.email.lower(),
+                        e.access_code,
+                        e.opened_at,
+                        e.expires_at,
+                    )
+                )
+            elif event.type in _STATUS:
+                e = event.event()
+                token = streams.purchase_token(event.stream_id)
+                paid_at = e.paid_at if isinstance(e, purchasing.PurchasePaid) else None
+                ended[token] = (_STATUS[event.type], paid_at or ended.get(token, ("", None))[1])
+        if opened:
             await conn.execute(
-                f"INSERT INTO {schema}.purchases VALUES"
-                " ($1, $2, $3, $4, 'pending_payment', $5, $6, $7, $8, $9, $10, NULL)",
-                e.token,
-                e.organization_id,
-                e.event_id,
-                e.attraction_id,
-                e.pricing.total_cents,
-                e.pricing.currency,
-                e.buyer.email.lower(),
-                e.access_code,
-                e.opened_at,
-                e.expires_at,
+                f"INSERT INTO {schema}.purchases (token, organization_id, event_id,"
+                " attraction_id, total_cents, currency, buyer_email, access_code, opened_at,"
+                " expires_at, status) SELECT *, 'pending_payment' FROM unnest($1::text[],"
+                " $2::bigint[], $3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::text[],"
+                " $8::text[], $9::timestamptz[], $10::timestamptz[])",
+                *[list(column) for column in zip(*opened, strict=True)],
             )
-        elif event.type in _STATUS:
-            e = event.event()
-            paid_at = e.paid_at if isinstance(e, purchasing.PurchasePaid) else None
+        if ended:
             await conn.execute(
-                f"UPDATE {schema}.purchases SET status = $2, paid_at = coalesce($3, paid_at)"
-                " WHERE token = $1",
-                streams.purchase_token(event.stream_id),
-                _STATUS[event.type],
-                paid_at,
+                f"UPDATE {schema}.purchases p SET status = u.status,"
+                " paid_at = coalesce(u.paid_at, p.paid_at)"
+                " FROM unnest($1::text[], $2::text[], $3::timestamptz[]) u(token, status, paid_at)"
+                " WHERE p.token = u.token",
+                list(ended),
+                [status for status, _ in ended.values()],
+                [paid_at for _, paid_at in ended.values()],
             )
 
 

@@ -4,14 +4,18 @@ operator reads in a terminal."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from infra.eventstore import AuditedEvent, audit, stream_history
-from services.usecases.catalog_commands import organization_id_by_slug
+from domain import streams
+from domain.catalog import claim_stream
+from infra.eventstore import AuditedEvent, audit, claimed_owners, seat_history, stream_history
+from services.usecases.catalog_commands import organization_id_by_slug, owner_of
 
 _TABLE = ("recorded_at", "stream_id", "version", "type", "api_key", "request_id", "actor")
 
@@ -62,14 +66,29 @@ def _cells(line: AuditLine) -> list[str]:
     ]
 
 
-def _print(events: list[AuditedEvent], table: bool) -> None:
-    lines = [_line(e) for e in events]
+class SeatLine(AuditLine, frozen=True, kw_only=True):
+    """An event of one seat's history, and the purchase it concerns."""
+
+    purchase_token: str
+
+
+def _seat_cells(line: AuditLine) -> list[str]:
+    assert isinstance(line, SeatLine)
+    return [*_cells(line), line.purchase_token]
+
+
+def _print(
+    lines: Sequence[AuditLine],
+    table: bool,
+    columns: Sequence[str] = _TABLE,
+    cells: Callable[[AuditLine], list[str]] = _cells,
+) -> None:
     if not table:
         for line in lines:
             print(msgspec.json.encode(line).decode(), flush=True)
         return
-    rows = [list(_TABLE), *(_cells(line) for line in lines)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE))]
+    rows = [list(columns), *(cells(line) for line in lines)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     for row in rows:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -91,17 +110,33 @@ def add_commands(add_parser: Any, since: Any, positive: Any) -> None:
     found.add_argument("--org", default=None, help="organization slug")
     found.add_argument("--key", type=int, default=None, help="API key id")
     found.add_argument("--request-id", default=None, help="the X-Request-ID of a partner call")
+    found.add_argument(
+        "--correlation",
+        default=None,
+        metavar="REQUEST_ID",
+        help="a request id: every event of the chain it started, the workers' too",
+    )
     found.add_argument("--category", default=None, help="stream category: event, purchase, ...")
     found.add_argument("--type", default=None, help="event type, e.g. SeatsHeld")
     found.add_argument("--since", type=since, default=None, help="ISO-8601 time or 15m, 2h, 1d")
     found.add_argument("--until", type=since, default=None, help="ISO-8601 time or 15m, 2h, 1d")
     found.add_argument("--limit", type=positive, default=100)
     found.add_argument("--table", action="store_true", help="a readable table, without data")
+    found.add_argument(
+        "--seat",
+        default=None,
+        metavar="SEAT",
+        help="with --event: the history of one seat, oldest first: A12 (row A, seat 12), 3-12 "
+        "for a numbered row, 7/A12 in section 7 only",
+    )
+    found.add_argument(
+        "--event", default=None, help="with --seat: event id or slug (--org if several have it)"
+    )
 
 
 async def run(args: argparse.Namespace, pool: Any) -> int:
     if args.command == "events":
-        _print(await stream_history(pool, args.stream), args.table)
+        _print([_line(e) for e in await stream_history(pool, args.stream)], args.table)
         return 0
     organization_id = None
     if args.org is not None:
@@ -109,16 +144,68 @@ async def run(args: argparse.Namespace, pool: Any) -> int:
         if organization_id is None:
             print(f"no organization with slug {args.org!r}", file=sys.stderr)
             return 1
+    if args.seat is not None or args.event is not None:
+        return await _seat(args, pool, organization_id)
     found = await audit(
         pool,
         organization_id=organization_id,
         api_key_id=args.key,
         request_id=args.request_id,
+        correlation_id=args.correlation,
         category=args.category,
         type_name=args.type,
         since=args.since,
         until=args.until,
         limit=args.limit,
     )
-    _print(found, args.table)
+    _print([_line(e) for e in found], args.table)
+    return 0
+
+
+_SEAT = re.compile(r"^(?:(\d+)/)?(.+?)[-\s]?(\d+)$")
+
+
+def _seat_pattern(label: str) -> dict[str, object] | None:
+    """`A12` → row A, seat 12 (any section); `3-12` → row 3, seat 12; `7/A12` → in section 7."""
+    match = _SEAT.match(label.strip())
+    if match is None:
+        return None
+    section, row, number = match.groups()
+    pattern: dict[str, object] = {"row": row, "seat_number": int(number)}
+    if section is not None:
+        pattern["section_id"] = int(section)
+    return pattern
+
+
+async def _event_ids(pool: Any, event: str, organization_id: int | None) -> list[int]:
+    """The events an id or slug names: a slug is unique within an organization only."""
+    if event.isdigit():
+        return [int(event)]
+    if organization_id is not None:
+        owner = await owner_of(pool, claim_stream("event", event, organization_id))
+        return [] if owner is None else [owner]
+    claims = streams.category(claim_stream("event", event, 0))
+    return await claimed_owners(pool, claims, "event", event)
+
+
+async def _seat(args: argparse.Namespace, pool: Any, organization_id: int | None) -> int:
+    """Who held, sold, released, refunded and transferred one seat: exit 1 for an event that
+    is not found or is ambiguous, 2 for a seat that is not a seat."""
+    pattern = None if args.seat is None else _seat_pattern(args.seat)
+    if pattern is None or args.event is None:
+        print("linjerum audit: give --seat like A12 together with --event", file=sys.stderr)
+        return 2
+    found = await _event_ids(pool, args.event, organization_id)
+    if len(found) != 1:
+        which = "no event" if not found else f"{len(found)} events (give --org)"
+        print(f"linjerum audit: {which} named {args.event!r}", file=sys.stderr)
+        return 1
+    history = await seat_history(
+        pool, streams.event(found[0]), pattern, streams.purchase(""), f"{streams.TICKET}-"
+    )
+    lines = [
+        SeatLine(**msgspec.structs.asdict(_line(e.audited)), purchase_token=e.purchase_token)
+        for e in history
+    ]
+    _print(lines, args.table, (*_TABLE, "purchase"), _seat_cells)
     return 0

@@ -22,8 +22,10 @@ from tqdm import tqdm
 from domain.catalog import ChangeSeatPlan
 from domain.errors import DomainError
 from infra.apikeys import UnknownApiKey, create_key, list_keys, revoke_key
+from infra.embedded import EmbeddedUnavailable
 from infra.eventstore import Metadata
 from infra.logging import configure_logging
+from infra.metrics import share_between_processes
 from infra.settings import Settings
 from projections.rebuild import events_to_replay, rebuild
 from projections.registry import all_projections
@@ -32,8 +34,13 @@ from services.api.activity import recent_activity
 from services.audit import add_commands as add_audit_commands
 from services.audit import run as run_audit
 from services.dev.seed_demo import seed_demo
-from services.runtime import COMPONENTS, PortInUse, connected, database
+from services.processes import run_child, run_processes
+from services.replay import add_commands as add_replay_commands
+from services.replay import run as run_replay
+from services.runtime import COMPONENTS, PortInUse, connected, database, stripe_simulator
 from services.runtime import run as run_service
+from services.state import add_commands as add_state_commands
+from services.state import run as run_state
 from services.usecases.catalog_commands import (
     change_seat_plan,
     load_venue,
@@ -56,10 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_parser = functools.partial(commands.add_parser, parents=[common])
 
-    run = add_parser("run", help="run every component in one process")
+    run = add_parser("run", help="run every component, in a process per group of them")
     run.add_argument("--port", type=int, default=None, help="gateway port (default 8080)")
     run.add_argument("--host", default=None, help="gateway address (default 127.0.0.1)")
     run.add_argument("--no-seed", action="store_true", help="do not create the demo data")
+    run.add_argument(
+        "--single-process",
+        action="store_true",
+        help="every component as a task of this one process (debugging)",
+    )
+    run.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    # A run's processes share their metrics; the gateway's /metrics shows them all.
+    run.set_defaults(metrics_port=0)
 
     for component in COMPONENTS:
         single = add_parser(component, help=f"run only the {component} (production)")
@@ -73,6 +88,26 @@ def _parser() -> argparse.ArgumentParser:
                 default=None,
                 help="port for /healthz and /readyz (default $LINJERUM_HEALTH_PORT; unset: none)",
             )
+            single.add_argument(
+                "--metrics-port",
+                type=int,
+                default=None,
+                help="port for /metrics, may equal --health-port"
+                " (default $LINJERUM_METRICS_PORT; unset: none)",
+            )
+
+    sim = add_parser(
+        "stripe-sim",
+        help="run the Stripe simulator alone, on $STRIPE_SIM_PORT (idle when a key is set)",
+    )
+    sim.add_argument(
+        "--host", dest="listen", default="127.0.0.1", metavar="HOST", help="address to listen on"
+    )
+    sim.add_argument(
+        "--webhook-url",
+        default=None,
+        help="where Stripe events go (default: the gateway on 127.0.0.1:$LINJERUM_PORT)",
+    )
 
     add_parser("seed-demo", help="create the demo organizations (idempotent)")
 
@@ -120,6 +155,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     activity.add_argument("--limit", type=_positive, default=100)
     add_audit_commands(add_parser, _since, _positive)
+    add_state_commands(add_parser, _since)
+    add_replay_commands(add_parser, _since)
     return parser
 
 
@@ -258,10 +295,18 @@ async def _rebuild(args: argparse.Namespace, pool: Any) -> int:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, int | None]:
-    if args.command == "run":
+    if args.command == "run" and args.child:
+        return run_child(settings, args.child, seed=not args.no_seed)
+    if args.command == "run" and args.single_process:
         return run_service(settings, seed=not args.no_seed)
+    if args.command == "run":
+        share_between_processes(settings.data_dir / "metrics")
+        return run_processes(settings, seed=not args.no_seed)
     if args.command in COMPONENTS:
         return run_service(settings, seed=False, components=(args.command,))
+    if args.command == "stripe-sim":
+        hook = args.webhook_url or f"http://127.0.0.1:{settings.http_port}/api/v1/webhooks/stripe"
+        return stripe_simulator(settings, args.listen, hook)
     if args.command == "seed-demo":
         return _with_database(settings, _seed)
     if args.command == "keys":
@@ -272,6 +317,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, An
         return _with_database(settings, lambda pool: _activity(args, pool))
     if args.command in ("events", "audit"):
         return _with_database(settings, lambda pool: run_audit(args, pool))
+    if args.command == "state":
+        return _with_database(settings, lambda pool: run_state(args, pool))
+    if args.command == "replay":
+        return run_replay(args, settings)
     return _with_database(settings, lambda pool: _rebuild(args, pool))
 
 
@@ -303,12 +352,13 @@ def main(argv: list[str] | None = None) -> int:
         http_port=getattr(args, "port", None),
         http_host=getattr(args, "host", None),
         health_port=getattr(args, "health_port", None),
+        metrics_port=getattr(args, "metrics_port", None),
     )
     configure_logging(settings.log_level)
     with contextlib.suppress(KeyboardInterrupt):
         try:
             return asyncio.run(_main(args, settings))
-        except PortInUse as exc:
+        except (PortInUse, EmbeddedUnavailable) as exc:
             print(exc, file=sys.stderr, flush=True)
             return 1
     return 130

@@ -13,16 +13,23 @@ from collections.abc import Iterable
 from typing import Any, TypedDict
 
 import asyncpg
+import structlog
 from aiohttp import web
 from nats.aio.client import Client
 
+from infra import metrics
 from infra.eventstore import START, Position, backlog
 from projections.framework import Projection, live_schema, read_checkpoint
+from services.workers.outbox import OutboxTable
+
+log = structlog.get_logger(__name__)
 
 # Events behind are counted up to this many: enough to tell "a little" from "a lot" without
 # scanning a long backlog on every probe.
 COUNT_LIMIT = 10_000
 CHECK_TIMEOUT = 2.0
+# The checkpoint name of the relay whose lag is checked (Relay's default name).
+RELAY = "main"
 RETRY_AFTER_SECONDS = 5
 
 
@@ -52,7 +59,7 @@ async def behind(
     )
 
 
-async def relay_position(db: asyncpg.Pool | asyncpg.Connection, name: str = "main") -> Position:
+async def relay_position(db: asyncpg.Pool | asyncpg.Connection, name: str = RELAY) -> Position:
     row = await db.fetchrow(
         "SELECT tx_id::text::bigint AS tx_id, position FROM relay_checkpoint WHERE name = $1", name
     )
@@ -62,7 +69,8 @@ async def relay_position(db: asyncpg.Pool | asyncpg.Connection, name: str = "mai
 class Readiness:
     """What one process checks. `relay`: the relay's lag counts; `projections`: these read
     models' lag counts; `components`: the tasks of this process's components, by name (filled
-    in when they start), whose state /healthz reports."""
+    in when they start), whose state /healthz reports. `outboxes`: the outbox tables this
+    process works off, whose depth /metrics reports."""
 
     def __init__(
         self,
@@ -72,8 +80,10 @@ class Readiness:
         relay: bool = False,
         projections: Iterable[Projection] = (),
         max_lag_seconds: float = 30.0,
+        outboxes: Iterable[OutboxTable] = (),
     ) -> None:
         self._pool = pool
+        self._outboxes = tuple(outboxes)
         self._nats = nats
         self._relay = relay
         self._projections = tuple(projections)
@@ -102,18 +112,44 @@ class Readiness:
             checks["components"] = {"ok": all(s == "running" for s in alive["components"].values())}
         return all(check["ok"] for check in checks.values()), checks
 
+    async def observe(self) -> None:
+        """Sets the gauges that need a query (lags, outbox depths) for /metrics: measured when
+        scraped, never per event."""
+        async with asyncio.timeout(CHECK_TIMEOUT), self._pool.acquire() as conn:
+            for name, lag in (await self._behind(conn)).items():
+                if lag is None:
+                    continue
+                if name == "relay":
+                    metrics.RELAY_LAG_EVENTS.labels(RELAY).set(lag["events"])
+                    metrics.RELAY_LAG_SECONDS.labels(RELAY).set(lag["seconds"])
+                else:
+                    projection = name.removeprefix("projection:")
+                    metrics.PROJECTION_LAG_EVENTS.labels(projection).set(lag["events"])
+                    metrics.PROJECTION_LAG_SECONDS.labels(projection).set(lag["seconds"])
+            for table in self._outboxes:
+                depth = await conn.fetchval(table.pending, COUNT_LIMIT)
+                metrics.OUTBOX_DEPTH.labels(table.name).set(depth)
+
     async def _lags(self, conn: asyncpg.Connection) -> dict[str, dict[str, Any]]:
-        lags: dict[str, dict[str, Any]] = {}
+        return {
+            name: {"ok": False, "error": "not created yet"} if lag is None else self._judge(lag)
+            for name, lag in (await self._behind(conn)).items()
+        }
+
+    async def _behind(self, conn: asyncpg.Connection) -> dict[str, Behind | None]:
+        """How far each reader this process answers for is behind; None for a read model
+        whose tables are not created yet."""
+        lags: dict[str, Behind | None] = {}
         if self._relay:
-            lags["relay"] = self._judge(await behind(conn, await relay_position(conn)))
+            lags["relay"] = await behind(conn, await relay_position(conn))
         for projection in self._projections:
+            name = f"projection:{projection.name}"
             try:
                 position = await read_checkpoint(conn, live_schema(projection))
             except asyncpg.UndefinedTableError:
-                lags[f"projection:{projection.name}"] = {"ok": False, "error": "not created yet"}
+                lags[name] = None
                 continue
-            lag = await behind(conn, position, projection.categories)
-            lags[f"projection:{projection.name}"] = self._judge(lag)
+            lags[name] = await behind(conn, position, projection.categories)
         return lags
 
     def _judge(self, lag: Behind) -> dict[str, Any]:
@@ -150,16 +186,38 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
+async def metrics_text(request: web.Request) -> web.Response:
+    """The Prometheus exposition. A database that does not answer leaves the lag gauges at
+    their last values: the other metrics still tell what happened meanwhile."""
+    try:
+        await request.app[READINESS].observe()
+    except Exception as exc:
+        log.warning("metrics_not_measured", error=_error(exc))
+    body, content_type = metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
 def add_health_routes(app: web.Application, readiness: Readiness) -> None:
     app[READINESS] = readiness
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
 
 
-async def serve_health(readiness: Readiness, host: str, port: int) -> None:
-    """A worker process's own small HTTP server with just the two endpoints."""
+def add_metrics_route(app: web.Application, readiness: Readiness) -> None:
+    app[READINESS] = readiness
+    app.router.add_get("/metrics", metrics_text)
+
+
+async def serve_health(
+    readiness: Readiness, host: str, port: int, *, health: bool = True, scrape: bool = False
+) -> None:
+    """A worker process's own small HTTP server: the two health endpoints, /metrics, or all
+    three when the health and metrics ports are the same."""
     app = web.Application()
-    add_health_routes(app, readiness)
+    if health:
+        add_health_routes(app, readiness)
+    if scrape:
+        add_metrics_route(app, readiness)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:

@@ -1,5 +1,6 @@
 """Wiring the processes together: real servers (configured, or embedded under the data folder),
-the migrated database, and `linjerum run`, which starts every component as an asyncio task."""
+the migrated database, and the components of a process as its asyncio tasks (all of them for
+`linjerum run --single-process`; services/processes.py runs them in several processes)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import dataclasses
 import gc
 import socket
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
@@ -46,8 +47,8 @@ from services.health import Readiness, serve_health
 from services.usecases.catalog_commands import organization_id_by_slug
 from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents
-from services.workers.mailer import Mailer
-from services.workers.payment_effects import PaymentEffects
+from services.workers.mailer import MAIL_OUTBOX, Mailer
+from services.workers.payment_effects import PAYMENT_OUTBOX, PaymentEffects
 from services.workers.projector import Projector
 from services.workers.relay import Relay
 from services.workers.sweeper import run_sweeper
@@ -128,7 +129,9 @@ async def _serve_http(
     offers = OfferFeed(notes, live.offers_subject)
     handout = HandoutKeys.from_settings(live, _public_url(live))
     signer = embed_signer(live)
-    app = create_app(pool, activity, sales, documents, offers, readiness, handout, signer)
+    app = create_app(
+        pool, activity, sales, documents, offers, readiness, handout, signer, share_limits=True
+    )
     if shop is not None:
         app.add_subapp(DEMO_SHOP_PATH, shop)
     if tried is not None:
@@ -152,6 +155,8 @@ async def _serve_http(
 
 
 COMPONENTS = ("gateway", "relay", "projector", "sweeper", "mailer", "payments")
+# The outbox each component works off, whose depth its /metrics reports.
+OUTBOXES = {"mailer": MAIL_OUTBOX, "payments": PAYMENT_OUTBOX}
 
 
 def _local_host(live: Settings) -> str:
@@ -171,10 +176,12 @@ def _documents(
 
 
 @contextlib.contextmanager
-def pdf_renderer(live: Settings) -> Iterator[Executor | None]:
+def pdf_renderer(live: Settings, *, renders: bool) -> Iterator[Executor | None]:
     """Worker processes for ticket PDFs, so rendering uses a core of its own and never stalls
-    the event loop; with LINJERUM_PDF_WORKERS=0, a thread of this process renders them."""
-    if live.pdf_workers <= 0:
+    the event loop; with LINJERUM_PDF_WORKERS=0, a thread of this process renders them. None
+    for a process that renders nothing (`renders`: its components include no gateway or
+    mailer)."""
+    if live.pdf_workers <= 0 or not renders:
         yield None
         return
     workers = RenderWorkers(live.pdf_workers)
@@ -209,9 +216,22 @@ def _simulator(live: Settings) -> Coroutine[Any, Any, None]:
     return serve_simulator(SIMULATOR_HOST, live.stripe_sim_port, hook, secret)
 
 
+async def stripe_simulator(settings: Settings, host: str, webhook_url: str) -> None:
+    """The simulator as a process of its own (`linjerum stripe-sim`, compose's `stripe-sim`),
+    delivering its webhooks to `webhook_url`. With STRIPE_SECRET_KEY set it serves nothing and
+    waits to be stopped, so one compose file fits both cases and nothing depending on it waits."""
+    if settings.uses_simulator:
+        secret = settings.stripe_webhook_secret or SIMULATOR_WEBHOOK_SECRET
+        print(f"Stripe simulator on http://{host}:{settings.stripe_sim_port}", flush=True)
+        await serve_simulator(host, settings.stripe_sim_port, webhook_url, secret)
+    else:
+        print("linjerum stripe-sim: STRIPE_SECRET_KEY is set, payments go to Stripe", flush=True)
+        await asyncio.Event().wait()
+
+
 def _demo_shop(live: Settings, token: str | None) -> web.Application | None:
     """The demo partner shop, with the demo key, when the simulator takes its payments."""
-    if token is None or not live.uses_simulator:
+    if token is None or not live.starts_simulator:
         return None
     local = f"http://{_local_host(live)}:{live.http_port}"
     simulator = f"http://{SIMULATOR_HOST}:{live.stripe_sim_port}"
@@ -226,12 +246,32 @@ def _try_live(live: Settings, token: str | None) -> web.Application | None:
     return try_live(TrySettings(api_base=local, api_key=token))
 
 
+async def seeded(pool: asyncpg.Pool, live: Settings) -> str:
+    """The demo data (idempotent) and the demo organization's key."""
+    created = await seed_demo(pool, datetime.now(UTC).date())
+    log.info("demo_seeded", created=created)
+    return await demo_api_key(pool, live)
+
+
+def make_secrets(live: Settings) -> None:
+    """The secrets a gateway makes into the data folder when none is configured (embed tokens,
+    e-ticket links, development wallet keys), made before the processes sharing them start."""
+    embed_signer(live)
+    HandoutKeys.from_settings(live, _public_url(live))
+
+
 async def run(
-    settings: Settings, *, seed: bool = True, components: tuple[str, ...] = COMPONENTS
+    settings: Settings,
+    *,
+    seed: bool = True,
+    components: tuple[str, ...] = COMPONENTS,
+    token: str | None = None,
+    siblings: Callable[[Readiness], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
-    """All components in one process for development (`linjerum run`), or a single one per
-    process in production (`linjerum relay`, `linjerum projector`, `linjerum gateway`, as in
-    compose.yaml)."""
+    """All components in one process (`linjerum run --single-process`), a group of them in a
+    child of `linjerum run` (services/processes.py; `siblings` follows the parent), or a single
+    one per process in production (`linjerum relay`, `linjerum gateway`, as in compose.yaml).
+    `token`: the demo key the development pages use, when `seed` does not make it here."""
     check_ports(settings, components)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     async with connected(settings) as live, database(live) as pool:
@@ -239,13 +279,11 @@ async def run(
         try:
             js = nc.jetstream()
             await ensure_stream(js, live)
-            token = None
             if seed:
-                created = await seed_demo(pool, datetime.now(UTC).date())
-                log.info("demo_seeded", created=created)
-                token = await demo_api_key(pool, live)
-            with pdf_renderer(live) as renderer:
-                await _serve(live, pool, nc, components, renderer, token)
+                token = await seeded(pool, live)
+            renders = bool({"gateway", "mailer"} & set(components))
+            with pdf_renderer(live, renders=renders) as renderer:
+                await _serve(live, pool, nc, components, renderer, token, siblings)
         finally:
             await nc.close()
 
@@ -263,7 +301,23 @@ def _readiness(
         relay=bool(used & {"gateway", "relay"}),
         projections=all_projections().values() if used & {"gateway", "projector"} else (),
         max_lag_seconds=live.ready_max_lag_seconds,
+        outboxes=[table for name, table in OUTBOXES.items() if name in used],
     )
+
+
+def _worker_http(live: Settings, readiness: Readiness) -> dict[str, Coroutine[Any, Any, None]]:
+    """A worker's /healthz and /readyz on --health-port and /metrics on --metrics-port: one
+    server when the two are the same port, none for a port left unset (0)."""
+    return {
+        "health" if port == live.health_port else "metrics": serve_health(
+            readiness,
+            live.http_host,
+            port,
+            health=port == live.health_port,
+            scrape=port == live.metrics_port,
+        )
+        for port in {live.health_port, live.metrics_port} - {0}
+    }
 
 
 async def _answers(database_url: str) -> None:
@@ -289,7 +343,7 @@ def check_ports(settings: Settings, components: tuple[str, ...]) -> None:
         wanted.append(
             ("gateway", settings.http_host, settings.http_port, "--port or LINJERUM_PORT")
         )
-        if settings.uses_simulator:
+        if settings.starts_simulator:
             wanted.append(
                 ("Stripe simulator", SIMULATOR_HOST, settings.stripe_sim_port, "STRIPE_SIM_PORT")
             )
@@ -300,6 +354,15 @@ def check_ports(settings: Settings, components: tuple[str, ...]) -> None:
                 settings.http_host,
                 settings.health_port,
                 "--health-port or LINJERUM_HEALTH_PORT",
+            )
+        )
+    if "gateway" not in components and settings.metrics_port not in (0, settings.health_port):
+        wanted.append(
+            (
+                "metrics",
+                settings.http_host,
+                settings.metrics_port,
+                "--metrics-port or LINJERUM_METRICS_PORT",
             )
         )
     for what, host, port, option in wanted:
@@ -356,6 +419,7 @@ async def _serve(
     components: tuple[str, ...],
     renderer: Executor | None,
     token: str | None,
+    siblings: Callable[[Readiness], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """The components' tasks, until one fails or all are cancelled."""
     js = nc.jetstream()
@@ -376,7 +440,7 @@ async def _serve(
     documents = _documents(live, pool, sales, renderer)
     readiness = _readiness(live, pool, nc, components)
     work: dict[str, Coroutine[Any, Any, None]] = {}
-    if live.uses_simulator and "gateway" in components:
+    if live.starts_simulator and "gateway" in components:
         work["stripe-simulator"] = _simulator(live)
     if "sweeper" in components:
         work["sweeper"] = run_sweeper(sales)
@@ -393,8 +457,10 @@ async def _serve(
         shop = _demo_shop(live, token)
         tried = _try_live(live, token)
         work["gateway"] = _serve_http(live, pool, sales, documents, readiness, shop, tried)
-    elif live.health_port > 0:
-        work["health"] = serve_health(readiness, live.http_host, live.health_port)
+    else:
+        work.update(_worker_http(live, readiness))
+    if siblings is not None:
+        work["parent"] = siblings(readiness)
     if token:
         print(f"demo API key ({DEMO_ORGANIZATION}): {token}", flush=True)
     _quiet_collector()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import psutil
 from aiohttp import web
 
 from infra.settings import Settings
@@ -91,6 +92,19 @@ class Component:
 
     async def stop(self) -> None:
         await stop_process(self.process)
+
+
+def process_tree(components: Sequence[Component]) -> dict[str, int]:
+    """The pids whose CPU a benchmark counts, by name: each component's, and the processes a
+    `linjerum run` started for its groups of components (named `NAME GROUP`)."""
+    pids = {c.name: c.pid for c in components}
+    for component in components:
+        for child in psutil.Process(component.pid).children():
+            with contextlib.suppress(psutil.Error):
+                argv = child.cmdline()
+                if "--child" in argv:
+                    pids[f"{component.name} {argv[argv.index('--child') + 1]}"] = child.pid
+    return pids
 
 
 def linjerum(data_dir: Path, *command: str) -> list[str]:

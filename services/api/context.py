@@ -59,9 +59,13 @@ def organization_of(request: web.Request) -> int:
 
 
 def metadata_of(request: web.Request) -> Metadata:
-    """What the events a partner's request appends record of it."""
+    """What the events a partner's request appends record of it; the request starts a chain
+    that what workers append in reaction carries on (its correlation id)."""
+    request_id = request_id_of(request)
     key = api_key_of(request)
-    return Metadata(request_id=request_id_of(request), api_key_id=key.id, actor="partner-api")
+    return Metadata(
+        request_id=request_id, api_key_id=key.id, actor="partner-api", correlation_id=request_id
+    )
 
 
 def now() -> datetime:

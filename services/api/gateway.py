@@ -11,14 +11,16 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 
 from domain.errors import DomainError
 from infra.apikeys import DEFAULT_RATE_LIMIT
 from infra.changes import API_KEYS, ChangeFeed, read_model_channel
 from infra.embed_tokens import EmbedSigner
+from infra.metrics import observe_request
 from infra.offer_feed import OfferFeed
+from infra.rate_limits import AUTH_BLOCKS
 from infra.wallet.keys import HandoutKeys
 from projections.availability import AvailabilityProjection
 from projections.catalog import CatalogProjection
@@ -67,11 +69,11 @@ from services.api.errors import (
     unavailable,
 )
 from services.api.http import check_text
-from services.api.limits import Verdict
+from services.api.limits import Limits, LocalLimits, SharedLimits, Verdict
 from services.api.memo import Memo
 from services.api.offers import SeatOffers
 from services.api.routes import API_PREFIX, Handler, Route
-from services.health import Readiness, add_health_routes
+from services.health import Readiness, add_health_routes, add_metrics_route
 from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents
 
@@ -158,6 +160,19 @@ def _check_request(request: web.Request, route: Route | None) -> None:
         media.startswith("application/") and media.endswith("+json")
     ):
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
+
+
+@web.middleware
+async def observe_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts and times every request by its route's pattern, never its path: one series per
+    endpoint, not one per ticket code or purchase token."""
+    started = time.perf_counter()
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    method = request.method if request.method in hdrs.METH_ALL else "other"
+    observe_request(route, method, response.status, time.perf_counter() - started)
+    return response
 
 
 @web.middleware
@@ -252,20 +267,26 @@ def create_app(
     readiness: Readiness | None = None,
     handout: HandoutKeys | None = None,
     embed_signer: EmbedSigner | None = None,
+    share_limits: bool = False,
 ) -> web.Application:
     """`offer_feed`: seat offers shared with the other gateways (none: kept to this one).
     `readiness`: what /readyz checks (none: the database only). `handout`: the keys of
     e-ticket links and wallet passes (none: development ones, in memory). `embed_signer`: the
-    embed tokens' (none: a development one, in memory)."""
-    app = web.Application(middlewares=[request_context], client_max_size=1 << 20)
-    changes = ChangeFeed(pool, (*READS_FOLLOW, API_KEYS))
+    embed tokens' (none: a development one, in memory). `share_limits`: rate limits and the
+    auth-failure throttle held with every gateway on the database (False: by this one alone)."""
+    app = web.Application(middlewares=[observe_requests, request_context], client_max_size=1 << 20)
+    changes = ChangeFeed(pool, (*READS_FOLLOW, API_KEYS, AUTH_BLOCKS))
     app[POOL] = pool
     app[CHANGES] = changes
     app[SNAPSHOTS] = Memo(changes, READS_FOLLOW, ttl=SNAPSHOT_SECONDS)
     app[OFFERS] = SeatOffers(offer_feed)
     app[PLANS] = Memo(changes, (CATALOG_CHANGES,), ttl=SNAPSHOT_SECONDS)
     app[TAKEN] = Memo(changes, (AVAILABILITY_CHANGES,), ttl=SNAPSHOT_SECONDS)
-    app[ACCESS] = AccessControl(pool, Memo(changes, (API_KEYS,), ttl=KEY_SECONDS))
+    limits: Limits = LocalLimits()
+    if share_limits:
+        limits = shared = SharedLimits(pool, changes)
+        app.cleanup_ctx.append(shared.purging)
+    app[ACCESS] = AccessControl(pool, Memo(changes, (API_KEYS,), ttl=KEY_SECONDS), limits)
     app[ACTIVITY] = activity
     app[PURCHASES] = sales
     sales.catalog.follow(changes, CATALOG_CHANGES)
@@ -274,7 +295,9 @@ def create_app(
     embeds.install(app, embed_signer or EmbedSigner.development())
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
-    add_health_routes(app, readiness or Readiness(pool))
+    checks = readiness or Readiness(pool)
+    add_health_routes(app, checks)
+    add_metrics_route(app, checks)
     routes = list(partner_routes())
     app[API_DOCS] = PublishedDocs(routes)
     for route in routes:

@@ -139,7 +139,8 @@ async def offer_transfer(request: web.Request) -> web.Response:
 
 def _recipient_metadata(request: web.Request) -> Metadata:
     """The recipient has no API key: their answer is recorded with the request alone."""
-    return Metadata(request_id=request_id_of(request), actor="transfer-recipient")
+    request_id = request_id_of(request)
+    return Metadata(request_id=request_id, actor="transfer-recipient", correlation_id=request_id)
 
 
 def _answered(answered: Transfer, accepted: bool) -> web.Response:

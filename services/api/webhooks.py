@@ -35,12 +35,8 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_signature", "Stripe-Signature does not verify") from None
     except InvalidPayload as exc:
         raise ApiError(400, "invalid_payload", str(exc)) from None
-    meta = Metadata(
-        request_id=request_id_of(request),
-        actor="stripe",
-        causation_id=event.id,
-        correlation_id=event.purchase_token,
-    )
+    # The correlation id is the purchase's, filled in where its stream is read (settle).
+    meta = Metadata(request_id=request_id_of(request), actor="stripe", causation_id=event.id)
     if event.report in ("refunded", "disputed"):
         outcome = await Refunds(purchases).settle(event, meta)
     else:

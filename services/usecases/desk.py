@@ -9,7 +9,10 @@ other process stored and decides the batch again. A batch is decided on a copy o
 so the cached state only ever holds stored events and a conflict costs the new events, not a
 reload of the stream.
 A command whose events the database refuses fails alone: the batch is decided and appended
-again in halves until that command is on its own (`_isolate`)."""
+again in halves until that command is on its own (`_isolate`).
+A desk that starts cold begins from the stream's latest snapshot (infra/snapshots.py) and reads
+only the events after it; every `snapshot_every` events it stores a new one in the background,
+which never holds up or fails a batch."""
 
 from __future__ import annotations
 
@@ -20,12 +23,16 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import asyncpg
+import msgspec
 import structlog
 
 from domain.events import Event
 from domain.sales import Decision
+from domain.streams import category
+from infra import snapshots
 from infra.append_batcher import fail, stored_nothing
 from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append, read_stream
+from infra.metrics import DESK_BATCH_SIZE, DESK_QUEUE_DEPTH
 from infra.supervise import stop_task
 
 log = structlog.get_logger(__name__)
@@ -81,13 +88,29 @@ class _Job:
 
 
 class Desk(Generic[S]):
-    def __init__(self, pool: asyncpg.Pool, stream_id: str, kind: Kind[S]) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        stream_id: str,
+        kind: Kind[S],
+        snapshot_every: int = snapshots.SNAPSHOT_EVERY,
+    ) -> None:
         self._pool = pool
         self.stream_id = stream_id
         self._kind = kind
         self.cached: Cached[S] = Cached(kind.initial())
+        # `snapshot_every` 0: snapshots neither read nor written (the stream folded in full).
+        self._codec = snapshots.codec_for(self.cached.state) if snapshot_every > 0 else None
+        self._snapshot_every = snapshot_every
+        # The version of the latest snapshot this desk read or began to write, and of the one
+        # it last started from cold (0: it folded the stream from the start).
+        self.snapshot_version = 0
+        self.started_from = 0
+        self._snapshotting: asyncio.Task[None] | None = None
         self.companions: dict[str, Cached[Any]] = {}
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._queued = DESK_QUEUE_DEPTH.labels(category(stream_id))
+        self._batch_sizes = DESK_BATCH_SIZE.labels(category(stream_id))
         self._worker: asyncio.Task[None] | None = None
         self.conflicts = 0
         self.reloads = 0
@@ -102,6 +125,7 @@ class Desk(Generic[S]):
         returns its result or raises its DomainError."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Job(command, metadata, companions, future))
+        self._queued.inc()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work())
         return await future
@@ -132,12 +156,15 @@ class Desk(Generic[S]):
 
     async def close(self) -> None:
         await stop_task(self._worker)
+        await stop_task(self._snapshotting)
 
     async def _work(self) -> None:
         while not self._queue.empty():
             jobs = [self._queue.get_nowait()]
             while not self._queue.empty() and len(jobs) < MAX_BATCH:
                 jobs.append(self._queue.get_nowait())
+            self._queued.dec(len(jobs))
+            self._batch_sizes.observe(len(jobs))
             try:
                 await self._run_batch(jobs)
             except Exception as exc:
@@ -159,7 +186,48 @@ class Desk(Generic[S]):
     def _copy(self, companion: Cached[Any]) -> Cached[Any]:
         return Cached(self._companion.clone(companion.state), companion.version)
 
+    async def _start_from_snapshot(self) -> None:
+        """A cold desk takes the stream's latest snapshot, if there is one it can trust; one
+        this code cannot decode is passed over (the stream is the truth). A database that does
+        not answer fails the batch, as the stream's own read would."""
+        if self._codec is None or self.cached.version != 0:
+            return
+        self.started_from = 0
+        try:
+            found = await snapshots.load(self._pool, self.stream_id, self._codec)
+        except msgspec.DecodeError as exc:
+            log.warning("snapshot_unreadable", stream=self.stream_id, error=repr(exc))
+            return
+        if found is not None:
+            self.cached = Cached(found.state, found.version)
+            self.snapshot_version = self.started_from = found.version
+
+    def _snapshot_if_due(self) -> None:
+        """Every `snapshot_every` events, the cached state is copied now (the worker goes on
+        evolving it) and encoded and stored by a task of its own."""
+        if (
+            self._codec is None
+            or self.cached.version - self.snapshot_version < self._snapshot_every
+            or (self._snapshotting is not None and not self._snapshotting.done())
+        ):
+            return
+        self.snapshot_version = self.cached.version
+        copy = self._kind.clone(self.cached.state)
+        self._snapshotting = asyncio.create_task(
+            self._write_snapshot(self._codec, copy, self.cached.version)
+        )
+
+    async def _write_snapshot(self, codec: snapshots.Codec[S], state: S, version: int) -> None:
+        try:
+            data = await asyncio.to_thread(codec.encode, state)
+            await snapshots.save(self._pool, self.stream_id, version, data, codec)
+        except Exception as exc:
+            log.warning(
+                "snapshot_write_failed", stream=self.stream_id, version=version, error=repr(exc)
+            )
+
     async def _catch_up(self, companions: set[str]) -> None:
+        await self._start_from_snapshot()
         for recorded in await read_stream(self._pool, self.stream_id, self.cached.version):
             self.cached.state = self._kind.evolve(self.cached.state, recorded.event())
             self.cached.version = recorded.version
@@ -221,6 +289,7 @@ class Desk(Generic[S]):
                 self._in_step_at = started
             self.cached = state
             self.companions.update(companions)
+            self._snapshot_if_due()
             # A caller may have stopped waiting (its request was cancelled): what it decided is
             # stored all the same, and the others still get their answers.
             for job, decision in decided:

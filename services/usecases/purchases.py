@@ -317,9 +317,11 @@ class Purchases:
         )
 
     async def expire(self, token: str, meta: Metadata) -> bool:
+        """`meta` names who expires it (the sweeper): a timer, so the expiry is recorded as
+        caused by the purchase's opening, whose deadline passed, in its chain."""
         now = datetime.now(UTC)
         return await self.release(
-            token, "expired", meta, decide=lambda s: purchasing.expire(s, now)
+            token, "expired", meta, decide=lambda s: purchasing.expire(s, now), timed_out=True
         )
 
     async def release(
@@ -329,13 +331,18 @@ class Purchases:
         meta: Metadata,
         *,
         decide: Callable[[PurchaseState], list[Event]] | None = None,
+        timed_out: bool = False,
     ) -> bool:
         """End an unpaid purchase and give back its holds and discount use, in one append at
         the inventory's desk. `decide` says what ends the purchase (default: cancelled for
-        the reason); returns False when there was nothing to end."""
-        state, version = await self.load(token)
+        the reason); returns False when there was nothing to end. `timed_out`: caused by the
+        purchase's opening rather than by whoever `meta` names."""
+        recorded = await read_stream(self.pool, streams.purchase(token))
+        state, version = _purchase_from(recorded)
         if state is None:
             raise NotFound("purchase not found", "token")
+        if timed_out:
+            meta = meta.caused_by(recorded[0])
         ending = (decide or (lambda s: [purchasing.PurchaseCancelled(token=token, reason=reason)]))(
             state
         )
@@ -362,9 +369,10 @@ class Purchases:
         """Apply one Stripe event once; returns what was done (for the log): `duplicate` for
         an event already applied. What a Stripe event changes is appended with the event's id
         as causation id (`meta`), so the purchase's own stream says whether it was applied,
-        in the read that loads it; an event that changes nothing may come again and again
-        changes nothing. `apply` decides and stores what the event changes (default: what a
-        payment report changes; refunds and disputes bring their own)."""
+        in the read that loads it, and in the purchase's chain (the correlation id of its
+        opening); an event that changes nothing may come again and again changes nothing.
+        `apply` decides and stores what the event changes (default: what a payment report
+        changes; refunds and disputes bring their own)."""
         if event.purchase_token is None:
             return "ignored"
         stream = streams.purchase(event.purchase_token)
@@ -375,8 +383,9 @@ class Purchases:
             state, version = _purchase_from(recorded)
             if state is None:
                 return "unknown_purchase"
+            chained = meta.in_chain_of(recorded[0])
             try:
-                return await (apply or self._settle)(state, version, event, meta)
+                return await (apply or self._settle)(state, version, event, chained)
             except (ConcurrencyError, sales.SettledMeanwhile):
                 continue
         raise ConcurrencyError(stream, "settle")

@@ -20,6 +20,7 @@ from domain.tickets import TicketState, TicketWasRefunded
 from domain.transfers import TransferOffered
 from infra.mail import build_confirmation
 from infra.mail_outbox import TRANSFER_KINDS
+from infra.metrics import PDF_RENDER
 from infra.tickets_pdf import TicketPage, format_money, merge_pdfs, render_tickets
 from services.usecases.catalog_cache import Catalog
 from services.usecases.ticketing import load_purchase, load_ticket, load_tickets
@@ -132,7 +133,10 @@ class Documents:
         return parts[0] if len(parts) == 1 else await self._off_loop(merge_pdfs, parts)
 
     async def _off_loop(self, work: Callable[[T], bytes], argument: T) -> bytes:
-        return await asyncio.get_running_loop().run_in_executor(self._renderer, work, argument)
+        """`work` in the renderer, timed for /metrics (by `work`: render_tickets, merge_pdfs)
+        with the wait for a free render worker, which is what a buyer waits for too."""
+        with PDF_RENDER.labels(work.__name__).time():
+            return await asyncio.get_running_loop().run_in_executor(self._renderer, work, argument)
 
     async def confirmation(self, purchase_token: str, kind: str) -> EmailMessage | None:
         """The mailer's compose step: None (nothing to send) unless the purchase is paid."""

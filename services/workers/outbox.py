@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from infra.metrics import OUTBOX_FAILURES
 from infra.pgtext import make_storable
 from infra.supervise import serve_forever
 
@@ -48,6 +49,14 @@ class OutboxTable:
             f" WHERE id IN (SELECT id FROM {self.name} WHERE {self.done_column} IS NULL"
             " AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT $1"
             f" FOR UPDATE SKIP LOCKED) RETURNING id, attempts, {self.columns}"
+        )
+
+    @property
+    def pending(self) -> str:
+        """Rows neither done nor given up, counted up to $1 (for /metrics)."""
+        return (
+            f"SELECT count(*) FROM (SELECT 1 FROM {self.name} WHERE {self.done_column} IS NULL"
+            " AND next_attempt_at IS NOT NULL LIMIT $1) pending"
         )
 
     @property
@@ -115,8 +124,10 @@ class OutboxWorker(abc.ABC):
         row from being rescheduled."""
         error = make_storable(f"{type(exc).__name__}: {exc}")[:ERROR_LIMIT]
         attempts = row["attempts"]
+        abandoned = attempts >= self._max_attempts
+        OUTBOX_FAILURES.labels(self._table.name, "abandoned" if abandoned else "retry").inc()
         try:
-            if attempts >= self._max_attempts:
+            if abandoned:
                 await self._pool.execute(self._table.given_up, row["id"], attempts, error)
                 log.error(f"{self.name}_abandoned", error=error, **fields)
                 return

@@ -29,7 +29,14 @@ import structlog
 from domain import purchasing, refunds, streams
 from domain.events import Event
 from domain.purchasing import PurchaseState
-from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append, read_stream
+from infra.eventstore import (
+    ConcurrencyError,
+    Metadata,
+    PendingAppend,
+    RecordedEvent,
+    append,
+    read_stream,
+)
 from infra.payment_outbox import CHANNEL
 from infra.payments import PaymentError, Payments
 from services.workers.outbox import OutboxTable, OutboxWorker
@@ -37,6 +44,7 @@ from services.workers.outbox import OutboxTable, OutboxWorker
 log = structlog.get_logger(__name__)
 
 RECORD_ATTEMPTS = 5
+PAYMENTS = Metadata(actor="payments")
 # Stripe's answers that no retry changes: the row ends with them as its outcome.
 FINAL_REFUSALS = frozenset(
     {
@@ -104,7 +112,7 @@ class PaymentEffects(OutboxWorker):
             return "already_refunded"
         key = f"refund-{token}"
         refund_id = await self._payments.refund(intent_id, idempotency_key=key)
-        await self._record(token, key, lambda s: purchasing.record_refund(s, refund_id))
+        await self._record(token, None, lambda s: purchasing.record_refund(s, refund_id))
         return "refunded"
 
     async def _ticket_refund(self, token: str, intent_id: str, refund_id: str) -> str:
@@ -118,15 +126,15 @@ class PaymentEffects(OutboxWorker):
         made = await self._payments.refund(
             intent_id, idempotency_key=key, amount_cents=decided.amount_cents
         )
-        await self._record(token, key, lambda s: refunds.record_made(s, refund_id, made))
+        await self._record(token, refund_id, lambda s: refunds.record_made(s, refund_id, made))
         return "refunded"
 
     async def _record(
-        self, token: str, causation: str, decide: Callable[[PurchaseState], list[Event]]
+        self, token: str, refund_id: str | None, decide: Callable[[PurchaseState], list[Event]]
     ) -> None:
-        """What Stripe did, on the purchase, once (`decide` finds nothing the second time)."""
+        """What Stripe did, on the purchase, once (`decide` finds nothing the second time),
+        caused by the decision it carried out (`_decision`), in the purchase's chain."""
         stream = streams.purchase(token)
-        meta = Metadata(actor="payments", causation_id=causation, correlation_id=token)
         for _ in range(RECORD_ATTEMPTS):
             recorded = await read_stream(self._pool, stream)
             state = purchasing.replay_purchase(r.event() for r in recorded)
@@ -134,6 +142,7 @@ class PaymentEffects(OutboxWorker):
             events = decide(state)
             if not events:
                 return
+            meta = PAYMENTS.caused_by(_decision(recorded, refund_id))
             try:
                 await append(self._pool, [PendingAppend(stream, len(recorded), events)], meta)
                 return
@@ -156,3 +165,16 @@ class PaymentEffects(OutboxWorker):
     async def _purchase(self, token: str) -> PurchaseState | None:
         recorded = await read_stream(self._pool, streams.purchase(token))
         return purchasing.replay_purchase(r.event() for r in recorded)
+
+
+def _decision(recorded: list[RecordedEvent], refund_id: str | None) -> RecordedEvent:
+    """The stored decision a refund carries out: the RefundDecided of `refund_id`, or for None
+    the purchase's LatePaymentRefundDecided (the worker acts only once it is stored)."""
+    for event in recorded:
+        if refund_id is None and event.type == "LatePaymentRefundDecided":
+            return event
+        if event.type == "RefundDecided":
+            decided = event.event()
+            if isinstance(decided, purchasing.RefundDecided) and decided.refund_id == refund_id:
+                return event
+    raise LookupError(f"no refund decision {refund_id or 'for the late payment'} stored")

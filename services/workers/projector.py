@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from domain import streams
 from infra.bus import ensure_stream
 from infra.eventstore import RecordedEvent
 from infra.settings import Settings
@@ -59,7 +61,7 @@ class Projector:
         settings: Settings,
         projection: Projection,
         *,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         gather_seconds: float = 0.002,
     ) -> None:
         self._pool = pool
@@ -144,6 +146,7 @@ class Projector:
                 events = [_decoder.decode(m.data) for m in messages]
                 last_seq = messages[-1].metadata.sequence.stream
                 self.applied += await apply_batch(conn, self.projection, events, last_seq)
+                _tell_applied(self.projection, events)
                 if self.record_lag:
                     now = time.time()
                     self.lag_samples.extend(now - e.recorded_at.timestamp() for e in events)
@@ -160,6 +163,25 @@ class Projector:
                 messages += await sub.fetch(self._batch_size - 1, timeout=self._gather)
         _raise_if_cancelled()
         return messages
+
+
+def _tell_applied(projection: Projection, events: list[RecordedEvent]) -> None:
+    """At debug, a line per event of the read model's categories once its rows are committed
+    (again for one redelivered after a crash): with its correlation id, the line takes a
+    request id to the read models it changed and when."""
+    if not log.is_enabled_for(logging.DEBUG):
+        return
+    for event in events:
+        if streams.category(event.stream_id) in projection.categories:
+            log.debug(
+                "projection_applied",
+                projection=projection.name,
+                event_id=event.event_id,
+                stream_id=event.stream_id,
+                type=event.type,
+                correlation_id=event.metadata.correlation_id,
+                causation_id=event.metadata.causation_id,
+            )
 
 
 def _raise_if_cancelled() -> None:

@@ -33,6 +33,7 @@ from infra.eventstore import (
     position_of,
     read_all,
 )
+from infra.metrics import RELAY_PUBLISHED
 from infra.settings import Settings
 from infra.supervise import OUTAGES, serve_forever
 from services.health import behind
@@ -202,6 +203,7 @@ class Relay:
             self._checkpoint = Checkpoint(last.global_position, last.event_id)
             await self._store(self._checkpoint)
             self.published += acked
+            RELAY_PUBLISHED.inc(acked)
         if acked < len(batch):
             await self.reconcile()
             raise RuntimeError(f"published {acked} of {len(batch)} events; will retry the rest")

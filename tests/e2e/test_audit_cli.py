@@ -13,19 +13,19 @@ import asyncpg
 import pytest
 
 from infra.settings import Settings
-from tests.e2e.conftest import bearer, order, small_event
+from tests.e2e.conftest import bearer, order, post, small_event
 
 LINJERUM = [sys.executable, "-m", "services.cli"]
 
 
-def _linjerum(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+def _linjerum(settings: Settings, *args: str, status: int = 0) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
     env["DATABASE_URL"] = settings.database_url
     env["LINJERUM_LOG_LEVEL"] = "warning"
     shown = subprocess.run(
         [*LINJERUM, *args], capture_output=True, text=True, timeout=60, env=env, check=False
     )
-    assert shown.returncode == 0, shown.stderr
+    assert shown.returncode == status, shown.stderr
     return shown
 
 
@@ -112,3 +112,77 @@ def test_table_is_readable(settings: Settings, purchase: dict) -> None:
 def test_help_of_each_command(settings: Settings) -> None:
     for command in ("events", "audit"):
         assert "--table" in _linjerum(settings, command, "--help").stdout
+
+
+@pytest.fixture(scope="module")
+async def seat_sale(api, pool: asyncpg.Pool, catalog) -> dict:
+    """Seats A2 and A3 of a free event sold in one purchase (paid at once, tickets issued)
+    through the API with a known request id."""
+    token, event_id, type_id = await small_event(pool, 5, price=0, stripe_account=None)
+    scheduled = await pool.fetchrow(
+        "SELECT (data->>'organization_id')::bigint AS org,"
+        " (data->'ticket_types'->0->'section_ids'->>0)::bigint AS section"
+        " FROM events WHERE stream_id = $1 AND type = 'EventScheduled'",
+        f"event-{event_id}",
+    )
+    org_slug = await pool.fetchval(
+        "SELECT data->>'slug' FROM events WHERE stream_id = $1", f"organization-{scheduled['org']}"
+    )
+    key = await pool.fetchrow("SELECT id, name FROM api_keys ORDER BY id DESC LIMIT 1")
+    request_id = f"seat-{uuid.uuid4().hex[:8]}"
+    seats = [{"section_id": scheduled["section"], "row": "A", "seat_number": n} for n in (2, 3)]
+    body = order(type_id, 2, selected_seats={str(type_id): seats})
+    _, created = await post(
+        api, token, "/api/v1/purchases", body, 201, **{"X-Request-ID": request_id}
+    )
+    purchase = created["purchase"]
+    [ticket] = [t for t in purchase["tickets"] if t["seat"]["seat_number"] == 2]
+    return {
+        "event_id": event_id,
+        "org": org_slug,
+        "key_id": key["id"],
+        "key_name": key["name"],
+        "request_id": request_id,
+        "purchase": purchase["token"],
+        "ticket_id": ticket["id"],
+    }
+
+
+def test_who_sold_a_seat_in_one_command(settings: Settings, seat_sale: dict) -> None:
+    event = str(seat_sale["event_id"])
+    found = _lines(_linjerum(settings, "audit", "--seat", "A2", "--event", event))
+    assert {e["purchase_token"] for e in found} == {seat_sale["purchase"]}
+    [held] = [e for e in found if e["type"] == "SeatsHeld"]
+    assert held["stream_id"] == f"event-{event}"
+    assert (held["api_key_id"], held["api_key_name"]) == (
+        seat_sale["key_id"],
+        seat_sale["key_name"],
+    )
+    assert held["request_id"] == seat_sale["request_id"]
+    assert {"PurchaseOpened", "PurchasePaid", "TicketIssued"} <= {e["type"] for e in found}
+    # Only the ticket of seat A2, not the purchase's other ticket (A3).
+    tickets = {e["stream_id"] for e in found if e["stream_id"].startswith("ticket-")}
+    assert tickets == {f"ticket-{seat_sale['ticket_id']}"}
+    times = [e["recorded_at"] for e in found]
+    assert times == sorted(times)
+
+    by_slug = _linjerum(
+        settings, "audit", "--seat", "A2", "--event", "show", "--org", seat_sale["org"]
+    )
+    assert _lines(by_slug) == found
+    table = _linjerum(settings, "audit", "--seat", "A2", "--event", event, "--table")
+    assert table.stdout.splitlines()[0].split()[-1] == "purchase"
+    assert seat_sale["purchase"] in table.stdout
+
+
+async def test_seat_questions_that_have_no_answer(
+    settings: Settings, pool: asyncpg.Pool, seat_sale: dict
+) -> None:
+    event = str(seat_sale["event_id"])
+    assert _lines(_linjerum(settings, "audit", "--seat", "A4", "--event", event)) == []
+    # Every test organization has an event `show`: the slug alone names several.
+    await small_event(pool, 1)
+    several = _linjerum(settings, "audit", "--seat", "A2", "--event", "show", status=1)
+    assert "give --org" in several.stderr
+    _linjerum(settings, "audit", "--seat", "A2", "--event", "no-such-event", status=1)
+    _linjerum(settings, "audit", "--seat", "A2", status=2)

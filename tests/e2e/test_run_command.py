@@ -13,11 +13,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
+from projections.registry import all_projections
+
 LINJERUM = [sys.executable, "-m", "services.cli"]
+GROUPS = {"gateway", "relay+projector", "sweeper+mailer+payments"}
 
 
 def _env() -> dict[str, str]:
@@ -53,6 +58,67 @@ def _alive(pid: int) -> bool:
         return stat.read().split()[2] != "Z"
 
 
+def _call(method: str, url: str, token: str | None = None, body: object = None) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _buy_and_pay(port: int, stripe_port: int, token: str) -> dict:
+    """The quick start against a running `linjerum run`: buy, pay at the simulator, poll."""
+    api = f"http://127.0.0.1:{port}/api/v1"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            event = _call("GET", f"{api}/events/hamlet-2026", token)
+            break
+        except urllib.error.HTTPError:
+            assert time.monotonic() < deadline, "the catalog was never projected"
+            time.sleep(0.2)
+    barn = event["ticket_types"][1]
+    order = {
+        "event_slug": "hamlet-2026",
+        "quantities": {str(barn["id"]): 1},
+        "buyer": {"name": "Run Test", "email": "run@example.com"},
+    }
+    created = _call("POST", f"{api}/purchases", token, order)
+    intent = created["payment"]["stripe_payment_intent_id"]
+    sim = f"http://127.0.0.1:{stripe_port}/_sim/payment_intents/{intent}/succeed"
+    _call("POST", sim, body={})
+    token_url = f"{api}/purchases/{created['purchase']['token']}"
+    while time.monotonic() < deadline:
+        purchase = _call("GET", token_url, token)["purchase"]
+        if purchase["paid_at"]:
+            return purchase
+        time.sleep(0.1)
+    raise AssertionError("the webhook never marked the purchase paid")
+
+
+def _children(pid: int) -> dict[str, int]:
+    """The component processes of a `linjerum run`, by group."""
+    found = {}
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.Error):
+            argv = child.cmdline()
+            if "--child" in argv and child.status() != psutil.STATUS_ZOMBIE:
+                found[argv[argv.index("--child") + 1]] = child.pid
+    return found
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class Service:
     def __init__(self, data_dir: Path) -> None:
         self.port = _free_port()
@@ -67,43 +133,8 @@ class Service:
             start_new_session=True,
         )
 
-    def call(self, method: str, url: str, token: str | None = None, body: object = None) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, headers=headers, method=method)
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
     def buy_and_pay(self, token: str) -> dict:
-        """The quick start against the running process: buy, pay at the simulator, poll."""
-        api = f"http://127.0.0.1:{self.port}/api/v1"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                event = self.call("GET", f"{api}/events/hamlet-2026", token)
-                break
-            except urllib.error.HTTPError:
-                assert time.monotonic() < deadline, "the catalog was never projected"
-                time.sleep(0.2)
-        barn = event["ticket_types"][1]
-        order = {
-            "event_slug": "hamlet-2026",
-            "quantities": {str(barn["id"]): 1},
-            "buyer": {"name": "Run Test", "email": "run@example.com"},
-        }
-        created = self.call("POST", f"{api}/purchases", token, order)
-        intent = created["payment"]["stripe_payment_intent_id"]
-        sim = f"http://127.0.0.1:{self.stripe_port}/_sim/payment_intents/{intent}/succeed"
-        self.call("POST", sim, body={})
-        token_url = f"{api}/purchases/{created['purchase']['token']}"
-        while time.monotonic() < deadline:
-            purchase = self.call("GET", token_url, token)["purchase"]
-            if purchase["paid_at"]:
-                return purchase
-            time.sleep(0.1)
-        raise AssertionError("the webhook never marked the purchase paid")
+        return _buy_and_pay(self.port, self.stripe_port, token)
 
     def wait_healthy(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -134,8 +165,11 @@ def test_run_from_an_empty_folder_seeds_once_and_stops_cleanly(tmp_path: Path) -
     service = Service(data_dir)
     try:
         service.wait_healthy()
+        children = _children(service.proc.pid)
+        assert set(children) == GROUPS
         out = service.output.read_text()
-        assert "demo API key (det-ny-teater): tk_live_" in out
+        assert out.count("demo API key (det-ny-teater): tk_live_") == 1
+        assert out.count("linjerum is running on") == 1
         demo_key = out.split("demo API key (det-ny-teater): ")[1].split()[0]
         paid = service.buy_and_pay(demo_key)
         assert paid["tickets"][0]["ticket_status"] == "valid"
@@ -189,6 +223,8 @@ def test_run_from_an_empty_folder_seeds_once_and_stops_cleanly(tmp_path: Path) -
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(_alive(p) for p in pids), "an embedded server outlived Ctrl-C"
+    assert not any(_alive(p) for p in children.values()), "a component outlived Ctrl-C"
+    assert _port_free(service.port)
     assert not (data_dir / "runtime.json").exists()
 
     # A second run on the same folder reuses the data: nothing is seeded twice.
@@ -261,6 +297,17 @@ def _wait_alive(proc: subprocess.Popen[bytes], log: Path, url: str) -> dict:
     raise AssertionError("never alive:\n" + log.read_text())
 
 
+def _ready_checks(port: int) -> dict:
+    """/readyz's checks once the database answered it: a probe that meets a database busy
+    with processes starting (a timeout) reports that check alone."""
+    deadline = time.monotonic() + 30
+    while True:
+        checks = _get(f"http://127.0.0.1:{port}/readyz")[1]["checks"]
+        if checks["database"]["ok"] or time.monotonic() > deadline:
+            return checks
+        time.sleep(0.3)
+
+
 def _stop(proc: subprocess.Popen[bytes], signum: int) -> int:
     """Send `signum`; a process that does not stop fails the test and is killed."""
     proc.send_signal(signum)
@@ -272,25 +319,40 @@ def _stop(proc: subprocess.Popen[bytes], signum: int) -> int:
         raise AssertionError(f"still running 30 s after {signal.Signals(signum).name}") from None
 
 
+# What /healthz lists: one process's tasks, or the gateway's and its sibling processes'.
+SINGLE = {"gateway", "relay", "sweeper", "mailer", "projector:catalog"}
+SPLIT = {"gateway", "process:relay+projector", "process:sweeper+mailer+payments"}
+
+
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    ("signum", "mode", "components"),
+    [
+        (signal.SIGINT, (), SPLIT),
+        (signal.SIGTERM, (), SPLIT),
+        (signal.SIGINT, ("--single-process",), SINGLE),
+    ],
+    ids=["SIGINT", "SIGTERM", "single-process"],
+)
 def test_a_background_run_stops_on_signals_and_a_second_run_says_the_port_is_taken(
-    machine_env: dict[str, str], tmp_path: Path, signum: int
+    machine_env: dict[str, str],
+    tmp_path: Path,
+    signum: int,
+    mode: tuple[str, ...],
+    components: set[str],
 ) -> None:
     port, stripe_port = _free_port(), _free_port()
     env = machine_env | {"STRIPE_SIM_PORT": str(stripe_port)}
     log = tmp_path / "first.log"
     # --data-dir after the command, as the README promises for every command.
-    first = _start(env, log, "run", "--data-dir", str(tmp_path / "d"), "--port", str(port))
+    first = _start(env, log, "run", *mode, "--data-dir", str(tmp_path / "d"), "--port", str(port))
     try:
         alive = _wait_alive(first, log, f"http://127.0.0.1:{port}/healthz")
         assert alive["status"] == "alive"
-        assert {"gateway", "relay", "sweeper", "mailer", "projector:catalog"} <= set(
-            alive["components"]
-        )
+        assert components <= set(alive["components"])
         assert set(alive["components"].values()) == {"running"}
-        _, ready = _get(f"http://127.0.0.1:{port}/readyz")
-        checks = ready["checks"]
+        assert len(_children(first.pid)) == (0 if mode else len(GROUPS))
+        checks = _ready_checks(port)
         assert {"database", "nats", "relay", "projection:catalog", "components"} <= set(checks)
 
         second = subprocess.run(
@@ -339,3 +401,92 @@ def test_a_worker_process_serves_its_own_health_endpoints(
         assert set(ready["checks"]) == {"database", "nats", "relay", "components"}
     finally:
         assert _stop(relay, signal.SIGTERM) == 0, log.read_text()
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(240)
+def test_run_restarts_a_killed_component_process_and_logs_one_json_stream(
+    machine_env: dict[str, str], tmp_path: Path
+) -> None:
+    port, stripe_port = _free_port(), _free_port()
+    env = machine_env | {"STRIPE_SIM_PORT": str(stripe_port), "LINJERUM_LOG_LEVEL": "info"}
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    run = subprocess.Popen(
+        [*LINJERUM, "--data-dir", str(tmp_path / "d"), "run", "--port", str(port)],
+        stdout=out.open("w"),
+        stderr=err.open("w"),
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        _wait_alive(run, err, f"http://127.0.0.1:{port}/healthz")
+        first = _children(run.pid)
+        assert set(first) == GROUPS
+        token = out.read_text().split("demo API key (det-ny-teater): ")[1].split()[0]
+        assert _buy_and_pay(port, stripe_port, token)["paid_at"]
+
+        projectors = len(all_projections())
+        _wait_for(lambda: len(_started_projectors(err)) == projectors, "projectors never started")
+        os.kill(first["relay+projector"], signal.SIGKILL)
+        _wait_for(
+            lambda: len(_started_projectors(err)) == 2 * projectors,
+            "the killed process's projectors were not started again",
+            timeout=90,
+        )
+        # The run sells on, and its health names the new process running.
+        assert _buy_and_pay(port, stripe_port, token)["paid_at"]
+        _, alive = _get(f"http://127.0.0.1:{port}/healthz")
+        assert alive["components"]["process:relay+projector"] == "running"
+    finally:
+        code = _stop(run, signal.SIGINT)
+    assert code == 130, err.read_text()[-3000:]
+    children = set(first.values()) | set(_children_seen(err))
+    assert not any(_alive(pid) for pid in children), "a component outlived Ctrl-C"
+    assert _port_free(port)
+
+    lines = [json.loads(line) for line in err.read_text().splitlines()]
+    exited = [line for line in lines if line["event"] == "process_exited"]
+    assert [(e["child"], e["status"]) for e in exited] == [("relay+projector", -9)]
+    assert {line["process"] for line in _started_projectors(err)} == {"relay+projector"}
+
+
+def _started_projectors(err: Path) -> list[dict]:
+    """The projectors' start lines (at info) in a run's log."""
+    lines = err.read_text().splitlines()
+    return [json.loads(line) for line in lines if '"projector_started"' in line]
+
+
+def _children_seen(err: Path) -> list[int]:
+    """Every component process the run said it started (the restarted one too)."""
+    lines = [json.loads(line) for line in err.read_text().splitlines()]
+    return [line["pid"] for line in lines if line["event"] == "process_started"]
+
+
+@pytest.mark.timeout(120)
+def test_components_stop_when_the_run_is_killed(
+    machine_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = _free_port()
+    env = machine_env | {"STRIPE_SIM_PORT": str(_free_port())}
+    log = tmp_path / "run.log"
+    run = _start(
+        env, log, "run", "--no-seed", "--data-dir", str(tmp_path / "d"), "--port", str(port)
+    )
+    try:
+        _wait_alive(run, log, f"http://127.0.0.1:{port}/healthz")
+        children = _children(run.pid)
+        assert set(children) == GROUPS
+    finally:
+        run.kill()
+        run.wait(10)
+    _wait_for(
+        lambda: not any(_alive(pid) for pid in children.values()),
+        "a component outlived the killed run",
+    )
+    _wait_for(lambda: _port_free(port), "the gateway's port stayed taken")

@@ -7,15 +7,29 @@ import asyncio
 import contextlib
 import random
 import uuid
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import ClassVar
 
 import asyncpg
+import msgspec
 import nats
 import pytest
 
+from domain.events import Event, encode_event
+from domain.inventory import events as inventory
 from infra.bus import ensure_stream
-from infra.eventstore import ANY_VERSION, Metadata, PendingAppend, append
+from infra.eventstore import ANY_VERSION, Metadata, PendingAppend, RecordedEvent, append
 from infra.settings import Settings
-from projections.framework import live_schema
+from projections.availability import AvailabilityProjection
+from projections.framework import (
+    apply_batch,
+    apply_events,
+    create_schema,
+    ensure_live_schema,
+    live_schema,
+    read_checkpoint,
+)
 from projections.rebuild import rebuild
 from services.workers.projector import Projector
 from services.workers.relay import Relay
@@ -134,3 +148,158 @@ async def test_rebuild_while_reading_and_writing_never_serves_a_partial_model(
             live = await _rows(pool)
     await rebuild(pool, TallyProjection())
     assert await _rows(pool) == live
+
+
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+
+def _recorded(first_position: int, *events: tuple[str, Event]) -> list[RecordedEvent]:
+    """`events` (stream, event) as the store would hand them out, from `first_position` on."""
+    return [
+        RecordedEvent(
+            event_id=uuid.uuid4().hex,
+            stream_id=stream,
+            version=n,
+            type=type(event).__name__,
+            data=msgspec.Raw(encode_event(event)),
+            metadata=META,
+            recorded_at=NOW,
+            tx_id=first_position + n,
+            position=first_position + n,
+        )
+        for n, (stream, event) in enumerate(events, 1)
+    ]
+
+
+def _seat(number: int, type_id: int = 7) -> inventory.HeldSeat:
+    return inventory.HeldSeat(section_id=1, row="A", seat_number=number, ticket_type_id=type_id)
+
+
+def _holds() -> list[RecordedEvent]:
+    """Seats held, given back and held again by another purchase, a refund's part of a hold
+    returned, and attraction places held and released (sums of zero) in one busy stretch."""
+    day = date(2026, 12, 24)
+
+    def held(token: str, *seats: int) -> inventory.SeatsHeld:
+        return inventory.SeatsHeld(
+            event_id=5,
+            purchase_token=token,
+            seats=[_seat(n) for n in seats],
+            counts={7: len(seats)},
+            expires_at=NOW,
+        )
+
+    def released(kind: type, token: str, *seats: int) -> Event:
+        return kind(
+            event_id=5,
+            purchase_token=token,
+            seats=[_seat(n) for n in seats],
+            counts={7: len(seats)},
+            reason="test",
+        )
+
+    def places(kind: type, **more: object) -> Event:
+        return kind(attraction_id=3, purchase_token="q", visit_date=day, counts={9: 2}, **more)
+
+    return _recorded(
+        100,
+        ("event-5", held("p1", 1, 2)),
+        ("event-5", held("p2", 3, 4)),
+        ("event-5", released(inventory.SeatsReleased, "p1", 1, 2)),
+        ("event-5", held("p3", 1)),
+        ("event-5", released(inventory.SeatsReturned, "p2", 4)),
+        ("attraction-3", places(inventory.AttractionTicketsHeld, expires_at=NOW)),
+        ("event-5", held("p4", 2)),
+        ("attraction-3", places(inventory.AttractionTicketsReleased, reason="test")),
+    )
+
+
+async def _availability_rows(conn: asyncpg.Connection, schema: str) -> dict[str, list[tuple]]:
+    return {
+        table: sorted(tuple(r) for r in await conn.fetch(f"SELECT * FROM {schema}.{table}"))
+        for table in ("taken_seats", "taken_counts", "attraction_days")
+    }
+
+
+@contextlib.asynccontextmanager
+async def _scratch_schema(pool: asyncpg.Pool, label: str):
+    schema = f"t_{label}_{uuid.uuid4().hex[:8]}"
+    async with pool.acquire() as conn:
+        await create_schema(conn, AvailabilityProjection(), schema)
+        try:
+            yield conn, schema
+        finally:
+            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def _apply_in_batches(
+    conn: asyncpg.Connection, schema: str, batches: Sequence[Sequence[RecordedEvent]]
+) -> list[int]:
+    applied = []
+    for batch in batches:
+        async with conn.transaction():
+            applied.append(await apply_events(conn, AvailabilityProjection(), schema, batch))
+    return applied
+
+
+async def test_a_batch_applied_set_wise_leaves_the_rows_of_one_event_at_a_time(
+    pool: asyncpg.Pool,
+) -> None:
+    """Invariant 5 with set-wise SQL: wherever the batches are cut (the live projector's
+    fetches, a rebuild's pages), the read model ends the same."""
+    events = _holds()
+    results = []
+    for cut in ([events], [[e] for e in events], [events[:3], events[3:4], events[4:]]):
+        async with _scratch_schema(pool, "availability") as (conn, schema):
+            await _apply_in_batches(conn, schema, cut)
+            results.append(await _availability_rows(conn, schema))
+    assert results[0] == results[1] == results[2]
+    assert results[0] == {
+        "taken_seats": [(5, 1, "A", 1, 7, "p3"), (5, 1, "A", 2, 7, "p4"), (5, 1, "A", 3, 7, "p2")],
+        "taken_counts": [(7, 3), (9, 0)],
+        "attraction_days": [(3, date(2026, 12, 24), 0)],
+    }
+
+
+async def test_a_batch_delivered_again_applies_only_what_is_new(pool: asyncpg.Pool) -> None:
+    """A crash between the commit and the ack: NATS delivers the batch again, with more behind
+    it. Only the new events count, once."""
+    events = _holds()
+    async with _scratch_schema(pool, "redelivered") as (conn, schema):
+        applied = await _apply_in_batches(conn, schema, [events[:5], events[:5], events[2:]])
+        assert applied == [5, 0, 3]
+        redelivered = await _availability_rows(conn, schema)
+    async with _scratch_schema(pool, "once") as (conn, schema):
+        await _apply_in_batches(conn, schema, [events])
+        assert await _availability_rows(conn, schema) == redelivered
+
+
+class _Tallies(TallyProjection):
+    """The tally read model under a name of this test's own."""
+
+    name: ClassVar[str] = "tally_batches"
+
+
+async def test_a_failing_batch_leaves_neither_rows_nor_checkpoint(pool: asyncpg.Pool) -> None:
+    """The live unit of work: rows and checkpoint commit together or not at all, and the
+    projector's connection is fit for the next batch (redelivery) afterwards."""
+    projection = _Tallies()
+    await ensure_live_schema(pool, projection)
+    schema = live_schema(projection)
+    stream = f"tally-{uuid.uuid4().hex[:8]}"
+    good, overflowing = _recorded(
+        0, (stream, TallyCounted(amount=1)), (stream, TallyCounted(amount=2**63 - 1))
+    )
+    async with pool.acquire() as conn:
+        before = await read_checkpoint(conn, schema)
+        with pytest.raises(asyncpg.NumericValueOutOfRangeError):
+            await apply_batch(conn, projection, [good, overflowing])
+        assert await read_checkpoint(conn, schema) == before
+        assert (
+            await conn.fetch(f"SELECT * FROM {schema}.tallies WHERE stream_id = $1", stream) == []
+        )
+        assert await apply_batch(conn, projection, [good]) == 1
+        total = await conn.fetchval(
+            f"SELECT total FROM {schema}.tallies WHERE stream_id = $1", stream
+        )
+    assert total == 1

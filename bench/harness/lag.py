@@ -1,0 +1,200 @@
+"""How far the read models are behind the event store while a benchmark runs: every read model's
+checkpoint (and the relay's, the floor under them all) sampled every few milliseconds, then each
+event of the run matched to the first sample whose checkpoint includes it. An event's lag is from
+its `recorded_at` (stamped inside the append's transaction, just before its commit) to that
+sample: an upper bound, within one sampling interval of the moment its row became visible."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import aiohttp
+import asyncpg
+
+from domain import streams
+from harness.report import percentile_ms, verdict
+from infra.eventstore import Position
+from projections.framework import live_schema
+from projections.registry import all_projections
+
+RELAY = "relay (to NATS)"
+SETTLE_SECONDS = 15.0  # after the load, how long the read models may take to catch up
+
+
+def _checkpoints_sql() -> str:
+    parts = [
+        f"SELECT '{name}' AS name, tx_id::text::bigint AS tx_id, position"
+        f" FROM {live_schema(projection)}.checkpoint"
+        for name, projection in all_projections().items()
+    ]
+    parts.append(
+        f"SELECT '{RELAY}', tx_id::text::bigint, position FROM relay_checkpoint WHERE name = 'main'"
+    )
+    return " UNION ALL ".join(parts)
+
+
+@dataclass
+class Lags:
+    """Per read model (and the relay), each event's lag in seconds; `behind`: events the model
+    had not applied when sampling ended."""
+
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    behind: dict[str, int] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        rows = []
+        for name, lags in self.seconds.items():
+            rows.append(
+                f"  {name:24} {len(lags):7d} events  p50 {percentile_ms(lags, 0.5):7.1f} ms"
+                f"  p99 {percentile_ms(lags, 0.99):7.1f} ms"
+                f"  max {max(lags, default=float('nan')) * 1000:7.1f} ms"
+                + (f"  ({self.behind[name]} never applied)" if self.behind.get(name) else "")
+            )
+        return rows
+
+    def worst_p99_ms(self) -> float:
+        """The slowest read model's p99 (the relay excluded: it is not a read model)."""
+        return max(
+            (percentile_ms(v, 0.99) for n, v in self.seconds.items() if n != RELAY and v),
+            default=float("nan"),
+        )
+
+
+class LagSampler:
+    """Samples the checkpoints from `start()` to `stop()`, every `interval` seconds."""
+
+    def __init__(self, database_url: str, interval: float = 0.01) -> None:
+        self._url = database_url
+        self._interval = interval
+        self._sql = _checkpoints_sql()
+        self._times: list[float] = []
+        self._seen: dict[str, list[Position]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.Connection | None = None
+        self._after = 0
+
+    async def start(self) -> None:
+        self._conn = await asyncpg.connect(self._url)
+        self._after = await self._conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+        self._task = asyncio.create_task(self._sample_until(float("inf")))
+
+    async def _sample_once(self) -> None:
+        assert self._conn is not None
+        rows = await self._conn.fetch(self._sql)
+        self._times.append(time.time())
+        for row in rows:
+            self._seen.setdefault(row["name"], []).append(Position(row["tx_id"], row["position"]))
+
+    async def _sample_until(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            await self._sample_once()
+            await asyncio.sleep(self._interval)
+
+    async def stop(self) -> Lags:
+        """Samples on (at most SETTLE_SECONDS) until every model has applied the run's events,
+        then matches each event of the run to the first sample that includes it."""
+        assert self._task is not None and self._conn is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        try:
+            events = await self._conn.fetch(
+                "SELECT stream_id, tx_id::text::bigint AS tx_id, position, recorded_at"
+                " FROM events WHERE position > $1",
+                self._after,
+            )
+            deadline = time.monotonic() + SETTLE_SECONDS
+            while not self._caught_up(events) and time.monotonic() < deadline:
+                await self._sample_once()
+                await asyncio.sleep(self._interval)
+        finally:
+            await self._conn.close()
+        return self._match(events)
+
+    def _wanted(self, name: str, events: list[asyncpg.Record]) -> list[asyncpg.Record]:
+        if name == RELAY:
+            return events
+        categories = all_projections()[name].categories
+        return [e for e in events if streams.category(e["stream_id"]) in categories]
+
+    def _caught_up(self, events: list[asyncpg.Record]) -> bool:
+        for name, seen in self._seen.items():
+            wanted = self._wanted(name, events)
+            if wanted and max(Position(e["tx_id"], e["position"]) for e in wanted) > seen[-1]:
+                return False
+        return True
+
+    def _match(self, events: list[asyncpg.Record]) -> Lags:
+        lags = Lags()
+        for name in sorted(self._seen, key=lambda n: (n == RELAY, n)):
+            seen = self._seen[name]
+            mine, behind = [], 0
+            for event in self._wanted(name, events):
+                at = bisect.bisect_left(seen, Position(event["tx_id"], event["position"]))
+                if at == len(seen):
+                    behind += 1
+                    continue
+                recorded: datetime = event["recorded_at"]
+                mine.append(max(0.0, self._times[at] - recorded.timestamp()))
+            lags.seconds[name], lags.behind[name] = mine, behind
+        return lags
+
+
+class SoldOutWatch:
+    """Polls an availability URL every `interval` seconds until it says `sold_out`: when the
+    partner's page would first show the event sold out."""
+
+    def __init__(self, url: str, headers: dict[str, str], interval: float = 0.02) -> None:
+        self._url = url
+        self._headers = headers
+        self.interval = interval
+        self.seen_at: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, max_seconds: float) -> None:
+        self._task = asyncio.create_task(self._watch(time.monotonic() + max_seconds))
+
+    async def _watch(self, deadline: float) -> None:
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(headers=self._headers, timeout=timeout) as session:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                    async with session.get(self._url) as response:
+                        body = await response.json(content_type=None)
+                    if response.status == 200 and body.get("status") == "sold_out":
+                        self.seen_at = time.time()
+                        return
+                await asyncio.sleep(self.interval)
+
+    async def stop(self, grace: float = SETTLE_SECONDS) -> None:
+        """Waits (at most `grace` s) for the sold-out answer, then stops watching."""
+        assert self._task is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._task), grace)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+async def last_hold_at(pool: asyncpg.Pool, event_id: int) -> float | None:
+    """When the event's last seats were held (the append's `recorded_at`), as a Unix time."""
+    at = await pool.fetchval(
+        "SELECT max(recorded_at) FROM events WHERE stream_id = $1 AND type = 'SeatsHeld'",
+        streams.event(event_id),
+    )
+    return at.timestamp() if at is not None else None
+
+
+def sold_out_line(watch: SoldOutWatch, last_hold: float | None, target_ms: float) -> str:
+    if watch.seen_at is None or last_hold is None:
+        return "availability: never said sold_out while watched"
+    delay = (watch.seen_at - last_hold) * 1000
+    return (
+        f"availability said sold_out {delay:.0f} ms after the last hold (polled every"
+        f" {watch.interval * 1000:g} ms; target <= {target_ms:g} ms: {verdict(delay <= target_ms)})"
+    )

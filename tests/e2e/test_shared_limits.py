@@ -1,0 +1,157 @@
+"""Rate limits and the auth-failure throttle held across gateways on one database, as
+`linjerum run` and `linjerum gateway` hold them: a key gets its limit however its calls are
+spread over the gateways, a bad token sprayed over them is refused after ten, and while
+PostgreSQL cannot be reached each gateway holds the limits alone."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+import uuid
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from infra import rate_limits
+from infra.changes import ChangeFeed
+from infra.db import create_pool
+from infra.rate_limits import AUTH_BLOCKS
+from services.api.context import CHANGES
+from services.api.gateway import create_app
+from services.api.limits import AUTH_FAILURE_LIMIT, SharedLimits, Verdict
+from services.dev.seed_demo import DEMO_ORGANIZATION
+from tests.e2e import conftest
+from tests.e2e.conftest import bearer, issue_key
+from tests.faults.test_database_down import proxy  # noqa: F401  (fixture)
+
+VALIDATE = "/api/v1/discount-codes/validate"
+BACK_SECONDS = 15.0
+
+
+@pytest.fixture
+def sharing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gateways the test starts with `serve` hold their limits in the database."""
+    monkeypatch.setattr(conftest, "create_app", functools.partial(create_app, share_limits=True))
+
+
+async def _heard(gateway: TestClient, before: int | None) -> None:
+    """Until the gateway's change feed listens and has moved past `before` on AUTH_BLOCKS."""
+    feed = gateway.app[CHANGES]
+    for _ in range(1000):
+        now = feed.generation(AUTH_BLOCKS)
+        if now is not None and now != before:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the gateway's change feed heard nothing")
+
+
+async def test_a_keys_limit_holds_across_gateways(serve, sharing, pool, catalog) -> None:
+    token = await issue_key(pool, catalog[DEMO_ORGANIZATION], rate_limit=5)
+    gateways = [await serve(), await serve()]
+    for i in range(5):
+        ok = await gateways[i % 2].get("/api/v1/venues", headers=bearer(token))
+        assert ok.status == 200, i
+        assert ok.headers["X-RateLimit-Limit"] == "5"
+        assert ok.headers["X-RateLimit-Remaining"] == str(4 - i)
+    late = await serve()  # one that has not seen the key before
+    for gateway in [*gateways, late]:
+        limited = await gateway.get("/api/v1/venues", headers=bearer(token))
+        assert limited.status == 429
+        assert await limited.json() == {"error": "rate_limited"}
+        assert 55 <= int(limited.headers["Retry-After"]) <= 60
+        assert limited.headers["X-RateLimit-Limit"] == "5"
+        assert limited.headers["X-RateLimit-Remaining"] == "0"
+
+
+async def test_a_dedicated_bucket_holds_across_gateways(serve, sharing, pool, catalog) -> None:
+    """Validations refused by the 20-a-minute bucket take nothing from the key's own limit."""
+    token = await issue_key(pool, catalog[DEMO_ORGANIZATION], rate_limit=22)
+    gateways = [await serve(), await serve()]
+    body = {"event_slug": "hamlet-2026", "code": "SPRING25"}
+    for i in range(20):
+        response = await gateways[i % 2].post(VALIDATE, json=body, headers=bearer(token))
+        assert response.status == 200, i
+        assert response.headers["X-RateLimit-Limit"] == "20"
+        assert response.headers["X-RateLimit-Remaining"] == str(19 - i)
+    for gateway in gateways:
+        refused = await gateway.post(VALIDATE, json=body, headers=bearer(token))
+        assert refused.status == 429
+        assert await refused.json() == {"error": "rate_limited"}
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    for gateway in gateways:
+        assert (await gateway.get("/api/v1/venues", headers=bearer(token))).status == 200
+    assert (await gateways[0].get("/api/v1/venues", headers=bearer(token))).status == 429
+
+
+async def test_failed_authentications_count_on_every_gateway(serve, sharing, demo_token) -> None:
+    first, second, watching = await serve(), await serve(), await serve()
+    # `watching` has served this address and keeps it in memory as not refused: only the
+    # database's notification of the block can change its mind.
+    await _heard(watching, None)
+    assert (await watching.get("/api/v1/events", headers=bearer(demo_token))).status == 200
+    before = watching.app[CHANGES].generation(AUTH_BLOCKS)
+    for i in range(AUTH_FAILURE_LIMIT):
+        gateway = (first, second)[i % 2]
+        bad = await gateway.get("/api/v1/events", headers=bearer(f"tk_live_wrong{i}"))
+        assert bad.status == 401, i
+    await _heard(watching, before)
+    for gateway in (first, second, watching):
+        for token in ("tk_live_wrong", demo_token):
+            blocked = await gateway.get("/api/v1/events", headers=bearer(token))
+            assert blocked.status == 429
+            assert (await blocked.json())["error"] == "too_many_auth_failures"
+            assert 0 < int(blocked.headers["Retry-After"]) <= 60
+
+
+async def test_concurrent_calls_on_two_gateways_never_pass_the_limit(pool) -> None:
+    idle = ChangeFeed(pool, (AUTH_BLOCKS,))  # not listening: nothing is kept from reads
+    gateways = [SharedLimits(pool, idle), SharedLimits(pool, idle)]
+    window = f"key:concurrent-{uuid.uuid4().hex}"
+    calls = [gateway.take([(window, 50)]) for gateway in gateways for _ in range(60)]
+    verdicts = await asyncio.gather(*calls)
+    claimed = await pool.fetchval(
+        "SELECT sum(u) FROM rate_windows, unnest(units) AS u WHERE window_key = $1", window
+    )
+    assert claimed == 50
+    assert 0 < sum(v.allowed for v in verdicts) <= 50
+    assert all(0 < v.retry_after <= 61 for v in verdicts if not v.allowed)
+
+
+async def test_windows_that_have_ended_are_deleted(pool: asyncpg.Pool) -> None:
+    ended, live = f"key:ended-{uuid.uuid4().hex}", f"key:live-{uuid.uuid4().hex}"
+    await rate_limits.claim(pool, ended, 5, 1, window=0.01, hold=0.0)
+    await rate_limits.claim(pool, live, 5, 1, window=60.0, hold=0.0)
+    await asyncio.sleep(0.05)
+    assert await rate_limits.purge(pool) >= 1
+    kept = await pool.fetch(
+        "SELECT window_key FROM rate_windows WHERE window_key = ANY($1)", [ended, live]
+    )
+    assert [row["window_key"] for row in kept] == [live]
+
+
+async def test_each_gateway_holds_the_limits_alone_while_postgresql_is_down(proxy) -> None:  # noqa: F811
+    cuttable, url = proxy
+    through = await create_pool(url, 2)
+    try:
+        limits = SharedLimits(through, ChangeFeed(through, (AUTH_BLOCKS,)))
+        window = [(f"key:outage-{uuid.uuid4().hex}", 3)]
+        assert await limits.take(window) == Verdict(True, 3, 2, 0)
+        await cuttable.cut()
+        # Calls are still answered, counted by this gateway alone (the one before is not seen).
+        verdicts = [await limits.take(window) for _ in range(4)]
+        assert [v.allowed for v in verdicts] == [True, True, True, False]
+        assert await limits.auth_refusal("198.51.100.9") == 0
+        assert await limits.auth_failed("198.51.100.9") == 0
+        await cuttable.restore()
+        # This gateway's own window is full for a minute: a call let through again is the
+        # shared window's, which still holds the call made before the outage.
+        deadline = time.monotonic() + BACK_SECONDS
+        verdict = await limits.take(window)
+        while not verdict.allowed and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            verdict = await limits.take(window)
+        assert verdict == Verdict(True, 3, 1, 0)
+    finally:
+        through.terminate()
