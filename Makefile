@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/tickets.py
 	$(BIN)/python bench/pdf_render.py
 	$(BIN)/python bench/embeds.py
+	$(BIN)/python bench/paid_orders.py
+	$(BIN)/python bench/snapshots.py
 
 # Regenerates both lock files from pyproject.toml, keeping the pins that still fit; pass
 # ARGS=--upgrade to move every package to its newest version. prod.lock takes dev.lock's pins,

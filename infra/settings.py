@@ -66,6 +66,7 @@ class Settings:
     pdf_workers: int = 1
     health_port: int = 0
     metrics_port: int = 0
+    trusted_proxies: str = ""
     ready_max_lag_seconds: int = 30
     link_secret: str = field(default="", repr=False)
     embed_secret: str = field(default="", repr=False)
@@ -125,6 +126,7 @@ class Settings:
             "pdf_workers": _env_int("LINJERUM_PDF_WORKERS", 1),
             "health_port": _env_int("LINJERUM_HEALTH_PORT", 0),
             "metrics_port": _env_int("LINJERUM_METRICS_PORT", 0),
+            "trusted_proxies": os.environ.get("LINJERUM_TRUSTED_PROXIES", ""),
             "ready_max_lag_seconds": _env_int("LINJERUM_READY_MAX_LAG_SECONDS", 30),
             "link_secret": os.environ.get("LINJERUM_LINK_SECRET", ""),
             "embed_secret": os.environ.get("LINJERUM_EMBED_SECRET", ""),

@@ -4,6 +4,7 @@ and a replay finds the row already there (the outbox folds by purchase)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import asyncpg
@@ -18,9 +19,16 @@ class ConfirmationsProjection:
     categories: ClassVar[tuple[str, ...]] = ("purchase",)
     tables_sql: ClassVar[str] = "CREATE TABLE {schema}.queued (purchase_token text PRIMARY KEY)"
 
-    async def apply(self, conn: asyncpg.Connection, schema: str, event: RecordedEvent) -> None:
-        if event.type != "PurchasePaid":
+    async def apply_all(
+        self, conn: asyncpg.Connection, schema: str, events: Sequence[RecordedEvent]
+    ) -> None:
+        """The batch's paid purchases marked in one statement; each message queued on its own
+        (the outbox folds a purchase's second confirmation into its first)."""
+        tokens = [streams.purchase_token(e.stream_id) for e in events if e.type == "PurchasePaid"]
+        if not tokens:
             return
-        token = streams.purchase_token(event.stream_id)
-        await conn.execute(f"INSERT INTO {schema}.queued VALUES ($1) ON CONFLICT DO NOTHING", token)
-        await enqueue(conn, token, "confirmation")
+        await conn.execute(
+            f"INSERT INTO {schema}.queued SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", tokens
+        )
+        for token in tokens:
+            await enqueue(conn, token, "confirmation")

@@ -36,6 +36,7 @@ from infra.wallet.keys import HandoutKeys
 from projections.registry import all_projections, ensure_read_models
 from services.api.activity import ActivityLog
 from services.api.attendee_pages import attendee_link
+from services.api.forwarded import trusted_networks
 from services.api.gateway import GatewayRunner, create_app
 from services.dev.demo_shop import PATH as DEMO_SHOP_PATH
 from services.dev.demo_shop import ShopSettings, demo_shop
@@ -130,7 +131,16 @@ async def _serve_http(
     handout = HandoutKeys.from_settings(live, _public_url(live))
     signer = embed_signer(live)
     app = create_app(
-        pool, activity, sales, documents, offers, readiness, handout, signer, share_limits=True
+        pool,
+        activity,
+        sales,
+        documents,
+        offers,
+        readiness,
+        handout,
+        signer,
+        share_limits=True,
+        trusted_proxies=trusted_networks(live.trusted_proxies),
     )
     if shop is not None:
         app.add_subapp(DEMO_SHOP_PATH, shop)

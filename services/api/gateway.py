@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,6 +68,7 @@ from services.api.errors import (
     service_unavailable,
     unavailable,
 )
+from services.api.forwarded import Network, behind_proxies
 from services.api.http import check_text
 from services.api.limits import Limits, LocalLimits, SharedLimits, Verdict
 from services.api.memo import Memo
@@ -268,13 +269,18 @@ def create_app(
     handout: HandoutKeys | None = None,
     embed_signer: EmbedSigner | None = None,
     share_limits: bool = False,
+    trusted_proxies: Sequence[Network] = (),
 ) -> web.Application:
     """`offer_feed`: seat offers shared with the other gateways (none: kept to this one).
     `readiness`: what /readyz checks (none: the database only). `handout`: the keys of
     e-ticket links and wallet passes (none: development ones, in memory). `embed_signer`: the
     embed tokens' (none: a development one, in memory). `share_limits`: rate limits and the
-    auth-failure throttle held with every gateway on the database (False: by this one alone)."""
-    app = web.Application(middlewares=[observe_requests, request_context], client_max_size=1 << 20)
+    auth-failure throttle held with every gateway on the database (False: by this one alone).
+    `trusted_proxies`: load balancers whose X-Forwarded-For names the client (none: the peer is)."""
+    middlewares = [observe_requests, request_context]
+    if trusted_proxies:
+        middlewares.insert(0, behind_proxies(trusted_proxies))
+    app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
     changes = ChangeFeed(pool, (*READS_FOLLOW, API_KEYS, AUTH_BLOCKS))
     app[POOL] = pool
     app[CHANGES] = changes

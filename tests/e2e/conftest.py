@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -112,8 +113,9 @@ class Gateways:
         self._started: list[tuple[TestClient, Purchases, Payments]] = []
 
     async def __call__(
-        self, hold_minutes: float = 30.0, stripe_base: str | None = None
+        self, hold_minutes: float = 30.0, stripe_base: str | None = None, **app_options: Any
     ) -> TestClient:
+        """`app_options`: create_app's own (shared limits, trusted proxies)."""
         payments = Payments(
             SIMULATOR_API_KEY,
             api_base=stripe_base or self._stripe_base,
@@ -128,7 +130,7 @@ class Gateways:
         )
         port = self._webhook_port if not self._started else None
         documents = Documents(self._pool, sales.catalog, "tickets@example.com", ATTENDEE_LINK)
-        app = create_app(self._pool, ActivityLog(self._pool), sales, documents)
+        app = create_app(self._pool, ActivityLog(self._pool), sales, documents, **app_options)
         client = TestClient(TestServer(app, port=port))
         await client.start_server()
         self._started.append((client, sales, payments))

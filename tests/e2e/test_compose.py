@@ -272,7 +272,6 @@ class Deployment:
             "nats://nats:4222": own.nats_url,
             "http://stripe-sim:12111": f"http://127.0.0.1:{self.sim_port}",
             "http://lb/": f"http://127.0.0.1:{self.gateway_ports[0]}/",  # the first gateway
-            "0.0.0.0": "127.0.0.1",
         }
         self.own = own
 
@@ -287,6 +286,8 @@ class Deployment:
             "LINJERUM_LOG_LEVEL": "warning",
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         }
+        if env.get("LINJERUM_HOST") == "0.0.0.0":
+            env["LINJERUM_HOST"] = "127.0.0.1"
         if "LINJERUM_PORT" in env:
             env["LINJERUM_PORT"] = str(port)
         if "LINJERUM_HEALTH_PORT" in env:

@@ -13,6 +13,7 @@ from infra.apikeys import revoke_key
 from infra.changes import API_KEYS
 from services.api.activity import recent_activity
 from services.api.context import ACTIVITY, CHANGES
+from services.api.forwarded import trusted_networks
 from services.dev.seed_demo import DEMO_ORGANIZATION
 from tests.e2e.conftest import TEST, bearer, issue_key
 
@@ -132,3 +133,19 @@ async def test_calls_land_in_the_activity_log(api, demo_token, pool: asyncpg.Poo
     assert (mine[0].method, mine[0].path, mine[0].status) == ("GET", "/api/v1/events", 200)
     assert mine[0].api_key_id is not None and mine[0].duration_ms > 0
     assert any(r.path == "/api/v1/events/nope" and r.status == 404 for r in rows)
+
+
+async def test_behind_a_trusted_proxy_one_clients_bad_tokens_block_only_that_client(
+    serve, demo_token
+) -> None:
+    """Behind compose's nginx every call comes from one address: the throttle must key on the
+    client the proxy names, or one client's bad tokens would lock every buyer out."""
+    gateway = await serve(trusted_proxies=trusted_networks("127.0.0.1"))
+    sprayer = {"X-Forwarded-For": "198.51.100.66"}
+    for _ in range(10):
+        bad = await gateway.get("/api/v1/events", headers={**bearer("tk_live_no"), **sprayer})
+        assert bad.status == 401
+    blocked = await gateway.get("/api/v1/events", headers={**bearer(demo_token), **sprayer})
+    assert blocked.status == 429
+    other = {**bearer(demo_token), "X-Forwarded-For": "198.51.100.67"}
+    assert (await gateway.get("/api/v1/events", headers=other)).status == 200

@@ -6,12 +6,10 @@ PostgreSQL cannot be reached each gateway holds the limits alone."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 import uuid
 
 import asyncpg
-import pytest
 from aiohttp.test_utils import TestClient
 
 from infra import rate_limits
@@ -19,21 +17,13 @@ from infra.changes import ChangeFeed
 from infra.db import create_pool
 from infra.rate_limits import AUTH_BLOCKS
 from services.api.context import CHANGES
-from services.api.gateway import create_app
 from services.api.limits import AUTH_FAILURE_LIMIT, SharedLimits, Verdict
 from services.dev.seed_demo import DEMO_ORGANIZATION
-from tests.e2e import conftest
 from tests.e2e.conftest import bearer, issue_key
 from tests.faults.test_database_down import proxy  # noqa: F401  (fixture)
 
 VALIDATE = "/api/v1/discount-codes/validate"
 BACK_SECONDS = 15.0
-
-
-@pytest.fixture
-def sharing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Gateways the test starts with `serve` hold their limits in the database."""
-    monkeypatch.setattr(conftest, "create_app", functools.partial(create_app, share_limits=True))
 
 
 async def _heard(gateway: TestClient, before: int | None) -> None:
@@ -47,15 +37,15 @@ async def _heard(gateway: TestClient, before: int | None) -> None:
     raise AssertionError("the gateway's change feed heard nothing")
 
 
-async def test_a_keys_limit_holds_across_gateways(serve, sharing, pool, catalog) -> None:
+async def test_a_keys_limit_holds_across_gateways(serve, pool, catalog) -> None:
     token = await issue_key(pool, catalog[DEMO_ORGANIZATION], rate_limit=5)
-    gateways = [await serve(), await serve()]
+    gateways = [await serve(share_limits=True), await serve(share_limits=True)]
     for i in range(5):
         ok = await gateways[i % 2].get("/api/v1/venues", headers=bearer(token))
         assert ok.status == 200, i
         assert ok.headers["X-RateLimit-Limit"] == "5"
         assert ok.headers["X-RateLimit-Remaining"] == str(4 - i)
-    late = await serve()  # one that has not seen the key before
+    late = await serve(share_limits=True)  # one that has not seen the key before
     for gateway in [*gateways, late]:
         limited = await gateway.get("/api/v1/venues", headers=bearer(token))
         assert limited.status == 429
@@ -65,10 +55,10 @@ async def test_a_keys_limit_holds_across_gateways(serve, sharing, pool, catalog)
         assert limited.headers["X-RateLimit-Remaining"] == "0"
 
 
-async def test_a_dedicated_bucket_holds_across_gateways(serve, sharing, pool, catalog) -> None:
+async def test_a_dedicated_bucket_holds_across_gateways(serve, pool, catalog) -> None:
     """Validations refused by the 20-a-minute bucket take nothing from the key's own limit."""
     token = await issue_key(pool, catalog[DEMO_ORGANIZATION], rate_limit=22)
-    gateways = [await serve(), await serve()]
+    gateways = [await serve(share_limits=True), await serve(share_limits=True)]
     body = {"event_slug": "hamlet-2026", "code": "SPRING25"}
     for i in range(20):
         response = await gateways[i % 2].post(VALIDATE, json=body, headers=bearer(token))
@@ -85,8 +75,8 @@ async def test_a_dedicated_bucket_holds_across_gateways(serve, sharing, pool, ca
     assert (await gateways[0].get("/api/v1/venues", headers=bearer(token))).status == 429
 
 
-async def test_failed_authentications_count_on_every_gateway(serve, sharing, demo_token) -> None:
-    first, second, watching = await serve(), await serve(), await serve()
+async def test_failed_authentications_count_on_every_gateway(serve, demo_token) -> None:
+    first, second, watching = [await serve(share_limits=True) for _ in range(3)]
     # `watching` has served this address and keeps it in memory as not refused: only the
     # database's notification of the block can change its mind.
     await _heard(watching, None)
