@@ -1,5 +1,6 @@
-"""Ticket PDF rendering ceiling, in process: single-ticket PDFs/s, 20-ticket PDFs/s, and 20
-single-ticket PDFs merged into one per second (a purchase's PDF assembled from per-ticket ones).
+"""Ticket PDF rendering ceiling, in process: single-ticket PDFs/s, 20-ticket PDFs/s (a
+purchase's document, one page per ticket), and the QR codes alone, as the PDFs make them
+(zxing-cpp) and as the attendee page does (segno).
 
     .venv/bin/python bench/pdf_render.py --seconds 3
 
@@ -16,9 +17,10 @@ import itertools
 import time
 from collections.abc import Callable
 
+import segno
 from msgspec.structs import replace
 
-from infra.tickets_pdf import TicketPage, merge_pdfs, render_tickets
+from infra.tickets_pdf import TicketPage, qr_matrix, render_tickets
 from services.dev.sample_ticket import SEATED_TICKET
 
 TICKETS_PER_PURCHASE = 20
@@ -62,10 +64,10 @@ def main() -> None:
         args.seconds,
         args.max,
     )
-    parts = [render_tickets([ticket()]) for _ in range(TICKETS_PER_PURCHASE)]
+    measure("QR codes, zxing-cpp", lambda: qr_matrix(ticket().scan_code), args.seconds, args.max)
     measure(
-        f"{TICKETS_PER_PURCHASE} single-ticket PDFs merged",
-        lambda: merge_pdfs(parts),
+        "QR codes, segno",
+        lambda: segno.make(ticket().scan_code, error="m", micro=False),
         args.seconds,
         args.max,
     )

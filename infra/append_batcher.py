@@ -3,11 +3,12 @@ come back from Stripe in the same few milliseconds, each with one event for its 
 a round trip and a pool connection each would queue them behind every read in the process.
 The batcher stores whatever is waiting in one transaction, so they wait for one commit instead.
 
-Each caller's append keeps its own optimistic check: when one stream's version has moved, the
-transaction stores nothing, that caller gets the ConcurrencyError and the others are stored
-again without it. A caller whose append the database refuses (say, a string PostgreSQL cannot
-store) must not fail the others either: the batch is split in halves and each stored on its
-own, until the refused caller is alone with its error. A failure that leaves unknown whether
+Each caller's append keeps its own optimistic check, exact as if alone: when one of its streams'
+versions has moved, that caller gets the ConcurrencyError and the others are stored by the same
+statement (`append_each`: one round trip however many conflict). A caller whose append the
+database refuses (say, a string PostgreSQL cannot store) must not fail the others either: the
+batch is split in halves and each stored on its own, until the refused caller is alone with its
+error. A failure that leaves unknown whether
 the batch was stored (the connection lost mid-commit) goes to every caller of the batch, as
 storing it again could store it twice."""
 
@@ -21,10 +22,11 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append
+from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append_each
 from infra.supervise import stop_task
 
 MAX_BATCH = 200
+IN_FLIGHT = 4
 
 
 def stored_nothing(exc: BaseException) -> bool:
@@ -58,11 +60,19 @@ class _Job:
 
 
 class AppendBatcher:
-    def __init__(self, pool: asyncpg.Pool, max_batch: int = MAX_BATCH) -> None:
+    """Up to `in_flight` batches are stored at once, each on a connection of its own: one commit
+    at a time would leave the rest of the pool idle while it waits for the disk (and, on a
+    shared machine, give the appends one backend's share of the CPU)."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, max_batch: int = MAX_BATCH, in_flight: int = IN_FLIGHT
+    ) -> None:
         self._pool = pool
         self._max_batch = max_batch
+        self._in_flight = in_flight
         self._waiting: list[_Job] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._storing: set[str] = set()  # the streams of the batches being stored
+        self._workers: set[asyncio.Task[None]] = set()
 
     async def append(self, appends: Sequence[PendingAppend], metadata: Metadata) -> dict[str, int]:
         """Store `appends` atomically (with other callers' in the same transaction); returns
@@ -71,72 +81,76 @@ class AppendBatcher:
             return {}
         future: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Job(appends, metadata, future))
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._work())
+        if len(self._workers) < self._in_flight:
+            worker = asyncio.create_task(self._work())
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
         return await future
 
     async def close(self) -> None:
-        await stop_task(self._worker)
+        for worker in list(self._workers):
+            await stop_task(worker)
         for job in self._waiting:
             job.future.cancel()
         self._waiting.clear()
 
     async def _work(self) -> None:
-        while self._waiting:
-            batch = self._take()
+        while batch := self._take():
+            streams = set().union(*(job.streams for job in batch))
+            self._storing |= streams
             try:
                 await self._store(batch)
             except BaseException as exc:
                 fail(batch, exc)
                 if not isinstance(exc, Exception):
                     raise
+            finally:
+                self._storing -= streams
 
     def _take(self) -> list[_Job]:
-        """The oldest waiting jobs, at most one per stream (an append names a stream once); a
-        second append to a stream waits for the next batch, after the first is stored."""
+        """The oldest waiting jobs, at most one per stream (an append names a stream once) and
+        none for a stream of a batch being stored: a later append to a stream waits for a later
+        batch, after the earlier one is stored. Empty when every waiting job must wait so: the
+        worker storing its stream takes it next."""
         batch: list[_Job] = []
-        streams: set[str] = set()
+        seen = set(self._storing)
         later: list[_Job] = []
         for job in self._waiting:
-            if len(batch) < self._max_batch and not job.streams & streams:
+            if len(batch) < self._max_batch and not job.streams & seen:
                 batch.append(job)
-                streams |= job.streams
             else:
                 later.append(job)
+            seen |= job.streams
         self._waiting = later
         return batch
 
     async def _store(self, batch: list[_Job]) -> None:
-        while batch:
-            appends = [
+        groups = [
+            [
                 PendingAppend(
                     a.stream_id,
                     a.expected_version,
                     a.events,
                     metadata=a.metadata or [job.metadata] * len(a.events),
                 )
-                for job in batch
                 for a in job.appends
             ]
-            try:
-                versions = await append(self._pool, appends, batch[0].metadata)
-            except ConcurrencyError as exc:
-                late = next((job for job in batch if exc.stream_id in job.streams), None)
-                if late is None:
-                    raise
-                if not late.future.done():
-                    late.future.set_exception(exc)
-                batch = [job for job in batch if job is not late]
-                continue
-            except Exception as exc:
-                if len(batch) == 1 or not stored_nothing(exc):
-                    raise
-                await self._isolate(batch)
-                return
-            for job in batch:
-                if not job.future.done():  # a caller that stopped waiting is stored all the same
-                    job.future.set_result({s: versions[s] for s in job.streams})
+            for job in batch
+        ]
+        try:
+            results = await append_each(self._pool, groups, batch[0].metadata)
+        except Exception as exc:
+            if len(batch) == 1 or not stored_nothing(exc):
+                raise
+            await self._isolate(batch)
             return
+        for job, result in zip(batch, results, strict=True):
+            if job.future.done():  # a caller that stopped waiting is stored all the same
+                continue
+            if isinstance(result, ConcurrencyError):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(result)
 
     async def _isolate(self, batch: list[_Job]) -> None:
         """Store each half on its own, so the caller whose append the database refused ends

@@ -6,8 +6,15 @@ import nats
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 from domain import streams
 from infra.settings import Settings
@@ -65,6 +72,16 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
     except NotFoundError:
         await js.add_stream(config)
         log.info("nats_stream_created", stream=settings.nats_stream)
+
+
+async def lease_bucket(js: JetStreamContext, name: str, ttl: float) -> KeyValue:
+    """A key-value bucket of leases: one value per key, each gone `ttl` seconds after it was
+    last written, so a lease its holder stops renewing expires by itself."""
+    try:
+        return await js.key_value(name)
+    except BucketNotFoundError:
+        config = KeyValueConfig(bucket=name, history=1, ttl=ttl, storage=StorageType.MEMORY)
+        return await js.create_key_value(config)
 
 
 def subject_for(settings: Settings, stream_id: str) -> str:

@@ -3,6 +3,7 @@ reads for aggregates, and the safe global read that the relay and rebuilds depen
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -10,11 +11,14 @@ from datetime import datetime
 
 import asyncpg
 import msgspec
+import structlog
 
 from domain.events import Event, current_data, decode_event, encode_event
 from domain.streams import NEW
 from domain.streams import category as stream_category
 from infra.metrics import APPEND_CONFLICTS, observe_append
+
+log = structlog.get_logger(__name__)
 
 ANY_VERSION = -1
 NO_STREAM = NEW
@@ -270,6 +274,55 @@ async def _append_to_one_stream(
     return {stream: expected + len(pending.events)}
 
 
+async def append_each(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    groups: Sequence[Sequence[PendingAppend]],
+    metadata: Metadata,
+) -> list[dict[str, int] | ConcurrencyError]:
+    """Several callers' appends in one statement and one commit (group commit): each group is
+    stored whole, with the versions `append` would return, or refused with the ConcurrencyError
+    it would have got alone, while the other groups are stored. A stream may appear once in all.
+    Outside any transaction of the caller's, like append_events (migration 0016)."""
+    flat = [pending for group in groups for pending in group]
+    streams = [a.stream_id for a in flat]
+    if len(set(streams)) != len(streams):
+        raise ValueError("each stream may appear once per append")
+    columns = _columns(flat, metadata)
+    stream_of = [k for k, a in enumerate(flat, 1) for _ in a.events]
+    offsets = [n for a in flat for n in range(1, len(a.events) + 1)]
+    started = time.perf_counter()
+    before = await conn.fetchval(
+        "SELECT append_groups($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        streams,
+        [a.expected_version for a in flat],
+        [g for g, group in enumerate(groups) for _ in group],
+        stream_of,
+        offsets,
+        columns.event_ids,
+        columns.types,
+        columns.data,
+        columns.metadata,
+        columns.schema_versions,
+    )
+    seconds = time.perf_counter() - started
+    found = dict(zip(streams, before, strict=True))
+    results: list[dict[str, int] | ConcurrencyError] = []
+    for group in groups:
+        kind = stream_category(group[0].stream_id) if group else "none"
+        observe_append(kind, seconds)
+        late = next(
+            (a for a in group if a.expected_version not in (ANY_VERSION, found[a.stream_id])),
+            None,
+        )
+        if late is None:
+            results.append({a.stream_id: found[a.stream_id] + len(a.events) for a in group})
+            continue
+        APPEND_CONFLICTS.labels(kind).inc()
+        detail = f"expected version {late.expected_version}, stream is at {found[late.stream_id]}"
+        results.append(ConcurrencyError(late.stream_id, detail))
+    return results
+
+
 async def read_stream(
     conn: asyncpg.Connection | asyncpg.Pool, stream_id: str, after_version: int = 0
 ) -> list[RecordedEvent]:
@@ -341,6 +394,25 @@ async def next_is_settled(conn: asyncpg.Connection | asyncpg.Pool, after: Positi
     """Whether the first event after `after` has passed read_all's gate (a read would return
     it now); None if there is no event after `after`."""
     return await conn.fetchval(_NEXT_IS_SETTLED, str(after.tx_id), after.position)
+
+
+async def wait_until_settled(
+    conn: asyncpg.Connection | asyncpg.Pool, at: Position, poll_seconds: float = 0.02
+) -> None:
+    """Until every transaction up to `at`'s has ended, so read_all returns every event up to it.
+    The gate's horizon is the whole server's: a long transaction in another database holds it
+    back too, and a rebuild waits for it (saying so) rather than leave events out."""
+    waited_since = time.monotonic()
+    warned = waited_since
+    while not await conn.fetchval(_IS_SETTLED, str(at.tx_id)):
+        now = time.monotonic()
+        if now - warned >= 10:
+            warned = now
+            log.warning("waiting_for_transactions_in_flight", seconds=round(now - waited_since))
+        await asyncio.sleep(poll_seconds)
+
+
+_IS_SETTLED = "SELECT $1::text::xid8 < pg_snapshot_xmin(pg_current_snapshot())"
 
 
 async def head(conn: asyncpg.Connection | asyncpg.Pool) -> Position:

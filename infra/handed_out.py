@@ -7,6 +7,7 @@ streams to read; the streams say what the code is worth."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import asyncpg
@@ -18,12 +19,12 @@ MAX_CODE = 64
 MAX_TOKEN = 80
 MAX_ACCESS_CODE = 32
 
-# A ticket code's row and its ticket's stream in one round trip: gates scan at the rate people
-# walk. Rows: the code's columns on each event of the stream (event columns null before issue).
-TICKET_BY_CODE = (
+# Ticket codes' rows and their tickets' streams in one round trip: gates scan at the rate people
+# walk. Rows: a code's columns on each event of its stream (event columns null before issue).
+TICKETS_BY_CODES = (
     "SELECT c.ticket_id, c.code, c.purchase_token, c.organization_id, e.* FROM ticket_codes c "
     + joined_stream(f"'{streams.TICKET}-' || c.ticket_id")
-    + " WHERE c.code = $1 ORDER BY e.version"
+    + " WHERE c.code = ANY($1::text[]) ORDER BY c.code, e.version"
 )
 
 
@@ -48,8 +49,20 @@ def normalize_code(code: str) -> str:
 async def ticket_by_code(
     conn: asyncpg.Pool | asyncpg.Connection, code: str
 ) -> list[asyncpg.Record]:
-    """TICKET_BY_CODE's rows for a code as typed: none for a code never handed out."""
-    return await conn.fetch(TICKET_BY_CODE, normalize_code(code)[:MAX_CODE])
+    """TICKETS_BY_CODES's rows for a code as typed: none for a code never handed out."""
+    return (await tickets_by_codes(conn, [code])).get(code, [])
+
+
+async def tickets_by_codes(
+    conn: asyncpg.Pool | asyncpg.Connection, codes: Collection[str]
+) -> dict[str, list[asyncpg.Record]]:
+    """TICKETS_BY_CODES's rows of each code as typed, for many codes in one round trip (the
+    scans of every gate at one moment); a code never handed out has no entry."""
+    keys = {code: normalize_code(code)[:MAX_CODE] for code in codes}
+    by_key: dict[str, list[asyncpg.Record]] = {}
+    for row in await conn.fetch(TICKETS_BY_CODES, list(set(keys.values()))):
+        by_key.setdefault(row["code"], []).append(row)
+    return {code: by_key[key] for code, key in keys.items() if key in by_key}
 
 
 async def ticket_handle_by_code(

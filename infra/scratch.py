@@ -29,7 +29,9 @@ async def scratch(settings: Settings, name: str, *, stream: bool = True) -> Asyn
         settings,
         database_url=f"{settings.database_url.rsplit('/', 1)[0]}/{name}",
         nats_stream=name.upper(),
-        subject_prefix=name.replace("_", "."),
+        # One token: a scratch named after another (`<db>_catalog`) must not nest its subjects
+        # under the other's, which JetStream refuses as overlapping streams.
+        subject_prefix=name.replace("_", "-"),
     )
     try:
         yield own

@@ -67,6 +67,7 @@ class Settings:
     health_port: int = 0
     metrics_port: int = 0
     trusted_proxies: str = ""
+    desk_affinity: bool = True
     ready_max_lag_seconds: int = 30
     link_secret: str = field(default="", repr=False)
     embed_secret: str = field(default="", repr=False)
@@ -84,6 +85,17 @@ class Settings:
         """Where gateways tell each other their seat offers: beside the event stream's
         subjects, not under them, so the stream keeps none of it."""
         return f"{self.subject_prefix}-offers"
+
+    @property
+    def desks_subject(self) -> str:
+        """Where gateways send sales-desk commands to the owner of an event's stream, beside
+        the event stream's subjects."""
+        return f"{self.subject_prefix}-desks"
+
+    @property
+    def desk_owners_bucket(self) -> str:
+        """The key-value bucket of the owners' leases, one per event stream of JetStream."""
+        return f"{self.nats_stream}_desk_owners"
 
     @property
     def uses_simulator(self) -> bool:
@@ -127,6 +139,7 @@ class Settings:
             "health_port": _env_int("LINJERUM_HEALTH_PORT", 0),
             "metrics_port": _env_int("LINJERUM_METRICS_PORT", 0),
             "trusted_proxies": os.environ.get("LINJERUM_TRUSTED_PROXIES", ""),
+            "desk_affinity": _env_bool("LINJERUM_DESK_AFFINITY", True),
             "ready_max_lag_seconds": _env_int("LINJERUM_READY_MAX_LAG_SECONDS", 30),
             "link_secret": os.environ.get("LINJERUM_LINK_SECRET", ""),
             "embed_secret": os.environ.get("LINJERUM_EMBED_SECRET", ""),

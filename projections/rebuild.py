@@ -9,7 +9,7 @@ import asyncpg
 import structlog
 
 from infra.changes import announce, read_model_channel
-from infra.eventstore import read_all
+from infra.eventstore import Position, head, read_all, wait_until_settled
 from projections.framework import (
     Projection,
     apply_events,
@@ -37,10 +37,18 @@ async def events_to_replay(conn: asyncpg.Connection | asyncpg.Pool, projection: 
 
 
 async def fresh_replay(
-    conn: asyncpg.Connection, projection: Projection, schema: str, on_replayed: Replayed
+    conn: asyncpg.Connection,
+    projection: Projection,
+    schema: str,
+    on_replayed: Replayed,
+    up_to: Position | None = None,
 ) -> int:
-    """Replay every settled event into a new schema in short transactions, so the relay's
-    horizon is never held back for long. Returns the number of events replayed."""
+    """Replay into a new schema in short transactions, so the relay's horizon is never held
+    back for long: every event committed before the replay began (waiting for transactions still
+    in flight up to it), or only those up to `up_to`, a settled position. Returns the number of
+    events replayed."""
+    if up_to is None:
+        await wait_until_settled(conn, await head(conn))
     async with conn.transaction():
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         await create_schema(conn, projection, schema)
@@ -48,7 +56,7 @@ async def fresh_replay(
     while True:
         async with conn.transaction():
             after = await read_checkpoint(conn, schema)
-            events = await read_all(conn, after, BATCH, projection.categories)
+            events = await read_all(conn, after, BATCH, projection.categories, up_to=up_to)
             applied = await apply_events(conn, projection, schema, events)
         replayed += applied
         on_replayed(applied)

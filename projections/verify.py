@@ -39,14 +39,14 @@ async def verify(
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(projection))
                 await catch_up_to_live(conn, projection, scratch, on_replayed)
                 differences = []
-                for table in await _tables(conn, scratch):
-                    differences += await _compare(conn, table, live, scratch)
+                for table in await tables(conn, scratch):
+                    differences += await compare(conn, table, live, scratch)
                 return differences
         finally:
             await conn.execute(f"DROP SCHEMA IF EXISTS {scratch} CASCADE")
 
 
-async def _tables(conn: asyncpg.Connection, schema: str) -> list[str]:
+async def tables(conn: asyncpg.Connection, schema: str) -> list[str]:
     """Every table the projection creates; the checkpoint differs by design (stream_seq)."""
     rows = await conn.fetch(
         "SELECT table_name FROM information_schema.tables"
@@ -74,7 +74,7 @@ async def _rows(conn: asyncpg.Connection, schema: str, table: str) -> list[Row]:
     return [json.loads(record["row"]) for record in records]
 
 
-async def _compare(
+async def compare(
     conn: asyncpg.Connection, table: str, live: str, scratch: str
 ) -> list[Difference]:
     """Rows compare as multisets, so tables without a primary key compare too; the rows that

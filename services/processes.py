@@ -185,8 +185,6 @@ class Supervisor:
         finally:
             os.close(out_end)
             os.close(err_end)
-        if child.group != "gateway" and os.environ.get("LJ_NICE"):
-            os.setpriority(os.PRIO_PROCESS, child.process.pid, int(os.environ["LJ_NICE"]))
         child.forwarding = [
             asyncio.create_task(_forward(out, sys.stdout.buffer)),
             asyncio.create_task(_forward(err, sys.stderr.buffer, structured=child.group)),

@@ -44,15 +44,20 @@ from infra.eventstore import (
 from infra.settings import Settings
 from projections.framework import (
     Projection,
-    apply_events,
-    create_schema,
     live_schema,
     lock_key,
     read_checkpoint,
 )
-from projections.rebuild import BATCH, Replayed, catch_up_to_live, events_to_replay, no_progress
+from projections.rebuild import (
+    BATCH,
+    Replayed,
+    catch_up_to_live,
+    events_to_replay,
+    fresh_replay,
+    no_progress,
+)
 from projections.registry import all_projections
-from projections.verify import Difference, _compare, _tables
+from projections.verify import Difference, compare, tables
 from services.health import relay_position
 from services.runtime import connected, database
 from services.workers.relay import Checkpoint, Relay
@@ -134,27 +139,6 @@ class Redriven(msgspec.Struct, frozen=True):
     rows_restored: int
 
 
-async def _replay_up_to(
-    conn: asyncpg.Connection,
-    projection: Projection,
-    schema: str,
-    up_to: Position,
-    on_replayed: Replayed,
-) -> None:
-    """The projection from the first event up to `up_to` (settled) in a new schema, in short
-    transactions."""
-    async with conn.transaction():
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        await create_schema(conn, projection, schema)
-    while True:
-        async with conn.transaction():
-            after = await read_checkpoint(conn, schema)
-            events = await read_all(conn, after, BATCH, projection.categories, up_to=up_to)
-            on_replayed(await apply_events(conn, projection, schema, events))
-        if len(events) < BATCH:
-            return
-
-
 async def _restore(conn: asyncpg.Connection, live: str, table: str, changed: Difference) -> int:
     """Make the live row of `changed.key` what the replay made it; 1 if it was not already."""
     target = f'{live}."{table}"'
@@ -186,11 +170,11 @@ async def redrive(
     async with pool.acquire() as conn:
         try:
             target = await read_checkpoint(conn, live)
-            await _replay_up_to(conn, projection, replayed, min(after, target), on_replayed)
+            await fresh_replay(conn, projection, replayed, on_replayed, up_to=min(after, target))
             await conn.execute(f"DROP SCHEMA IF EXISTS {at_start} CASCADE")
             await conn.execute(f"CREATE SCHEMA {at_start}")
-            tables = await _tables(conn, replayed)
-            for table in tables:
+            replayed_tables = await tables(conn, replayed)
+            for table in replayed_tables:
                 await conn.execute(
                     f'CREATE TABLE {at_start}."{table}" AS TABLE {replayed}."{table}"'
                 )
@@ -199,8 +183,8 @@ async def redrive(
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(projection))
                 reapplied = await catch_up_to_live(conn, projection, replayed, on_replayed)
                 restored = 0
-                for table in tables:
-                    for changed in await _compare(conn, table, at_start, replayed):
+                for table in replayed_tables:
+                    for changed in await compare(conn, table, at_start, replayed):
                         restored += await _restore(conn, live, table, changed)
                 if restored:
                     await announce(conn, read_model_channel(projection.name))

@@ -46,6 +46,7 @@ from services.dev.try_live import PATH as TRY_PATH
 from services.dev.try_live import TrySettings, try_live
 from services.health import Readiness, serve_health
 from services.usecases.catalog_commands import organization_id_by_slug
+from services.usecases.desk_owners import DeskOwners
 from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents
 from services.workers.mailer import MAIL_OUTBOX, Mailer
@@ -447,6 +448,8 @@ async def _serve(
         hold_minutes=live.hold_minutes,
         writer=writer,
     )
+    if "gateway" in components and live.desk_affinity:
+        await sales.route(await DeskOwners.open(nc, live))
     documents = _documents(live, pool, sales, renderer)
     readiness = _readiness(live, pool, nc, components)
     work: dict[str, Coroutine[Any, Any, None]] = {}

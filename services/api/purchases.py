@@ -15,13 +15,13 @@ from domain.purchasing import PurchasedTicket, PurchaseRequest, PurchaseState
 from domain.seating import seat_key
 from domain.tickets import TicketState
 from services.api import idempotent
-from services.api.context import OFFERS, PURCHASES, api_key_of, metadata_of, pool_of
+from services.api.context import OFFERS, PURCHASES, api_key_of, metadata_of
 from services.api.errors import error_response, from_domain
 from services.api.http import decode_body, json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
 from services.usecases.ticket_resource import ticket_facts
-from services.usecases.ticketing import load_tickets
+from services.usecases.ticketing import issued_tickets
 
 
 class Consumer(Payload):
@@ -203,13 +203,15 @@ async def create_purchase(request: web.Request) -> web.Response:
 
 
 async def get_purchase(request: web.Request) -> web.Response:
-    state, _ = await request.app[PURCHASES].find(
+    """Polled by buyers' pages until paid: the purchase's stream, then its tickets' once paid,
+    each read together with the other polls and webhooks of the moment."""
+    purchases = request.app[PURCHASES]
+    state, _ = await purchases.find(
         request.match_info["token"], api_key_of(request).organization_id
     )
     issued = {}
     if state.status == "paid":
-        loaded = await load_tickets(pool_of(request), [t.id for t in state.opened.tickets])
-        issued = {tid: ticket for tid, (ticket, _) in loaded.items() if ticket is not None}
+        issued = await issued_tickets(purchases.reads, [t.id for t in state.opened.tickets])
     return json_response(PurchaseResponse(purchase=purchase_view(state, issued)))
 
 

@@ -116,18 +116,15 @@ def _verdict(verdict: ticketing.Verdict) -> web.Response:
 
 
 async def verify_ticket(request: web.Request) -> web.Response:
+    gate = request.app[PURCHASES].gate
     code = request.match_info["code"]
-    return _verdict(
-        await ticketing.verify(pool_of(request), code, api_key_of(request).organization_id)
-    )
+    return _verdict(await gate.verify(code, api_key_of(request).organization_id))
 
 
 async def scan_ticket(request: web.Request) -> web.Response:
-    verdict = await ticketing.scan(
-        pool_of(request),
-        request.match_info["code"],
-        api_key_of(request).organization_id,
-        metadata_of(request),
+    gate = request.app[PURCHASES].gate
+    verdict = await gate.scan(
+        request.match_info["code"], api_key_of(request).organization_id, metadata_of(request)
     )
     return _verdict(verdict)
 

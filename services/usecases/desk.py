@@ -241,10 +241,14 @@ class Desk(Generic[S]):
         """Optimistic: while no other process has been seen writing to the stream, the batch is
         appended at the cached version without reading the stream first, which saves a round
         trip per batch; the append's version check is what keeps it safe. After a conflict, and
-        before refusing anyone, the desk reads before it decides."""
+        before refusing anyone, the desk reads before it decides. A conflict that fails a
+        command alone (one expecting another stream at a version that moved) is no attempt:
+        the batch is smaller each time, and each of its commands may meet one (the same drafts
+        sent again after their owner answered too late, services/usecases/desk_owners.py)."""
         names = {c for job in jobs for c in job.companions}
         asked_to_read = any(job.command is _READ for job in jobs)
-        for attempt in range(MAX_ATTEMPTS):
+        attempt = 0
+        while attempt < MAX_ATTEMPTS:
             started = time.monotonic()
             fresh = self._stale or asked_to_read or not names <= self.companions.keys()
             if fresh:
@@ -261,6 +265,7 @@ class Desk(Generic[S]):
                 # A refusal is final, so it is never made on a state that may be behind (seats
                 # another process released meanwhile): read the stream and decide again.
                 self._stale = True
+                attempt += 1
                 continue
             try:
                 if decided:
@@ -277,6 +282,7 @@ class Desk(Generic[S]):
                 jobs = [job for job in jobs if job not in stuck]
                 if not jobs:
                     return
+                attempt += not stuck
                 continue
             except Exception as exc:
                 if len(jobs) == 1 or not stored_nothing(exc):

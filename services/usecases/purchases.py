@@ -2,7 +2,8 @@
 payment through Stripe, cancel, expire, and settle a payment that arrives late. The decisions
 are the domain's (domain/sales.py, domain/purchasing.py); this module finds the aggregates,
 draws what a decision needs (ids, codes, the clock), queues the commands at their desks and
-talks to Stripe."""
+talks to Stripe. With several gateways, a purchase is opened by the gateway that owns its
+inventory's stream (services/usecases/desk_owners.py): the others send it there."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import msgspec
 import structlog
 
 from domain import catalog, discounts, purchasing, sales, streams
@@ -31,12 +33,14 @@ from infra.eventstore import (
     PendingAppend,
     RecordedEvent,
     read_stream,
+    read_streams,
 )
 from infra.payments import PaymentError, PaymentIntentRef, Payments, WebhookEvent
 from projections import purchases as purchases_read_model
-from services.usecases import catalog_commands
+from services.usecases import catalog_commands, ticketing
 from services.usecases.catalog_cache import Catalog
 from services.usecases.desk import Aggregate, Desk, Desks, Kind
+from services.usecases.desk_owners import DeskOwners, OwnerGone, OwnerSilent
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +73,46 @@ class StripeFailed(DomainError):
     code = "stripe_error"
 
 
+class RefusedByOwner(DomainError):
+    """A refusal made by the desk of the gateway that owns the stream, with its code."""
+
+    def __init__(self, code: str, detail: str, field: str | None) -> None:
+        super().__init__(detail, field)
+        self.code = code
+
+
+# What a gateway sends the owner of an inventory stream, and what it answers.
+class _OpenEvent(msgspec.Struct, frozen=True, tag=True):
+    stream: str
+    command: sales.OpenEventPurchase
+    metadata: Metadata
+
+
+class _OpenAttraction(msgspec.Struct, frozen=True, tag=True):
+    stream: str
+    command: sales.OpenAttractionPurchase
+    metadata: Metadata
+
+
+class _Opened(msgspec.Struct, frozen=True, tag=True):
+    state: PurchaseState
+
+
+class _Refused(msgspec.Struct, frozen=True, tag=True):
+    code: str
+    detail: str
+    field: str | None
+
+
+class _Failed(msgspec.Struct, frozen=True, tag=True):
+    error: str
+
+
+_encoder = msgspec.msgpack.Encoder()
+_asks = msgspec.msgpack.Decoder(_OpenEvent | _OpenAttraction)
+_answers = msgspec.msgpack.Decoder(_Opened | _Refused | _Failed)
+
+
 def _code(length: int) -> str:
     return random_code(UNAMBIGUOUS, length)
 
@@ -91,14 +135,28 @@ class Purchases:
         self.publishable_key = publishable_key
         self.desks = Desks(writer or pool)
         self.recorder = AppendBatcher(writer or pool)
+        # The gates' scans are group-committed with the payments: neither decides on another.
+        self.gate = ticketing.Gate(pool, self.recorder)
+        # Buyers' polls and Stripe's webhooks read purchase streams by the hundred at once in
+        # an on-sale: one round trip for all that ask together, not a pool connection each.
+        self.reads = ticketing.Coalesced(lambda ids: read_streams(pool, ids), [])
         self.catalog = Catalog(pool)
         self.ids = catalog_commands.IdReserve(writer or pool)
         self.hold = timedelta(minutes=hold_minutes)
         self._background: set[asyncio.Future[None]] = set()
         self._expected: set[tuple[int, str]] = set()
+        self.owners: DeskOwners | None = None
+
+    async def route(self, owners: DeskOwners) -> None:
+        """Open purchases at the desk of the gateway that owns the stream, and answer those
+        other gateways send this one."""
+        self.owners = owners
+        await owners.serve(self._answer)
 
     async def close(self) -> None:
         """At shutdown, once the gateway takes no more requests."""
+        if self.owners is not None:
+            await self.owners.close()
         await self.desks.close()
         await self.recorder.close()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -120,6 +178,8 @@ class Purchases:
             _, desk = await self._event_sale(org, event_slug)
             self.ids.prefetch()
             await desk.ready()
+            if self.owners is not None:
+                await self.owners.owner_of(desk.stream_id)
         except Exception as exc:
             self._expected.discard((organization_id, event_slug))
             log.info("purchase_preparation_failed", event_slug=event_slug, error=repr(exc))
@@ -152,16 +212,95 @@ class Purchases:
             )
             desk = self.desks.get(streams.attraction(attraction_id), ATTRACTION_INVENTORY)
             command = sales.OpenAttractionPurchase(request=req, organization=org, draft=draft)
+        return await self._open(desk, command, meta)
+
+    async def _open(
+        self, desk: Desk[Any], command: sales.OpenPurchase, meta: Metadata
+    ) -> PurchaseState:
+        """Opened by the desk of the gateway that owns the stream: this one's, or the owner's
+        over NATS. An owner that is gone is taken over at once; one that does not answer may
+        still open the purchase, so this desk decides the same draft after it (`_open_again`)."""
+        owners = self.owners
+        if owners is None:
+            return await self._open_here(desk, command, meta)
+        owner = await owners.owner_of(desk.stream_id)
+        if owner == owners.me:
+            return await self._open_here(desk, command, meta)
+        ask = (
+            _OpenEvent(desk.stream_id, command, meta)
+            if isinstance(command, sales.OpenEventPurchase)
+            else _OpenAttraction(desk.stream_id, command, meta)
+        )
+        try:
+            answer = _answers.decode(await owners.ask(owner, _encoder.encode(ask)))
+        except OwnerGone:
+            await owners.take_over(desk.stream_id, owner)
+            return await self._open_here(desk, command, meta)
+        except OwnerSilent:
+            answer = _Failed("no answer in time")
+        match answer:
+            case _Opened():
+                return answer.state
+            case _Refused():
+                raise RefusedByOwner(answer.code, answer.detail, answer.field)
+        log.warning("desk_owner_failed", stream=desk.stream_id, owner=owner, error=answer.error)
+        return await self._open_again(desk, command, meta)
+
+    async def _open_again(
+        self, desk: Desk[Any], command: sales.OpenPurchase, meta: Metadata
+    ) -> PurchaseState:
+        """The owner may have opened the purchase after all: then this desk's decision of the
+        same draft is refused (its seats taken by that very purchase) or cannot create the
+        purchase's stream again, and the purchase the owner opened is the answer."""
+        try:
+            return await self._open_here(desk, command, meta)
+        except DomainError:
+            found, _ = await self.load(command.draft.token)
+            if found is None:
+                raise
+            return found
+
+    async def _open_here(
+        self, desk: Desk[Any], command: sales.OpenPurchase, meta: Metadata
+    ) -> PurchaseState:
+        """Decided by this process's desk. A draft decided before (by an owner that answered
+        too late) cannot open a second purchase: its purchase stream exists, so the append
+        fails on it, and the purchase already opened is the answer."""
         await desk.ready()
         forecast = desk.forecast(command)
-        if forecast is not None and self._can_charge(forecast.result[0]):
-            return await self._pay_first(desk, command, forecast.result[0], meta)
-        events = await desk.submit(command, meta, sales.discount_streams(command))
+        try:
+            if forecast is not None and self._can_charge(forecast.result[0]):
+                return await self._pay_first(desk, command, forecast.result[0], meta)
+            events = await desk.submit(command, meta, sales.discount_streams(command))
+        except ConcurrencyError as exc:
+            found = None
+            if exc.stream_id == streams.purchase(command.draft.token):
+                found, _ = await self.load(command.draft.token)
+            if found is None:
+                raise
+            return found
         state = purchasing.replay_purchase(events)
         assert state is not None
         if state.status == "paid":
             return state
         return await self._take_payment(state, meta)
+
+    async def _answer(self, data: bytes) -> bytes:
+        """A purchase another gateway sends this one, the owner of its stream, to open."""
+        ask = _asks.decode(data)
+        kind = EVENT_INVENTORY if isinstance(ask, _OpenEvent) else ATTRACTION_INVENTORY
+        desk: Desk[Any] = self.desks.get(ask.stream, kind)
+        if self.owners is not None:
+            self.owners.touch(ask.stream)
+        with structlog.contextvars.bound_contextvars(request_id=ask.metadata.request_id):
+            try:
+                state = await self._open_here(desk, ask.command, ask.metadata)
+            except DomainError as exc:
+                return _encoder.encode(_Refused(exc.code, exc.detail, exc.field))
+            except Exception as exc:
+                log.warning("routed_purchase_failed", stream=ask.stream, error=repr(exc))
+                return _encoder.encode(_Failed(repr(exc)))
+        return _encoder.encode(_Opened(state))
 
     async def _draft(
         self, req: PurchaseRequest, api_key_id: int | None, discount_id: int | None
@@ -296,7 +435,7 @@ class Purchases:
 
     async def load(self, token: str) -> tuple[PurchaseState | None, int]:
         """The purchase straight from its stream: never behind an acknowledged write."""
-        return _purchase_from(await read_stream(self.pool, streams.purchase(token)))
+        return _purchase_from(await self.reads.get(streams.purchase(token)))
 
     async def find(self, token: str, organization_id: int) -> tuple[PurchaseState, int]:
         if len(token) > 64:
@@ -377,7 +516,7 @@ class Purchases:
             return "ignored"
         stream = streams.purchase(event.purchase_token)
         for _ in range(MAX_SETTLE_ATTEMPTS):
-            recorded = await read_stream(self.pool, stream)
+            recorded = await self.reads.get(stream)
             if any(r.metadata.causation_id == event.id for r in recorded):
                 return "duplicate"
             state, version = _purchase_from(recorded)

@@ -6,11 +6,11 @@ accepted, their ticket."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from typing import TypeVar
 
 import asyncpg
 
@@ -21,21 +21,59 @@ from domain.transfers import TransferOffered
 from infra.mail import build_confirmation
 from infra.mail_outbox import TRANSFER_KINDS
 from infra.metrics import PDF_RENDER
-from infra.tickets_pdf import TicketPage, format_money, merge_pdfs, render_tickets
+from infra.tickets_pdf import TicketPage, format_money, render_tickets
 from services.usecases.catalog_cache import Catalog
 from services.usecases.ticketing import load_purchase, load_ticket, load_tickets
 from services.usecases.transfers import load_transfer
 
-RENDERED_KEPT = 5000
-T = TypeVar("T")
+RENDERED_BYTES_KEPT = 32 * 1024 * 1024  # about 1,000 20-ticket documents
 # A message's subject, its text's lines and its attachments (name, bytes, media type).
 Message = tuple[str, list[str], list[tuple[str, bytes, str]]]
 
 
+class RenderedDocuments:
+    """Rendered PDFs by their pages, least recently used dropped past `max_bytes`, with one
+    render in flight per key however many requests ask for it at once (64 buyers' partner
+    backends fetching one purchase's tickets render them once)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._kept: OrderedDict[tuple[TicketPage, ...], bytes] = OrderedDict()
+        self._in_flight: dict[tuple[TicketPage, ...], asyncio.Future[bytes]] = {}
+
+    async def get(
+        self, key: tuple[TicketPage, ...], render: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        kept = self._kept.get(key)
+        if kept is not None:
+            self._kept.move_to_end(key)
+            return kept
+        flight = self._in_flight.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(self._render(key, render))
+            self._in_flight[key] = flight
+        # A waiter that goes away (its client hung up) leaves the render to the others.
+        return await asyncio.shield(flight)
+
+    async def _render(
+        self, key: tuple[TicketPage, ...], render: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        try:
+            pdf = await render()
+        finally:
+            del self._in_flight[key]
+        self._kept[key] = pdf
+        self._bytes += len(pdf)
+        while self._bytes > self._max_bytes and len(self._kept) > 1:
+            self._bytes -= len(self._kept.popitem(last=False)[1])
+        return pdf
+
+
 class Documents:
-    """Rendering and merging run in `renderer` (a process pool in production), never on the
-    event loop: a 20-ticket PDF is a tenth of a second of CPU, and the gateway serving it also
-    serves the gates' scans. Without one they run in the loop's default thread pool."""
+    """Rendering runs in `renderer` (a process pool in production), never on the event loop:
+    a 20-ticket PDF is tens of milliseconds of CPU, and the gateway serving it also serves the
+    gates' scans. Without one it runs in the loop's default thread pool."""
 
     def __init__(
         self,
@@ -50,7 +88,7 @@ class Documents:
         self._sender = sender
         self._attendee_link = attendee_link
         self._renderer = renderer
-        self._rendered: dict[tuple[str, str | None], bytes] = {}
+        self._rendered: RenderedDocuments = RenderedDocuments(RENDERED_BYTES_KEPT)
 
     async def pages(
         self,
@@ -117,26 +155,18 @@ class Documents:
     async def pdf(
         self, purchase: PurchaseState, only: list[PurchasedTicket] | None = None
     ) -> bytes:
-        """Each ticket is rendered once (per holder) and kept; a purchase's PDF is its tickets'
-        PDFs merged, so re-downloads and e-mails cost a merge, not a render."""
-        pages = await self.pages(purchase, only)
-        known = {_key(p): self._rendered[_key(p)] for p in pages if _key(p) in self._rendered}
-        missing = {_key(p): p for p in pages if _key(p) not in known}
-        rendered = await asyncio.gather(
-            *(self._off_loop(render_tickets, [page]) for page in missing.values())
-        )
-        for key, pdf in zip(missing, rendered, strict=True):
-            if len(self._rendered) >= RENDERED_KEPT:
-                self._rendered.pop(next(iter(self._rendered)))
-            self._rendered[key] = known[key] = pdf
-        parts = [known[_key(p)] for p in pages]
-        return parts[0] if len(parts) == 1 else await self._off_loop(merge_pdfs, parts)
+        """The tickets' pages as one PDF. A document is rendered once per content (the key is
+        every printed field of every page, so a transfer, a new holder or a refund makes a new
+        one) and kept; requests for a document being rendered wait for that render."""
+        key = tuple(await self.pages(purchase, only))
+        return await self._rendered.get(key, lambda: self._render(list(key)))
 
-    async def _off_loop(self, work: Callable[[T], bytes], argument: T) -> bytes:
-        """`work` in the renderer, timed for /metrics (by `work`: render_tickets, merge_pdfs)
-        with the wait for a free render worker, which is what a buyer waits for too."""
-        with PDF_RENDER.labels(work.__name__).time():
-            return await asyncio.get_running_loop().run_in_executor(self._renderer, work, argument)
+    async def _render(self, pages: list[TicketPage]) -> bytes:
+        """The pages in the renderer, timed for /metrics with the wait for a free render
+        worker, which is what a buyer waits for too."""
+        with PDF_RENDER.labels("render_tickets").time():
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._renderer, render_tickets, pages)
 
     async def confirmation(self, purchase_token: str, kind: str) -> EmailMessage | None:
         """The mailer's compose step: None (nothing to send) unless the purchase is paid."""
@@ -293,11 +323,6 @@ class Documents:
         ]
         pdf = await self.pdf(purchase, bought)
         return f"Din billet til {product}", text, [("billet.pdf", pdf, "application/pdf")]
-
-
-def _key(page: TicketPage) -> tuple[str, str | None]:
-    """A ticket's page changes only with its holder."""
-    return (page.ticket_code, page.holder_name)
 
 
 def _refunded(state: TicketState | None) -> bool:

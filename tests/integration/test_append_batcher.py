@@ -80,6 +80,32 @@ async def test_a_stale_caller_fails_alone(pool: asyncpg.Pool, batcher: AppendBat
     assert await _transactions(pool, others) < len(others)
 
 
+async def test_a_caller_with_one_moved_stream_of_two_stores_neither(
+    pool: asyncpg.Pool, batcher: AppendBatcher
+) -> None:
+    """A caller appending to two streams, one of them moved, stores neither; the callers
+    batched with it are stored by the same one transaction all the same."""
+    moved, beside = _stream(), _stream()
+    await batcher.append([PendingAppend(moved, NO_STREAM, [_intent(0)])], META)
+    others = [_stream() for _ in range(6)]
+    two_streams = [
+        PendingAppend(beside, NO_STREAM, [_intent(1)]),
+        PendingAppend(moved, NO_STREAM, [_intent(2)]),
+    ]
+    results = await asyncio.gather(
+        batcher.append(two_streams, META),
+        *(batcher.append([PendingAppend(s, NO_STREAM, [_intent(3)])], META) for s in others),
+        return_exceptions=True,
+    )
+    refused, *stored = results
+    assert isinstance(refused, ConcurrencyError)
+    assert refused.stream_id == moved
+    assert stored == [{s: 1} for s in others]
+    assert await read_stream(pool, beside) == []
+    assert [e.event() for e in await read_stream(pool, moved)] == [_intent(0)]
+    assert await _transactions(pool, others) == 1
+
+
 async def test_two_appends_to_one_stream_are_stored_in_order(
     pool: asyncpg.Pool, batcher: AppendBatcher
 ) -> None:
@@ -92,6 +118,37 @@ async def test_two_appends_to_one_stream_are_stored_in_order(
     stored = await read_stream(pool, s)
     assert [e.event() for e in stored] == [_intent(1), _intent(2)]
     assert stored[0].tx_id != stored[1].tx_id
+
+
+async def test_a_batch_kept_waiting_holds_back_only_its_streams(
+    pool: asyncpg.Pool, batcher: AppendBatcher
+) -> None:
+    """While one batch waits for a stream (here, its lock held by another writer), appends to
+    other streams are stored by a batch of their own; the stream's next append waits for its
+    turn and is stored after it."""
+    held, other = _stream(), _stream()
+    async with pool.acquire() as writer:
+        tx = writer.transaction()
+        await tx.start()
+        await writer.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", held)
+        first = asyncio.create_task(
+            batcher.append([PendingAppend(held, NO_STREAM, [_intent(1)])], META)
+        )
+        async with asyncio.timeout(10):
+            while not await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
+                " AND datname = current_database()"
+            ):
+                await asyncio.sleep(0.01)
+        second = asyncio.create_task(batcher.append([PendingAppend(held, 1, [_intent(2)])], META))
+        async with asyncio.timeout(10):
+            assert await batcher.append([PendingAppend(other, NO_STREAM, [_intent(3)])], META) == {
+                other: 1
+            }
+        assert not first.done() and not second.done()
+        await tx.rollback()
+    assert (await first, await second) == ({held: 1}, {held: 2})
+    assert [e.event() for e in await read_stream(pool, held)] == [_intent(1), _intent(2)]
 
 
 class _Untouchable:

@@ -19,6 +19,7 @@ from infra.eventstore import (
     Metadata,
     PendingAppend,
     append,
+    append_each,
     read_all,
     read_stream,
 )
@@ -230,3 +231,99 @@ async def test_an_append_takes_its_stream_locks_before_its_transaction_id(
             SampleHappened(n=1),
             SampleHappened(n=3),
         ]
+
+
+async def _transaction_of(pool: asyncpg.Pool, streams: list[str]) -> set[str]:
+    return {
+        r["tx"]
+        for r in await pool.fetch(
+            "SELECT tx_id::text AS tx FROM events WHERE stream_id = ANY($1::text[])", streams
+        )
+    }
+
+
+async def test_append_each_refuses_a_stale_group_alone(pool: asyncpg.Pool) -> None:
+    """Group commit: a group whose stream moved is refused whole (its other stream too), as
+    `append` would refuse it; every other group is stored, numbered on its own, in the same
+    transaction."""
+    fresh, moved, beside, loose, busy = (_stream() for _ in range(5))
+    for s in (moved, busy):
+        await append(pool, [PendingAppend(s, NO_STREAM, [SampleHappened(n=0)])], META)
+    results = await append_each(
+        pool,
+        [
+            [PendingAppend(fresh, NO_STREAM, [SampleHappened(n=1), SampleHappened(n=2)])],
+            [
+                PendingAppend(beside, NO_STREAM, [SampleHappened(n=3)]),
+                PendingAppend(moved, NO_STREAM, [SampleHappened(n=4)]),
+            ],
+            [PendingAppend(loose, ANY_VERSION, [SampleHappened(n=5)])],
+            [PendingAppend(busy, 1, [SampleHappened(n=6)])],
+        ],
+        META,
+    )
+    assert results[0] == {fresh: 2}
+    assert isinstance(results[1], ConcurrencyError)
+    assert results[1].stream_id == moved
+    assert results[2:] == [{loose: 1}, {busy: 2}]
+    assert await read_stream(pool, beside) == []
+    assert [e.event() for e in await read_stream(pool, moved)] == [SampleHappened(n=0)]
+    assert [(e.version, e.event()) for e in await read_stream(pool, fresh)] == [
+        (1, SampleHappened(n=1)),
+        (2, SampleHappened(n=2)),
+    ]
+    assert [e.event() for e in await read_stream(pool, busy)] == [
+        SampleHappened(n=0),
+        SampleHappened(n=6),
+    ]
+    assert len(await _transaction_of(pool, [fresh, loose])) == 1
+
+
+@pytest.mark.parametrize("first_commits", [True, False])
+async def test_append_each_checks_versions_after_its_stream_locks(
+    pool: asyncpg.Pool, first_commits: bool
+) -> None:
+    """Group commit waits for its streams' locks before it is given a transaction id, then
+    reads the versions: the append it waited for refuses only the group it overtook."""
+    s, other = _stream(), _stream()
+    await append(pool, [PendingAppend(s, NO_STREAM, [SampleHappened(n=1)])], META)
+    async with pool.acquire() as first:
+        tx = first.transaction()
+        await tx.start()
+        await append(first, [PendingAppend(s, 1, [SampleHappened(n=2)])], META)
+        second = asyncio.create_task(
+            append_each(
+                pool,
+                [
+                    [PendingAppend(s, 1, [SampleHappened(n=3)])],
+                    [PendingAppend(other, NO_STREAM, [SampleHappened(n=4)])],
+                ],
+                META,
+            )
+        )
+        waiting = await _waiting_for_a_stream_lock(pool)
+        assert waiting["backend_xid"] is None
+        await (tx.commit() if first_commits else tx.rollback())
+    mine, theirs = await second
+    assert theirs == {other: 1}
+    if first_commits:
+        assert isinstance(mine, ConcurrencyError)
+        assert mine.stream_id == s
+    else:
+        assert mine == {s: 2}
+    assert [e.event() for e in await read_stream(pool, s)] == [
+        SampleHappened(n=1),
+        SampleHappened(n=2 if first_commits else 3),
+    ]
+
+
+async def test_append_each_must_be_the_first_write_of_its_transaction(pool: asyncpg.Pool) -> None:
+    s = _stream()
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.PostgresError, match="first write"):
+            async with conn.transaction():
+                await conn.execute("SELECT pg_current_xact_id()")
+                await append_each(
+                    conn, [[PendingAppend(s, NO_STREAM, [SampleHappened(n=1)])]], META
+                )
+    assert await read_stream(pool, s) == []

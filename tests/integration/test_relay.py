@@ -15,7 +15,15 @@ import nats
 import pytest
 
 from infra.bus import ensure_stream
-from infra.eventstore import ANY_VERSION, Metadata, PendingAppend, RecordedEvent, append
+from infra.eventstore import (
+    ANY_VERSION,
+    Metadata,
+    PendingAppend,
+    RecordedEvent,
+    append,
+    head,
+    wait_until_settled,
+)
 from infra.settings import Settings
 from services.workers.relay import Relay
 from tests.integration.sample_projection import TallyCounted
@@ -150,6 +158,9 @@ async def test_relay_restart_after_ack_without_checkpoint_publishes_nothing_twic
     stream = f"tally-{run}"
     for i in range(5):
         await append(pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=i)])], META)
+    # Another database's open transaction holds the server-wide gate; the relay publishes
+    # what is settled, so wait for that instead of counting on a quiet server.
+    await wait_until_settled(pool, await head(pool))
     first = Relay(pool, js, settings, name=name)
     await first.reconcile()
     # Simulate a crash after the acks but before the checkpoint write.
@@ -163,6 +174,7 @@ async def test_relay_restart_after_ack_without_checkpoint_publishes_nothing_twic
         before["event_id"],
     )
     await append(pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=9)])], META)
+    await wait_until_settled(pool, await head(pool))
     second = Relay(pool, js, settings, name=name)
     await second.reconcile()
     assert await second.publish_pending() == 1

@@ -1,0 +1,219 @@
+"""Which gateway process owns an event's sales desk. With several gateways on one NATS, each
+would otherwise have a desk of its own appending to the same inventory stream, and every
+append of one would cost the other a conflict and a second decision. Each inventory stream has
+one owner at a time: a lease in a JetStream key-value bucket (created if absent, renewed with a
+revision-checked update every few seconds, gone `LEASE_SECONDS` after its last renewal). A
+gateway that does not own the stream sends the command to the owner (NATS request-reply, on a
+subject per owner) and returns its answer.
+
+Nothing here is needed for correctness: two desks that both believe they own a stream (a lease
+that lapsed while its owner was stalled) are kept apart by the event store's expected versions,
+as every process's desks were before. So handover is simple: a gateway that closes gives its
+leases up; the lease of one that died expires, or is taken over at once by the first gateway
+whose request NATS finds nobody to answer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from infra.bus import lease_bucket
+from infra.settings import Settings
+from infra.supervise import stop_task
+
+log = structlog.get_logger(__name__)
+
+LEASE_SECONDS = 6.0
+RENEW_SECONDS = 2.0
+# A lease whose stream took no command for this long is given up (an event whose sale is over).
+IDLE_SECONDS = 120.0
+# How long a gateway waits for the owner's decision (a Stripe call and an append on a busy
+# machine) before it decides itself.
+ASK_SECONDS = 5.0
+
+Answer = Callable[[bytes], Awaitable[bytes]]
+
+
+class OwnerGone(Exception):
+    """NATS found nobody listening on the owner's subject: its process is gone."""
+
+
+class OwnerSilent(Exception):
+    """The owner did not answer in time; it may still decide the command."""
+
+
+@dataclass
+class _Known:
+    owner: str
+    revision: int
+    until: float
+
+
+class DeskOwners:
+    def __init__(self, nc: Client, leases: KeyValue, subject: str) -> None:
+        self._nc = nc
+        self._leases = leases
+        self._subject = subject
+        self.me = secrets.token_hex(8)
+        # The streams this process owns: the revision of its lease and when it was last used.
+        self._owned: dict[str, int] = {}
+        self._used: dict[str, float] = {}
+        self._known: dict[str, _Known] = {}
+        self._looking: dict[str, asyncio.Task[str]] = {}
+        self._answering: set[asyncio.Task[None]] = set()
+        self._subscription: Subscription | None = None
+        self._renewing: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, nc: Client, settings: Settings) -> DeskOwners:
+        leases = await lease_bucket(nc.jetstream(), settings.desk_owners_bucket, LEASE_SECONDS)
+        return cls(nc, leases, settings.desks_subject)
+
+    async def serve(self, answer: Answer) -> None:
+        """Answers the commands other gateways send this one with `answer`, each in a task of
+        its own, so that the desk batches them as it batches its own gateway's."""
+
+        async def receive(msg: Msg) -> None:
+            task = asyncio.create_task(self._answer(msg, answer))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+
+        self._subscription = await self._nc.subscribe(f"{self._subject}.{self.me}", cb=receive)
+        await self._nc.flush()
+        self._renewing = asyncio.create_task(self._renew())
+
+    async def _answer(self, msg: Msg, answer: Answer) -> None:
+        try:
+            await msg.respond(await answer(msg.data))
+        except Exception as exc:
+            log.warning("desk_command_unanswered", error=repr(exc))
+
+    async def close(self) -> None:
+        """Stops taking commands, answers those it took, and gives every lease up, so another
+        gateway owns the streams at once rather than after the leases expire. Whatever NATS
+        refuses (a connection already closed) leaves the leases to expire."""
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+            self._subscription = None
+        await stop_task(self._renewing)
+        for task in list(self._looking.values()):
+            await stop_task(task)
+        await asyncio.gather(*self._answering, return_exceptions=True)
+        for stream, revision in list(self._owned.items()):
+            with contextlib.suppress(Exception):
+                await self._leases.delete(stream, last=revision)
+        self._owned.clear()
+
+    def touch(self, stream: str) -> None:
+        """A command for `stream` reached this process's desk: its lease is still in use."""
+        if stream in self._owned:
+            self._used[stream] = time.monotonic()
+
+    async def owner_of(self, stream: str) -> str:
+        """The id of the gateway that owns `stream` (this one's `me` included), claiming it
+        when nobody does; `me` when NATS cannot be asked (the desk here decides)."""
+        if stream in self._owned:
+            self.touch(stream)
+            return self.me
+        known = self._known.get(stream)
+        if known is not None and known.until > time.monotonic():
+            return known.owner
+        if not self._nc.is_connected:
+            return self.me
+        looking = self._looking.get(stream)
+        if looking is None:
+            looking = self._looking[stream] = asyncio.create_task(self._look(stream))
+            looking.add_done_callback(lambda _: self._looking.pop(stream, None))
+        try:
+            return await asyncio.shield(looking)
+        except Exception as exc:
+            log.warning("desk_owner_unknown", stream=stream, error=repr(exc))
+            return self.me
+
+    async def _look(self, stream: str) -> str:
+        try:
+            entry = await self._leases.get(stream)
+        except (KeyNotFoundError, KeyDeletedError):
+            return await self._claim(stream, None)
+        owner = (entry.value or b"").decode()
+        if owner == self.me and stream in self._owned:
+            return owner
+        if owner == self.me or not owner:
+            return await self._claim(stream, entry.revision)
+        self._known[stream] = _Known(owner, entry.revision or 0, time.monotonic() + RENEW_SECONDS)
+        return owner
+
+    async def _claim(self, stream: str, revision: int | None) -> str:
+        """Takes the lease if it is still as last seen (absent: `revision` None); if another
+        gateway was quicker, that one is the owner."""
+        try:
+            if revision is None:
+                taken = await self._leases.create(stream, self.me.encode())
+            else:
+                taken = await self._leases.update(stream, self.me.encode(), last=revision)
+        except KeyWrongLastSequenceError:
+            entry = await self._leases.get(stream)
+            owner = (entry.value or b"").decode()
+            self._known[stream] = _Known(owner, entry.revision or 0, time.monotonic() + 1.0)
+            return owner
+        self._owned[stream] = taken
+        self._used[stream] = time.monotonic()
+        self._known.pop(stream, None)
+        log.info("desk_owned", stream=stream, owner=self.me)
+        return self.me
+
+    async def ask(self, owner: str, command: bytes) -> bytes:
+        """The owner's answer to `command`; OwnerGone or OwnerSilent when there is none."""
+        try:
+            reply = await self._nc.request(f"{self._subject}.{owner}", command, ASK_SECONDS)
+        except NoRespondersError:
+            raise OwnerGone(owner) from None
+        except NatsTimeout:
+            raise OwnerSilent(owner) from None
+        return reply.data
+
+    async def take_over(self, stream: str, owner: str) -> None:
+        """`owner` is gone: its lease is taken now, if it is still the one seen, rather than
+        after it expires."""
+        known = self._known.pop(stream, None)
+        if known is None or known.owner != owner:
+            return
+        try:
+            await self._claim(stream, known.revision)
+        except Exception as exc:
+            log.warning("desk_takeover_failed", stream=stream, error=repr(exc))
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW_SECONDS)
+            now = time.monotonic()
+            for stream, revision in list(self._owned.items()):
+                try:
+                    if now - self._used.get(stream, now) > IDLE_SECONDS:
+                        del self._owned[stream]
+                        self._used.pop(stream, None)
+                        await self._leases.delete(stream, last=revision)
+                    else:
+                        self._owned[stream] = await self._leases.update(
+                            stream, self.me.encode(), last=revision
+                        )
+                except KeyWrongLastSequenceError:
+                    # The lease lapsed and another gateway owns the stream now.
+                    self._owned.pop(stream, None)
+                    log.warning("desk_lease_lost", stream=stream, owner=self.me)
+                except Exception as exc:
+                    log.warning("desk_lease_not_renewed", stream=stream, error=repr(exc))

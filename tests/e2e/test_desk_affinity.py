@@ -1,0 +1,159 @@
+"""Two gateways on one NATS, each with its own sales desks, as two processes: whichever gateway
+takes a purchase, the desk of the one that owns the event's stream decides it, so the desks
+never conflict, and the events still name the request and the key that caused them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from nats.aio.client import Client
+
+from infra.bus import connect
+from infra.settings import Settings
+from services.api.context import PURCHASES
+from services.usecases import desk_owners
+from services.usecases.desk_owners import DeskOwners
+from services.usecases.purchases import Purchases
+from tests.e2e.conftest import Gateways, bearer, order, small_event
+
+
+@dataclass
+class Routed:
+    """A gateway that routes its purchases to the owner of the event's stream."""
+
+    client: TestClient
+    sales: Purchases
+    owners: DeskOwners
+    nc: Client
+
+
+Start = Callable[[], Awaitable[Routed]]
+
+
+@pytest.fixture
+async def routed(serve: Gateways, settings: Settings) -> AsyncIterator[Start]:
+    """Starts gateways with desk affinity, each on a NATS connection of its own."""
+    started: list[Routed] = []
+
+    async def start() -> Routed:
+        client = await serve()
+        sales = client.app[PURCHASES]
+        nc = await connect(settings, f"test-gateway-{len(started)}")
+        owners = await DeskOwners.open(nc, settings)
+        await sales.route(owners)
+        started.append(Routed(client, sales, owners, nc))
+        return started[-1]
+
+    yield start
+    for gateway in started:
+        await gateway.owners.close()
+        await gateway.nc.close()
+    if started:
+        nc = await connect(settings, "test-cleanup")
+        await nc.jetstream().delete_key_value(settings.desk_owners_bucket)
+        await nc.close()
+
+
+async def buy(gateway: Routed, token: str, type_id: int) -> tuple[int, dict, str]:
+    """One seat, chosen by the desk: (status, body, the request id sent)."""
+    request_id = f"req-{uuid.uuid4().hex}"
+    response = await gateway.client.post(
+        "/api/v1/purchases",
+        json=order(type_id, 1),
+        headers={**bearer(token), "X-Request-ID": request_id},
+    )
+    return response.status, await response.json(), request_id
+
+
+async def held_seats(pool: asyncpg.Pool, event_id: int) -> Counter[tuple[str, str, str]]:
+    """Every seat the event's stream holds, counted per hold."""
+    rows = await pool.fetch(
+        "SELECT s->>'section_id' AS section, s->>'row' AS row, s->>'seat_number' AS number"
+        " FROM events, jsonb_array_elements(data->'seats') AS s"
+        " WHERE stream_id = $1 AND type = 'SeatsHeld'",
+        f"event-{event_id}",
+    )
+    return Counter((r["section"], r["row"], r["number"]) for r in rows)
+
+
+async def opened_by_request(pool: asyncpg.Pool, tokens: list[str]) -> dict[str, tuple[str, str]]:
+    """Each purchase's opening: the request id and API key id recorded with it."""
+    rows = await pool.fetch(
+        "SELECT stream_id, metadata->>'request_id' AS request, metadata->>'api_key_id' AS key"
+        " FROM events WHERE type = 'PurchaseOpened' AND stream_id = ANY($1)",
+        [f"purchase-{t}" for t in tokens],
+    )
+    return {r["stream_id"].removeprefix("purchase-"): (r["request"], r["key"]) for r in rows}
+
+
+async def test_purchases_at_two_gateways_are_decided_by_one_desk(
+    pool: asyncpg.Pool, routed: Start
+) -> None:
+    seats = 40
+    token, event_id, type_id = await small_event(pool, seats)
+    first, second = await routed(), await routed()
+    # The first purchase makes its gateway the owner; the rest alternate, ten at a time.
+    status, body, request_id = await buy(first, token, type_id)
+    assert status == 201, body
+    answers = [(first, status, body, request_id)]
+    for _ in range((seats - 1) // 10 + 1):
+        batch = [(first if i % 2 else second) for i in range(10)]
+        results = await asyncio.gather(*(buy(g, token, type_id) for g in batch))
+        answers += [(g, *r) for g, r in zip(batch, results, strict=True)]
+    created = [(g, body, rid) for g, status, body, rid in answers if status == 201]
+    refused = [body["error"] for _, status, body, _ in answers if status != 201]
+
+    assert len(created) == seats
+    assert refused and set(refused) == {"insufficient_availability"}
+    assert first.sales.desks.conflicts == 0
+    assert second.sales.desks.conflicts == 0
+    assert await second.owners.owner_of(f"event-{event_id}") == first.owners.me
+    held = await held_seats(pool, event_id)
+    assert len(held) == seats and set(held.values()) == {1}
+    # Decided at the owner, recorded with the request and key of the gateway that took it.
+    tokens = [body["purchase"]["token"] for _, body, _ in created]
+    recorded = await opened_by_request(pool, tokens)
+    key_ids = {api_key for _, api_key in recorded.values()}
+    assert len(key_ids) == 1
+    for _, body, request_id in created:
+        assert recorded[body["purchase"]["token"]][0] == request_id
+    assert any(g is second for g, _, _ in created)
+
+
+async def test_an_owner_answering_too_late_opens_no_second_purchase(
+    pool: asyncpg.Pool, routed: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway that took the request gives up waiting at once and decides the same draft
+    itself, while the owner decides it too: one purchase per draft, and the answer is it."""
+    token, event_id, type_id = await small_event(pool, 30)
+    owner, other = await routed(), await routed()
+    status, body, _ = await buy(owner, token, type_id)
+    assert status == 201, body
+    monkeypatch.setattr(desk_owners, "ASK_SECONDS", 0.0001)
+    results = await asyncio.gather(*(buy(other, token, type_id) for _ in range(10)))
+    await owner.owners.close()  # answers every command it took first
+
+    tokens = [body["purchase"]["token"]] + [
+        b["purchase"]["token"] for status, b, _ in results if status == 201
+    ]
+    assert [status for status, _, _ in results] == [201] * 10, results
+    opened = await pool.fetch(
+        "SELECT stream_id, count(*) AS n FROM events WHERE type = 'PurchaseOpened'"
+        " AND stream_id = ANY($1) GROUP BY stream_id",
+        [f"purchase-{t}" for t in tokens],
+    )
+    assert {r["stream_id"]: r["n"] for r in opened} == {f"purchase-{t}": 1 for t in tokens}
+    rows = await pool.fetch(
+        "SELECT data->>'purchase_token' AS token FROM events"
+        " WHERE stream_id = $1 AND type = 'SeatsHeld'",
+        f"event-{event_id}",
+    )
+    holds = Counter(r["token"] for r in rows)
+    assert holds == Counter({t: 1 for t in tokens})
