@@ -10,7 +10,9 @@ INSERT ceiling of the same database measured in the same run.
 
 The service runs as in compose.yaml, one `linjerum` process per component (gateway, relay,
 projector; `--gateways N` runs N gateways, each buyer staying with one, as behind a load
-balancer with sticky sessions, the simulator's webhooks going to the first), and the Stripe
+balancer with sticky sessions, the simulator's webhooks going to the first; the event's
+purchases are decided at the desk of the gateway that owns it, or with LINJERUM_DESK_AFFINITY=off
+in the environment at each gateway's own), and the Stripe
 simulator in a process of its own, as Stripe is someone else's machine (`--layout run`
 runs `linjerum run` as a user starts it, simulator, mailer and sweeper included, a process per
 group of components; `--layout single` runs them all in one `linjerum run --single-process`

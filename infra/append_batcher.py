@@ -81,7 +81,8 @@ class AppendBatcher:
             return {}
         future: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Job(appends, metadata, future))
-        if len(self._workers) < self._in_flight:
+        # A worker that found nothing to take is done at once, before its done callback runs.
+        if sum(not worker.done() for worker in self._workers) < self._in_flight:
             worker = asyncio.create_task(self._work())
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)

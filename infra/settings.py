@@ -135,7 +135,9 @@ class Settings:
             "smtp_sender": os.environ.get("LINJERUM_SMTP_SENDER", "linjerum <tickets@localhost>"),
             "public_url": os.environ.get("LINJERUM_PUBLIC_URL", ""),
             "hold_minutes": _env_int("LINJERUM_HOLD_MINUTES", 30),
-            "pdf_workers": _env_int("LINJERUM_PDF_WORKERS", 1),
+            # One per core: spawned as PDFs are asked for, idle ones cost no CPU, and on two
+            # cores two halved a purchase PDF's wait at 64 connections (bench/tickets.py).
+            "pdf_workers": _env_int("LINJERUM_PDF_WORKERS", os.cpu_count() or 1),
             "health_port": _env_int("LINJERUM_HEALTH_PORT", 0),
             "metrics_port": _env_int("LINJERUM_METRICS_PORT", 0),
             "trusted_proxies": os.environ.get("LINJERUM_TRUSTED_PROXIES", ""),

@@ -25,8 +25,8 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -52,13 +52,14 @@ class OwnerGone(Exception):
 
 
 class OwnerSilent(Exception):
-    """The owner did not answer in time; it may still decide the command."""
+    """No answer came back from the owner; it may still decide the command."""
 
 
 @dataclass
 class _Known:
+    """Another gateway's lease as last read, trusted until `until`."""
+
     owner: str
-    revision: int
     until: float
 
 
@@ -144,7 +145,9 @@ class DeskOwners:
             log.warning("desk_owner_unknown", stream=stream, error=repr(exc))
             return self.me
 
-    async def _look(self, stream: str) -> str:
+    async def _look(self, stream: str, gone: str | None = None) -> str:
+        """The owner the lease names; the stream is claimed when there is no lease, or when it
+        names this process or the gateway known to be `gone`."""
         try:
             entry = await self._leases.get(stream)
         except (KeyNotFoundError, KeyDeletedError):
@@ -152,9 +155,9 @@ class DeskOwners:
         owner = (entry.value or b"").decode()
         if owner == self.me and stream in self._owned:
             return owner
-        if owner == self.me or not owner:
+        if owner in (self.me, gone, ""):
             return await self._claim(stream, entry.revision)
-        self._known[stream] = _Known(owner, entry.revision or 0, time.monotonic() + RENEW_SECONDS)
+        self._known[stream] = _Known(owner, time.monotonic() + RENEW_SECONDS)
         return owner
 
     async def _claim(self, stream: str, revision: int | None) -> str:
@@ -168,7 +171,7 @@ class DeskOwners:
         except KeyWrongLastSequenceError:
             entry = await self._leases.get(stream)
             owner = (entry.value or b"").decode()
-            self._known[stream] = _Known(owner, entry.revision or 0, time.monotonic() + 1.0)
+            self._known[stream] = _Known(owner, time.monotonic() + RENEW_SECONDS)
             return owner
         self._owned[stream] = taken
         self._used[stream] = time.monotonic()
@@ -177,23 +180,22 @@ class DeskOwners:
         return self.me
 
     async def ask(self, owner: str, command: bytes) -> bytes:
-        """The owner's answer to `command`; OwnerGone or OwnerSilent when there is none."""
+        """The owner's answer to `command`; OwnerGone or OwnerSilent when there is none (no
+        answer in time, or NATS lost on the way)."""
         try:
             reply = await self._nc.request(f"{self._subject}.{owner}", command, ASK_SECONDS)
         except NoRespondersError:
             raise OwnerGone(owner) from None
-        except NatsTimeout:
+        except NatsError:
             raise OwnerSilent(owner) from None
         return reply.data
 
     async def take_over(self, stream: str, owner: str) -> None:
-        """`owner` is gone: its lease is taken now, if it is still the one seen, rather than
-        after it expires."""
-        known = self._known.pop(stream, None)
-        if known is None or known.owner != owner:
-            return
+        """`owner` is gone: its lease (or none, if it gave it up) is taken now rather than
+        after it expires; if another gateway was quicker, that one owns the stream."""
+        self._known.pop(stream, None)
         try:
-            await self._claim(stream, known.revision)
+            await self._look(stream, gone=owner)
         except Exception as exc:
             log.warning("desk_takeover_failed", stream=stream, error=repr(exc))
 

@@ -157,3 +157,25 @@ async def test_an_owner_answering_too_late_opens_no_second_purchase(
     )
     holds = Counter(r["token"] for r in rows)
     assert holds == Counter({t: 1 for t in tokens})
+
+
+async def test_a_gateway_that_stops_hands_its_events_to_another(
+    pool: asyncpg.Pool, routed: Start
+) -> None:
+    """A rolling restart: the owner stops (giving its leases up), and the next purchase taken
+    by the other gateway makes that one the owner, with nothing to conflict with."""
+    token, event_id, type_id = await small_event(pool, 10)
+    first, second = await routed(), await routed()
+    for gateway in (first, second):
+        status, body, _ = await buy(gateway, token, type_id)
+        assert status == 201, body
+    stream = f"event-{event_id}"
+    assert await second.owners.owner_of(stream) == first.owners.me
+
+    await first.owners.close()
+    status, body, _ = await buy(second, token, type_id)
+
+    assert status == 201, body
+    assert await second.owners.owner_of(stream) == second.owners.me
+    assert second.sales.desks.conflicts == 0
+    assert len(await held_seats(pool, event_id)) == 3
