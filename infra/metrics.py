@@ -133,7 +133,7 @@ OUTBOX_FAILURES = Counter(
 
 PDF_RENDER = Histogram(
     "linjerum_pdf_render_duration_seconds",
-    "Time to render a ticket's PDF or merge a purchase's, waiting for a render worker included",
+    "Time to render a ticket's or a purchase's PDF, waiting for a render worker included",
     ["step"],
     buckets=LATENCY_BUCKETS,
 )

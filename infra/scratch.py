@@ -39,8 +39,11 @@ async def scratch(settings: Settings, name: str, *, stream: bool = True) -> Asyn
         if stream:
             with contextlib.suppress(Exception):
                 nc = await nats.connect(own.nats_url)
+                js = nc.jetstream()
                 with contextlib.suppress(Exception):
-                    await nc.jetstream().delete_stream(own.nats_stream)
+                    await js.delete_stream(own.nats_stream)
+                with contextlib.suppress(Exception):
+                    await js.delete_key_value(own.desk_owners_bucket)
                 await nc.close()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

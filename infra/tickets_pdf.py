@@ -15,7 +15,6 @@ below it.
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -30,7 +29,6 @@ import zxingcpp
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from fpdf.fonts import CoreFont
-from pypdf import PdfReader, PdfWriter
 
 ENCODING = "windows-1252"
 PAGE_W, PAGE_H = 148.0, 105.0
@@ -93,18 +91,6 @@ def render_tickets(pages: Sequence[TicketPage]) -> bytes:
     for page in pages:
         _render_page(pdf, page)
     return bytes(pdf.output())
-
-
-def merge_pdfs(parts: Sequence[bytes]) -> bytes:
-    """Concatenate PDFs, so a purchase's document can be assembled from per-ticket ones."""
-    if not parts:
-        raise ValueError("nothing to merge")
-    writer = PdfWriter()
-    for part in parts:
-        writer.append(PdfReader(io.BytesIO(part)))
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
 
 
 # --- formatting -----------------------------------------------------------------------------------
@@ -352,8 +338,8 @@ def _qr(pdf: FPDF, content: str, x: float, y: float) -> None:
 
 def qr_matrix(content: str) -> list[bytes]:
     """The rows of a QR code at error level M, 1 for a dark module, without its quiet zone.
-    zxing-cpp's native encoder chooses the mask as the specification says in a twentieth of
-    the time segno's pure Python takes, which was a third of a page's rendering."""
+    zxing-cpp's native encoder chooses the mask as the specification says, 25 times faster
+    than segno's pure Python, whose choice was 40 % of a page's rendering."""
     symbol = zxingcpp.create_barcode(content, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
     image = memoryview(symbol.to_image(scale=1, add_quiet_zones=False))
     size = image.shape[0]
