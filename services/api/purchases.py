@@ -21,7 +21,6 @@ from services.api.http import decode_body, json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
 from services.usecases.ticket_resource import ticket_facts
-from services.usecases.ticketing import issued_tickets
 
 
 class Consumer(Payload):
@@ -203,15 +202,10 @@ async def create_purchase(request: web.Request) -> web.Response:
 
 
 async def get_purchase(request: web.Request) -> web.Response:
-    """Polled by buyers' pages until paid: the purchase's stream, then its tickets' once paid,
-    each read together with the other polls and webhooks of the moment."""
-    purchases = request.app[PURCHASES]
-    state, _ = await purchases.find(
+    """Polled by buyers' pages until paid (services/usecases/ticketing.py's Polls)."""
+    state, issued = await request.app[PURCHASES].polls.purchase(
         request.match_info["token"], api_key_of(request).organization_id
     )
-    issued = {}
-    if state.status == "paid":
-        issued = await issued_tickets(purchases.reads, [t.id for t in state.opened.tickets])
     return json_response(PurchaseResponse(purchase=purchase_view(state, issued)))
 
 

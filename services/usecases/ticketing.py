@@ -1,17 +1,17 @@
-"""Ticket commands: verify and scan at the gate, and the buyer's attendee edits. The index of
-what was handed out (infra/handed_out.py, written in the append's own transaction) only says
-which stream to look at, so a code works as soon as its purchase is acknowledged; every verdict
-is decided on the ticket's (or, before payment, the purchase's) own stream, and a scan is
-appended at the version it saw."""
+"""Ticket commands: verify and scan at the gate (`Gate`), the buyer's attendee edits, and a
+purchase with its tickets as buyers' pages poll it (`Polls`); what many requests read at one
+moment is read in one round trip (`infra.coalesce.Coalesced`). The index of what was handed out
+(infra/handed_out.py, written in the append's own transaction) only says which stream to look
+at, so a code works as soon as its purchase is acknowledged; every verdict is decided on the
+ticket's (or, before payment, the purchase's) own stream, and a scan is appended at the version
+it saw."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
 
 import asyncpg
 
@@ -21,6 +21,7 @@ from domain.purchasing import PurchaseState
 from domain.tickets import Reason, TicketState
 from infra import handed_out
 from infra.append_batcher import AppendBatcher
+from infra.coalesce import Coalesced
 from infra.eventstore import (
     ConcurrencyError,
     Metadata,
@@ -33,8 +34,6 @@ from infra.eventstore import (
 )
 
 MAX_SCAN_ATTEMPTS = 10
-K = TypeVar("K")
-V = TypeVar("V")
 _PURCHASE_REASON: dict[str, Reason] = {
     "pending_payment": "pending_payment",
     "cancelled": "cancelled",
@@ -75,12 +74,9 @@ async def load_tickets(
     return loaded
 
 
-async def issued_tickets(
-    reads: Coalesced[str, list[RecordedEvent]], ticket_ids: Sequence[int]
+def _issued(
+    ticket_ids: Sequence[int], found: Sequence[list[RecordedEvent]]
 ) -> dict[int, TicketState]:
-    """The issued tickets among `ticket_ids`, their streams read with whatever else `reads` is
-    asked for meanwhile (a buyer's poll, among hundreds in an on-sale)."""
-    found = await reads.get_many([streams.ticket(t) for t in ticket_ids])
     issued = {}
     for ticket_id, recorded in zip(ticket_ids, found, strict=True):
         state = tickets.replay_ticket(r.event() for r in recorded)
@@ -89,57 +85,54 @@ async def issued_tickets(
     return issued
 
 
+class Polls:
+    """A purchase with its issued tickets, as buyers' pages poll it until it is paid. Its
+    tickets never change once it is opened, so from the second poll on (on this gateway) the
+    purchase's stream and its tickets' come in one read, shared with the other polls and
+    webhooks of the moment (`reads`): the poll that shows `paid_at` waits for one round trip,
+    not two. The ticket ids of the last `remember` purchases polled are kept."""
+
+    def __init__(
+        self,
+        reads: Coalesced[str, list[RecordedEvent]],
+        find: Callable[[str, int], Awaitable[tuple[PurchaseState, int]]],
+        remember: int = 50_000,
+    ) -> None:
+        """`find`: the organization's purchase by token, NotFound for any other."""
+        self._reads = reads
+        self._find = find
+        self._remember = remember
+        self._ticket_ids: dict[str, list[int]] = {}
+
+    async def purchase(
+        self, token: str, organization_id: int
+    ) -> tuple[PurchaseState, dict[int, TicketState]]:
+        ids = self._ticket_ids.get(token)
+        if ids is None:
+            state, _ = await self._find(token, organization_id)
+            ids = self._keep(token, [t.id for t in state.opened.tickets])
+            if state.status != "paid":
+                return state, {}
+            found = await self._reads.get_many([streams.ticket(t) for t in ids])
+            return state, _issued(ids, found)
+        found = await self._reads.get_many([streams.purchase(token), *map(streams.ticket, ids)])
+        state = purchasing.replay_purchase(r.event() for r in found[0])
+        if state is None or state.opened.organization_id != organization_id:
+            raise NotFound("purchase not found", "token")
+        if state.status != "paid":
+            return state, {}
+        return state, _issued(ids, found[1:])
+
+    def _keep(self, token: str, ticket_ids: list[int]) -> list[int]:
+        if len(self._ticket_ids) >= self._remember:
+            del self._ticket_ids[next(iter(self._ticket_ids))]
+        self._ticket_ids[token] = ticket_ids
+        return ticket_ids
+
+
 async def load_purchase(pool: asyncpg.Pool, token: str) -> PurchaseState | None:
     recorded = await read_stream(pool, streams.purchase(token))
     return purchasing.replay_purchase(r.event() for r in recorded)
-
-
-class Coalesced(Generic[K, V]):
-    """Concurrent asks for keys, answered by one fetch of every key asked for while the fetch
-    before was under way: a round trip (and a pool connection) for many requests instead of
-    one each, which under load queue behind each other for connections and for the CPU."""
-
-    def __init__(self, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]], missing: V) -> None:
-        """`fetch`: the keys' values in one round trip; `missing` for a key it did not find."""
-        self._fetch = fetch
-        self._missing = missing
-        self._asked: dict[K, list[asyncio.Future[V]]] = {}
-        self._worker: asyncio.Task[None] | None = None
-
-    async def get(self, key: K) -> V:
-        return await self._ask(key)
-
-    async def get_many(self, keys: Sequence[K]) -> list[V]:
-        """The keys' values, in their order, from the same fetch."""
-        futures = [self._ask(key) for key in keys]
-        return [await future for future in futures]
-
-    def _ask(self, key: K) -> asyncio.Future[V]:
-        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
-        self._asked.setdefault(key, []).append(future)
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._work())
-        return future
-
-    async def _work(self) -> None:
-        while self._asked:
-            asked, self._asked = self._asked, {}
-            waiting = [future for futures in asked.values() for future in futures]
-            try:
-                found = await self._fetch(list(asked))
-            except Exception as exc:
-                for future in waiting:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            except BaseException:
-                for future in waiting:
-                    future.cancel()
-                raise
-            for key, futures in asked.items():
-                for future in futures:
-                    if not future.done():  # its caller may have stopped waiting
-                        future.set_result(found.get(key, self._missing))
 
 
 class Gate:

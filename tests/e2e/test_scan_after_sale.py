@@ -2,7 +2,7 @@
 with no projector running (in these tests the read models move only when a test rebuilds them,
 tests/e2e/conftest.py), while a crowd of gates on two gateways scans together: their reads and
 their scans are batched (services/usecases/ticketing.py's Gate), and no code may be answered
-for another, refused, or admitted twice."""
+for another, refused, or admitted twice; the buyer's page, polled again, shows them scanned."""
 
 from __future__ import annotations
 
@@ -80,3 +80,12 @@ async def test_paid_tickets_scan_at_once_among_many_gates(
         [f"ticket-{t['id']}" for _, body in created for t in body["purchase"]["tickets"]],
     )
     assert stored == len(codes)
+
+    # The buyer's page, polled again, shows its tickets scanned; to another organization it
+    # is not found, though this gateway has seen it before.
+    first = created[0][1]["purchase"]["token"]
+    response = await api.get(f"/api/v1/purchases/{first}", headers=bearer(token))
+    shown = (await response.json())["purchase"]["tickets"]
+    assert [(t["is_scanned"], t["scan_count"]) for t in shown] == [(True, 1)] * TICKETS_EACH
+    response = await api.get(f"/api/v1/purchases/{first}", headers=bearer(demo_token))
+    assert response.status == 404
