@@ -25,6 +25,7 @@ from domain.purchasing import PurchaseOpened, PurchaseRequest, PurchaseState
 from domain.sales import PaymentProcessingUnavailable
 from domain.seating import RowKey
 from infra.append_batcher import AppendBatcher
+from infra.coalesce import Coalesced
 from infra.codes import random_code
 from infra.eventstore import (
     NO_STREAM,
@@ -139,7 +140,8 @@ class Purchases:
         self.gate = ticketing.Gate(pool, self.recorder)
         # Buyers' polls and Stripe's webhooks read purchase streams by the hundred at once in
         # an on-sale: one round trip for all that ask together, not a pool connection each.
-        self.reads = ticketing.Coalesced(lambda ids: read_streams(pool, ids), [])
+        self.reads = Coalesced(lambda ids: read_streams(pool, ids), [])
+        self.polls = ticketing.Polls(self.reads, self.find)
         self.catalog = Catalog(pool)
         self.ids = catalog_commands.IdReserve(writer or pool)
         self.hold = timedelta(minutes=hold_minutes)
