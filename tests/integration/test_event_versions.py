@@ -11,12 +11,10 @@ from typing import ClassVar
 
 import asyncpg
 import msgspec
-import nats
 import pytest
 
 from domain import upcasting
 from domain.events import Event
-from infra.bus import ensure_stream
 from infra.eventstore import (
     NO_STREAM,
     Metadata,
@@ -72,15 +70,6 @@ def upcasters(monkeypatch: pytest.MonkeyPatch) -> None:
     registry = upcasting.Upcasters()
     registry.register("GateCounted", 1, lambda raw: {"visitors": raw["count"], "gate": "main"})
     monkeypatch.setattr(upcasting, "UPCASTERS", registry)
-
-
-@pytest.fixture
-async def js(settings: Settings):
-    nc = await nats.connect(settings.nats_url)
-    js = nc.jetstream()
-    await ensure_stream(js, settings)
-    yield js
-    await nc.close()
 
 
 async def _append_first_version(pool: asyncpg.Pool, stream: str, count: int) -> None:

@@ -13,12 +13,10 @@ from typing import ClassVar
 
 import asyncpg
 import msgspec
-import nats
 import pytest
 
 from domain.events import Event, encode_event
 from domain.inventory import events as inventory
-from infra.bus import ensure_stream
 from infra.eventstore import ANY_VERSION, Metadata, PendingAppend, RecordedEvent, append
 from infra.settings import Settings
 from projections.availability import AvailabilityProjection
@@ -37,15 +35,6 @@ from tests.integration.sample_projection import TallyCounted, TallyProjection
 
 META = Metadata(actor="test")
 TABLE = f"{live_schema(TallyProjection())}.tallies"
-
-
-@pytest.fixture
-async def js(settings: Settings):
-    nc = await nats.connect(settings.nats_url)
-    js = nc.jetstream()
-    await ensure_stream(js, settings)
-    yield js
-    await nc.close()
 
 
 @contextlib.asynccontextmanager

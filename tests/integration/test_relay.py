@@ -12,7 +12,6 @@ from collections import defaultdict
 import asyncpg
 import msgspec
 import nats
-import pytest
 
 from infra.bus import ensure_stream
 from infra.eventstore import (
@@ -30,15 +29,6 @@ from tests.integration.sample_projection import TallyCounted
 from tests.servers import OwnNats, on_own_nats
 
 META = Metadata(actor="test")
-
-
-@pytest.fixture
-async def js(settings: Settings):
-    nc = await nats.connect(settings.nats_url)
-    js = nc.jetstream()
-    await ensure_stream(js, settings)
-    yield js
-    await nc.close()
 
 
 async def _published(js, settings: Settings) -> list[RecordedEvent]:
