@@ -217,6 +217,20 @@ async def prepare(settings: Settings, args: argparse.Namespace) -> Setup:
         await pool.close()
 
 
+async def committed(database_url: str) -> int:
+    """Transactions committed in the run's database so far (each statement outside a
+    transaction is one): how many round trips that wake PostgreSQL an order costs. Backends
+    report their counts about once a second, so the figure is good to a second's worth."""
+    pool = await create_pool(database_url, 1)
+    try:
+        count: int = await pool.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+    finally:
+        await pool.close()
+    return count
+
+
 async def scans(base: str, key: str, codes: list[str], cpu: Cpu, args: argparse.Namespace) -> Any:
     """Every issued ticket scanned once, right after the last order was seen paid."""
     headers = {"Authorization": f"Bearer {key}"}
@@ -254,9 +268,11 @@ async def main(args: argparse.Namespace) -> None:
             cpu = Cpu(process_tree([run]), database_name(settings))
             lag = LagSampler(settings.database_url)
             await lag.start()
+            commits = -await committed(settings.database_url)
             cpu.start()
             shares, load_cpu = await load.run(clients.run)
             cpu.stop()
+            commits += await committed(settings.database_url)
             cpu.add("load generator", load_cpu)
             orders = Orders.merged(shares)
             scan_cpu = Cpu(process_tree([run]), database_name(settings))
@@ -270,6 +286,11 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             await pool.close()
     report(args, setup, orders, scanned, cpu, stored.oversold(setup.event.capacity))
+    per_order = commits / max(len(orders.paid_at), 1)
+    print(
+        f"database transactions during the orders: {commits}, {per_order:.1f} per paid order"
+        " (every process's; a statement outside a transaction is one)"
+    )
     print(
         "read models behind the event store (append's commit -> row visible, sampled every 10 ms):"
     )
