@@ -334,8 +334,11 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
     received: list[int] = []
 
     def stop(signum: int) -> None:
+        # Once: a second signal (a run's child gets the kernel's SIGTERM and its own at once
+        # when the run dies) would cancel the shutdown itself half-way.
+        if not received:
+            task.cancel()
         received.append(signum)
-        task.cancel()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop, signum)

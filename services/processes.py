@@ -17,6 +17,7 @@ import fcntl
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
@@ -292,6 +293,10 @@ def _follow_parent(own: str) -> Siblings:
             for group, state in msgspec.json.decode(line, type=dict[str, str]).items():
                 if group != own:
                     _mark(readiness, f"process:{group}", running=state == "running")
+        # Nobody is left to SIGKILL this process if its shutdown hangs: it does so itself.
+        watchdog = threading.Timer(STOP_GRACE_SECONDS, os._exit, args=(1,))
+        watchdog.daemon = True
+        watchdog.start()
         os.kill(os.getpid(), signal.SIGTERM)
 
     return follow
