@@ -94,8 +94,13 @@ class Desk(Generic[S]):
         stream_id: str,
         kind: Kind[S],
         snapshot_every: int = snapshots.SNAPSHOT_EVERY,
+        snapshot_pool: asyncpg.Pool | None = None,
     ) -> None:
+        """`snapshot_pool`: where snapshots are written (default `pool`): a write holds its
+        connection for as long as a large state takes to store, which a desk's appends on a
+        small writers' pool should not wait behind."""
         self._pool = pool
+        self._snapshot_pool = snapshot_pool or pool
         self.stream_id = stream_id
         self._kind = kind
         self.cached: Cached[S] = Cached(kind.initial())
@@ -220,7 +225,7 @@ class Desk(Generic[S]):
     async def _write_snapshot(self, codec: snapshots.Codec[S], state: S, version: int) -> None:
         try:
             data = await asyncio.to_thread(codec.encode, state)
-            await snapshots.save(self._pool, self.stream_id, version, data, codec)
+            await snapshots.save(self._snapshot_pool, self.stream_id, version, data, codec)
         except Exception as exc:
             log.warning(
                 "snapshot_write_failed", stream=self.stream_id, version=version, error=repr(exc)
@@ -388,14 +393,16 @@ def _states(companions: dict[str, Cached[Any]]) -> dict[str, Any]:
 class Desks:
     """The desks of this process, one per aggregate stream, created on first use."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, snapshot_pool: asyncpg.Pool | None = None) -> None:
         self._pool = pool
+        self._snapshot_pool = snapshot_pool
         self._desks: dict[str, Desk[Any]] = {}
 
     def get(self, stream_id: str, kind: Kind[S]) -> Desk[S]:
         desk = self._desks.get(stream_id)
         if desk is None:
-            desk = self._desks[stream_id] = Desk(self._pool, stream_id, kind)
+            desk = Desk(self._pool, stream_id, kind, snapshot_pool=self._snapshot_pool)
+            self._desks[stream_id] = desk
         return desk
 
     @property

@@ -134,7 +134,7 @@ class Purchases:
         self.pool = pool
         self.payments = payments
         self.publishable_key = publishable_key
-        self.desks = Desks(writer or pool)
+        self.desks = Desks(writer or pool, snapshot_pool=pool)
         self.recorder = AppendBatcher(writer or pool)
         # The gates' scans are group-committed with the payments: neither decides on another.
         self.gate = ticketing.Gate(pool, self.recorder)
