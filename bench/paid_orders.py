@@ -231,6 +231,41 @@ async def committed(database_url: str) -> int:
     return count
 
 
+MAIL_WAIT_SECONDS = 180.0
+
+_MAILED = """
+SELECT count(*) FILTER (WHERE kind = 'confirmation' AND sent_at IS NOT NULL) AS sent,
+       max(sent_at) FILTER (WHERE kind = 'confirmation') AS last_sent,
+       (SELECT max(recorded_at) FROM events WHERE type = 'PurchasePaid') AS last_paid
+FROM mail_outbox
+"""
+
+
+async def mailed(database_url: str, paid: int) -> str:
+    """The confirmation e-mails (PDF attached), which yield the cores to the sale and catch up
+    after it: waits (bounded) until every paid order's is sent, and says how long after the
+    last payment the last one went out."""
+    pool = await create_pool(database_url, 1)
+    try:
+        deadline = time.monotonic() + MAIL_WAIT_SECONDS
+        while True:
+            row = await pool.fetchrow(_MAILED)
+            if row["sent"] >= paid or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await pool.close()
+    behind = (
+        (row["last_sent"] - row["last_paid"]).total_seconds()
+        if row["last_sent"] and row["last_paid"]
+        else float("nan")
+    )
+    return (
+        f"confirmation e-mails (PDF attached, sent by a process at lower priority): {row['sent']}"
+        f" of {paid} sent, the last {behind:.1f} s after the last payment"
+    )
+
+
 async def scans(base: str, key: str, codes: list[str], cpu: Cpu, args: argparse.Namespace) -> Any:
     """Every issued ticket scanned once, right after the last order was seen paid."""
     headers = {"Authorization": f"Bearer {key}"}
@@ -278,6 +313,7 @@ async def main(args: argparse.Namespace) -> None:
             scan_cpu = Cpu(process_tree([run]), database_name(settings))
             scanned = await scans(base, setup.key, orders.codes, scan_cpu, args)
             lags = await lag.stop()
+            mail = await mailed(settings.database_url, len(orders.paid_at))
         finally:
             await run.stop()
         pool = await create_pool(settings.database_url, 2)
@@ -291,6 +327,7 @@ async def main(args: argparse.Namespace) -> None:
         f"database transactions during the orders: {commits}, {per_order:.1f} per paid order"
         " (every process's; a statement outside a transaction is one)"
     )
+    print(mail)
     print(
         "read models behind the event store (append's commit -> row visible, sampled every 10 ms):"
     )

@@ -90,8 +90,11 @@ class Cpu:
 
     def _sample(self) -> dict[str, float]:
         machine = psutil.cpu_times()
-        sample = {name: _cpu_seconds([p]) for name, p in self._servers.items()}
+        sample = {name: _cpu_seconds(self._with_helpers(p)) for name, p in self._servers.items()}
         sample["database"] = _cpu_seconds(self._backends())
+        sample["nats-server"] = _cpu_seconds(
+            [p for p in psutil.process_iter(["name"]) if p.info["name"] == "nats-server"]
+        )
         sample["load generator"] = time.process_time()
         sample["machine"] = (
             machine.user
@@ -99,6 +102,19 @@ class Cpu:
             + sum(getattr(machine, extra, 0.0) for extra in ("nice", "irq", "softirq"))
         )
         return sample
+
+    def _with_helpers(self, server: psutil.Process) -> list[psutil.Process]:
+        """A server and the processes it started that are not servers named on their own (a
+        group's PDF workers count as the group's), by their pids at this moment."""
+        named = {p.pid for p in self._servers.values()}
+        found, todo = [server], [server]
+        while todo:
+            with contextlib.suppress(psutil.Error):
+                for child in todo.pop().children():
+                    if child.pid not in named:
+                        found.append(child)
+                        todo.append(child)
+        return found
 
     def start(self) -> None:
         self._started = time.perf_counter()

@@ -167,6 +167,11 @@ def test_run_from_an_empty_folder_seeds_once_and_stops_cleanly(tmp_path: Path) -
         service.wait_healthy()
         children = _children(service.proc.pid)
         assert set(children) == GROUPS
+        # What can wait (mail, expiries, refunds) yields the cores to the sale.
+        niceness = {group: psutil.Process(pid).nice() for group, pid in children.items()}
+        assert niceness == {"gateway": 0, "relay+projector": 0, "sweeper+mailer+payments": 10}
+        autogroup = Path(f"/proc/{children['sweeper+mailer+payments']}/autogroup").read_text()
+        assert autogroup.split()[-1] == "10"
         out = service.output.read_text()
         assert out.count("demo API key (det-ny-teater): tk_live_") == 1
         assert out.count("linjerum is running on") == 1
