@@ -69,6 +69,10 @@ class CatalogProjection:
             UNIQUE (organization_id, code));
     """
 
+    @property
+    def handles(self) -> frozenset[str]:
+        return frozenset(_HANDLED)
+
     async def apply(self, conn: asyncpg.Connection, schema: str, event: RecordedEvent) -> None:
         if event.type not in _HANDLED:
             return

@@ -17,6 +17,7 @@ from infra.mail_outbox import enqueue
 class ConfirmationsProjection:
     name: ClassVar[str] = "confirmations"
     categories: ClassVar[tuple[str, ...]] = ("purchase",)
+    handles: ClassVar[frozenset[str]] = frozenset({"PurchasePaid"})
     tables_sql: ClassVar[str] = "CREATE TABLE {schema}.queued (purchase_token text PRIMARY KEY)"
 
     async def apply_all(
@@ -24,7 +25,7 @@ class ConfirmationsProjection:
     ) -> None:
         """The batch's paid purchases marked in one statement; each message queued on its own
         (the outbox folds a purchase's second confirmation into its first)."""
-        tokens = [streams.purchase_token(e.stream_id) for e in events if e.type == "PurchasePaid"]
+        tokens = [streams.purchase_token(e.stream_id) for e in events if e.type in self.handles]
         if not tokens:
             return
         await conn.execute(

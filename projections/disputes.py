@@ -15,6 +15,7 @@ from projections.framework import live_schema
 class DisputesProjection:
     name: ClassVar[str] = "disputes"
     categories: ClassVar[tuple[str, ...]] = (streams.PURCHASE,)
+    handles: ClassVar[frozenset[str]] = frozenset({"PaymentDisputed"})
     tables_sql: ClassVar[str] = """
         CREATE TABLE {schema}.disputes (
             dispute_id text PRIMARY KEY, organization_id bigint NOT NULL,
@@ -25,7 +26,7 @@ class DisputesProjection:
     """
 
     async def apply(self, conn: asyncpg.Connection, schema: str, event: RecordedEvent) -> None:
-        if event.type != "PaymentDisputed":
+        if event.type not in self.handles:
             return
         e = event.event()
         assert isinstance(e, purchasing.PaymentDisputed)

@@ -25,6 +25,15 @@ class Projection(Protocol):
     tables_sql: ClassVar[str]
 
 
+def passes_by(projection: Projection, events: Sequence[RecordedEvent]) -> bool:
+    """True when no event of `events` can change the read model: the projection names the event
+    types it reads (`handles`, optional) and none is among them. The live projector then moves
+    the checkpoint later, with the next batch that counts (or when the stream goes quiet),
+    instead of a transaction per batch for a read model that a sale's events pass by."""
+    handles: frozenset[str] | None = getattr(projection, "handles", None)
+    return handles is not None and not any(e.type in handles for e in events)
+
+
 @runtime_checkable
 class OneByOne(Projection, Protocol):
     async def apply(self, conn: asyncpg.Connection, schema: str, event: RecordedEvent) -> None: ...

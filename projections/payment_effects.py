@@ -29,13 +29,17 @@ class PaymentEffectsProjection:
         " (purchase_token text PRIMARY KEY, intent_id text NOT NULL)"
     )
 
+    @property
+    def handles(self) -> frozenset[str]:
+        return frozenset(_RUNS) | frozenset(_ONE_BY_ONE)
+
     async def apply_all(
         self, conn: asyncpg.Connection, schema: str, events: Sequence[RecordedEvent]
     ) -> None:
         """In runs of one event type, in order: the intents an on-sale creates and its payments
         take a statement per run; the rarer events, which queue work, one at a time."""
         table = f"{schema}.payable_intents"
-        handled = [e for e in events if e.type in _RUNS or e.type in _ONE_BY_ONE]
+        handled = [e for e in events if e.type in self.handles]
         for kind, run in itertools.groupby(handled, key=lambda e: e.type):
             if kind in _RUNS:
                 await _RUNS[kind](conn, table, list(run))

@@ -16,12 +16,13 @@ from infra.mail_outbox import enqueue
 class RefundMailProjection:
     name: ClassVar[str] = "refund_mail"
     categories: ClassVar[tuple[str, ...]] = (streams.PURCHASE,)
+    handles: ClassVar[frozenset[str]] = frozenset({"RefundDecided", "RefundReported"})
     tables_sql: ClassVar[str] = (
         "CREATE TABLE {schema}.queued (refund_id text PRIMARY KEY, purchase_token text NOT NULL)"
     )
 
     async def apply(self, conn: asyncpg.Connection, schema: str, event: RecordedEvent) -> None:
-        if event.type not in ("RefundDecided", "RefundReported"):
+        if event.type not in self.handles:
             return
         refund = event.event()
         assert isinstance(refund, purchasing.RefundDecided | purchasing.RefundReported)

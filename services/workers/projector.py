@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -28,6 +29,7 @@ from projections.framework import (
     apply_batch,
     ensure_live_schema,
     live_schema,
+    passes_by,
     read_checkpoint,
     read_stream_seq,
 )
@@ -36,6 +38,29 @@ from services.health import behind
 log = structlog.get_logger(__name__)
 
 _decoder = msgspec.json.Decoder(RecordedEvent)
+
+# How long the checkpoint of a read model that the last batches passed by may stay behind them
+# while more messages keep coming (at once when the stream goes quiet).
+PASSED_SECONDS = 0.05
+MIN_WAIT = 0.001  # nats-py's fetch needs a timeout above zero
+
+
+@dataclass
+class Passed:
+    """The last of the messages that changed nothing in the read model since its checkpoint
+    last moved, and when the first of them came."""
+
+    message: Msg
+    event: RecordedEvent
+    since: float
+
+    @classmethod
+    def after(cls, before: Passed | None, message: Msg, event: RecordedEvent) -> Passed:
+        return cls(message, event, before.since if before else time.monotonic())
+
+    def wait(self) -> float:
+        """Seconds left before the checkpoint must move."""
+        return max(0.0, self.since + PASSED_SECONDS - time.monotonic())
 
 
 def consumer_name(projection: Projection) -> str:
@@ -139,26 +164,42 @@ class Projector:
                 self._settings.database_url, server_settings={"synchronous_commit": "off"}
             )
             stack.push_async_callback(conn.close)
+            passed: Passed | None = None
             while True:
-                messages = await self._next_batch(sub)
-                if not messages:
-                    continue
-                events = [_decoder.decode(m.data) for m in messages]
-                last_seq = messages[-1].metadata.sequence.stream
-                self.applied += await apply_batch(conn, self.projection, events, last_seq)
-                _tell_applied(self.projection, events)
-                if self.record_lag:
-                    now = time.time()
-                    self.lag_samples.extend(now - e.recorded_at.timestamp() for e in events)
-                await messages[-1].ack()
+                wait = 1.0 if passed is None else passed.wait()
+                messages = await self._next_batch(sub, wait)
+                if messages:
+                    events = [_decoder.decode(m.data) for m in messages]
+                    if passes_by(self.projection, events):
+                        passed = Passed.after(passed, messages[-1], events[-1])
+                    else:
+                        passed = None
+                        await self._apply(conn, messages, events)
+                        continue
+                if passed is not None and (not messages or passed.wait() == 0):
+                    await self._apply(conn, [passed.message], [passed.event])
+                    passed = None
 
-    async def _next_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+    async def _apply(
+        self, conn: asyncpg.Connection, messages: list[Msg], events: list[RecordedEvent]
+    ) -> None:
+        """A batch and the checkpoint after its last message in one transaction; then the
+        messages up to it are acknowledged."""
+        last_seq = messages[-1].metadata.sequence.stream
+        self.applied += await apply_batch(conn, self.projection, events, last_seq)
+        _tell_applied(self.projection, events)
+        if self.record_lag:
+            now = time.time()
+            self.lag_samples.extend(now - e.recorded_at.timestamp() for e in events)
+        await messages[-1].ack()
+
+    async def _next_batch(self, sub: JetStreamContext.PullSubscription, wait: float) -> list[Msg]:
         """The next message as soon as it arrives, with whatever else is already there (empty after
-        an idle second). One pull for a whole batch would hold the first message back until
-        the batch fills or the pull expires."""
+        `wait` seconds without one). One pull for a whole batch would hold the first message
+        back until the batch fills or the pull expires."""
         messages: list[Msg] = []
         with contextlib.suppress(NatsTimeout, TimeoutError):
-            messages = await sub.fetch(1, timeout=1.0)
+            messages = await sub.fetch(1, timeout=max(wait, MIN_WAIT))
             if self._batch_size > 1:
                 messages += await sub.fetch(self._batch_size - 1, timeout=self._gather)
         _raise_if_cancelled()

@@ -14,6 +14,12 @@ class TallyCounted(Event, frozen=True):
     amount: int
 
 
+class TallyNoted(Event, frozen=True):
+    """An event of the tally streams that no tally counts."""
+
+    note: str
+
+
 class TallyProjection:
     """Per stream: the sum of amounts and the versions seen, so a double apply or a gap shows."""
 
@@ -35,3 +41,16 @@ class TallyProjection:
             counted.amount,
             event.version,
         )
+
+
+class CountedOnlyProjection(TallyProjection):
+    """The tallies again, of streams of their own, naming the one event type that changes them:
+    the live projector may move its checkpoint late past the others."""
+
+    name: ClassVar[str] = "tally_counted"
+    categories: ClassVar[tuple[str, ...]] = ("counted",)
+    handles: ClassVar[frozenset[str]] = frozenset({"TallyCounted"})
+
+    async def apply(self, conn: asyncpg.Connection, schema: str, event: RecordedEvent) -> None:
+        if event.type in self.handles:
+            await super().apply(conn, schema, event)

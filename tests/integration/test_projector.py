@@ -31,7 +31,12 @@ from projections.framework import (
 from projections.rebuild import rebuild
 from services.workers.projector import Projector
 from services.workers.relay import Relay
-from tests.integration.sample_projection import TallyCounted, TallyProjection
+from tests.integration.sample_projection import (
+    CountedOnlyProjection,
+    TallyCounted,
+    TallyNoted,
+    TallyProjection,
+)
 
 META = Metadata(actor="test")
 TABLE = f"{live_schema(TallyProjection())}.tallies"
@@ -103,6 +108,43 @@ async def test_projector_killed_mid_stream_ends_like_a_rebuild(
         assert versions == list(range(1, len(versions) + 1)), f"{stream_id}: {versions}"
     await rebuild(pool, TallyProjection())
     assert await _rows(pool) == live
+
+
+async def test_events_that_pass_a_read_model_by_move_its_checkpoint_without_losing_one(
+    pool: asyncpg.Pool, js, settings: Settings
+) -> None:
+    """A read model that names the events it reads skips the transaction of a batch holding
+    none of them; a counted event among hundreds that are not is applied all the same, and once
+    the stream is quiet the checkpoint stands at the last event."""
+    run = uuid.uuid4().hex[:8]
+    projection = CountedOnlyProjection()
+    table = f"{live_schema(projection)}.tallies"
+    stream = f"counted-{run}"
+
+    async def note(count: int) -> None:
+        for n in range(count):
+            await append(
+                pool, [PendingAppend(stream, ANY_VERSION, [TallyNoted(note=str(n))])], META
+            )
+
+    async def caught_up() -> bool:
+        head = await pool.fetchrow(
+            "SELECT tx_id::text::bigint AS tx_id, position FROM events WHERE stream_id = $1"
+            " ORDER BY version DESC LIMIT 1",
+            stream,
+        )
+        checkpoint = await read_checkpoint(pool, live_schema(projection))
+        return (checkpoint.tx_id, checkpoint.position) == (head["tx_id"], head["position"])
+
+    relay = Relay(pool, js, settings, name=f"pb-{run}")
+    projector = Projector(pool, js, settings, projection, batch_size=5)
+    async with running(relay.run()), running(projector.run()):
+        await note(120)
+        await append(pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=7)])], META)
+        await note(80)
+        await _wait_for(caught_up)
+        rows = await pool.fetch(f"SELECT total, versions FROM {table} WHERE stream_id = $1", stream)
+    assert [tuple(r) for r in rows] == [(7, [121])]
 
 
 async def _applied_at_least(projector: Projector, n: int) -> bool:
