@@ -152,11 +152,15 @@ async def apply_events(
 
 
 @contextlib.asynccontextmanager
-async def _locked(conn: asyncpg.Connection, projection: Projection) -> AsyncIterator[None]:
-    """A transaction holding the projection's lock, begun in one round trip (asyncpg's
-    `transaction()` sends BEGIN on its own): the live projector runs one per batch."""
+async def _locked(
+    conn: asyncpg.Connection, projections: Sequence[Projection]
+) -> AsyncIterator[None]:
+    """A transaction holding the projections' locks (in one order, so two holders never wait on
+    each other), begun in one round trip (asyncpg's `transaction()` sends BEGIN on its own):
+    the live projector runs one per batch."""
+    locks = ", ".join(f"pg_advisory_xact_lock({key})" for key in sorted(map(lock_key, projections)))
     try:
-        await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({lock_key(projection)})")
+        await conn.execute(f"BEGIN; SELECT {locks}")
         yield
     except BaseException:
         if not conn.is_closed() and conn.is_in_transaction():
@@ -166,21 +170,69 @@ async def _locked(conn: asyncpg.Connection, projection: Projection) -> AsyncIter
     await conn.execute("COMMIT")
 
 
+async def _read_checkpoints(conn: asyncpg.Connection, schemas: Sequence[str]) -> list[Position]:
+    """Every schema's checkpoint in one round trip, in the order of `schemas`."""
+    rows = await conn.fetch(
+        " UNION ALL ".join(
+            f"SELECT {n} AS n, tx_id::text::bigint AS tx_id, position FROM {schema}.checkpoint"
+            for n, schema in enumerate(schemas)
+        )
+    )
+    found = {row["n"]: Position(row["tx_id"], row["position"]) for row in rows}
+    return [found.get(n, START) for n in range(len(schemas))]
+
+
+def _move_checkpoints_sql(schemas: Sequence[str]) -> str:
+    """Every schema's checkpoint moved ($1: the stream sequence; per schema a transaction id and
+    a position) and the gateways told on the channels in the last parameter (at commit)."""
+    moves = ", ".join(
+        f"m{n} AS (UPDATE {schema}.checkpoint SET tx_id = ${2 * n + 2}::text::xid8,"
+        f" position = ${2 * n + 3}, stream_seq = greatest(stream_seq, coalesce($1, stream_seq))"
+        " RETURNING 1)"
+        for n, schema in enumerate(schemas)
+    )
+    told = 2 * len(schemas) + 2
+    return f"WITH {moves} SELECT pg_notify(c, '') FROM unnest(${told}::text[]) AS c"
+
+
+async def apply_together(
+    conn: asyncpg.Connection,
+    projections: Sequence[Projection],
+    events: Sequence[RecordedEvent],
+    stream_seq: int | None = None,
+) -> int:
+    """The live projector's unit of work for the read models it keeps: their rows and
+    checkpoints commit together or not at all, and gateways hear of a read model's change when
+    it commits. Four round trips and the read models' own statements, however many read models
+    and events: one consumer and one transaction for all instead of one each. Each read model
+    skips what its checkpoint says it has, applies the events of its categories and moves its
+    checkpoint to the batch's last event. Returns how many events were new, summed over the
+    read models."""
+    schemas = [live_schema(p) for p in projections]
+    async with _locked(conn, projections):
+        checkpoints = await _read_checkpoints(conn, schemas)
+        moved: list[object] = []
+        channels = []
+        applied = 0
+        for projection, schema, checkpoint in zip(projections, schemas, checkpoints, strict=True):
+            new = [e for e in events if e.global_position > checkpoint]
+            mine = [e for e in new if streams.category(e.stream_id) in projection.categories]
+            if mine:
+                await _apply(conn, projection, schema, mine)
+                if not passes_by(projection, mine):
+                    channels.append(read_model_channel(projection.name))
+            last = new[-1].global_position if new else checkpoint
+            moved += [str(last.tx_id), last.position]
+            applied += len(new)
+        await conn.execute(_move_checkpoints_sql(schemas), stream_seq, *moved, channels)
+    return applied
+
+
 async def apply_batch(
     conn: asyncpg.Connection,
     projection: Projection,
     events: Sequence[RecordedEvent],
     stream_seq: int | None = None,
 ) -> int:
-    """The live projector's unit of work: rows and checkpoint commit together or not at all, and
-    gateways hear of the change when it commits. Four round trips and the projection's own
-    statements, however many events the batch holds."""
-    async with _locked(conn, projection):
-        return await apply_events(
-            conn,
-            projection,
-            live_schema(projection),
-            events,
-            stream_seq,
-            read_model_channel(projection.name),
-        )
+    """One read model's live unit of work (`apply_together` of one)."""
+    return await apply_together(conn, [projection], events, stream_seq)

@@ -1,5 +1,7 @@
-"""The projector worker: one durable JetStream pull consumer per read model, each batch applied
-with its checkpoint in one transaction and acknowledged only after that commit."""
+"""The projector worker: one durable JetStream pull consumer for the read models it keeps, each
+batch applied to all of them with their checkpoints in one transaction and acknowledged only
+after that commit. A read model whose batch fails while the others' do not is set apart: it goes
+on with a consumer of its own, retrying from its checkpoint, and holds the others up no longer."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +27,11 @@ from domain import streams
 from infra.bus import ensure_stream
 from infra.eventstore import RecordedEvent
 from infra.settings import Settings
-from infra.supervise import OUTAGES, serve_forever
+from infra.supervise import OUTAGES, serve_forever, stop_task
 from projections.framework import (
     Projection,
     apply_batch,
+    apply_together,
     ensure_live_schema,
     live_schema,
     passes_by,
@@ -63,8 +68,16 @@ class Passed:
         return max(0.0, self.since + PASSED_SECONDS - time.monotonic())
 
 
-def consumer_name(projection: Projection) -> str:
-    return f"projection_{projection.name}"
+def consumer_name(*projections: Projection) -> str:
+    """`projection_NAME` for one read model; for several, a name that changes with the set."""
+    if len(projections) == 1:
+        return f"projection_{projections[0].name}"
+    names = "+".join(sorted(p.name for p in projections))
+    return f"projections_{zlib.crc32(names.encode()):08x}"
+
+
+def _categories(projections: Sequence[Projection]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(c for p in projections for c in p.categories))
 
 
 def _filter(prefix: str, categories: tuple[str, ...]) -> dict[str, Any]:
@@ -77,22 +90,23 @@ def _filter(prefix: str, categories: tuple[str, ...]) -> dict[str, Any]:
 
 
 class Projector:
-    """Keeps one read model up to date; several instances may run, the lock orders them."""
+    """Keeps read models up to date; several instances may run, the locks order them."""
 
     def __init__(
         self,
         pool: asyncpg.Pool,
         js: JetStreamContext,
         settings: Settings,
-        projection: Projection,
-        *,
+        *projections: Projection,
         batch_size: int = 2000,
         gather_seconds: float = 0.002,
     ) -> None:
         self._pool = pool
         self._js = js
         self._settings = settings
-        self.projection = projection
+        self.projections = list(projections)
+        self._consumer = consumer_name(*projections)
+        self._set_apart: list[asyncio.Task[None]] = []
         self._batch_size = batch_size
         self._gather = gather_seconds
         self.applied = 0
@@ -101,7 +115,12 @@ class Projector:
         self._started = False
 
     async def run(self) -> None:
-        await serve_forever(self._serve, "projector", projection=self.projection.name)
+        names = ",".join(p.name for p in self.projections)
+        try:
+            await serve_forever(self._serve, "projector", projection=names)
+        finally:
+            for task in self._set_apart:
+                await stop_task(task)
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
         """(Re)create the durable consumer at the checkpoint kept in PostgreSQL, which is the
@@ -109,14 +128,19 @@ class Projector:
         committed message, never with a gap that a later redelivery would have to fill."""
         stream = self._settings.nats_stream
         await ensure_stream(self._js, self._settings)
-        await ensure_live_schema(self._pool, self.projection)
-        resume_after = await read_stream_seq(self._pool, live_schema(self.projection))
+        for projection in self.projections:
+            await ensure_live_schema(self._pool, projection)
+        resume_after = min(
+            [await read_stream_seq(self._pool, live_schema(p)) for p in self.projections]
+        )
         info = await self._js.stream_info(stream)
         if resume_after > info.state.last_seq:
-            log.warning("projector_stream_reset", projection=self.projection.name)
+            log.warning("projector_stream_reset", consumer=self._consumer)
             resume_after = 0
-        await self._tell_start(resume_after)
-        name = consumer_name(self.projection)
+        for projection in self.projections:
+            await self._tell_start(projection, resume_after)
+        self._started = True
+        name = self._consumer
         with contextlib.suppress(NotFoundError):
             await self._js.delete_consumer(stream, name)
         prefix = self._settings.subject_prefix
@@ -129,29 +153,28 @@ class Projector:
                 ack_policy=AckPolicy.ALL,
                 ack_wait=60,
                 max_ack_pending=20_000,
-                **_filter(prefix, self.projection.categories),
+                **_filter(prefix, _categories(self.projections)),
             ),
         )
         return await self._js.pull_subscribe_bind(durable=name, stream=stream)
 
-    async def _tell_start(self, resume_after: int) -> None:
+    async def _tell_start(self, projection: Projection, resume_after: int) -> None:
         """One line when the projector starts and each time it resumes after a failure: the
         stream sequence it resumes after and how far its read model is behind the event store.
         Both servers answered to get here."""
         OUTAGES.up("postgresql")
         OUTAGES.up("nats")
-        schema = live_schema(self.projection)
+        schema = live_schema(projection)
         lag = await behind(
-            self._pool, await read_checkpoint(self._pool, schema), self.projection.categories
+            self._pool, await read_checkpoint(self._pool, schema), projection.categories
         )
         log.info(
             "projector_resumed" if self._started else "projector_started",
-            projection=self.projection.name,
+            projection=projection.name,
             stream_seq=resume_after,
             behind_events=lag["events"],
             behind_seconds=lag["seconds"],
         )
-        self._started = True
 
     async def _serve(self) -> None:
         async with contextlib.AsyncExitStack() as stack:
@@ -170,7 +193,7 @@ class Projector:
                 messages = await self._next_batch(sub, wait)
                 if messages:
                     events = [_decoder.decode(m.data) for m in messages]
-                    if passes_by(self.projection, events):
+                    if all(passes_by(p, events) for p in self.projections):
                         passed = Passed.after(passed, messages[-1], events[-1])
                     else:
                         passed = None
@@ -183,15 +206,42 @@ class Projector:
     async def _apply(
         self, conn: asyncpg.Connection, messages: list[Msg], events: list[RecordedEvent]
     ) -> None:
-        """A batch and the checkpoint after its last message in one transaction; then the
+        """A batch and the checkpoints after its last message in one transaction; then the
         messages up to it are acknowledged."""
         last_seq = messages[-1].metadata.sequence.stream
-        self.applied += await apply_batch(conn, self.projection, events, last_seq)
-        _tell_applied(self.projection, events)
+        try:
+            self.applied += await apply_together(conn, self.projections, events, last_seq)
+        except Exception as exc:
+            if len(self.projections) == 1:
+                raise
+            await self._apply_apart(conn, events, last_seq, exc)
+        for projection in self.projections:
+            _tell_applied(projection, events)
         if self.record_lag:
             now = time.time()
             self.lag_samples.extend(now - e.recorded_at.timestamp() for e in events)
         await messages[-1].ack()
+
+    async def _apply_apart(
+        self, conn: asyncpg.Connection, events: list[RecordedEvent], last_seq: int, exc: Exception
+    ) -> None:
+        """The batch failed for the read models together: each is tried on its own. Those that
+        fail alone are set apart, each with a projector of its own that retries from its own
+        checkpoint; the others go on here. When all fail alone, the cause is not one read
+        model (the database went away): the batch's error goes to the retry loop."""
+        failed = []
+        for projection in self.projections:
+            try:
+                self.applied += await apply_batch(conn, projection, events, last_seq)
+            except Exception as alone:
+                failed.append((projection, alone))
+        if len(failed) == len(self.projections):
+            raise exc
+        for projection, alone in failed:
+            log.error("projection_set_apart", projection=projection.name, error=repr(alone))
+            self.projections.remove(projection)
+            single = Projector(self._pool, self._js, self._settings, projection)
+            self._set_apart.append(asyncio.create_task(single.run()))
 
     async def _next_batch(self, sub: JetStreamContext.PullSubscription, wait: float) -> list[Msg]:
         """The next message as soon as it arrives, with whatever else is already there (empty after

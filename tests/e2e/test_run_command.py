@@ -325,7 +325,7 @@ def _stop(proc: subprocess.Popen[bytes], signum: int) -> int:
 
 
 # What /healthz lists: one process's tasks, or the gateway's and its sibling processes'.
-SINGLE = {"gateway", "relay", "sweeper", "mailer", "projector:catalog"}
+SINGLE = {"gateway", "relay", "sweeper", "mailer", "projector"}
 SPLIT = {"gateway", "process:relay+projector", "process:sweeper+mailer+payments"}
 
 

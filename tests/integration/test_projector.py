@@ -29,7 +29,7 @@ from projections.framework import (
     read_checkpoint,
 )
 from projections.rebuild import rebuild
-from services.workers.projector import Projector
+from services.workers.projector import Projector, consumer_name
 from services.workers.relay import Relay
 from tests.integration.sample_projection import (
     CountedOnlyProjection,
@@ -145,6 +145,60 @@ async def test_events_that_pass_a_read_model_by_move_its_checkpoint_without_losi
         await _wait_for(caught_up)
         rows = await pool.fetch(f"SELECT total, versions FROM {table} WHERE stream_id = $1", stream)
     assert [tuple(r) for r in rows] == [(7, [121])]
+
+
+class _Poisoned(TallyProjection):
+    """Tallies of streams of their own, where a total that overflows fails the read model."""
+
+    name: ClassVar[str] = "tally_poisoned"
+    categories: ClassVar[tuple[str, ...]] = ("poisoned",)
+
+
+async def _totals(pool: asyncpg.Pool, projection: TallyProjection, stream: str) -> list[tuple]:
+    table = f"{live_schema(projection)}.tallies"
+    rows = await pool.fetch(f"SELECT total, versions FROM {table} WHERE stream_id = $1", stream)
+    return [tuple(r) for r in rows]
+
+
+async def test_read_models_kept_together_end_like_each_on_its_own(
+    pool: asyncpg.Pool, js, settings: Settings
+) -> None:
+    """One consumer and one transaction per batch for several read models: each applies the
+    events of its own categories once, and a read model that a batch fails alone is set apart
+    (a consumer of its own, retrying from its checkpoint) while the others go on."""
+    run = uuid.uuid4().hex[:8]
+    counted, poisoned = CountedOnlyProjection(), _Poisoned()
+    mine, bad = f"counted-{run}", f"poisoned-{run}"
+
+    async def add(stream: str, *amounts: int) -> None:
+        for amount in amounts:
+            await append(
+                pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=amount)])], META
+            )
+
+    projector = Projector(pool, js, settings, counted, poisoned, batch_size=5)
+    relay = Relay(pool, js, settings, name=f"tg-{run}")
+    async with running(relay.run()), running(projector.run()):
+        await add(mine, 1, 2)
+        await add(bad, 3)
+        await add(mine, 4)
+
+        async def both_applied() -> bool:
+            return await _totals(pool, counted, mine) == [(7, [1, 2, 3])] and await _totals(
+                pool, poisoned, bad
+            ) == [(3, [1])]
+
+        await _wait_for(both_applied)
+        await add(bad, 2**63 - 1)
+        await add(mine, 10, 20)
+
+        async def counted_on() -> bool:
+            return await _totals(pool, counted, mine) == [(37, [1, 2, 3, 4, 5])]
+
+        await _wait_for(counted_on)
+        assert projector.projections == [counted]
+        await js.consumer_info(settings.nats_stream, consumer_name(poisoned))
+        assert await _totals(pool, poisoned, bad) == [(3, [1])]
 
 
 async def _applied_at_least(projector: Projector, n: int) -> bool:
