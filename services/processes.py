@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,6 +31,7 @@ from nats.aio.client import Client
 from infra.bus import connect, ensure_stream
 from infra.embedded import child_setup
 from infra.settings import Settings
+from infra.supervise import stop_task
 from services.health import Readiness
 from services.runtime import (
     COMPONENTS,
@@ -40,13 +41,15 @@ from services.runtime import (
     database,
     make_secrets,
     seeded,
+    simulator,
 )
 from services.runtime import run as run_components
 
 log = structlog.get_logger(__name__)
 
-# The processes of a run, by the components each runs: the gateway (with the Stripe simulator
-# and the development pages) does most of the work of an on-sale and has a process to itself;
+# The processes of a run, by the components each runs: the gateway (with the development pages)
+# does most of the work of an on-sale and has a process to itself (the Stripe simulator, when
+# the run uses one, is served by the run's own process);
 # the relay and the projectors follow the same events; the rest wait on their outboxes and the
 # clock. In an on-sale (bench/onsale.py --layout run) the other two use about a third of a core
 # each: more processes would add start-up time and connections, not speed, on two cores.
@@ -80,7 +83,8 @@ async def run_processes(settings: Settings, *, seed: bool = True) -> int:
     async with connected(settings) as live:
         await _prepare(live, seed=seed)
         try:
-            await Supervisor(live, seed=seed).run()
+            async with _simulating(live):
+                await Supervisor(live, seed=seed).run()
         except ChildFailed as exc:
             print(f"linjerum: {exc}; stopping", file=sys.stderr, flush=True)
             return 1
@@ -99,6 +103,26 @@ async def _prepare(live: Settings, *, seed: bool) -> None:
         if seed:
             await seeded(pool, live)
     make_secrets(live)
+
+
+@contextlib.asynccontextmanager
+async def _simulating(live: Settings) -> AsyncIterator[None]:
+    """The Stripe simulator, when the run uses one, served by this process and listening before
+    the gateway starts: the gateway's process is the busiest of a sale, and this one idles."""
+    if not live.starts_simulator:
+        yield
+        return
+    started = asyncio.Event()
+    serving = asyncio.create_task(simulator(live, started))
+    listening = asyncio.create_task(started.wait())
+    try:
+        await asyncio.wait({serving, listening}, return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            serving.result()
+        yield
+    finally:
+        await stop_task(listening)
+        await stop_task(serving)
 
 
 @dataclass
@@ -296,7 +320,12 @@ async def run_child(settings: Settings, group: str, *, seed: bool) -> None:
     if seed and "gateway" in components:
         token = (settings.data_dir / DEMO_KEY_FILE).read_text().strip()
     await run_components(
-        settings, seed=False, components=components, token=token, siblings=_follow_parent(group)
+        settings,
+        seed=False,
+        components=components,
+        token=token,
+        siblings=_follow_parent(group),
+        simulates=False,
     )
 
 

@@ -219,12 +219,12 @@ def _transport(live: Settings) -> MailTransport:
     )
 
 
-def _simulator(live: Settings) -> Coroutine[Any, Any, None]:
-    """The Stripe simulator, delivering its webhooks to this gateway."""
+def simulator(live: Settings, started: asyncio.Event | None = None) -> Coroutine[Any, Any, None]:
+    """The Stripe simulator, delivering its webhooks to the run's gateway."""
     hook = f"http://{_local_host(live)}:{live.http_port}/api/v1/webhooks/stripe"
     secret = live.stripe_webhook_secret or SIMULATOR_WEBHOOK_SECRET
     print(f"Stripe simulator on http://{SIMULATOR_HOST}:{live.stripe_sim_port}", flush=True)
-    return serve_simulator(SIMULATOR_HOST, live.stripe_sim_port, hook, secret)
+    return serve_simulator(SIMULATOR_HOST, live.stripe_sim_port, hook, secret, started)
 
 
 async def stripe_simulator(settings: Settings, host: str, webhook_url: str) -> None:
@@ -278,12 +278,15 @@ async def run(
     components: tuple[str, ...] = COMPONENTS,
     token: str | None = None,
     siblings: Callable[[Readiness], Coroutine[Any, Any, None]] | None = None,
+    simulates: bool = True,
 ) -> None:
     """All components in one process (`linjerum run --single-process`), a group of them in a
     child of `linjerum run` (services/processes.py; `siblings` follows the parent), or a single
     one per process in production (`linjerum relay`, `linjerum gateway`, as in compose.yaml).
-    `token`: the demo key the development pages use, when `seed` does not make it here."""
-    check_ports(settings, components)
+    `token`: the demo key the development pages use, when `seed` does not make it here.
+    `simulates`: a gateway here starts the Stripe simulator when the settings call for one
+    (False: the run's parent process serves it)."""
+    check_ports(settings, components, simulates=simulates)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     async with connected(settings) as live, database(live) as pool:
         nc = await connect(live, "+".join(components))
@@ -294,7 +297,7 @@ async def run(
                 token = await seeded(pool, live)
             renders = bool({"gateway", "mailer"} & set(components))
             with pdf_renderer(live, renders=renders) as renderer:
-                await _serve(live, pool, nc, components, renderer, token, siblings)
+                await _serve(live, pool, nc, components, renderer, token, siblings, simulates)
         finally:
             await nc.close()
 
@@ -346,7 +349,7 @@ class PortInUse(Exception):
     """A port this process must listen on is taken; the message says which and what to do."""
 
 
-def check_ports(settings: Settings, components: tuple[str, ...]) -> None:
+def check_ports(settings: Settings, components: tuple[str, ...], *, simulates: bool = True) -> None:
     """Fail before anything starts (embedded servers, demo data, a printed key) when a port the
     process will listen on is taken, most often by a `linjerum run` already running."""
     wanted: list[tuple[str, str, int, str]] = []
@@ -354,7 +357,7 @@ def check_ports(settings: Settings, components: tuple[str, ...]) -> None:
         wanted.append(
             ("gateway", settings.http_host, settings.http_port, "--port or LINJERUM_PORT")
         )
-        if settings.starts_simulator:
+        if simulates and settings.starts_simulator:
             wanted.append(
                 ("Stripe simulator", SIMULATOR_HOST, settings.stripe_sim_port, "STRIPE_SIM_PORT")
             )
@@ -431,6 +434,7 @@ async def _serve(
     renderer: Executor | None,
     token: str | None,
     siblings: Callable[[Readiness], Coroutine[Any, Any, None]] | None = None,
+    simulates: bool = True,
 ) -> None:
     """The components' tasks, until one fails or all are cancelled."""
     js = nc.jetstream()
@@ -453,8 +457,8 @@ async def _serve(
     documents = _documents(live, pool, sales, renderer)
     readiness = _readiness(live, pool, nc, components)
     work: dict[str, Coroutine[Any, Any, None]] = {}
-    if live.starts_simulator and "gateway" in components:
-        work["stripe-simulator"] = _simulator(live)
+    if simulates and live.starts_simulator and "gateway" in components:
+        work["stripe-simulator"] = simulator(live)
     if "sweeper" in components:
         work["sweeper"] = run_sweeper(sales)
     if "mailer" in components:

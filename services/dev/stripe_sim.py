@@ -748,14 +748,21 @@ def create_simulator(
 
 
 async def serve_simulator(
-    host: str, port: int, webhook_url: str | None, webhook_secret: str
+    host: str,
+    port: int,
+    webhook_url: str | None,
+    webhook_secret: str,
+    started: asyncio.Event | None = None,
 ) -> None:
-    """Serves the simulator until cancelled, then stops it and its pending deliveries."""
+    """Serves the simulator until cancelled, then stops it and its pending deliveries;
+    `started` is set once it listens."""
     runner = web.AppRunner(create_simulator(webhook_url, webhook_secret), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
         log.info("stripe_simulator_started", url=f"http://{host}:{port}", webhook_url=webhook_url)
+        if started is not None:
+            started.set()
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
