@@ -125,8 +125,7 @@ async def auto_select(request: web.Request) -> web.Response:
     except InvalidCommand as exc:
         raise from_domain(exc) from None
     offers = request.app[OFFERS]
-    held = await request.app[PURCHASES].held_seats(event.id, DESK_IN_STEP_SECONDS)
-    taken = event.taken.plus(held)
+    taken = await request.app[PURCHASES].taken_seats(event.id, event.taken, DESK_IN_STEP_SECONDS)
     seats = seating.best_available(
         event.sections,
         ticket_type.section_ids,

@@ -23,7 +23,7 @@ from domain.events import Event
 from domain.inventory import holds
 from domain.purchasing import PurchaseOpened, PurchaseRequest, PurchaseState
 from domain.sales import PaymentProcessingUnavailable
-from domain.seating import RowKey
+from domain.seating import RowKey, TakenSeats
 from infra.append_batcher import AppendBatcher
 from infra.coalesce import Coalesced
 from infra.codes import random_code
@@ -135,6 +135,7 @@ class Purchases:
         self.payments = payments
         self.publishable_key = publishable_key
         self.desks = Desks(writer or pool, snapshot_pool=pool)
+        self._taken: dict[int, tuple[TakenSeats, int, TakenSeats]] = {}
         self.recorder = AppendBatcher(writer or pool)
         # The gates' scans are group-committed with the payments: neither decides on another.
         self.gate = ticketing.Gate(pool, self.recorder)
@@ -344,6 +345,19 @@ class Purchases:
         desk = self.desks.get(streams.event(event_id), EVENT_INVENTORY)
         await desk.catch_up(within)
         return desk.cached.state.taken_by_row
+
+    async def taken_seats(self, event_id: int, shown: TakenSeats, within: float) -> TakenSeats:
+        """The seats the availability read model shows taken (`shown`) and those the event's
+        stream holds (`held_seats`), merged once per change of either rather than per request:
+        in an on-sale every auto-select asks, and the merge copies every row."""
+        held = await self.held_seats(event_id, within)
+        version = self.desks.get(streams.event(event_id), EVENT_INVENTORY).cached.version
+        memo = self._taken.get(event_id)
+        if memo is not None and memo[0] is shown and memo[1] == version:
+            return memo[2]
+        merged = shown.plus(held)
+        self._taken[event_id] = (shown, version, merged)
+        return merged
 
     def _can_charge(self, opened: PurchaseOpened) -> bool:
         """Whether Stripe takes this purchase's payment: there is something to pay, and the
