@@ -70,6 +70,8 @@ class TakenSeats(Set[SeatKey]):
 
     def plus(self, rows: Mapping[RowKey, Iterable[int]]) -> TakenSeats:
         """These seats and the given numbers per row."""
+        if not rows:
+            return self
         merged = dict(self._rows)
         for key, numbers in rows.items():
             merged[key] = merged.get(key, frozenset()).union(numbers)
@@ -162,12 +164,35 @@ class _Block:
         return abs(seats[0] + seats[-1] - self.place.row.start - self.place.row.end)
 
 
-def _places(sections: Sequence[Section], allowed_section_ids: Sequence[int]) -> list[_Place]:
-    """The rows the ticket type may use, in venue order."""
+@dataclass(frozen=True)
+class _Places:
+    """The rows a ticket type may use, in venue order, and each row's rank by its key."""
+
+    rows: list[_Place]
+    rank_of: dict[RowKey, int]
+
+
+# The last seat maps' rows, by the identity of their sections list (kept alive here, so an id
+# is never reused while cached): in an on-sale every decision and auto-select asks for the
+# same few, and building them walks every row of the venue.
+_PLACES: dict[tuple[int, tuple[int, ...]], tuple[Sequence[Section], _Places]] = {}
+_PLACES_KEPT = 64
+
+
+def _places(sections: Sequence[Section], allowed_section_ids: Sequence[int]) -> _Places:
+    key = (id(sections), tuple(allowed_section_ids))
+    kept = _PLACES.get(key)
+    if kept is not None and kept[0] is sections:
+        return kept[1]
     allowed = set(allowed_section_ids)
     usable = [s for s in sections if s.id in allowed and s.seating_mode == "seated"]
     rows = [(s, row) for s in _in_venue_order(usable) for row in s.rows]
-    return [_Place(rank, section, row) for rank, (section, row) in enumerate(rows)]
+    places = [_Place(rank, section, row) for rank, (section, row) in enumerate(rows)]
+    found = _Places(places, {(p.section.id, p.row.identifier): p.rank for p in places})
+    if len(_PLACES) >= _PLACES_KEPT:
+        _PLACES.clear()
+    _PLACES[key] = (sections, found)
+    return found
 
 
 def _row_blocks(place: _Place, taken: TakenSeats) -> list[_Block]:
@@ -288,7 +313,8 @@ def best_available(
     the module docstring describes."""
     if count <= 0:
         return []
-    places = _places(sections, allowed_section_ids)
+    known = _places(sections, allowed_section_ids)
+    places = known.rows
     unavailable = TakenSeats.of(taken).plus(by_row(map(seat_key, near)))
     candidates = sorted(_near_candidates(places, near, unavailable), key=lambda c: c[0])
     chosen = [seat for _, seat in candidates[:count]]
@@ -296,8 +322,7 @@ def best_available(
     # blocks found next lie in the other sections.
     unavailable = unavailable.plus(by_row(map(seat_key, chosen)))
     chosen += _by_blocks(places, unavailable, count - len(chosen))
-    rank_of = {(p.section.id, p.row.identifier): p.rank for p in places}
-    return sorted(chosen, key=lambda s: (rank_of[(s.section_id, s.row)], s.seat_number))
+    return sorted(chosen, key=lambda s: (known.rank_of[(s.section_id, s.row)], s.seat_number))
 
 
 # ---- checking a selection --------------------------------------------------------------------
