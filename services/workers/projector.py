@@ -212,7 +212,7 @@ class Projector:
         try:
             self.applied += await apply_together(conn, self.projections, events, last_seq)
         except Exception as exc:
-            if len(self.projections) == 1:
+            if len(self.projections) == 1 or _unreachable(exc):
                 raise
             await self._apply_apart(conn, events, last_seq, exc)
         for projection in self.projections:
@@ -234,6 +234,8 @@ class Projector:
             try:
                 self.applied += await apply_batch(conn, projection, events, last_seq)
             except Exception as alone:
+                if _unreachable(alone):
+                    raise
                 failed.append((projection, alone))
         if len(failed) == len(self.projections):
             raise exc
@@ -254,6 +256,21 @@ class Projector:
                 messages += await sub.fetch(self._batch_size - 1, timeout=self._gather)
         _raise_if_cancelled()
         return messages
+
+
+# What says the database went away rather than that a read model's rows failed: the batch is
+# tried again, together, once it answers; no read model is set apart for it.
+_GONE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, _GONE)
 
 
 def _tell_applied(projection: Projection, events: list[RecordedEvent]) -> None:

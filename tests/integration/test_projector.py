@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
@@ -17,6 +19,7 @@ import pytest
 
 from domain.events import Event, encode_event
 from domain.inventory import events as inventory
+from infra.db import create_pool
 from infra.eventstore import ANY_VERSION, Metadata, PendingAppend, RecordedEvent, append
 from infra.settings import Settings
 from projections.availability import AvailabilityProjection
@@ -37,6 +40,7 @@ from tests.integration.sample_projection import (
     TallyNoted,
     TallyProjection,
 )
+from tests.servers import CuttableProxy
 
 META = Metadata(actor="test")
 TABLE = f"{live_schema(TallyProjection())}.tallies"
@@ -156,8 +160,10 @@ class _Poisoned(TallyProjection):
 
 async def _totals(pool: asyncpg.Pool, projection: TallyProjection, stream: str) -> list[tuple]:
     table = f"{live_schema(projection)}.tallies"
-    rows = await pool.fetch(f"SELECT total, versions FROM {table} WHERE stream_id = $1", stream)
-    return [tuple(r) for r in rows]
+    with contextlib.suppress(asyncpg.UndefinedTableError):  # not made by its projector yet
+        rows = await pool.fetch(f"SELECT total, versions FROM {table} WHERE stream_id = $1", stream)
+        return [tuple(r) for r in rows]
+    return []
 
 
 async def test_read_models_kept_together_end_like_each_on_its_own(
@@ -199,6 +205,59 @@ async def test_read_models_kept_together_end_like_each_on_its_own(
         assert projector.projections == [counted]
         await js.consumer_info(settings.nats_stream, consumer_name(poisoned))
         assert await _totals(pool, poisoned, bad) == [(3, [1])]
+
+
+class _Kept(TallyProjection):
+    """Tallies of streams of their own again, never poisoned."""
+
+    name: ClassVar[str] = "tally_kept"
+    categories: ClassVar[tuple[str, ...]] = ("kept",)
+
+
+async def test_read_models_kept_together_wait_out_the_database_together(
+    pool: asyncpg.Pool, js, settings: Settings
+) -> None:
+    """The database going away is no read model's fault: the projector keeps them together,
+    retries once it answers, and every event written meanwhile reaches both."""
+    url = urlsplit(settings.database_url)
+    proxy = CuttableProxy(url.hostname or "127.0.0.1", url.port or 5432)
+    await proxy.restore()
+    user, _, _ = url.netloc.rpartition("@")
+    through = urlunsplit(url._replace(netloc=f"{user}@127.0.0.1:{proxy.port}".lstrip("@")))
+    run = uuid.uuid4().hex[:8]
+    counted, kept = CountedOnlyProjection(), _Kept()
+    mine, other = f"counted-{run}", f"kept-{run}"
+
+    async def add(stream: str, amount: int) -> None:
+        await append(
+            pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=amount)])], META
+        )
+
+    async def both(total: int, versions: list[int]) -> bool:
+        return await _totals(pool, counted, mine) == [(total, versions)] and await _totals(
+            pool, kept, other
+        ) == [(total, versions)]
+
+    cut_off = await create_pool(through, 2)
+    projector = Projector(
+        cut_off, js, dataclasses.replace(settings, database_url=through), counted, kept
+    )
+    try:
+        relay = Relay(pool, js, settings, name=f"tw-{run}")
+        async with running(relay.run()), running(projector.run()):
+            await add(mine, 1)
+            await add(other, 1)
+            await _wait_for(lambda: both(1, [1]))
+            await proxy.cut()
+            await add(mine, 2)
+            await add(other, 2)
+            await asyncio.sleep(1.0)
+            await proxy.restore()
+            await _wait_for(lambda: both(3, [1, 2]))
+            assert projector.projections == [counted, kept]
+    finally:
+        await proxy.cut()
+        cut_off.terminate()
 
 
 async def _applied_at_least(projector: Projector, n: int) -> bool:
