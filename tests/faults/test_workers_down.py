@@ -65,18 +65,16 @@ class Workers:
         await self._stack.aclose()
 
     async def start_projectors(self) -> None:
+        # Kept together, as `linjerum run` keeps every read model: one consumer, one transaction.
         projections: list[Projection] = [all_projections()[name] for name in PROJECTED]
-        for projection in projections:
-            projector = Projector(self.pool, self.js, self.settings, projection)
-            self.projectors.append(asyncio.create_task(projector.run()))
+        projector = Projector(self.pool, self.js, self.settings, *projections)
+        self.projectors.append(asyncio.create_task(projector.run()))
 
         async def subscribed() -> bool:
-            stream = self.settings.nats_stream
-            for projection in projections:
-                try:
-                    await self.js.consumer_info(stream, consumer_name(projection))
-                except NotFoundError:
-                    return False
+            try:
+                await self.js.consumer_info(self.settings.nats_stream, consumer_name(*projections))
+            except NotFoundError:
+                return False
             return True
 
         await _until(subscribed, "the projectors did not subscribe")
