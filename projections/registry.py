@@ -35,6 +35,22 @@ def all_projections() -> dict[str, Projection]:
     }
 
 
+def chosen(names: str | None) -> list[Projection]:
+    """The read models a comma-separated list names (every one for None), or ValueError naming
+    those that are not read models and the ones that are."""
+    every = all_projections()
+    if names is None:
+        return list(every.values())
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in every]
+    if unknown or not wanted:
+        raise ValueError(
+            f"not read models: {', '.join(unknown) or '(none named)'}; the read models are"
+            f" {', '.join(every)}"
+        )
+    return [every[name] for name in dict.fromkeys(wanted)]
+
+
 async def ensure_read_models(pool: asyncpg.Pool) -> None:
     """Every read model's tables exist before the first read or sweep, even if no projector
     has run yet."""

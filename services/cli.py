@@ -28,7 +28,7 @@ from infra.logging import configure_logging
 from infra.metrics import share_between_processes
 from infra.settings import Settings
 from projections.rebuild import events_to_replay, rebuild
-from projections.registry import all_projections
+from projections.registry import all_projections, chosen
 from projections.verify import verify
 from services.api.activity import recent_activity
 from services.audit import add_commands as add_audit_commands
@@ -81,7 +81,15 @@ def _parser() -> argparse.ArgumentParser:
         if component == "gateway":
             single.add_argument("--port", type=int, default=None)
             single.add_argument("--host", default=None)
-        else:
+        if component == "projector":
+            single.add_argument(
+                "--read-models",
+                default=None,
+                metavar="NAME,NAME",
+                help="keep only these read models, through a consumer of their own (default:"
+                " every one); run several projectors with different ones to spread them out",
+            )
+        if component != "gateway":
             single.add_argument(
                 "--health-port",
                 type=int,
@@ -302,6 +310,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, An
     if args.command == "run":
         share_between_processes(settings.data_dir / "metrics")
         return run_processes(settings, seed=not args.no_seed)
+    if args.command == "projector":
+        try:
+            read_models = chosen(args.read_models)
+        except ValueError as exc:
+            raise SystemExit(f"linjerum projector: {exc}") from None
+        return run_service(settings, seed=False, components=("projector",), read_models=read_models)
     if args.command in COMPONENTS:
         return run_service(settings, seed=False, components=(args.command,))
     if args.command == "stripe-sim":

@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import gc
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +33,7 @@ from infra.settings import Settings
 from infra.supervise import OUTAGES
 from infra.tickets_pdf import RenderWorkers
 from infra.wallet.keys import HandoutKeys
+from projections.framework import Projection
 from projections.registry import all_projections, ensure_read_models
 from services.api.activity import ActivityLog
 from services.api.attendee_pages import attendee_link
@@ -279,13 +280,15 @@ async def run(
     token: str | None = None,
     siblings: Callable[[Readiness], Coroutine[Any, Any, None]] | None = None,
     simulates: bool = True,
+    read_models: Sequence[Projection] | None = None,
 ) -> None:
     """All components in one process (`linjerum run --single-process`), a group of them in a
     child of `linjerum run` (services/processes.py; `siblings` follows the parent), or a single
     one per process in production (`linjerum relay`, `linjerum gateway`, as in compose.yaml).
     `token`: the demo key the development pages use, when `seed` does not make it here.
     `simulates`: a gateway here starts the Stripe simulator when the settings call for one
-    (False: the run's parent process serves it)."""
+    (False: the run's parent process serves it). `read_models`: what a projector here keeps
+    (default: every read model)."""
     check_ports(settings, components, simulates=simulates)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     async with connected(settings) as live, database(live) as pool:
@@ -297,23 +300,38 @@ async def run(
                 token = await seeded(pool, live)
             renders = bool({"gateway", "mailer"} & set(components))
             with pdf_renderer(live, renders=renders) as renderer:
-                await _serve(live, pool, nc, components, renderer, token, siblings, simulates)
+                await _serve(
+                    live,
+                    pool,
+                    nc,
+                    components,
+                    renderer,
+                    token,
+                    siblings,
+                    simulates,
+                    list(read_models or all_projections().values()),
+                )
         finally:
             await nc.close()
 
 
 def _readiness(
-    live: Settings, pool: asyncpg.Pool, nc: Client, components: tuple[str, ...]
+    live: Settings,
+    pool: asyncpg.Pool,
+    nc: Client,
+    components: tuple[str, ...],
+    read_models: Sequence[Projection],
 ) -> Readiness:
     """What this process's /readyz checks: the database always; NATS and the lag of what it
-    publishes or projects for the components that use them. A gateway's reads come from the
-    read models, so it answers for their lag as well."""
+    publishes or projects for the components that use them. A gateway's reads come from every
+    read model, so it answers for their lag as well."""
     used = set(components)
+    projected = all_projections().values() if "gateway" in used else read_models
     return Readiness(
         pool,
         nats=nc if used & {"gateway", "relay", "projector"} else None,
         relay=bool(used & {"gateway", "relay"}),
-        projections=all_projections().values() if used & {"gateway", "projector"} else (),
+        projections=projected if used & {"gateway", "projector"} else (),
         max_lag_seconds=live.ready_max_lag_seconds,
         outboxes=[table for name, table in OUTBOXES.items() if name in used],
     )
@@ -435,6 +453,7 @@ async def _serve(
     token: str | None,
     siblings: Callable[[Readiness], Coroutine[Any, Any, None]] | None = None,
     simulates: bool = True,
+    read_models: Sequence[Projection] = (),
 ) -> None:
     """The components' tasks, until one fails or all are cancelled."""
     js = nc.jetstream()
@@ -455,7 +474,7 @@ async def _serve(
     if "gateway" in components and live.desk_affinity:
         await sales.route(await DeskOwners.open(nc, live))
     documents = _documents(live, pool, sales, renderer)
-    readiness = _readiness(live, pool, nc, components)
+    readiness = _readiness(live, pool, nc, components, read_models)
     work: dict[str, Coroutine[Any, Any, None]] = {}
     if simulates and live.starts_simulator and "gateway" in components:
         work["stripe-simulator"] = simulator(live)
@@ -470,7 +489,7 @@ async def _serve(
     if "projector" in components:
         # One consumer and one transaction per batch for every read model: a sale's events
         # reach each of them, and a consumer and a transaction each cost more than the rows.
-        work["projector"] = Projector(pool, js, live, *all_projections().values()).run()
+        work["projector"] = Projector(pool, js, live, *read_models).run()
     if "gateway" in components:
         shop = _demo_shop(live, token)
         tried = _try_live(live, token)

@@ -408,6 +408,43 @@ def test_a_worker_process_serves_its_own_health_endpoints(
         assert _stop(relay, signal.SIGTERM) == 0, log.read_text()
 
 
+def test_a_projector_keeps_the_read_models_it_is_given(
+    machine_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`linjerum projector --read-models A,B` keeps those and answers for their lag alone, so
+    read models can be spread over processes; a name that is no read model is refused."""
+    refused = subprocess.run(
+        [*LINJERUM, "projector", "--read-models", "tickets,seats"],
+        env=machine_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1
+    assert "not read models: seats; the read models are catalog, availability" in refused.stderr
+    health_port = _free_port()
+    log = tmp_path / "projector.log"
+    projector = _start(
+        machine_env,
+        log,
+        "projector",
+        "--read-models",
+        "availability,tickets",
+        "--health-port",
+        str(health_port),
+        "--data-dir",
+        str(tmp_path / "d"),
+    )
+    try:
+        alive = _wait_alive(projector, log, f"http://127.0.0.1:{health_port}/healthz")
+        assert alive["components"] == {"projector": "running", "health": "running"}
+        _, ready = _get(f"http://127.0.0.1:{health_port}/readyz")
+        kept = {name for name in ready["checks"] if name.startswith("projection:")}
+        assert kept == {"projection:availability", "projection:tickets"}
+    finally:
+        assert _stop(projector, signal.SIGTERM) == 0, log.read_text()
+
+
 def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
