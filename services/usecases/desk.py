@@ -17,6 +17,7 @@ which never holds up or fails a batch."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ log = structlog.get_logger(__name__)
 S = TypeVar("S")
 MAX_BATCH = 200
 MAX_ATTEMPTS = 8
+CONFLICT_PAUSE = 0.002  # seconds, at most, per attempt so far: a random pause after a conflict
 
 
 @dataclass
@@ -288,6 +290,9 @@ class Desk(Generic[S]):
                 if not jobs:
                     return
                 attempt += not stuck
+                # Two desks that keep conflicting would otherwise keep retrying in step (each
+                # reads, decides and appends just as the other does) until one gives up.
+                await asyncio.sleep(random.uniform(0, CONFLICT_PAUSE * attempt))
                 continue
             except Exception as exc:
                 if len(jobs) == 1 or not stored_nothing(exc):
