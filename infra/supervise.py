@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import structlog
 
 log = structlog.get_logger(__name__)
@@ -22,10 +23,23 @@ PROBE_EVERY = 0.5
 PROBE_TIMEOUT = 2.0
 
 
+# What says PostgreSQL is unreachable, going down or out of resources (connection errors are
+# its: see below); its other errors are about the statement (a bad row, a bug), not an outage.
+_POSTGRES_DOWN = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.PostgresSystemError,
+)
+
+
 def dependency_of(exc: BaseException) -> str | None:
     """Which server an error says is unreachable: "postgresql", "nats", or None for anything
-    else (a bug, which is worth a warning each time). Connection errors reaching a worker come
-    from PostgreSQL: the NATS client reconnects by itself and raises its own errors."""
+    else (a bug or a row the database refuses, which is worth a warning each time). Connection
+    errors reaching a worker come from PostgreSQL: the NATS client reconnects by itself and
+    raises its own errors."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -33,7 +47,7 @@ def dependency_of(exc: BaseException) -> str | None:
         module = type(current).__module__
         if module.startswith("nats"):
             return "nats"
-        if module.startswith("asyncpg") or isinstance(current, OSError):
+        if isinstance(current, _POSTGRES_DOWN):
             return "postgresql"
         current = current.__cause__ or current.__context__
     return None

@@ -27,7 +27,7 @@ from domain import streams
 from infra.bus import ensure_stream
 from infra.eventstore import RecordedEvent
 from infra.settings import Settings
-from infra.supervise import OUTAGES, serve_forever, stop_task
+from infra.supervise import OUTAGES, dependency_of, serve_forever, stop_task
 from projections.framework import (
     Projection,
     apply_batch,
@@ -212,7 +212,7 @@ class Projector:
         try:
             self.applied += await apply_together(conn, self.projections, events, last_seq)
         except Exception as exc:
-            if len(self.projections) == 1 or _unreachable(exc):
+            if len(self.projections) == 1 or dependency_of(exc) is not None:
                 raise
             await self._apply_apart(conn, events, last_seq, exc)
         for projection in self.projections:
@@ -234,7 +234,7 @@ class Projector:
             try:
                 self.applied += await apply_batch(conn, projection, events, last_seq)
             except Exception as alone:
-                if _unreachable(alone):
+                if dependency_of(alone) is not None:
                     raise
                 failed.append((projection, alone))
         if len(failed) == len(self.projections):
@@ -256,21 +256,6 @@ class Projector:
                 messages += await sub.fetch(self._batch_size - 1, timeout=self._gather)
         _raise_if_cancelled()
         return messages
-
-
-# What says the database went away rather than that a read model's rows failed: the batch is
-# tried again, together, once it answers; no read model is set apart for it.
-_GONE = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.OperatorInterventionError,
-)
-
-
-def _unreachable(exc: BaseException) -> bool:
-    return isinstance(exc, _GONE)
 
 
 def _tell_applied(projection: Projection, events: list[RecordedEvent]) -> None:

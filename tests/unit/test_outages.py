@@ -36,6 +36,9 @@ def test_errors_are_told_apart_by_the_server_they_come_from() -> None:
     except RuntimeError as wrapped:
         assert dependency_of(wrapped) == "postgresql"
     assert dependency_of(KeyError("a bug")) is None
+    # A row the database refuses is no outage: a read model failing on it is told each time.
+    assert dependency_of(asyncpg.exceptions.NumericValueOutOfRangeError("bigint")) is None
+    assert dependency_of(asyncpg.exceptions.UniqueViolationError("dup")) is None
 
 
 async def test_an_outage_is_one_warning_at_start_and_one_with_its_length_at_end() -> None:
