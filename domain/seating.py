@@ -195,11 +195,35 @@ def _places(sections: Sequence[Section], allowed_section_ids: Sequence[int]) -> 
     return found
 
 
+# Whether a row's taken seats fill it, by the frozen set of them (kept alive here, so an id is
+# never reused while cached): a row's set is shared by every later snapshot that leaves the row
+# as it is, and in an on-sale every auto-select walks past the full rows at the front. A desk's
+# own state holds sets it changes in place: those are looked at each time.
+_FULL: dict[tuple[int, int, int], tuple[frozenset[int], bool]] = {}
+_FULL_KEPT = 4096
+
+
+def _fills(numbers: Set[int], start: int, end: int) -> bool:
+    if len(numbers) <= end - start:
+        return False
+    if not isinstance(numbers, frozenset):
+        return numbers.issuperset(range(start, end + 1))
+    key = (id(numbers), start, end)
+    kept = _FULL.get(key)
+    if kept is not None and kept[0] is numbers:
+        return kept[1]
+    full = numbers.issuperset(range(start, end + 1))
+    if len(_FULL) >= _FULL_KEPT:
+        _FULL.clear()
+    _FULL[key] = (numbers, full)
+    return full
+
+
 def _row_blocks(place: _Place, taken: TakenSeats) -> list[_Block]:
     """The gaps between a row's taken seats."""
     start, end = place.row.start, place.row.end
     numbers = taken.in_row(place.section.id, place.row.identifier)
-    if len(numbers) > end - start and numbers.issuperset(range(start, end + 1)):
+    if _fills(numbers, start, end):
         return []  # sold out: an on-sale fills its rows front to back
     blocks = []
     first = start
