@@ -83,8 +83,8 @@ async def run_processes(settings: Settings, *, seed: bool = True) -> int:
     async with connected(settings) as live:
         await _prepare(live, seed=seed)
         try:
-            async with _simulating(live):
-                await Supervisor(live, seed=seed).run()
+            async with _simulating(live) as simulating:
+                await alongside(Supervisor(live, seed=seed).run(), simulating)
         except ChildFailed as exc:
             print(f"linjerum: {exc}; stopping", file=sys.stderr, flush=True)
             return 1
@@ -106,11 +106,11 @@ async def _prepare(live: Settings, *, seed: bool) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _simulating(live: Settings) -> AsyncIterator[None]:
+async def _simulating(live: Settings) -> AsyncIterator[asyncio.Task[None] | None]:
     """The Stripe simulator, when the run uses one, served by this process and listening before
     the gateway starts: the gateway's process is the busiest of a sale, and this one idles."""
     if not live.starts_simulator:
-        yield
+        yield None
         return
     started = asyncio.Event()
     serving = asyncio.create_task(simulator(live, started))
@@ -119,10 +119,28 @@ async def _simulating(live: Settings) -> AsyncIterator[None]:
         await asyncio.wait({serving, listening}, return_when=asyncio.FIRST_COMPLETED)
         if serving.done():
             serving.result()
-        yield
+        yield serving
     finally:
         await stop_task(listening)
         await stop_task(serving)
+
+
+async def alongside(
+    supervising: Coroutine[Any, Any, None], simulating: asyncio.Task[None] | None
+) -> None:
+    """The children until the run ends; a simulator that stops by itself ends the run too
+    (payments could no longer be taken)."""
+    children = asyncio.create_task(supervising)
+    watched = {children} if simulating is None else {children, simulating}
+    try:
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        if children.done() or simulating is None:
+            children.result()
+            return
+        failure = None if simulating.cancelled() else simulating.exception()
+        raise ChildFailed(f"the Stripe simulator stopped ({failure!r})")
+    finally:
+        await stop_task(children)
 
 
 @dataclass
