@@ -282,6 +282,17 @@ def _start(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes
     )
 
 
+def _start_worker(
+    env: dict[str, str], tmp_path: Path, component: str, *options: str
+) -> tuple[subprocess.Popen[bytes], Path, int]:
+    """`linjerum COMPONENT` with its own /healthz port; the process, its log and that port."""
+    health_port = _free_port()
+    log = tmp_path / f"{component}.log"
+    data = str(tmp_path / "d")
+    args = [component, *options, "--health-port", str(health_port), "--data-dir", data]
+    return _start(env, log, *args), log, health_port
+
+
 def _get(url: str) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -382,17 +393,7 @@ def test_a_background_run_stops_on_signals_and_a_second_run_says_the_port_is_tak
 def test_a_worker_process_serves_its_own_health_endpoints(
     machine_env: dict[str, str], tmp_path: Path
 ) -> None:
-    health_port = _free_port()
-    log = tmp_path / "relay.log"
-    relay = _start(
-        machine_env,
-        log,
-        "relay",
-        "--health-port",
-        str(health_port),
-        "--data-dir",
-        str(tmp_path / "d"),
-    )
+    relay, log, health_port = _start_worker(machine_env, tmp_path, "relay")
     try:
         alive = _wait_alive(relay, log, f"http://127.0.0.1:{health_port}/healthz")
         assert alive["components"] == {"relay": "running", "health": "running"}
@@ -422,18 +423,8 @@ def test_a_projector_keeps_the_read_models_it_is_given(
     )
     assert refused.returncode == 1
     assert "not read models: seats; the read models are catalog, availability" in refused.stderr
-    health_port = _free_port()
-    log = tmp_path / "projector.log"
-    projector = _start(
-        machine_env,
-        log,
-        "projector",
-        "--read-models",
-        "availability,tickets",
-        "--health-port",
-        str(health_port),
-        "--data-dir",
-        str(tmp_path / "d"),
+    projector, log, health_port = _start_worker(
+        machine_env, tmp_path, "projector", "--read-models", "availability,tickets"
     )
     try:
         alive = _wait_alive(projector, log, f"http://127.0.0.1:{health_port}/healthz")
