@@ -31,8 +31,9 @@ seat number, so the answer is deterministic):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from domain.catalog import Row, Section, TicketType
 from domain.errors import InvalidCommand
@@ -172,51 +173,60 @@ class _Places:
     rank_of: dict[RowKey, int]
 
 
-# The last seat maps' rows, by the identity of their sections list (kept alive here, so an id
-# is never reused while cached): in an on-sale every decision and auto-select asks for the
-# same few, and building them walks every row of the venue.
-_PLACES: dict[tuple[int, tuple[int, ...]], tuple[Sequence[Section], _Places]] = {}
-_PLACES_KEPT = 64
+T = TypeVar("T")
+
+
+class _ByIdentity(Generic[T]):
+    """Answers computed from an object that never changes, kept by its identity and a key (the
+    object is kept alive here, so its id is never reused while cached), the last `size` of
+    them: in an on-sale every decision and auto-select asks about the same few seat maps and
+    rows."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._kept: dict[tuple[int, Hashable], tuple[object, T]] = {}
+
+    def get(self, of: object, key: Hashable, compute: Callable[[], T]) -> T:
+        kept = self._kept.get((id(of), key))
+        if kept is not None and kept[0] is of:
+            return kept[1]
+        answer = compute()
+        if len(self._kept) >= self._size:
+            self._kept.clear()
+        self._kept[(id(of), key)] = (of, answer)
+        return answer
+
+
+# Building a ticket type's rows walks every row of the venue; the sections list of a seat map
+# is the catalog's, the same object for as long as the seat map does not change.
+_PLACES: _ByIdentity[_Places] = _ByIdentity(64)
+# A row's set of taken seats is shared by every later snapshot that leaves the row as it is,
+# and every auto-select walks past the full rows at the front. A desk's own state holds sets
+# it changes in place: those are looked at each time.
+_FULL: _ByIdentity[bool] = _ByIdentity(4096)
 
 
 def _places(sections: Sequence[Section], allowed_section_ids: Sequence[int]) -> _Places:
-    key = (id(sections), tuple(allowed_section_ids))
-    kept = _PLACES.get(key)
-    if kept is not None and kept[0] is sections:
-        return kept[1]
-    allowed = set(allowed_section_ids)
-    usable = [s for s in sections if s.id in allowed and s.seating_mode == "seated"]
-    rows = [(s, row) for s in _in_venue_order(usable) for row in s.rows]
-    places = [_Place(rank, section, row) for rank, (section, row) in enumerate(rows)]
-    found = _Places(places, {(p.section.id, p.row.identifier): p.rank for p in places})
-    if len(_PLACES) >= _PLACES_KEPT:
-        _PLACES.clear()
-    _PLACES[key] = (sections, found)
-    return found
+    def build() -> _Places:
+        allowed = set(allowed_section_ids)
+        usable = [s for s in sections if s.id in allowed and s.seating_mode == "seated"]
+        rows = [(s, row) for s in _in_venue_order(usable) for row in s.rows]
+        places = [_Place(rank, section, row) for rank, (section, row) in enumerate(rows)]
+        return _Places(places, {(p.section.id, p.row.identifier): p.rank for p in places})
 
-
-# Whether a row's taken seats fill it, by the frozen set of them (kept alive here, so an id is
-# never reused while cached): a row's set is shared by every later snapshot that leaves the row
-# as it is, and in an on-sale every auto-select walks past the full rows at the front. A desk's
-# own state holds sets it changes in place: those are looked at each time.
-_FULL: dict[tuple[int, int, int], tuple[frozenset[int], bool]] = {}
-_FULL_KEPT = 4096
+    return _PLACES.get(sections, tuple(allowed_section_ids), build)
 
 
 def _fills(numbers: Set[int], start: int, end: int) -> bool:
     if len(numbers) <= end - start:
         return False
-    if not isinstance(numbers, frozenset):
+
+    def full() -> bool:
         return numbers.issuperset(range(start, end + 1))
-    key = (id(numbers), start, end)
-    kept = _FULL.get(key)
-    if kept is not None and kept[0] is numbers:
-        return kept[1]
-    full = numbers.issuperset(range(start, end + 1))
-    if len(_FULL) >= _FULL_KEPT:
-        _FULL.clear()
-    _FULL[key] = (numbers, full)
-    return full
+
+    if not isinstance(numbers, frozenset):
+        return full()
+    return _FULL.get(numbers, (start, end), full)
 
 
 def _row_blocks(place: _Place, taken: TakenSeats) -> list[_Block]:

@@ -27,9 +27,9 @@ class Projection(Protocol):
 
 def passes_by(projection: Projection, events: Sequence[RecordedEvent]) -> bool:
     """True when no event of `events` can change the read model: the projection names the event
-    types it reads (`handles`, optional) and none is among them. The live projector then moves
-    the checkpoint later, with the next batch that counts (or when the stream goes quiet),
-    instead of a transaction per batch for a read model that a sale's events pass by."""
+    types it reads (`handles`, optional) and none is among them. The gateways are then not told
+    of a change: a sale's seat holds pass the catalog by, and must not empty every gateway's
+    catalog cache."""
     handles: frozenset[str] | None = getattr(projection, "handles", None)
     return handles is not None and not any(e.type in handles for e in events)
 
@@ -132,14 +132,10 @@ async def apply_events(
     checkpoint: a NATS server older than 2.10 ignores a consumer's list of filter subjects and
     delivers everything."""
     checkpoint = await read_checkpoint(conn, schema)
-    new: list[RecordedEvent] = []
-    for event in events:
-        if event.global_position > checkpoint:
-            new.append(event)
-            checkpoint = event.global_position
-    mine = [e for e in new if streams.category(e.stream_id) in projection.categories]
+    new, mine = _unapplied(projection, events, checkpoint)
     if mine:
         await _apply(conn, projection, schema, mine)
+    checkpoint = new[-1].global_position if new else checkpoint
     if new or stream_seq is not None:
         await conn.execute(
             _MOVE_CHECKPOINT.format(schema=schema),
@@ -149,6 +145,15 @@ async def apply_events(
             channel if new else None,
         )
     return len(new)
+
+
+def _unapplied(
+    projection: Projection, events: Sequence[RecordedEvent], checkpoint: Position
+) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
+    """The events (in the global order) after the checkpoint, and those of them in the
+    projection's categories."""
+    new = [e for e in events if e.global_position > checkpoint]
+    return new, [e for e in new if streams.category(e.stream_id) in projection.categories]
 
 
 @contextlib.asynccontextmanager
@@ -215,8 +220,7 @@ async def apply_together(
         channels = []
         applied = 0
         for projection, schema, checkpoint in zip(projections, schemas, checkpoints, strict=True):
-            new = [e for e in events if e.global_position > checkpoint]
-            mine = [e for e in new if streams.category(e.stream_id) in projection.categories]
+            new, mine = _unapplied(projection, events, checkpoint)
             if mine:
                 await _apply(conn, projection, schema, mine)
                 if not passes_by(projection, mine):

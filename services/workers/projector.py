@@ -11,7 +11,6 @@ import logging
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -34,7 +33,6 @@ from projections.framework import (
     apply_together,
     ensure_live_schema,
     live_schema,
-    passes_by,
     read_checkpoint,
     read_stream_seq,
 )
@@ -43,29 +41,6 @@ from services.health import behind
 log = structlog.get_logger(__name__)
 
 _decoder = msgspec.json.Decoder(RecordedEvent)
-
-# How long the checkpoint of a read model that the last batches passed by may stay behind them
-# while more messages keep coming (at once when the stream goes quiet).
-PASSED_SECONDS = 0.05
-MIN_WAIT = 0.001  # nats-py's fetch needs a timeout above zero
-
-
-@dataclass
-class Passed:
-    """The last of the messages that changed nothing in the read model since its checkpoint
-    last moved, and when the first of them came."""
-
-    message: Msg
-    event: RecordedEvent
-    since: float
-
-    @classmethod
-    def after(cls, before: Passed | None, message: Msg, event: RecordedEvent) -> Passed:
-        return cls(message, event, before.since if before else time.monotonic())
-
-    def wait(self) -> float:
-        """Seconds left before the checkpoint must move."""
-        return max(0.0, self.since + PASSED_SECONDS - time.monotonic())
 
 
 def consumer_name(*projections: Projection) -> str:
@@ -187,21 +162,10 @@ class Projector:
                 self._settings.database_url, server_settings={"synchronous_commit": "off"}
             )
             stack.push_async_callback(conn.close)
-            passed: Passed | None = None
             while True:
-                wait = 1.0 if passed is None else passed.wait()
-                messages = await self._next_batch(sub, wait)
+                messages = await self._next_batch(sub)
                 if messages:
-                    events = [_decoder.decode(m.data) for m in messages]
-                    if all(passes_by(p, events) for p in self.projections):
-                        passed = Passed.after(passed, messages[-1], events[-1])
-                    else:
-                        passed = None
-                        await self._apply(conn, messages, events)
-                        continue
-                if passed is not None and (not messages or passed.wait() == 0):
-                    await self._apply(conn, [passed.message], [passed.event])
-                    passed = None
+                    await self._apply(conn, messages, [_decoder.decode(m.data) for m in messages])
 
     async def _apply(
         self, conn: asyncpg.Connection, messages: list[Msg], events: list[RecordedEvent]
@@ -245,13 +209,13 @@ class Projector:
             single = Projector(self._pool, self._js, self._settings, projection)
             self._set_apart.append(asyncio.create_task(single.run()))
 
-    async def _next_batch(self, sub: JetStreamContext.PullSubscription, wait: float) -> list[Msg]:
+    async def _next_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
         """The next message as soon as it arrives, with whatever else is already there (empty after
-        `wait` seconds without one). One pull for a whole batch would hold the first message
-        back until the batch fills or the pull expires."""
+        an idle second). One pull for a whole batch would hold the first message back until
+        the batch fills or the pull expires."""
         messages: list[Msg] = []
         with contextlib.suppress(NatsTimeout, TimeoutError):
-            messages = await sub.fetch(1, timeout=max(wait, MIN_WAIT))
+            messages = await sub.fetch(1, timeout=1.0)
             if self._batch_size > 1:
                 messages += await sub.fetch(self._batch_size - 1, timeout=self._gather)
         _raise_if_cancelled()

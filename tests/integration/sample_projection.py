@@ -44,8 +44,8 @@ class TallyProjection:
 
 
 class CountedOnlyProjection(TallyProjection):
-    """The tallies again, of streams of their own, naming the one event type that changes them:
-    the live projector may move its checkpoint late past the others."""
+    """The tallies again, of streams of their own, naming the one event type that changes
+    them."""
 
     name: ClassVar[str] = "tally_counted"
     categories: ClassVar[tuple[str, ...]] = ("counted",)

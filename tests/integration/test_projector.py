@@ -117,9 +117,9 @@ async def test_projector_killed_mid_stream_ends_like_a_rebuild(
 async def test_events_that_pass_a_read_model_by_move_its_checkpoint_without_losing_one(
     pool: asyncpg.Pool, js, settings: Settings
 ) -> None:
-    """A read model that names the events it reads skips the transaction of a batch holding
-    none of them; a counted event among hundreds that are not is applied all the same, and once
-    the stream is quiet the checkpoint stands at the last event."""
+    """A read model that names the events it reads passes over the others: a counted event
+    among hundreds that are not is applied all the same, and once the stream is quiet the
+    checkpoint stands at the last event."""
     run = uuid.uuid4().hex[:8]
     projection = CountedOnlyProjection()
     table = f"{live_schema(projection)}.tallies"
