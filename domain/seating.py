@@ -31,8 +31,18 @@ seat number, so the answer is deterministic):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import (
+    Callable,
+    Collection,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+    Set,
+)
 from dataclasses import dataclass
+from itertools import islice
 from typing import Generic, TypeVar
 
 from domain.catalog import Row, Section, TicketType
@@ -52,13 +62,20 @@ RowKey = tuple[int, str]
 class TakenSeats(Set[SeatKey]):
     """Seats grouped by row: finding a row's free runs then costs the row's taken seats, not a
     pass over every taken seat of the venue, and adding a buyer's few seats copies only their
-    rows. Immutable, so one snapshot serves every request until the read model changes."""
+    rows. Immutable, so one snapshot serves every request until the read model changes.
 
-    __slots__ = ("_rows", "_size")
+    A snapshot also remembers how many rows at the front of a ticket type's rows are full
+    (`_full_front`), and one made by `plus` starts from what its base knows: adding seats never
+    frees one, and an on-sale fills its rows front to back, so every later choice would walk
+    past the same full rows again."""
 
-    def __init__(self, rows: Mapping[RowKey, Set[int]]) -> None:
+    __slots__ = ("_base", "_fronts", "_rows", "_size")
+
+    def __init__(self, rows: Mapping[RowKey, Set[int]], base: TakenSeats | None = None) -> None:
         self._rows = rows
         self._size = sum(map(len, rows.values()))
+        self._base = base
+        self._fronts: dict[int, tuple[object, int]] = {}
 
     @classmethod
     def of(cls, seats: Iterable[SeatKey]) -> TakenSeats:
@@ -69,14 +86,34 @@ class TakenSeats(Set[SeatKey]):
             rows.setdefault((section_id, row), set()).add(number)
         return cls({key: frozenset(numbers) for key, numbers in rows.items()})
 
-    def plus(self, rows: Mapping[RowKey, Iterable[int]]) -> TakenSeats:
-        """These seats and the given numbers per row."""
+    def plus(self, rows: Mapping[RowKey, Collection[int]]) -> TakenSeats:
+        """These seats and the given numbers per row. A row that gains nothing keeps its very
+        set, so what is cached by a row's set (`_fills`) still holds."""
         if not rows:
             return self
         merged = dict(self._rows)
         for key, numbers in rows.items():
-            merged[key] = merged.get(key, frozenset()).union(numbers)
-        return TakenSeats(merged)
+            had = merged.get(key)
+            if had is None:
+                merged[key] = frozenset(numbers)
+            elif not had.issuperset(numbers):
+                merged[key] = frozenset(had).union(numbers)
+        return TakenSeats(merged, base=self)
+
+    def full_front(self, places: Sequence[_Place]) -> int:
+        """How many of `places`, from the front, have no free seat."""
+        kept = self._fronts.get(id(places))
+        if kept is not None and kept[0] is places:
+            return kept[1]
+        front = 0 if self._base is None else self._base.full_front(places)
+        while front < len(places):
+            row = places[front].row
+            numbers = self.in_row(places[front].section.id, row.identifier)
+            if not _fills(numbers, row.start, row.end):
+                break
+            front += 1
+        self._fronts[id(places)] = (places, front)
+        return front
 
     def in_row(self, section_id: int, row: str) -> Set[int]:
         return self._rows.get((section_id, row), frozenset())
@@ -253,11 +290,12 @@ def _by_blocks(places: Sequence[_Place], taken: TakenSeats, count: int) -> list[
     """Whole parties in the best block that seats them; else the largest blocks first.
 
     In an on-sale this runs for every buyer who asks, so the usual case, a party that fits in
-    one row, looks at rows front to back only until one has room."""
+    one row, looks at rows front to back only until one has room, starting after the rows the
+    snapshot already knows are full."""
     if count <= 0:
         return []
     blocks: list[_Block] = []
-    for place in places:
+    for place in islice(places, taken.full_front(places), None):
         in_row = _row_blocks(place, taken)
         fitting = [b for b in in_row if b.size >= count]
         if fitting:

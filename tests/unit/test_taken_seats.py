@@ -3,7 +3,8 @@ whose snapshot stays as it was when a buyer's own seats are added for one reques
 
 from __future__ import annotations
 
-from domain.seating import TakenSeats, by_row
+from domain.catalog import Row, Section
+from domain.seating import TakenSeats, best_available, by_row
 from tests.unit.builders import FLOOR, HALL
 
 
@@ -27,3 +28,39 @@ def test_adding_a_buyers_seats_leaves_the_shared_snapshot_as_it_was() -> None:
     assert len(mine) == 3
     assert set(snapshot) == {(HALL, "A", 1)} and len(snapshot) == 1
     assert snapshot.in_row(HALL, "A") == {1}
+
+
+HALL_SECTION = Section(id=HALL, name="Sal", rows=[Row(identifier=r, start=1, end=4) for r in "ABC"])
+
+
+def _rows(taken: TakenSeats, count: int) -> list[str]:
+    return [s.row for s in best_available([HALL_SECTION], [HALL], taken, count)]
+
+
+def _full(row: str) -> set[tuple[int, str, int]]:
+    hall_row = next(r for r in HALL_SECTION.rows if r.identifier == row)
+    return {(HALL, row, n) for n in range(hall_row.start, hall_row.end + 1)}
+
+
+def test_a_snapshot_that_grows_seats_the_next_buyers_after_the_rows_it_filled() -> None:
+    snapshot = TakenSeats.of(_full("A"))
+    assert _rows(snapshot, 2) == ["B", "B"]
+    grown = snapshot.plus(by_row(_full("B")))
+    assert _rows(grown, 2) == ["C", "C"]
+    assert _rows(snapshot, 2) == ["B", "B"], "the snapshot it grew from is as it was"
+    assert _rows(grown.plus({}), 2) == ["C", "C"]
+
+
+def test_a_new_snapshot_offers_a_seat_freed_in_a_row_an_earlier_one_had_full() -> None:
+    before = TakenSeats.of(_full("A") | _full("B"))
+    assert _rows(before, 1) == ["C"]
+    freed = TakenSeats.of((_full("A") - {(HALL, "A", 1)}) | _full("B"))
+    assert [(s.row, s.seat_number) for s in best_available([HALL_SECTION], [HALL], freed, 1)] == [
+        ("A", 1)
+    ]
+
+
+def test_every_seat_taken_offers_none() -> None:
+    every = set().union(*(_full(r.identifier) for r in HALL_SECTION.rows))
+    assert _rows(TakenSeats.of(every), 1) == []
+    assert _rows(TakenSeats.of(set()).plus(by_row(every)), 4) == []
