@@ -222,7 +222,10 @@ class Purchases:
     ) -> PurchaseState:
         """Opened by the desk of the gateway that owns the stream: this one's, or the owner's
         over NATS. An owner that is gone is taken over at once; one that does not answer may
-        still open the purchase, so this desk decides the same draft after it (`_open_again`)."""
+        still open the purchase, so this desk decides the same draft after it (`_open_again`).
+        The owner only decides: the gateway that took the request creates the PaymentIntent
+        (`_take_payment`), so N gateways share the Stripe calls instead of the owner making
+        every one of them while it decides for all."""
         owners = self.owners
         if owners is None:
             return await self._open_here(desk, command, meta)
@@ -243,11 +246,17 @@ class Purchases:
             answer = _Failed("no answer in time")
         match answer:
             case _Opened():
-                return answer.state
+                return await self._paid_for(answer.state, meta)
             case _Refused():
                 raise RefusedByOwner(answer.code, answer.detail, answer.field)
         log.warning("desk_owner_failed", stream=desk.stream_id, owner=owner, error=answer.error)
-        return await self._open_again(desk, command, meta)
+        return await self._paid_for(await self._open_again(desk, command, meta), meta)
+
+    async def _paid_for(self, state: PurchaseState, meta: Metadata) -> PurchaseState:
+        """A purchase the owner opened without taking its payment, with its PaymentIntent."""
+        if state.status != "pending_payment" or state.intent_id is not None:
+            return state
+        return await self._take_payment(state, meta)
 
     async def _open_again(
         self, desk: Desk[Any], command: sales.OpenPurchase, meta: Metadata
@@ -264,13 +273,14 @@ class Purchases:
             return found
 
     async def _open_here(
-        self, desk: Desk[Any], command: sales.OpenPurchase, meta: Metadata
+        self, desk: Desk[Any], command: sales.OpenPurchase, meta: Metadata, *, pay: bool = True
     ) -> PurchaseState:
         """Decided by this process's desk. A draft decided before (by an owner that answered
         too late) cannot open a second purchase: its purchase stream exists, so the append
-        fails on it, and the purchase already opened is the answer."""
+        fails on it, and the purchase already opened is the answer. Without `pay` the purchase
+        is only opened (for another gateway, which takes the payment)."""
         await desk.ready()
-        forecast = desk.forecast(command)
+        forecast = desk.forecast(command) if pay else None
         try:
             if forecast is not None and self._can_charge(forecast.result[0]):
                 return await self._pay_first(desk, command, forecast.result[0], meta)
@@ -284,12 +294,13 @@ class Purchases:
             return found
         state = purchasing.replay_purchase(events)
         assert state is not None
-        if state.status == "paid":
+        if state.status == "paid" or not pay:
             return state
         return await self._take_payment(state, meta)
 
     async def _answer(self, data: bytes) -> bytes:
-        """A purchase another gateway sends this one, the owner of its stream, to open."""
+        """A purchase another gateway sends this one, the owner of its stream, to open; its
+        payment is taken by the gateway that asks."""
         ask = _asks.decode(data)
         kind = EVENT_INVENTORY if isinstance(ask, _OpenEvent) else ATTRACTION_INVENTORY
         desk: Desk[Any] = self.desks.get(ask.stream, kind)
@@ -297,7 +308,7 @@ class Purchases:
             self.owners.touch(ask.stream)
         with structlog.contextvars.bound_contextvars(request_id=ask.metadata.request_id):
             try:
-                state = await self._open_here(desk, ask.command, ask.metadata)
+                state = await self._open_here(desk, ask.command, ask.metadata, pay=False)
             except DomainError as exc:
                 return _encoder.encode(_Refused(exc.code, exc.detail, exc.field))
             except Exception as exc:
@@ -378,7 +389,9 @@ class Purchases:
         """When the desk's last stored state says the purchase will go through, the
         PaymentIntent is created first and recorded in the append that holds the seats: one
         commit on the buyer's way instead of two. Should the desk refuse after all (another
-        process sold the seats), the intent, which no buyer has seen, is cancelled."""
+        process sold the seats), the intent, which no buyer has seen, is cancelled; unless the
+        draft's purchase was opened already (by an owner that answered too late): the intent,
+        created under the purchase's token as idempotency key, is that purchase's."""
         intent = await self._create_intent(forecast)
         prepaid = sales.PrepaidIntent(
             intent_id=intent.id,
@@ -388,8 +401,10 @@ class Purchases:
         paying = sales.with_intent(command, prepaid)
         try:
             events = await desk.submit(paying, meta, sales.discount_streams(paying))
-        except BaseException:
-            self._abandon(intent.id)
+        except BaseException as exc:
+            opened = streams.purchase(command.draft.token)
+            if not (isinstance(exc, ConcurrencyError) and exc.stream_id == opened):
+                self._abandon(intent.id)
             raise
         state = purchasing.replay_purchase(events)
         assert state is not None

@@ -93,6 +93,18 @@ async def opened_by_request(pool: asyncpg.Pool, tokens: list[str]) -> dict[str, 
     return {r["stream_id"].removeprefix("purchase-"): (r["request"], r["key"]) for r in rows}
 
 
+async def intents_recorded(pool: asyncpg.Pool, tokens: list[str]) -> dict[str, str]:
+    """Each purchase's PaymentIntent as its stream records it (a second one would fail)."""
+    rows = await pool.fetch(
+        "SELECT stream_id, data->>'intent_id' AS intent FROM events"
+        " WHERE type = 'PaymentIntentCreated' AND stream_id = ANY($1)",
+        [f"purchase-{t}" for t in tokens],
+    )
+    intents = {r["stream_id"].removeprefix("purchase-"): r["intent"] for r in rows}
+    assert len(intents) == len(rows), "a purchase recorded two PaymentIntents"
+    return intents
+
+
 async def test_purchases_at_two_gateways_are_decided_by_one_desk(
     pool: asyncpg.Pool, routed: Start
 ) -> None:
@@ -125,10 +137,16 @@ async def test_purchases_at_two_gateways_are_decided_by_one_desk(
     for _, body, request_id in created:
         assert recorded[body["purchase"]["token"]][0] == request_id
     assert any(g is second for g, _, _ in created)
+    # Each buyer can pay, whichever gateway took the request: one PaymentIntent per purchase.
+    assert all(body["payment"]["stripe_client_secret"] for _, body, _ in created)
+    assert await intents_recorded(pool, tokens) == {
+        body["purchase"]["token"]: body["payment"]["stripe_payment_intent_id"]
+        for _, body, _ in created
+    }
 
 
 async def test_an_owner_answering_too_late_opens_no_second_purchase(
-    pool: asyncpg.Pool, routed: Start, monkeypatch: pytest.MonkeyPatch
+    pool: asyncpg.Pool, routed: Start, stripe_sim: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The gateway that took the request gives up waiting at once and decides the same draft
     itself, while the owner decides it too: one purchase per draft, and the answer is it."""
@@ -157,6 +175,14 @@ async def test_an_owner_answering_too_late_opens_no_second_purchase(
     )
     holds = Counter(r["token"] for r in rows)
     assert holds == Counter({t: 1 for t in tokens})
+    # Both desks created the PaymentIntent of a draft (one key: one intent); the one whose
+    # decision came second leaves it alone, as it is the purchase's: every buyer can pay.
+    intents = await intents_recorded(pool, tokens)
+    assert set(intents) == set(tokens)
+    await other.sales.close()  # its background work (a cancel it might have sent) is done
+    for intent in intents.values():
+        paid = await stripe_sim.post(f"/_sim/payment_intents/{intent}/succeed")
+        assert paid.status == 200, await paid.text()
 
 
 async def test_a_gateway_that_stops_hands_its_events_to_another(
