@@ -28,6 +28,20 @@ def _env_int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _env_float(name: str, default: float) -> float:
+    """A number of zero or more."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise SystemExit(f"{name} must be a number of zero or more, got {raw!r}")
+    return value
+
+
 def _stripe_api_base() -> str:
     """STRIPE_API_BASE; else, while no Stripe key is set, a simulator running on its own
     (STRIPE_SIM_URL), so a configured key never goes to the simulator."""
@@ -64,6 +78,8 @@ class Settings:
     public_url: str = ""
     hold_minutes: int = 30
     pdf_workers: int = 1
+    mail_rush_per_second: float = 20.0
+    mail_longest_deferral: float = 30.0
     health_port: int = 0
     metrics_port: int = 0
     trusted_proxies: str = ""
@@ -138,6 +154,11 @@ class Settings:
             # One per core: spawned as PDFs are asked for, idle ones cost no CPU; on two cores
             # two took a purchase PDF's p50 at 64 connections from 1.1 s to 0.7-1.0 s.
             "pdf_workers": _env_int("LINJERUM_PDF_WORKERS", os.cpu_count() or 1),
+            # E-mails queued per second that make a rush (an on-sale), and how long a due one
+            # waits at most for it to pass (services/workers/mailer.py); a deferral of 0 turns
+            # the waiting off.
+            "mail_rush_per_second": _env_float("LINJERUM_MAIL_RUSH_PER_SECOND", 20.0),
+            "mail_longest_deferral": _env_float("LINJERUM_MAIL_LONGEST_DEFERRAL", 30.0),
             "health_port": _env_int("LINJERUM_HEALTH_PORT", 0),
             "metrics_port": _env_int("LINJERUM_METRICS_PORT", 0),
             "trusted_proxies": os.environ.get("LINJERUM_TRUSTED_PROXIES", ""),

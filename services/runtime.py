@@ -481,7 +481,13 @@ async def _serve(
     if "sweeper" in components:
         work["sweeper"] = run_sweeper(sales)
     if "mailer" in components:
-        work["mailer"] = Mailer(pool, _transport(live), documents.compose).run()
+        work["mailer"] = Mailer(
+            pool,
+            _transport(live),
+            documents.compose,
+            rush_per_second=live.mail_rush_per_second,
+            longest_deferral=live.mail_longest_deferral,
+        ).run()
     if "payments" in components:
         work["payments"] = PaymentEffects(pool, payments).run()
     if "relay" in components:

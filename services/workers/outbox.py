@@ -107,6 +107,11 @@ class OutboxWorker(abc.ABC):
     async def carry_out(self, row: asyncpg.Record) -> None:
         """Carry out one claimed row and record its outcome (`failed` to try it again)."""
 
+    async def before_work(self) -> None:
+        """Called before each pass of the running worker: one that should hold back a while
+        waits here (the default: none)."""
+        return
+
     async def run(self) -> None:
         """Work until cancelled; database outages are waited out, never fatal."""
         pause = self._poll
@@ -151,8 +156,9 @@ class OutboxWorker(abc.ABC):
             try:
                 while not listener.is_closed():
                     self._wake.clear()
+                    await self.before_work()
                     while await self.work_due() == self._batch_size:
-                        pass
+                        await self.before_work()
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
                     # cancellation that comes as it ends, and the worker would never stop.
                     with contextlib.suppress(TimeoutError):

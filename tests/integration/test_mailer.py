@@ -286,3 +286,73 @@ async def test_a_failure_whose_text_cannot_be_stored_is_still_rescheduled(
     row = await pool.fetchrow("SELECT * FROM mail_outbox WHERE purchase_token = $1", token)
     assert row["last_error"] == "ValueError: no address for buyer 'Ann\ufffde'"
     assert row["next_attempt_at"] > datetime.now(UTC) + timedelta(seconds=30)
+
+
+async def _queue_steadily(pool: asyncpg.Pool, count: int, interval: float) -> list[str]:
+    """`count` confirmations, one every `interval` seconds: a sale's paid purchases."""
+    tokens = []
+    for _ in range(count):
+        tokens.append(_token())
+        assert await enqueue(pool, tokens[-1], "confirmation")
+        await asyncio.sleep(interval)
+    return tokens
+
+
+def _rushed(pool: asyncpg.Pool, transport: MailTransport, longest_deferral: float) -> Mailer:
+    """A mailer for which 5 e-mails queued per second make a rush, looking every 50 ms."""
+    return _mailer(
+        pool,
+        transport,
+        poll_interval=0.05,
+        rush_per_second=5,
+        longest_deferral=longest_deferral,
+        rush_look=0.05,
+    )
+
+
+async def test_mail_waits_while_a_rush_lasts_and_all_of_it_goes_out_after(
+    pool: asyncpg.Pool,
+) -> None:
+    """40 e-mails queued at 50 a second: once the mailer has seen the rush (a look or two)
+    it sends nothing until the rush is over, then every one of them, once."""
+    inbox, port = Inbox(), free_port()
+    with smtp_server(inbox, port):
+        async with running(_rushed(pool, SmtpTransport(_settings(port)), 30.0)):
+            tokens = await _queue_steadily(pool, 40, 0.02)
+            sent_in_rush = len(inbox.messages)
+            await _until(lambda: len(inbox.messages) >= len(tokens))
+
+    assert sent_in_rush <= 10, sent_in_rush
+    assert Counter(s.removeprefix("confirmation ") for s in inbox.subjects()) == Counter(tokens)
+
+
+async def test_a_rush_holds_an_e_mail_back_no_longer_than_the_longest_deferral(
+    pool: asyncpg.Pool,
+) -> None:
+    """A rush that outlasts the longest deferral (0.4 s): e-mails go out while it lasts, none
+    of them kept much longer than that."""
+    inbox, port = Inbox(), free_port()
+    with smtp_server(inbox, port):
+        async with running(_rushed(pool, SmtpTransport(_settings(port)), 0.4)):
+            tokens = await _queue_steadily(pool, 75, 0.02)
+            sent_in_rush = len(inbox.messages)
+            await _until(lambda: len(inbox.messages) >= len(tokens))
+
+    assert sent_in_rush >= 25, sent_in_rush
+    waited = await pool.fetchval(
+        "SELECT max(extract(epoch FROM sent_at - created_at)) FROM mail_outbox"
+    )
+    assert waited < 1.5, waited
+    assert sorted(s.removeprefix("confirmation ") for s in inbox.subjects()) == sorted(tokens)
+
+
+async def test_a_longest_deferral_of_zero_sends_through_a_rush(pool: asyncpg.Pool) -> None:
+    inbox, port = Inbox(), free_port()
+    with smtp_server(inbox, port):
+        async with running(_rushed(pool, SmtpTransport(_settings(port)), 0.0)):
+            tokens = await _queue_steadily(pool, 40, 0.02)
+            await asyncio.sleep(0.1)
+            sent_in_rush = len(inbox.messages)
+            await _until(lambda: len(inbox.messages) >= len(tokens))
+
+    assert sent_in_rush >= 35, sent_in_rush

@@ -1,0 +1,31 @@
+"""Settings from the environment: the mail's rush knobs take numbers of zero or more, and a
+bad value stops the process with a message naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.settings import Settings
+
+
+def test_mail_yields_to_a_rush_of_20_a_second_for_at_most_30_seconds_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("LINJERUM_MAIL_RUSH_PER_SECOND", raising=False)
+    monkeypatch.delenv("LINJERUM_MAIL_LONGEST_DEFERRAL", raising=False)
+    settings = Settings.from_env()
+    assert (settings.mail_rush_per_second, settings.mail_longest_deferral) == (20.0, 30.0)
+
+
+def test_the_rush_knobs_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LINJERUM_MAIL_RUSH_PER_SECOND", "2.5")
+    monkeypatch.setenv("LINJERUM_MAIL_LONGEST_DEFERRAL", "0")
+    settings = Settings.from_env()
+    assert (settings.mail_rush_per_second, settings.mail_longest_deferral) == (2.5, 0.0)
+
+
+@pytest.mark.parametrize("raw", ["-1", "soon", "nan"])
+def test_a_bad_rush_knob_stops_with_its_name(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("LINJERUM_MAIL_LONGEST_DEFERRAL", raw)
+    with pytest.raises(SystemExit, match="LINJERUM_MAIL_LONGEST_DEFERRAL"):
+        Settings.from_env()
