@@ -33,6 +33,7 @@ import structlog
 from infra.mail import MailTransport
 from infra.mail_outbox import CHANNEL
 from infra.settings import Settings
+from infra.supervise import stop_task
 from services.workers.outbox import OutboxTable, OutboxWorker
 
 log = structlog.get_logger(__name__)
@@ -46,26 +47,17 @@ _QUEUE = (
     " coalesce(extract(epoch FROM now() - (SELECT min(next_attempt_at) FROM mail_outbox"
     " WHERE sent_at IS NULL AND next_attempt_at IS NOT NULL))::float8, 0)"
 )
-RUSH_LOOK = 0.25  # seconds between looks at the queue while a rush lasts
+RUSH_LOOK = 0.25  # seconds between looks at the queue
 
 
-@dataclass
-class Arrivals:
-    """How fast a count grows, from samples at least `window` seconds apart: the rate holds
-    between them, so looking more often costs nothing and changes nothing."""
+@dataclass(frozen=True)
+class _Look:
+    """The queue as last looked at: when, how many e-mails were ever queued, and how long the
+    longest-waiting due one had waited (seconds)."""
 
-    window: float
-    rate: float = 0.0
-    _at: float | None = None
-    _count: int = 0
-
-    def observe(self, now: float, count: int) -> float:
-        if self._at is None:
-            self._at, self._count = now, count
-        elif now - self._at >= self.window:
-            self.rate = (count - self._count) / (now - self._at)
-            self._at, self._count = now, count
-        return self.rate
+    at: float
+    queued: int
+    overdue: float
 
 
 class Mailer(OutboxWorker):
@@ -91,24 +83,57 @@ class Mailer(OutboxWorker):
         self._rush_per_second = rush_per_second
         self._longest_deferral = longest_deferral
         self._rush_look = rush_look
-        self._arrivals = Arrivals(rush_look)
+        self._look: _Look | None = None
+        self._queued_per_second = 0.0
+
+    async def run(self) -> None:
+        """Works the outbox, with the queue watched alongside (`_watch_queue`)."""
+        if self._longest_deferral <= 0:
+            await super().run()
+            return
+        watching = asyncio.create_task(self._watch_queue())
+        try:
+            await super().run()
+        finally:
+            await stop_task(watching)
+
+    async def _watch_queue(self) -> None:
+        """Looks at the queue every `rush_look` seconds whatever the mailer is doing: during a
+        sale a pass of confirmations (their PDFs rendered at low priority) takes seconds, and
+        the rush must be seen before the next one starts."""
+        while True:
+            try:
+                queued, overdue = await self._pool.fetchrow(_QUEUE)
+            except Exception as exc:  # the worker's own loop waits a database outage out
+                log.debug("mail_queue_unseen", error=repr(exc))
+            else:
+                now = time.monotonic()
+                if self._look is not None:
+                    self._queued_per_second = (queued - self._look.queued) / (now - self._look.at)
+                self._look = _Look(now, queued, overdue)
+            await asyncio.sleep(self._rush_look)
+
+    def _rushing(self) -> bool:
+        """E-mails queue faster than a rush's rate, and none has waited the longest deferral
+        (counting the time since the last look: should the looks fail, the rush ends then)."""
+        look = self._look
+        if look is None or self._queued_per_second <= self._rush_per_second:
+            return False
+        return look.overdue + time.monotonic() - look.at < self._longest_deferral
 
     async def before_work(self) -> None:
         """Waits while a rush lasts (see the module's docstring)."""
-        if self._longest_deferral <= 0:
+        if not self._rushing():
             return
-        deferred_at = None
-        while True:
-            queued, overdue = await self._pool.fetchrow(_QUEUE)
-            rate = self._arrivals.observe(time.monotonic(), queued)
-            if rate <= self._rush_per_second or overdue >= self._longest_deferral:
-                break
-            if deferred_at is None:
-                deferred_at = time.monotonic()
-                log.info("mail_yields_to_rush", queued_per_second=round(rate, 1))
+        deferred_at = time.monotonic()
+        log.info("mail_yields_to_rush", queued_per_second=round(self._queued_per_second, 1))
+        while self._rushing():
             await asyncio.sleep(self._rush_look)
-        if deferred_at is not None:
-            log.info("mail_resumes", waited_seconds=round(time.monotonic() - deferred_at, 2))
+        log.info(
+            "mail_resumes",
+            waited_seconds=round(time.monotonic() - deferred_at, 2),
+            queued_per_second=round(self._queued_per_second, 1),
+        )
 
     async def carry_out(self, row: asyncpg.Record) -> None:
         fields = {"outbox_id": row["id"], "kind": row["kind"], "attempt": row["attempts"]}
