@@ -261,8 +261,8 @@ async def mailed(database_url: str, paid: int) -> str:
         else float("nan")
     )
     return (
-        f"confirmation e-mails (PDF attached, sent by a process at lower priority): {row['sent']}"
-        f" of {paid} sent, the last {behind:.1f} s after the last payment"
+        "confirmation e-mails (PDF attached, sent after the rush by a process at lower priority):"
+        f" {row['sent']} of {paid} sent, the last {behind:.1f} s after the last payment"
     )
 
 
