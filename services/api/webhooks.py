@@ -15,6 +15,7 @@ from services.api.http import json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
 from services.usecases.refunds import Refunds
+from services.usecases.settlement import Settlement
 
 
 class WebhookReceipt(Payload):
@@ -40,7 +41,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     if event.report in ("refunded", "disputed"):
         outcome = await Refunds(purchases).settle(event, meta)
     else:
-        outcome = await purchases.settle(event, meta)
+        outcome = await Settlement(purchases).settle(event, meta)
     return json_response(WebhookReceipt(received=True, outcome=outcome))
 
 

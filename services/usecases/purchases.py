@@ -1,5 +1,6 @@
 """Purchase use cases: open a purchase with its holds and discount use in one append, take the
-payment through Stripe, cancel, expire, and settle a payment that arrives late. The decisions
+payment through Stripe, cancel and expire (what Stripe then reports is settled in
+services/usecases/settlement.py). The decisions
 are the domain's (domain/sales.py, domain/purchasing.py); this module finds the aggregates,
 draws what a decision needs (ids, codes, the clock), queues the commands at their desks and
 talks to Stripe. With several gateways, a purchase is opened by the gateway that owns its
@@ -28,7 +29,6 @@ from infra.append_batcher import AppendBatcher
 from infra.coalesce import Coalesced
 from infra.codes import random_code
 from infra.eventstore import (
-    NO_STREAM,
     ConcurrencyError,
     Metadata,
     PendingAppend,
@@ -36,7 +36,7 @@ from infra.eventstore import (
     read_stream,
     read_streams,
 )
-from infra.payments import PaymentError, PaymentIntentRef, Payments, WebhookEvent
+from infra.payments import PaymentError, PaymentIntentRef, Payments
 from projections import purchases as purchases_read_model
 from services.usecases import catalog_commands, ticketing
 from services.usecases.catalog_cache import Catalog
@@ -48,7 +48,6 @@ log = structlog.get_logger(__name__)
 UNAMBIGUOUS = "ACDEFGHJKLMNPQRTUVWXY34679"
 TICKET_CODE_LENGTH = 12
 ACCESS_CODE_LENGTH = 8
-MAX_SETTLE_ATTEMPTS = 5
 DISCOUNT_CODES = Aggregate(lambda: None, discounts.evolve_discount, discounts.clone_discount)
 EVENT_INVENTORY = Kind(
     holds.EventInventory,
@@ -64,10 +63,6 @@ ATTRACTION_INVENTORY = Kind(
     sales.decide,
     DISCOUNT_CODES,
 )
-
-
-# What a Stripe event changes of a purchase (at `version`), stored with `meta`; says what it did.
-Settle = Callable[[PurchaseState, int, WebhookEvent, Metadata], Coroutine[Any, Any, str]]
 
 
 class StripeFailed(DomainError):
@@ -466,7 +461,7 @@ class Purchases:
 
     async def load(self, token: str) -> tuple[PurchaseState | None, int]:
         """The purchase straight from its stream: never behind an acknowledged write."""
-        return _purchase_from(await self.reads.get(streams.purchase(token)))
+        return purchase_from(await self.reads.get(streams.purchase(token)))
 
     async def find(self, token: str, organization_id: int) -> tuple[PurchaseState, int]:
         if len(token) > 64:
@@ -508,7 +503,7 @@ class Purchases:
         the reason); returns False when there was nothing to end. `timed_out`: caused by the
         purchase's opening rather than by whoever `meta` names."""
         recorded = await read_stream(self.pool, streams.purchase(token))
-        state, version = _purchase_from(recorded)
+        state, version = purchase_from(recorded)
         if state is None:
             raise NotFound("purchase not found", "token")
         if timed_out:
@@ -533,97 +528,6 @@ class Purchases:
         assert opened.attraction_id is not None
         return self.desks.get(streams.attraction(opened.attraction_id), ATTRACTION_INVENTORY)
 
-    # ---- payments ------------------------------------------------------------------------
-
-    async def settle(self, event: WebhookEvent, meta: Metadata, apply: Settle | None = None) -> str:
-        """Apply one Stripe event once; returns what was done (for the log): `duplicate` for
-        an event already applied. What a Stripe event changes is appended with the event's id
-        as causation id (`meta`), so the purchase's own stream says whether it was applied,
-        in the read that loads it, and in the purchase's chain (the correlation id of its
-        opening); an event that changes nothing may come again and again changes nothing.
-        `apply` decides and stores what the event changes (default: what a payment report
-        changes; refunds and disputes bring their own)."""
-        if event.purchase_token is None:
-            return "ignored"
-        stream = streams.purchase(event.purchase_token)
-        for _ in range(MAX_SETTLE_ATTEMPTS):
-            recorded = await self.reads.get(stream)
-            if any(r.metadata.causation_id == event.id for r in recorded):
-                return "duplicate"
-            state, version = _purchase_from(recorded)
-            if state is None:
-                return "unknown_purchase"
-            chained = meta.in_chain_of(recorded[0])
-            try:
-                return await (apply or self._settle)(state, version, event, chained)
-            except (ConcurrencyError, sales.SettledMeanwhile):
-                continue
-        raise ConcurrencyError(stream, "settle")
-
-    async def _settle(
-        self, state: PurchaseState, version: int, event: WebhookEvent, meta: Metadata
-    ) -> str:
-        token = state.opened.token
-        stream = streams.purchase(token)
-        if event.report == "succeeded":
-            if state.status == "paid":
-                return "already_paid"
-            if state.status == "pending_payment":
-                schedule = await self.catalog.schedule(state.opened)
-                paid = sales.paid_with_tickets(state, event.intent_id, datetime.now(UTC), schedule)
-                appends = [
-                    PendingAppend(s, version if s == stream else NO_STREAM, events)
-                    for s, events in paid.items()
-                ]
-                await self.recorder.append(appends, meta)
-                return "paid"
-            return await self._late_payment(state, version, event.intent_id, meta)
-        if event.report == "failed" and state.status == "pending_payment":
-            failed = purchasing.PaymentFailed(
-                token=token, intent_id=event.intent_id, reason=f"payment {event.status}"
-            )
-            await self.recorder.append([PendingAppend(stream, version, [failed])], meta)
-            return "payment_failed"
-        return "ignored"
-
-    async def _late_payment(
-        self, state: PurchaseState, version: int, intent_id: str, meta: Metadata
-    ) -> str:
-        """Money arrived for a purchase that had already let go of its seats: sell the same
-        seats if they are still free, otherwise decide to give the money back. Either is one
-        append at the purchase's version, so of concurrent deliveries of the payment one
-        decides and the others find it decided (`duplicate`); the refund itself is made by the
-        payments worker once its decision is stored."""
-        opened = state.opened
-        if state.refunded:
-            return "refund_already_decided"
-        command = sales.HoldAgain(
-            state=state,
-            purchase_version=version,
-            intent_id=intent_id,
-            now=datetime.now(UTC),
-            schedule=await self.catalog.schedule(opened),
-            sections=[]
-            if opened.event_id is None
-            else await self.catalog.sections_of_event(opened.event_id),
-        )
-        try:
-            await self.inventory_desk(opened).submit(command, meta)
-            return "paid_late"
-        except (
-            holds.SeatsTaken,
-            holds.InsufficientAvailability,
-            holds.DailyCapacityExceeded,
-        ) as exc:
-            reason = exc.code
-        refund = purchasing.decide_late_refund(state, intent_id, reason)
-        if not refund:
-            return "ignored"
-        await self.recorder.append(
-            [PendingAppend(streams.purchase(opened.token), version, refund)], meta
-        )
-        return "refund_decided"
-
     async def due_for_expiry(self, now: datetime, limit: int = 500) -> list[str]:
         return await purchases_read_model.due_for_expiry(self.pool, now, limit)
 
@@ -636,5 +540,5 @@ def _intent_created(
     )
 
 
-def _purchase_from(recorded: list[RecordedEvent]) -> tuple[PurchaseState | None, int]:
+def purchase_from(recorded: list[RecordedEvent]) -> tuple[PurchaseState | None, int]:
     return purchasing.replay_purchase(r.event() for r in recorded), len(recorded)

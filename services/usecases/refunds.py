@@ -29,6 +29,7 @@ from infra.payments import WebhookEvent
 from projections import disputes as disputes_read_model
 from projections import refund_requests as requests_read_model
 from services.usecases.purchases import Purchases
+from services.usecases.settlement import Settlement
 from services.usecases.ticketing import load_purchase, load_ticket, load_tickets
 
 MAX_ATTEMPTS = 5
@@ -109,14 +110,14 @@ class Refunds:
 
     async def settle(self, event: WebhookEvent, meta: Metadata) -> str:
         """A refund or dispute Stripe reports, applied once as every Stripe event is
-        (Purchases.settle: its id is the causation id of what it changed). A dispute carries
+        (Settlement.settle: its id is the causation id of what it changed). A dispute carries
         no purchase token: it is found by the disputed PaymentIntent."""
         payments = self._purchases.payments
         if event.purchase_token is None and event.intent_id and payments is not None:
             token = await payments.purchase_token_of(event.intent_id)
             event = msgspec.structs.replace(event, purchase_token=token)
         apply = self._disputed if event.report == "disputed" else self._refunded
-        return await self._purchases.settle(event, meta, apply)
+        return await Settlement(self._purchases).settle(event, meta, apply)
 
     async def _refunded(
         self, state: PurchaseState, version: int, event: WebhookEvent, meta: Metadata
