@@ -65,7 +65,7 @@ class TakenSeats(Set[SeatKey]):
     rows. Immutable, so one snapshot serves every request until the read model changes.
 
     A snapshot also remembers how many rows at the front of a ticket type's rows are full
-    (`_full_front`), and one made by `plus` starts from what its base knows: adding seats never
+    (`full_front`), and one made by `plus` starts from what its base knows: adding seats never
     frees one, and an on-sale fills its rows front to back, so every later choice would walk
     past the same full rows again."""
 

@@ -1,10 +1,10 @@
 """Purchase use cases: open a purchase with its holds and discount use in one append, take the
-payment through Stripe, cancel and expire (what Stripe then reports is settled in
-services/usecases/settlement.py). The decisions
-are the domain's (domain/sales.py, domain/purchasing.py); this module finds the aggregates,
-draws what a decision needs (ids, codes, the clock), queues the commands at their desks and
-talks to Stripe. With several gateways, a purchase is opened by the gateway that owns its
-inventory's stream (services/usecases/desk_owners.py): the others send it there."""
+payment through Stripe, cancel and expire (what Stripe reports then is settled in
+services/usecases/settlement.py). The decisions are the domain's (domain/sales.py,
+domain/purchasing.py); this module finds the aggregates, draws what a decision needs (ids,
+codes, the clock), queues the commands at their desks and talks to Stripe. With several
+gateways, a purchase is opened by the gateway that owns its inventory's stream
+(services/usecases/desk_owners.py): the others send it there, and take its payment."""
 
 from __future__ import annotations
 
