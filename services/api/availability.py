@@ -3,42 +3,51 @@ with the seats already taken. Served from the availability read model with an ET
 
 from __future__ import annotations
 
+from collections import Counter
+
 from aiohttp import web
 
 from domain.catalog import Section
+from domain.inventory.events import SeatRef
 from domain.inventory.holds import VisitDay, local_date, visit_day
-from domain.inventory.stock import event_status
+from domain.inventory.stock import available_per_type, event_status
 from projections import availability, catalog
 from services.api import schemas as s
 from services.api.context import PURCHASES, now, organization_of, pool_of
 from services.api.errors import not_found
 from services.api.http import Snapshot, memoized, parse_query, path_int, snapshot
 from services.api.routes import Route
+from services.api.seating import event_seats
 
 
 async def event_availability(request: web.Request) -> Snapshot:
-    pool = pool_of(request)
-    row = await catalog.event(pool, organization_of(request), request.match_info["slug"])
-    if row is None:
-        raise not_found("event")
-    types = await catalog.ticket_types(pool, event_id=row["id"])
-    available, seats = await availability.event_stock(
-        pool, row["id"], catalog.sections_of(row), types
+    """The listing, seat map and taken seats are the ones auto-select reads (kept until the
+    catalog or the availability read model moves): a snapshot rebuilt during an on-sale costs
+    one read, of the per-type counts, instead of four."""
+    event = await event_seats(request)
+    counts = await availability.taken_per_type(pool_of(request), list(event.ticket_types))
+    per_section: Counter[int] = Counter(section_id for section_id, _, _ in event.taken)
+    available = available_per_type(
+        event.sections, list(event.ticket_types.values()), per_section, counts
     )
+    listing = event.listing
     status = event_status(
-        row["status"],
-        row["sales_start_date"],
-        row["sales_end_date"],
-        row["event_date"],
+        listing["status"],
+        listing["sales_start_date"],
+        listing["sales_end_date"],
+        listing["event_date"],
         available.values(),
         now(),
     )
     return snapshot(
         s.EventAvailability(
-            event_id=row["id"],
+            event_id=event.id,
             status=status,
             ticket_types={str(tid): n for tid, n in available.items()},
-            sold_seats=seats,
+            sold_seats=[
+                SeatRef(section_id=section_id, row=row, seat_number=number)
+                for section_id, row, number in sorted(event.taken)
+            ],
         ),
     )
 

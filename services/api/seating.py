@@ -64,24 +64,27 @@ class SeatValidation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
 
 @dataclass(frozen=True)
 class _Plan:
-    """The event's seat map and ticket types."""
+    """The event's listing (its catalog row), seat map and ticket types."""
 
+    listing: asyncpg.Record
     id: int
     sections: list[Section]
     ticket_types: dict[int, TicketType]
 
 
 @dataclass(frozen=True)
-class _Event(_Plan):
-    """What both helpers need of the event: its plan and the seats taken."""
+class EventSeats(_Plan):
+    """What the seat helpers and the availability snapshot need of the event: its plan and
+    the seats taken."""
 
     taken: seating.TakenSeats
 
 
-async def _event(request: web.Request) -> _Event:
+async def event_seats(request: web.Request) -> EventSeats:
     """The caller's published (or cancelled) event; 404 for a draft or another's event. The
-    seat map and ticket types are kept until the catalog changes, the taken seats until the
-    availability read model does: in an on-sale only the latter moves, many times a second."""
+    listing, seat map and ticket types are kept until the catalog changes, the taken seats
+    until the availability read model does: in an on-sale only the latter moves, many times a
+    second, and every auto-select and availability poll shares one read of them per move."""
     organization_id = organization_of(request)
     slug = request.match_info["slug"]
     pool = pool_of(request)
@@ -91,7 +94,7 @@ async def _event(request: web.Request) -> _Event:
     taken = await request.app[TAKEN].get(
         plan.id, lambda: availability.taken_seat_set(pool, plan.id)
     )
-    return _Event(plan.id, plan.sections, plan.ticket_types, taken)
+    return EventSeats(plan.listing, plan.id, plan.sections, plan.ticket_types, taken)
 
 
 async def _load_plan(pool: asyncpg.Pool, organization_id: int, slug: str) -> _Plan:
@@ -99,10 +102,10 @@ async def _load_plan(pool: asyncpg.Pool, organization_id: int, slug: str) -> _Pl
     if row is None:
         raise not_found("event")
     types = await catalog.ticket_types(pool, event_id=row["id"])
-    return _Plan(row["id"], catalog.sections_of(row), {t.id: t for t in types})
+    return _Plan(row, row["id"], catalog.sections_of(row), {t.id: t for t in types})
 
 
-def _seated_type(event: _Event, ticket_type_id: int) -> TicketType:
+def _seated_type(event: EventSeats, ticket_type_id: int) -> TicketType:
     """The event's ticket type with seats to pick; a 422 on `ticket_type_id` otherwise."""
     ticket_type = event.ticket_types.get(ticket_type_id)
     if ticket_type is None:
@@ -115,7 +118,7 @@ def _seated_type(event: _Event, ticket_type_id: int) -> TicketType:
 async def auto_select(request: web.Request) -> web.Response:
     """Fewer seats than requested is an answer, not an error: `count` says how many exist.
     Seats offered to another buyer moments ago are passed over while others are free."""
-    event = await _event(request)
+    event = await event_seats(request)
     body = await parse_body(request, AutoSelectRequest)
     ticket_type = _seated_type(event, body.ticket_type_id)
     by_id = {s.id: s for s in event.sections}
@@ -154,7 +157,7 @@ def _by_type_id(selected: dict[str, list[SeatRef]]) -> dict[int, list[SeatRef]]:
 async def validate_seats(request: web.Request) -> web.Response:
     """A seat that is not in the venue is a 422, a taken one a conflict: the first is the
     caller's bug, the second another buyer's doing."""
-    event = await _event(request)
+    event = await event_seats(request)
     body = await parse_body(request, SeatValidationRequest)
     selection = _by_type_id(body.selected_seats)
     try:
