@@ -10,11 +10,10 @@ from typing import ClassVar
 
 import asyncpg
 
-from domain.catalog import Section, TicketType
+from domain.catalog import TicketType
 from domain.events import Event
 from domain.inventory import events as inventory
 from domain.inventory.events import SeatRef
-from domain.inventory.stock import available_per_type
 from domain.seating import TakenSeats
 from infra.eventstore import RecordedEvent
 from projections import catalog
@@ -178,18 +177,6 @@ async def taken_per_type(conn: asyncpg.Pool, type_ids: Sequence[int]) -> dict[in
         list(type_ids),
     )
     return {r[0]: r[1] for r in rows}
-
-
-async def event_stock(
-    conn: asyncpg.Pool, event_id: int, sections: list[Section], types: list[TicketType]
-) -> tuple[dict[int, int], list[SeatRef]]:
-    """Per-type availability and the seats that are taken (held or sold)."""
-    seats = await taken_seats(conn, event_id)
-    per_section: dict[int, int] = {}
-    for seat in seats:
-        per_section[seat.section_id] = per_section.get(seat.section_id, 0) + 1
-    counts = await taken_per_type(conn, [t.id for t in types])
-    return available_per_type(sections, types, per_section, counts), seats
 
 
 async def taken_on(conn: asyncpg.Pool, attraction_id: int, day: date) -> int:

@@ -17,7 +17,7 @@ from services.api.context import PURCHASES, now, organization_of, pool_of
 from services.api.errors import not_found
 from services.api.http import Snapshot, memoized, parse_query, path_int, snapshot
 from services.api.routes import Route
-from services.api.seating import event_seats
+from services.api.seating import EventSeats, event_seats
 
 
 async def event_availability(request: web.Request) -> Snapshot:
@@ -25,11 +25,7 @@ async def event_availability(request: web.Request) -> Snapshot:
     catalog or the availability read model moves): a snapshot rebuilt during an on-sale costs
     one read, of the per-type counts, instead of four."""
     event = await event_seats(request)
-    counts = await availability.taken_per_type(pool_of(request), list(event.ticket_types))
-    per_section: Counter[int] = Counter(section_id for section_id, _, _ in event.taken)
-    available = available_per_type(
-        event.sections, list(event.ticket_types.values()), per_section, counts
-    )
+    available = await available_of(request, event)
     listing = event.listing
     status = event_status(
         listing["status"],
@@ -50,6 +46,14 @@ async def event_availability(request: web.Request) -> Snapshot:
             ],
         ),
     )
+
+
+async def available_of(request: web.Request, event: EventSeats) -> dict[int, int]:
+    """What is left of each ticket type, by id in the ticket types' order."""
+    counts = await availability.taken_per_type(pool_of(request), list(event.ticket_types))
+    per_section: Counter[int] = Counter(section_id for section_id, _, _ in event.taken)
+    types = list(event.ticket_types.values())
+    return available_per_type(event.sections, types, per_section, counts)
 
 
 def seat_plan_sections(sections: list[Section]) -> list[s.SeatPlanSection]:

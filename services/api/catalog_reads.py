@@ -11,10 +11,12 @@ from domain.catalog import OpeningHours
 from domain.inventory.stock import early_bird_active, event_status
 from projections import availability, catalog
 from services.api import schemas as s
+from services.api.availability import available_of
 from services.api.context import now, organization_of, pool_of
 from services.api.errors import not_found
 from services.api.http import Snapshot, memoized, parse_query, path_int, snapshot
 from services.api.routes import Route
+from services.api.seating import event_seats
 
 _hours = msgspec.json.Decoder(dict[str, OpeningHours])
 
@@ -81,12 +83,11 @@ async def list_events(request: web.Request) -> Snapshot:
 
 
 async def get_event(request: web.Request) -> Snapshot:
-    pool = pool_of(request)
-    row = await catalog.event(pool, organization_of(request), request.match_info["slug"])
-    if row is None:
-        raise not_found("event")
-    types = await catalog.ticket_types(pool, event_id=row["id"])
-    available, _ = await availability.event_stock(pool, row["id"], catalog.sections_of(row), types)
+    """From the listing, seat map and taken seats the seat helpers keep (services/api/seating.py):
+    an event page polled during its on-sale costs one read per move of the read model."""
+    event = await event_seats(request)
+    row, types = event.listing, list(event.ticket_types.values())
+    available = await available_of(request, event)
     moment = now()
     detail = s.EventDetail(
         id=row["id"],
