@@ -50,6 +50,7 @@ from domain.errors import InvalidCommand
 from domain.inventory.events import SeatRef
 
 SeatKey = tuple[int, str, int]
+FRONTS_KEPT = 8  # the ticket types' rows a snapshot remembers the full front of
 
 
 def seat_key(seat: SeatRef) -> SeatKey:
@@ -75,7 +76,7 @@ class TakenSeats(Set[SeatKey]):
         self._rows = rows
         self._size = sum(map(len, rows.values()))
         self._base = base
-        self._fronts: dict[int, tuple[object, int]] = {}
+        self._fronts: _ByIdentity[int] = _ByIdentity(FRONTS_KEPT)
 
     @classmethod
     def of(cls, seats: Iterable[SeatKey]) -> TakenSeats:
@@ -102,18 +103,18 @@ class TakenSeats(Set[SeatKey]):
 
     def full_front(self, places: Sequence[_Place]) -> int:
         """How many of `places`, from the front, have no free seat."""
-        kept = self._fronts.get(id(places))
-        if kept is not None and kept[0] is places:
-            return kept[1]
-        front = 0 if self._base is None else self._base.full_front(places)
-        while front < len(places):
-            row = places[front].row
-            numbers = self.in_row(places[front].section.id, row.identifier)
-            if not _fills(numbers, row.start, row.end):
-                break
-            front += 1
-        self._fronts[id(places)] = (places, front)
-        return front
+
+        def count() -> int:
+            front = 0 if self._base is None else self._base.full_front(places)
+            while front < len(places):
+                row = places[front].row
+                numbers = self.in_row(places[front].section.id, row.identifier)
+                if not _fills(numbers, row.start, row.end):
+                    break
+                front += 1
+            return front
+
+        return self._fronts.get(places, None, count)
 
     def in_row(self, section_id: int, row: str) -> Set[int]:
         return self._rows.get((section_id, row), frozenset())

@@ -71,7 +71,7 @@ class CatalogProjection:
 
     @property
     def handles(self) -> frozenset[str]:
-        return frozenset(_HANDLED)
+        return _HANDLES
 
     async def apply(self, conn: asyncpg.Connection, schema: str, event: RecordedEvent) -> None:
         if event.type not in _HANDLED:
@@ -253,6 +253,7 @@ _HANDLED = {
     "DiscountCodeRedeemed": _redeemed,
     "DiscountCodeReleased": _released,
 }
+_HANDLES = frozenset(_HANDLED)
 
 
 _LIVE = live_schema(CatalogProjection())

@@ -109,40 +109,24 @@ async def _apply(
         await projection.apply(conn, schema, event)
 
 
-# The checkpoint moves and, when given a channel, gateways are told (at commit): one round trip.
-_MOVE_CHECKPOINT = (
-    "WITH moved AS (UPDATE {schema}.checkpoint SET tx_id = $1::text::xid8, position = $2,"
-    " stream_seq = greatest(stream_seq, coalesce($3, stream_seq)) RETURNING 1)"
-    " SELECT pg_notify($4, '') FROM moved WHERE $4::text IS NOT NULL"
-)
-
-
 async def apply_events(
     conn: asyncpg.Connection,
     projection: Projection,
     schema: str,
     events: Sequence[RecordedEvent],
-    stream_seq: int | None = None,
-    channel: str | None = None,
 ) -> int:
-    """Apply the events not yet applied and move the checkpoint; call inside a transaction that
-    already holds the projection's lock. Returns how many were new. `stream_seq` is the JetStream
-    sequence of the last message of a live batch (None when replaying from the event store);
-    `channel` is announced on when any was new. Events of other categories only move the
-    checkpoint: a NATS server older than 2.10 ignores a consumer's list of filter subjects and
-    delivers everything."""
+    """Apply the events not yet applied and move the checkpoint (a rebuild's unit of work); call
+    inside a transaction that already holds the projection's lock. Returns how many were new.
+    Events of other categories only move the checkpoint: a NATS server older than 2.10 ignores a
+    consumer's list of filter subjects and delivers everything."""
     checkpoint = await read_checkpoint(conn, schema)
     new, mine = _unapplied(projection, events, checkpoint)
     if mine:
         await _apply(conn, projection, schema, mine)
-    checkpoint = new[-1].global_position if new else checkpoint
-    if new or stream_seq is not None:
+    if new:
+        last = new[-1].global_position
         await conn.execute(
-            _MOVE_CHECKPOINT.format(schema=schema),
-            str(checkpoint.tx_id),
-            checkpoint.position,
-            stream_seq,
-            channel if new else None,
+            _move_checkpoints_sql([schema]), None, str(last.tx_id), last.position, []
         )
     return len(new)
 

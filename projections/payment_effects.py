@@ -31,7 +31,7 @@ class PaymentEffectsProjection:
 
     @property
     def handles(self) -> frozenset[str]:
-        return frozenset(_RUNS) | frozenset(_ONE_BY_ONE)
+        return _HANDLES
 
     async def apply_all(
         self, conn: asyncpg.Connection, schema: str, events: Sequence[RecordedEvent]
@@ -39,7 +39,7 @@ class PaymentEffectsProjection:
         """In runs of one event type, in order: the intents an on-sale creates and its payments
         take a statement per run; the rarer events, which queue work, one at a time."""
         table = f"{schema}.payable_intents"
-        handled = [e for e in events if e.type in self.handles]
+        handled = [e for e in events if e.type in _HANDLES]
         for kind, run in itertools.groupby(handled, key=lambda e: e.type):
             if kind in _RUNS:
                 await _RUNS[kind](conn, table, list(run))
@@ -90,3 +90,4 @@ async def _one(conn: asyncpg.Connection, table: str, event: RecordedEvent) -> No
 
 _RUNS = {"PaymentIntentCreated": _created, "PurchasePaid": _paid}
 _ONE_BY_ONE = ("PurchaseExpired", "PurchaseCancelled", "LatePaymentRefundDecided", "RefundDecided")
+_HANDLES = frozenset(_RUNS) | frozenset(_ONE_BY_ONE)
