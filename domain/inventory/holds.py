@@ -35,13 +35,13 @@ from domain.inventory.events import (
     SeatsReturned,
 )
 from domain.inventory.stock import available_per_type
+from domain.seat_selection import check_distinct
 from domain.seating import (
     RowKey,
     SeatKey,
     TakenSeats,
     best_available,
     by_row,
-    check_distinct,
     seat_key,
 )
 

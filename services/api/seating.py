@@ -19,7 +19,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from domain import seating
+from domain import seat_selection, seating
 from domain.catalog import MAX_PER_PURCHASE, Section, TicketType
 from domain.errors import InvalidCommand
 from domain.inventory.events import SeatRef
@@ -110,7 +110,7 @@ def _seated_type(event: EventSeats, ticket_type_id: int) -> TicketType:
     ticket_type = event.ticket_types.get(ticket_type_id)
     if ticket_type is None:
         raise invalid_request("ticket_type_id", f"ticket type {ticket_type_id} is not this event's")
-    if not seating.seated_sections(event.sections, ticket_type):
+    if not seat_selection.seated_sections(event.sections, ticket_type):
         raise invalid_request("ticket_type_id", f"ticket type {ticket_type_id} has no seats")
     return ticket_type
 
@@ -124,7 +124,7 @@ async def auto_select(request: web.Request) -> web.Response:
     by_id = {s.id: s for s in event.sections}
     try:
         for i, seat in enumerate(body.near):
-            seating.check_seat(by_id, seat, f"near[{i}]")
+            seat_selection.check_seat(by_id, seat, f"near[{i}]")
     except InvalidCommand as exc:
         raise from_domain(exc) from None
     offers = request.app[OFFERS]
@@ -161,7 +161,7 @@ async def validate_seats(request: web.Request) -> web.Response:
     body = await parse_body(request, SeatValidationRequest)
     selection = _by_type_id(body.selected_seats)
     try:
-        found = seating.conflicts(event.sections, selection, event.ticket_types, event.taken)
+        found = seat_selection.conflicts(event.sections, selection, event.ticket_types, event.taken)
     except InvalidCommand as exc:
         raise from_domain(exc) from None
     return json_response(SeatValidation(available=not found, conflicts=found))

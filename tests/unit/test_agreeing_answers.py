@@ -12,7 +12,7 @@ from domain.catalog import OpeningHours, TicketType
 from domain.errors import InvalidCommand
 from domain.inventory import holds
 from domain.inventory.events import SeatRef
-from domain.seating import conflicts
+from domain.seat_selection import conflicts
 from tests.unit.test_selling import _event, _hold
 
 MUSEUM = catalog.AttractionOpened(

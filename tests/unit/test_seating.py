@@ -11,15 +11,8 @@ import pytest
 from domain.catalog import Row, Section, TicketType
 from domain.errors import InvalidCommand
 from domain.inventory.events import SeatRef
-from domain.seating import (
-    SeatKey,
-    best_available,
-    check_seat,
-    check_selection,
-    conflicts,
-    seated_sections,
-    seats_of,
-)
+from domain.seat_selection import check_seat, check_selection, conflicts, seated_sections
+from domain.seating import SeatKey, best_available, seats_of
 
 PARTERRE, LOGE, BALKON, GULV = 10, 5, 20, 30
 
