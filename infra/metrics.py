@@ -119,6 +119,13 @@ STRIPE_ERRORS = Counter(
     ["call", "code"],
 )
 
+RATE_CLAIMS = Counter(
+    "linjerum_rate_limit_claims",
+    "Slices of shared rate-limit windows claimed on the database: waited (calls waited for the"
+    " claim) or ahead (claimed while calls were still at hand)",
+    ["how"],
+)
+
 OUTBOX_DEPTH = Gauge(
     "linjerum_outbox_depth",
     "Rows of an outbox (mail, payment) not yet carried out and not given up",

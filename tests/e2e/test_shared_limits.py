@@ -11,6 +11,7 @@ import uuid
 
 import asyncpg
 from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY
 
 from infra import rate_limits
 from infra.changes import ChangeFeed
@@ -107,6 +108,29 @@ async def test_concurrent_calls_on_two_gateways_never_pass_the_limit(pool) -> No
     assert claimed == 50
     assert 0 < sum(v.allowed for v in verdicts) <= 50
     assert all(0 < v.retry_after <= 61 for v in verdicts if not v.allowed)
+
+
+def _claims(how: str) -> float:
+    return REGISTRY.get_sample_value("linjerum_rate_limit_claims_total", {"how": how}) or 0.0
+
+
+async def test_a_busy_keys_calls_do_not_wait_for_each_slice(pool) -> None:
+    """In an on-sale every call of the shop's key would otherwise wait, each time a slice runs
+    out, for the claim of the next: the next is claimed while half of this one is left."""
+    limits = SharedLimits(pool, ChangeFeed(pool, (AUTH_BLOCKS,)))
+    window = [(f"key:busy-{uuid.uuid4().hex}", 100_000)]
+    waited, ahead = _claims("waited"), _claims("ahead")
+    for _ in range(60):  # bounded: about 1.2 s of a steady 1,000 calls a second
+        verdicts = await asyncio.gather(*(limits.take(window) for _ in range(20)))
+        assert all(v.allowed for v in verdicts)
+        await asyncio.sleep(0.02)
+    # The first calls ask one at a time until the key's demand is known.
+    assert _claims("waited") - waited <= 4
+    assert _claims("ahead") - ahead >= 3
+    claimed = await pool.fetchval(
+        "SELECT sum(u) FROM rate_windows, unnest(units) AS u WHERE window_key = $1", window[0][0]
+    )
+    assert 1_200 <= claimed < 1_200 + 2 * 600
 
 
 async def test_windows_that_have_ended_are_deleted(pool: asyncpg.Pool) -> None:

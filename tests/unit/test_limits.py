@@ -9,6 +9,9 @@ from infra.rate_limits import Claim
 from services.api.limits import (
     HOLD_SECONDS,
     MAX_SLICE,
+    RATE_SPAN,
+    ROOM_AHEAD,
+    RUSH_CALLS,
     SLICE_SECONDS,
     WINDOW_SECONDS,
     Budget,
@@ -74,18 +77,84 @@ def test_a_claim_asks_for_the_recent_demand_capped() -> None:
     budget = Budget(limit=1_000_000)
     budget.note_call(0.0)
     assert budget.ask() == 1
-    for i in range(1, 40):
+    assert budget.ask(waiting=7) == 7  # at least the calls waiting for it
+    for i in range(1, RUSH_CALLS - 1):
         budget.note_call(i / 100)
-    share = math.ceil(40 * SLICE_SECONDS / HOLD_SECONDS)
-    assert 1 < share < 40
-    assert budget.ask() == share
+    quiet = math.ceil((RUSH_CALLS - 1) * SLICE_SECONDS / HOLD_SECONDS)
+    assert budget.ask() == quiet  # the period's calls
+    for i in range(RUSH_CALLS - 1, 40):
+        budget.note_call(i / 100)
+    # Busy: at the rate of its calls so far, 40 in 0.39 s.
+    assert budget.ask() == math.ceil(40 / 0.39 * SLICE_SECONDS)
     budget.note_call(HOLD_SECONDS + 0.1)  # a new period remembers the last one
-    assert budget.ask() == share
+    assert budget.ask() == math.ceil(40 * SLICE_SECONDS / HOLD_SECONDS)
     for _ in range(3 * MAX_SLICE):
         budget.note_call(HOLD_SECONDS + 0.2)
     assert budget.ask() == MAX_SLICE
     budget.note_call(10 * HOLD_SECONDS)  # idle since: one at a time again
     assert budget.ask() == 1
+
+
+def test_a_rush_is_asked_for_at_its_rate_from_its_first_calls() -> None:
+    budget = Budget(limit=1_000_000)
+    for i in range(RUSH_CALLS):
+        budget.note_call(5.0 + i / 10_000)  # in 1.5 ms: counted over RATE_SPAN
+    assert budget.ask() == math.ceil(RUSH_CALLS / RATE_SPAN * SLICE_SECONDS)
+
+
+def _busy(calls: int) -> Budget:
+    """A budget whose key made `calls` calls in the last period, and one now."""
+    budget = Budget(limit=100_000)
+    for i in range(calls):
+        budget.note_call(i * HOLD_SECONDS / calls)
+    budget.note_call(HOLD_SECONDS)
+    return budget
+
+
+def test_a_busy_keys_next_slice_is_claimed_when_half_of_this_one_is_left() -> None:
+    budget = _busy(40)
+    assert budget.ask() == 20
+    budget.claimed(Claim(granted=20, remaining=5_000, wait=0.0), sent=0.0, now=0.01)
+    assert not budget.due_ahead(0.02)  # 19 left
+    for _ in range(9):
+        budget.spend(0.1)
+    assert budget.tokens == 10
+    assert budget.due_ahead(0.1)
+    budget.claimed_ahead(Claim(granted=20, remaining=4_980, wait=0.0), sent=0.2, now=0.21)
+    assert not budget.due_ahead(0.3)  # one ahead at a time
+    # Both slices count in what the key has left.
+    assert budget.spend(0.3) == Verdict(True, 100_000, 4_980 + 9 + 20, 0)
+    for _ in range(9):
+        budget.spend(0.4)
+    # The current slice is spent: the next call takes the one claimed ahead, without asking.
+    assert budget.spend(0.5) == Verdict(True, 100_000, 4_980 + 19, 0)
+    assert (budget.tokens, budget.ahead_tokens) == (19, 0)
+    assert budget.spend(0.2 + HOLD_SECONDS + 0.01) is None  # its own deadline holds
+
+
+def test_nothing_is_claimed_ahead_for_a_quiet_key_a_full_window_or_one_nearly_full() -> None:
+    quiet = _busy(2)
+    quiet.claimed(Claim(granted=1, remaining=90, wait=0.0), sent=0.0, now=0.0)
+    assert not quiet.due_ahead(0.1)
+    nearly_full = _busy(40)
+    nearly_full.claimed(Claim(20, ROOM_AHEAD - 1, 0.0), sent=0.0, now=0.0)
+    nearly_full.tokens = 0
+    assert not nearly_full.due_ahead(0.1)
+    full = _busy(40)
+    full.claimed(Claim(20, 0, 59.0), sent=0.0, now=0.0)
+    full.tokens = 0
+    assert not full.due_ahead(0.1)
+
+
+def test_a_slice_of_one_claimed_ahead_is_not_kept_and_a_full_window_is_known() -> None:
+    budget = _busy(40)
+    budget.claimed(Claim(20, 1_000, 0.0), sent=0.0, now=0.0)
+    budget.tokens = 2
+    budget.claimed_ahead(Claim(granted=1, remaining=0, wait=58.0), sent=0.1, now=0.1)
+    assert budget.ahead_tokens == 0
+    assert budget.spend(0.2) == Verdict(True, 100_000, 1, 0)
+    budget.spend(0.2)
+    assert budget.spend(0.3) == Verdict(False, 100_000, 0, 58)
 
 
 def test_a_rolling_window_does_not_count_refused_calls() -> None:
