@@ -154,6 +154,7 @@ ROUTES = [
         s.EventAvailability,
         errors=(401, 404, 429),
         path_params={"slug": str},
+        lane="browsing",
     ),
     Route(
         "GET",
@@ -165,6 +166,7 @@ ROUTES = [
         query=s.SeatPlanQuery,
         errors=(401, 404, 422, 429),
         path_params={"id": int},
+        lane="browsing",
     ),
     Route(
         "GET",
@@ -176,5 +178,6 @@ ROUTES = [
         query=s.AttractionAvailabilityQuery,
         errors=(401, 404, 422, 429),
         path_params={"slug": str},
+        lane="browsing",
     ),
 ]

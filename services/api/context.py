@@ -18,6 +18,7 @@ from services.api.activity import ActivityLog
 from services.api.docs.published import PublishedDocs
 from services.api.memo import Memo
 from services.api.offers import SeatOffers
+from services.api.sale_first import SaleFirst
 from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents
 
@@ -34,6 +35,7 @@ API_DOCS: web.AppKey[PublishedDocs] = web.AppKey("api_docs", PublishedDocs)
 OFFERS: web.AppKey[SeatOffers] = web.AppKey("offers", SeatOffers)
 PLANS: web.AppKey[Memo] = web.AppKey("seat_plans", Memo)
 TAKEN: web.AppKey[Memo] = web.AppKey("taken_seats", Memo)
+SALE_FIRST: web.AppKey[SaleFirst] = web.AppKey("sale_first", SaleFirst)
 API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 

@@ -56,6 +56,7 @@ from services.api.context import (
     POOL,
     PURCHASES,
     REQUEST_ID,
+    SALE_FIRST,
     SNAPSHOTS,
     TAKEN,
 )
@@ -74,6 +75,7 @@ from services.api.limits import Limits, LocalLimits, SharedLimits, Verdict
 from services.api.memo import Memo
 from services.api.offers import SeatOffers
 from services.api.routes import API_PREFIX, Handler, Route
+from services.api.sale_first import SaleFirst
 from services.health import Readiness, add_health_routes, add_metrics_route
 from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents
@@ -125,7 +127,10 @@ async def _respond(
             key, verdict = await request.app[ACCESS].admit(request, route)
             request[API_KEY] = key
         _check_request(request, route)
-        return await handler(request), verdict
+        if route is None or route.lane == "free":
+            return await handler(request), verdict
+        async with request.app[SALE_FIRST].lane(route.lane):
+            return await handler(request), verdict
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.detail, exc.headers), verdict
     except DomainError as exc:
@@ -286,6 +291,7 @@ def create_app(
     app[CHANGES] = changes
     app[SNAPSHOTS] = Memo(changes, READS_FOLLOW, ttl=SNAPSHOT_SECONDS)
     app[OFFERS] = SeatOffers(offer_feed)
+    app[SALE_FIRST] = SaleFirst()
     app[PLANS] = Memo(changes, (CATALOG_CHANGES,), ttl=SNAPSHOT_SECONDS)
     app[TAKEN] = Memo(changes, (AVAILABILITY_CHANGES,), ttl=SNAPSHOT_SECONDS)
     limits: Limits = LocalLimits()

@@ -228,6 +228,7 @@ ROUTES = [
         status=201,
         body=PurchaseRequest,
         errors=(401, 409, 422, 429, 502, 503),
+        lane="selling",
     ),
     Route(
         "GET",

@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from services.api.sale_first import Lane
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The versioned partner API: what the OpenAPI document covers and the activity log records.
 API_PREFIX = "/api/v1/"
@@ -31,6 +33,7 @@ class Route:
     bucket: str | None = None
     media_type: str = "application/json"
     path_params: dict[str, type] = field(default_factory=dict)
+    lane: Lane = "free"
 
     @property
     def operation_id(self) -> str:

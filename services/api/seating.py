@@ -178,6 +178,7 @@ ROUTES = [
         body=AutoSelectRequest,
         errors=(401, 404, 422, 429),
         path_params={"slug": str},
+        lane="browsing",
     ),
     Route(
         "POST",
@@ -189,5 +190,6 @@ ROUTES = [
         body=SeatValidationRequest,
         errors=(401, 404, 422, 429),
         path_params={"slug": str},
+        lane="browsing",
     ),
 ]

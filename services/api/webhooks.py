@@ -55,5 +55,6 @@ ROUTES = [
         WebhookReceipt,
         errors=(400, 503),
         authenticated=False,
+        lane="selling",
     ),
 ]
