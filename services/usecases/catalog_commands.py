@@ -24,7 +24,7 @@ from projections import availability
 from projections import catalog as catalog_reads
 
 Pool = asyncpg.Pool | asyncpg.Connection
-ID_BLOCK = 500
+ID_BLOCK = 2000  # an on-sale's first second or more of tickets; ids never handed out are never used
 
 
 async def allocate_ids(pool: Pool, count: int) -> list[int]:
