@@ -1,5 +1,5 @@
 """Selling before browsing: while a purchase or a payment confirmation is under way, browsing
-requests run two at a time, in order of arrival; with nothing being sold they run freely; none
+requests run a few at a time, in order of arrival; with nothing being sold they run freely; none
 is ever refused or left waiting for good."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ async def test_browsing_runs_freely_while_nothing_is_sold() -> None:
 
 
 async def test_browsing_waits_its_turn_while_a_purchase_is_under_way() -> None:
-    requests = _Requests(SaleFirst())
+    requests = _Requests(SaleFirst(browsing_while_selling=2))
     requests.arrive("purchase", "selling")
     await _settle()
     for i in range(5):
@@ -57,7 +57,6 @@ async def test_browsing_waits_its_turn_while_a_purchase_is_under_way() -> None:
     requests.arrive("poll", "free")
     requests.arrive("second purchase", "selling")
     await _settle()
-    assert BROWSING_WHILE_SELLING == 2
     assert requests.started == ["purchase", "browse0", "browse1", "poll", "second purchase"]
     await requests.finish("browse1")
     await _settle()
@@ -67,6 +66,21 @@ async def test_browsing_waits_its_turn_while_a_purchase_is_under_way() -> None:
     await _settle()
     # Nothing sold any more: every one still waiting runs.
     assert requests.started[-2:] == ["browse3", "browse4"]
+    for name in requests.tasks:
+        requests.done[name].set()
+    await asyncio.gather(*requests.tasks.values())
+
+
+async def test_a_gateway_lets_a_few_browse_beside_its_sales() -> None:
+    requests = _Requests(SaleFirst())
+    requests.arrive("purchase", "selling")
+    for i in range(BROWSING_WHILE_SELLING + 3):
+        requests.arrive(f"browse{i}", "browsing")
+    await _settle()
+    assert len(requests.started) == 1 + BROWSING_WHILE_SELLING
+    await requests.finish("purchase")
+    await _settle()
+    assert len(requests.started) == 1 + BROWSING_WHILE_SELLING + 3
     for name in requests.tasks:
         requests.done[name].set()
     await asyncio.gather(*requests.tasks.values())
