@@ -257,9 +257,11 @@ def partner_routes() -> Iterable[Route]:
 async def _start(app: web.Application) -> None:
     app[CHANGES].start()
     await app[OFFERS].start()
+    app[SALE_FIRST].start()
 
 
 async def _stop(app: web.Application) -> None:
+    await app[SALE_FIRST].stop()
     await app[OFFERS].stop()
     await app[CHANGES].stop()
 

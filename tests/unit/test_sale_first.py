@@ -1,15 +1,17 @@
-"""Selling before browsing: while a purchase or a payment confirmation is under way, browsing
-requests run a few at a time, in order of arrival; with nothing being sold they run freely; none
-is ever refused or left waiting for good."""
+"""Selling before browsing: while a purchase or a payment confirmation is under way and the
+event loop is saturated, browsing requests run a few at a time, in order of arrival; with
+nothing being sold, or a loop that keeps up, they run freely; none is ever refused or left
+waiting for good."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from services.api.gateway import partner_routes
-from services.api.sale_first import BROWSING_WHILE_SELLING, Lane, SaleFirst
+from services.api.sale_first import BROWSING_WHILE_SELLING, Lane, LoopLag, SaleFirst
 
 
 class _Requests:
@@ -35,13 +37,20 @@ class _Requests:
         await self.tasks[name]
 
 
+def _saturated() -> LoopLag:
+    """A loop lag that says saturated until the test says otherwise."""
+    lag = LoopLag()
+    lag.saturated = True
+    return lag
+
+
 async def _settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
 
 
 async def test_browsing_runs_freely_while_nothing_is_sold() -> None:
-    requests = _Requests(SaleFirst())
+    requests = _Requests(SaleFirst(lag=_saturated()))
     for i in range(10):
         requests.arrive(f"browse{i}", "browsing")
     await _settle()
@@ -49,7 +58,7 @@ async def test_browsing_runs_freely_while_nothing_is_sold() -> None:
 
 
 async def test_browsing_waits_its_turn_while_a_purchase_is_under_way() -> None:
-    requests = _Requests(SaleFirst(browsing_while_selling=2))
+    requests = _Requests(SaleFirst(2, _saturated()))
     requests.arrive("purchase", "selling")
     await _settle()
     for i in range(5):
@@ -71,8 +80,8 @@ async def test_browsing_waits_its_turn_while_a_purchase_is_under_way() -> None:
     await asyncio.gather(*requests.tasks.values())
 
 
-async def test_a_gateway_lets_a_few_browse_beside_its_sales() -> None:
-    requests = _Requests(SaleFirst())
+async def test_a_saturated_gateway_lets_a_few_browse_beside_its_sales() -> None:
+    requests = _Requests(SaleFirst(lag=_saturated()))
     requests.arrive("purchase", "selling")
     for i in range(BROWSING_WHILE_SELLING + 3):
         requests.arrive(f"browse{i}", "browsing")
@@ -86,8 +95,47 @@ async def test_a_gateway_lets_a_few_browse_beside_its_sales() -> None:
     await asyncio.gather(*requests.tasks.values())
 
 
+async def test_browsing_runs_freely_beside_a_sale_while_the_loop_keeps_up() -> None:
+    lag = _saturated()
+    requests = _Requests(SaleFirst(1, lag))
+    requests.arrive("purchase", "selling")
+    for i in range(4):
+        requests.arrive(f"browse{i}", "browsing")
+    await _settle()
+    assert len(requests.started) == 2
+    lag.saturated = False  # as the loop's watcher finds it keeping up again
+    lag.on_change()
+    await _settle()
+    assert requests.started[-3:] == ["browse1", "browse2", "browse3"]
+    requests.arrive("browse4", "browsing")  # a purchase waiting for a slow Stripe, say
+    await _settle()
+    assert requests.started[-1] == "browse4"
+    for name in requests.tasks:
+        requests.done[name].set()
+    await asyncio.gather(*requests.tasks.values())
+
+
+async def test_the_loop_lag_sees_a_blocked_loop_and_its_recovery() -> None:
+    lag = LoopLag()
+    flips: list[bool] = []
+    lag.on_change = lambda: flips.append(lag.saturated)
+    lag.start()
+    try:
+        await asyncio.sleep(0.05)
+        # The loop blocked on purpose: the watcher's timer fires 40 ms late or more.
+        time.sleep(0.05)  # noqa: ASYNC251
+        for _ in range(300):  # bounded: 3 s for a busy machine's loop to be seen idle again
+            await asyncio.sleep(0.01)
+            if True in flips and not lag.saturated:
+                break
+        assert True in flips, "a loop blocked for 50 ms was not seen saturated"
+        assert not lag.saturated, "an idle loop was still seen saturated"
+    finally:
+        await lag.stop()
+
+
 async def test_a_browsing_request_cancelled_while_it_waits_takes_no_turn() -> None:
-    requests = _Requests(SaleFirst(browsing_while_selling=1))
+    requests = _Requests(SaleFirst(1, _saturated()))
     requests.arrive("purchase", "selling")
     requests.arrive("browse0", "browsing")
     await _settle()
@@ -109,7 +157,7 @@ async def test_a_browsing_request_cancelled_while_it_waits_takes_no_turn() -> No
 
 
 async def test_a_turn_given_as_its_request_is_cancelled_goes_to_the_next() -> None:
-    gate = SaleFirst(browsing_while_selling=1)
+    gate = SaleFirst(1, _saturated())
     requests = _Requests(gate)
     requests.arrive("purchase", "selling")
     await _settle()
