@@ -2,8 +2,8 @@
 only until a key changes (a revocation notifies every gateway, so it holds at once), a per-IP
 throttle on failed authentications, and per-key rolling-window rate limits with the spec's headers.
 
-The windows are kept by `services/api/limits.py`: in this process, or shared with every gateway
-on the database."""
+The windows are kept by `services/api/limits.py` in this process, or shared with every gateway
+on the database by `services/api/shared_limits.py`."""
 
 from __future__ import annotations
 

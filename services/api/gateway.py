@@ -71,11 +71,12 @@ from services.api.errors import (
 )
 from services.api.forwarded import Network, behind_proxies
 from services.api.http import check_text
-from services.api.limits import Limits, LocalLimits, SharedLimits, Verdict
+from services.api.limits import Limits, LocalLimits, Verdict
 from services.api.memo import Memo
 from services.api.offers import SeatOffers
 from services.api.routes import API_PREFIX, Handler, Route
 from services.api.sale_first import SaleFirst
+from services.api.shared_limits import SharedLimits
 from services.health import Readiness, add_health_routes, add_metrics_route
 from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents

@@ -18,7 +18,8 @@ from infra.changes import ChangeFeed
 from infra.db import create_pool
 from infra.rate_limits import AUTH_BLOCKS
 from services.api.context import CHANGES
-from services.api.limits import AUTH_FAILURE_LIMIT, SharedLimits, Verdict
+from services.api.limits import AUTH_FAILURE_LIMIT, Verdict
+from services.api.shared_limits import SharedLimits
 from services.dev.seed_demo import DEMO_ORGANIZATION
 from tests.e2e.conftest import bearer, issue_key
 from tests.faults.test_database_down import proxy  # noqa: F401  (fixture)

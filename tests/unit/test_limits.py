@@ -6,18 +6,15 @@ from __future__ import annotations
 import math
 
 from infra.rate_limits import Claim
-from services.api.limits import (
+from services.api.limits import WINDOW_SECONDS, LocalLimits, RollingWindow, Verdict
+from services.api.shared_limits import (
     HOLD_SECONDS,
     MAX_SLICE,
     RATE_SPAN,
     ROOM_AHEAD,
     RUSH_CALLS,
     SLICE_SECONDS,
-    WINDOW_SECONDS,
     Budget,
-    LocalLimits,
-    RollingWindow,
-    Verdict,
 )
 
 
