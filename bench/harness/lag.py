@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -65,56 +67,102 @@ class Lags:
         )
 
 
-class LagSampler:
-    """Samples the checkpoints from `start()` to `stop()`, every `interval` seconds."""
+class _OwnLoop:
+    """A watcher's coroutine on an event loop of its own, in a thread: on the load generator's
+    loop a sample's time would be taken when the busy loop got round to its answer, and every
+    lag measured would include the load generator's own delay."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+
+    def _launch(self, work: Callable[[asyncio.Event], Awaitable[None]], name: str) -> None:
+        started = threading.Event()
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            started.set()
+            try:
+                await work(self._stop)
+            except BaseException as exc:  # re-raised in the caller's thread by _join
+                self._error = exc
+
+        self._thread = threading.Thread(target=asyncio.run, args=(main(),), name=name)
+        self._thread.start()
+        started.wait()
+
+    def _ask_to_stop(self) -> None:
+        assert self._loop is not None and self._stop is not None
+        with contextlib.suppress(RuntimeError):  # its loop has finished already
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    async def _join(self, timeout: float | None = None) -> bool:
+        """Whether the thread has finished (within `timeout`); its error is raised here."""
+        assert self._thread is not None
+        await asyncio.to_thread(self._thread.join, timeout)
+        if self._error is not None:
+            raise self._error
+        return not self._thread.is_alive()
+
+
+class LagSampler(_OwnLoop):
+    """Samples the checkpoints from `start()` to `stop()`, every `interval` seconds, on a loop
+    of its own."""
 
     def __init__(self, database_url: str, interval: float = 0.01) -> None:
+        super().__init__()
         self._url = database_url
         self._interval = interval
         self._sql = _checkpoints_sql()
         self._times: list[float] = []
         self._seen: dict[str, list[Position]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._conn: asyncpg.Connection | None = None
         self._after = 0
+        self._ready = threading.Event()
+        self._lags = Lags()
 
     async def start(self) -> None:
-        self._conn = await asyncpg.connect(self._url)
-        self._after = await self._conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
-        self._task = asyncio.create_task(self._sample_until(float("inf")))
-
-    async def _sample_once(self) -> None:
-        assert self._conn is not None
-        rows = await self._conn.fetch(self._sql)
-        self._times.append(time.time())
-        for row in rows:
-            self._seen.setdefault(row["name"], []).append(Position(row["tx_id"], row["position"]))
-
-    async def _sample_until(self, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            await self._sample_once()
-            await asyncio.sleep(self._interval)
+        """Returns once the run's first position is known and sampling has begun."""
+        self._launch(self._run, "lag-sampler")
+        await asyncio.to_thread(self._ready.wait)
 
     async def stop(self) -> Lags:
         """Samples on (at most SETTLE_SECONDS) until every model has applied the run's events,
         then matches each event of the run to the first sample that includes it."""
-        assert self._task is not None and self._conn is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._ask_to_stop()
+        await self._join()
+        return self._lags
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        conn = await asyncpg.connect(self._url)
         try:
-            events = await self._conn.fetch(
+            self._after = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+            self._ready.set()
+            while not stop.is_set():
+                await self._sample_once(conn)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._interval)
+            events = await conn.fetch(
                 "SELECT stream_id, tx_id::text::bigint AS tx_id, position, recorded_at"
                 " FROM events WHERE position > $1",
                 self._after,
             )
             deadline = time.monotonic() + SETTLE_SECONDS
             while not self._caught_up(events) and time.monotonic() < deadline:
-                await self._sample_once()
+                await self._sample_once(conn)
                 await asyncio.sleep(self._interval)
+            self._lags = self._match(events)
         finally:
-            await self._conn.close()
-        return self._match(events)
+            self._ready.set()
+            await conn.close()
+
+    async def _sample_once(self, conn: asyncpg.Connection) -> None:
+        rows = await conn.fetch(self._sql)
+        self._times.append(time.time())
+        for row in rows:
+            self._seen.setdefault(row["name"], []).append(Position(row["tx_id"], row["position"]))
 
     def _wanted(self, name: str, events: list[asyncpg.Record]) -> list[asyncpg.Record]:
         if name == RELAY:
@@ -145,40 +193,40 @@ class LagSampler:
         return lags
 
 
-class SoldOutWatch:
+class SoldOutWatch(_OwnLoop):
     """Polls an availability URL every `interval` seconds until it says `sold_out`: when the
-    partner's page would first show the event sold out."""
+    partner's page would first show the event sold out. On a loop of its own, as the lag
+    sampler."""
 
     def __init__(self, url: str, headers: dict[str, str], interval: float = 0.02) -> None:
+        super().__init__()
         self._url = url
         self._headers = headers
         self.interval = interval
         self.seen_at: float | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def start(self, max_seconds: float) -> None:
-        self._task = asyncio.create_task(self._watch(time.monotonic() + max_seconds))
+        deadline = time.monotonic() + max_seconds
+        self._launch(lambda stop: self._watch(deadline, stop), "sold-out-watch")
 
-    async def _watch(self, deadline: float) -> None:
+    async def _watch(self, deadline: float, stop: asyncio.Event) -> None:
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(headers=self._headers, timeout=timeout) as session:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not stop.is_set():
                 with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                     async with session.get(self._url) as response:
                         body = await response.json(content_type=None)
                     if response.status == 200 and body.get("status") == "sold_out":
                         self.seen_at = time.time()
                         return
-                await asyncio.sleep(self.interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.interval)
 
     async def stop(self, grace: float = SETTLE_SECONDS) -> None:
         """Waits (at most `grace` s) for the sold-out answer, then stops watching."""
-        assert self._task is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._task), grace)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        if not await self._join(grace):
+            self._ask_to_stop()
+            await self._join()
 
 
 async def last_hold_at(pool: asyncpg.Pool, event_id: int) -> float | None:
