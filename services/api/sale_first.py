@@ -1,14 +1,16 @@
 """Selling before browsing. A gateway answers every request on one event loop, and in an on-sale
 thousands of buyers ask for seat suggestions and availability while others buy: a purchase
 takes several steps (the desk's batch, the PaymentIntent, the append), and at each it waits
-behind every request that came in meanwhile. So while a purchase or a payment confirmation is
-under way and the loop is saturated, at most `BROWSING_WHILE_SELLING` browsing requests run at
-once; the others wait their turn, in order of arrival. With nothing being sold, or a loop that
-keeps up (a purchase waiting for a slow Stripe, say), browsing runs freely. None of it is
-refused: browsing gets the loop whenever selling waits for the database or Stripe.
+behind every request that came in meanwhile. So while a purchase is under way and the loop is
+saturated, at most `BROWSING_WHILE_SELLING` browsing requests run at once; the others wait
+their turn, in order of arrival. With nothing being sold, or a loop that keeps up (a purchase
+waiting for a slow Stripe, say), browsing runs freely. None of it is refused: browsing gets the
+loop whenever selling waits for the database or Stripe.
 
 Four at once: with two, fewer offered seats were refused at purchase, but buyers waited longer
-for suggestions than the purchases gained; with eight the refusals came back."""
+for suggestions than the purchases gained; with eight the refusals came back. Stripe's webhooks
+do not count as selling: when they did, the purchases' tail was the same and the buyers' whole
+journey slower."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Literal
 
 from infra.supervise import stop_task
 
-# Selling: a purchase or a payment confirmation. Browsing: what buyers ask many times while
+# Selling: a purchase. Browsing: what buyers ask many times while
 # they choose (seat suggestions and checks, availability). Free: everything else, neither
 # waiting nor making anything wait.
 Lane = Literal["selling", "browsing", "free"]

@@ -55,6 +55,5 @@ ROUTES = [
         WebhookReceipt,
         errors=(400, 503),
         authenticated=False,
-        lane="selling",
     ),
 ]
