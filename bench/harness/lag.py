@@ -119,7 +119,6 @@ class LagSampler(_OwnLoop):
         self._sql = _checkpoints_sql()
         self._times: list[float] = []
         self._seen: dict[str, list[Position]] = {}
-        self._after = 0
         self._ready = threading.Event()
         self._lags = Lags()
 
@@ -138,7 +137,7 @@ class LagSampler(_OwnLoop):
     async def _run(self, stop: asyncio.Event) -> None:
         conn = await asyncpg.connect(self._url)
         try:
-            self._after = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+            after = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
             self._ready.set()
             while not stop.is_set():
                 await self._sample_once(conn)
@@ -147,7 +146,7 @@ class LagSampler(_OwnLoop):
             events = await conn.fetch(
                 "SELECT stream_id, tx_id::text::bigint AS tx_id, position, recorded_at"
                 " FROM events WHERE position > $1",
-                self._after,
+                after,
             )
             deadline = time.monotonic() + SETTLE_SECONDS
             while not self._caught_up(events) and time.monotonic() < deadline:

@@ -35,12 +35,22 @@ LAG_LOOK = 0.01  # seconds between the timers
 
 class LoopLag:
     """Whether the event loop is saturated, from how late a timer fires every LAG_LOOK
-    seconds; `on_change` is called when that flips."""
+    seconds while it is watched (an idle gateway sets no timers); `on_change` is called when
+    that flips."""
 
     def __init__(self) -> None:
         self.saturated = False
         self.on_change: Callable[[], None] = lambda: None
         self._task: asyncio.Task[None] | None = None
+        self._watched = asyncio.Event()
+
+    def watch(self) -> None:
+        self._watched.set()
+
+    def rest(self) -> None:
+        """Unwatched, the loop counts as keeping up."""
+        self._watched.clear()
+        self.saturated = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._watch(), name="loop-lag")
@@ -51,10 +61,11 @@ class LoopLag:
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await self._watched.wait()
             asked = loop.time()
             await asyncio.sleep(LAG_LOOK)
             saturated = loop.time() - asked - LAG_LOOK >= SATURATED_LAG
-            if saturated != self.saturated:
+            if self._watched.is_set() and saturated != self.saturated:
                 self.saturated = saturated
                 self.on_change()
 
@@ -80,6 +91,7 @@ class SaleFirst:
     async def lane(self, lane: Lane) -> AsyncIterator[None]:
         if lane == "selling":
             self._selling += 1
+            self._lag.watch()
         elif lane == "browsing":
             await self._turn()
         try:
@@ -87,6 +99,8 @@ class SaleFirst:
         finally:
             if lane == "selling":
                 self._selling -= 1
+                if not self._selling:
+                    self._lag.rest()
             elif lane == "browsing":
                 self._browsing -= 1
             self._admit()

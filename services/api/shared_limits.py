@@ -144,23 +144,26 @@ class Budget:
     def claimed(self, claim: Claim, sent: float, now: float) -> Verdict:
         """The verdict of the call that made the claim (sent at `sent`, answered at `now`); the
         rest of the slice is kept for the next calls. A slice of one is spent at once."""
-        self.full_until = now + claim.wait if claim.remaining == 0 else 0.0
+        self._heard(claim, now)
         if claim.granted == 0:
             self.tokens = 0
             return Verdict(False, self.limit, 0, retry_seconds(claim.wait))
         self.tokens = claim.granted - 1
         self.spend_by = sent + HOLD_SECONDS if claim.granted > 1 else sent
-        self.room = claim.remaining
         return Verdict(True, self.limit, self.room + self.tokens, 0)
 
     def claimed_ahead(self, claim: Claim, sent: float, now: float) -> None:
         """Keeps a slice claimed ahead for when the current one is spent. A slice of one, which
         only another gateway's claims in between leave, cannot be kept: the window counts it
         as spent (never past the limit; the key may be refused a call it had room for)."""
-        self.full_until = now + claim.wait if claim.remaining == 0 else 0.0
-        self.room = claim.remaining
+        self._heard(claim, now)
         if claim.granted > 1:
             self.ahead_tokens, self.ahead_by = claim.granted, sent + HOLD_SECONDS
+
+    def _heard(self, claim: Claim, now: float) -> None:
+        """The window's room as of this claim, and when it has room again if it is full."""
+        self.full_until = now + claim.wait if claim.remaining == 0 else 0.0
+        self.room = claim.remaining
 
     def give_back(self) -> None:
         """A call spent here but refused by another window; dropped if its slice has ended."""

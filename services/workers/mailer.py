@@ -100,17 +100,25 @@ class Mailer(OutboxWorker):
     async def _watch_queue(self) -> None:
         """Looks at the queue every `rush_look` seconds whatever the mailer is doing: during a
         sale a pass of confirmations (their PDFs rendered at low priority) takes seconds, and
-        the rush must be seen before the next one starts."""
+        the rush must be seen before the next one starts. With no e-mail queued since the last
+        look (every enqueue notifies), nothing is asked of the database."""
+        heard = -1
         while True:
-            try:
-                queued, overdue = await self._pool.fetchrow(_QUEUE)
-            except Exception as exc:  # the worker's own loop waits a database outage out
-                log.debug("mail_queue_unseen", error=repr(exc))
+            if self._look is not None and self.notices == heard:
+                self._queued_per_second = 0.0
             else:
-                now = time.monotonic()
-                if self._look is not None:
-                    self._queued_per_second = (queued - self._look.queued) / (now - self._look.at)
-                self._look = _Look(now, queued, overdue)
+                notices = self.notices  # those heard while the query runs are looked at next
+                try:
+                    queued, overdue = await self._pool.fetchrow(_QUEUE)
+                except Exception as exc:  # the worker's own loop waits a database outage out
+                    log.debug("mail_queue_unseen", error=repr(exc))
+                else:
+                    heard = notices
+                    now = time.monotonic()
+                    if self._look is not None:
+                        rate = (queued - self._look.queued) / (now - self._look.at)
+                        self._queued_per_second = rate
+                    self._look = _Look(now, queued, overdue)
             await asyncio.sleep(self._rush_look)
 
     def _rushing(self) -> bool:

@@ -102,6 +102,8 @@ class OutboxWorker(abc.ABC):
         self._batch_size = batch_size
         self._lease = lease
         self._wake = asyncio.Event()
+        # Notifications heard on the table's channel: every enqueue sends one.
+        self.notices = 0
 
     @abc.abstractmethod
     async def carry_out(self, row: asyncpg.Record) -> None:
@@ -170,4 +172,5 @@ class OutboxWorker(abc.ABC):
                     await listener.remove_listener(self._table.channel, self._on_notify)
 
     def _on_notify(self, *_: Any) -> None:
+        self.notices += 1
         self._wake.set()

@@ -119,6 +119,7 @@ async def test_the_loop_lag_sees_a_blocked_loop_and_its_recovery() -> None:
     flips: list[bool] = []
     lag.on_change = lambda: flips.append(lag.saturated)
     lag.start()
+    lag.watch()  # as a sale begins
     try:
         await asyncio.sleep(0.05)
         # The loop blocked on purpose: the watcher's timer fires 40 ms late or more.
@@ -129,6 +130,10 @@ async def test_the_loop_lag_sees_a_blocked_loop_and_its_recovery() -> None:
                 break
         assert True in flips, "a loop blocked for 50 ms was not seen saturated"
         assert not lag.saturated, "an idle loop was still seen saturated"
+        lag.rest()  # the sale is over: no timers, the loop counts as keeping up
+        time.sleep(0.05)  # noqa: ASYNC251
+        await asyncio.sleep(0.03)
+        assert not lag.saturated
     finally:
         await lag.stop()
 
