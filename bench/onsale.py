@@ -178,6 +178,17 @@ async def warm_up(buyers: Buyers) -> None:
             await response.read()
 
 
+async def cancelled_intents(buyers: Buyers) -> int:
+    """Intents the gateways created and cancelled again: Stripe calls no buyer gained from."""
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(f"{buyers.simulator}/_sim/events") as response,
+    ):
+        events = (await response.json())["data"]
+    return sum(e["type"] == "payment_intent.canceled" for e in events)
+
+
 def gateways_of(components: Sequence[Component]) -> list[Component]:
     """The processes serving the API, the first one receiving the simulator's webhooks."""
     return [c for c in components if c.name.startswith("gateway") or c.name == "linjerum-run"]
@@ -302,6 +313,7 @@ async def main(args: argparse.Namespace) -> None:
             cpu.add("load generator", load_cpu)
             lags = await lag.stop()
             await sold_out.stop()
+            cancelled = await cancelled_intents(buyers)
         finally:
             if profiler is not None:
                 await profiler.stop()
@@ -320,6 +332,10 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             await pool.close()
         report(args, setup, Sale.merged(sales), stored, cpu, desk, events, served)
+        print(
+            f"PaymentIntents cancelled at the simulator (created for a purchase the desk then"
+            f" refused): {cancelled}"
+        )
         print("read models behind the event store (append's commit -> row visible, sampled every")
         print("10 ms during the on-sale; the relay's checkpoint is the floor under them all):")
         print("\n".join(lags.lines()))

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -71,6 +72,9 @@ class Kind(Aggregate[S]):
 
     decide: Callable[[Any, S, Mapping[str, Any]], Decision]
     companion: Aggregate[Any] | None = None
+    # What a decision's events on the desk's stream take that no other decision may take too
+    # (seats): pledged while a forecast purchase creates its PaymentIntent (`Desk.pledge`).
+    claims: Callable[[list[Event]], frozenset[Hashable]] | None = None
 
 
 class _Look:
@@ -122,6 +126,9 @@ class Desk(Generic[S]):
         self._queued = DESK_QUEUE_DEPTH.labels(category(stream_id))
         self._batch_sizes = DESK_BATCH_SIZE.labels(category(stream_id))
         self._worker: asyncio.Task[None] | None = None
+        # What forecast purchases that are creating their PaymentIntents claim: each claim's
+        # pledge is done once that purchase is decided (stored or refused) or has given up.
+        self._pledged: dict[Hashable, asyncio.Future[None]] = {}
         self.conflicts = 0
         self.reloads = 0
         self._stale = True
@@ -150,6 +157,40 @@ class Desk(Generic[S]):
             return self._kind.decide(command, self.cached.state, _states(self.companions))
         except Exception:
             return None
+
+    async def forecast_clear(self, command: Any) -> Decision | None:
+        """`forecast`, once no purchase in flight claims what it would take: a buyer whose
+        seats another's pledge claims learns after that one is decided whether they are still
+        free, instead of paying Stripe for an intent the desk would then refuse."""
+        while (decision := self.forecast(command)) is not None:
+            pledges = self._pledges_against(decision)
+            if not pledges:
+                return decision
+            await asyncio.wait(pledges)
+        return None
+
+    @contextmanager
+    def pledge(self, decision: Decision) -> Iterator[None]:
+        """Claims what `decision` takes (`Kind.claims`) until the block ends: while a forecast
+        purchase creates its PaymentIntent and is decided."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        claims = self._claims(decision)
+        self._pledged.update(dict.fromkeys(claims, done))
+        try:
+            yield
+        finally:
+            for claim in claims:
+                if self._pledged.get(claim) is done:
+                    del self._pledged[claim]
+            done.set_result(None)
+
+    def _claims(self, decision: Decision) -> frozenset[Hashable]:
+        if self._kind.claims is None:
+            return frozenset()
+        return self._kind.claims(decision.events.get(self.stream_id, []))
+
+    def _pledges_against(self, decision: Decision) -> set[asyncio.Future[None]]:
+        return {self._pledged[c] for c in self._claims(decision) if c in self._pledged}
 
     async def ready(self) -> None:
         """Reads the stream if the desk never has (through the queue: only the worker changes

@@ -55,6 +55,7 @@ EVENT_INVENTORY = Kind(
     holds.clone_inventory,
     sales.decide,
     DISCOUNT_CODES,
+    holds.seats_claimed,
 )
 ATTRACTION_INVENTORY = Kind(
     holds.AttractionInventory,
@@ -275,10 +276,11 @@ class Purchases:
         fails on it, and the purchase already opened is the answer. Without `pay` the purchase
         is only opened (for another gateway, which takes the payment)."""
         await desk.ready()
-        forecast = desk.forecast(command) if pay else None
+        forecast = await desk.forecast_clear(command) if pay else None
         try:
             if forecast is not None and self._can_charge(forecast.result[0]):
-                return await self._pay_first(desk, command, forecast.result[0], meta)
+                with desk.pledge(forecast):
+                    return await self._pay_first(desk, command, forecast.result[0], meta)
             events = await desk.submit(command, meta, sales.discount_streams(command))
         except ConcurrencyError as exc:
             found = None

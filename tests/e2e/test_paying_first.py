@@ -104,3 +104,21 @@ async def test_a_hold_taken_before_stripe_fails_is_released(serve, pool, catalog
     )
     assert released == 1
     await post(working, token, "/api/v1/purchases", order(type_id), 201)
+
+
+async def test_a_buyer_after_the_same_seat_waits_instead_of_paying_for_it(
+    api, pool: asyncpg.Pool, stripe_sim: TestClient, catalog
+) -> None:
+    """Buyers at one gateway after the event's last seat at once: the later ones wait for
+    the first one's purchase to be decided and is refused without a PaymentIntent, so Stripe
+    sees no intent created only to be cancelled."""
+    token, _, type_id = await small_event(pool, 2)
+    await post(api, token, "/api/v1/purchases", order(type_id, 1), 201)  # the desk reads
+    before = set(await _cancelled_intents(stripe_sim))
+
+    answers = await asyncio.gather(
+        *(post(api, token, "/api/v1/purchases", order(type_id, 1)) for _ in range(4))
+    )
+    assert sorted(response.status for response, _ in answers) == [201, 409, 409, 409]
+    await asyncio.sleep(0.3)  # a cancel would be made in the background
+    assert set(await _cancelled_intents(stripe_sim)) - before == set()

@@ -23,6 +23,13 @@ def _run(command: Command, state: holds.EventInventory, _: Mapping[str, Any]) ->
 
 
 PLAIN_COMMANDS = Kind(holds.EventInventory, holds.evolve_inventory, holds.clone_inventory, _run)
+PLEDGING_COMMANDS = Kind(
+    holds.EventInventory,
+    holds.evolve_inventory,
+    holds.clone_inventory,
+    _run,
+    claims=holds.seats_claimed,
+)
 
 
 def hold_one(event_id: int, stream: str, seat_number: int, token: str | None = None) -> Command:

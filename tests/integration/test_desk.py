@@ -5,6 +5,7 @@ conflict costs only catching up with the other's events, never a reload of the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import asyncpg
@@ -13,7 +14,7 @@ from domain.inventory import holds
 from domain.sales import Decision
 from infra.eventstore import Metadata, read_stream
 from services.usecases.desk import Desk
-from tests.integration.desk_commands import PLAIN_COMMANDS, hold_one
+from tests.integration.desk_commands import PLAIN_COMMANDS, PLEDGING_COMMANDS, hold_one
 
 META = Metadata(request_id="desk-test", actor="test")
 SEATS = 30
@@ -80,3 +81,33 @@ async def test_a_forecast_decides_on_the_stored_state_and_changes_nothing(
     assert len(await read_stream(pool, stream)) == 1
     for each in (desk, other):
         await each.close()
+
+
+async def test_a_forecast_waits_for_a_pledge_on_its_seats_then_sees_them_taken(
+    pool: asyncpg.Pool,
+) -> None:
+    """While one purchase forecast to go through pays first, another forecasting the same
+    seat learns the outcome before paying for it; one for another seat does not wait."""
+    event_id = random.randint(10**8, 10**9)
+    stream = f"event-{event_id}"
+    desk = Desk(pool, stream, PLEDGING_COMMANDS)
+    await desk.submit(hold_one(event_id, stream, 9), META)
+    first = desk.forecast(hold_one(event_id, stream, 1))
+    assert first is not None
+    with desk.pledge(first):
+        waiting = asyncio.ensure_future(desk.forecast_clear(hold_one(event_id, stream, 1)))
+        other = await desk.forecast_clear(hold_one(event_id, stream, 2))
+        assert other is not None
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        await desk.submit(hold_one(event_id, stream, 1), META)
+    assert await waiting is None  # seat 1 is taken now
+
+    second = desk.forecast(hold_one(event_id, stream, 3))
+    assert second is not None
+    with contextlib.suppress(RuntimeError), desk.pledge(second):
+        waiting = asyncio.ensure_future(desk.forecast_clear(hold_one(event_id, stream, 3)))
+        await asyncio.sleep(0.01)
+        raise RuntimeError("the first buyer's payment could not be started")
+    assert await waiting is not None  # nothing was stored: seat 3 is still free
+    await desk.close()
