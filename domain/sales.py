@@ -30,6 +30,7 @@ from domain.purchasing import (
     PurchaseRequest,
     PurchaseState,
 )
+from domain.seating import SeatKey, seat_key
 
 # What a command sees of the streams beside the inventory's: their states, by stream id.
 Companions = Mapping[str, Any]
@@ -146,6 +147,17 @@ def decide(command: SaleCommand, inventory: Any, companions: Companions) -> Deci
         case RefundTickets():
             return refund_tickets(command, inventory, companions)
     raise TypeError(f"not a sale command: {command!r}")
+
+
+def seats_chosen(command: SaleCommand) -> frozenset[SeatKey]:
+    """The seats a purchase's buyer chose (`selected_seats`): no other seat will do for them,
+    so two purchases choosing one of them cannot both go through. Seats left to the desk are
+    not claimed: it picks free ones when it decides."""
+    if not isinstance(command, OpenEventPurchase) or not command.request.selected_seats:
+        return frozenset()
+    return frozenset(
+        seat_key(s) for seats in command.request.selected_seats.values() for s in seats
+    )
 
 
 def discount_streams(command: SaleCommand) -> tuple[str, ...]:

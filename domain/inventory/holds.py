@@ -5,7 +5,6 @@ optimistic concurrency is the lock that keeps every seat, type and day within it
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal
@@ -122,12 +121,6 @@ def _seats_left(hold: SeatsHeld, seats: list[HeldSeat], counts: dict[int, int]) 
         seats=[s for s in hold.seats if seat_key(s) not in gone],
         counts=_less(hold.counts, counts),
     )
-
-
-def seats_claimed(events: Iterable[Event]) -> frozenset[SeatKey]:
-    """The seats these events hold: two purchases claiming one of the same cannot both be
-    stored, whatever else they decide."""
-    return frozenset(seat_key(s) for e in events if isinstance(e, SeatsHeld) for s in e.seats)
 
 
 def clone_inventory(state: EventInventory) -> EventInventory:

@@ -72,9 +72,9 @@ class Kind(Aggregate[S]):
 
     decide: Callable[[Any, S, Mapping[str, Any]], Decision]
     companion: Aggregate[Any] | None = None
-    # What a decision's events on the desk's stream take that no other decision may take too
-    # (seats): pledged while a forecast purchase creates its PaymentIntent (`Desk.pledge`).
-    claims: Callable[[list[Event]], frozenset[Hashable]] | None = None
+    # What a command must have and no other may take too (the seats its buyer chose): pledged
+    # while a forecast purchase creates its PaymentIntent (`Desk.pledge`).
+    claims: Callable[[Any], frozenset[Hashable]] | None = None
 
 
 class _Look:
@@ -159,22 +159,24 @@ class Desk(Generic[S]):
             return None
 
     async def forecast_clear(self, command: Any) -> Decision | None:
-        """`forecast`, once no purchase in flight claims what it would take: a buyer whose
-        seats another's pledge claims learns after that one is decided whether they are still
-        free, instead of paying Stripe for an intent the desk would then refuse."""
+        """`forecast`, once no purchase in flight claims what `command` claims: a buyer whose
+        chosen seats another's pledge claims learns after that one is decided whether they
+        are still free, instead of paying Stripe for an intent the desk would then refuse.
+        Commands that claim nothing (seats the desk chooses) never wait."""
+        claims = self._claims(command)
         while (decision := self.forecast(command)) is not None:
-            pledges = self._pledges_against(decision)
+            pledges = {self._pledged[c] for c in claims if c in self._pledged}
             if not pledges:
                 return decision
             await asyncio.wait(pledges)
         return None
 
     @contextmanager
-    def pledge(self, decision: Decision) -> Iterator[None]:
-        """Claims what `decision` takes (`Kind.claims`) until the block ends: while a forecast
+    def pledge(self, command: Any) -> Iterator[None]:
+        """Claims what `command` claims (`Kind.claims`) until the block ends: while a forecast
         purchase creates its PaymentIntent and is decided."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        claims = self._claims(decision)
+        claims = self._claims(command)
         self._pledged.update(dict.fromkeys(claims, done))
         try:
             yield
@@ -184,13 +186,8 @@ class Desk(Generic[S]):
                     del self._pledged[claim]
             done.set_result(None)
 
-    def _claims(self, decision: Decision) -> frozenset[Hashable]:
-        if self._kind.claims is None:
-            return frozenset()
-        return self._kind.claims(decision.events.get(self.stream_id, []))
-
-    def _pledges_against(self, decision: Decision) -> set[asyncio.Future[None]]:
-        return {self._pledged[c] for c in self._claims(decision) if c in self._pledged}
+    def _claims(self, command: Any) -> frozenset[Hashable]:
+        return frozenset() if self._kind.claims is None else self._kind.claims(command)
 
     async def ready(self) -> None:
         """Reads the stream if the desk never has (through the queue: only the worker changes

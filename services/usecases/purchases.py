@@ -55,7 +55,7 @@ EVENT_INVENTORY = Kind(
     holds.clone_inventory,
     sales.decide,
     DISCOUNT_CODES,
-    holds.seats_claimed,
+    sales.seats_chosen,
 )
 ATTRACTION_INVENTORY = Kind(
     holds.AttractionInventory,
@@ -279,7 +279,7 @@ class Purchases:
         forecast = await desk.forecast_clear(command) if pay else None
         try:
             if forecast is not None and self._can_charge(forecast.result[0]):
-                with desk.pledge(forecast):
+                with desk.pledge(command):
                     return await self._pay_first(desk, command, forecast.result[0], meta)
             events = await desk.submit(command, meta, sales.discount_streams(command))
         except ConcurrencyError as exc:

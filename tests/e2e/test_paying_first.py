@@ -109,16 +109,42 @@ async def test_a_hold_taken_before_stripe_fails_is_released(serve, pool, catalog
 async def test_a_buyer_after_the_same_seat_waits_instead_of_paying_for_it(
     api, pool: asyncpg.Pool, stripe_sim: TestClient, catalog
 ) -> None:
-    """Buyers at one gateway after the event's last seat at once: the later ones wait for
-    the first one's purchase to be decided and is refused without a PaymentIntent, so Stripe
+    """Buyers at one gateway who chose the same seat at once: the later ones wait for the
+    first one's purchase to be decided and are refused without a PaymentIntent, so Stripe
     sees no intent created only to be cancelled."""
-    token, _, type_id = await small_event(pool, 2)
+    token, event_id, type_id = await small_event(pool, 3)
     await post(api, token, "/api/v1/purchases", order(type_id, 1), 201)  # the desk reads
+    section_id = await pool.fetchval(
+        "SELECT data->'ticket_types'->0->'section_ids'->>0 FROM events"
+        " WHERE stream_id = $1 AND version = 1",
+        f"event-{event_id}",
+    )
+    seat = {"section_id": int(section_id), "row": "A", "seat_number": 3}
+    chosen = order(type_id, 1, selected_seats={str(type_id): [seat]})
     before = set(await _cancelled_intents(stripe_sim))
 
     answers = await asyncio.gather(
-        *(post(api, token, "/api/v1/purchases", order(type_id, 1)) for _ in range(4))
+        *(post(api, token, "/api/v1/purchases", chosen) for _ in range(4))
     )
     assert sorted(response.status for response, _ in answers) == [201, 409, 409, 409]
     await asyncio.sleep(0.3)  # a cancel would be made in the background
     assert set(await _cancelled_intents(stripe_sim)) - before == set()
+
+
+async def test_buyers_leaving_the_seats_to_the_desk_are_decided_together(
+    api, pool: asyncpg.Pool, catalog
+) -> None:
+    """Buyers who do not choose their seats claim none while paying first: a burst of them at
+    one gateway is decided in a few appends, not one after another."""
+    token, event_id, type_id = await small_event(pool, 30)
+    await post(api, token, "/api/v1/purchases", order(type_id, 1), 201)  # the desk reads
+    answers = await asyncio.gather(
+        *(post(api, token, "/api/v1/purchases", order(type_id, 1)) for _ in range(20))
+    )
+    assert [response.status for response, _ in answers] == [201] * 20
+    appends = await pool.fetchval(
+        "SELECT count(DISTINCT tx_id::text) FROM events"
+        " WHERE stream_id = $1 AND type = 'SeatsHeld'",
+        f"event-{event_id}",
+    )
+    assert appends <= 11, appends

@@ -28,7 +28,7 @@ PLEDGING_COMMANDS = Kind(
     holds.evolve_inventory,
     holds.clone_inventory,
     _run,
-    claims=holds.seats_claimed,
+    claims=lambda command: getattr(command, "seats", frozenset()),
 )
 
 
@@ -46,4 +46,5 @@ def hold_one(event_id: int, stream: str, seat_number: int, token: str | None = N
         )
         return Decision(events={stream: [held]}, result=buyer)
 
+    command.seats = frozenset({(1, "A", seat_number)})  # type: ignore[attr-defined]
     return command

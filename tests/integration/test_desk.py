@@ -92,8 +92,8 @@ async def test_a_forecast_waits_for_a_pledge_on_its_seats_then_sees_them_taken(
     stream = f"event-{event_id}"
     desk = Desk(pool, stream, PLEDGING_COMMANDS)
     await desk.submit(hold_one(event_id, stream, 9), META)
-    first = desk.forecast(hold_one(event_id, stream, 1))
-    assert first is not None
+    first = hold_one(event_id, stream, 1)
+    assert desk.forecast(first) is not None
     with desk.pledge(first):
         waiting = asyncio.ensure_future(desk.forecast_clear(hold_one(event_id, stream, 1)))
         other = await desk.forecast_clear(hold_one(event_id, stream, 2))
@@ -103,8 +103,8 @@ async def test_a_forecast_waits_for_a_pledge_on_its_seats_then_sees_them_taken(
         await desk.submit(hold_one(event_id, stream, 1), META)
     assert await waiting is None  # seat 1 is taken now
 
-    second = desk.forecast(hold_one(event_id, stream, 3))
-    assert second is not None
+    second = hold_one(event_id, stream, 3)
+    assert desk.forecast(second) is not None
     with contextlib.suppress(RuntimeError), desk.pledge(second):
         waiting = asyncio.ensure_future(desk.forecast_clear(hold_one(event_id, stream, 3)))
         await asyncio.sleep(0.01)
