@@ -205,3 +205,51 @@ async def test_a_gateway_that_stops_hands_its_events_to_another(
     assert await second.owners.owner_of(stream) == second.owners.me
     assert second.sales.desks.conflicts == 0
     assert len(await held_seats(pool, event_id)) == 3
+
+
+async def test_a_routed_buyer_of_a_seat_being_paid_for_at_the_owner_waits(
+    pool: asyncpg.Pool, routed: Start, stripe_sim: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Buyers at both gateways choose the same seat while the owner's own buyer is paying
+    first for it (Stripe slow to answer): a purchase routed to the owner waits for that one
+    to be decided, so no PaymentIntent is created only to be cancelled."""
+    token, event_id, type_id = await small_event(pool, 3)
+    first, second = await routed(), await routed()
+    assert (await buy(first, token, type_id))[0] == 201  # the first gateway owns the event
+    payments = first.sales.payments
+    assert payments is not None and payments is not second.sales.payments
+    create_intent = payments.create_intent
+
+    async def slow_create_intent(**kwargs: object) -> object:
+        await asyncio.sleep(0.3)
+        return await create_intent(**kwargs)
+
+    monkeypatch.setattr(payments, "create_intent", slow_create_intent)
+    section_id = await pool.fetchval(
+        "SELECT data->'ticket_types'->0->'section_ids'->>0 FROM events"
+        " WHERE stream_id = $1 AND version = 1",
+        f"event-{event_id}",
+    )
+    seat = {"section_id": int(section_id), "row": "A", "seat_number": 3}
+    chosen = order(type_id, 1, selected_seats={str(type_id): [seat]})
+    events = await stripe_sim.get("/_sim/events")
+    before = {e["id"] for e in (await events.json())["data"]}
+
+    async def choose(gateway: Routed) -> int:
+        response = await gateway.client.post(
+            "/api/v1/purchases", json=chosen, headers=bearer(token)
+        )
+        return response.status
+
+    paying = asyncio.ensure_future(choose(first))
+    await asyncio.sleep(0.1)  # the owner's buyer is waiting for Stripe
+    statuses = await asyncio.gather(paying, *(choose(second) for _ in range(3)))
+    assert statuses == [201, 409, 409, 409]
+    await asyncio.sleep(0.3)  # a cancel would be made in the background
+    events = await stripe_sim.get("/_sim/events")
+    cancelled = [
+        e
+        for e in (await events.json())["data"]
+        if e["id"] not in before and e["type"] == "payment_intent.canceled"
+    ]
+    assert cancelled == []
