@@ -46,7 +46,6 @@ from services.dev.stripe_sim import serve_simulator
 from services.dev.try_live import PATH as TRY_PATH
 from services.dev.try_live import TrySettings, try_live
 from services.health import Readiness, serve_health
-from services.priority import take_priority
 from services.usecases.catalog_commands import organization_id_by_slug
 from services.usecases.desk_owners import DeskOwners
 from services.usecases.purchases import Purchases
@@ -291,7 +290,6 @@ async def run(
     (False: the run's parent process serves it). `read_models`: what a projector here keeps
     (default: every read model)."""
     check_ports(settings, components, simulates=simulates)
-    take_priority(components)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     async with connected(settings) as live, database(live) as pool:
         nc = await connect(live, "+".join(components))

@@ -20,7 +20,6 @@ import psutil
 import pytest
 
 from projections.registry import all_projections
-from services.priority import READ_MODELS_NICENESS
 
 LINJERUM = [sys.executable, "-m", "services.cli"]
 GROUPS = {"gateway", "relay+projector", "sweeper+mailer+payments"}
@@ -168,14 +167,11 @@ def test_run_from_an_empty_folder_seeds_once_and_stops_cleanly(tmp_path: Path) -
         service.wait_healthy()
         children = _children(service.proc.pid)
         assert set(children) == GROUPS
-        # The read models go first (where the process may raise its priority: root here);
-        # what can wait (mail, expiries, refunds) yields the cores to the sale.
-        first = READ_MODELS_NICENESS if os.geteuid() == 0 else 0
+        # What can wait (mail, expiries, refunds) yields the cores to the sale.
         niceness = {group: psutil.Process(pid).nice() for group, pid in children.items()}
-        assert niceness == {"gateway": 0, "relay+projector": first, "sweeper+mailer+payments": 10}
-        for group, expected in (("relay+projector", first), ("sweeper+mailer+payments", 10)):
-            autogroup = Path(f"/proc/{children[group]}/autogroup").read_text()
-            assert autogroup.split()[-1] == str(expected)
+        assert niceness == {"gateway": 0, "relay+projector": 0, "sweeper+mailer+payments": 10}
+        autogroup = Path(f"/proc/{children['sweeper+mailer+payments']}/autogroup").read_text()
+        assert autogroup.split()[-1] == "10"
         out = service.output.read_text()
         assert out.count("demo API key (det-ny-teater): tk_live_") == 1
         assert out.count("linjerum is running on") == 1
