@@ -4,9 +4,10 @@ reads for aggregates, and the safe global read that the relay and rebuilds depen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -321,6 +322,25 @@ async def append_each(
         detail = f"expected version {late.expected_version}, stream is at {found[late.stream_id]}"
         results.append(ConcurrencyError(late.stream_id, detail))
     return results
+
+
+@contextlib.asynccontextmanager
+async def streams_held(
+    pool: asyncpg.Pool, streams: Iterable[str]
+) -> AsyncIterator[asyncpg.Connection]:
+    """A connection holding each stream's append lock (the advisory lock every append takes per
+    stream, here for the session, in the same order): until the block ends no other session can
+    append to them, while `append` on this connection can. For a writer that must not lose
+    to another again."""
+    async with pool.acquire() as conn:
+        try:
+            for stream in sorted(set(streams)):
+                await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", stream)
+            yield conn
+        finally:
+            # A connection that broke took its locks with it; the pool resets it anyway.
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await conn.execute("SELECT pg_advisory_unlock_all()")
 
 
 async def read_stream(

@@ -5,9 +5,10 @@ commands for one stream queue at its desk; one task has each decided in turn (by
 everything they decided in a single append. A command may also decide on companion streams
 (a discount code's, beside an event's seats): the desk keeps those too, by stream id.
 Conflicts with other processes still surface as ConcurrencyError: the desk reads what the
-other process stored and decides the batch again. A batch is decided on a copy of the state,
-so the cached state only ever holds stored events and a conflict costs the new events, not a
-reload of the stream.
+other process stored and decides the batch again; after two in a row it takes its turn,
+holding its streams' append locks while it reads, decides and appends. A batch is decided on a
+copy of the state, so the cached state only ever holds stored events and a conflict costs the
+new events, not a reload of the stream.
 A command whose events the database refuses fails alone: the batch is decided and appended
 again in halves until that command is on its own (`_isolate`).
 A desk that starts cold begins from the stream's latest snapshot (infra/snapshots.py) and reads
@@ -17,10 +18,10 @@ which never holds up or fails a batch."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -33,7 +34,14 @@ from domain.sales import Decision
 from domain.streams import category
 from infra import snapshots
 from infra.append_batcher import fail, stored_nothing
-from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append, read_stream
+from infra.eventstore import (
+    ConcurrencyError,
+    Metadata,
+    PendingAppend,
+    append,
+    read_stream,
+    streams_held,
+)
 from infra.metrics import DESK_BATCH_SIZE, DESK_QUEUE_DEPTH
 from infra.supervise import stop_task
 
@@ -46,6 +54,9 @@ S = TypeVar("S")
 MAX_BATCH = 50
 MAX_ATTEMPTS = 8
 CONFLICT_PAUSE = 0.002  # seconds, at most, per attempt so far: a random pause after a conflict
+# Conflicts in a row after which a desk takes its turn: it holds its streams' append locks while
+# it reads, decides and appends, so it cannot lose to another writer again.
+TURN_AFTER = 2
 
 
 @dataclass
@@ -171,7 +182,7 @@ class Desk(Generic[S]):
             await asyncio.wait(pledges)
         return None
 
-    @contextmanager
+    @contextlib.contextmanager
     def pledge(self, command: Any) -> Iterator[None]:
         """Claims what `command` claims (`Kind.claims`) until the block ends: while a forecast
         purchase creates its PaymentIntent and is decided."""
@@ -296,49 +307,63 @@ class Desk(Generic[S]):
         names = {c for job in jobs for c in job.companions}
         asked_to_read = any(job.command is _READ for job in jobs)
         attempt = 0
+        in_a_row = 0
+        pause = 0.0
         while attempt < MAX_ATTEMPTS:
-            started = time.monotonic()
-            fresh = self._stale or asked_to_read or not names <= self.companions.keys()
-            if fresh:
-                await self._catch_up(names)
-            state = Cached(self._kind.clone(self.cached.state), self.cached.version)
-            companions = {
-                c: Cached(
-                    self._companion.clone(self.companions[c].state), self.companions[c].version
+            # Two desks that keep conflicting would otherwise keep retrying in step (each reads,
+            # decides and appends just as the other does); after TURN_AFTER, one takes its turn.
+            await asyncio.sleep(pause)
+            pause, unstorable = 0.0, False
+            async with self._turn(names, in_a_row >= TURN_AFTER) as db:
+                started = time.monotonic()
+                fresh = (
+                    db is not self._pool
+                    or self._stale
+                    or asked_to_read
+                    or not names <= self.companions.keys()
                 )
-                for c in names
-            }
-            decided, refused = self._decide_all(jobs, state, companions)
-            if refused and not fresh:
-                # A refusal is final, so it is never made on a state that may be behind (seats
-                # another process released meanwhile): read the stream and decide again.
-                self._stale = True
-                attempt += 1
-                continue
-            try:
-                if decided:
-                    await self._append(decided, state, companions)
-            except ConcurrencyError as exc:
-                self.conflicts += 1
-                self._stale = True
-                log.info("desk_conflict", stream=exc.stream_id, attempt=attempt)
-                # The desk reads only its own streams: deciding again cannot help a command that
-                # expected another stream (a purchase, a new ticket) at a version that moved. It
-                # fails alone, and its caller reloads that stream.
-                stuck = [job for job, decision in decided if exc.stream_id in decision.expected]
-                fail(stuck, exc)
-                jobs = [job for job in jobs if job not in stuck]
-                if not jobs:
-                    return
-                attempt += not stuck
-                # Two desks that keep conflicting would otherwise keep retrying in step (each
-                # reads, decides and appends just as the other does) until one gives up.
-                await asyncio.sleep(random.uniform(0, CONFLICT_PAUSE * attempt))
-                continue
-            except Exception as exc:
-                if len(jobs) == 1 or not stored_nothing(exc):
-                    raise
-                log.warning("desk_append_refused", stream=self.stream_id, error=repr(exc))
+                if fresh:
+                    await self._catch_up(names)
+                state = Cached(self._kind.clone(self.cached.state), self.cached.version)
+                companions = {
+                    c: Cached(
+                        self._companion.clone(self.companions[c].state),
+                        self.companions[c].version,
+                    )
+                    for c in names
+                }
+                decided, refused = self._decide_all(jobs, state, companions)
+                if refused and not fresh:
+                    # A refusal is final, so it is never made on a state that may be behind
+                    # (seats another process released meanwhile): read the stream, decide again.
+                    self._stale = True
+                    attempt += 1
+                    continue
+                try:
+                    if decided:
+                        await self._append(db, decided, state, companions)
+                except ConcurrencyError as exc:
+                    self.conflicts += 1
+                    self._stale = True
+                    log.info("desk_conflict", stream=exc.stream_id, attempt=attempt)
+                    # The desk reads only its own streams: deciding again cannot help a command
+                    # that expected another stream (a purchase, a new ticket) at a version that
+                    # moved. It fails alone, and its caller reloads that stream.
+                    stuck = [job for job, d in decided if exc.stream_id in d.expected]
+                    fail(stuck, exc)
+                    jobs = [job for job in jobs if job not in stuck]
+                    if not jobs:
+                        return
+                    attempt += not stuck
+                    in_a_row += not stuck
+                    pause = random.uniform(0, CONFLICT_PAUSE * attempt)
+                    continue
+                except Exception as exc:
+                    if len(jobs) == 1 or not stored_nothing(exc):
+                        raise
+                    log.warning("desk_append_refused", stream=self.stream_id, error=repr(exc))
+                    unstorable = True
+            if unstorable:  # outside the turn: each half may take one of its own
                 await self._isolate(jobs)
                 return
             self._stale = False
@@ -357,6 +382,16 @@ class Desk(Generic[S]):
                     job.future.set_exception(exc)
             return
         raise ConcurrencyError(self.stream_id, f"gave up after {MAX_ATTEMPTS} attempts")
+
+    def _turn(
+        self, companions: set[str], taken: bool
+    ) -> contextlib.AbstractAsyncContextManager[asyncpg.Pool | asyncpg.Connection]:
+        """Where an attempt reads and appends: the pool, or once `taken`, a connection holding
+        the append locks of the desk's stream and its companions (their appends to other
+        streams, a new purchase's, come after those in every append's lock order)."""
+        if not taken:
+            return contextlib.nullcontext(self._pool)
+        return streams_held(self._pool, {self.stream_id, *companions})
 
     async def _isolate(self, jobs: list[_Job]) -> None:
         """The database refused the batch's append and stored nothing (the cached state is
@@ -398,6 +433,7 @@ class Desk(Generic[S]):
 
     async def _append(
         self,
+        db: asyncpg.Pool | asyncpg.Connection,
         decided: list[tuple[_Job, Decision]],
         state: Cached[S],
         companions: dict[str, Cached[Any]],
@@ -425,7 +461,7 @@ class Desk(Generic[S]):
             )
         if not appends:
             return
-        versions = await append(self._pool, appends, decided[0][0].metadata)
+        versions = await append(db, appends, decided[0][0].metadata)
         state.version = versions.get(self.stream_id, state.version)
         for stream, version in versions.items():
             if stream in companions:

@@ -111,3 +111,28 @@ async def test_a_forecast_waits_for_a_pledge_on_its_seats_then_sees_them_taken(
         raise RuntimeError("the first buyer's payment could not be started")
     assert await waiting is not None  # nothing was stored: seat 3 is still free
     await desk.close()
+
+
+async def test_desks_that_keep_losing_take_their_turn_and_never_give_up(
+    pool: asyncpg.Pool,
+) -> None:
+    """Three processes' desks selling one event's seats as fast as buyers come: a desk that
+    loses to the others twice in a row holds the stream's append lock for its next attempt, so
+    every buyer gets an answer, none a ConcurrencyError after the desk gave up."""
+    event_id = random.randint(10**8, 10**9)
+    stream = f"event-{event_id}"
+    desks = [Desk(pool, stream, PLAIN_COMMANDS) for _ in range(3)]
+    rng = random.Random(11)
+    starts = [rng.uniform(0, 0.3) for _ in range(600)]
+
+    async def buy(i: int) -> str:
+        await asyncio.sleep(starts[i])
+        return await desks[i % 3].submit(hold_one(event_id, stream, i), META)
+
+    results = await asyncio.gather(*(buy(i) for i in range(600)), return_exceptions=True)
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    stored = [r.event() for r in await read_stream(pool, stream)]
+    assert sorted(seat.seat_number for e in stored for seat in e.seats) == list(range(600))
+    assert sum(d.conflicts for d in desks) > 0
+    for desk in desks:
+        await desk.close()
