@@ -396,3 +396,21 @@ def best_available(
     unavailable = unavailable.plus(by_row(map(seat_key, chosen)))
     chosen += _by_blocks(places, unavailable, count - len(chosen))
     return sorted(chosen, key=lambda s: (known.rank_of[(s.section_id, s.row)], s.seat_number))
+
+
+def best_available_after(
+    sections: Sequence[Section],
+    allowed_section_ids: Sequence[int],
+    taken: TakenSeats,
+    count: int,
+    near: Sequence[SeatRef] = (),
+    ahead: int = 0,
+) -> list[SeatRef]:
+    """`best_available` once the seats it would choose for `ahead` buyers before this one are
+    taken: what a gateway suggests when `ahead` others suggest seats at the same moment."""
+    for _ in range(ahead):
+        before = best_available(sections, allowed_section_ids, taken, count, near)
+        if not before:
+            break
+        taken = taken.plus(by_row(map(seat_key, before)))
+    return best_available(sections, allowed_section_ids, taken, count, near)

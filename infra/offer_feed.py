@@ -38,7 +38,7 @@ class OfferFeed:
     def __init__(self, nc: Client, subject: str) -> None:
         self._nc = nc
         self._subject = subject
-        self._me = secrets.token_hex(8)
+        self.me = secrets.token_hex(8)  # this gateway's name in its notes
         self._subscription: Subscription | None = None
 
     async def start(self, heard: Heard) -> None:
@@ -50,7 +50,7 @@ class OfferFeed:
             except msgspec.DecodeError:
                 log.warning("offer_note_unreadable", subject=msg.subject)
                 return
-            if note.sender != self._me:  # its own note, on a connection that echoes
+            if note.sender != self.me:  # its own note, on a connection that echoes
                 heard(note)
 
         self._subscription = await self._nc.subscribe(f"{self._subject}.*", cb=receive)
@@ -65,5 +65,5 @@ class OfferFeed:
         self, event_id: int, seats: Iterable[SeatKey], *, withdrawn: bool = False
     ) -> None:
         """Publishes without waiting for anyone (core NATS buffers and flushes it)."""
-        note = OfferNote(self._me, event_id, list(seats), withdrawn)
+        note = OfferNote(self.me, event_id, list(seats), withdrawn)
         await self._nc.publish(f"{self._subject}.{event_id}", _encoder.encode(note))

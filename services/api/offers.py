@@ -22,6 +22,8 @@ from domain.seating import RowKey, SeatKey
 from infra.offer_feed import OfferFeed, OfferNote
 
 OFFER_SECONDS = 20.0
+# How recently another gateway must have told of an event's seats to count as selling it too.
+PEER_SECONDS = 1.0
 
 
 class SeatOffers:
@@ -30,6 +32,8 @@ class SeatOffers:
         self._seconds = seconds
         self._offered: dict[int, dict[RowKey, dict[int, float]]] = {}
         self._expiry: deque[tuple[float, int, RowKey, int]] = deque()
+        # Per event, the other gateways heard of and when they were last heard.
+        self._peers: dict[int, dict[str, float]] = {}
 
     async def start(self) -> None:
         if self._feed is not None:
@@ -43,6 +47,20 @@ class SeatOffers:
         """The event's seat numbers per row offered within the last `seconds`."""
         self._expire(time.monotonic())
         return self._offered.get(event_id, {})
+
+    def rank(self, event_id: int) -> int:
+        """This gateway's place among those telling of the event's seats within the last
+        `PEER_SECONDS` (0 when alone). Gateways suggesting seats at the same moment pick the
+        same best block, each before the other's note arrives: the one of rank k passes over
+        the k blocks those before it would pick (`services/api/seating.py`)."""
+        peers = self._peers.get(event_id)
+        if self._feed is None or not peers:
+            return 0
+        now = time.monotonic()
+        for sender, heard_at in list(peers.items()):
+            if now - heard_at >= PEER_SECONDS:
+                del peers[sender]
+        return sum(sender < self._feed.me for sender in peers)
 
     async def offer(self, event_id: int, seats: Iterable[SeatKey]) -> None:
         seats = list(seats)
@@ -59,6 +77,7 @@ class SeatOffers:
 
     def _heard(self, note: OfferNote) -> None:
         """Another gateway's offer or withdrawal."""
+        self._peers.setdefault(note.event_id, {})[note.sender] = time.monotonic()
         (self._drop if note.withdrawn else self._keep)(note.event_id, note.seats)
 
     def _keep(self, event_id: int, seats: Iterable[SeatKey]) -> None:

@@ -117,7 +117,8 @@ def _seated_type(event: EventSeats, ticket_type_id: int) -> TicketType:
 
 async def auto_select(request: web.Request) -> web.Response:
     """Fewer seats than requested is an answer, not an error: `count` says how many exist.
-    Seats offered to another buyer moments ago are passed over while others are free."""
+    Seats offered to another buyer moments ago are passed over while others are free, and so
+    are those another gateway selling the event at this moment is about to offer."""
     event = await event_seats(request)
     body = await parse_body(request, AutoSelectRequest)
     ticket_type = _seated_type(event, body.ticket_type_id)
@@ -129,12 +130,13 @@ async def auto_select(request: web.Request) -> web.Response:
         raise from_domain(exc) from None
     offers = request.app[OFFERS]
     taken = await request.app[PURCHASES].taken_seats(event.id, event.taken, DESK_IN_STEP_SECONDS)
-    seats = seating.best_available(
+    seats = seating.best_available_after(
         event.sections,
         ticket_type.section_ids,
         taken.plus(offers.recent(event.id)),
         body.count,
         body.near,
+        ahead=offers.rank(event.id),
     )
     if len(seats) < body.count:
         seats = seating.best_available(

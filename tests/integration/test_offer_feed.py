@@ -13,6 +13,7 @@ from nats.aio.client import Client
 
 from infra.offer_feed import OfferFeed
 from infra.settings import Settings
+from services.api import offers
 from services.api.offers import SeatOffers
 
 EVENT = 4711
@@ -68,3 +69,27 @@ async def test_a_gateway_without_a_feed_keeps_its_offers_to_itself() -> None:
     await alone.withdraw(EVENT, FRONT[:1])
     assert _seats(alone) == set(FRONT[1:])
     await alone.stop()
+
+
+async def test_gateways_selling_one_event_at_once_know_their_place(
+    settings: Settings, clients: list[Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two gateways that heard each other of an event within the last moment rank 0 and 1 for
+    it (the second passes over the block the first is about to suggest); alone, or once the
+    other has gone quiet, a gateway ranks 0 and suggests the very best seats."""
+    monkeypatch.setattr(offers, "PEER_SECONDS", 0.3)
+    gateways = [SeatOffers(OfferFeed(nc, settings.offers_subject)) for nc in clients[:2]]
+    for gateway in gateways:
+        await gateway.start()
+    assert [g.rank(EVENT) for g in gateways] == [0, 0]
+    first, second = gateways
+    await first.offer(EVENT, FRONT)
+    await _until(lambda: _seats(second) == set(FRONT))
+    await second.offer(EVENT, [(1, "B", 1)])
+    await _until(lambda: (1, "B", 1) in _seats(first))
+    assert sorted(g.rank(EVENT) for g in gateways) == [0, 1]
+    assert [g.rank(EVENT + 1) for g in gateways] == [0, 0]
+    await asyncio.sleep(0.35)
+    assert [g.rank(EVENT) for g in gateways] == [0, 0]
+    for gateway in gateways:
+        await gateway.stop()

@@ -4,7 +4,7 @@ whose snapshot stays as it was when a buyer's own seats are added for one reques
 from __future__ import annotations
 
 from domain.catalog import Row, Section
-from domain.seating import TakenSeats, best_available, by_row
+from domain.seating import TakenSeats, best_available, best_available_after, by_row
 from tests.unit.builders import FLOOR, HALL
 
 
@@ -64,3 +64,13 @@ def test_every_seat_taken_offers_none() -> None:
     every = set().union(*(_full(r.identifier) for r in HALL_SECTION.rows))
     assert _rows(TakenSeats.of(every), 1) == []
     assert _rows(TakenSeats.of(set()).plus(by_row(every)), 4) == []
+
+
+def test_a_buyer_behind_others_at_the_same_moment_gets_the_block_after_theirs() -> None:
+    nothing = TakenSeats.of(set())
+    first = best_available_after([HALL_SECTION], [HALL], nothing, 4)
+    second = best_available_after([HALL_SECTION], [HALL], nothing, 4, ahead=1)
+    third = best_available_after([HALL_SECTION], [HALL], nothing, 4, ahead=2)
+    assert [{s.row for s in block} for block in (first, second, third)] == [{"A"}, {"B"}, {"C"}]
+    assert best_available_after([HALL_SECTION], [HALL], nothing, 4, ahead=3) == []
+    assert best_available_after([HALL_SECTION], [HALL], nothing, 4, ahead=9) == []
