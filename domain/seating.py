@@ -398,19 +398,16 @@ def best_available(
     return sorted(chosen, key=lambda s: (known.rank_of[(s.section_id, s.row)], s.seat_number))
 
 
-def best_available_after(
-    sections: Sequence[Section],
-    allowed_section_ids: Sequence[int],
-    taken: TakenSeats,
-    count: int,
-    near: Sequence[SeatRef] = (),
-    ahead: int = 0,
-) -> list[SeatRef]:
-    """`best_available` once the seats it would choose for `ahead` buyers before this one are
-    taken: what a gateway suggests when `ahead` others suggest seats at the same moment."""
-    for _ in range(ahead):
-        before = best_available(sections, allowed_section_ids, taken, count, near)
-        if not before:
-            break
-        taken = taken.plus(by_row(map(seat_key, before)))
-    return best_available(sections, allowed_section_ids, taken, count, near)
+def outside_lane(
+    sections: Sequence[Section], lanes: int, lane: int
+) -> dict[RowKey, frozenset[int]]:
+    """Every seat of the rows outside lane `lane` of `lanes`, each section's rows dealt out in
+    turn from the front (lane 0 the first row, lane 1 the second, ...). Taken as if sold, they
+    keep one gateway's suggestions out of the rows others suggest from at the same moment."""
+    return {
+        (section.id, row.identifier): frozenset(range(row.start, row.end + 1))
+        for section in sections
+        if section.seating_mode == "seated"
+        for index, row in enumerate(section.rows)
+        if index % lanes != lane
+    }

@@ -14,6 +14,7 @@ different seats too, but for the moment a note takes to arrive.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -22,7 +23,10 @@ from domain.seating import RowKey, SeatKey
 from infra.offer_feed import OfferFeed, OfferNote
 
 OFFER_SECONDS = 20.0
-# How recently another gateway must have told of an event's seats to count as selling it too.
+# Another gateway counts as suggesting an event's seats at the same moment while it tells of
+# them at this many notes a second or more (in an on-sale, hundreds; a shop's odd request, one),
+# its rate measured with this time constant.
+PEER_NOTES = 10.0
 PEER_SECONDS = 1.0
 
 
@@ -32,8 +36,8 @@ class SeatOffers:
         self._seconds = seconds
         self._offered: dict[int, dict[RowKey, dict[int, float]]] = {}
         self._expiry: deque[tuple[float, int, RowKey, int]] = deque()
-        # Per event, the other gateways heard of and when they were last heard.
-        self._peers: dict[int, dict[str, float]] = {}
+        # Per event, the other gateways heard of: their notes a second (decaying) and when.
+        self._peers: dict[int, dict[str, tuple[float, float]]] = {}
 
     async def start(self) -> None:
         if self._feed is not None:
@@ -48,19 +52,24 @@ class SeatOffers:
         self._expire(time.monotonic())
         return self._offered.get(event_id, {})
 
-    def rank(self, event_id: int) -> int:
-        """This gateway's place among those telling of the event's seats within the last
-        `PEER_SECONDS` (0 when alone). Gateways suggesting seats at the same moment pick the
-        same best block, each before the other's note arrives: the one of rank k passes over
-        the k blocks those before it would pick (`services/api/seating.py`)."""
+    def lane(self, event_id: int) -> tuple[int, int]:
+        """How many gateways suggest the event's seats at this moment, and this one's place
+        among them by their names in the notes: (1, 0) when it is alone. Gateways suggesting
+        seats at the same moment pick the same best block, each before the other's note
+        arrives, so each suggests from rows of its own first (`seating.outside_lane`). A
+        gateway busy with other events, or asked now and then, does not count."""
         peers = self._peers.get(event_id)
         if self._feed is None or not peers:
-            return 0
+            return 1, 0
         now = time.monotonic()
-        for sender, heard_at in list(peers.items()):
-            if now - heard_at >= PEER_SECONDS:
+        busy = []
+        for sender, (rate, at) in list(peers.items()):
+            rate = _decayed(rate, now - at)
+            if rate < 1.0:
                 del peers[sender]
-        return sum(sender < self._feed.me for sender in peers)
+            elif rate >= PEER_NOTES:
+                busy.append(sender)
+        return len(busy) + 1, sum(sender < self._feed.me for sender in busy)
 
     async def offer(self, event_id: int, seats: Iterable[SeatKey]) -> None:
         seats = list(seats)
@@ -77,7 +86,10 @@ class SeatOffers:
 
     def _heard(self, note: OfferNote) -> None:
         """Another gateway's offer or withdrawal."""
-        self._peers.setdefault(note.event_id, {})[note.sender] = time.monotonic()
+        now = time.monotonic()
+        peers = self._peers.setdefault(note.event_id, {})
+        rate, at = peers.get(note.sender, (0.0, now))
+        peers[note.sender] = (_decayed(rate, now - at) + 1.0, now)
         (self._drop if note.withdrawn else self._keep)(note.event_id, note.seats)
 
     def _keep(self, event_id: int, seats: Iterable[SeatKey]) -> None:
@@ -107,3 +119,7 @@ class SeatOffers:
                     del rows[row]
             if event_id in self._offered and not rows:
                 del self._offered[event_id]
+
+
+def _decayed(rate: float, seconds: float) -> float:
+    return rate * math.exp(-seconds / PEER_SECONDS)

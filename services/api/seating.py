@@ -23,6 +23,7 @@ from domain import seat_selection, seating
 from domain.catalog import MAX_PER_PURCHASE, Section, TicketType
 from domain.errors import InvalidCommand
 from domain.inventory.events import SeatRef
+from domain.seating import RowKey
 from projections import availability, catalog
 from services.api.context import OFFERS, PLANS, PURCHASES, TAKEN, organization_of, pool_of
 from services.api.errors import from_domain, invalid_request, not_found
@@ -115,10 +116,28 @@ def _seated_type(event: EventSeats, ticket_type_id: int) -> TicketType:
     return ticket_type
 
 
+# Per event and lane, the seat map it was made from and the seats outside the lane.
+_lanes: dict[tuple[int, int, int], tuple[object, dict[RowKey, frozenset[int]]]] = {}
+LANES_KEPT = 256
+
+
+def _outside_lane(event: EventSeats, lanes: int, lane: int) -> dict[RowKey, frozenset[int]]:
+    """`seating.outside_lane` of the event's seat map, kept until the map changes: every
+    suggestion of an on-sale at several gateways asks for it."""
+    key = (event.id, lanes, lane)
+    kept = _lanes.get(key)
+    if kept is None or kept[0] is not event.sections:
+        if len(_lanes) >= LANES_KEPT:
+            _lanes.clear()
+        kept = (event.sections, seating.outside_lane(event.sections, lanes, lane))
+        _lanes[key] = kept
+    return kept[1]
+
+
 async def auto_select(request: web.Request) -> web.Response:
     """Fewer seats than requested is an answer, not an error: `count` says how many exist.
-    Seats offered to another buyer moments ago are passed over while others are free, and so
-    are those another gateway selling the event at this moment is about to offer."""
+    Seats offered to another buyer moments ago are passed over while others are free; while
+    other gateways suggest the event's seats too, this one suggests from its own rows first."""
     event = await event_seats(request)
     body = await parse_body(request, AutoSelectRequest)
     ticket_type = _seated_type(event, body.ticket_type_id)
@@ -130,14 +149,18 @@ async def auto_select(request: web.Request) -> web.Response:
         raise from_domain(exc) from None
     offers = request.app[OFFERS]
     taken = await request.app[PURCHASES].taken_seats(event.id, event.taken, DESK_IN_STEP_SECONDS)
-    seats = seating.best_available_after(
-        event.sections,
-        ticket_type.section_ids,
-        taken.plus(offers.recent(event.id)),
-        body.count,
-        body.near,
-        ahead=offers.rank(event.id),
-    )
+    unoffered = taken.plus(offers.recent(event.id))
+    seats: list[SeatRef] = []
+    lanes, lane = offers.lane(event.id)
+    if lanes > 1:
+        in_lane = unoffered.plus(_outside_lane(event, lanes, lane))
+        seats = seating.best_available(
+            event.sections, ticket_type.section_ids, in_lane, body.count, body.near
+        )
+    if len(seats) < body.count:
+        seats = seating.best_available(
+            event.sections, ticket_type.section_ids, unoffered, body.count, body.near
+        )
     if len(seats) < body.count:
         seats = seating.best_available(
             event.sections, ticket_type.section_ids, taken, body.count, body.near

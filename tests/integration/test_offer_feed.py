@@ -72,24 +72,26 @@ async def test_a_gateway_without_a_feed_keeps_its_offers_to_itself() -> None:
 
 
 async def test_gateways_selling_one_event_at_once_know_their_place(
-    settings: Settings, clients: list[Client], monkeypatch: pytest.MonkeyPatch
+    settings: Settings, clients: list[Client]
 ) -> None:
-    """Two gateways that heard each other of an event within the last moment rank 0 and 1 for
-    it (the second passes over the block the first is about to suggest); alone, or once the
-    other has gone quiet, a gateway ranks 0 and suggests the very best seats."""
-    monkeypatch.setattr(offers, "PEER_SECONDS", 0.3)
+    """Two gateways that keep telling each other of an event's seats (an on-sale) take lanes 0
+    and 1 of 2 for it, so they suggest from different rows. A gateway alone, told of the odd
+    offer, or one whose peer has gone quiet has the whole seat map to itself."""
     gateways = [SeatOffers(OfferFeed(nc, settings.offers_subject)) for nc in clients[:2]]
     for gateway in gateways:
         await gateway.start()
-    assert [g.rank(EVENT) for g in gateways] == [0, 0]
     first, second = gateways
     await first.offer(EVENT, FRONT)
-    await _until(lambda: _seats(second) == set(FRONT))
     await second.offer(EVENT, [(1, "B", 1)])
-    await _until(lambda: (1, "B", 1) in _seats(first))
-    assert sorted(g.rank(EVENT) for g in gateways) == [0, 1]
-    assert [g.rank(EVENT + 1) for g in gateways] == [0, 0]
-    await asyncio.sleep(0.35)
-    assert [g.rank(EVENT) for g in gateways] == [0, 0]
+    await _until(lambda: (1, "B", 1) in _seats(first) and set(FRONT) <= _seats(second))
+    assert [g.lane(EVENT) for g in gateways] == [(1, 0), (1, 0)]
+
+    for number in range(2, 2 + 2 * int(offers.PEER_NOTES)):
+        await first.offer(EVENT, [(1, "C", number)])
+        await second.offer(EVENT, [(1, "D", number)])
+    await _until(lambda: len(_seats(first)) == len(_seats(second)) == 3 + 4 * offers.PEER_NOTES)
+    assert sorted(g.lane(EVENT) for g in gateways) == [(2, 0), (2, 1)]
+    assert [g.lane(EVENT + 1) for g in gateways] == [(1, 0), (1, 0)]
+    await _until(lambda: [g.lane(EVENT) for g in gateways] == [(1, 0), (1, 0)])  # gone quiet
     for gateway in gateways:
         await gateway.stop()

@@ -4,7 +4,7 @@ whose snapshot stays as it was when a buyer's own seats are added for one reques
 from __future__ import annotations
 
 from domain.catalog import Row, Section
-from domain.seating import TakenSeats, best_available, best_available_after, by_row
+from domain.seating import TakenSeats, best_available, by_row, outside_lane
 from tests.unit.builders import FLOOR, HALL
 
 
@@ -66,11 +66,13 @@ def test_every_seat_taken_offers_none() -> None:
     assert _rows(TakenSeats.of(set()).plus(by_row(every)), 4) == []
 
 
-def test_a_buyer_behind_others_at_the_same_moment_gets_the_block_after_theirs() -> None:
+def test_gateways_in_lanes_suggest_from_rows_of_their_own() -> None:
+    """Three rows in two lanes: lane 0 has A and C, lane 1 has B; each lane fills front first."""
     nothing = TakenSeats.of(set())
-    first = best_available_after([HALL_SECTION], [HALL], nothing, 4)
-    second = best_available_after([HALL_SECTION], [HALL], nothing, 4, ahead=1)
-    third = best_available_after([HALL_SECTION], [HALL], nothing, 4, ahead=2)
-    assert [{s.row for s in block} for block in (first, second, third)] == [{"A"}, {"B"}, {"C"}]
-    assert best_available_after([HALL_SECTION], [HALL], nothing, 4, ahead=3) == []
-    assert best_available_after([HALL_SECTION], [HALL], nothing, 4, ahead=9) == []
+    first = nothing.plus(outside_lane([HALL_SECTION], 2, 0))
+    second = nothing.plus(outside_lane([HALL_SECTION], 2, 1))
+    assert _rows(first, 4) == ["A"] * 4
+    assert _rows(second, 4) == ["B"] * 4
+    assert _rows(first.plus(by_row(_full("A"))), 4) == ["C"] * 4
+    assert _rows(second.plus(by_row(_full("B"))), 4) == []
+    assert outside_lane([HALL_SECTION], 1, 0) == {}
