@@ -288,6 +288,24 @@ def order(type_id: int, n: int = 1, **extra: object) -> dict:
     return {"event_slug": "show", "quantities": {str(type_id): n}, "buyer": BUYER, **extra}
 
 
+async def chosen_seat_order(pool: asyncpg.Pool, event_id: int, type_id: int, number: int) -> dict:
+    """An order of one seat the buyer chose: seat `number` of row A of a `small_event`."""
+    section_id = await pool.fetchval(
+        "SELECT data->'ticket_types'->0->'section_ids'->>0 FROM events"
+        " WHERE stream_id = $1 AND version = 1",
+        f"event-{event_id}",
+    )
+    seat = {"section_id": int(section_id), "row": "A", "seat_number": number}
+    return order(type_id, 1, selected_seats={str(type_id): [seat]})
+
+
+async def cancelled_intents(stripe_sim: TestClient) -> set[str]:
+    """The PaymentIntents cancelled at the simulator so far."""
+    response = await stripe_sim.get("/_sim/events")
+    events = (await response.json())["data"]
+    return {e["data"]["object"]["id"] for e in events if e["type"] == "payment_intent.canceled"}
+
+
 async def redeliver(gateway: TestClient, event: dict) -> str:
     """A Stripe event again, signed afresh, as Stripe retries it; the webhook's outcome."""
     event = {k: v for k, v in event.items() if k != "delivery"}

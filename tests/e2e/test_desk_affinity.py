@@ -21,7 +21,14 @@ from services.api.context import PURCHASES
 from services.usecases import desk_owners
 from services.usecases.desk_owners import DeskOwners
 from services.usecases.purchases import Purchases
-from tests.e2e.conftest import Gateways, bearer, order, small_event
+from tests.e2e.conftest import (
+    Gateways,
+    bearer,
+    cancelled_intents,
+    chosen_seat_order,
+    order,
+    small_event,
+)
 
 
 @dataclass
@@ -225,15 +232,8 @@ async def test_a_routed_buyer_of_a_seat_being_paid_for_at_the_owner_waits(
         return await create_intent(**kwargs)
 
     monkeypatch.setattr(payments, "create_intent", slow_create_intent)
-    section_id = await pool.fetchval(
-        "SELECT data->'ticket_types'->0->'section_ids'->>0 FROM events"
-        " WHERE stream_id = $1 AND version = 1",
-        f"event-{event_id}",
-    )
-    seat = {"section_id": int(section_id), "row": "A", "seat_number": 3}
-    chosen = order(type_id, 1, selected_seats={str(type_id): [seat]})
-    events = await stripe_sim.get("/_sim/events")
-    before = {e["id"] for e in (await events.json())["data"]}
+    chosen = await chosen_seat_order(pool, event_id, type_id, 3)
+    before = await cancelled_intents(stripe_sim)
 
     async def choose(gateway: Routed) -> int:
         response = await gateway.client.post(
@@ -246,10 +246,4 @@ async def test_a_routed_buyer_of_a_seat_being_paid_for_at_the_owner_waits(
     statuses = await asyncio.gather(paying, *(choose(second) for _ in range(3)))
     assert statuses == [201, 409, 409, 409]
     await asyncio.sleep(0.3)  # a cancel would be made in the background
-    events = await stripe_sim.get("/_sim/events")
-    cancelled = [
-        e
-        for e in (await events.json())["data"]
-        if e["id"] not in before and e["type"] == "payment_intent.canceled"
-    ]
-    assert cancelled == []
+    assert await cancelled_intents(stripe_sim) - before == set()

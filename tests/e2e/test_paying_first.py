@@ -12,19 +12,20 @@ from aiohttp.test_utils import TestClient
 
 from services.api.context import PURCHASES
 from services.usecases.purchases import EVENT_INVENTORY
-from tests.e2e.conftest import order, post, rebuild_read_models, small_event
+from tests.e2e.conftest import (
+    cancelled_intents,
+    chosen_seat_order,
+    order,
+    post,
+    rebuild_read_models,
+    small_event,
+)
 
 
 async def _rows(pool: asyncpg.Pool, stream: str) -> list[asyncpg.Record]:
     return await pool.fetch(
         "SELECT type, tx_id::text AS tx FROM events WHERE stream_id = $1 ORDER BY version", stream
     )
-
-
-async def _cancelled_intents(stripe_sim: TestClient) -> list[str]:
-    response = await stripe_sim.get("/_sim/events")
-    events = (await response.json())["data"]
-    return [e["data"]["object"]["id"] for e in events if e["type"] == "payment_intent.canceled"]
 
 
 async def test_the_intent_is_stored_with_the_hold(api, pool: asyncpg.Pool, catalog) -> None:
@@ -55,12 +56,12 @@ async def test_an_intent_the_desk_then_refuses_is_cancelled(
     await post(second, token, "/api/v1/purchases", order(type_id, 1), 201)
     desk = first.app[PURCHASES].desks.get(f"event-{event_id}", EVENT_INVENTORY)
     assert len(desk.cached.state.taken) == 1  # it has not seen the second gateway's sale
-    before = set(await _cancelled_intents(stripe_sim))
+    before = await cancelled_intents(stripe_sim)
 
     _, refused = await post(first, token, "/api/v1/purchases", order(type_id, 1), 409)
     assert refused["error"] in ("seats_taken", "insufficient_availability")
     deadline = time.monotonic() + 5
-    while not (cancelled := set(await _cancelled_intents(stripe_sim)) - before):
+    while not (cancelled := await cancelled_intents(stripe_sim) - before):
         assert time.monotonic() < deadline, "the refused purchase's intent was not cancelled"
         await asyncio.sleep(0.05)
     assert len(cancelled) == 1
@@ -114,21 +115,15 @@ async def test_a_buyer_after_the_same_seat_waits_instead_of_paying_for_it(
     sees no intent created only to be cancelled."""
     token, event_id, type_id = await small_event(pool, 3)
     await post(api, token, "/api/v1/purchases", order(type_id, 1), 201)  # the desk reads
-    section_id = await pool.fetchval(
-        "SELECT data->'ticket_types'->0->'section_ids'->>0 FROM events"
-        " WHERE stream_id = $1 AND version = 1",
-        f"event-{event_id}",
-    )
-    seat = {"section_id": int(section_id), "row": "A", "seat_number": 3}
-    chosen = order(type_id, 1, selected_seats={str(type_id): [seat]})
-    before = set(await _cancelled_intents(stripe_sim))
+    chosen = await chosen_seat_order(pool, event_id, type_id, 3)
+    before = await cancelled_intents(stripe_sim)
 
     answers = await asyncio.gather(
         *(post(api, token, "/api/v1/purchases", chosen) for _ in range(4))
     )
     assert sorted(response.status for response, _ in answers) == [201, 409, 409, 409]
     await asyncio.sleep(0.3)  # a cancel would be made in the background
-    assert set(await _cancelled_intents(stripe_sim)) - before == set()
+    assert await cancelled_intents(stripe_sim) - before == set()
 
 
 async def test_buyers_leaving_the_seats_to_the_desk_are_decided_together(
