@@ -245,7 +245,7 @@ class Desk(Generic[S]):
     def _copy(self, companion: Cached[Any]) -> Cached[Any]:
         return Cached(self._companion.clone(companion.state), companion.version)
 
-    async def _start_from_snapshot(self) -> None:
+    async def _start_from_snapshot(self, db: asyncpg.Pool | asyncpg.Connection) -> None:
         """A cold desk takes the stream's latest snapshot, if there is one it can trust; one
         this code cannot decode is passed over (the stream is the truth). A database that does
         not answer fails the batch, as the stream's own read would."""
@@ -253,7 +253,7 @@ class Desk(Generic[S]):
             return
         self.started_from = 0
         try:
-            found = await snapshots.load(self._pool, self.stream_id, self._codec)
+            found = await snapshots.load(db, self.stream_id, self._codec)
         except msgspec.DecodeError as exc:
             log.warning("snapshot_unreadable", stream=self.stream_id, error=repr(exc))
             return
@@ -285,14 +285,16 @@ class Desk(Generic[S]):
                 "snapshot_write_failed", stream=self.stream_id, version=version, error=repr(exc)
             )
 
-    async def _catch_up(self, companions: set[str]) -> None:
-        await self._start_from_snapshot()
-        for recorded in await read_stream(self._pool, self.stream_id, self.cached.version):
+    async def _catch_up(self, companions: set[str], db: asyncpg.Pool | asyncpg.Connection) -> None:
+        """A desk taking its turn reads on the connection holding it: desks holding all of a
+        small pool's connections would otherwise wait for one more."""
+        await self._start_from_snapshot(db)
+        for recorded in await read_stream(db, self.stream_id, self.cached.version):
             self.cached.state = self._kind.evolve(self.cached.state, recorded.event())
             self.cached.version = recorded.version
         for stream in companions:
             cached = self.companions.setdefault(stream, Cached(self._companion.initial()))
-            for recorded in await read_stream(self._pool, stream, cached.version):
+            for recorded in await read_stream(db, stream, cached.version):
                 cached.state = self._companion.evolve(cached.state, recorded.event())
                 cached.version = recorded.version
 
@@ -323,7 +325,7 @@ class Desk(Generic[S]):
                     or not names <= self.companions.keys()
                 )
                 if fresh:
-                    await self._catch_up(names)
+                    await self._catch_up(names, db)
                 state = Cached(self._kind.clone(self.cached.state), self.cached.version)
                 companions = {
                     c: Cached(

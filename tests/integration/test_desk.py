@@ -13,6 +13,7 @@ import asyncpg
 from domain.inventory import holds
 from domain.sales import Decision
 from infra.eventstore import Metadata, read_stream
+from infra.settings import Settings
 from services.usecases.desk import Desk
 from tests.integration.desk_commands import PLAIN_COMMANDS, PLEDGING_COMMANDS, hold_one
 
@@ -114,14 +115,18 @@ async def test_a_forecast_waits_for_a_pledge_on_its_seats_then_sees_them_taken(
 
 
 async def test_desks_that_keep_losing_take_their_turn_and_never_give_up(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool, settings: Settings
 ) -> None:
     """Three processes' desks selling one event's seats as fast as buyers come: a desk that
     loses to the others twice in a row holds the stream's append lock for its next attempt, so
-    every buyer gets an answer, none a ConcurrencyError after the desk gave up."""
+    every buyer gets an answer, none a ConcurrencyError after the desk gave up. Each process
+    has a pool of one connection: a desk taking its turn reads on the connection it holds."""
     event_id = random.randint(10**8, 10**9)
     stream = f"event-{event_id}"
-    desks = [Desk(pool, stream, PLAIN_COMMANDS) for _ in range(3)]
+    pools = [
+        await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1) for _ in range(3)
+    ]
+    desks = [Desk(own, stream, PLAIN_COMMANDS) for own in pools]
     rng = random.Random(11)
     starts = [rng.uniform(0, 0.3) for _ in range(600)]
 
@@ -129,10 +134,13 @@ async def test_desks_that_keep_losing_take_their_turn_and_never_give_up(
         await asyncio.sleep(starts[i])
         return await desks[i % 3].submit(hold_one(event_id, stream, i), META)
 
-    results = await asyncio.gather(*(buy(i) for i in range(600)), return_exceptions=True)
+    async with asyncio.timeout(60):
+        results = await asyncio.gather(*(buy(i) for i in range(600)), return_exceptions=True)
     assert [r for r in results if isinstance(r, BaseException)] == []
     stored = [r.event() for r in await read_stream(pool, stream)]
     assert sorted(seat.seat_number for e in stored for seat in e.seats) == list(range(600))
     assert sum(d.conflicts for d in desks) > 0
     for desk in desks:
         await desk.close()
+    for own in pools:
+        await own.close()
