@@ -314,7 +314,8 @@ class Desk(Generic[S]):
         while attempt < MAX_ATTEMPTS:
             # Two desks that keep conflicting would otherwise keep retrying in step (each reads,
             # decides and appends just as the other does); after TURN_AFTER, one takes its turn.
-            await asyncio.sleep(pause)
+            if pause:
+                await asyncio.sleep(pause)
             pause, unstorable = 0.0, False
             async with self._turn(names, in_a_row >= TURN_AFTER) as db:
                 started = time.monotonic()
