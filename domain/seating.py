@@ -242,6 +242,8 @@ _PLACES: _ByIdentity[_Places] = _ByIdentity(64)
 # and every auto-select walks past the full rows at the front. A desk's own state holds sets
 # it changes in place: those are looked at each time.
 _FULL: _ByIdentity[bool] = _ByIdentity(4096)
+# Every suggestion of an on-sale sold by several gateways asks for its lane of the seat map.
+_LANES: _ByIdentity[dict[RowKey, frozenset[int]]] = _ByIdentity(64)
 
 
 def _places(sections: Sequence[Section], allowed_section_ids: Sequence[int]) -> _Places:
@@ -404,10 +406,14 @@ def outside_lane(
     """Every seat of the rows outside lane `lane` of `lanes`, each section's rows dealt out in
     turn from the front (lane 0 the first row, lane 1 the second, ...). Taken as if sold, they
     keep one gateway's suggestions out of the rows others suggest from at the same moment."""
-    return {
-        (section.id, row.identifier): frozenset(range(row.start, row.end + 1))
-        for section in sections
-        if section.seating_mode == "seated"
-        for index, row in enumerate(section.rows)
-        if index % lanes != lane
-    }
+    return _LANES.get(
+        sections,
+        (lanes, lane),
+        lambda: {
+            (section.id, row.identifier): frozenset(range(row.start, row.end + 1))
+            for section in sections
+            if section.seating_mode == "seated"
+            for index, row in enumerate(section.rows)
+            if index % lanes != lane
+        },
+    )

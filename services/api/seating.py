@@ -23,7 +23,6 @@ from domain import seat_selection, seating
 from domain.catalog import MAX_PER_PURCHASE, Section, TicketType
 from domain.errors import InvalidCommand
 from domain.inventory.events import SeatRef
-from domain.seating import RowKey
 from projections import availability, catalog
 from services.api.context import OFFERS, PLANS, PURCHASES, TAKEN, organization_of, pool_of
 from services.api.errors import from_domain, invalid_request, not_found
@@ -116,24 +115,6 @@ def _seated_type(event: EventSeats, ticket_type_id: int) -> TicketType:
     return ticket_type
 
 
-# Per event and lane, the seat map it was made from and the seats outside the lane.
-_lanes: dict[tuple[int, int, int], tuple[object, dict[RowKey, frozenset[int]]]] = {}
-LANES_KEPT = 256
-
-
-def _outside_lane(event: EventSeats, lanes: int, lane: int) -> dict[RowKey, frozenset[int]]:
-    """`seating.outside_lane` of the event's seat map, kept until the map changes: every
-    suggestion of an on-sale at several gateways asks for it."""
-    key = (event.id, lanes, lane)
-    kept = _lanes.get(key)
-    if kept is None or kept[0] is not event.sections:
-        if len(_lanes) >= LANES_KEPT:
-            _lanes.clear()
-        kept = (event.sections, seating.outside_lane(event.sections, lanes, lane))
-        _lanes[key] = kept
-    return kept[1]
-
-
 async def auto_select(request: web.Request) -> web.Response:
     """Fewer seats than requested is an answer, not an error: `count` says how many exist.
     Seats offered to another buyer moments ago are passed over while others are free; while
@@ -153,7 +134,7 @@ async def auto_select(request: web.Request) -> web.Response:
     seats: list[SeatRef] = []
     lanes, lane = offers.lane(event.id)
     if lanes > 1:
-        in_lane = unoffered.plus(_outside_lane(event, lanes, lane))
+        in_lane = unoffered.plus(seating.outside_lane(event.sections, lanes, lane))
         seats = seating.best_available(
             event.sections, ticket_type.section_ids, in_lane, body.count, body.near
         )

@@ -169,18 +169,15 @@ class Desk(Generic[S]):
         except Exception:
             return None
 
-    async def forecast_clear(self, command: Any) -> Decision | None:
-        """`forecast`, once no purchase in flight claims what `command` claims: a buyer whose
+    async def after_pledges(self, command: Any) -> None:
+        """Until no purchase paying first here claims what `command` claims: a buyer whose
         chosen seats another's pledge claims learns after that one is decided whether they
-        are still free, instead of paying Stripe for an intent the desk would then refuse.
-        Commands that claim nothing (seats the desk chooses) never wait."""
+        are still free, instead of paying Stripe for an intent the desk would then refuse (or
+        taking them from under a purchase already paying). Commands that claim nothing (seats
+        the desk chooses) never wait."""
         claims = self._claims(command)
-        while (decision := self.forecast(command)) is not None:
-            pledges = {self._pledged[c] for c in claims if c in self._pledged}
-            if not pledges:
-                return decision
+        while pledges := {self._pledged[c] for c in claims if c in self._pledged}:
             await asyncio.wait(pledges)
-        return None
 
     @contextlib.contextmanager
     def pledge(self, command: Any) -> Iterator[None]:

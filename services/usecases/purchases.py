@@ -276,10 +276,10 @@ class Purchases:
         fails on it, and the purchase already opened is the answer. Without `pay` the purchase
         is only opened (for another gateway, which takes the payment)."""
         await desk.ready()
-        # Decided for another gateway too only once no purchase paying here claims its seats.
-        forecast = await desk.forecast_clear(command)
+        await desk.after_pledges(command)
+        forecast = desk.forecast(command) if pay else None
         try:
-            if pay and forecast is not None and self._can_charge(forecast.result[0]):
+            if forecast is not None and self._can_charge(forecast.result[0]):
                 with desk.pledge(command):
                     return await self._pay_first(desk, command, forecast.result[0], meta)
             events = await desk.submit(command, meta, sales.discount_streams(command))

@@ -92,12 +92,18 @@ async def test_a_forecast_waits_for_a_pledge_on_its_seats_then_sees_them_taken(
     event_id = random.randint(10**8, 10**9)
     stream = f"event-{event_id}"
     desk = Desk(pool, stream, PLEDGING_COMMANDS)
+
+    async def forecast_clear(seat_number: int) -> Decision | None:
+        command = hold_one(event_id, stream, seat_number)
+        await desk.after_pledges(command)
+        return desk.forecast(command)
+
     await desk.submit(hold_one(event_id, stream, 9), META)
     first = hold_one(event_id, stream, 1)
     assert desk.forecast(first) is not None
     with desk.pledge(first):
-        waiting = asyncio.ensure_future(desk.forecast_clear(hold_one(event_id, stream, 1)))
-        other = await desk.forecast_clear(hold_one(event_id, stream, 2))
+        waiting = asyncio.ensure_future(forecast_clear(1))
+        other = await forecast_clear(2)
         assert other is not None
         await asyncio.sleep(0.05)
         assert not waiting.done()
@@ -107,7 +113,7 @@ async def test_a_forecast_waits_for_a_pledge_on_its_seats_then_sees_them_taken(
     second = hold_one(event_id, stream, 3)
     assert desk.forecast(second) is not None
     with contextlib.suppress(RuntimeError), desk.pledge(second):
-        waiting = asyncio.ensure_future(desk.forecast_clear(hold_one(event_id, stream, 3)))
+        waiting = asyncio.ensure_future(forecast_clear(3))
         await asyncio.sleep(0.01)
         raise RuntimeError("the first buyer's payment could not be started")
     assert await waiting is not None  # nothing was stored: seat 3 is still free
