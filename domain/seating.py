@@ -98,7 +98,7 @@ class TakenSeats(Set[SeatKey]):
             if had is None:
                 merged[key] = frozenset(numbers)
             elif not had.issuperset(numbers):
-                merged[key] = frozenset(had).union(numbers)
+                merged[key] = _union(frozenset(had), numbers)
         return TakenSeats(merged, base=self)
 
     def full_front(self, places: Sequence[_Place]) -> int:
@@ -242,8 +242,19 @@ _PLACES: _ByIdentity[_Places] = _ByIdentity(64)
 # and every auto-select walks past the full rows at the front. A desk's own state holds sets
 # it changes in place: those are looked at each time.
 _FULL: _ByIdentity[bool] = _ByIdentity(4096)
+# Every auto-select adds the seats offered moments ago (frozen per row until the row's offers
+# change) to the same taken rows.
+_UNIONS: _ByIdentity[frozenset[int]] = _ByIdentity(4096)
 # Every suggestion of an on-sale sold by several gateways asks for its lane of the seat map.
 _LANES: _ByIdentity[dict[RowKey, frozenset[int]]] = _ByIdentity(64)
+
+
+def _union(had: frozenset[int], numbers: Collection[int]) -> frozenset[int]:
+    """The same two frozen rows give the very same merged row, so what is cached by a row's set
+    (`_fills`) holds across requests; a row still changing in place is merged afresh."""
+    if not isinstance(numbers, frozenset):
+        return had.union(numbers)
+    return _UNIONS.get(had, numbers, lambda: had.union(numbers))
 
 
 def _places(sections: Sequence[Section], allowed_section_ids: Sequence[int]) -> _Places:

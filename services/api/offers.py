@@ -35,6 +35,9 @@ class SeatOffers:
         self._feed = feed
         self._seconds = seconds
         self._offered: dict[int, dict[RowKey, dict[int, float]]] = {}
+        # The same, frozen per row and made again only when the row's offers change: every
+        # auto-select merges them into the taken seats, by identity where a row is unchanged.
+        self._frozen: dict[int, dict[RowKey, frozenset[int]]] = {}
         self._expiry: deque[tuple[float, int, RowKey, int]] = deque()
         # Per event, the other gateways heard of: their notes a second (decaying) and when.
         self._peers: dict[int, dict[str, tuple[float, float]]] = {}
@@ -50,7 +53,7 @@ class SeatOffers:
     def recent(self, event_id: int) -> Mapping[RowKey, Iterable[int]]:
         """The event's seat numbers per row offered within the last `seconds`."""
         self._expire(time.monotonic())
-        return self._offered.get(event_id, {})
+        return self._frozen.get(event_id, {})
 
     def lane(self, event_id: int) -> tuple[int, int]:
         """How many gateways suggest the event's seats at this moment, and this one's place
@@ -95,30 +98,47 @@ class SeatOffers:
     def _keep(self, event_id: int, seats: Iterable[SeatKey]) -> None:
         until = time.monotonic() + self._seconds
         rows = self._offered.setdefault(event_id, {})
+        changed = set()
         for section_id, row, number in seats:
             rows.setdefault((section_id, row), {})[number] = until
             self._expiry.append((until, event_id, (section_id, row), number))
+            changed.add((event_id, (section_id, row)))
+        self._refreeze(changed)
 
     def _drop(self, event_id: int, seats: Iterable[SeatKey]) -> None:
         """Their turn in the expiry queue then finds nothing to remove."""
         rows = self._offered.get(event_id, {})
+        changed = set()
         for section_id, row, number in seats:
             numbers = rows.get((section_id, row))
-            if numbers is not None and numbers.pop(number, None) is not None and not numbers:
-                del rows[(section_id, row)]
+            if numbers is not None and numbers.pop(number, None) is not None:
+                changed.add((event_id, (section_id, row)))
+        self._refreeze(changed)
 
     def _expire(self, now: float) -> None:
         """Offers expire in the order they were made; a seat offered again lives on."""
+        changed = set()
         while self._expiry and self._expiry[0][0] <= now:
             until, event_id, row, number = self._expiry.popleft()
-            rows = self._offered.get(event_id, {})
-            numbers = rows.get(row, {})
+            numbers = self._offered.get(event_id, {}).get(row, {})
             if numbers.get(number) == until:
                 del numbers[number]
-                if not numbers:
-                    del rows[row]
-            if event_id in self._offered and not rows:
+                changed.add((event_id, row))
+        self._refreeze(changed)
+
+    def _refreeze(self, changed: Iterable[tuple[int, RowKey]]) -> None:
+        """Freezes the changed rows again; a row, and then an event, left with no offer goes."""
+        for event_id, row in changed:
+            rows = self._offered[event_id]
+            frozen = self._frozen.setdefault(event_id, {})
+            if rows.get(row):
+                frozen[row] = frozenset(rows[row])
+                continue
+            rows.pop(row, None)
+            frozen.pop(row, None)
+            if not rows:
                 del self._offered[event_id]
+                del self._frozen[event_id]
 
 
 def _decayed(rate: float, seconds: float) -> float:

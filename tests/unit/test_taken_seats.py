@@ -76,3 +76,17 @@ def test_gateways_in_lanes_suggest_from_rows_of_their_own() -> None:
     assert _rows(first.plus(by_row(_full("A"))), 4) == ["C"] * 4
     assert _rows(second.plus(by_row(_full("B"))), 4) == []
     assert outside_lane([HALL_SECTION], 1, 0) == {}
+
+
+def test_the_same_offered_rows_merge_into_the_very_same_rows() -> None:
+    """Every auto-select adds the seats offered moments ago to the taken seats: an unchanged pair
+    of rows must give the same merged row, which the full-row cache knows by identity."""
+    taken = TakenSeats.of({(HALL, "A", 1), (HALL, "B", 1)})
+    offered = {(HALL, "A"): frozenset({2, 3}), (HALL, "B"): frozenset({2})}
+    first, second = taken.plus(offered), taken.plus(dict(offered))
+    assert first.in_row(HALL, "A") == {1, 2, 3}
+    assert first.in_row(HALL, "A") is second.in_row(HALL, "A")
+    assert first.in_row(HALL, "B") is second.in_row(HALL, "B")
+    changed = taken.plus({**offered, (HALL, "B"): frozenset({2, 4})})
+    assert changed.in_row(HALL, "A") is first.in_row(HALL, "A")
+    assert changed.in_row(HALL, "B") == {1, 2, 4}
