@@ -60,7 +60,7 @@ from projections.registry import all_projections
 from projections.verify import Difference, compare, tables
 from services.health import relay_position
 from services.runtime import connected, database
-from services.workers.relay import Checkpoint, Relay
+from services.workers.relay import Checkpoint, Relay, acked_prefix
 
 _POSITION = re.compile(r"^(\d+):(\d+)$")
 
@@ -122,15 +122,15 @@ class _Republisher(Relay):
         self, pool: asyncpg.Pool, js: JetStreamContext, settings: Settings, previous: str | None
     ) -> None:
         super().__init__(pool, js, settings, name="replay")
-        self._checkpoint = Checkpoint(START, previous)
+        self._sent = Checkpoint(START, previous)
 
     async def republish(self, batch: list[RecordedEvent]) -> int:
         """How many of the batch JetStream acknowledged, in order (stored or dropped as a
         duplicate); the rest were refused."""
-        acked = await self._publish(batch)
+        acked = await acked_prefix([future for _, future in await self._send(batch)])
         if acked:
             last = batch[acked - 1]
-            self._checkpoint = Checkpoint(last.global_position, last.event_id)
+            self._sent = Checkpoint(last.global_position, last.event_id)
         return acked
 
 

@@ -20,6 +20,7 @@ import asyncpg
 import msgspec
 import structlog
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from nats.js.errors import APIError, NotFoundError
 
 from infra.bus import ensure_stream, subject_for
@@ -46,6 +47,9 @@ _encoder = msgspec.json.Encoder()
 class Checkpoint(msgspec.Struct, frozen=True):
     position: Position
     event_id: str | None
+
+
+_Sent = tuple[RecordedEvent, "asyncio.Future[PubAck]"]
 
 
 class Relay:
@@ -79,6 +83,9 @@ class Relay:
         self._quiet_batch = quiet_batch
         self._wake = asyncio.Event()
         self._checkpoint = Checkpoint(START, None)
+        # The last event handed to NATS, acked or not, and the acks of the last pass still due.
+        self._sent = self._checkpoint
+        self._in_flight: list[_Sent] = []
         self._started = False
         self.published = 0
 
@@ -134,9 +141,11 @@ class Relay:
         await conn.execute("SELECT pg_advisory_lock($1)", RELAY_SLEEP_LOCK)
         while True:
             self._wake.clear()
-            if await self.publish_pending() > self._quiet_batch:
+            sent = await self.publish_pending()
+            if sent > self._quiet_batch:
                 break
-            await self._wait()
+            if not sent:  # a pass that sent something leaves its acks to the next one
+                await self._wait()
         await conn.execute("SELECT pg_advisory_unlock($1)", RELAY_SLEEP_LOCK)
 
     async def _wait(self) -> None:
@@ -144,7 +153,7 @@ class Relay:
         publishable when that ends, which notifies only if it was an append: look again soon."""
         if self._wake.is_set():
             return
-        settled = await next_is_settled(self._db, self._checkpoint.position)
+        settled = await next_is_settled(self._db, self._sent.position)
         if settled:
             return
         wait = self._idle_poll if settled is None else self._held_back_poll
@@ -156,7 +165,12 @@ class Relay:
 
     async def reconcile(self) -> None:
         """Take the checkpoint from the database, then move it to the stream's last message if
-        that is further along (the ack came back but the checkpoint write did not happen)."""
+        that is further along (the ack came back but the checkpoint write did not happen), and
+        send on from there."""
+        self._checkpoint = await self._stream_checkpoint()
+        self._resume_at_checkpoint()
+
+    async def _stream_checkpoint(self) -> Checkpoint:
         row = await self._db.fetchrow(
             "SELECT tx_id::text::bigint AS tx_id, position, event_id::text FROM relay_checkpoint"
             " WHERE name = $1",
@@ -174,71 +188,72 @@ class Relay:
                 log.warning(
                     "relay_stream_empty_republishing_all", stream=self._settings.nats_stream
                 )
-            self._checkpoint = Checkpoint(START, None)
-            return
+            return Checkpoint(START, None)
         try:
             last = await self._js.get_msg(self._settings.nats_stream, seq=last_seq)
         except NotFoundError:
-            self._checkpoint = stored
-            return
+            return stored
         last_id = (last.headers or {}).get("Nats-Msg-Id")
         found = await position_of(self._db, last_id) if last_id else None
         if found is None:
             log.error("relay_unknown_last_message", msg_id=last_id)
-            self._checkpoint = stored
-            return
-        published = Checkpoint(found, last_id)
-        self._checkpoint = max(stored, published, key=lambda c: c.position)
-        if self._checkpoint != stored:
-            await self._store(self._checkpoint)
+            return stored
+        furthest = max(stored, Checkpoint(found, last_id), key=lambda c: c.position)
+        if furthest != stored:
+            await self._store(furthest)
+        return furthest
+
+    def _resume_at_checkpoint(self) -> None:
+        """Forget what is in flight: the stream, not this process, says what arrived."""
+        for _, future in self._in_flight:
+            future.cancel()
+        self._in_flight = []
+        self._sent = self._checkpoint
 
     async def publish_pending(self) -> int:
-        """One pass: publish the next settled batch, in order, and checkpoint what was acked."""
-        batch = await read_all(self._db, self._checkpoint.position, self._batch_size)
-        if not batch:
-            return 0
-        acked = await self._publish(batch)
+        """One pass: send the next settled batch in order, then take the acks of the pass before
+        and checkpoint them. The two overlap: the acks come back while the next batch is read
+        and sent, so under load a pass costs a read and a send, not the acks' round trip as
+        well. A pass that finds nothing new has taken every ack due: returning 0, it leaves
+        everything sent acked and checkpointed."""
+        batch = await read_all(self._db, self._sent.position, self._batch_size)
+        earlier, self._in_flight = self._in_flight, await self._send(batch)
+        if batch:
+            self._sent = Checkpoint(batch[-1].global_position, batch[-1].event_id)
+        await self._take_acks(earlier)
+        return len(batch)
+
+    async def _take_acks(self, sent: list[_Sent]) -> None:
+        """Checkpoint the acked prefix of a pass; on a refusal, go back to what the stream holds
+        (the later messages, expecting the refused one before them, are refused too)."""
+        acked = await acked_prefix([future for _, future in sent])
         if acked:
-            last = batch[acked - 1]
+            last = sent[acked - 1][0]
             self._checkpoint = Checkpoint(last.global_position, last.event_id)
             await self._store(self._checkpoint)
             self.published += acked
             RELAY_PUBLISHED.inc(acked)
-        if acked < len(batch):
+        if acked < len(sent):
             await self.reconcile()
-            raise RuntimeError(f"published {acked} of {len(batch)} events; will retry the rest")
-        return acked
+            raise RuntimeError(f"published {acked} of {len(sent)} events; will retry the rest")
 
-    async def _publish(self, batch: list[RecordedEvent]) -> int:
-        """Pipeline the batch (written in order on one connection) and count the acked prefix."""
-        previous = self._checkpoint.event_id
-        futures = []
+    async def _send(self, batch: list[RecordedEvent]) -> list[_Sent]:
+        """The batch written in order on one connection, each message expecting the one before
+        it as the stream's last."""
+        previous = self._sent.event_id
+        sent = []
         for event in batch:
             headers = {"Nats-Msg-Id": event.event_id}
             if previous is not None:
                 headers["Nats-Expected-Last-Msg-Id"] = previous
-            futures.append(
-                await self._js.publish_async(
-                    subject_for(self._settings, event.stream_id),
-                    _encoder.encode(event),
-                    headers=headers,
-                )
+            future = await self._js.publish_async(
+                subject_for(self._settings, event.stream_id),
+                _encoder.encode(event),
+                headers=headers,
             )
+            sent.append((event, future))
             previous = event.event_id
-        acked = 0
-        for future in futures:
-            try:
-                async with asyncio.timeout(10):
-                    await future
-            except (APIError, TimeoutError) as exc:
-                # In a NATS outage every pass ends here: the outage is told once, elsewhere.
-                tell = log.debug if OUTAGES.is_down("nats") else log.warning
-                tell("relay_publish_failed", error=repr(exc), acked=acked)
-                break
-            acked += 1
-        for future in futures[acked:]:
-            future.cancel()
-        return acked
+        return sent
 
     async def _store(self, checkpoint: Checkpoint) -> None:
         await self._db.execute(
@@ -251,3 +266,21 @@ class Relay:
             checkpoint.position.position,
             checkpoint.event_id,
         )
+
+
+async def acked_prefix(futures: list[asyncio.Future[PubAck]]) -> int:
+    """How many of the futures, from the first, were acked; the rest are cancelled."""
+    acked = 0
+    for future in futures:
+        try:
+            async with asyncio.timeout(10):
+                await future
+        except (APIError, TimeoutError) as exc:
+            # In a NATS outage every pass ends here: the outage is told once, elsewhere.
+            tell = log.debug if OUTAGES.is_down("nats") else log.warning
+            tell("relay_publish_failed", error=repr(exc), acked=acked)
+            break
+        acked += 1
+    for future in futures[acked:]:
+        future.cancel()
+    return acked

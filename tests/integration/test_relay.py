@@ -172,6 +172,36 @@ async def test_relay_restart_after_ack_without_checkpoint_publishes_nothing_twic
     assert [e.version for e in mine] == [1, 2, 3, 4, 5, 6]
 
 
+async def test_a_pass_leaves_its_acks_to_the_next_and_a_dry_pass_checkpoints_everything(
+    pool: asyncpg.Pool, js, settings: Settings
+) -> None:
+    """Under load the relay does not stop for the acks of what it just sent: they are taken by
+    the next pass, while it reads and sends the next batch. Going idle, nothing is left unacked
+    or unchecked: the pass that finds nothing new checkpoints all that was sent."""
+    run = uuid.uuid4().hex[:8]
+    name = f"pipe-{run}"
+    relay = Relay(pool, js, settings, name=name)
+    await relay.reconcile()
+    while await relay.publish_pending():
+        pass
+    checkpoint = "SELECT event_id::text FROM relay_checkpoint WHERE name = $1"
+    before = await pool.fetchval(checkpoint, name)
+    stream = f"tally-{run}"
+    for batch in range(2):
+        for i in range(3):
+            await append(pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=i)])], META)
+        await wait_until_settled(pool, await head(pool))
+        assert await relay.publish_pending() == 3
+        ids = await pool.fetch(
+            "SELECT event_id::text FROM events WHERE stream_id = $1 ORDER BY version", stream
+        )
+        assert await pool.fetchval(checkpoint, name) == (before if batch == 0 else ids[2][0])
+    assert await relay.publish_pending() == 0
+    assert await pool.fetchval(checkpoint, name) == ids[-1][0]
+    mine = [e for e in await _published(js, settings) if e.stream_id == stream]
+    assert [e.version for e in mine] == [1, 2, 3, 4, 5, 6]
+
+
 async def test_relay_survives_a_nats_outage(pool: asyncpg.Pool, settings: Settings) -> None:
     """Events written while the relay cannot reach NATS are published once it is back."""
     run = uuid.uuid4().hex[:8]
