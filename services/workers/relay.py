@@ -141,11 +141,10 @@ class Relay:
         await conn.execute("SELECT pg_advisory_lock($1)", RELAY_SLEEP_LOCK)
         while True:
             self._wake.clear()
-            sent = await self.publish_pending()
-            if sent > self._quiet_batch:
+            if await self.publish_pending() > self._quiet_batch:
                 break
-            if not sent:  # a pass that sent something leaves its acks to the next one
-                await self._wait()
+            await self._settle()
+            await self._wait()
         await conn.execute("SELECT pg_advisory_unlock($1)", RELAY_SLEEP_LOCK)
 
     async def _wait(self) -> None:
@@ -222,6 +221,11 @@ class Relay:
             self._sent = Checkpoint(batch[-1].global_position, batch[-1].event_id)
         await self._take_acks(earlier)
         return len(batch)
+
+    async def _settle(self) -> None:
+        """Takes every ack due: a quiet relay waits with nothing unacked or unchecked."""
+        sent, self._in_flight = self._in_flight, []
+        await self._take_acks(sent)
 
     async def _take_acks(self, sent: list[_Sent]) -> None:
         """Checkpoint the acked prefix of a pass; on a refusal, go back to what the stream holds
