@@ -13,13 +13,16 @@ CHANNEL = "mail_outbox"
 # accepted. For these the row's `purchase_token` is the transfer's id.
 TRANSFER_KINDS = ("transfer_offer", "transfer_completed")
 
+# One wake-up however many rows (the mailers read every row due).
 _ENQUEUE = """
 WITH inserted AS (
-    INSERT INTO mail_outbox (purchase_token, kind, dedupe_key) VALUES ($1, $2, $3)
+    INSERT INTO mail_outbox (purchase_token, kind, dedupe_key)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING id
 )
-SELECT id, pg_notify('mail_outbox', '') FROM inserted
+SELECT (SELECT count(*) FROM inserted),
+       (SELECT pg_notify('mail_outbox', '') WHERE EXISTS (SELECT FROM inserted))
 """
 
 
@@ -36,7 +39,18 @@ async def enqueue(
     inside a transaction, the row and the wake-up both take effect at commit. `now` picks the
     resend's minute (tests)."""
     key = _dedupe_key(purchase_token, kind, now or datetime.now(UTC), refund_id)
-    return await pool_or_conn.fetchrow(_ENQUEUE, purchase_token, kind, key) is not None
+    return await pool_or_conn.fetchval(_ENQUEUE, [purchase_token], [kind], [key]) == 1
+
+
+async def enqueue_confirmations(conn: asyncpg.Connection, purchase_tokens: list[str]) -> int:
+    """Queue the confirmation of each purchase, in one statement (an on-sale's batch of paid
+    purchases would otherwise cost a round trip each); returns how many were not queued yet."""
+    keys = [
+        _dedupe_key(token, "confirmation", datetime.now(UTC), None) for token in purchase_tokens
+    ]
+    return await conn.fetchval(
+        _ENQUEUE, purchase_tokens, ["confirmation"] * len(purchase_tokens), keys
+    )
 
 
 def _dedupe_key(purchase_token: str, kind: str, now: datetime, refund_id: str | None) -> str:

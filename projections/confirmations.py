@@ -11,7 +11,7 @@ import asyncpg
 
 from domain import streams
 from infra.eventstore import RecordedEvent
-from infra.mail_outbox import enqueue
+from infra.mail_outbox import enqueue_confirmations
 
 
 class ConfirmationsProjection:
@@ -23,13 +23,12 @@ class ConfirmationsProjection:
     async def apply_all(
         self, conn: asyncpg.Connection, schema: str, events: Sequence[RecordedEvent]
     ) -> None:
-        """The batch's paid purchases marked in one statement; each message queued on its own
-        (the outbox folds a purchase's second confirmation into its first)."""
+        """The batch's paid purchases marked in one statement and their messages queued in
+        another (the outbox folds a purchase's second confirmation into its first)."""
         tokens = [streams.purchase_token(e.stream_id) for e in events if e.type in self.handles]
         if not tokens:
             return
         await conn.execute(
             f"INSERT INTO {schema}.queued SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", tokens
         )
-        for token in tokens:
-            await enqueue(conn, token, "confirmation")
+        await enqueue_confirmations(conn, tokens)

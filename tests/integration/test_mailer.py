@@ -23,7 +23,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from infra.embedded import free_port
 from infra.mail import EmlDirectory, MailTransport, SmtpSettings, SmtpTransport, build_confirmation
-from infra.mail_outbox import enqueue
+from infra.mail_outbox import enqueue, enqueue_confirmations
 from services.workers.mailer import Mailer
 from tests.smtp_inbox import Inbox, smtp_server
 
@@ -216,6 +216,26 @@ async def test_two_mailers_never_send_the_same_row(pool: asyncpg.Pool) -> None:
             await asyncio.sleep(0.3)
     counts = Counter(inbox.subjects())
     assert counts == Counter(f"confirmation {token}" for token in tokens)
+
+
+async def test_a_batch_of_paid_purchases_queues_each_confirmation_once_and_wakes_the_mailer(
+    pool: asyncpg.Pool,
+) -> None:
+    """The confirmations read model queues a batch's e-mails in one statement: each purchase's
+    once (one queued already is folded), and a running mailer wakes at the commit."""
+    inbox, port = Inbox(), free_port()
+    tokens = [_token() for _ in range(3)]
+    with smtp_server(inbox, port):
+        mailer = _mailer(pool, SmtpTransport(_settings(port)), poll_interval=60)
+        assert await enqueue(pool, tokens[0], "confirmation")
+        async with running(mailer):
+            await _until(lambda: bool(inbox.messages), timeout=5)
+            async with pool.acquire() as conn, conn.transaction():
+                assert await enqueue_confirmations(conn, tokens) == 2
+            await _until(lambda: len(inbox.messages) == 3, timeout=5)
+            async with pool.acquire() as conn, conn.transaction():
+                assert await enqueue_confirmations(conn, tokens) == 0
+    assert sorted(inbox.subjects()) == sorted(f"confirmation {t}" for t in tokens)
 
 
 async def test_a_running_mailer_wakes_on_enqueue(pool: asyncpg.Pool) -> None:
