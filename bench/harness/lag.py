@@ -2,7 +2,8 @@
 checkpoint (and the relay's, the floor under them all) sampled every few milliseconds, then each
 event of the run matched to the first sample whose checkpoint includes it. An event's lag is from
 its `recorded_at` (stamped inside the append's transaction, just before its commit) to that
-sample: an upper bound, within one sampling interval of the moment its row became visible."""
+sample's time on the database's clock: an upper bound, within one sampling interval of the
+moment its row became visible."""
 
 from __future__ import annotations
 
@@ -29,13 +30,18 @@ SETTLE_SECONDS = 15.0  # after the load, how long the read models may take to ca
 
 
 def _checkpoints_sql() -> str:
+    """Every checkpoint, each with the server's clock read after the statement's snapshot was
+    taken: what the snapshot shows was visible by then. The sample's time is the database's,
+    as `recorded_at` is, not when this busy process got round to the answer."""
+    at = "extract(epoch FROM clock_timestamp())::float8"
     parts = [
-        f"SELECT '{name}' AS name, tx_id::text::bigint AS tx_id, position"
+        f"SELECT '{name}' AS name, tx_id::text::bigint AS tx_id, position, {at} AS at"
         f" FROM {live_schema(projection)}.checkpoint"
         for name, projection in all_projections().items()
     ]
     parts.append(
-        f"SELECT '{RELAY}', tx_id::text::bigint, position FROM relay_checkpoint WHERE name = 'main'"
+        f"SELECT '{RELAY}', tx_id::text::bigint, position, {at}"
+        " FROM relay_checkpoint WHERE name = 'main'"
     )
     return " UNION ALL ".join(parts)
 
@@ -159,7 +165,9 @@ class LagSampler(_OwnLoop):
 
     async def _sample_once(self, conn: asyncpg.Connection) -> None:
         rows = await conn.fetch(self._sql)
-        self._times.append(time.time())
+        if not rows:
+            return
+        self._times.append(min(row["at"] for row in rows))
         for row in rows:
             self._seen.setdefault(row["name"], []).append(Position(row["tx_id"], row["position"]))
 
