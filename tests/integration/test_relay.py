@@ -58,6 +58,14 @@ async def _wait_published(js, settings: Settings, expected_ids: set[str], timeou
         await asyncio.sleep(0.2)
 
 
+async def _caught_up(relay: Relay) -> Relay:
+    """The relay with its checkpoint brought up to what earlier tests published."""
+    await relay.reconcile()
+    while await relay.publish_pending():
+        pass
+    return relay
+
+
 async def _ids(pool: asyncpg.Pool, prefix: str) -> set[str]:
     rows = await pool.fetch(
         "SELECT event_id::text FROM events WHERE stream_id LIKE $1", prefix + "%"
@@ -140,11 +148,7 @@ async def test_relay_restart_after_ack_without_checkpoint_publishes_nothing_twic
 ) -> None:
     run = uuid.uuid4().hex[:8]
     name = f"crash-{run}"
-    # Bring this relay's checkpoint up to date with what earlier tests published.
-    warmup = Relay(pool, js, settings, name=name)
-    await warmup.reconcile()
-    while await warmup.publish_pending():
-        pass
+    await _caught_up(Relay(pool, js, settings, name=name))
     stream = f"tally-{run}"
     for i in range(5):
         await append(pool, [PendingAppend(stream, ANY_VERSION, [TallyCounted(amount=i)])], META)
@@ -180,10 +184,7 @@ async def test_a_pass_leaves_its_acks_to_the_next_and_a_dry_pass_checkpoints_eve
     or unchecked: the pass that finds nothing new checkpoints all that was sent."""
     run = uuid.uuid4().hex[:8]
     name = f"pipe-{run}"
-    relay = Relay(pool, js, settings, name=name)
-    await relay.reconcile()
-    while await relay.publish_pending():
-        pass
+    relay = await _caught_up(Relay(pool, js, settings, name=name))
     checkpoint = "SELECT event_id::text FROM relay_checkpoint WHERE name = $1"
     before = await pool.fetchval(checkpoint, name)
     stream = f"tally-{run}"
