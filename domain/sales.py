@@ -30,7 +30,7 @@ from domain.purchasing import (
     PurchaseRequest,
     PurchaseState,
 )
-from domain.seating import SeatKey, seat_key
+from domain.seating import SeatKey, selected_keys
 
 # What a command sees of the streams beside the inventory's: their states, by stream id.
 Companions = Mapping[str, Any]
@@ -155,9 +155,7 @@ def seats_chosen(command: SaleCommand) -> frozenset[SeatKey]:
     not claimed: it picks free ones when it decides."""
     if not isinstance(command, OpenEventPurchase) or not command.request.selected_seats:
         return frozenset()
-    return frozenset(
-        seat_key(s) for seats in command.request.selected_seats.values() for s in seats
-    )
+    return frozenset(selected_keys(command.request.selected_seats))
 
 
 def discount_streams(command: SaleCommand) -> tuple[str, ...]:

@@ -57,6 +57,11 @@ def seat_key(seat: SeatRef) -> SeatKey:
     return (seat.section_id, seat.row, seat.seat_number)
 
 
+def selected_keys(selected: Mapping[int, Iterable[SeatRef]]) -> set[SeatKey]:
+    """The seats of a buyer's selection, whatever ticket type each was chosen for."""
+    return {seat_key(seat) for seats in selected.values() for seat in seats}
+
+
 RowKey = tuple[int, str]
 
 

@@ -43,6 +43,7 @@ from domain.seating import (
     best_available,
     by_row,
     seat_key,
+    selected_keys,
 )
 
 
@@ -193,7 +194,7 @@ def hold_seats(
     held: list[HeldSeat] = []
     # Seats this purchase takes: the selected ones from the start, so a type chosen for by
     # best available never lands on a seat selected for another type.
-    claimed: set[SeatKey] = {seat_key(seat) for seats in selected.values() for seat in seats}
+    claimed = selected_keys(selected)
     for tid, quantity in sorted(quantities.items()):
         t = types[tid]
         if not _seated(t.section_ids, by_id):
