@@ -109,19 +109,20 @@ class PendingAppend(msgspec.Struct, frozen=True):
 _metadata_encoder = msgspec.json.Encoder()
 _metadata_decoder = msgspec.json.Decoder(Metadata)
 
-_COLUMNS = (
+COLUMNS = (
     "event_id::text, stream_id, version, type, data::text, metadata::text,"
     " recorded_at, tx_id::text::bigint AS tx_id, position, schema_version"
 )
-_SELECT = f"SELECT {_COLUMNS} FROM events "
-_SELECT_POSITION = "SELECT tx_id::text::bigint AS tx_id, position FROM events "
-_AFTER = "(tx_id, position) > ($1::text::xid8, $2)"
+_SELECT = f"SELECT {COLUMNS} FROM events "
+SELECT_POSITION = "SELECT tx_id::text::bigint AS tx_id, position FROM events "
+AFTER = "(tx_id, position) > ($1::text::xid8, $2)"
 # The safe global order's gate: a transaction older than every one still in flight can no
 # longer be overtaken by a commit that would sort before it.
 _SETTLED = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
 
 
-def _record(row: asyncpg.Record) -> RecordedEvent:
+def recorded(row: asyncpg.Record) -> RecordedEvent:
+    """A row of COLUMNS."""
     return RecordedEvent(
         event_id=row["event_id"],
         stream_id=row["stream_id"],
@@ -349,7 +350,7 @@ async def read_stream(
     rows = await conn.fetch(
         _SELECT + "WHERE stream_id = $1 AND version > $2 ORDER BY version", stream_id, after_version
     )
-    return [_record(r) for r in rows]
+    return [recorded(r) for r in rows]
 
 
 async def read_streams(
@@ -362,7 +363,7 @@ async def read_streams(
     )
     found: dict[str, list[RecordedEvent]] = {}
     for row in rows:
-        found.setdefault(row["stream_id"], []).append(_record(row))
+        found.setdefault(row["stream_id"], []).append(recorded(row))
     return found
 
 
@@ -376,7 +377,7 @@ def joined_stream(stream_id_sql: str) -> str:
 
 
 def stream_events(rows: Sequence[asyncpg.Record]) -> list[RecordedEvent]:
-    return [_record(r) for r in rows if r["event_id"] is not None]
+    return [recorded(r) for r in rows if r["event_id"] is not None]
 
 
 async def read_all(
@@ -392,7 +393,7 @@ async def read_all(
     With `up_to`, the caller vouches that everything up to it is already settled (it was read
     through this gate before) and the gate is skipped.
     """
-    where = [_AFTER]
+    where = [AFTER]
     args: list[object] = [str(after.tx_id), after.position]
     if up_to is None:
         where.append(_SETTLED)
@@ -404,10 +405,10 @@ async def read_all(
         where.append(f"split_part(stream_id, '-', 1) = ANY(${len(args)})")
     args.append(limit)
     sql = _SELECT + "WHERE " + " AND ".join(where) + f" ORDER BY tx_id, position LIMIT ${len(args)}"
-    return [_record(r) for r in await conn.fetch(sql, *args)]
+    return [recorded(r) for r in await conn.fetch(sql, *args)]
 
 
-_NEXT_IS_SETTLED = f"SELECT {_SETTLED} FROM events WHERE {_AFTER} ORDER BY tx_id, position LIMIT 1"
+_NEXT_IS_SETTLED = f"SELECT {_SETTLED} FROM events WHERE {AFTER} ORDER BY tx_id, position LIMIT 1"
 
 
 async def next_is_settled(conn: asyncpg.Connection | asyncpg.Pool, after: Position) -> bool | None:
@@ -437,13 +438,13 @@ _IS_SETTLED = "SELECT $1::text::xid8 < pg_snapshot_xmin(pg_current_snapshot())"
 
 async def head(conn: asyncpg.Connection | asyncpg.Pool) -> Position:
     """The last event in global order, settled or not (for progress reporting and tests)."""
-    row = await conn.fetchrow(_SELECT_POSITION + "ORDER BY tx_id DESC, position DESC LIMIT 1")
+    row = await conn.fetchrow(SELECT_POSITION + "ORDER BY tx_id DESC, position DESC LIMIT 1")
     return Position(row["tx_id"], row["position"]) if row else START
 
 
 async def position_of(conn: asyncpg.Connection | asyncpg.Pool, event_id: str) -> Position | None:
     """Where an event stands in the global order; None for an id the store does not have."""
-    row = await conn.fetchrow(_SELECT_POSITION + "WHERE event_id = $1::uuid", event_id)
+    row = await conn.fetchrow(SELECT_POSITION + "WHERE event_id = $1::uuid", event_id)
     return Position(row["tx_id"], row["position"]) if row else None
 
 
@@ -472,7 +473,7 @@ class Backlog(msgspec.Struct, frozen=True):
 _BACKLOG = (
     "SELECT count(*) AS events, extract(epoch FROM clock_timestamp() - min(recorded_at))"
     " AS seconds FROM (SELECT recorded_at FROM events WHERE {only} "
-    + _AFTER
+    + AFTER
     + " ORDER BY {order} LIMIT $3) e"
 )
 _BACKLOG_ALL = _BACKLOG.format(only="", order="tx_id, position")
@@ -499,202 +500,3 @@ async def backlog(
     )
     seconds = row["seconds"]
     return Backlog(row["events"], None if seconds is None else float(seconds))
-
-
-class AuditedEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """A stored event with the name of the API key that caused it, for operators' questions."""
-
-    event: RecordedEvent
-    api_key_name: str | None
-
-
-_AUDITED = (
-    f"SELECT {_COLUMNS}, k.name AS api_key_name FROM events"
-    " LEFT JOIN api_keys k ON k.id = (metadata->>'api_key_id')::bigint "
-)
-
-
-def _audited(rows: Sequence[asyncpg.Record]) -> list[AuditedEvent]:
-    return [AuditedEvent(event=_record(r), api_key_name=r["api_key_name"]) for r in rows]
-
-
-async def stream_history(
-    conn: asyncpg.Connection | asyncpg.Pool, stream_id: str
-) -> list[AuditedEvent]:
-    """A stream's events in version order, each with who caused it."""
-    rows = await conn.fetch(_AUDITED + "WHERE stream_id = $1 ORDER BY version", stream_id)
-    return _audited(rows)
-
-
-async def audit(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    *,
-    organization_id: int | None = None,
-    api_key_id: int | None = None,
-    request_id: str | None = None,
-    correlation_id: str | None = None,
-    category: str | None = None,
-    type_name: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    limit: int = 100,
-) -> list[AuditedEvent]:
-    """Events newest first, filtered by who caused them and what they are. An organization's
-    events are those its API keys caused: events of the command line or workers carry no key."""
-    filters = (
-        ("k.organization_id = ${}", organization_id),
-        ("(metadata->>'api_key_id')::bigint = ${}", api_key_id),
-        ("metadata->>'request_id' = ${}", request_id),
-        ("metadata->>'correlation_id' = ${}", correlation_id),
-        ("split_part(stream_id, '-', 1) = ${}", category),
-        ("type = ${}", type_name),
-        ("recorded_at >= ${}", since),
-        ("recorded_at < ${}", until),
-    )
-    where: list[str] = []
-    args: list[object] = []
-    for condition, value in filters:
-        if value is not None:
-            args.append(value)
-            where.append(condition.format(len(args)))
-    args.append(limit)
-    sql = (
-        _AUDITED
-        + (f"WHERE {' AND '.join(where)} " if where else "")
-        + f"ORDER BY recorded_at DESC, tx_id DESC, position DESC LIMIT ${len(args)}"
-    )
-    return _audited(await conn.fetch(sql, *args))
-
-
-async def last_recorded(
-    conn: asyncpg.Connection | asyncpg.Pool, moment: datetime, *, inclusive: bool
-) -> Position:
-    """The last event in global order recorded before `moment` (or at it, if `inclusive`):
-    where a range given by time starts after, or ends; START when there is none."""
-    row = await conn.fetchrow(
-        _SELECT_POSITION
-        + f"WHERE recorded_at {'<=' if inclusive else '<'} $1"
-        + " ORDER BY tx_id DESC, position DESC LIMIT 1",
-        moment,
-    )
-    return Position(row["tx_id"], row["position"]) if row else START
-
-
-async def event_id_before(conn: asyncpg.Connection | asyncpg.Pool, after: Position) -> str | None:
-    """The id of the event at `after` or the last one before it: the message a republish of
-    the events after `after` expects the NATS stream to end with."""
-    return await conn.fetchval(
-        "SELECT event_id::text FROM events WHERE (tx_id, position) <= ($1::text::xid8, $2)"
-        " ORDER BY tx_id DESC, position DESC LIMIT 1",
-        str(after.tx_id),
-        after.position,
-    )
-
-
-class RangeSummary(msgspec.Struct, frozen=True):
-    """The events of a range of the global order: how many of each type, the first and last."""
-
-    types: dict[str, int]
-    first: Position | None
-    last: Position | None
-
-    @property
-    def events(self) -> int:
-        return sum(self.types.values())
-
-
-async def range_summary(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    after: Position,
-    up_to: Position,
-    categories: Sequence[str] | None = None,
-) -> RangeSummary:
-    """Events after `after` up to `up_to` (only of `categories`, if given), counted by type."""
-    where = f"WHERE {_AFTER} AND (tx_id, position) <= ($3::text::xid8, $4)"
-    args: list[object] = [str(after.tx_id), after.position, str(up_to.tx_id), up_to.position]
-    if categories is not None:
-        args.append(list(categories))
-        where += " AND split_part(stream_id, '-', 1) = ANY($5)"
-    counted = await conn.fetch(
-        f"SELECT type, count(*) AS n FROM events {where} GROUP BY type", *args
-    )
-    ends = [
-        await conn.fetchrow(
-            f"{_SELECT_POSITION}{where} ORDER BY tx_id {order}, position {order} LIMIT 1", *args
-        )
-        for order in ("ASC", "DESC")
-    ]
-    first, last = (Position(r["tx_id"], r["position"]) if r else None for r in ends)
-    return RangeSummary({r["type"]: r["n"] for r in counted}, first, last)
-
-
-class SeatEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """An event in the history of one seat, and the purchase it belongs to."""
-
-    audited: AuditedEvent
-    purchase_token: str
-
-
-# A seat's holds, releases and returns on its event's stream; the whole stream of each purchase
-# that held it; and the stream of the ticket issued for that seat by such a purchase.
-_SEAT_HISTORY = f"""
-WITH seat_events AS (
-    SELECT event_id, data->>'purchase_token' AS token FROM events
-    WHERE stream_id = $1 AND data->'seats' @> $2::jsonb
-), purchases AS (
-    SELECT DISTINCT $4 || token AS stream_id, token FROM seat_events
-), tickets AS (
-    SELECT $5 || (t->>'id') AS stream_id, p.token FROM purchases p
-    JOIN events o ON o.stream_id = p.stream_id AND o.version = 1
-    CROSS JOIN LATERAL jsonb_array_elements(o.data->'tickets') AS t
-    WHERE t->'seat' @> $3::jsonb
-), found AS (
-    SELECT e.event_id, s.token FROM seat_events s JOIN events e USING (event_id)
-    UNION ALL SELECT e.event_id, p.token FROM purchases p JOIN events e USING (stream_id)
-    UNION ALL SELECT e.event_id, t.token FROM tickets t JOIN events e USING (stream_id)
-)
-SELECT {_COLUMNS}, k.name AS api_key_name, found.token AS purchase_token
-FROM found JOIN events USING (event_id)
-LEFT JOIN api_keys k ON k.id = (metadata->>'api_key_id')::bigint
-ORDER BY recorded_at, tx_id, position
-"""
-
-
-async def seat_history(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    event_stream: str,
-    seat: dict[str, object],
-    purchase_prefix: str,
-    ticket_prefix: str,
-) -> list[SeatEvent]:
-    """Everything that happened to one seat of an event, oldest first: the holds, releases and
-    returns naming it, the purchases that held it, and the tickets issued for it. `seat` is a
-    part of a seat's JSON (`row` and `seat_number`, and `section_id` if known); the prefixes
-    make a purchase's and a ticket's stream id of their ids."""
-    pattern = msgspec.json.encode(seat).decode()
-    rows = await conn.fetch(
-        _SEAT_HISTORY, event_stream, f"[{pattern}]", pattern, purchase_prefix, ticket_prefix
-    )
-    return [
-        SeatEvent(
-            audited=AuditedEvent(event=_record(r), api_key_name=r["api_key_name"]),
-            purchase_token=r["purchase_token"],
-        )
-        for r in rows
-    ]
-
-
-async def claimed_owners(
-    conn: asyncpg.Connection | asyncpg.Pool, claims_category: str, kind: str, key: str
-) -> list[int]:
-    """The ids that claimed natural key `key` of `kind` in any scope (an event slug in every
-    organization that has one), from the claim streams of `claims_category`."""
-    rows = await conn.fetch(
-        "SELECT (data->>'owner_id')::bigint AS owner FROM events"
-        " WHERE split_part(stream_id, '-', 1) = $1 AND version = 1"
-        " AND data->>'kind' = $2 AND data->>'key' = $3 ORDER BY owner",
-        claims_category,
-        kind,
-        key,
-    )
-    return [r["owner"] for r in rows]

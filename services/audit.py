@@ -14,7 +14,7 @@ import msgspec
 
 from domain import streams
 from domain.catalog import claim_stream
-from infra.eventstore import AuditedEvent, audit, claimed_owners, seat_history, stream_history
+from infra.event_history import AuditedEvent, audit, claimed_owners, seat_history, stream_history
 from services.usecases.catalog_commands import organization_id_by_slug, owner_of
 
 _TABLE = ("recorded_at", "stream_id", "version", "type", "api_key", "request_id", "actor")

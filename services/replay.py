@@ -31,16 +31,8 @@ from tqdm import tqdm
 
 from infra.bus import connect, ensure_stream
 from infra.changes import announce, read_model_channel
-from infra.eventstore import (
-    START,
-    Position,
-    RangeSummary,
-    RecordedEvent,
-    event_id_before,
-    last_recorded,
-    range_summary,
-    read_all,
-)
+from infra.event_history import RangeSummary, event_id_before, last_recorded, range_summary
+from infra.eventstore import START, Position, RecordedEvent, read_all
 from infra.settings import Settings
 from projections.framework import (
     Projection,

@@ -17,14 +17,13 @@ import structlog
 from aiohttp.test_utils import TestClient
 
 from infra.bus import ensure_stream
+from infra.event_history import AuditedEvent, audit
 from infra.eventstore import (
     ANY_VERSION,
-    AuditedEvent,
     Metadata,
     PendingAppend,
     RecordedEvent,
     append,
-    audit,
     read_stream,
 )
 from infra.payments import (
