@@ -36,9 +36,11 @@ from infra.eventstore import (
     PendingAppend,
     RecordedEvent,
     append,
+    head,
 )
 from infra.logging import configure_logging
 from infra.settings import Settings
+from projections.framework import live_schema, read_checkpoint
 from services.workers.projector import Projector
 from services.workers.relay import Relay
 
@@ -135,9 +137,10 @@ class Lag(NamedTuple):
 async def warm_up(pool: asyncpg.Pool, relay: Relay, projector: Projector) -> tuple[int, float]:
     """Wait (at most a minute each) until the relay has published what the earlier phases wrote,
     then until an append from every pooled connection has gone all the way through the
-    projector: the lag measured next is the steady state at the given rate, not the time to work
-    off a backlog (reported on its own) or to prepare statements on connections that have not
-    run them yet. Returns the backlog and the seconds it took to publish."""
+    projector, and so everything before them: the lag measured next is the steady state at the
+    given rate, not the time to work off a backlog (reported on its own) or to prepare
+    statements on connections that have not run them yet. Returns the backlog and the seconds
+    it took to publish."""
     start = time.perf_counter()
     backlog = await pool.fetchval("SELECT count(*) FROM events")
     while relay.published < backlog and time.perf_counter() < start + 60:
@@ -151,7 +154,11 @@ async def warm_up(pool: asyncpg.Pool, relay: Relay, projector: Projector) -> tup
             for _ in range(connections)
         )
     )
-    while projector.applied < connections and time.perf_counter() < start + 120:
+    # `applied` counts the backlog too: the projector is through it when its checkpoint has
+    # reached the last of these appends.
+    last = await head(pool)
+    schema = live_schema(projector.projections[0])
+    while await read_checkpoint(pool, schema) < last and time.perf_counter() < start + 120:
         await asyncio.sleep(0.01)
     return backlog, caught_up
 

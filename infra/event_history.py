@@ -13,6 +13,8 @@ import msgspec
 from infra.eventstore import (
     AFTER,
     COLUMNS,
+    IN_ORDER,
+    NEWEST_FIRST,
     SELECT_POSITION,
     START,
     Position,
@@ -93,8 +95,7 @@ async def last_recorded(
     where a range given by time starts after, or ends; START when there is none."""
     row = await conn.fetchrow(
         SELECT_POSITION
-        + f"WHERE recorded_at {'<=' if inclusive else '<'} $1"
-        + " ORDER BY tx_id DESC, position DESC LIMIT 1",
+        + f"WHERE recorded_at {'<=' if inclusive else '<'} $1 {NEWEST_FIRST} LIMIT 1",
         moment,
     )
     return Position(row["tx_id"], row["position"]) if row else START
@@ -105,7 +106,7 @@ async def event_id_before(conn: asyncpg.Connection | asyncpg.Pool, after: Positi
     the events after `after` expects the NATS stream to end with."""
     return await conn.fetchval(
         "SELECT event_id::text FROM events WHERE (tx_id, position) <= ($1::text::xid8, $2)"
-        " ORDER BY tx_id DESC, position DESC LIMIT 1",
+        f" {NEWEST_FIRST} LIMIT 1",
         str(after.tx_id),
         after.position,
     )
@@ -139,10 +140,8 @@ async def range_summary(
         f"SELECT type, count(*) AS n FROM events {where} GROUP BY type", *args
     )
     ends = [
-        await conn.fetchrow(
-            f"{SELECT_POSITION}{where} ORDER BY tx_id {order}, position {order} LIMIT 1", *args
-        )
-        for order in ("ASC", "DESC")
+        await conn.fetchrow(f"{SELECT_POSITION}{where} {order} LIMIT 1", *args)
+        for order in (IN_ORDER, NEWEST_FIRST)
     ]
     first, last = (Position(r["tx_id"], r["position"]) if r else None for r in ends)
     return RangeSummary({r["type"]: r["n"] for r in counted}, first, last)

@@ -116,6 +116,11 @@ COLUMNS = (
 _SELECT = f"SELECT {COLUMNS} FROM events "
 SELECT_POSITION = "SELECT tx_id::text::bigint AS tx_id, position FROM events "
 AFTER = "(tx_id, position) > ($1::text::xid8, $2)"
+# The global order, by the table's own columns: a bare `tx_id` in ORDER BY would name the
+# selected bigint of the same name, which no index has, and every read would sort every event
+# after its position (a relay 200,000 events behind took 150 ms a read instead of 1).
+IN_ORDER = "ORDER BY events.tx_id, events.position"
+NEWEST_FIRST = "ORDER BY events.tx_id DESC, events.position DESC"
 # The safe global order's gate: a transaction older than every one still in flight can no
 # longer be overtaken by a commit that would sort before it.
 _SETTLED = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
@@ -404,11 +409,11 @@ async def read_all(
         args.append(list(categories))
         where.append(f"split_part(stream_id, '-', 1) = ANY(${len(args)})")
     args.append(limit)
-    sql = _SELECT + "WHERE " + " AND ".join(where) + f" ORDER BY tx_id, position LIMIT ${len(args)}"
+    sql = _SELECT + "WHERE " + " AND ".join(where) + f" {IN_ORDER} LIMIT ${len(args)}"
     return [recorded(r) for r in await conn.fetch(sql, *args)]
 
 
-_NEXT_IS_SETTLED = f"SELECT {_SETTLED} FROM events WHERE {AFTER} ORDER BY tx_id, position LIMIT 1"
+_NEXT_IS_SETTLED = f"SELECT {_SETTLED} FROM events WHERE {AFTER} {IN_ORDER} LIMIT 1"
 
 
 async def next_is_settled(conn: asyncpg.Connection | asyncpg.Pool, after: Position) -> bool | None:
@@ -438,7 +443,7 @@ _IS_SETTLED = "SELECT $1::text::xid8 < pg_snapshot_xmin(pg_current_snapshot())"
 
 async def head(conn: asyncpg.Connection | asyncpg.Pool) -> Position:
     """The last event in global order, settled or not (for progress reporting and tests)."""
-    row = await conn.fetchrow(SELECT_POSITION + "ORDER BY tx_id DESC, position DESC LIMIT 1")
+    row = await conn.fetchrow(f"{SELECT_POSITION}{NEWEST_FIRST} LIMIT 1")
     return Position(row["tx_id"], row["position"]) if row else START
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -15,11 +16,13 @@ from infra.eventstore import (
     NO_STREAM,
     NOTIFY_CHANNEL,
     RELAY_SLEEP_LOCK,
+    START,
     ConcurrencyError,
     Metadata,
     PendingAppend,
     append,
     append_each,
+    head,
     read_all,
     read_stream,
 )
@@ -327,3 +330,28 @@ async def test_append_each_must_be_the_first_write_of_its_transaction(pool: asyn
                     conn, [[PendingAppend(s, NO_STREAM, [SampleHappened(n=1)])]], META
                 )
     assert await read_stream(pool, s) == []
+
+
+async def _plan_of(conn: asyncpg.Connection, read: Callable[[], Awaitable[object]]) -> str:
+    """The plan PostgreSQL makes for the statement `read` sends, with every table read through
+    an index if it can be, so the answer does not depend on how many events the table holds."""
+    sent: list[asyncpg.connection.LoggedQuery] = []
+    conn.add_query_logger(sent.append)
+    await read()
+    conn.remove_query_logger(sent.append)
+    await conn.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+    plan = await conn.fetch("EXPLAIN " + sent[-1].query, *sent[-1].args)
+    return "\n".join(row[0] for row in plan)
+
+
+async def test_reading_the_global_order_walks_the_index_however_far_behind(
+    pool: asyncpg.Pool,
+) -> None:
+    """A reader far behind (a relay after an outage, a rebuild) reads a batch by walking the
+    events' primary key from its position and stopping at the limit: sorting everything after
+    its position on each read made catching up slower the further behind it was."""
+    await append(pool, [PendingAppend(_stream(), ANY_VERSION, [SampleHappened(n=1)])], META)
+    async with pool.acquire() as conn:
+        for read in (lambda: read_all(conn, START, 10), lambda: head(conn)):
+            plan = await _plan_of(conn, read)
+            assert "events_pkey" in plan and "Sort" not in plan, plan
