@@ -1,6 +1,6 @@
 """The event store as the operators' tools read it: who caused what (`linjerum audit`), the
-history of one seat, and ranges of the global order for `linjerum replay`. Kept apart from the
-store's appends and reads, which the sale depends on."""
+history of one seat, ranges of the global order for `linjerum replay`, and how far a reader is
+behind (`/readyz`). Kept apart from the store's appends and reads, which the sale depends on."""
 
 from __future__ import annotations
 
@@ -21,6 +21,46 @@ from infra.eventstore import (
     RecordedEvent,
     recorded,
 )
+
+
+class Backlog(msgspec.Struct, frozen=True):
+    """Committed events after a position, counted up to a limit, and the age in seconds of the
+    oldest of them (None when there is none)."""
+
+    events: int
+    oldest_seconds: float | None
+
+
+_BACKLOG = (
+    "SELECT count(*) AS events, extract(epoch FROM clock_timestamp() - min(recorded_at))"
+    " AS seconds FROM (SELECT recorded_at FROM events WHERE {only} "
+    + AFTER
+    + " ORDER BY {order} LIMIT $3) e"
+)
+_BACKLOG_ALL = _BACKLOG.format(only="", order="tx_id, position")
+# Written as the category index's expression, so the scan starts at the position.
+_BACKLOG_OF_CATEGORY = _BACKLOG.format(
+    only="split_part(stream_id, '-', 1) = $4 AND",
+    order="split_part(stream_id, '-', 1), tx_id, position",
+)
+
+
+async def backlog(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    after: Position,
+    limit: int,
+    category: str | None = None,
+) -> Backlog:
+    """The committed events after `after`, settled or not (only those of `category`, if given):
+    how far a reader that has handled everything up to `after` is behind."""
+    point = (str(after.tx_id), after.position, limit)
+    row = await (
+        conn.fetchrow(_BACKLOG_ALL, *point)
+        if category is None
+        else conn.fetchrow(_BACKLOG_OF_CATEGORY, *point, category)
+    )
+    seconds = row["seconds"]
+    return Backlog(row["events"], None if seconds is None else float(seconds))
 
 
 class AuditedEvent(msgspec.Struct, frozen=True, kw_only=True):

@@ -45,12 +45,10 @@ async def enqueue(
 async def enqueue_confirmations(conn: asyncpg.Connection, purchase_tokens: list[str]) -> int:
     """Queue the confirmation of each purchase, in one statement (an on-sale's batch of paid
     purchases would otherwise cost a round trip each); returns how many were not queued yet."""
-    keys = [
-        _dedupe_key(token, "confirmation", datetime.now(UTC), None) for token in purchase_tokens
-    ]
-    return await conn.fetchval(
-        _ENQUEUE, purchase_tokens, ["confirmation"] * len(purchase_tokens), keys
-    )
+    now = datetime.now(UTC)
+    keys = [_dedupe_key(token, "confirmation", now, None) for token in purchase_tokens]
+    kinds = ["confirmation"] * len(purchase_tokens)
+    return await conn.fetchval(_ENQUEUE, purchase_tokens, kinds, keys)
 
 
 def _dedupe_key(purchase_token: str, kind: str, now: datetime, refund_id: str | None) -> str:

@@ -18,7 +18,8 @@ from aiohttp import web
 from nats.aio.client import Client
 
 from infra import metrics
-from infra.eventstore import START, Position, backlog
+from infra.event_history import backlog
+from infra.eventstore import START, Position
 from projections.framework import Projection, live_schema, read_checkpoint
 from services.workers.outbox import OutboxTable
 

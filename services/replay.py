@@ -119,7 +119,7 @@ class _Republisher(Relay):
     async def republish(self, batch: list[RecordedEvent]) -> int:
         """How many of the batch JetStream acknowledged, in order (stored or dropped as a
         duplicate); the rest were refused."""
-        acked = await acked_prefix([future for _, future in await self._send(batch)])
+        acked = await acked_prefix(await self._send(batch))
         if acked:
             last = batch[acked - 1]
             self._sent = Checkpoint(last.global_position, last.event_id)

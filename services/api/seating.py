@@ -131,21 +131,18 @@ async def auto_select(request: web.Request) -> web.Response:
     offers = request.app[OFFERS]
     taken = await request.app[PURCHASES].taken_seats(event.id, event.taken, DESK_IN_STEP_SECONDS)
     unoffered = taken.plus(offers.recent(event.id))
-    seats: list[SeatRef] = []
+    # Passed over in turn, until one leaves enough seats: this gateway's lane, the seats offered
+    # elsewhere, and none but the taken ones.
+    tiers = [unoffered, taken]
     lanes, lane = offers.lane(event.id)
     if lanes > 1:
-        in_lane = unoffered.plus(seating.outside_lane(event.sections, lanes, lane))
+        tiers.insert(0, unoffered.plus(seating.outside_lane(event.sections, lanes, lane)))
+    for unavailable in tiers:
         seats = seating.best_available(
-            event.sections, ticket_type.section_ids, in_lane, body.count, body.near
+            event.sections, ticket_type.section_ids, unavailable, body.count, body.near
         )
-    if len(seats) < body.count:
-        seats = seating.best_available(
-            event.sections, ticket_type.section_ids, unoffered, body.count, body.near
-        )
-    if len(seats) < body.count:
-        seats = seating.best_available(
-            event.sections, ticket_type.section_ids, taken, body.count, body.near
-        )
+        if len(seats) >= body.count:
+            break
     await offers.offer(event.id, map(seating.seat_key, seats))
     request.app[PURCHASES].expect(organization_of(request), request.match_info["slug"])
     return json_response(AutoSelection(seats=seats, count=len(seats), requested=body.count))

@@ -230,7 +230,7 @@ class Relay:
     async def _take_acks(self, sent: list[_Sent]) -> None:
         """Checkpoint the acked prefix of a pass; on a refusal, go back to what the stream holds
         (the later messages, expecting the refused one before them, are refused too)."""
-        acked = await acked_prefix([future for _, future in sent])
+        acked = await acked_prefix(sent)
         if acked:
             last = sent[acked - 1][0]
             self._checkpoint = Checkpoint(last.global_position, last.event_id)
@@ -272,10 +272,10 @@ class Relay:
         )
 
 
-async def acked_prefix(futures: list[asyncio.Future[PubAck]]) -> int:
-    """How many of the futures, from the first, were acked; the rest are cancelled."""
+async def acked_prefix(sent: list[_Sent]) -> int:
+    """How many of the messages sent, from the first, were acked; the rest are cancelled."""
     acked = 0
-    for future in futures:
+    for _, future in sent:
         try:
             async with asyncio.timeout(10):
                 await future
@@ -285,6 +285,6 @@ async def acked_prefix(futures: list[asyncio.Future[PubAck]]) -> int:
             tell("relay_publish_failed", error=repr(exc), acked=acked)
             break
         acked += 1
-    for future in futures[acked:]:
+    for _, future in sent[acked:]:
         future.cancel()
     return acked
