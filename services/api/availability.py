@@ -17,14 +17,13 @@ from services.api.context import PURCHASES, now, organization_of, pool_of
 from services.api.errors import not_found
 from services.api.http import Snapshot, memoized, parse_query, path_int, snapshot
 from services.api.routes import Route
-from services.api.seating import EventSeats, event_seats
+from services.api.seating import EventSeats, as_sold_here
 
 
-async def event_availability(request: web.Request) -> Snapshot:
+async def event_availability(request: web.Request, event: EventSeats) -> Snapshot:
     """The listing, seat map and taken seats are the ones auto-select reads (kept until the
     catalog or the availability read model moves): a snapshot rebuilt during an on-sale costs
     one read, of the per-type counts, instead of four."""
-    event = await event_seats(request)
     available = await available_of(request, event)
     listing = event.listing
     status = event_status(
@@ -51,6 +50,8 @@ async def event_availability(request: web.Request) -> Snapshot:
 async def available_of(request: web.Request, event: EventSeats) -> dict[int, int]:
     """What is left of each ticket type, by id in the ticket types' order."""
     counts = await availability.taken_per_type(pool_of(request), list(event.ticket_types))
+    for type_id, held in event.held_per_type.items():
+        counts[type_id] = max(counts.get(type_id, 0), held)
     per_section: Counter[int] = Counter(section_id for section_id, _, _ in event.taken)
     types = list(event.ticket_types.values())
     return available_per_type(event.sections, types, per_section, counts)
@@ -148,13 +149,12 @@ ROUTES = [
     Route(
         "GET",
         "/api/v1/events/{slug}/availability",
-        memoized(event_availability),
+        as_sold_here(event_availability),
         "Availability snapshot for polling",
         "Events",
         s.EventAvailability,
         errors=(401, 404, 429),
         path_params={"slug": str},
-        lane="browsing",
     ),
     Route(
         "GET",
@@ -166,7 +166,6 @@ ROUTES = [
         query=s.SeatPlanQuery,
         errors=(401, 404, 422, 429),
         path_params={"id": int},
-        lane="browsing",
     ),
     Route(
         "GET",
@@ -178,6 +177,5 @@ ROUTES = [
         query=s.AttractionAvailabilityQuery,
         errors=(401, 404, 422, 429),
         path_params={"slug": str},
-        lane="browsing",
     ),
 ]

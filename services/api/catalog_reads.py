@@ -16,7 +16,7 @@ from services.api.context import now, organization_of, pool_of
 from services.api.errors import not_found
 from services.api.http import Snapshot, memoized, parse_query, path_int, snapshot
 from services.api.routes import Route
-from services.api.seating import event_seats
+from services.api.seating import EventSeats, as_sold_here
 
 _hours = msgspec.json.Decoder(dict[str, OpeningHours])
 
@@ -82,10 +82,9 @@ async def list_events(request: web.Request) -> Snapshot:
     return snapshot(s.EventList(events=events, count=len(events)))
 
 
-async def get_event(request: web.Request) -> Snapshot:
+async def get_event(request: web.Request, event: EventSeats) -> Snapshot:
     """From the listing, seat map and taken seats the seat helpers keep (services/api/seating.py):
     an event page polled during its on-sale costs one read per move of the read model."""
-    event = await event_seats(request)
     row, types = event.listing, list(event.ticket_types.values())
     available = await available_of(request, event)
     moment = now()
@@ -215,7 +214,7 @@ ROUTES = [
     Route(
         "GET",
         "/api/v1/events/{slug}",
-        memoized(get_event),
+        as_sold_here(get_event),
         "Fetch an event with its ticket types",
         "Events",
         s.EventResponse,

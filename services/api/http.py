@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -159,7 +159,18 @@ def memoized(build: Callable[[web.Request], Awaitable[Snapshot]]) -> Handler:
 
     @functools.wraps(build)
     async def handler(request: web.Request) -> web.Response:
-        key = (build.__name__, organization_of(request), request.path_qs)
-        return answer(request, await snapshots_of(request).get(key, lambda: build(request)))
+        return await shared_answer(request, build.__name__, lambda: build(request))
 
     return handler
+
+
+async def shared_answer(
+    request: web.Request,
+    name: str,
+    build: Callable[[], Awaitable[Snapshot]],
+    version: Hashable = None,
+) -> web.Response:
+    """`name`'s answer to this path and query for the caller's organization, as `memoized`
+    shares it; at `version` of what else it is built from (see Memo.get)."""
+    key = (name, organization_of(request), request.path_qs)
+    return answer(request, await snapshots_of(request).get(key, build, version))

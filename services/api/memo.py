@@ -24,6 +24,7 @@ MAX_ENTRIES = 10_000
 class _Entry(Generic[V]):
     value: V
     generation: int
+    version: Hashable
     expires: float
 
 
@@ -33,17 +34,26 @@ class Memo(Generic[V]):
         self._channels = channels
         self._ttl = ttl
         self._entries: dict[Hashable, _Entry[V]] = {}
-        self._building: dict[tuple[Hashable, int], asyncio.Future[V]] = {}
+        self._building: dict[tuple[Hashable, int, Hashable], asyncio.Future[V]] = {}
 
-    async def get(self, key: Hashable, build: Callable[[], Awaitable[V]]) -> V:
+    async def get(
+        self, key: Hashable, build: Callable[[], Awaitable[V]], version: Hashable = None
+    ) -> V:
+        """`version`: of what else the answer is built from (a sales desk's view of the
+        stream): an entry is served only at the version it was built at, too."""
         generation = self._feed.generation(*self._channels)
         if generation is None:
             return await build()
         now = time.monotonic()
         entry = self._entries.get(key)
-        if entry is not None and entry.generation == generation and entry.expires > now:
+        if (
+            entry is not None
+            and entry.generation == generation
+            and entry.version == version
+            and entry.expires > now
+        ):
             return entry.value
-        slot = (key, generation)
+        slot = (key, generation, version)
         building = self._building.get(slot)
         if building is None:
             # A task of its own, so a caller that goes away does not cancel the others' answer.
@@ -52,7 +62,11 @@ class Memo(Generic[V]):
         return await asyncio.shield(building)
 
     def _finished(
-        self, key: Hashable, slot: tuple[Hashable, int], task: asyncio.Future[V], started: float
+        self,
+        key: Hashable,
+        slot: tuple[Hashable, int, Hashable],
+        task: asyncio.Future[V],
+        started: float,
     ) -> None:
         """Kept with the generation it was built at: a value read before a change is never
         served after it (generations only grow)."""
@@ -61,4 +75,4 @@ class Memo(Generic[V]):
             return
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
-        self._entries[key] = _Entry(task.result(), slot[1], started + self._ttl)
+        self._entries[key] = _Entry(task.result(), slot[1], slot[2], started + self._ttl)

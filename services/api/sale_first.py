@@ -5,7 +5,12 @@ behind every request that came in meanwhile. So while a purchase is under way an
 saturated, at most `BROWSING_WHILE_SELLING` browsing requests run at once; the others wait
 their turn, in order of arrival. With nothing being sold, or a loop that keeps up (a purchase
 waiting for a slow Stripe, say), browsing runs freely. None of it is refused: browsing gets the
-loop whenever selling waits for the database or Stripe.
+loop whenever selling waits for the database or Stripe. Reads answered from memory
+(availability, the seat plan: services/api/http.py's `memoized`) are in no lane: each answer is
+built once per change whoever asks, and a poll served from memory has cost its parsing, key
+check and log row by the time it would wait, so waiting saved the sale nothing and only made
+the answer older (a page polling availability learned of the sell-out 300 ms late, queued
+behind the buyers' seat suggestions).
 
 Four at once: with two, fewer offered seats were refused at purchase, but buyers waited longer
 for suggestions than the purchases gained; with eight the refusals came back. Stripe's webhooks

@@ -487,6 +487,10 @@ class Desks:
             self._desks[stream_id] = desk
         return desk
 
+    def find(self, stream_id: str) -> Desk[Any] | None:
+        """The stream's desk if this process has one: a read never makes one."""
+        return self._desks.get(stream_id)
+
     @property
     def conflicts(self) -> int:
         return sum(d.conflicts for d in self._desks.values())

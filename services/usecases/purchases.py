@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,6 +69,16 @@ ATTRACTION_INVENTORY = Kind(
 
 class StripeFailed(DomainError):
     code = "stripe_error"
+
+
+@dataclass(frozen=True)
+class SellingNow:
+    """An event's taken seats and counts per ticket type as its sales desk here has stored
+    them, at the desk's `version` of the event's stream."""
+
+    taken: TakenSeats
+    taken_per_type: dict[int, int]
+    version: int
 
 
 class RefusedByOwner(DomainError):
@@ -367,6 +378,20 @@ class Purchases:
         merged = shown.plus(held)
         self._taken[event_id] = (shown, version, merged)
         return merged
+
+    async def selling_now(
+        self, event_id: int, shown: TakenSeats, within: float
+    ) -> SellingNow | None:
+        """What this process's sales desk has stored of the event beyond what the read model
+        shows (`taken_seats`, and the counts per ticket type), or None when this process does
+        not sell the event: availability read where the holds are decided shows them at once,
+        not once the read model catches up (a read never makes a desk, nor loads a stream)."""
+        desk = self.desks.find(streams.event(event_id))
+        if desk is None or not desk.cached.version:
+            return None
+        taken = await self.taken_seats(event_id, shown, within)
+        state: holds.EventInventory = desk.cached.state
+        return SellingNow(taken, dict(state.taken_per_type), desk.cached.version)
 
     def _can_charge(self, opened: PurchaseOpened) -> bool:
         """Whether Stripe takes this purchase's payment: there is something to pay, and the

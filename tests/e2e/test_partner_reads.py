@@ -13,7 +13,15 @@ from domain import catalog as c
 from domain.inventory.events import AttractionTicketsHeld, HeldSeat, SeatsHeld
 from infra.eventstore import ANY_VERSION, PendingAppend, append
 from services.usecases import catalog_commands
-from tests.e2e.conftest import TEST, bearer, issue_key, rebuild_read_models
+from tests.e2e.conftest import (
+    TEST,
+    bearer,
+    issue_key,
+    order,
+    post,
+    rebuild_read_models,
+    small_event,
+)
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -217,6 +225,31 @@ async def test_availability_follows_holds_and_answers_304_while_unchanged(
     assert {"section_id": section, "row": "A", "seat_number": 5} in after["sold_seats"]
     plan = await _seat_map(api, demo_token)
     assert {"section_id": section, "row": "A", "seat_number": 6} in plan["sold_seats"]
+
+
+async def test_the_gateway_selling_an_event_shows_its_holds_before_the_read_model(
+    pool: asyncpg.Pool, serve
+) -> None:
+    """No projector runs here: the read model never moves until the test rebuilds it. The
+    gateway whose desk held the seats shows them taken, and the event sold out, at once; a
+    gateway that sells nothing of the event answers from the read model."""
+    token, _, type_id = await small_event(pool, 2)
+    await rebuild_read_models(pool)
+    seller, reader = await serve(), await serve()
+    assert (await _get(seller, token, "/api/v1/events/show/availability"))["status"] == "available"
+
+    await post(seller, token, "/api/v1/purchases", order(type_id, 2), 201)
+    sold = await _get(seller, token, "/api/v1/events/show/availability")
+    assert sold["status"] == "sold_out" and sold["ticket_types"] == {str(type_id): 0}
+    assert [s["seat_number"] for s in sold["sold_seats"]] == [1, 2]
+    event = await _get(seller, token, "/api/v1/events/show")
+    assert event["event"]["status"] == "sold_out" and event["ticket_types"][0]["available"] == 0
+    behind = await _get(reader, token, "/api/v1/events/show/availability")
+    assert behind["status"] == "available" and behind["sold_seats"] == []
+
+    await rebuild_read_models(pool)
+    caught_up = await _get(reader, token, "/api/v1/events/show/availability")
+    assert caught_up["status"] == "sold_out" and len(caught_up["sold_seats"]) == 2
 
 
 async def test_attractions_and_daily_capacity(api, demo_token, pool: asyncpg.Pool) -> None:
