@@ -105,7 +105,9 @@ async def event_seats_now(request: web.Request) -> tuple[EventSeats, int | None]
     """`event_seats` with what this gateway's sales desk for the event stored since the read
     model last moved, and the desk's version of the stream (None where no desk sells it)."""
     event = await event_seats(request)
-    selling = await request.app[PURCHASES].selling_now(event.id, event.taken, DESK_IN_STEP_SECONDS)
+    selling = await request.app[PURCHASES].seats.selling_now(
+        event.id, event.taken, DESK_IN_STEP_SECONDS
+    )
     if selling is None:
         return event, None
     now = replace(event, taken=selling.taken, held_per_type=selling.taken_per_type)
@@ -158,7 +160,7 @@ async def auto_select(request: web.Request) -> web.Response:
     except InvalidCommand as exc:
         raise from_domain(exc) from None
     offers = request.app[OFFERS]
-    taken = await request.app[PURCHASES].taken_seats(event.id, event.taken, DESK_IN_STEP_SECONDS)
+    taken = await request.app[PURCHASES].seats.taken(event.id, event.taken, DESK_IN_STEP_SECONDS)
     unoffered = taken.plus(offers.recent(event.id))
     # Passed over in turn, until one leaves enough seats: this gateway's lane, the seats offered
     # elsewhere, and none but the taken ones.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +24,6 @@ from domain.events import Event
 from domain.inventory import holds
 from domain.purchasing import PurchaseOpened, PurchaseRequest, PurchaseState
 from domain.sales import PaymentProcessingUnavailable
-from domain.seating import RowKey, TakenSeats
 from infra.append_batcher import AppendBatcher
 from infra.coalesce import Coalesced
 from infra.codes import random_code
@@ -43,6 +41,7 @@ from services.usecases import catalog_commands, ticketing
 from services.usecases.catalog_cache import Catalog
 from services.usecases.desk import Aggregate, Desk, Desks, Kind
 from services.usecases.desk_owners import DeskOwners, OwnerGone, OwnerSilent
+from services.usecases.desk_seats import DeskSeats
 
 log = structlog.get_logger(__name__)
 
@@ -69,16 +68,6 @@ ATTRACTION_INVENTORY = Kind(
 
 class StripeFailed(DomainError):
     code = "stripe_error"
-
-
-@dataclass(frozen=True)
-class SellingNow:
-    """An event's taken seats and counts per ticket type as its sales desk here has stored
-    them, at the desk's `version` of the event's stream."""
-
-    taken: TakenSeats
-    taken_per_type: dict[int, int]
-    version: int
 
 
 class RefusedByOwner(DomainError):
@@ -142,7 +131,7 @@ class Purchases:
         self.payments = payments
         self.publishable_key = publishable_key
         self.desks = Desks(writer or pool, snapshot_pool=pool)
-        self._taken: dict[int, tuple[TakenSeats, int, TakenSeats]] = {}
+        self.seats = DeskSeats(self.desks, EVENT_INVENTORY)
         self.recorder = AppendBatcher(writer or pool)
         # The gates' scans are group-committed with the payments: neither decides on another.
         self.gate = ticketing.Gate(pool, self.recorder)
@@ -357,41 +346,6 @@ class Purchases:
         event_id = await self._owner(org, "event", slug, "event_slug")
         sections = await self.catalog.sections_of_event(event_id)
         return sections, self.desks.get(streams.event(event_id), EVENT_INVENTORY)
-
-    async def held_seats(self, event_id: int, within: float) -> dict[RowKey, set[int]]:
-        """The seats the event's stream holds, per row, as this process's sales desk has them,
-        read again first unless the desk was in step with the stream within `within` seconds:
-        what the availability read model may not show yet. Only read until the next await."""
-        desk = self.desks.get(streams.event(event_id), EVENT_INVENTORY)
-        await desk.catch_up(within)
-        return desk.cached.state.taken_by_row
-
-    async def taken_seats(self, event_id: int, shown: TakenSeats, within: float) -> TakenSeats:
-        """The seats the availability read model shows taken (`shown`) and those the event's
-        stream holds (`held_seats`), merged once per change of either rather than per request:
-        in an on-sale every auto-select asks, and the merge copies every row."""
-        held = await self.held_seats(event_id, within)
-        version = self.desks.get(streams.event(event_id), EVENT_INVENTORY).cached.version
-        memo = self._taken.get(event_id)
-        if memo is not None and memo[0] is shown and memo[1] == version:
-            return memo[2]
-        merged = shown.plus(held)
-        self._taken[event_id] = (shown, version, merged)
-        return merged
-
-    async def selling_now(
-        self, event_id: int, shown: TakenSeats, within: float
-    ) -> SellingNow | None:
-        """What this process's sales desk has stored of the event beyond what the read model
-        shows (`taken_seats`, and the counts per ticket type), or None when this process does
-        not sell the event: availability read where the holds are decided shows them at once,
-        not once the read model catches up (a read never makes a desk, nor loads a stream)."""
-        desk = self.desks.find(streams.event(event_id))
-        if desk is None or not desk.cached.version:
-            return None
-        taken = await self.taken_seats(event_id, shown, within)
-        state: holds.EventInventory = desk.cached.state
-        return SellingNow(taken, dict(state.taken_per_type), desk.cached.version)
 
     def _can_charge(self, opened: PurchaseOpened) -> bool:
         """Whether Stripe takes this purchase's payment: there is something to pay, and the
