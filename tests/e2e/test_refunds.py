@@ -211,7 +211,7 @@ async def _make_refunds(pool: asyncpg.Pool, effects: PaymentEffects, token: str,
 
 async def _desk_taken(api: TestClient, event_id: int) -> set[int]:
     """The seats the event's sales desk holds now (what a purchase is decided against)."""
-    taken = await api.app[PURCHASES].held_seats(event_id, 0)
+    taken = await api.app[PURCHASES].seats.held(event_id, 0)
     return {n for numbers in taken.values() for n in numbers}
 
 
