@@ -162,8 +162,13 @@ class Projector:
                 self._settings.database_url, server_settings={"synchronous_commit": "off"}
             )
             stack.push_async_callback(conn.close)
+            # The next batch is fetched while this one is applied: under load the events that
+            # came in meanwhile are here when the commit is done, not a pull later.
+            coming = asyncio.ensure_future(self._next_batch(sub))
+            stack.push_async_callback(lambda: stop_task(coming))
             while True:
-                messages = await self._next_batch(sub)
+                messages = await coming
+                coming = asyncio.ensure_future(self._next_batch(sub))
                 if messages:
                     await self._apply(conn, messages, [_decoder.decode(m.data) for m in messages])
 

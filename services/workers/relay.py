@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import asyncpg
 import msgspec
@@ -41,6 +42,8 @@ from services.health import behind
 
 log = structlog.get_logger(__name__)
 
+CHECKPOINT_SECONDS = 0.05  # at most this long between checkpoint writes while the relay is busy
+
 _encoder = msgspec.json.Encoder()
 
 
@@ -58,6 +61,7 @@ class Relay:
     `quiet_batch`: a pass publishing more events than this ends the listening (notifications
     cost writers more than they save the relay then). `held_back_poll_seconds`: how soon to look
     again when the next event waits for an older transaction that may never notify.
+    `checkpoint_seconds`: the longest a busy relay goes without writing its checkpoint.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class Relay:
         idle_poll_seconds: float = 1.0,
         held_back_poll_seconds: float = 0.005,
         quiet_batch: int = 4,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
     ) -> None:
         self._pool = pool
         self._db: asyncpg.Pool | asyncpg.Connection = pool  # its own connection while it runs
@@ -81,8 +86,11 @@ class Relay:
         self._idle_poll = idle_poll_seconds
         self._held_back_poll = held_back_poll_seconds
         self._quiet_batch = quiet_batch
+        self._checkpoint_every = checkpoint_seconds
         self._wake = asyncio.Event()
         self._checkpoint = Checkpoint(START, None)
+        self._stored = self._checkpoint  # as last written to the database
+        self._stored_at = float("-inf")
         # The last event handed to NATS, acked or not, and the acks of the last pass still due.
         self._sent = self._checkpoint
         self._in_flight: list[_Sent] = []
@@ -219,24 +227,30 @@ class Relay:
         earlier, self._in_flight = self._in_flight, await self._send(batch)
         if batch:
             self._sent = Checkpoint(batch[-1].global_position, batch[-1].event_id)
-        await self._take_acks(earlier)
+        await self._take_acks(earlier, store_now=not batch)
         return len(batch)
 
     async def _settle(self) -> None:
         """Takes every ack due: a quiet relay waits with nothing unacked or unchecked."""
         sent, self._in_flight = self._in_flight, []
-        await self._take_acks(sent)
+        await self._take_acks(sent, store_now=True)
 
-    async def _take_acks(self, sent: list[_Sent]) -> None:
+    async def _take_acks(self, sent: list[_Sent], *, store_now: bool) -> None:
         """Checkpoint the acked prefix of a pass; on a refusal, go back to what the stream holds
-        (the later messages, expecting the refused one before them, are refused too)."""
+        (the later messages, expecting the refused one before them, are refused too). A busy
+        relay stores its checkpoint at most every `checkpoint_seconds`, a pass that sent nothing
+        at once: it says how far the relay is (readiness, lag reports) and where a restart
+        starts looking, and a restart moves on to the stream's last message anyway
+        (`reconcile`), so a write per pass only made every pass a round trip longer."""
         acked = await acked_prefix(sent)
         if acked:
             last = sent[acked - 1][0]
             self._checkpoint = Checkpoint(last.global_position, last.event_id)
-            await self._store(self._checkpoint)
             self.published += acked
             RELAY_PUBLISHED.inc(acked)
+        due = time.monotonic() - self._stored_at >= self._checkpoint_every
+        if self._checkpoint != self._stored and (store_now or due):
+            await self._store(self._checkpoint)
         if acked < len(sent):
             await self.reconcile()
             raise RuntimeError(f"published {acked} of {len(sent)} events; will retry the rest")
@@ -260,6 +274,7 @@ class Relay:
         return sent
 
     async def _store(self, checkpoint: Checkpoint) -> None:
+        self._stored_at = time.monotonic()
         await self._db.execute(
             "INSERT INTO relay_checkpoint (name, tx_id, position, event_id)"
             " VALUES ($1, $2::text::xid8, $3, $4::uuid)"
@@ -270,6 +285,7 @@ class Relay:
             checkpoint.position.position,
             checkpoint.event_id,
         )
+        self._stored = checkpoint
 
 
 async def acked_prefix(sent: list[_Sent]) -> int:
