@@ -370,7 +370,11 @@ def _near_rows(places: Sequence[_Place], near: Sequence[SeatRef]) -> dict[int, l
 def _near_candidates(
     places: Sequence[_Place], near: Sequence[SeatRef], taken: Set[SeatKey]
 ) -> list[tuple[tuple[int, ...], SeatRef]]:
-    """Free seats in the near seats' sections with their sort keys (tiers 1 and 2)."""
+    """Free seats in the near seats' sections with their sort keys (tiers 1 and 2); none
+    without near seats (the sales desk choosing a purchase's seats asks so, twice a purchase:
+    mapping every row's rank for nothing was an eighth of its choice)."""
+    if not near:
+        return []
     near_rows = _near_rows(places, near)
     by_section: dict[int, list[int]] = {}
     for rank in near_rows:
