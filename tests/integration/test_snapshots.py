@@ -75,8 +75,9 @@ async def test_a_cold_desk_from_a_snapshot_decides_as_one_folding_the_stream(
 ) -> None:
     event_id, stream = _new_stream()
     seller = await _sell(pool, event_id, stream, range(1, 26))
-    await seller.close()
+    # Closing a desk cancels a snapshot still being written: wait for it first.
     taken_at = await _snapshot_at_least(pool, stream, 20)
+    await seller.close()
     # Events after the snapshot, which the cold desk must read on top of it.
     other = Desk(pool, stream, PLAIN_COMMANDS, snapshot_every=1000)
     await other.submit(hold_one(event_id, stream, 40), META)
@@ -98,8 +99,8 @@ async def test_a_cold_desk_from_a_snapshot_decides_as_one_folding_the_stream(
 async def test_a_snapshot_the_stream_does_not_vouch_for_is_ignored(pool: asyncpg.Pool) -> None:
     event_id, long_stream = _new_stream()
     seller = await _sell(pool, event_id, long_stream, range(1, 26))
-    await seller.close()
     version = await _snapshot_at_least(pool, long_stream, 20)
+    await seller.close()
     row = await pool.fetchrow("SELECT * FROM snapshots WHERE stream_id = $1", long_stream)
 
     # Past the stream's end: the same snapshot under a stream with fewer events.
