@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from domain import streams
 from domain.inventory import holds
 from domain.seating import RowKey, TakenSeats
-from services.usecases.desk import Desks, Kind
+from services.usecases.desk import Desk, Desks, Kind
 
 
 @dataclass(frozen=True)
@@ -33,22 +33,24 @@ class DeskSeats:
         """The seats the event's stream holds, per row, as this process's sales desk has them,
         read again first unless the desk was in step with the stream within `within` seconds:
         what the availability read model may not show yet. Only read until the next await."""
-        desk = self._desks.get(streams.event(event_id), self._inventory)
-        await desk.catch_up(within)
-        return desk.cached.state.taken_by_row
+        return (await self._caught_up(event_id, within)).cached.state.taken_by_row
 
     async def taken(self, event_id: int, shown: TakenSeats, within: float) -> TakenSeats:
         """The seats the availability read model shows taken (`shown`) and those the event's
         stream holds (`held`), merged once per change of either rather than per request: in an
         on-sale every auto-select asks, and the merge copies every row."""
-        held = await self.held(event_id, within)
-        version = self._desks.get(streams.event(event_id), self._inventory).cached.version
+        cached = (await self._caught_up(event_id, within)).cached
         memo = self._taken.get(event_id)
-        if memo is not None and memo[0] is shown and memo[1] == version:
+        if memo is not None and memo[0] is shown and memo[1] == cached.version:
             return memo[2]
-        merged = shown.plus(held)
-        self._taken[event_id] = (shown, version, merged)
+        merged = shown.plus(cached.state.taken_by_row)
+        self._taken[event_id] = (shown, cached.version, merged)
         return merged
+
+    async def _caught_up(self, event_id: int, within: float) -> Desk[holds.EventInventory]:
+        desk = self._desks.get(streams.event(event_id), self._inventory)
+        await desk.catch_up(within)
+        return desk
 
     async def selling_now(
         self, event_id: int, shown: TakenSeats, within: float

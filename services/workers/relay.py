@@ -183,7 +183,7 @@ class Relay:
             " WHERE name = $1",
             self._name,
         )
-        stored = (
+        stored = self._stored = (
             Checkpoint(Position(row["tx_id"], row["position"]), row["event_id"])
             if row
             else (Checkpoint(START, None))
