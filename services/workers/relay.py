@@ -183,7 +183,7 @@ class Relay:
             " WHERE name = $1",
             self._name,
         )
-        stored = self._stored = (
+        stored = (
             Checkpoint(Position(row["tx_id"], row["position"]), row["event_id"])
             if row
             else (Checkpoint(START, None))
