@@ -58,6 +58,7 @@ from harness.processes import (
     wait_until_served,
 )
 from harness.report import Cpu, print_steps, verdict
+from harness.rounds import Figure, add_arguments, record, run_rounds, wanted
 from harness.setup import (
     BenchEvent,
     bench_settings,
@@ -84,6 +85,20 @@ SELL_OUT_TARGET_S = 10.0
 PURCHASE_P99_TARGET_MS = 250.0
 READ_MODEL_LAG_P99_TARGET_MS = 100.0
 SOLD_OUT_SHOWN_TARGET_MS = 200.0
+# What `--rounds` summarizes, with issue 14's targets (the on-sale's own, above, are older).
+FIGURES = (
+    Figure("sell_out", "sold out, all paid", "s", target=3.0),
+    Figure("purchases_per_s", "purchases paid per second", "/s"),
+    Figure("post_p50", "POST /purchases p50"),
+    Figure("post_p99", "POST /purchases p99", target=100.0),
+    Figure("post_201_p99", "POST /purchases 201 p99"),
+    Figure("auto_select_p50", "auto-select p50"),
+    Figure("paid_seen_p99", "confirmed -> paid seen p99"),
+    Figure("read_model_p99", "read models' worst lag p99", target=READ_MODEL_LAG_P99_TARGET_MS),
+    Figure("sold_out_shown", "sold_out shown after last hold", target=SOLD_OUT_SHOWN_TARGET_MS),
+    Figure("oversold", "oversold", "seats", target=0.0),
+    Figure("gateway_cpu", "gateway CPU", "cores"),
+)
 
 
 @dataclass
@@ -331,7 +346,8 @@ async def main(args: argparse.Namespace) -> None:
             last_hold = await last_hold_at(pool, setup.event.event_id)
         finally:
             await pool.close()
-        report(args, setup, Sale.merged(sales), stored, cpu, desk, events, served)
+        sale = Sale.merged(sales)
+        report(args, setup, sale, stored, cpu, desk, events, served)
         print(
             f"PaymentIntents cancelled at the simulator (created for a purchase the desk then"
             f" refused): {cancelled}"
@@ -346,8 +362,41 @@ async def main(args: argparse.Namespace) -> None:
             + sold_out_line(sold_out, last_hold, SOLD_OUT_SHOWN_TARGET_MS)
         )
         tidy_logs(logs, gateways_of(components), keep=args.keep_logs, whose="the service's")
+        record(args, figures(setup, sale, stored, cpu, worst, sold_out.seen_at, last_hold))
         if args.py_spy:
             print(f"gateway profile (py-spy collapsed stacks): {args.py_spy}")
+
+
+def figures(
+    setup: Setup,
+    sale: Sale,
+    stored: Stored,
+    cpu: Cpu,
+    worst_lag_ms: float,
+    sold_out_seen: float | None,
+    last_hold: float | None,
+) -> dict[str, float]:
+    """The round's figures for `--rounds` (NaN where the round has none)."""
+    nan = float("nan")
+
+    def ms(step: str, q: float) -> float:
+        return sale.steps[step].percentile_ms(q) if step in sale.steps else nan
+
+    shown = (sold_out_seen - last_hold) * 1000 if sold_out_seen and last_hold else nan
+    return {
+        "sell_out": sale.sold_out_at if sale.sold_out_at is not None else nan,
+        "purchases_per_s": sale.purchases_paid / sale.last_paid_at if sale.last_paid_at else nan,
+        "post_p50": ms("POST /purchases", 0.5),
+        "post_p99": ms("POST /purchases", 0.99),
+        "post_201_p99": ms("  POST /purchases 201", 0.99),
+        "auto_select_p50": ms("POST /events/{slug}/seats/auto-select", 0.5),
+        "paid_seen_p99": ms("confirmed -> paid seen (webhook)", 0.99),
+        "read_model_p99": worst_lag_ms,
+        "sold_out_shown": shown,
+        "oversold": stored.oversold(setup.event.capacity),
+        "gateway_cpu": sum(used for name, used in cpu.used.items() if "gateway" in name),
+        "ceiling": setup.ceiling,
+    }
 
 
 async def serve_sim(args: argparse.Namespace) -> None:
@@ -398,6 +447,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--serve-simulator", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--webhook-url", help=argparse.SUPPRESS)
+    add_arguments(parser)
     args = parser.parse_args()
     if not args.serve_simulator and (args.rows * args.seats_per_row < 1 or args.buyers < 1):
         parser.error("need at least one seat and one buyer")
@@ -406,4 +456,9 @@ def parse_args() -> argparse.Namespace:
 
 if __name__ == "__main__":
     arguments = parse_args()
-    asyncio.run(serve_sim(arguments) if arguments.serve_simulator else main(arguments))
+    if arguments.serve_simulator:
+        asyncio.run(serve_sim(arguments))
+    elif wanted(arguments):
+        run_rounds(arguments, FIGURES)
+    else:
+        asyncio.run(main(arguments))

@@ -40,6 +40,7 @@ from harness.processes import (
     wait_until_served,
 )
 from harness.report import Cpu, Step, print_steps, verdict
+from harness.rounds import Figure, add_arguments, record, run_rounds, wanted
 from harness.setup import (
     BenchEvent,
     bench_settings,
@@ -62,6 +63,19 @@ ORDERS_TARGET = 20 * PEER_ORDERS_PER_S
 CREATE_P99_TARGET_MS = 100.0
 ORDER_P99_TARGET_MS = 200.0
 SCANS_TARGET = 2000.0
+
+# What `--rounds` summarizes, with issue 14's targets.
+FIGURES = (
+    Figure("orders_per_s", "paid orders per second", "/s", target=ORDERS_TARGET, at_least=True),
+    Figure("create_p99", "POST /purchases p99", target=CREATE_P99_TARGET_MS),
+    Figure("seen_p99", "paid at the simulator -> paid_at seen p99"),
+    Figure("order_p99", "whole order p99", target=ORDER_P99_TARGET_MS),
+    Figure("scans_per_s", "scans per second", "/s", target=SCANS_TARGET, at_least=True),
+    Figure("scans_refused", "scans refused", "scans", target=0.0),
+    Figure("read_model_p99", "read models' worst lag p99"),
+    Figure("transactions_per_order", "database transactions per order", "each"),
+    Figure("oversold", "oversold", "seats", target=0.0),
+)
 
 CREATE, PAY, SEEN, ORDER = (
     "POST /purchases (1 ticket, seat by the desk)",
@@ -321,7 +335,8 @@ async def main(args: argparse.Namespace) -> None:
             stored = await stored_sales(pool, setup.event.event_id)
         finally:
             await pool.close()
-    report(args, setup, orders, scanned, cpu, stored.oversold(setup.event.capacity))
+    oversold = stored.oversold(setup.event.capacity)
+    report(args, setup, orders, scanned, cpu, oversold)
     per_order = commits / max(len(orders.paid_at), 1)
     print(
         f"database transactions during the orders: {commits}, {per_order:.1f} per paid order"
@@ -333,6 +348,22 @@ async def main(args: argparse.Namespace) -> None:
     )
     print("\n".join(lags.lines()))
     tidy_logs(logs, [run], keep=args.keep_logs, whose="the service's")
+    last = max(orders.paid_at, default=0.0)
+    record(
+        args,
+        {
+            "orders_per_s": len(orders.paid_at) / last if last else float("nan"),
+            "create_p99": orders.step(CREATE).percentile_ms(0.99),
+            "seen_p99": orders.step(SEEN).percentile_ms(0.99),
+            "order_p99": orders.step(ORDER).percentile_ms(0.99),
+            "scans_per_s": scanned.rate,
+            "scans_refused": sum(scanned.step.errors.values()),
+            "read_model_p99": lags.worst_p99_ms(),
+            "transactions_per_order": per_order,
+            "oversold": oversold,
+            "ceiling": setup.ceiling,
+        },
+    )
 
 
 def report(
@@ -396,6 +427,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ceiling-connections", type=int, default=16)
     parser.add_argument("--keep-logs", action="store_true", help="keep the service's logs")
     parser.add_argument("--data-dir", default=".linjerum-bench")
+    add_arguments(parser)
     args = parser.parse_args()
     if args.orders < 1 or args.clients < 1:
         parser.error("need at least one order and one client")
@@ -403,4 +435,8 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    arguments = parse_args()
+    if wanted(arguments):
+        run_rounds(arguments, FIGURES)
+    else:
+        asyncio.run(main(arguments))
