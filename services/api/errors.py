@@ -88,6 +88,22 @@ def service_unavailable() -> ApiError:
     )
 
 
+# Seconds a client is asked to wait after its change lost to others on the same stream every
+# time it was tried: contention passes in moments, an outage takes longer.
+RETRY_AFTER_CONTENDED = 1
+
+
+def contended() -> ApiError:
+    """A command that kept losing to concurrent writers of the same stream (every attempt
+    found it moved, nothing of it stored): worth trying again at once, not a server fault."""
+    return ApiError(
+        503,
+        "service_unavailable",
+        "too many changes to the same resource at once; nothing was stored, try again",
+        {"Retry-After": str(RETRY_AFTER_CONTENDED)},
+    )
+
+
 _DOMAIN_STATUS = {
     "not_found": 404,
     "invalid_request": 422,

@@ -18,6 +18,7 @@ from domain.errors import DomainError
 from infra.apikeys import DEFAULT_RATE_LIMIT
 from infra.changes import API_KEYS, ChangeFeed, read_model_channel
 from infra.embed_tokens import EmbedSigner
+from infra.eventstore import ConcurrencyError
 from infra.metrics import observe_request
 from infra.offer_feed import OfferFeed
 from infra.rate_limits import AUTH_BLOCKS
@@ -64,6 +65,7 @@ from services.api.docs import endpoints as docs
 from services.api.docs.published import PublishedDocs
 from services.api.errors import (
     ApiError,
+    contended,
     error_response,
     from_domain,
     service_unavailable,
@@ -137,6 +139,10 @@ async def _respond(
     except DomainError as exc:
         refused = from_domain(exc)
         return error_response(refused.status, refused.code, refused.detail), verdict
+    except ConcurrencyError as exc:
+        log.warning("request_contended", stream=exc.stream_id, path=request.path)
+        busy = contended()
+        return error_response(busy.status, busy.code, busy.detail, busy.headers), verdict
     except web.HTTPException as exc:
         code = _HTTP_CODES.get(exc.status, "invalid_request")
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
