@@ -44,7 +44,7 @@ from harness.report import percentile_ms, verdict
 from harness.setup import META, bench_settings, rebuild_read_models, unlimited_keys
 
 from domain import catalog as c
-from domain import streams
+from domain import streams, venues
 from infra.db import create_pool, migrate
 from infra.embedded import free_port
 from infra.logging import configure_logging
@@ -100,11 +100,11 @@ async def prepare(settings: Settings, args: argparse.Namespace) -> Venue:
             META,
         )
         rows = [
-            c.Row(identifier=f"R{r}", start=1, end=args.seats_per_row)
+            venues.Row(identifier=f"R{r}", start=1, end=args.seats_per_row)
             for r in range(1, args.rows + 1)
         ]
         sections = [
-            c.SectionPlan(
+            venues.SectionPlan(
                 name=f"Sektion {n + 1}",
                 display_order=n,
                 position_x=40.0 + 580.0 * (n % 2),
@@ -116,7 +116,7 @@ async def prepare(settings: Settings, args: argparse.Namespace) -> Venue:
             for n in range(args.sections)
         ]
         venue_id = await catalog_commands.register_venue(
-            pool, org, c.RegisterVenue(key="sal", name="Store Sal", sections=sections), META
+            pool, org, venues.RegisterVenue(key="sal", name="Store Sal", sections=sections), META
         )
         venue = await catalog_commands.load_venue(pool, venue_id)
         section_ids = [s.id for s in venue.sections]

@@ -33,7 +33,7 @@ import asyncpg
 from harness.report import verdict
 from harness.setup import META, bench_settings, create_event
 
-from domain import catalog, streams
+from domain import streams, venues
 from domain.events import Event
 from domain.inventory import holds
 from domain.inventory.events import HeldSeat, SeatsHeld, SeatsReleased
@@ -50,7 +50,7 @@ TARGET_SECONDS = 1.0
 
 
 def _on_sale_events(
-    event_id: int, type_id: int, section: catalog.Section, count: int, seed: int
+    event_id: int, type_id: int, section: venues.Section, count: int, seed: int
 ) -> list[Event]:
     """`count` holds and releases of two seats each, the venue filling up as they go."""
     rng = random.Random(seed)
@@ -91,7 +91,7 @@ def _on_sale_events(
 
 async def _build_stream(
     pool: asyncpg.Pool, args: argparse.Namespace
-) -> tuple[str, int, list[catalog.Section]]:
+) -> tuple[str, int, list[venues.Section]]:
     """The event on sale and its stream grown to about --events events; returns the stream,
     the ticket type and the seat map."""
     event = await create_event(

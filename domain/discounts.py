@@ -1,18 +1,87 @@
-"""A discount code's uses: redeemed by a purchase in the same append that holds its seats, and
-given back when that purchase is cancelled or expires, so `max_uses` is never exceeded and an
-abandoned checkout does not burn a use."""
+"""A discount code: its rules, fixed when it is created, and its uses: redeemed by a purchase in
+the same append that holds its seats, and given back when that purchase is cancelled or
+expires, so `max_uses` is never exceeded and an abandoned checkout does not burn a use."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from domain.catalog import DiscountCodeCreated
+import msgspec
+
 from domain.errors import DomainError
 from domain.events import Event
+from domain.fields import Struct, aware, require
 
 Reason = Literal["not_found", "not_yet_valid", "expired", "max_uses_reached", "invalid_code"]
+
+DISCOUNT_CODE = re.compile(r"^[A-Z0-9_-]{3,40}$")
+
+
+class DiscountCodeCreated(Event, frozen=True):
+    discount_id: int
+    organization_id: int
+    code: str
+    percentage: int | None
+    amount_cents: int | None
+    applies_to_all: bool
+    ticket_type_ids: list[int]
+    valid_from: datetime | None
+    valid_until: datetime | None
+    max_uses: int | None
+
+
+class CreateDiscountCode(Struct):
+    code: str
+    percentage: int | None = None
+    amount_cents: int | None = None
+    applies_to_all: bool = True
+    ticket_type_ids: list[int] = msgspec.field(default_factory=list)
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    max_uses: int | None = None
+
+
+def create_discount_code(
+    cmd: CreateDiscountCode, organization_id: int, discount_id: int
+) -> list[Event]:
+    code = cmd.code.strip().upper()
+    require(bool(DISCOUNT_CODE.match(code)), "code", "code is 3-40 letters, digits, - or _")
+    require(
+        (cmd.percentage is None) != (cmd.amount_cents is None),
+        "percentage",
+        "give exactly one of percentage and amount_cents",
+    )
+    require(
+        cmd.percentage is None or 1 <= cmd.percentage <= 100, "percentage", "percentage is 1..100"
+    )
+    require(cmd.amount_cents is None or cmd.amount_cents > 0, "amount_cents", "amount must be > 0")
+    require(
+        cmd.applies_to_all or bool(cmd.ticket_type_ids),
+        "ticket_type_ids",
+        "name the ticket types or set applies_to_all",
+    )
+    require(cmd.max_uses is None or cmd.max_uses > 0, "max_uses", "max_uses must be positive")
+    aware(cmd.valid_from, "valid_from")
+    aware(cmd.valid_until, "valid_until")
+    if cmd.valid_from is not None and cmd.valid_until is not None:
+        require(cmd.valid_from < cmd.valid_until, "valid_until", "valid_until before valid_from")
+    return [
+        DiscountCodeCreated(
+            discount_id=discount_id,
+            organization_id=organization_id,
+            code=code,
+            percentage=cmd.percentage,
+            amount_cents=cmd.amount_cents,
+            applies_to_all=cmd.applies_to_all,
+            ticket_type_ids=[] if cmd.applies_to_all else list(cmd.ticket_type_ids),
+            valid_from=cmd.valid_from,
+            valid_until=cmd.valid_until,
+            max_uses=cmd.max_uses,
+        )
+    ]
 
 
 class DiscountCodeRedeemed(Event, frozen=True):

@@ -9,7 +9,8 @@ from datetime import datetime
 
 import msgspec
 
-from domain.catalog import DiscountCodeCreated, FeeRule, TicketType
+from domain.catalog import FeeRule, TicketType
+from domain.discounts import DiscountCodeCreated
 from domain.inventory.stock import early_bird_active
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from domain import catalog, discounts, purchasing, refunds, streams, tickets
+from domain import catalog, discounts, purchasing, refunds, streams, tickets, venues
 from domain.errors import DomainError, NotFound
 from domain.events import Event
 from domain.inventory import holds
@@ -85,7 +85,7 @@ class OpenEventPurchase(msgspec.Struct, frozen=True, kw_only=True):
     request: PurchaseRequest
     organization: catalog.OrganizationRegistered
     draft: Draft
-    sections: list[catalog.Section]
+    sections: list[venues.Section]
     intent: PrepaidIntent | None = None
 
 
@@ -115,7 +115,7 @@ class HoldAgain(msgspec.Struct, frozen=True, kw_only=True):
     intent_id: str
     now: datetime
     schedule: tickets.Schedule
-    sections: list[catalog.Section]  # the event's (its standing places); none for attractions
+    sections: list[venues.Section]  # the event's (its standing places); none for attractions
 
 
 class RefundTickets(msgspec.Struct, frozen=True, kw_only=True):

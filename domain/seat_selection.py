@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
 
-from domain.catalog import Section, TicketType
+from domain.catalog import TicketType
 from domain.errors import InvalidCommand
 from domain.inventory.events import SeatRef
 from domain.seating import SeatKey, seat_key
+from domain.venues import Section
 
 
 def check_seat(sections: Mapping[int, Section], seat: SeatRef, field: str) -> None:

@@ -46,8 +46,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Generic, TypeVar
 
-from domain.catalog import Row, Section
 from domain.inventory.events import SeatRef
+from domain.venues import Row, Section
 
 SeatKey = tuple[int, str, int]
 FRONTS_KEPT = 8  # the ticket types' rows a snapshot remembers the full front of

@@ -12,6 +12,7 @@ import msgspec
 
 from domain import catalog, discounts
 from domain.events import Event
+from domain.venues import Section, VenuePlanChanged, VenueRegistered
 from infra.eventstore import RecordedEvent
 from projections.framework import live_schema
 
@@ -97,7 +98,7 @@ async def _organization(conn: asyncpg.Connection, schema: str, e: Event) -> None
 
 
 async def _venue(conn: asyncpg.Connection, schema: str, e: Event) -> None:
-    assert isinstance(e, catalog.VenueRegistered)
+    assert isinstance(e, VenueRegistered)
     await conn.execute(
         f"INSERT INTO {schema}.venues VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         e.venue_id,
@@ -115,7 +116,7 @@ async def _venue(conn: asyncpg.Connection, schema: str, e: Event) -> None:
 
 
 async def _venue_plan(conn: asyncpg.Connection, schema: str, e: Event) -> None:
-    assert isinstance(e, catalog.VenuePlanChanged)
+    assert isinstance(e, VenuePlanChanged)
     await conn.execute(
         f"UPDATE {schema}.venues SET seated_capacity = $2, standing_capacity = $3,"
         " sections = $4::jsonb WHERE id = $1",
@@ -205,7 +206,7 @@ async def _attraction(conn: asyncpg.Connection, schema: str, e: Event) -> None:
 
 
 async def _discount(conn: asyncpg.Connection, schema: str, e: Event) -> None:
-    assert isinstance(e, catalog.DiscountCodeCreated)
+    assert isinstance(e, discounts.DiscountCodeCreated)
     await conn.execute(
         f"INSERT INTO {schema}.discount_codes VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0)",
         e.discount_id,
@@ -258,7 +259,7 @@ _HANDLES = frozenset(_HANDLED)
 
 _LIVE = live_schema(CatalogProjection())
 
-_sections = msgspec.json.Decoder(list[catalog.Section])
+_sections = msgspec.json.Decoder(list[Section])
 
 _EVENT_COLUMNS = (
     "e.id, e.slug, e.name, e.description, e.event_date, e.event_end_date, e.doors_open,"
@@ -311,7 +312,7 @@ async def event_by_id(
     )
 
 
-def sections_of(row: asyncpg.Record) -> list[catalog.Section]:
+def sections_of(row: asyncpg.Record) -> list[Section]:
     return _sections.decode(row["sections"])
 
 
@@ -393,7 +394,7 @@ async def attraction(conn: asyncpg.Pool, organization_id: int, slug: str) -> asy
 
 async def discount_code(
     conn: asyncpg.Pool, organization_id: int, code: str
-) -> tuple[catalog.DiscountCodeCreated, int] | None:
+) -> tuple[discounts.DiscountCodeCreated, int] | None:
     """The organization's code (as stored: trimmed, upper case) with its uses so far, in the
     shape the pricing and the discount rules take."""
     row = await conn.fetchrow(
@@ -403,7 +404,7 @@ async def discount_code(
     )
     if row is None:
         return None
-    terms = catalog.DiscountCodeCreated(
+    terms = discounts.DiscountCodeCreated(
         discount_id=row["id"],
         organization_id=row["organization_id"],
         code=row["code"],

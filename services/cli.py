@@ -19,8 +19,8 @@ from typing import Any
 import msgspec
 from tqdm import tqdm
 
-from domain.catalog import ChangeSeatPlan
 from domain.errors import DomainError
+from domain.venues import ChangeSeatPlan
 from infra.apikeys import UnknownApiKey, create_key, list_keys, revoke_key
 from infra.embedded import EmbeddedUnavailable
 from infra.eventstore import Metadata

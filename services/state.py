@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from domain import catalog, discounts, purchasing, refunds, streams, tickets, transfers
+from domain import catalog, discounts, purchasing, refunds, streams, tickets, transfers, venues
 from domain.events import Event
 from domain.inventory import holds
 from domain.inventory.events import SeatRef, SeatsHeld
@@ -37,7 +37,7 @@ FOLDS: dict[str, tuple[Callable[[], Any], Callable[[Any, Event], Any]]] = {
     streams.TICKET: (_nothing, tickets.evolve_ticket),
     streams.TRANSFER: (_nothing, transfers.evolve_transfer),
     streams.REFUND_REQUEST: (_nothing, refunds.evolve_refund_request),
-    streams.VENUE: (_nothing, catalog.evolve_venue),
+    streams.VENUE: (_nothing, venues.evolve_venue),
 }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import asyncpg
 
 from domain import catalog as c
+from domain import venues
 from infra.apikeys import create_key
 from infra.eventstore import Metadata
 from infra.scratch import scratch
@@ -101,14 +102,16 @@ async def create_event(
         ),
         META,
     )
-    section = c.SectionPlan(
+    section = venues.SectionPlan(
         name="Parket",
         width=40.0,
         height=40.0,
-        rows=[c.Row(identifier=f"R{r}", start=1, end=seats_per_row) for r in range(1, rows + 1)],
+        rows=[
+            venues.Row(identifier=f"R{r}", start=1, end=seats_per_row) for r in range(1, rows + 1)
+        ],
     )
     venue_id = await catalog_commands.register_venue(
-        pool, org, c.RegisterVenue(key="sal", name="Store Sal", sections=[section]), META
+        pool, org, venues.RegisterVenue(key="sal", name="Store Sal", sections=[section]), META
     )
     plan = c.TicketTypePlan(name="Alm", price_cents=price_cents, max_per_purchase=max_per_purchase)
     event_id, type_id = await put_on_sale(pool, org, venue_id, plan, META, name="Premiere")

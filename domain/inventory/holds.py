@@ -18,7 +18,6 @@ from domain.catalog import (
     EventListing,
     EventPublished,
     EventScheduled,
-    Section,
     TicketType,
     evolve_listing,
 )
@@ -45,6 +44,7 @@ from domain.seating import (
     seat_key,
     selected_keys,
 )
+from domain.venues import Section
 
 
 class SeatsTaken(DomainError):

@@ -8,7 +8,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Literal
 
-from domain.catalog import Section, TicketType
+from domain.catalog import TicketType
+from domain.venues import Section
 
 EventStatus = Literal[
     "available", "draft", "cancelled", "sales_not_started", "sales_ended", "sold_out"

@@ -7,10 +7,10 @@ from collections import Counter
 
 from aiohttp import web
 
-from domain.catalog import Section
 from domain.inventory.events import SeatRef
 from domain.inventory.holds import VisitDay, local_date, visit_day
 from domain.inventory.stock import available_per_type, event_status
+from domain.venues import Section
 from projections import availability, catalog
 from services.api import schemas as s
 from services.api.context import PURCHASES, now, organization_of, pool_of

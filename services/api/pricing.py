@@ -13,8 +13,9 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from domain.catalog import DISCOUNT_CODE, SLUG, DiscountCodeCreated, FeeRule, TicketType
-from domain.discounts import Reason, verdict
+from domain.catalog import FeeRule, TicketType
+from domain.discounts import DISCOUNT_CODE, DiscountCodeCreated, Reason, verdict
+from domain.fields import SLUG
 from domain.pricing import Pricing, price_basket
 from domain.purchasing import MAX_TICKETS
 from projections import catalog

@@ -9,8 +9,9 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from domain.catalog import OpeningHours, Row
+from domain.catalog import OpeningHours
 from domain.inventory.events import SeatRef
+from domain.venues import Row
 
 EventStatus = Literal[
     "available", "draft", "cancelled", "sales_not_started", "sales_ended", "sold_out"

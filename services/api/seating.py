@@ -22,9 +22,10 @@ from aiohttp import web
 from msgspec import Meta
 
 from domain import seat_selection, seating
-from domain.catalog import MAX_PER_PURCHASE, Section, TicketType
+from domain.catalog import MAX_PER_PURCHASE, TicketType
 from domain.errors import InvalidCommand
 from domain.inventory.events import SeatRef
+from domain.venues import Section
 from projections import availability, catalog
 from services.api.context import OFFERS, PLANS, PURCHASES, TAKEN, organization_of, pool_of
 from services.api.errors import from_domain, invalid_request, not_found

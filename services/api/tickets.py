@@ -11,10 +11,10 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from domain.catalog import VenueRegistered
 from domain.inventory.events import SeatRef
 from domain.purchasing import EMAIL, PurchaseOpened, PurchaseState
 from domain.tickets import Consumer, Reason
+from domain.venues import VenueRegistered
 from services.api.context import PURCHASES, api_key_of, metadata_of, pool_of
 from services.api.errors import ApiError, invalid_request
 from services.api.http import json_response, parse_body, parse_query

@@ -11,23 +11,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
 
-from domain import catalog
+from domain import catalog, venues
 from domain.catalog import (
-    CreateDiscountCode,
     FeeRule,
     OpenAttraction,
     OpeningHours,
     PersonalizationPolicy,
     RegisterOrganization,
-    RegisterVenue,
-    Row,
     SaleChannel,
     ScheduleEvent,
-    SectionPlan,
     TicketTerms,
     TicketTypePlan,
 )
+from domain.discounts import CreateDiscountCode
 from domain.errors import AlreadyExists
+from domain.venues import RegisterVenue, Row, SectionPlan
 from infra.eventstore import Metadata
 from services.usecases import catalog_commands as commands
 from services.usecases.catalog_commands import Pool
@@ -126,7 +124,7 @@ async def _ensure(
 
 
 async def _theatre_events(
-    pool: Pool, org: int, venue: catalog.VenueRegistered, today: date, created: dict[str, int]
+    pool: Pool, org: int, venue: venues.VenueRegistered, today: date, created: dict[str, int]
 ) -> None:
     parterre, left, middle, right, loge = (s.id for s in venue.sections)
     opening = _at(today + timedelta(days=30), 19)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 
-from domain import catalog, streams, tickets
+from domain import catalog, streams, tickets, venues
 from domain.errors import NotFound
 from domain.purchasing import PurchaseOpened
 from infra.changes import ChangeFeed
@@ -33,7 +33,7 @@ class Catalog:
         self.pool = pool
         self._known: dict[tuple[str, object], Any] = {}
         self._reading: dict[tuple[object, ...], asyncio.Task[Any]] = {}
-        self._venues: dict[int, tuple[int, catalog.VenueRegistered]] = {}
+        self._venues: dict[int, tuple[int, venues.VenueRegistered]] = {}
         self._changes: ChangeFeed | None = None
         self._channel = ""
 
@@ -94,7 +94,7 @@ class Catalog:
         zone = (await self.organization(opened.organization_id)).timezone
         return tickets.visit_schedule(opened.visit_date, zone)
 
-    async def venue(self, venue_id: int) -> catalog.VenueRegistered:
+    async def venue(self, venue_id: int) -> venues.VenueRegistered:
         """The venue with its current plan. The generation is taken before the read: a change
         during it moves the generation again, so the entry is read once more."""
         generation = None if self._changes is None else self._changes.generation(self._channel)
@@ -109,7 +109,7 @@ class Catalog:
             self._venues[venue_id] = (generation, venue)
         return venue
 
-    async def sections_of_event(self, event_id: int) -> list[catalog.Section]:
+    async def sections_of_event(self, event_id: int) -> list[venues.Section]:
         return (await self.venue((await self.scheduled(event_id)).venue_id)).sections
 
     async def attraction(self, attraction_id: int) -> catalog.AttractionOpened:

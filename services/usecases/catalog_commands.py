@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import asyncpg
 
-from domain import catalog, streams
+from domain import catalog, discounts, streams, venues
 from domain.errors import AlreadyExists, NotFound
 from domain.events import Event
 from infra.eventstore import (
@@ -88,17 +88,17 @@ async def organization_id_by_slug(pool: Pool, slug: str) -> int | None:
     return await owner_of(pool, catalog.claim_stream("org", slug))
 
 
-async def load_venue(pool: Pool, venue_id: int) -> catalog.VenueRegistered:
+async def load_venue(pool: Pool, venue_id: int) -> venues.VenueRegistered:
     """The venue as registered, with its current plan."""
     return (await _venue_state(pool, venue_id))[0]
 
 
-async def _venue_state(pool: Pool, venue_id: int) -> tuple[catalog.VenueRegistered, int]:
+async def _venue_state(pool: Pool, venue_id: int) -> tuple[venues.VenueRegistered, int]:
     """The venue and its stream's version."""
     events = await read_stream(pool, streams.venue(venue_id))
-    state: catalog.VenueRegistered | None = None
+    state: venues.VenueRegistered | None = None
     for recorded in events:
-        state = catalog.evolve_venue(state, recorded.event())
+        state = venues.evolve_venue(state, recorded.event())
     if state is None:
         raise NotFound(f"venue {venue_id} not found", "venue_id")
     return state, len(events)
@@ -153,7 +153,7 @@ async def register_organization(
 
 
 async def register_venue(
-    pool: Pool, organization_id: int, cmd: catalog.RegisterVenue, metadata: Metadata
+    pool: Pool, organization_id: int, cmd: venues.RegisterVenue, metadata: Metadata
 ) -> int:
     return await _create(
         pool,
@@ -161,7 +161,7 @@ async def register_venue(
         key=cmd.key,
         organization_id=organization_id,
         stream=streams.venue,
-        decide=lambda vid, ids: catalog.register_venue(cmd, organization_id, vid, ids),
+        decide=lambda vid, ids: venues.register_venue(cmd, organization_id, vid, ids),
         extra_ids=len(cmd.sections),
         metadata=metadata,
     )
@@ -171,7 +171,7 @@ async def change_seat_plan(
     pool: Pool,
     organization_id: int,
     venue_id: int,
-    cmd: catalog.ChangeSeatPlan,
+    cmd: venues.ChangeSeatPlan,
     metadata: Metadata,
 ) -> bool:
     """Replaces the venue's sections; False when the plan is the one it has. The seats held
@@ -186,7 +186,7 @@ async def change_seat_plan(
         for seat in await availability.taken_seats(pool, event_id)
     ]
     fresh = await allocate_ids(pool, sum(s.id is None for s in cmd.sections))
-    events = catalog.change_seat_plan(cmd, venue, fresh, taken)
+    events = venues.change_seat_plan(cmd, venue, fresh, taken)
     if not events:
         return False
     await append(pool, [PendingAppend(streams.venue(venue_id), version, events)], metadata)
@@ -226,7 +226,7 @@ async def open_attraction(
 
 
 async def create_discount_code(
-    pool: Pool, organization_id: int, cmd: catalog.CreateDiscountCode, metadata: Metadata
+    pool: Pool, organization_id: int, cmd: discounts.CreateDiscountCode, metadata: Metadata
 ) -> int:
     return await _create(
         pool,
@@ -234,7 +234,7 @@ async def create_discount_code(
         key=cmd.code.strip().upper(),
         organization_id=organization_id,
         stream=streams.discount,
-        decide=lambda did, _: catalog.create_discount_code(cmd, organization_id, did),
+        decide=lambda did, _: discounts.create_discount_code(cmd, organization_id, did),
         extra_ids=0,
         metadata=metadata,
     )

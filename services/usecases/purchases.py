@@ -18,7 +18,7 @@ import asyncpg
 import msgspec
 import structlog
 
-from domain import catalog, discounts, purchasing, sales, streams
+from domain import catalog, discounts, purchasing, sales, streams, venues
 from domain.errors import DomainError, NotFound
 from domain.events import Event
 from domain.inventory import holds
@@ -341,7 +341,7 @@ class Purchases:
 
     async def _event_sale(
         self, org: catalog.OrganizationRegistered, slug: str
-    ) -> tuple[list[catalog.Section], Desk[holds.EventInventory]]:
+    ) -> tuple[list[venues.Section], Desk[holds.EventInventory]]:
         """The event's seat map and the desk that sells it."""
         event_id = await self._owner(org, "event", slug, "event_slug")
         sections = await self.catalog.sections_of_event(event_id)

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from domain import catalog as c
+from domain import venues
 from infra.apikeys import create_key
 from infra.embedded import free_port
 from services.dev.sample_event import put_on_sale
@@ -95,11 +96,11 @@ async def partners() -> AsyncIterator[Partners]:
 async def stage(pool: asyncpg.Pool, partners: Partners) -> Stage:
     organization_id = await new_organization(pool)
     rows = [
-        c.Row(identifier=row, start=1, end=6, row_position_y=24.0 * index)
+        venues.Row(identifier=row, start=1, end=6, row_position_y=24.0 * index)
         for index, row in enumerate(("A", "B"))
     ]
     venue_id = await venue_with(
-        pool, organization_id, c.SectionPlan(name="Sal", width=160.0, height=60.0, rows=rows)
+        pool, organization_id, venues.SectionPlan(name="Sal", width=160.0, height=60.0, rows=rows)
     )
     plan = c.TicketTypePlan(name="Alm", price_cents=15000, max_per_purchase=20)
     event_id, type_id = await put_on_sale(pool, organization_id, venue_id, plan, TEST)

@@ -17,6 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from domain import catalog as c
+from domain import venues
 from infra.apikeys import create_key
 from infra.changes import ChangeFeed
 from infra.db import create_pool, migrate
@@ -226,14 +227,14 @@ async def new_organization(
     return await catalog_commands.register_organization(pool, command, TEST)
 
 
-async def venue_with(pool: asyncpg.Pool, organization_id: int, section: c.SectionPlan) -> int:
+async def venue_with(pool: asyncpg.Pool, organization_id: int, section: venues.SectionPlan) -> int:
     return await catalog_commands.register_venue(
-        pool, organization_id, c.RegisterVenue(key="sal", name="Sal", sections=[section]), TEST
+        pool, organization_id, venues.RegisterVenue(key="sal", name="Sal", sections=[section]), TEST
     )
 
 
-def standing(capacity: int) -> c.SectionPlan:
-    return c.SectionPlan(
+def standing(capacity: int) -> venues.SectionPlan:
+    return venues.SectionPlan(
         name="Gulv", seating_mode="standing", width=10.0, height=10.0, standing_capacity=capacity
     )
 
@@ -247,9 +248,9 @@ async def small_event(
 ) -> tuple[str, int, int]:
     """A fresh organization with one event of `seats` seats: (token, event id, ticket type)."""
     org = await new_organization(pool, stripe_account=stripe_account)
-    row = c.Row(identifier="A", start=1, end=seats)
+    row = venues.Row(identifier="A", start=1, end=seats)
     venue_id = await venue_with(
-        pool, org, c.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
+        pool, org, venues.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
     )
     plan = c.TicketTypePlan(name="Alm", price_cents=price, max_per_purchase=20, **ticket)
     event_id, type_id = await put_on_sale(pool, org, venue_id, plan, TEST)

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from domain import catalog as c
+from domain import venues
 from services.usecases import catalog_commands
 from tests.e2e.conftest import (
     BUYER,
@@ -57,14 +58,14 @@ async def museum(pool: asyncpg.Pool) -> dict:
     venue_id = await catalog_commands.register_venue(
         pool,
         org,
-        c.RegisterVenue(
+        venues.RegisterVenue(
             key="moma",
             name="MoMA",
             address="11 W 53rd St",
             city="New York",
             zip_code="10019",
             sections=[
-                c.SectionPlan(
+                venues.SectionPlan(
                     name="Hall",
                     seating_mode="standing",
                     width=1.0,
@@ -255,17 +256,17 @@ async def _theatre_event(pool: asyncpg.Pool) -> tuple[str, int, datetime]:
         ),
         TEST,
     )
-    row = c.Row(identifier="A", start=1, end=10)
+    row = venues.Row(identifier="A", start=1, end=10)
     venue_id = await catalog_commands.register_venue(
         pool,
         org,
-        c.RegisterVenue(
+        venues.RegisterVenue(
             key="dnt",
             name="Det Ny Teater",
             address="Gothersgade 8",
             city="København",
             zip_code="1123",
-            sections=[c.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])],
+            sections=[venues.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])],
         ),
         TEST,
     )

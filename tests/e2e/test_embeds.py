@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from domain import catalog as c
+from domain import venues
 from infra.apikeys import create_key, revoke_key
 from infra.embed_tokens import EmbedSigner
 from services.dev.sample_event import put_on_sale
@@ -49,9 +50,9 @@ async def _scene(pool: asyncpg.Pool, origins: list[str] | None = None) -> Scene:
     """A fresh organization with a 20-seat hall, the published event `show` and the draft
     `rehearsal`, and a key with `origins`."""
     org = await new_organization(pool)
-    row = c.Row(identifier="A", start=1, end=20)
+    row = venues.Row(identifier="A", start=1, end=20)
     venue_id = await venue_with(
-        pool, org, c.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
+        pool, org, venues.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
     )
     plan = c.TicketTypePlan(name="Alm", price_cents=10000, max_per_purchase=20)
     event_id, type_id = await put_on_sale(pool, org, venue_id, plan, TEST)

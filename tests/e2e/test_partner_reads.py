@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from domain import catalog as c
+from domain import venues
 from domain.inventory.events import AttractionTicketsHeld, HeldSeat, SeatsHeld
 from infra.eventstore import ANY_VERSION, PendingAppend, append
 from services.usecases import catalog_commands
@@ -151,10 +152,10 @@ async def _seat_map(api, token: str) -> dict:
 
 
 async def test_venues_and_seat_plan(api, demo_token) -> None:
-    venues = await _get(api, demo_token, "/api/v1/venues")
-    theatre = venues["venues"][0]
+    listed = await _get(api, demo_token, "/api/v1/venues")
+    theatre = listed["venues"][0]
     assert theatre["seated_capacity"] == 840 and theatre["standing_capacity"] == 0
-    assert venues["count"] == len(venues["venues"]) == 2
+    assert listed["count"] == len(listed["venues"]) == 2
     single = await _get(api, demo_token, f"/api/v1/venues/{theatre['id']}")
     assert single == {"venue": theatre}
     plan = await _seat_map(api, demo_token)
@@ -299,15 +300,15 @@ async def test_sold_out_and_sales_ended(api, pool: asyncpg.Pool, catalog) -> Non
     venue_id = await catalog_commands.register_venue(
         pool,
         org,
-        c.RegisterVenue(
+        venues.RegisterVenue(
             key="kaelder",
             name="Kælderen",
             sections=[
-                c.SectionPlan(
+                venues.SectionPlan(
                     name="Sal",
                     width=10.0,
                     height=10.0,
-                    rows=[c.Row(identifier="A", start=1, end=2)],
+                    rows=[venues.Row(identifier="A", start=1, end=2)],
                 )
             ],
         ),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from domain import catalog as c
+from domain import venues
 from domain.errors import InvalidCommand
 from services.usecases import catalog_commands
 from tests.e2e.conftest import TEST, bearer, order, post, rebuild_read_models
@@ -18,8 +18,8 @@ async def scene(pool: asyncpg.Pool, catalog: dict[str, int]) -> Scene:
     return await _scene(pool, ORIGINS)
 
 
-def _hall(section_id: int, rows: list[c.Row]) -> c.PlannedSection:
-    return c.PlannedSection(id=section_id, name="Sal", width=10.0, height=10.0, rows=rows)
+def _hall(section_id: int, rows: list[venues.Row]) -> venues.PlannedSection:
+    return venues.PlannedSection(id=section_id, name="Sal", width=10.0, height=10.0, rows=rows)
 
 
 async def _plan_event(stream, seconds: float) -> None:
@@ -40,19 +40,22 @@ async def test_an_open_planner_reloads_the_changed_plan_and_sales_follow_it(
         await rebuild_read_models(pool)
         section_id = sold["section_id"]
 
-        shorter = c.ChangeSeatPlan(
-            sections=[_hall(section_id, [c.Row(identifier="A", start=4, end=20)])]
+        shorter = venues.ChangeSeatPlan(
+            sections=[_hall(section_id, [venues.Row(identifier="A", start=4, end=20)])]
         )
         with pytest.raises(InvalidCommand):
             await catalog_commands.change_seat_plan(
                 pool, scene.organization_id, scene.venue_id, shorter, TEST
             )
 
-        rows = [c.Row(identifier="A", start=1, end=20), c.Row(identifier="B", start=1, end=10)]
-        balcony = c.PlannedSection(
+        rows = [
+            venues.Row(identifier="A", start=1, end=20),
+            venues.Row(identifier="B", start=1, end=10),
+        ]
+        balcony = venues.PlannedSection(
             name="Balkon", seating_mode="standing", width=5.0, height=2.0, standing_capacity=40
         )
-        bigger = c.ChangeSeatPlan(sections=[_hall(section_id, rows), balcony])
+        bigger = venues.ChangeSeatPlan(sections=[_hall(section_id, rows), balcony])
         assert await catalog_commands.change_seat_plan(
             pool, scene.organization_id, scene.venue_id, bigger, TEST
         )

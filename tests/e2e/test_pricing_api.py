@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from domain import catalog as c
+from domain import discounts
 from services.dev.seed_demo import DEMO_ORGANIZATION
 from services.usecases import catalog_commands
 from tests.e2e.conftest import (
@@ -218,7 +219,7 @@ async def test_a_code_for_another_events_ticket_type_is_invalid_here(
     await catalog_commands.create_discount_code(
         pool,
         catalog[DEMO_ORGANIZATION],
-        c.CreateDiscountCode(
+        discounts.CreateDiscountCode(
             code=code, percentage=20, applies_to_all=False, ticket_type_ids=[cherry["id"]]
         ),
         TEST,
@@ -263,7 +264,7 @@ async def _scene_with_code(pool: asyncpg.Pool, code: str, max_uses: int) -> tupl
         TEST,
     )
     await catalog_commands.create_discount_code(
-        pool, org, c.CreateDiscountCode(code=code, percentage=10, max_uses=max_uses), TEST
+        pool, org, discounts.CreateDiscountCode(code=code, percentage=10, max_uses=max_uses), TEST
     )
     await rebuild_read_models(pool)
     return await issue_key(pool, org), org

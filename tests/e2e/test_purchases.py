@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 import stripe
 
-from domain import catalog as c
+from domain import discounts
 from infra import idempotency
 from infra.payments import SIMULATOR_API_KEY, SIMULATOR_WEBHOOK_SECRET
 from services.api.context import PURCHASES
@@ -159,7 +159,7 @@ async def test_last_discount_uses_are_never_exceeded(serve, pool: asyncpg.Pool, 
     token, _, type_id = await small_event(pool, 60)
     org = (await pool.fetchrow("SELECT organization_id FROM api_keys ORDER BY id DESC LIMIT 1"))[0]
     await catalog_commands.create_discount_code(
-        pool, org, c.CreateDiscountCode(code="LAST5", percentage=10, max_uses=5), TEST
+        pool, org, discounts.CreateDiscountCode(code="LAST5", percentage=10, max_uses=5), TEST
     )
     gateways = [await serve(), await serve()]
 

@@ -19,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from domain import catalog as c
+from domain import discounts, venues
 from infra.eventstore import read_all
 from infra.payments import (
     SIMULATOR_API_KEY,
@@ -103,15 +104,15 @@ async def _event(
         ),
         TEST,
     )
-    row = c.Row(identifier="A", start=1, end=seats)
+    row = venues.Row(identifier="A", start=1, end=seats)
     venue_id = await venue_with(
-        pool, org, c.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
+        pool, org, venues.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
     )
     plan = c.TicketTypePlan(name="Alm", price_cents=10000, max_per_purchase=20)
     event_id, type_id = await put_on_sale(pool, org, venue_id, plan, TEST)
     if discount is not None:
         await catalog_commands.create_discount_code(
-            pool, org, c.CreateDiscountCode(code=discount, percentage=10, max_uses=1), TEST
+            pool, org, discounts.CreateDiscountCode(code=discount, percentage=10, max_uses=1), TEST
         )
     return await issue_key(pool, org), event_id, type_id
 

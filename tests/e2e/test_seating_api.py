@@ -18,6 +18,7 @@ import pytest
 from aiohttp.payload import BytesPayload
 
 from domain import catalog as c
+from domain import venues
 from domain.inventory.events import HeldSeat, SeatsHeld, SeatsReleased
 from infra.eventstore import ANY_VERSION, PendingAppend, append
 from services.usecases import catalog_commands
@@ -152,15 +153,15 @@ async def lab(api, pool: asyncpg.Pool) -> dict[str, Any]:
         pool, c.RegisterOrganization(slug="saedelab", name="Sædelab", currency="DKK"), TEST
     )
     sections = [
-        c.SectionPlan(
-            name="Sal", width=10.0, height=10.0, rows=[c.Row(identifier="A", start=1, end=4)]
+        venues.SectionPlan(
+            name="Sal", width=10.0, height=10.0, rows=[venues.Row(identifier="A", start=1, end=4)]
         ),
-        c.SectionPlan(
+        venues.SectionPlan(
             name="Gulv", seating_mode="standing", width=10.0, height=10.0, standing_capacity=20
         ),
     ]
     venue_id = await catalog_commands.register_venue(
-        pool, org, c.RegisterVenue(key="saedelab", name="Sædelab", sections=sections), TEST
+        pool, org, venues.RegisterVenue(key="saedelab", name="Sædelab", sections=sections), TEST
     )
     venue = await catalog_commands.load_venue(pool, venue_id)
     hall, floor = (s.id for s in venue.sections)

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from domain import catalog as c
+from domain import venues
 from domain.tickets import TicketRefunded
 from infra.eventstore import PendingAppend, Position, append, read_all, read_stream
 from projections.framework import apply_batch, live_schema, read_checkpoint
@@ -58,9 +59,9 @@ async def _event(
     """A fresh organization with the event `show` three days from now under `terms`, in a hall
     `Sal` of one row A: (key, start, ticket type). A free event's purchases are paid at once."""
     org = await new_organization(pool, stripe_account="acct_sim_x" if price else None, fee=fee)
-    row = c.Row(identifier="A", start=1, end=8)
+    row = venues.Row(identifier="A", start=1, end=8)
     venue_id = await venue_with(
-        pool, org, c.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
+        pool, org, venues.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
     )
     venue = await catalog_commands.load_venue(pool, venue_id)
     starts = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from domain import catalog as c
-from domain import streams
+from domain import streams, venues
 from domain.tickets import TicketRefunded
 from infra.eventstore import PendingAppend, append, read_all
 from projections.framework import apply_batch, live_schema, read_checkpoint
@@ -43,9 +43,9 @@ async def _bought(
 ) -> tuple[str, dict]:
     """A free (so at once paid) purchase of `n` tickets of a fresh event under `terms`."""
     org = await new_organization(pool, stripe_account=None)
-    row = c.Row(identifier="A", start=1, end=n + 2)
+    row = venues.Row(identifier="A", start=1, end=n + 2)
     venue_id = await venue_with(
-        pool, org, c.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
+        pool, org, venues.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
     )
     plan = c.TicketTypePlan(name="Alm", price_cents=0, max_per_purchase=20)
     _, type_id = await put_on_sale(pool, org, venue_id, plan, TEST, terms=terms)
@@ -259,8 +259,8 @@ async def test_an_unpaid_ticket_cannot_be_offered(api, pool) -> None:
     venue_id = await venue_with(
         pool,
         org,
-        c.SectionPlan(
-            name="Sal", width=10.0, height=10.0, rows=[c.Row(identifier="A", start=1, end=2)]
+        venues.SectionPlan(
+            name="Sal", width=10.0, height=10.0, rows=[venues.Row(identifier="A", start=1, end=2)]
         ),
     )
     plan = c.TicketTypePlan(name="Alm", price_cents=10000, max_per_purchase=20)

@@ -10,7 +10,7 @@ from typing import cast
 import asyncpg
 import pytest
 
-from domain import catalog
+from domain import catalog, venues
 from domain.errors import NotFound
 from infra.eventstore import Metadata
 from services.usecases import catalog_commands
@@ -34,14 +34,14 @@ async def _organization(pool: asyncpg.Pool, slug: str) -> int:
 async def created(pool: asyncpg.Pool) -> tuple[int, int]:
     """(organization id, event id) of a fresh organization with one venue and one event."""
     org = await _organization(pool, _slug())
-    rows = [catalog.Row(identifier="A", start=1, end=10)]
+    rows = [venues.Row(identifier="A", start=1, end=10)]
     venue = await catalog_commands.register_venue(
         pool,
         org,
-        catalog.RegisterVenue(
+        venues.RegisterVenue(
             key=_slug(),
             name="Hall",
-            sections=[catalog.SectionPlan(name="Floor", width=400.0, height=200.0, rows=rows)],
+            sections=[venues.SectionPlan(name="Floor", width=400.0, height=200.0, rows=rows)],
         ),
         META,
     )

@@ -11,22 +11,15 @@ from typing import Any, TypeVar
 
 import pytest
 
-from domain.catalog import (
-    AttractionOpened,
-    DiscountCodeCreated,
-    EventPublished,
-    EventScheduled,
-    Row,
-    Section,
-    TicketType,
-    VenueRegistered,
-)
+from domain.catalog import AttractionOpened, EventPublished, EventScheduled, TicketType
+from domain.discounts import DiscountCodeCreated
 from domain.errors import DomainError
 from domain.events import Event
 from domain.inventory import holds
 from domain.inventory.events import SeatRef
 from domain.pricing import Pricing
 from domain.purchasing import Buyer, PurchasedTicket, PurchaseOpened
+from domain.venues import Row, Section, VenueRegistered
 
 NOW = datetime(2026, 4, 1, 12, tzinfo=UTC)
 HOLD_ENDS = NOW + timedelta(minutes=30)

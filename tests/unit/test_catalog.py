@@ -7,17 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain import catalog
-from domain.catalog import (
-    CreateDiscountCode,
-    RegisterOrganization,
-    RegisterVenue,
-    Row,
-    ScheduleEvent,
-    SectionPlan,
-    TicketTypePlan,
-)
+from domain import catalog, discounts, venues
+from domain.catalog import RegisterOrganization, ScheduleEvent, TicketTypePlan
+from domain.discounts import CreateDiscountCode
 from domain.errors import InvalidCommand
+from domain.venues import RegisterVenue, Row, SectionPlan
 
 START = datetime(2026, 5, 1, 19, tzinfo=UTC)
 HALL = SectionPlan(
@@ -28,11 +22,11 @@ FLOOR = SectionPlan(
 )
 
 
-def _venue() -> catalog.VenueRegistered:
-    (venue,) = catalog.register_venue(
+def _venue() -> venues.VenueRegistered:
+    (venue,) = venues.register_venue(
         RegisterVenue(key="sal", name="Sal", sections=[HALL, FLOOR]), 1, 2, [3, 4]
     )
-    assert isinstance(venue, catalog.VenueRegistered)
+    assert isinstance(venue, venues.VenueRegistered)
     return venue
 
 
@@ -52,7 +46,7 @@ def test_venue_capacity_counts_seats_and_standing_places() -> None:
 def test_arc_section_needs_its_radii() -> None:
     arc = SectionPlan(name="Balkon", section_type="arc", rows=HALL.rows, inner_radius=10.0)
     _refused(
-        lambda: catalog.register_venue(RegisterVenue(key="v", name="V", sections=[arc]), 1, 2, [3]),
+        lambda: venues.register_venue(RegisterVenue(key="v", name="V", sections=[arc]), 1, 2, [3]),
         "sections[0].outer_radius",
     )
 
@@ -60,7 +54,7 @@ def test_arc_section_needs_its_radii() -> None:
 def test_row_with_seats_running_backwards_is_refused() -> None:
     bad = SectionPlan(name="S", width=1.0, height=1.0, rows=[Row(identifier="A", start=9, end=2)])
     _refused(
-        lambda: catalog.register_venue(RegisterVenue(key="v", name="V", sections=[bad]), 1, 2, [3]),
+        lambda: venues.register_venue(RegisterVenue(key="v", name="V", sections=[bad]), 1, 2, [3]),
         "sections[0].rows[0].end",
     )
 
@@ -140,23 +134,23 @@ def test_venue_of_another_organization_cannot_host_an_event() -> None:
 
 
 def test_discount_code_is_normalised_and_needs_exactly_one_kind_of_amount() -> None:
-    (created,) = catalog.create_discount_code(
+    (created,) = discounts.create_discount_code(
         CreateDiscountCode(code=" spring25 ", percentage=25, max_uses=500), 1, 5
     )
-    assert isinstance(created, catalog.DiscountCodeCreated)
+    assert isinstance(created, discounts.DiscountCodeCreated)
     assert created.code == "SPRING25"
     _refused(
-        lambda: catalog.create_discount_code(
+        lambda: discounts.create_discount_code(
             CreateDiscountCode(code="BOTH", percentage=10, amount_cents=100), 1, 5
         ),
         "percentage",
     )
     _refused(
-        lambda: catalog.create_discount_code(CreateDiscountCode(code="X", percentage=5), 1, 5),
+        lambda: discounts.create_discount_code(CreateDiscountCode(code="X", percentage=5), 1, 5),
         "code",
     )
     _refused(
-        lambda: catalog.create_discount_code(
+        lambda: discounts.create_discount_code(
             CreateDiscountCode(code="NONE", percentage=5, applies_to_all=False), 1, 5
         ),
         "ticket_type_ids",

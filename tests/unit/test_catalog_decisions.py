@@ -11,11 +11,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from domain import catalog
+from domain import catalog, discounts, venues
 from domain.catalog import (
     AttractionOpened,
-    CreateDiscountCode,
-    DiscountCodeCreated,
     EventCancelled,
     EventPublished,
     EventScheduled,
@@ -24,16 +22,14 @@ from domain.catalog import (
     OpeningHours,
     OrganizationRegistered,
     RegisterOrganization,
-    RegisterVenue,
-    Row,
     ScheduleEvent,
-    SectionPlan,
     TicketType,
     TicketTypePlan,
-    VenueRegistered,
 )
+from domain.discounts import CreateDiscountCode, DiscountCodeCreated
 from domain.errors import InvalidCommand
 from domain.events import Event
+from domain.venues import RegisterVenue, Row, SectionPlan, VenueRegistered
 from tests.unit.builders import FLOOR, HALL, NOW, SHOW_STARTS, apply, refused, venue
 
 NAIVE = datetime(2026, 5, 1, 19)
@@ -112,7 +108,7 @@ def test_a_malformed_organization_is_refused_naming_the_field(changes: dict, fie
 
 
 def test_a_venue_gives_each_section_of_its_plan_the_id_allocated_for_it() -> None:
-    [registered] = catalog.register_venue(
+    [registered] = venues.register_venue(
         RegisterVenue(key="sal", name="Sal", sections=[SEATED, ARC, STANDING]), 1, 2, [7, 8, 9]
     )
     assert isinstance(registered, VenueRegistered)
@@ -156,7 +152,7 @@ def test_a_malformed_seat_map_is_refused_naming_the_field(
 ) -> None:
     ids = list(range(10, 10 + len(sections)))
     _refused(
-        lambda: catalog.register_venue(
+        lambda: venues.register_venue(
             RegisterVenue(key="v", name="V", sections=sections), 1, 2, ids
         ),
         field,
@@ -175,7 +171,7 @@ def test_a_venue_needs_a_key_a_name_and_one_id_per_section(
     changes: dict, ids: list[int], field: str
 ) -> None:
     cmd = RegisterVenue(**({"key": "v", "name": "V", "sections": [SEATED]} | changes))
-    _refused(lambda: catalog.register_venue(cmd, 1, 2, ids), field)
+    _refused(lambda: venues.register_venue(cmd, 1, 2, ids), field)
 
 
 # ---- events ----------------------------------------------------------------------------------
@@ -334,7 +330,7 @@ def test_a_malformed_attraction_is_refused_naming_the_field(
 
 def test_a_fixed_amount_code_for_some_types_keeps_them_and_one_for_all_drops_them() -> None:
     window = {"valid_from": NOW, "valid_until": NOW + timedelta(days=30)}
-    [limited] = catalog.create_discount_code(
+    [limited] = discounts.create_discount_code(
         CreateDiscountCode(
             code="vip_2026", amount_cents=5000, applies_to_all=False, ticket_type_ids=[45], **window
         ),
@@ -352,7 +348,7 @@ def test_a_fixed_amount_code_for_some_types_keeps_them_and_one_for_all_drops_the
         max_uses=None,
         **window,
     )
-    [everyone] = catalog.create_discount_code(
+    [everyone] = discounts.create_discount_code(
         CreateDiscountCode(code="ALL", percentage=100, ticket_type_ids=[45]), 1, 9
     )
     assert isinstance(everyone, DiscountCodeCreated)
@@ -376,7 +372,7 @@ def test_a_fixed_amount_code_for_some_types_keeps_them_and_one_for_all_drops_the
 )
 def test_a_malformed_discount_code_is_refused_naming_the_field(changes: dict, field: str) -> None:
     cmd = CreateDiscountCode(**({"code": "SPRING25", "percentage": 25} | changes))
-    _refused(lambda: catalog.create_discount_code(cmd, 1, 9), field)
+    _refused(lambda: discounts.create_discount_code(cmd, 1, 9), field)
 
 
 def test_natural_keys_are_claimed_per_organization_and_organization_slugs_globally() -> None:

@@ -9,12 +9,12 @@ from datetime import UTC, date, datetime, timedelta
 import msgspec
 import pytest
 
-from domain import catalog, discounts, purchasing, sales, streams, tickets
-from domain.catalog import Row, SectionPlan
+from domain import catalog, discounts, purchasing, sales, streams, tickets, venues
 from domain.errors import InvalidCommand, NotFound
 from domain.inventory import holds
 from domain.inventory.events import AttractionTicketsHeld, SeatRef, SeatsHeld
 from domain.purchasing import Attendee, Buyer, PurchaseRequest
+from domain.venues import Row, SectionPlan
 
 NOW = datetime(2026, 4, 1, 12, tzinfo=UTC)
 VENUE_ID, EVENT_ID, SECTION_ID, TYPE_ID = 2, 3, 12, 45
@@ -39,14 +39,14 @@ PAYING = _organization(
 )
 
 
-def _venue() -> catalog.VenueRegistered:
+def _venue() -> venues.VenueRegistered:
     section = SectionPlan(
         name="S", width=1.0, height=1.0, rows=[Row(identifier="A", start=1, end=4)]
     )
-    (venue,) = catalog.register_venue(
-        catalog.RegisterVenue(key="v", name="V", sections=[section]), 1, VENUE_ID, [SECTION_ID]
+    (venue,) = venues.register_venue(
+        venues.RegisterVenue(key="v", name="V", sections=[section]), 1, VENUE_ID, [SECTION_ID]
     )
-    assert isinstance(venue, catalog.VenueRegistered)
+    assert isinstance(venue, venues.VenueRegistered)
     return venue
 
 
@@ -82,8 +82,8 @@ def _attraction() -> holds.AttractionInventory:
 
 
 def _code(max_uses: int = 10) -> discounts.DiscountState:
-    command = catalog.CreateDiscountCode(code="SPRING25", percentage=25, max_uses=max_uses)
-    (created,) = catalog.create_discount_code(command, 1, DISCOUNT_ID)
+    command = discounts.CreateDiscountCode(code="SPRING25", percentage=25, max_uses=max_uses)
+    (created,) = discounts.create_discount_code(command, 1, DISCOUNT_ID)
     state = discounts.evolve_discount(None, created)
     assert state is not None
     return state

@@ -8,11 +8,12 @@ import random
 
 import pytest
 
-from domain.catalog import Row, Section, TicketType
+from domain.catalog import TicketType
 from domain.errors import InvalidCommand
 from domain.inventory.events import SeatRef
 from domain.seat_selection import check_seat, check_selection, conflicts, seated_sections
 from domain.seating import SeatKey, best_available, seats_of
+from domain.venues import Row, Section
 
 PARTERRE, LOGE, BALKON, GULV = 10, 5, 20, 30
 

@@ -7,19 +7,20 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from domain import catalog, discounts
-from domain.catalog import FeeRule, Row, SectionPlan, TicketType
+from domain import catalog, discounts, venues
+from domain.catalog import FeeRule, TicketType
 from domain.errors import InvalidCommand
 from domain.inventory import holds
 from domain.inventory.events import SeatRef
 from domain.pricing import price_basket
+from domain.venues import Row, SectionPlan
 from tests.unit.builders import discount_code
 
 NOW = datetime(2026, 4, 1, 12, tzinfo=UTC)
 VOKSEN = TicketType(id=45, name="Voksen", price_cents=35000, section_ids=[12], max_per_purchase=8)
 
 
-def _code(**changes) -> catalog.DiscountCodeCreated:
+def _code(**changes) -> discounts.DiscountCodeCreated:
     return discount_code(**({"max_uses": 500} | changes))
 
 
@@ -76,9 +77,9 @@ def test_discount_verdicts(changes: dict, uses: int, reason: str | None) -> None
     assert discounts.verdict(None, 0, NOW, {45}) == "not_found"
 
 
-def _event() -> tuple[holds.EventInventory, list[catalog.Section]]:
-    (venue,) = catalog.register_venue(
-        catalog.RegisterVenue(
+def _event() -> tuple[holds.EventInventory, list[venues.Section]]:
+    (venue,) = venues.register_venue(
+        venues.RegisterVenue(
             key="v",
             name="V",
             sections=[
@@ -91,7 +92,7 @@ def _event() -> tuple[holds.EventInventory, list[catalog.Section]]:
         2,
         [12],
     )
-    assert isinstance(venue, catalog.VenueRegistered)
+    assert isinstance(venue, venues.VenueRegistered)
     cmd = catalog.ScheduleEvent(
         slug="e",
         name="E",

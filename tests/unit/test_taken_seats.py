@@ -3,8 +3,8 @@ whose snapshot stays as it was when a buyer's own seats are added for one reques
 
 from __future__ import annotations
 
-from domain.catalog import Row, Section
 from domain.seating import TakenSeats, best_available, by_row, outside_lane
+from domain.venues import Row, Section
 from tests.unit.builders import FLOOR, HALL
 
 

@@ -1,0 +1,41 @@
+"""What every catalog command shares: value types that refuse unknown fields, and checks that
+name the field they refuse, so a partner's 422 says which field to fix whichever aggregate
+decides the command."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import msgspec
+
+from domain.errors import InvalidCommand
+
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+
+
+class Struct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Value types of the catalog: immutable, strict about unknown fields."""
+
+
+def require(condition: bool, field: str, detail: str) -> None:
+    if not condition:
+        raise InvalidCommand(detail, field)
+
+
+def aware(value: datetime | None, field: str) -> None:
+    require(value is None or value.tzinfo is not None, field, f"{field} must carry a timezone")
+
+
+def text(value: str, field: str, limit: int = 200) -> None:
+    require(bool(value.strip()), field, f"{field} must not be empty")
+    require(len(value) <= limit, field, f"{field} is longer than {limit} characters")
+
+
+def slug(value: str, field: str = "slug") -> None:
+    require(
+        bool(SLUG.match(value)) and len(value) <= 100,
+        field,
+        f"{field} must be lowercase letters, digits and single hyphens",
+    )
