@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from services.api.embeds import STATIC_DIR
+from services.api.embed_pages import STATIC_DIR
 from services.dev.partner_backend import Refused, call_api, with_client
 
 PATH = "/embed/try"
