@@ -36,11 +36,11 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/eventstore.py
 	$(BIN)/python bench/reads.py
-	$(BIN)/python bench/onsale.py
+	$(BIN)/python bench/onsale.py --rounds 3
 	$(BIN)/python bench/tickets.py
 	$(BIN)/python bench/pdf_render.py
 	$(BIN)/python bench/embeds.py
-	$(BIN)/python bench/paid_orders.py
+	$(BIN)/python bench/paid_orders.py --rounds 3
 	$(BIN)/python bench/snapshots.py
 
 # Regenerates both lock files from pyproject.toml, keeping the pins that still fit; pass
