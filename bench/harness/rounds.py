@@ -3,7 +3,9 @@ proves little: `--rounds N` runs the benchmark N times, each round a fresh proce
 scratch database and its own INSERT ceiling, and prints the median and range of each figure
 with every round's figures beside that round's ceiling. `--against REV` alternates the rounds
 with the same benchmark run from a git worktree of another revision (ABBA order, so a drift
-during the series falls on both alike): the before/after of a change, measured the same hour."""
+during the series falls on both alike): the before/after of a change, measured the same hour.
+`--versus "OPTIONS"` alternates them with this tree's benchmark run with OPTIONS added (two
+gateways against one, say), and with `--against` gives the other revision those OPTIONS."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -63,12 +66,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="REV",
         help="alternate the rounds with this git revision's benchmark (from a worktree)",
     )
+    parser.add_argument(
+        "--versus",
+        metavar="OPTIONS",
+        help="alternate the rounds with the benchmark run with these options added",
+    )
     parser.add_argument("--figures-to", help=argparse.SUPPRESS)
 
 
 def wanted(args: argparse.Namespace) -> bool:
     """Whether this invocation runs rounds rather than one benchmark in this process."""
-    return args.figures_to is None and (args.rounds > 1 or args.against is not None)
+    return args.figures_to is None and (
+        args.rounds > 1 or args.against is not None or args.versus is not None
+    )
 
 
 def record(args: argparse.Namespace, figures: dict[str, float]) -> None:
@@ -81,23 +91,26 @@ def run_rounds(args: argparse.Namespace, figures: Sequence[Figure]) -> None:
     """Runs the rounds, printing each round's own report as it goes, then the summary."""
     if args.rounds < 1:
         raise SystemExit("--rounds must be at least 1")
-    trees = {OWN: REPO}
-    if args.against is not None:
-        trees[args.against] = _worktree(args.against)
+    versus = shlex.split(args.versus or "")
+    other = _worktree(args.against) if args.against is not None else REPO
     script = Path(sys.argv[0]).resolve().relative_to(REPO)
     passed = _passed_on(sys.argv[1:])
-    results: dict[str, list[dict[str, float]]] = {label: [] for label in trees}
+    sides = {OWN: (REPO, passed)}
+    if args.against is not None or versus:
+        label = " ".join([args.against or "", *versus]).strip()
+        sides[label] = (other, passed + versus)
+    results: dict[str, list[dict[str, float]]] = {label: [] for label in sides}
     try:
         for n in range(args.rounds):
-            order = list(trees.items())
+            order = list(sides.items())
             if n % 2:
                 order.reverse()
-            for label, tree in order:
+            for label, (tree, argv) in order:
                 print(f"\n=== round {n + 1} of {args.rounds}: {label} ===", flush=True)
-                results[label].append(_round(tree, script, passed, args.data_dir))
+                results[label].append(_round(tree, script, argv, args.data_dir))
     finally:
         if args.against is not None:
-            _remove_worktree(trees[args.against])
+            _remove_worktree(other)
     print()
     _summary(figures, results, args.rounds)
 
@@ -111,7 +124,7 @@ def _passed_on(argv: Sequence[str]) -> list[str]:
             skip = False
             continue
         name = arg.split("=", 1)[0]
-        if name in ("--rounds", "--against"):
+        if name in ("--rounds", "--against", "--versus"):
             skip = "=" not in arg
             continue
         kept.append(arg)
