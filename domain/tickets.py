@@ -1,12 +1,12 @@
 """Tickets as aggregates of their own: issued when their purchase is paid (in the same append),
-scanned at the gate once, personalised inside the event's window, refunded, or transferred to a
-new holder under a new code. Every change is an event on the ticket's stream, so N gates
-scanning one ticket at once admit exactly one, and of a refund and a scan at once one wins."""
+scanned at the gate once, personalised inside the event's window (domain/personalization.py),
+refunded, or transferred to a new holder under a new code. Every change is an event on the
+ticket's stream, so N gates scanning one ticket at once admit exactly one, and of a refund and a
+scan at once one wins."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
@@ -16,10 +16,10 @@ import msgspec
 
 from domain import streams
 from domain.catalog import ConsumerField, EventScheduled, TicketTerms
-from domain.errors import DomainError, InvalidCommand
+from domain.errors import DomainError
 from domain.events import Event
 from domain.inventory.events import SeatRef
-from domain.purchasing import EMAIL, EMAIL_MAX, PurchaseOpened
+from domain.purchasing import PurchaseOpened
 
 Reason = Literal[
     "ok", "already_scanned", "refunded", "resold", "cancelled", "pending_payment", "expired"
@@ -154,14 +154,6 @@ class TicketWasRefunded(DomainError):
     """Its PDF, e-ticket and pass are no longer handed out, nor is it transferred."""
 
     code = "ticket_refunded"
-
-
-class PersonalizationClosed(DomainError):
-    code = "personalization_closed"
-
-
-class PersonalizationNotOpen(DomainError):
-    code = "personalization_not_open"
 
 
 @dataclass
@@ -385,102 +377,3 @@ def scan(
     return reason, [
         TicketScanned(ticket_id=state.issued.ticket_id, scanned_at=now, api_key_id=api_key_id)
     ]
-
-
-def update_attendee(
-    state: TicketState,
-    name: str | None,
-    email: str | None,
-    now: datetime,
-    field: str,
-    details: Mapping[str, object] | None = None,
-) -> list[Event]:
-    """The buyer's edit of a seat: its name and e-mail (empty strings clear) and any other
-    `details` of the consumer (see `edited`), decided as the buyer's personalization."""
-    name = name.strip() if name else None
-    email = email.strip() if email else None
-    if name is not None and len(name) > NAME_MAX:
-        raise InvalidCommand(f"name is longer than {NAME_MAX} characters", f"{field}.name")
-    if email is not None and not _is_email(email):
-        raise InvalidCommand("not a valid e-mail address", f"{field}.email")
-    named = Consumer.named(name, email)
-    changes = {"first_name": named.first_name, "last_name": named.last_name, "email": email}
-    consumer = edited(state.consumer, {**changes, **(details or {})})
-    return personalize(state, consumer, "buyer", now, field)
-
-
-PersonalizedBy = Literal["partner", "buyer"]
-NAME_MAX = 200
-_TEXT_MAX = {"address": 200, "postal_code": 20, "city": 100}
-_PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{3,30}$")
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
-# ISO/IEC 5218: not known, male, female, not applicable.
-GENDERS = (0, 1, 2, 9)
-EARLIEST_BIRTH = date(1900, 1, 1)
-
-
-def edited(consumer: Consumer, changes: Mapping[str, object]) -> Consumer:
-    """The consumer with `changes` applied: a field given as "" or None is cleared, a field not
-    named keeps its value."""
-    cleared = {name: None if value == "" else value for name, value in changes.items()}
-    return msgspec.structs.replace(consumer, **cleared)
-
-
-def personalize(
-    state: TicketState, consumer: Consumer, by: PersonalizedBy, now: datetime, field: str = ""
-) -> list[Event]:
-    """The ticket's consumer becomes `consumer`, given by the partner or the buyer inside the
-    window [personalization_start, personalization_end). Fields the event requires may stay
-    empty (the ticket then still needs personalization). Refused once refunded or scanned."""
-    consumer = _checked(consumer, now, f"{field}." if field else "")
-    if state.refunded_by is not None:
-        raise PersonalizationClosed("the ticket is refunded")
-    if state.scan_count:
-        raise PersonalizationClosed("the ticket has been scanned")
-    start, end = state.issued.personalization_start, state.issued.personalization_end
-    if start is not None and now < start:
-        raise PersonalizationNotOpen(f"personalization opens at {start.isoformat()}")
-    if end is not None and now >= end:
-        raise PersonalizationClosed("attendee details can no longer be changed")
-    if state.personalized and consumer == state.consumer:
-        return []
-    return [ConsumerUpdated(ticket_id=state.issued.ticket_id, consumer=consumer, by=by)]
-
-
-def _is_email(text: str) -> bool:
-    return len(text) <= EMAIL_MAX and EMAIL.match(text) is not None
-
-
-def _checked(consumer: Consumer, now: datetime, prefix: str) -> Consumer:
-    """The consumer trimmed (blank text is no text), or a 422 naming its first bad field."""
-    texts = {
-        name: (value.strip() or None) if isinstance(value, str) else value
-        for name, value in msgspec.structs.asdict(consumer).items()
-    }
-    if texts["country"]:
-        texts["country"] = texts["country"].upper()
-    consumer = Consumer(**texts)
-
-    def refuse(name: str, detail: str) -> InvalidCommand:
-        return InvalidCommand(detail, f"{prefix}{name}")
-
-    for name in ("first_name", "last_name"):
-        value = getattr(consumer, name)
-        if value is not None and len(value) > NAME_MAX:
-            raise refuse(name, f"longer than {NAME_MAX} characters")
-    for name, limit in _TEXT_MAX.items():
-        value = getattr(consumer, name)
-        if value is not None and len(value) > limit:
-            raise refuse(name, f"longer than {limit} characters")
-    if consumer.email is not None and not _is_email(consumer.email):
-        raise refuse("email", "not a valid e-mail address")
-    if consumer.phone_number is not None and not _PHONE.match(consumer.phone_number):
-        raise refuse("phone_number", "not a phone number (digits, spaces, ()-, a leading +)")
-    born = consumer.date_of_birth
-    if born is not None and not EARLIEST_BIRTH <= born <= now.date():
-        raise refuse("date_of_birth", f"must lie between {EARLIEST_BIRTH} and today")
-    if consumer.gender is not None and consumer.gender not in GENDERS:
-        raise refuse("gender", "one of 0 (not known), 1 (male), 2 (female), 9 (not applicable)")
-    if consumer.country is not None and not _COUNTRY.match(consumer.country):
-        raise refuse("country", "an ISO 3166-1 alpha-2 code")
-    return consumer

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from domain import streams, tickets
+from domain import personalization, streams, tickets
 from domain.errors import DomainError, NotFound
 from domain.purchasing import PurchasedTicket, PurchaseState
 from domain.tickets import Consumer, TicketState
@@ -163,7 +163,7 @@ async def personalize(
     changes: Mapping[str, object],
     meta: Metadata,
 ) -> Ticket:
-    """The partner's change of the ticket's consumer (see `tickets.edited`), appended at the
+    """The partner's change of the ticket's consumer (see `personalization.edited`), appended at the
     version it was decided on: a scan, refund or edit in between makes it decide again."""
     for _ in range(MAX_SCAN_ATTEMPTS):
         ticket = await by_uid(pool, uid, organization_id)
@@ -171,9 +171,9 @@ async def personalize(
         if state is None:
             if ticket.purchase.status == "pending_payment":
                 raise NotYetPaid("the ticket can be personalized once its order is paid")
-            raise tickets.PersonalizationClosed(f"the order is {ticket.facts.status}")
-        consumer = tickets.edited(state.consumer, changes)
-        events = tickets.personalize(state, consumer, "partner", datetime.now(UTC))
+            raise personalization.PersonalizationClosed(f"the order is {ticket.facts.status}")
+        consumer = personalization.edited(state.consumer, changes)
+        events = personalization.personalize(state, consumer, "partner", datetime.now(UTC))
         if not events:
             return ticket
         stream = streams.ticket(state.issued.ticket_id)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from domain import purchasing, streams, tickets
+from domain import personalization, purchasing, streams, tickets
 from domain.errors import NotFound
 from domain.purchasing import PurchaseState
 from domain.tickets import Reason, TicketState
@@ -246,7 +246,9 @@ async def update_attendees(
             state, version = loaded[ticket_id]
             if state is None or state.attendee_token != token:
                 continue  # a token the ticket no longer has since it was transferred
-            events = tickets.update_attendee(state, name, email, now, f"seats[{i}]", details)
+            events = personalization.update_attendee(
+                state, name, email, now, f"seats[{i}]", details
+            )
             if events:
                 appends.append(PendingAppend(streams.ticket(ticket_id), version, events))
         if not appends:

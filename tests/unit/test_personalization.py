@@ -8,14 +8,13 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from domain import streams, tickets
+from domain import personalization, streams, tickets
 from domain.catalog import PersonalizationPolicy, TicketTerms
 from domain.errors import InvalidCommand
+from domain.personalization import PersonalizationClosed, PersonalizationNotOpen
 from domain.tickets import (
     Consumer,
     ConsumerUpdated,
-    PersonalizationClosed,
-    PersonalizationNotOpen,
     TicketRefunded,
     TicketState,
 )
@@ -46,37 +45,37 @@ def _ticket(policy: PersonalizationPolicy | None = None, *, named: bool = True) 
 
 
 def _personalized(state: TicketState, consumer: Consumer, at: datetime = INSIDE) -> TicketState:
-    for event in tickets.personalize(state, consumer, "partner", at):
+    for event in personalization.personalize(state, consumer, "partner", at):
         tickets.evolve_ticket(state, event)
     return state
 
 
 def test_the_window_opens_at_its_start_and_closes_at_its_end() -> None:
     state = _ticket()
-    assert tickets.personalize(state, COMPLETE, "partner", OPENS)
-    assert tickets.personalize(state, COMPLETE, "buyer", CLOSES - timedelta(microseconds=1))
+    assert personalization.personalize(state, COMPLETE, "partner", OPENS)
+    assert personalization.personalize(state, COMPLETE, "buyer", CLOSES - timedelta(microseconds=1))
     with refused(PersonalizationNotOpen, "personalization_not_open"):
-        tickets.personalize(state, COMPLETE, "partner", OPENS - timedelta(microseconds=1))
+        personalization.personalize(state, COMPLETE, "partner", OPENS - timedelta(microseconds=1))
     with refused(PersonalizationClosed, "personalization_closed"):
-        tickets.personalize(state, COMPLETE, "partner", CLOSES)
+        personalization.personalize(state, COMPLETE, "partner", CLOSES)
 
 
 def test_without_a_start_the_window_is_open_from_the_sale_and_ends_when_the_show_starts() -> None:
     state = _ticket(PersonalizationPolicy(required=["first_name"]))
     assert state.issued.personalization_end == SHOW_STARTS
-    assert tickets.personalize(state, COMPLETE, "partner", NOW)
+    assert personalization.personalize(state, COMPLETE, "partner", NOW)
     with refused(PersonalizationClosed, "personalization_closed"):
-        tickets.personalize(state, COMPLETE, "partner", SHOW_STARTS)
+        personalization.personalize(state, COMPLETE, "partner", SHOW_STARTS)
 
 
 def test_every_change_is_an_event_saying_who_gave_it() -> None:
     state = _ticket()
-    assert tickets.personalize(state, COMPLETE, "buyer", INSIDE) == [
+    assert personalization.personalize(state, COMPLETE, "buyer", INSIDE) == [
         ConsumerUpdated(ticket_id=1, consumer=COMPLETE, by="buyer")
     ]
     state = _personalized(state, COMPLETE)
     assert state.consumer == COMPLETE
-    assert tickets.personalize(state, COMPLETE, "partner", INSIDE) == []
+    assert personalization.personalize(state, COMPLETE, "partner", INSIDE) == []
 
 
 def test_a_ticket_named_at_purchase_still_needs_what_the_event_requires() -> None:
@@ -92,7 +91,7 @@ def test_a_ticket_named_at_purchase_still_needs_what_the_event_requires() -> Non
 
 def test_clearing_a_required_field_makes_the_ticket_need_personalization_again() -> None:
     state = _personalized(_ticket(), COMPLETE)
-    cleared = tickets.edited(state.consumer, {"last_name": "", "phone_number": None})
+    cleared = personalization.edited(state.consumer, {"last_name": "", "phone_number": None})
     assert cleared == Consumer(
         first_name="Bo", email="bo@example.com", date_of_birth=COMPLETE.date_of_birth
     )
@@ -104,7 +103,7 @@ def test_clearing_a_required_field_makes_the_ticket_need_personalization_again()
 def test_blank_text_is_no_text_and_countries_are_capitals() -> None:
     state = _ticket()
     given = Consumer(first_name="  Bo ", last_name=" ", email=" bo@example.com ", country="dk")
-    [event] = tickets.personalize(state, given, "partner", INSIDE)
+    [event] = personalization.personalize(state, given, "partner", INSIDE)
     assert isinstance(event, ConsumerUpdated)
     assert event.consumer == Consumer(first_name="Bo", email="bo@example.com", country="DK")
 
@@ -113,14 +112,14 @@ def test_a_scanned_ticket_keeps_its_consumer() -> None:
     state = _ticket()
     tickets.evolve_ticket(state, tickets.scan(state, INSIDE, None)[1][0])
     with refused(PersonalizationClosed, "personalization_closed"):
-        tickets.personalize(state, COMPLETE, "partner", INSIDE)
+        personalization.personalize(state, COMPLETE, "partner", INSIDE)
 
 
 def test_a_refunded_ticket_keeps_its_consumer() -> None:
     state = _ticket()
     tickets.evolve_ticket(state, TicketRefunded(ticket_id=1, refund_id="re_1"))
     with refused(PersonalizationClosed, "personalization_closed"):
-        tickets.personalize(state, COMPLETE, "buyer", INSIDE)
+        personalization.personalize(state, COMPLETE, "buyer", INSIDE)
 
 
 @pytest.mark.parametrize(
@@ -139,20 +138,22 @@ def test_a_refunded_ticket_keeps_its_consumer() -> None:
 def test_a_malformed_consumer_is_refused_naming_the_field(
     changes: dict[str, object], field: str
 ) -> None:
-    given = tickets.edited(COMPLETE, changes)
+    given = personalization.edited(COMPLETE, changes)
     with refused(InvalidCommand, "invalid_request", field):
-        tickets.personalize(_ticket(), given, "partner", INSIDE, "consumer")
+        personalization.personalize(_ticket(), given, "partner", INSIDE, "consumer")
 
 
 def test_the_buyers_seat_edit_keeps_the_other_details_and_is_the_buyers() -> None:
-    state = _personalized(_ticket(), tickets.edited(COMPLETE, {"city": "Aarhus"}))
-    [event] = tickets.update_attendee(state, "Liv Berg", "liv@example.com", INSIDE, "seats[0]")
+    state = _personalized(_ticket(), personalization.edited(COMPLETE, {"city": "Aarhus"}))
+    [event] = personalization.update_attendee(
+        state, "Liv Berg", "liv@example.com", INSIDE, "seats[0]"
+    )
     assert isinstance(event, ConsumerUpdated) and event.by == "buyer"
-    assert event.consumer == tickets.edited(
+    assert event.consumer == personalization.edited(
         COMPLETE,
         {"first_name": "Liv", "last_name": "Berg", "email": "liv@example.com", "city": "Aarhus"},
     )
     with refused(InvalidCommand, "invalid_request", "seats[0].date_of_birth"):
-        tickets.update_attendee(
+        personalization.update_attendee(
             state, "Liv", None, INSIDE, "seats[0]", {"date_of_birth": date(1800, 1, 1)}
         )

@@ -7,13 +7,13 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from domain import streams, tickets
+from domain import personalization, streams, tickets
 from domain.errors import InvalidCommand
 from domain.events import Event
+from domain.personalization import PersonalizationClosed
 from domain.tickets import (
     Consumer,
     ConsumerUpdated,
-    PersonalizationClosed,
     TicketScanned,
     TicketState,
 )
@@ -136,19 +136,21 @@ def test_a_visit_without_a_date_scans_at_any_time() -> None:
 
 def test_naming_the_attendee_personalizes_the_ticket() -> None:
     state = _ticket()
-    updated = tickets.update_attendee(state, " Bo ", " bo@example.com ", NOW, "seats[0]")
+    updated = personalization.update_attendee(state, " Bo ", " bo@example.com ", NOW, "seats[0]")
     bo = Consumer(first_name="Bo", email="bo@example.com")
     assert updated == [ConsumerUpdated(ticket_id=2, consumer=bo, by="buyer")]
     state = _then(state, updated)
     assert (state.holder_name, state.holder_email) == ("Bo", "bo@example.com")
     assert not state.needs_personalization
-    assert tickets.update_attendee(state, "Bo", "bo@example.com", NOW, "seats[0]") == []
+    assert personalization.update_attendee(state, "Bo", "bo@example.com", NOW, "seats[0]") == []
 
 
 def test_empty_strings_clear_the_attendee_and_the_ticket_needs_a_name_again() -> None:
     state = _ticket()
-    state = _then(state, tickets.update_attendee(state, "Bo", "bo@example.com", NOW, "seats[0]"))
-    cleared = tickets.update_attendee(state, "", "", NOW, "seats[0]")
+    state = _then(
+        state, personalization.update_attendee(state, "Bo", "bo@example.com", NOW, "seats[0]")
+    )
+    cleared = personalization.update_attendee(state, "", "", NOW, "seats[0]")
     assert cleared == [ConsumerUpdated(ticket_id=2, consumer=Consumer(), by="buyer")]
     state = _then(state, cleared)
     assert (state.holder_name, state.holder_email) == (None, None)
@@ -157,7 +159,7 @@ def test_empty_strings_clear_the_attendee_and_the_ticket_needs_a_name_again() ->
 
 def test_a_ticket_named_at_purchase_and_cleared_needs_a_name_like_any_other() -> None:
     state = _ticket(1)
-    state = _then(state, tickets.update_attendee(state, "", "", NOW, "seats[0]"))
+    state = _then(state, personalization.update_attendee(state, "", "", NOW, "seats[0]"))
     assert state.holder_name is None
     assert state.needs_personalization
 
@@ -174,19 +176,19 @@ def test_a_malformed_attendee_is_refused_naming_the_field(
     name: str, email: str | None, field: str
 ) -> None:
     with refused(InvalidCommand, "invalid_request", field):
-        tickets.update_attendee(_ticket(), name, email, NOW, "seats[3]")
+        personalization.update_attendee(_ticket(), name, email, NOW, "seats[3]")
 
 
 def test_the_attendee_can_be_changed_until_the_show_starts() -> None:
     state = _ticket()
     before = SHOW_STARTS - timedelta(microseconds=1)
-    assert tickets.update_attendee(state, "Bo", None, before, "seats[0]")
+    assert personalization.update_attendee(state, "Bo", None, before, "seats[0]")
     with refused(PersonalizationClosed, "personalization_closed"):
-        tickets.update_attendee(state, "Bo", None, SHOW_STARTS, "seats[0]")
+        personalization.update_attendee(state, "Bo", None, SHOW_STARTS, "seats[0]")
 
 
 def test_a_scanned_ticket_keeps_its_attendee() -> None:
     state = _ticket(starts_at=None, ends_at=None)
     state = _then(state, tickets.scan(state, NOW, None)[1])
     with refused(PersonalizationClosed, "personalization_closed"):
-        tickets.update_attendee(state, "Bo", None, NOW, "seats[0]")
+        personalization.update_attendee(state, "Bo", None, NOW, "seats[0]")
