@@ -19,6 +19,7 @@ import contextlib
 import random
 import time
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 import aiohttp
 import msgspec
@@ -209,6 +210,7 @@ class Payments:
             "Authorization": f"Bearer {api_key}",
             "Stripe-Version": stripe.api_version,
             "User-Agent": f"Stripe/v1 PythonBindings/{stripe.VERSION} linjerum",
+            "Content-Type": "application/x-www-form-urlencoded",
         }
         self._session: aiohttp.ClientSession | None = None
         self._http = stripe.AIOHTTPClient(timeout=REQUEST_TIMEOUT)
@@ -281,6 +283,8 @@ class Payments:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=REQUEST_TIMEOUT)
         headers = {**self._headers, "Idempotency-Key": idempotency_key}
+        # Encoded here: aiohttp turns a dict into a FormData first, a third of the call in profiles.
+        data = urlencode(form).encode()
         failure = PaymentError(
             f"{action} failed: Stripe could not be reached", "api_connection_error"
         )
@@ -290,7 +294,7 @@ class Payments:
                 await asyncio.sleep(max(RETRY_DELAY, delay * random.uniform(0.5, 1.0)))
             try:
                 async with self._session.post(
-                    self._api_base + path, data=form, headers=headers
+                    self._api_base + path, data=data, headers=headers
                 ) as response:
                     body = await response.read()
                     status = response.status
