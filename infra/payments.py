@@ -279,15 +279,17 @@ class Payments:
         self, path: str, form: dict[str, str], idempotency_key: str, action: str
     ) -> bytes:
         """The answer of a 2xx, after the SDK's retries (NETWORK_RETRIES, by `_retries`, with
-        the same idempotency key, so a retry never makes a second object); else PaymentError."""
+        the same idempotency key, so a retry never makes a second object); else PaymentError
+        for the last attempt's failure."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=REQUEST_TIMEOUT)
         headers = {**self._headers, "Idempotency-Key": idempotency_key}
         # Encoded here: aiohttp turns a dict into a FormData first, a third of the call in profiles.
         data = urlencode(form).encode()
-        failure = PaymentError(
+        unreachable = PaymentError(
             f"{action} failed: Stripe could not be reached", "api_connection_error"
         )
+        failure = unreachable
         for attempt in range(NETWORK_RETRIES + 1):
             if attempt:
                 delay = min(RETRY_DELAY * 2 ** (attempt - 1), RETRY_DELAY_MAX)
@@ -300,6 +302,7 @@ class Payments:
                     status = response.status
                     should_retry = response.headers.get("Stripe-Should-Retry")
             except (aiohttp.ClientError, TimeoutError):
+                failure = unreachable
                 continue
             if 200 <= status < 300:
                 return body
