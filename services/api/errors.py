@@ -33,6 +33,9 @@ class ApiError(Exception):
         self.detail = detail
         self.headers = headers or {}
 
+    def response(self) -> web.Response:
+        return error_response(self.status, self.code, self.detail, self.headers)
+
 
 def invalid_request(field: str, detail: str) -> ApiError:
     """422 naming the field, the way every bad query, path or body parameter is reported."""
@@ -79,29 +82,19 @@ def unavailable(exc: BaseException) -> bool:
     return False
 
 
-def service_unavailable() -> ApiError:
-    return ApiError(
-        503,
-        "service_unavailable",
-        "a backing service cannot be reached; try again shortly",
-        {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
-    )
+def service_unavailable(
+    detail: str = "a backing service cannot be reached; try again shortly",
+    retry_after: int = RETRY_AFTER_UNAVAILABLE,
+) -> ApiError:
+    return ApiError(503, "service_unavailable", detail, {"Retry-After": str(retry_after)})
 
 
 # Seconds a client is asked to wait after its change lost to others on the same stream every
 # time it was tried: contention passes in moments, an outage takes longer.
 RETRY_AFTER_CONTENDED = 1
-
-
-def contended() -> ApiError:
-    """A command that kept losing to concurrent writers of the same stream (every attempt
-    found it moved, nothing of it stored): worth trying again at once, not a server fault."""
-    return ApiError(
-        503,
-        "service_unavailable",
-        "too many changes to the same resource at once; nothing was stored, try again",
-        {"Retry-After": str(RETRY_AFTER_CONTENDED)},
-    )
+# A command that kept losing to concurrent writers of the same stream (every attempt found it
+# moved, nothing of it stored): worth trying again at once, not a server fault.
+CONTENDED = "too many changes to the same resource at once; nothing was stored, try again"
 
 
 _DOMAIN_STATUS = {

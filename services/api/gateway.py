@@ -64,8 +64,9 @@ from services.api.context import (
 from services.api.docs import endpoints as docs
 from services.api.docs.published import PublishedDocs
 from services.api.errors import (
+    CONTENDED,
+    RETRY_AFTER_CONTENDED,
     ApiError,
-    contended,
     error_response,
     from_domain,
     service_unavailable,
@@ -135,14 +136,12 @@ async def _respond(
         async with request.app[SALE_FIRST].lane(route.lane):
             return await handler(request), verdict
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.detail, exc.headers), verdict
+        return exc.response(), verdict
     except DomainError as exc:
-        refused = from_domain(exc)
-        return error_response(refused.status, refused.code, refused.detail), verdict
+        return from_domain(exc).response(), verdict
     except ConcurrencyError as exc:
         log.warning("request_contended", stream=exc.stream_id, path=request.path)
-        busy = contended()
-        return error_response(busy.status, busy.code, busy.detail, busy.headers), verdict
+        return service_unavailable(CONTENDED, RETRY_AFTER_CONTENDED).response(), verdict
     except web.HTTPException as exc:
         code = _HTTP_CODES.get(exc.status, "invalid_request")
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
@@ -150,8 +149,7 @@ async def _respond(
     except Exception as exc:
         if unavailable(exc):
             log.warning("request_unavailable", error=repr(exc), path=request.path)
-            down = service_unavailable()
-            return error_response(down.status, down.code, down.detail, down.headers), verdict
+            return service_unavailable().response(), verdict
         log.exception("request_failed", method=request.method, path=request.path)
         return error_response(500, "internal_error"), verdict
 

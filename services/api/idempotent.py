@@ -11,7 +11,7 @@ from aiohttp import web
 
 from infra import idempotency
 from services.api.context import api_key_of, pool_of
-from services.api.errors import ApiError, error_response, invalid_request
+from services.api.errors import ApiError, invalid_request
 
 
 def _retryable(response: web.Response) -> bool:
@@ -51,7 +51,7 @@ async def once(
         try:
             response = await respond()
         except ApiError as exc:
-            response = error_response(exc.status, exc.code, exc.detail, exc.headers)
+            response = exc.response()
     except BaseException:
         await idempotency.abandon(pool, api_key, key_header)
         raise

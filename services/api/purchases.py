@@ -16,7 +16,7 @@ from domain.seating import seat_key
 from domain.tickets import TicketState
 from services.api import idempotent
 from services.api.context import OFFERS, PURCHASES, api_key_of, metadata_of
-from services.api.errors import error_response, from_domain
+from services.api.errors import from_domain
 from services.api.http import decode_body, json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
@@ -174,7 +174,7 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
         refused = from_domain(exc)
         if refused.code in SEAT_REFUSALS:
             await _withdraw_offers(request, req, key.organization_id)
-        return error_response(refused.status, refused.code, refused.detail)
+        return refused.response()
     payment = PaymentView(
         stripe_publishable_key=purchases.publishable_key if state.client_secret else None,
         stripe_connected_account_id=state.opened.stripe_account_id,
