@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from domain import streams
 from domain.inventory import holds
-from domain.seating import RowKey, TakenSeats
+from domain.seating import TakenSeats
 from services.usecases.desk import Desk, Desks, Kind
 
 
@@ -29,16 +29,12 @@ class DeskSeats:
         self._inventory = inventory
         self._taken: dict[int, tuple[TakenSeats, int, TakenSeats]] = {}
 
-    async def held(self, event_id: int, within: float) -> dict[RowKey, set[int]]:
-        """The seats the event's stream holds, per row, as this process's sales desk has them,
-        read again first unless the desk was in step with the stream within `within` seconds:
-        what the availability read model may not show yet. Only read until the next await."""
-        return (await self._caught_up(event_id, within)).cached.state.taken_by_row
-
     async def taken(self, event_id: int, shown: TakenSeats, within: float) -> TakenSeats:
         """The seats the availability read model shows taken (`shown`) and those the event's
-        stream holds (`held`), merged once per change of either rather than per request: in an
-        on-sale every auto-select asks, and the merge copies every row."""
+        stream holds as this process's sales desk has them (read again first unless the desk
+        was in step with the stream within `within` seconds), merged once per change of either
+        rather than per request: in an on-sale every auto-select asks, and the merge copies
+        every row."""
         cached = (await self._caught_up(event_id, within)).cached
         memo = self._taken.get(event_id)
         if memo is not None and memo[0] is shown and memo[1] == cached.version:

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from domain import catalog as c
 from domain import discounts, venues
+from domain.seating import TakenSeats
 from infra.eventstore import read_all
 from infra.payments import (
     SIMULATOR_API_KEY,
@@ -212,8 +213,8 @@ async def _make_refunds(pool: asyncpg.Pool, effects: PaymentEffects, token: str,
 
 async def _desk_taken(api: TestClient, event_id: int) -> set[int]:
     """The seats the event's sales desk holds now (what a purchase is decided against)."""
-    taken = await api.app[PURCHASES].seats.held(event_id, 0)
-    return {n for numbers in taken.values() for n in numbers}
+    taken = await api.app[PURCHASES].seats.taken(event_id, TakenSeats.of(()), 0)
+    return {number for _, _, number in taken}
 
 
 async def test_a_refund_of_part_then_the_rest_of_a_purchase(
