@@ -12,7 +12,6 @@ import secrets
 import shutil
 import signal
 import sys
-import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,12 @@ import psutil
 import structlog
 
 from infra.embedded.processes import (
-    START_TIMEOUT,
-    PortTaken,
     Server,
     alive,
-    log_tail,
     on_a_free_port,
     spawn,
     stop_foreign,
+    wait_started,
 )
 
 log = structlog.get_logger(__name__)
@@ -126,22 +123,15 @@ async def _nats_info(port: int) -> dict[str, Any] | None:
 
 
 async def _wait_nats(server: Server, name: str, log_path: Path, offset: int) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if server.proc.poll() is not None:
-            tail = log_tail(log_path, offset)
-            if "address already in use" in tail.lower():
-                raise PortTaken
-            raise RuntimeError(
-                f"nats-server exited with code {server.proc.returncode} during start "
-                f"(log {log_path}):\n{tail}"
-            )
+    async def answers() -> bool:
         info = await _nats_info(server.port)
-        if info is not None and info.get("server_name") == name:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"nats-server did not accept connections on port {server.port} within "
-                f"{START_TIMEOUT:.0f}s (log {log_path}):\n{log_tail(log_path, offset)}"
-            )
-        await asyncio.sleep(0.05)
+        return info is not None and info.get("server_name") == name
+
+    await wait_started(
+        server,
+        log_path,
+        offset,
+        answers=answers,
+        port_taken=lambda tail: "address already in use" in tail.lower(),
+        poll=0.05,
+    )

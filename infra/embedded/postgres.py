@@ -4,7 +4,6 @@ apart so that the package's entry point only decides which servers run."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import os
@@ -12,7 +11,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import time
 import warnings
 from collections.abc import Awaitable
 from pathlib import Path
@@ -23,7 +21,6 @@ import psutil
 import structlog
 
 from infra.embedded.processes import (
-    START_TIMEOUT,
     PortTaken,
     Server,
     alive,
@@ -33,6 +30,7 @@ from infra.embedded.processes import (
     spawn,
     stop_foreign,
     wait_exit,
+    wait_started,
 )
 
 log = structlog.get_logger(__name__)
@@ -239,34 +237,27 @@ async def _pg_connect(port: int, database: str = "postgres") -> asyncpg.Connecti
 
 
 async def _wait_postgres(server: Server, pgdata: Path, log_path: Path, offset: int) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if server.proc.poll() is not None:
-            tail = log_tail(log_path, offset)
-            if "could not bind" in tail or "Address already in use" in tail:
-                raise PortTaken
-            raise RuntimeError(
-                f"postgres exited with code {server.proc.returncode} during start "
-                f"(log {log_path}):\n{tail}"
-            )
+    async def answers() -> bool:
         try:
             conn = await _pg_connect(server.port)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            pass
-        else:
-            try:
-                served = await conn.fetchval("SELECT current_setting('data_directory')")
-            finally:
-                await conn.close()
-            if Path(served) != pgdata:  # a different server answered on that port
-                raise PortTaken
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"postgres did not accept connections on port {server.port} within "
-                f"{START_TIMEOUT:.0f}s (log {log_path}):\n{log_tail(log_path, offset)}"
-            )
-        await asyncio.sleep(0.1)
+            return False
+        try:
+            served = await conn.fetchval("SELECT current_setting('data_directory')")
+        finally:
+            await conn.close()
+        if Path(served) != pgdata:  # a different server answered on that port
+            raise PortTaken
+        return True
+
+    await wait_started(
+        server,
+        log_path,
+        offset,
+        answers=answers,
+        port_taken=lambda tail: "could not bind" in tail or "Address already in use" in tail,
+        poll=0.1,
+    )
 
 
 async def _ensure_database(port: int) -> None:

@@ -230,6 +230,39 @@ class PortTaken(Exception):
     """Someone bound our freshly picked port first; pick another."""
 
 
+async def wait_started(
+    server: Server,
+    log_path: Path,
+    offset: int,
+    *,
+    answers: Callable[[], Awaitable[bool]],
+    port_taken: Callable[[str], bool],
+    poll: float,
+) -> None:
+    """Until the starting `server` answers (`answers()`, which may raise PortTaken when another
+    server answers on its port). PortTaken when it exits saying its port was taken
+    (`port_taken` of its log's new lines), RuntimeError when it exits otherwise or does not
+    answer within START_TIMEOUT."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if server.proc.poll() is not None:
+            tail = log_tail(log_path, offset)
+            if port_taken(tail):
+                raise PortTaken
+            raise RuntimeError(
+                f"{server.name} exited with code {server.proc.returncode} during start "
+                f"(log {log_path}):\n{tail}"
+            )
+        if await answers():
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{server.name} did not accept connections on port {server.port} within "
+                f"{START_TIMEOUT:.0f}s (log {log_path}):\n{log_tail(log_path, offset)}"
+            )
+        await asyncio.sleep(poll)
+
+
 async def on_a_free_port(
     what: str, log_path: Path, start: Callable[[int, int], tuple[Server, Awaitable[None]]]
 ) -> Server:
