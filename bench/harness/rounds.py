@@ -175,18 +175,17 @@ def _summary(
     print(header)
     print("-" * len(header))
     for figure in (*figures, CEILING):
-        cells = []
-        for label in labels:
-            values = [r.get(figure.key, math.nan) for r in results[label]]
-            cells.append(_cell(figure, values))
+        cells = "".join(_cell(figure, _present(results[label], figure)) for label in labels)
+        own = _present(results[OWN], figure)
         target = ""
-        if figure.target is not None:
+        if figure.target is not None and own:
             sign = ">=" if figure.at_least else "<="
-            own = statistics.median(r.get(figure.key, math.nan) for r in results[OWN])
-            met = sum(figure.met(r.get(figure.key, math.nan)) for r in results[OWN])
+            met = sum(map(figure.met, own))
             target = f"  {sign} {figure.shown(figure.target)}: {met} of {len(results[OWN])}"
-            target += " rounds" + ("" if figure.met(own) else " (median NOT met)")
-        print(f"{figure.label + ' (' + figure.unit + ')':42}" + "".join(cells) + target)
+            target += " rounds" + (
+                "" if figure.met(statistics.median(own)) else " (median NOT met)"
+            )
+        print(f"{figure.label + ' (' + figure.unit + ')':42}" + cells + target)
     for label in labels:
         print(f"\nrounds of {label}:")
         for n, result in enumerate(results[label], 1):
@@ -196,8 +195,12 @@ def _summary(
             print(f"  {n}: {shown}")
 
 
-def _cell(figure: Figure, values: list[float]) -> str:
-    present = [v for v in values if not math.isnan(v)]
+def _present(rounds: list[dict[str, float]], figure: Figure) -> list[float]:
+    """The figure's values in the rounds that have one."""
+    return [r[figure.key] for r in rounds if not math.isnan(r.get(figure.key, math.nan))]
+
+
+def _cell(figure: Figure, present: list[float]) -> str:
     if not present:
         return f" {'-':>26}"
     median = figure.shown(statistics.median(present))
