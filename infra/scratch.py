@@ -15,7 +15,14 @@ from infra.settings import Settings
 
 def database_name(settings: Settings) -> str:
     """The database `settings.database_url` names (the PostgreSQL backends' titles show it)."""
-    return settings.database_url.rsplit("/", 1)[1].split("?")[0]
+    return settings.database_url.partition("?")[0].rpartition("/")[2]
+
+
+def _renamed(database_url: str, name: str) -> str:
+    """`database_url` naming database `name`, with its parameters (a socket folder as `host`,
+    `sslmode`) kept."""
+    address, query, params = database_url.partition("?")
+    return f"{address.rpartition('/')[0]}/{name}{query}{params}"
 
 
 @contextlib.asynccontextmanager
@@ -27,7 +34,7 @@ async def scratch(settings: Settings, name: str, *, stream: bool = True) -> Asyn
     await admin.execute(f'CREATE DATABASE "{name}"')
     own = dataclasses.replace(
         settings,
-        database_url=f"{settings.database_url.rsplit('/', 1)[0]}/{name}",
+        database_url=_renamed(settings.database_url, name),
         nats_stream=name.upper(),
         # One token: a scratch named after another (`<db>_catalog`) must not nest its subjects
         # under the other's, which JetStream refuses as overlapping streams.
