@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import gc
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Executor
 from datetime import UTC, datetime
@@ -197,6 +198,7 @@ def pdf_renderer(live: Settings, *, renders: bool) -> Iterator[Executor | None]:
         yield None
         return
     workers = RenderWorkers(live.pdf_workers)
+    threading.Thread(target=workers.warm, name="pdf-workers", daemon=True).start()
     try:
         yield workers
     finally:

@@ -7,6 +7,8 @@ import io
 import os
 import shutil
 import subprocess
+import sys
+import time
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -202,3 +204,43 @@ def test_a_dead_render_worker_is_replaced() -> None:
         assert rendered is not None and rendered.startswith(b"%PDF")
     finally:
         workers.shutdown()
+
+
+# A service that starts its render workers at start-up, says which processes they are, and
+# waits to be killed.
+SERVICE = """
+import multiprocessing, time
+from infra.tickets_pdf import RenderWorkers
+workers = RenderWorkers(2)
+workers.warm()
+print(*[child.pid for child in multiprocessing.active_children()], flush=True)
+time.sleep(120)
+"""
+
+
+def _ended(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+def test_render_workers_start_at_start_up_and_end_with_the_service() -> None:
+    """The workers are running before the first document is asked for (their start would
+    otherwise stall whichever request or e-mail asked first), and a killed service leaves none
+    behind: a worker holds both ends of its task queue, so nothing else would end it."""
+    root = Path(__file__).resolve().parents[2]
+    service = subprocess.Popen(
+        [sys.executable, "-c", SERVICE], cwd=root, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert service.stdout is not None
+        workers = [int(pid) for pid in service.stdout.readline().split()]
+        assert workers and not any(_ended(pid) for pid in workers)
+    finally:
+        service.kill()
+        service.wait()
+    deadline = time.monotonic() + 30
+    while not all(_ended(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_ended(pid) for pid in workers)
