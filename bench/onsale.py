@@ -51,6 +51,7 @@ from harness.processes import (
     process_tree,
     service_env,
     serving,
+    settled,
     start_gateway,
     stop_signal,
     this_script,
@@ -312,6 +313,7 @@ async def main(args: argparse.Namespace) -> None:
         try:
             buyers = Buyers(args, setup.event, gateway_urls, simulator_url, setup.token)
             await warm_up(buyers)
+            await settled(components)
             load = await LoadProcesses.start(args.load_processes)
             pids = process_tree(components)
             cpu = Cpu(pids, database_name(settings))

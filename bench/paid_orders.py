@@ -36,6 +36,7 @@ from harness.processes import (
     linjerum,
     process_tree,
     service_env,
+    settled,
     tidy_logs,
     wait_until_served,
 )
@@ -313,6 +314,7 @@ async def main(args: argparse.Namespace) -> None:
             clients = Clients(args, setup.event, base, f"http://{HOST}:{sim_port}", setup.key)
             async with aiohttp.ClientSession(headers=clients.headers) as session:
                 await wait_until_served(session, f"{clients.api}/events/{SLUG}", 60)
+            await settled([run])
             load = await LoadProcesses.start(args.load_processes)
             cpu = Cpu(process_tree([run]), database_name(settings))
             lag = LagSampler(settings.database_url)

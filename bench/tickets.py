@@ -40,6 +40,7 @@ from harness.processes import (
     Component,
     Profiler,
     service_env,
+    settled,
     start_gateway,
     tidy_logs,
 )
@@ -416,6 +417,7 @@ async def main(args: argparse.Namespace) -> None:
         target = Target(gateway, f"http://{HOST}:{port}", database_name(settings), args)
         try:
             await warm_up(target, setup)
+            await settled([gateway])
             phases = await run_phases(target, setup)
         finally:
             await gateway.stop()

@@ -107,6 +107,34 @@ def process_tree(components: Sequence[Component]) -> dict[str, int]:
     return pids
 
 
+async def settled(
+    components: Sequence[Component], *, quiet: float = 0.1, within: float = 20.0
+) -> None:
+    """Until the components and every process they started (PDF workers, a fork server) use
+    under `quiet` of a core together over half a second, at most `within` s: what a service
+    does once at its start (its workers' imports) is not measured as part of the sale."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        tree = []
+        for component in components:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(component.pid)
+                tree += [root, *root.children(recursive=True)]
+        before = _cpu_seconds(tree)
+        await asyncio.sleep(0.5)
+        if _cpu_seconds(tree) - before < quiet * 0.5:
+            return
+
+
+def _cpu_seconds(processes: Sequence[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def linjerum(data_dir: Path, *command: str) -> list[str]:
     """The argv of a `linjerum` command (the console script, run from this interpreter)."""
     return [sys.executable, "-m", "services.cli", "--data-dir", str(data_dir), *command]
