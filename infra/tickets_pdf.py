@@ -21,6 +21,7 @@ import os
 import select
 import sys
 import threading
+import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -384,8 +385,13 @@ def dark_runs(row: bytes | bytearray) -> list[tuple[int, int]]:
     return runs
 
 
-def _started() -> None:
-    """What a worker is first given to do: start."""
+WARM_HOLD = 0.5  # seconds each worker is kept busy at start-up (RenderWorkers.warm)
+
+
+def _started(hold: float) -> None:
+    """What each worker is first given to do: start, and stay busy for `hold` seconds, so the
+    pool starts a worker for each of these tasks instead of handing the next to this one."""
+    time.sleep(hold)
 
 
 def _follow(service: int) -> None:
@@ -431,11 +437,13 @@ class RenderWorkers(Executor):
         )
 
     def warm(self) -> None:
-        """Starts the fork server and a worker now, on the caller's thread (a thread of its own
-        at start-up): starting the first worker waits for the server's imports, which would
-        otherwise stall the event loop that asked for the first document."""
+        """Starts the fork server and every worker now, on the caller's thread (a thread of its
+        own at start-up): a worker is started by a `submit` that finds none idle, and waits for
+        the server (its imports, the first time; the CPU, when the machine is busy and the
+        process niced), which would otherwise stall the event loop that asked for a
+        document."""
         with contextlib.suppress(RuntimeError, BrokenProcessPool):
-            for future in [self.submit(_started) for _ in range(self._workers)]:
+            for future in [self.submit(_started, WARM_HOLD) for _ in range(self._workers)]:
                 future.result()
 
     def submit(self, fn: Callable[..., object], /, *args: object, **kwargs: object) -> Future:

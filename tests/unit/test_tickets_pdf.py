@@ -226,7 +226,7 @@ def _ended(pid: int) -> bool:
 
 
 def test_render_workers_start_at_start_up_and_end_with_the_service() -> None:
-    """The workers are running before the first document is asked for (their start would
+    """Every worker is running before the first document is asked for (starting one would
     otherwise stall whichever request or e-mail asked first), and a killed service leaves none
     behind: a worker holds both ends of its task queue, so nothing else would end it."""
     root = Path(__file__).resolve().parents[2]
@@ -236,7 +236,7 @@ def test_render_workers_start_at_start_up_and_end_with_the_service() -> None:
     try:
         assert service.stdout is not None
         workers = [int(pid) for pid in service.stdout.readline().split()]
-        assert workers and not any(_ended(pid) for pid in workers)
+        assert len(workers) == 2 and not any(_ended(pid) for pid in workers)
     finally:
         service.kill()
         service.wait()
