@@ -207,7 +207,7 @@ class Supervisor:
 
     async def _start(self, child: Child) -> None:
         live = self._live
-        argv = [sys.executable, "-m", "services.cli", "--data-dir", str(live.data_dir), "run"]
+        argv = [sys.executable, "-m", "services", "--data-dir", str(live.data_dir), "run"]
         argv += ["--child", child.group, "--host", live.http_host, "--port", str(live.http_port)]
         if not self._seed:
             argv.append("--no-seed")

@@ -137,7 +137,7 @@ def _cpu_seconds(processes: Sequence[psutil.Process]) -> float:
 
 def linjerum(data_dir: Path, *command: str) -> list[str]:
     """The argv of a `linjerum` command (the console script, run from this interpreter)."""
-    return [sys.executable, "-m", "services.cli", "--data-dir", str(data_dir), *command]
+    return [sys.executable, "-m", "services", "--data-dir", str(data_dir), *command]
 
 
 async def start_gateway(name: str, port: int, env: dict[str, str], logs: Path) -> Component:
