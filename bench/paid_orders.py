@@ -397,6 +397,8 @@ def report(
         f" ({args.ceiling_connections} connections) beside {rate:.0f} paid orders/s"
     )
     print(cpu.line() + f", over the {cpu.wall:.2f} s of the orders")
+    if scanned.cpu is not None:
+        print(scanned.cpu.line() + f", over the {scanned.cpu.wall:.2f} s of the scans")
     create_p99 = orders.step(CREATE).percentile_ms(0.99)
     order_p99 = orders.step(ORDER).percentile_ms(0.99)
     print(
