@@ -300,10 +300,12 @@ class Phases:
 
 
 def render_workers(target: Target) -> dict[str, int]:
-    """The gateway's PDF render worker processes (spawned children), so their CPU is counted."""
+    """The gateway's PDF render worker processes (the children of its fork server), so their
+    CPU is counted apart from the gateway's."""
     children = psutil.Process(target.gateway.pid).children()
-    spawned = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
-    return {f"render worker {n}": c.pid for n, c in enumerate(spawned, 1)}
+    servers = [c for c in children if "multiprocessing.forkserver" in " ".join(c.cmdline())]
+    workers = [worker for server in servers for worker in server.children()]
+    return {f"render worker {n}": c.pid for n, c in enumerate(workers, 1)}
 
 
 def report(args: argparse.Namespace, setup: Setup, phases: Phases) -> None:
