@@ -398,13 +398,32 @@ def _follow(service: int) -> None:
     """A worker's first step: it exits when the service process does, however that ends. A
     worker holds both ends of its task queue (and the fork server a worker's way back), so
     nothing else tells it: workers of a killed service lived on."""
-    watched = os.pidfd_open(service)
+    try:
+        watched: int | None = os.pidfd_open(service)
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):  # a kernel before Linux 5.3: asked every second instead
+        watched = None
 
     def wait() -> None:
-        select.select([watched], [], [])
+        if watched is not None:
+            select.select([watched], [], [])
+        else:
+            while _alive(service):
+                time.sleep(1.0)
         os._exit(0)
 
     threading.Thread(target=wait, name="service-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fork_server() -> multiprocessing.context.BaseContext:

@@ -244,3 +244,26 @@ def test_render_workers_start_at_start_up_and_end_with_the_service() -> None:
     while not all(_ended(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert all(_ended(pid) for pid in workers)
+
+
+# A render worker's watch on its service where the kernel has no pidfd (before Linux 5.3).
+FOLLOWER = """
+import os, sys, time
+del os.pidfd_open
+from infra.tickets_pdf import _follow
+_follow(int(sys.argv[1]))
+time.sleep(120)
+"""
+
+
+def test_without_pidfd_a_worker_still_ends_with_its_service() -> None:
+    root = Path(__file__).resolve().parents[2]
+    service = subprocess.Popen(["sleep", "120"])
+    follower = subprocess.Popen([sys.executable, "-c", FOLLOWER, str(service.pid)], cwd=root)
+    try:
+        service.kill()
+        service.wait()
+        assert follower.wait(timeout=30) == 0
+    finally:
+        follower.kill()
+        follower.wait()
