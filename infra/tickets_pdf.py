@@ -428,19 +428,15 @@ def _alive(pid: int) -> bool:
 
 def _fork_server() -> multiprocessing.context.BaseContext:
     """Workers forked from a server process that imported this module, and the program's main
-    module where each worker would run it again (`python -m services.cli`; not a package's
-    `__main__`, as `linjerum run` starts its children with `python -m services`): spawned, each
-    worker imported the whole service first (1.4 s of CPU against 0.4 s for this module), in
-    the middle of the sale that sent the first confirmation. A fork of the service itself would
-    copy its event loop and connections."""
+    module where each worker would run it again by name (`python -m services.cli`: neither the
+    `linjerum` script nor `python -m services`, services/__main__.py). Spawned, each worker
+    imported the whole service first (1.4 s of CPU against 0.4 s for this module), in the middle
+    of the sale that sent the first confirmation. A fork of the service itself would copy its
+    event loop and connections."""
     context = multiprocessing.get_context("forkserver")
     main = getattr(sys.modules["__main__"].__spec__, "name", None)
-    if main is None:  # run as a file: the server imports it as each worker would
-        context.set_forkserver_preload([__name__, "__main__"])
-    elif main.endswith(".__main__"):
-        context.set_forkserver_preload([__name__])
-    else:
-        context.set_forkserver_preload([__name__, main])
+    runs_again = main is not None and not main.endswith(".__main__")
+    context.set_forkserver_preload([__name__, *([main] if runs_again else [])])
     return context
 
 

@@ -267,3 +267,37 @@ def test_without_pidfd_a_worker_still_ends_with_its_service() -> None:
     finally:
         follower.kill()
         follower.wait()
+
+
+# A program run as a file whose first lines are the `linjerum` console script's.
+PROGRAM = """
+import sys
+from services.__main__ import main
+from infra.tickets_pdf import RenderWorkers
+
+if __name__ == "__main__":
+    workers = RenderWorkers(1)
+    workers.warm()
+    print(workers.submit(eval, "'services.runtime' in __import__('sys').modules").result())
+"""
+
+
+def test_a_render_worker_of_the_linjerum_script_does_not_import_the_service(
+    tmp_path: Path,
+) -> None:
+    """A worker runs its program's main module again before its first task: the console
+    script's, services/__main__.py, must not import the whole service (a second of CPU per
+    worker, in the sale that asked for the first PDF)."""
+    program = tmp_path / "linjerum"
+    program.write_text(PROGRAM)
+    root = Path(__file__).resolve().parents[2]
+    ran = subprocess.run(
+        [sys.executable, str(program)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"PYTHONPATH": str(root)},
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "False"
