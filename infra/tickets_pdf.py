@@ -19,6 +19,7 @@ import contextlib
 import multiprocessing
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -397,7 +398,10 @@ def _started(hold: float) -> None:
 def _follow(service: int) -> None:
     """A worker's first step: it exits when the service process does, however that ends. A
     worker holds both ends of its task queue (and the fork server a worker's way back), so
-    nothing else tells it: workers of a killed service lived on."""
+    nothing else tells it: workers of a killed service lived on. Ctrl-C, which a terminal sends
+    the service's whole process group, is the service's to answer: each worker printed a
+    KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         watched: int | None = os.pidfd_open(service)
     except ProcessLookupError:

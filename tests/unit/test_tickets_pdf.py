@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -301,3 +302,33 @@ def test_a_render_worker_of_the_linjerum_script_does_not_import_the_service(
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == "False"
+
+
+def test_ctrl_c_on_the_service_prints_no_worker_tracebacks() -> None:
+    """A terminal's Ctrl-C reaches the service's whole process group, its workers too: the
+    service answers it, and the workers end with it, quietly."""
+    root = Path(__file__).resolve().parents[2]
+    quiet = SERVICE.replace(
+        "time.sleep(120)", "try:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    pass"
+    )
+    service = subprocess.Popen(
+        [sys.executable, "-c", quiet],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert service.stdout is not None
+        workers = [int(pid) for pid in service.stdout.readline().split()]
+        os.killpg(service.pid, signal.SIGINT)
+        _, errors = service.communicate(timeout=60)
+    finally:
+        service.kill()
+        service.wait()
+    deadline = time.monotonic() + 30
+    while not all(_ended(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert workers and all(_ended(pid) for pid in workers)
+    assert "Traceback" not in errors, errors
