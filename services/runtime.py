@@ -198,11 +198,20 @@ def pdf_renderer(live: Settings, *, renders: bool) -> Iterator[Executor | None]:
         yield None
         return
     workers = RenderWorkers(live.pdf_workers)
-    threading.Thread(target=workers.warm, name="pdf-workers", daemon=True).start()
+    threading.Thread(target=_warm, args=(workers,), name="pdf-workers", daemon=True).start()
     try:
         yield workers
     finally:
         workers.shutdown(wait=False, cancel_futures=True)
+
+
+def _warm(workers: RenderWorkers) -> None:
+    """Workers that cannot start are a log line, not a thread's traceback on stderr; the first
+    PDF asked for meets the same error."""
+    try:
+        workers.warm()
+    except Exception as exc:
+        log.warning("pdf_workers_not_started", error=repr(exc))
 
 
 def _transport(live: Settings) -> MailTransport:
