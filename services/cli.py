@@ -34,10 +34,11 @@ from services.api.activity import recent_activity
 from services.audit import add_commands as add_audit_commands
 from services.audit import run as run_audit
 from services.dev.seed_demo import seed_demo
+from services.ports import PortInUse
 from services.processes import run_child, run_processes
 from services.replay import add_commands as add_replay_commands
 from services.replay import run as run_replay
-from services.runtime import COMPONENTS, PortInUse, connected, database, stripe_simulator
+from services.runtime import COMPONENTS, connected, database, stripe_simulator
 from services.runtime import run as run_service
 from services.state import add_commands as add_state_commands
 from services.state import run as run_state

@@ -33,10 +33,10 @@ from infra.embedded import child_setup
 from infra.settings import Settings
 from infra.supervise import stop_task
 from services.health import Readiness
+from services.ports import check_ports
 from services.runtime import (
     COMPONENTS,
     DEMO_KEY_FILE,
-    check_ports,
     connected,
     database,
     make_secrets,

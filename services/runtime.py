@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Executor
@@ -16,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import psutil
 import structlog
 from aiohttp import web
 from nats.aio.client import Client
@@ -47,6 +45,7 @@ from services.dev.stripe_sim import serve_simulator
 from services.dev.try_live import PATH as TRY_PATH
 from services.dev.try_live import TrySettings, try_live
 from services.health import Readiness, serve_health
+from services.ports import check_ports
 from services.usecases.catalog_commands import organization_id_by_slug
 from services.usecases.desk_owners import DeskOwners
 from services.usecases.purchases import Purchases
@@ -372,76 +371,6 @@ async def _answers(database_url: str) -> None:
 async def _connected(nc: Client) -> None:
     if not nc.is_connected:
         raise ConnectionError("NATS is not connected")
-
-
-class PortInUse(Exception):
-    """A port this process must listen on is taken; the message says which and what to do."""
-
-
-def check_ports(settings: Settings, components: tuple[str, ...], *, simulates: bool = True) -> None:
-    """Fail before anything starts (embedded servers, demo data, a printed key) when a port the
-    process will listen on is taken, most often by a `linjerum run` already running."""
-    wanted: list[tuple[str, str, int, str]] = []
-    if "gateway" in components:
-        wanted.append(
-            ("gateway", settings.http_host, settings.http_port, "--port or LINJERUM_PORT")
-        )
-        if simulates and settings.starts_simulator:
-            wanted.append(
-                ("Stripe simulator", SIMULATOR_HOST, settings.stripe_sim_port, "STRIPE_SIM_PORT")
-            )
-    elif settings.health_port > 0:
-        wanted.append(
-            (
-                "health",
-                settings.http_host,
-                settings.health_port,
-                "--health-port or LINJERUM_HEALTH_PORT",
-            )
-        )
-    if "gateway" not in components and settings.metrics_port not in (0, settings.health_port):
-        wanted.append(
-            (
-                "metrics",
-                settings.http_host,
-                settings.metrics_port,
-                "--metrics-port or LINJERUM_METRICS_PORT",
-            )
-        )
-    for what, host, port, option in wanted:
-        if not _bindable(host, port):
-            raise PortInUse(
-                f"linjerum: port {port} ({what}) on {host} is already in use{_holder(port)};"
-                f" stop that process or choose another port ({option})"
-            )
-
-
-def _bindable(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _holder(port: int) -> str:
-    """ ", by pid N (command line)" for the process listening on `port`, when it can be seen."""
-    try:
-        listening = [
-            c
-            for c in psutil.net_connections(kind="tcp")
-            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid
-        ]
-        if not listening:
-            return ""
-        pid = listening[0].pid
-        command = " ".join(psutil.Process(pid).cmdline())
-    except (psutil.Error, OSError):
-        return ""
-    return f", by pid {pid} ({command})"
 
 
 def _quiet_collector() -> None:
