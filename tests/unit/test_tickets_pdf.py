@@ -226,6 +226,14 @@ def _ended(pid: int) -> bool:
         return True
 
 
+def _all_end(pids: list[int], within: float = 30.0) -> bool:
+    """Whether every one of `pids` has ended, waiting up to `within` seconds for them."""
+    deadline = time.monotonic() + within
+    while not all(_ended(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return all(_ended(pid) for pid in pids)
+
+
 def test_render_workers_start_at_start_up_and_end_with_the_service() -> None:
     """Every worker is running before the first document is asked for (starting one would
     otherwise stall whichever request or e-mail asked first), and a killed service leaves none
@@ -241,10 +249,7 @@ def test_render_workers_start_at_start_up_and_end_with_the_service() -> None:
     finally:
         service.kill()
         service.wait()
-    deadline = time.monotonic() + 30
-    while not all(_ended(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert all(_ended(pid) for pid in workers)
+    assert _all_end(workers)
 
 
 # A render worker's watch on its service where the kernel has no pidfd (before Linux 5.3).
@@ -327,8 +332,5 @@ def test_ctrl_c_on_the_service_prints_no_worker_tracebacks() -> None:
     finally:
         service.kill()
         service.wait()
-    deadline = time.monotonic() + 30
-    while not all(_ended(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert workers and all(_ended(pid) for pid in workers)
+    assert workers and _all_end(workers)
     assert "Traceback" not in errors, errors
