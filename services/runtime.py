@@ -28,9 +28,9 @@ from infra.eventstore import Metadata
 from infra.mail import EmlDirectory, MailTransport, SmtpSettings, SmtpTransport
 from infra.offer_feed import OfferFeed
 from infra.payments import SIMULATOR_HOST, SIMULATOR_WEBHOOK_SECRET, Payments
+from infra.render_workers import RenderWorkers
 from infra.settings import Settings
 from infra.supervise import OUTAGES
-from infra.tickets_pdf import RenderWorkers
 from infra.wallet.keys import HandoutKeys
 from projections.framework import Projection
 from projections.registry import all_projections, ensure_read_models
