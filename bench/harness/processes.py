@@ -18,6 +18,7 @@ import aiohttp
 import psutil
 from aiohttp import web
 
+from bench.harness.report import cpu_seconds
 from infra.settings import Settings
 
 HOST = "127.0.0.1"
@@ -120,19 +121,10 @@ async def settled(
             with contextlib.suppress(psutil.Error):
                 root = psutil.Process(component.pid)
                 tree += [root, *root.children(recursive=True)]
-        before = _cpu_seconds(tree)
+        before = cpu_seconds(tree)
         await asyncio.sleep(0.5)
-        if _cpu_seconds(tree) - before < quiet * 0.5:
+        if cpu_seconds(tree) - before < quiet * 0.5:
             return
-
-
-def _cpu_seconds(processes: Sequence[psutil.Process]) -> float:
-    total = 0.0
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            times = process.cpu_times()
-            total += times.user + times.system
-    return total
 
 
 def linjerum(data_dir: Path, *command: str) -> list[str]:

@@ -58,7 +58,8 @@ def print_steps(steps: Sequence[tuple[Step, float | None]]) -> None:
         print(step.row(seconds))
 
 
-def _cpu_seconds(processes: Sequence[psutil.Process]) -> float:
+def cpu_seconds(processes: Sequence[psutil.Process]) -> float:
+    """User and system CPU seconds of `processes` so far (those that ended count nothing)."""
     total = 0.0
     for process in processes:
         with contextlib.suppress(psutil.Error):
@@ -90,9 +91,9 @@ class Cpu:
 
     def _sample(self) -> dict[str, float]:
         machine = psutil.cpu_times()
-        sample = {name: _cpu_seconds(self._with_helpers(p)) for name, p in self._servers.items()}
-        sample["database"] = _cpu_seconds(self._backends())
-        sample["nats-server"] = _cpu_seconds(
+        sample = {name: cpu_seconds(self._with_helpers(p)) for name, p in self._servers.items()}
+        sample["database"] = cpu_seconds(self._backends())
+        sample["nats-server"] = cpu_seconds(
             [p for p in psutil.process_iter(["name"]) if p.info["name"] == "nats-server"]
         )
         sample["load generator"] = time.process_time()
