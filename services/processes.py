@@ -185,8 +185,7 @@ class Supervisor:
                 await self._start(child)
                 assert child.process is not None
                 code = await child.process.wait()
-                await _drained(child)
-                child.process = None
+                await _let_go(child)
                 self._announce()
                 ran = time.monotonic() - started
                 child.failures = 0 if ran >= STEADY_SECONDS else child.failures + 1
@@ -316,14 +315,19 @@ async def _stop(child: Child) -> None:
             log.warning("process_killed", child=child.group, grace_seconds=STOP_GRACE_SECONDS)
             process.kill()
             await process.wait()
-    await _drained(child)
-    child.process = None
+    await _let_go(child)
 
 
-async def _drained(child: Child) -> None:
-    """Waits (briefly) for the rest of an exited child's output: its pipes stay open while a
-    process it started (a PDF worker) has not noticed that it is gone."""
+async def _let_go(child: Child) -> None:
+    """After an exited child: waits (briefly) for the rest of its output, and closes its stdin
+    here. A process it started (a PDF worker) holds its pipes until it notices that the child
+    is gone; left open, the stdin pipe outlived the run's event loop and its collection printed
+    a traceback, not a JSON line, into the run's log."""
+    assert child.process is not None
     await asyncio.wait(child.forwarding, timeout=DRAIN_SECONDS)
+    if child.process.stdin is not None:
+        child.process.stdin.close()
+    child.process = None
 
 
 async def run_child(settings: Settings, group: str, *, seed: bool) -> None:
