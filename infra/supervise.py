@@ -8,9 +8,8 @@ in an outage, and an operator wants two lines, not a warning per worker and retr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
@@ -150,9 +149,30 @@ async def serve_forever(
             pause = min(pause * 2, longest_pause)
 
 
-async def stop_task(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a worker's task and wait until it has finished its cleanup."""
-    if task is not None:
+STOP_AGAIN_SECONDS = 5.0  # a task still running this long after its cancellation is cancelled again
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel the tasks and wait until each has finished its cleanup. One still running
+    STOP_AGAIN_SECONDS later is cancelled again: on Python 3.11 asyncio.wait_for (which nats-py
+    and asyncpg use) loses a cancellation that arrives as what it waits for completes
+    (python/cpython#86296), and the task ran on, so a relay never stopped on SIGTERM. Waiting
+    with asyncio.wait leaves a cancellation of the caller to the caller. What the tasks ended
+    with is theirs to tell: read it from each task."""
+    pending = {task for task in tasks if not task.done()}
+    for task in pending:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=STOP_AGAIN_SECONDS)
+        for task in pending:
+            task.cancel()
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a worker's task and wait until it has finished its cleanup; a failure it ended
+    with is raised here."""
+    if task is None:
+        return
+    await stop_tasks([task])
+    if not task.cancelled() and (failure := task.exception()) is not None:
+        raise failure

@@ -30,7 +30,7 @@ from infra.offer_feed import OfferFeed
 from infra.payments import SIMULATOR_HOST, SIMULATOR_WEBHOOK_SECRET, Payments
 from infra.render_workers import RenderWorkers
 from infra.settings import Settings
-from infra.supervise import OUTAGES
+from infra.supervise import OUTAGES, stop_tasks
 from infra.wallet.keys import HandoutKeys
 from projections.framework import Projection
 from projections.registry import all_projections, ensure_read_models
@@ -66,6 +66,10 @@ WRITER_CONNECTIONS = 3
 # Allocations between young-generation collections, and collections between older ones
 # (Python's defaults: 700, 10, 10).
 COLLECTOR_THRESHOLDS = (10_000, 20, 100)
+# How long the gateway lets requests in flight finish when it stops (aiohttp's default: 60 s),
+# shorter than infra.supervise.STOP_AGAIN_SECONDS, after which its activity-log flush would be
+# cut short.
+DRAIN_SECONDS = 3.0
 
 
 @contextlib.asynccontextmanager
@@ -148,7 +152,7 @@ async def _serve_http(
         app.add_subapp(DEMO_SHOP_PATH, shop)
     if tried is not None:
         app.add_subapp(TRY_PATH, tried)
-    runner = GatewayRunner(app, access_log=None)
+    runner = GatewayRunner(app, access_log=None, shutdown_timeout=DRAIN_SECONDS)
     await runner.setup()
     try:
         await web.TCPSite(runner, live.http_host, live.http_port).start()
@@ -452,15 +456,14 @@ async def _serve(
     OUTAGES.watch("postgresql", lambda: _answers(live.database_url))
     OUTAGES.watch("nats", lambda: _connected(nc))
     try:
-        await asyncio.gather(*tasks)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if not task.cancelled() and (failure := task.exception()) is not None:
+                raise failure
     finally:
         OUTAGES.close()
-        # A cancelled gather has cancelled them already: cancelling again would cut short the
-        # cleanup they are running (the gateway's, which stops its change feed).
-        for task in tasks:
-            if not task.done() and not task.cancelling():
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(tasks)
+        await asyncio.gather(*tasks, return_exceptions=True)  # all ended: their failures read
         await sales.close()
         await payments.close()
         if writer is not None:

@@ -18,7 +18,7 @@ import aiohttp
 import psutil
 from aiohttp import web
 
-from bench.harness.report import cpu_seconds
+from harness.report import cpu_seconds
 from infra.settings import Settings
 
 HOST = "127.0.0.1"

@@ -1,0 +1,97 @@
+"""Stopping a worker's tasks: SIGTERM ends a process only if every task it cancels ends, and a
+task on Python 3.11 can lose its cancellation inside asyncio.wait_for (python/cpython#86296),
+which nats-py and asyncpg use; a relay ran on 30 s after SIGTERM in CI that way."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from infra import supervise
+from infra.supervise import stop_task, stop_tasks
+
+
+async def _loses_its_first_cancellation(stopped: asyncio.Event) -> None:
+    """A worker loop whose first cancellation is lost, as asyncio.wait_for loses one that
+    arrives as the future it waits for completes: the loop goes on as if nothing happened."""
+    lost = False
+    try:
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if lost:
+                    raise
+                lost = True
+    finally:
+        stopped.set()
+
+
+async def test_a_task_that_loses_its_cancellation_is_cancelled_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(supervise, "STOP_AGAIN_SECONDS", 0.2)
+    stopped = asyncio.Event()
+    task = asyncio.create_task(_loses_its_first_cancellation(stopped))
+    await asyncio.sleep(0.05)
+    async with asyncio.timeout(5):
+        await stop_tasks([task])
+    assert stopped.is_set() and task.cancelled()
+
+
+async def test_a_task_that_ends_on_its_cancellation_is_cancelled_once() -> None:
+    cancellations = 0
+
+    async def worker() -> None:
+        nonlocal cancellations
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancellations += 1
+            await asyncio.sleep(0.3)  # its cleanup, which a second cancellation would cut short
+            raise
+
+    task = asyncio.create_task(worker())
+    await asyncio.sleep(0.01)
+    await stop_tasks([task])
+    assert cancellations == 1 and task.cancelled()
+
+
+async def test_stop_task_raises_what_the_task_failed_with() -> None:
+    async def fails_on_its_way_out() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            raise RuntimeError("cleanup failed")
+
+    task = asyncio.create_task(fails_on_its_way_out())
+    await asyncio.sleep(0.01)
+    with pytest.raises(RuntimeError, match="cleanup failed"):
+        await stop_task(task)
+
+
+async def test_a_caller_cancelled_while_it_stops_a_task_is_cancelled() -> None:
+    """The caller's own cancellation is not taken for the stopped task's: awaiting the task
+    under suppress(CancelledError) swallowed it, and the caller went on."""
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await asyncio.shield(asyncio.sleep(0.5))
+
+    went_on = False
+
+    async def caller() -> None:
+        nonlocal went_on
+        task = asyncio.create_task(slow_to_stop())
+        await asyncio.sleep(0.01)
+        await stop_task(task)
+        went_on = True
+
+    calling = asyncio.create_task(caller())
+    await asyncio.sleep(0.1)
+    calling.cancel()
+    await asyncio.gather(calling, return_exceptions=True)
+    assert calling.cancelled() and not went_on
