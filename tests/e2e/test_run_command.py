@@ -324,15 +324,19 @@ def _ready_checks(port: int) -> dict:
         time.sleep(0.3)
 
 
-def _stop(proc: subprocess.Popen[bytes], signum: int) -> int:
-    """Send `signum`; a process that does not stop fails the test and is killed."""
+def _stop(proc: subprocess.Popen[bytes], signum: int, log: Path | None = None) -> int:
+    """Send `signum`; a process that does not stop fails the test (with its `log`) and is
+    killed."""
     proc.send_signal(signum)
     try:
         return proc.wait(30)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
-        raise AssertionError(f"still running 30 s after {signal.Signals(signum).name}") from None
+        said = log.read_text() if log is not None else ""
+        raise AssertionError(
+            f"still running 30 s after {signal.Signals(signum).name}:\n{said}"
+        ) from None
 
 
 # What /healthz lists: one process's tasks, or the gateway's and its sibling processes'.
@@ -385,7 +389,7 @@ def test_a_background_run_stops_on_signals_and_a_second_run_says_the_port_is_tak
         assert str(port) in said[0] and "already in use" in said[0]
         assert "demo API key" not in second.stdout and "running" not in second.stdout
     finally:
-        code = _stop(first, signum)
+        code = _stop(first, signum, log)
     assert code == (130 if signum == signal.SIGINT else 0), log.read_text()
 
 
@@ -406,7 +410,7 @@ def test_a_worker_process_serves_its_own_health_endpoints(
         assert status == 200, ready
         assert set(ready["checks"]) == {"database", "nats", "relay", "components"}
     finally:
-        assert _stop(relay, signal.SIGTERM) == 0, log.read_text()
+        assert _stop(relay, signal.SIGTERM, log) == 0, log.read_text()
 
 
 def test_a_projector_keeps_the_read_models_it_is_given(
@@ -433,7 +437,7 @@ def test_a_projector_keeps_the_read_models_it_is_given(
         kept = {name for name in ready["checks"] if name.startswith("projection:")}
         assert kept == {"projection:availability", "projection:tickets"}
     finally:
-        assert _stop(projector, signal.SIGTERM) == 0, log.read_text()
+        assert _stop(projector, signal.SIGTERM, log) == 0, log.read_text()
 
 
 def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
@@ -477,7 +481,7 @@ def test_run_restarts_a_killed_component_process_and_logs_one_json_stream(
         _, alive = _get(f"http://127.0.0.1:{port}/healthz")
         assert alive["components"]["process:relay+projector"] == "running"
     finally:
-        code = _stop(run, signal.SIGINT)
+        code = _stop(run, signal.SIGINT, err)
     assert code == 130, err.read_text()[-3000:]
     children = set(first.values()) | set(_children_seen(err))
     assert not any(_alive(pid) for pid in children), "a component outlived Ctrl-C"
