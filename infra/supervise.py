@@ -152,18 +152,18 @@ async def serve_forever(
 STOP_AGAIN_SECONDS = 5.0  # a task still running this long after its cancellation is cancelled again
 
 
-async def stop_tasks(tasks: Iterable[asyncio.Task[Any]]) -> None:
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], again_after: float | None = None) -> None:
     """Cancel the tasks and wait until each has finished its cleanup. One still running
-    STOP_AGAIN_SECONDS later is cancelled again: on Python 3.11 asyncio.wait_for (which nats-py
-    and asyncpg use) loses a cancellation that arrives as what it waits for completes
-    (python/cpython#86296), and the task ran on, so a relay never stopped on SIGTERM. Waiting
-    with asyncio.wait leaves a cancellation of the caller to the caller. What the tasks ended
-    with is theirs to tell: read it from each task."""
+    `again_after` seconds later (default STOP_AGAIN_SECONDS) is cancelled again: on Python 3.11
+    asyncio.wait_for (which nats-py and asyncpg use) loses a cancellation that arrives as what
+    it waits for completes (python/cpython#86296), and the task ran on, so a relay never
+    stopped on SIGTERM. Waiting with asyncio.wait leaves a cancellation of the caller to the
+    caller. What the tasks ended with is theirs to tell: read it from each task."""
     pending = {task for task in tasks if not task.done()}
     for task in pending:
         task.cancel()
     while pending:
-        _, pending = await asyncio.wait(pending, timeout=STOP_AGAIN_SECONDS)
+        _, pending = await asyncio.wait(pending, timeout=again_after or STOP_AGAIN_SECONDS)
         for task in pending:
             task.cancel()
 

@@ -27,6 +27,7 @@ from infra.eventstore import Metadata
 from infra.logging import configure_logging
 from infra.metrics import share_between_processes
 from infra.settings import Settings
+from infra.supervise import STOP_AGAIN_SECONDS, stop_tasks
 from projections.rebuild import events_to_replay, rebuild
 from projections.registry import all_projections, chosen
 from projections.verify import verify
@@ -347,12 +348,16 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
     assert task is not None
     loop = asyncio.get_running_loop()
     received: list[int] = []
+    stopping: list[asyncio.Task[None]] = []
 
     def stop(signum: int) -> None:
         # Once: a second signal (a run's child gets the kernel's SIGTERM and its own at once
-        # when the run dies) would cancel the shutdown itself half-way.
+        # when the run dies) would cancel the shutdown itself half-way. Again only if the
+        # process is still running long after, when its components were cancelled again
+        # (infra.supervise.stop_tasks): a cancellation lost in its start-up, as asyncio.wait_for
+        # loses one on Python 3.11, would leave it serving.
         if not received:
-            task.cancel()
+            stopping.append(asyncio.create_task(stop_tasks([task], STOP_AGAIN_SECONDS * 2)))
         received.append(signum)
 
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -95,3 +95,14 @@ async def test_a_caller_cancelled_while_it_stops_a_task_is_cancelled() -> None:
     calling.cancel()
     await asyncio.gather(calling, return_exceptions=True)
     assert calling.cancelled() and not went_on
+
+
+async def test_the_wait_before_cancelling_again_is_the_callers_to_choose() -> None:
+    """The process's own stop (services/cli.py) waits longer than its components' (which it
+    must not cut short) before cancelling again."""
+    stopped = asyncio.Event()
+    task = asyncio.create_task(_loses_its_first_cancellation(stopped))
+    await asyncio.sleep(0.05)
+    async with asyncio.timeout(supervise.STOP_AGAIN_SECONDS / 2):
+        await stop_tasks([task], again_after=0.2)
+    assert stopped.is_set() and task.cancelled()
