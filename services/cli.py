@@ -353,11 +353,12 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
     def stop(signum: int) -> None:
         # Once: a second signal (a run's child gets the kernel's SIGTERM and its own at once
         # when the run dies) would cancel the shutdown itself half-way. Again only if the
-        # process is still running long after, when its components were cancelled again
-        # (infra.supervise.stop_tasks): a cancellation lost in its start-up, as asyncio.wait_for
+        # process is still running long after: after its components were cancelled again
+        # (infra.supervise.stop_tasks) and a run's children had their grace before SIGKILL
+        # (services/processes.py). A cancellation lost in its start-up, as asyncio.wait_for
         # loses one on Python 3.11, would leave it serving.
         if not received:
-            stopping.append(asyncio.create_task(stop_tasks([task], STOP_AGAIN_SECONDS * 2)))
+            stopping.append(asyncio.create_task(stop_tasks([task], STOP_AGAIN_SECONDS * 4)))
         received.append(signum)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
