@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from importlib import resources
 
@@ -12,6 +13,8 @@ log = structlog.get_logger(__name__)
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _MIGRATIONS_LOCK = 7_301_001
+# How long a pool being closed waits for its connections to come back before it closes them.
+POOL_CLOSE_SECONDS = 5.0
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
@@ -36,6 +39,18 @@ async def create_pool(database_url: str, size: int = 10, *, opened: int = 1) -> 
     )
     assert pool is not None
     return pool
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    """Close the pool, waiting POOL_CLOSE_SECONDS at most: asyncpg's close() waits for every
+    connection to be released, however long, so one still taken by a task that did not end
+    kept a process from stopping. Then its connections are closed under whoever holds them
+    (asyncpg terminates a pool whose close() is interrupted)."""
+    try:
+        async with asyncio.timeout(POOL_CLOSE_SECONDS):
+            await pool.close()
+    except TimeoutError:
+        log.warning("database_pool_terminated", waited_seconds=POOL_CLOSE_SECONDS)
 
 
 def _migrations() -> list[tuple[int, str, str]]:

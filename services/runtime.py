@@ -21,7 +21,7 @@ from nats.aio.client import Client
 
 from infra.apikeys import authenticate, create_key
 from infra.bus import connect, ensure_stream
-from infra.db import create_pool, migrate
+from infra.db import close_pool, create_pool, migrate
 from infra.embed_tokens import embed_signer
 from infra.embedded import embedded_servers
 from infra.eventstore import Metadata
@@ -97,7 +97,7 @@ async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
         await ensure_read_models(pool)
         yield pool
     finally:
-        await pool.close()
+        await close_pool(pool)
 
 
 async def demo_api_key(pool: asyncpg.Pool, settings: Settings) -> str:
@@ -467,4 +467,4 @@ async def _serve(
         await sales.close()
         await payments.close()
         if writer is not None:
-            await writer.close()
+            await close_pool(writer)
