@@ -348,7 +348,7 @@ async def _main(args: argparse.Namespace, settings: Settings) -> int:
     assert task is not None
     loop = asyncio.get_running_loop()
     received: list[int] = []
-    stopping: list[asyncio.Task[None]] = []
+    stopping: list[asyncio.Task[None]] = []  # held here: the loop keeps only weak references
 
     def stop(signum: int) -> None:
         # Once: a second signal (a run's child gets the kernel's SIGTERM and its own at once
