@@ -42,6 +42,7 @@ from harness.processes import (
 )
 from harness.report import Cpu, Step, print_steps, verdict
 from harness.rounds import Figure, add_arguments, record, run_rounds, wanted
+from harness.served import served_requests
 from harness.setup import (
     BenchEvent,
     bench_settings,
@@ -335,6 +336,7 @@ async def main(args: argparse.Namespace) -> None:
         pool = await create_pool(settings.database_url, 2)
         try:
             stored = await stored_sales(pool, setup.event.event_id)
+            served = await served_requests(pool)
         finally:
             await pool.close()
     oversold = stored.oversold(setup.event.capacity)
@@ -345,6 +347,7 @@ async def main(args: argparse.Namespace) -> None:
         " (every process's; a statement outside a transaction is one)"
     )
     print(mail)
+    print(served)
     print(
         "read models behind the event store (append's commit -> row visible, sampled every 10 ms):"
     )
