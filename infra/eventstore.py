@@ -52,8 +52,13 @@ class Metadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         """This metadata in `event`'s chain: its correlation id, the request id of the HTTP
         call that started the chain (for an event stored before correlation ids, its own
         request id), so `linjerum audit --correlation` finds every link."""
-        chain = event.metadata.correlation_id or event.metadata.request_id
-        return msgspec.structs.replace(self, correlation_id=chain)
+        return self.joining(event.metadata)
+
+    def joining(self, stored: Metadata) -> Metadata:
+        """This metadata in the chain of an event stored with `stored` (`in_chain_of`)."""
+        return msgspec.structs.replace(
+            self, correlation_id=stored.correlation_id or stored.request_id
+        )
 
     def caused_by(self, cause: RecordedEvent) -> Metadata:
         """This metadata for what a worker appends in reaction to `cause`: in its chain, with

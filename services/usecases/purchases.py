@@ -12,7 +12,7 @@ import asyncio
 import secrets
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
@@ -110,6 +110,19 @@ _asks = msgspec.msgpack.Decoder(_OpenEvent | _OpenAttraction)
 _answers = msgspec.msgpack.Decoder(_Opened | _Refused | _Failed)
 
 
+# Purchases this process opened and took the payment of, kept for the report of that payment.
+REMEMBERED_OPENINGS = 10_000
+
+
+class Opening(NamedTuple):
+    """A purchase as this process stored it: its state, its stream's version then and the
+    metadata it was stored with."""
+
+    state: PurchaseState
+    version: int
+    metadata: Metadata
+
+
 def _code(length: int) -> str:
     return random_code(UNAMBIGUOUS, length)
 
@@ -144,6 +157,7 @@ class Purchases:
         self.hold = timedelta(minutes=hold_minutes)
         self._background: set[asyncio.Future[None]] = set()
         self._expected: set[tuple[int, str]] = set()
+        self._openings: dict[str, Opening] = {}
         self.owners: DeskOwners | None = None
 
     async def route(self, owners: DeskOwners) -> None:
@@ -385,7 +399,7 @@ class Purchases:
             raise
         state = purchasing.replay_purchase(events)
         assert state is not None
-        return state
+        return self._remember(Opening(state, len(events), meta))
 
     async def _take_payment(self, state: PurchaseState, meta: Metadata) -> PurchaseState:
         """The PaymentIntent for a purchase already opened; its hold is released when Stripe
@@ -403,7 +417,22 @@ class Purchases:
         await self.recorder.append(
             [PendingAppend(streams.purchase(opened.token), 1, [created])], meta
         )
-        return purchasing.evolve_purchase(state, created) or state
+        paying = purchasing.evolve_purchase(state, created) or state
+        return self._remember(Opening(paying, 2, meta))
+
+    def _remember(self, opening: Opening) -> PurchaseState:
+        if len(self._openings) >= REMEMBERED_OPENINGS:
+            del self._openings[next(iter(self._openings))]
+        self._openings[opening.state.opened.token] = opening
+        return opening.state
+
+    def opening(self, token: str) -> Opening | None:
+        """The purchase as this process stored it when it took its payment, given once: Stripe's
+        report of that payment is decided on it without reading the stream first (about half
+        of a webhook's time in an on-sale, behind the buyers' polls). Its version makes the
+        append fail should anything have changed the stream since; the report is then decided
+        again on the stream as read."""
+        return self._openings.pop(token, None)
 
     async def _create_intent(self, opened: PurchaseOpened) -> PaymentIntentRef:
         assert self.payments is not None and opened.stripe_account_id is not None

@@ -15,7 +15,7 @@ from domain.inventory import holds
 from domain.purchasing import PurchaseState
 from infra.eventstore import NO_STREAM, ConcurrencyError, Metadata, PendingAppend
 from infra.payments import WebhookEvent
-from services.usecases.purchases import Purchases, purchase_from
+from services.usecases.purchases import Opening, Purchases, purchase_from
 
 MAX_SETTLE_ATTEMPTS = 5
 
@@ -41,19 +41,36 @@ class Settlement:
         if event.purchase_token is None:
             return "ignored"
         stream = streams.purchase(event.purchase_token)
+        opening = self._opening(event, apply)
         for _ in range(MAX_SETTLE_ATTEMPTS):
-            recorded = await self._purchases.reads.get(stream)
-            if any(r.metadata.causation_id == event.id for r in recorded):
-                return "duplicate"
-            state, version = purchase_from(recorded)
-            if state is None:
-                return "unknown_purchase"
-            chained = meta.in_chain_of(recorded[0])
+            if opening is not None:
+                state, version = opening.state, opening.version
+                chained = meta.joining(opening.metadata)
+                opening = None
+            else:
+                recorded = await self._purchases.reads.get(stream)
+                if any(r.metadata.causation_id == event.id for r in recorded):
+                    return "duplicate"
+                state, version = purchase_from(recorded)
+                if state is None:
+                    return "unknown_purchase"
+                chained = meta.in_chain_of(recorded[0])
             try:
                 return await (apply or self._paid_or_failed)(state, version, event, chained)
             except (ConcurrencyError, sales.SettledMeanwhile):
                 continue
         raise ConcurrencyError(stream, "settle")
+
+    def _opening(self, event: WebhookEvent, apply: Settle | None) -> Opening | None:
+        """The purchase as this process stored it when it took its payment, for a report of
+        that payment: on a purchase still waiting for it, `_paid_or_failed` appends whichever
+        it reports, at the version it was stored at, so a purchase changed since (this very
+        report applied already included) is refused by the store and decided again as read.
+        Any other report may change nothing, which no version would check."""
+        if apply is not None or event.report not in ("succeeded", "failed"):
+            return None
+        assert event.purchase_token is not None
+        return self._purchases.opening(event.purchase_token)
 
     async def _paid_or_failed(
         self, state: PurchaseState, version: int, event: WebhookEvent, meta: Metadata

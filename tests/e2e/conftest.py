@@ -307,6 +307,16 @@ async def cancelled_intents(stripe_sim: TestClient) -> set[str]:
     return {e["data"]["object"]["id"] for e in events if e["type"] == "payment_intent.canceled"}
 
 
+@pytest.fixture(scope="module")
+async def quiet_sim() -> AsyncIterator[TestClient]:
+    """A simulator of the test module's own that delivers no webhooks: each delivery of a
+    Stripe event is the test's own (`redeliver`), so it decides how many arrive and when."""
+    sim = TestClient(TestServer(create_simulator(None, SIMULATOR_WEBHOOK_SECRET)))
+    await sim.start_server()
+    yield sim
+    await sim.close()
+
+
 async def redeliver(gateway: TestClient, event: dict) -> str:
     """A Stripe event again, signed afresh, as Stripe retries it; the webhook's outcome."""
     event = {k: v for k, v in event.items() if k != "delivery"}

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from infra.payments import (
     SIMULATOR_API_KEY,
@@ -24,22 +24,11 @@ from infra.payments import (
 from projections.payment_effects import PaymentEffectsProjection
 from projections.rebuild import rebuild
 from services.api.context import PURCHASES
-from services.dev.stripe_sim import create_simulator
 from services.workers.payment_effects import PaymentEffects
 from tests.e2e.conftest import TEST, bearer, order, post, redeliver, small_event
 
 DELIVERIES = 12
 HOLD_MINUTES = 0.001  # 60 ms: a purchase can be expired as soon as it is made
-
-
-@pytest.fixture(scope="module")
-async def quiet_sim() -> AsyncIterator[TestClient]:
-    """A simulator of this module's own that delivers no webhooks: each delivery of a Stripe
-    event is the test's own, so it decides how many arrive and when."""
-    sim = TestClient(TestServer(create_simulator(None, SIMULATOR_WEBHOOK_SECRET)))
-    await sim.start_server()
-    yield sim
-    await sim.close()
 
 
 def _base(quiet_sim: TestClient) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from domain import catalog as c
 from domain import discounts, venues
@@ -34,7 +34,6 @@ from projections.rebuild import rebuild
 from projections.registry import all_projections
 from services.api.context import PURCHASES
 from services.dev.sample_event import put_on_sale
-from services.dev.stripe_sim import create_simulator
 from services.usecases import catalog_commands
 from services.usecases.ticket_documents import Documents
 from services.workers.payment_effects import PaymentEffects
@@ -537,15 +536,6 @@ async def test_a_refund_and_a_scan_of_one_ticket_at_once_one_wins(
             assert kinds["TicketRefunded"] == 1 and kinds["TicketScanned"] == 0
             outcomes["refund"] += 1
     assert sum(outcomes.values()) == 6
-
-
-@pytest.fixture(scope="module")
-async def quiet_sim() -> AsyncIterator[TestClient]:
-    """A simulator that delivers no webhooks: the test delivers the payment when it wants."""
-    sim = TestClient(TestServer(create_simulator(None, SIMULATOR_WEBHOOK_SECRET)))
-    await sim.start_server()
-    yield sim
-    await sim.close()
 
 
 async def test_a_refund_while_the_payment_webhook_is_in_flight(

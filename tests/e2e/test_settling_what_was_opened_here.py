@@ -1,0 +1,106 @@
+"""Stripe's report of a payment, at the gateway that took the purchase: decided on the purchase
+as that gateway stored it, without reading its stream first, and exactly as it would be on the
+stream as read: the same outcome once, in the same chain, and decided again as read when the
+stream changed since."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from domain import streams
+from services.api.context import PURCHASES
+from tests.e2e.conftest import order, post, redeliver, small_event
+
+
+async def _gateway(serve, quiet_sim: TestClient, hold_minutes: float = 30.0) -> TestClient:
+    base = str(quiet_sim.make_url("")).rstrip("/")
+    return await serve(hold_minutes=hold_minutes, stripe_base=base)
+
+
+async def _succeeded(quiet_sim: TestClient, intent: str) -> dict:
+    paid = await quiet_sim.post(f"/_sim/payment_intents/{intent}/succeed")
+    assert paid.status == 200, await paid.text()
+    events = (await (await quiet_sim.get(f"/_sim/events?payment_intent={intent}")).json())["data"]
+    return next(e for e in events if e["type"] == "payment_intent.succeeded")
+
+
+def _count_reads(gateway: TestClient, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The purchase streams the gateway's webhooks and polls read from now on."""
+    reads = gateway.app[PURCHASES].reads
+    read: list[str] = []
+    get = reads.get
+
+    async def counted(key: str) -> list:
+        read.append(key)
+        return await get(key)
+
+    monkeypatch.setattr(reads, "get", counted)
+    return read
+
+
+async def _stored(pool: asyncpg.Pool, purchase: str) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT type, metadata FROM events WHERE stream_id = $1 ORDER BY version",
+        streams.purchase(purchase),
+    )
+
+
+async def test_a_payment_of_a_purchase_opened_here_is_settled_without_reading_it(
+    serve, pool: asyncpg.Pool, quiet_sim: TestClient, catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token, _, type_id = await small_event(pool, 2)
+    gateway = await _gateway(serve, quiet_sim)
+    _, created = await post(gateway, token, "/api/v1/purchases", order(type_id), 201)
+    purchase = created["purchase"]["token"]
+    read = _count_reads(gateway, monkeypatch)
+
+    succeeded = await _succeeded(quiet_sim, created["payment"]["stripe_payment_intent_id"])
+    assert await redeliver(gateway, succeeded) == "paid"
+    assert read == []
+    # Stripe's retry of the same event reads the stream, which says it was applied.
+    assert await redeliver(gateway, succeeded) == "duplicate"
+    assert read == [streams.purchase(purchase)]
+
+    stored = await _stored(pool, purchase)
+    assert [r["type"] for r in stored].count("PurchasePaid") == 1
+    opening, paid = json.loads(stored[0]["metadata"]), json.loads(stored[-1]["metadata"])
+    assert paid["causation_id"] == succeeded["id"]
+    assert paid["correlation_id"] == opening["correlation_id"] is not None
+
+
+async def test_a_payment_delivered_many_times_at_once_is_applied_once(
+    serve, pool: asyncpg.Pool, quiet_sim: TestClient, catalog
+) -> None:
+    token, _, type_id = await small_event(pool, 2)
+    gateway = await _gateway(serve, quiet_sim)
+    _, created = await post(gateway, token, "/api/v1/purchases", order(type_id), 201)
+    succeeded = await _succeeded(quiet_sim, created["payment"]["stripe_payment_intent_id"])
+
+    outcomes = await asyncio.gather(*(redeliver(gateway, succeeded) for _ in range(8)))
+    assert sorted(outcomes) == ["duplicate"] * 7 + ["paid"], outcomes
+    stored = await _stored(pool, created["purchase"]["token"])
+    assert [r["type"] for r in stored].count("PurchasePaid") == 1
+
+
+async def test_a_payment_of_a_purchase_cancelled_since_is_decided_on_the_stream_as_read(
+    serve, pool: asyncpg.Pool, quiet_sim: TestClient, catalog
+) -> None:
+    """The gateway remembers the purchase as pending; it was cancelled since (here by a second
+    gateway), so the payment is late: its seat is free again and sold to it, never a plain
+    `paid` decided on what the first gateway remembered."""
+    token, _, type_id = await small_event(pool, 1)
+    opener = await _gateway(serve, quiet_sim)
+    other = await _gateway(serve, quiet_sim)
+    _, created = await post(opener, token, "/api/v1/purchases", order(type_id), 201)
+    purchase = created["purchase"]["token"]
+    await post(other, token, f"/api/v1/purchases/{purchase}/cancel", None, 200)
+
+    succeeded = await _succeeded(quiet_sim, created["payment"]["stripe_payment_intent_id"])
+    assert await redeliver(opener, succeeded) == "paid_late"
+    types = [r["type"] for r in await _stored(pool, purchase)]
+    assert types.count("PurchasePaid") == 1 and "PurchaseCancelled" in types, types
