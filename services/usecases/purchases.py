@@ -414,11 +414,12 @@ class Purchases:
             await self.release(opened.token, "stripe_error", meta)
             raise
         created = _intent_created(opened, intent)
+        version = 1  # the purchase's stream holds its opening alone
         await self.recorder.append(
-            [PendingAppend(streams.purchase(opened.token), 1, [created])], meta
+            [PendingAppend(streams.purchase(opened.token), version, [created])], meta
         )
         paying = purchasing.evolve_purchase(state, created) or state
-        return self._remember(Opening(paying, 2, meta))
+        return self._remember(Opening(paying, version + 1, meta))
 
     def _remember(self, opening: Opening) -> PurchaseState:
         if len(self._openings) >= REMEMBERED_OPENINGS:

@@ -8,17 +8,20 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from nats.aio.client import Client
 
 from domain import catalog as c
 from domain import venues
 from infra.apikeys import create_key
+from infra.bus import connect
 from infra.changes import ChangeFeed
 from infra.db import create_pool, migrate
 from infra.embedded import free_port
@@ -29,16 +32,18 @@ from infra.payments import (
     SIMULATOR_WEBHOOK_SECRET,
     Payments,
 )
+from infra.settings import Settings
 from projections.rebuild import rebuild
 from projections.registry import all_projections
 from services.api.activity import ActivityLog
-from services.api.context import CHANGES
+from services.api.context import CHANGES, PURCHASES
 from services.api.gateway import READS_FOLLOW, create_app
 from services.dev.sample_event import first_ticket_type, put_on_sale
 from services.dev.seed_demo import DEMO_ORGANIZATION, SECOND_ORGANIZATION, seed_demo
 from services.dev.stripe_sim import create_simulator, signature_header
 from services.usecases import catalog_commands
 from services.usecases.catalog_commands import organization_id_by_slug
+from services.usecases.desk_owners import DeskOwners
 from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents
 
@@ -164,6 +169,43 @@ async def serve(
     await gateways()
     yield gateways
     await gateways.close_from(0)
+
+
+@dataclass
+class Routed:
+    """A gateway that routes its purchases to the owner of the event's stream."""
+
+    client: TestClient
+    sales: Purchases
+    owners: DeskOwners
+    nc: Client
+
+
+Start = Callable[..., Awaitable[Routed]]
+
+
+@pytest.fixture
+async def routed(serve: Gateways, settings: Settings) -> AsyncIterator[Start]:
+    """Starts gateways with desk affinity, each on a NATS connection of its own."""
+    started: list[Routed] = []
+
+    async def start(**options: Any) -> Routed:
+        client = await serve(**options)
+        sales = client.app[PURCHASES]
+        nc = await connect(settings, f"test-gateway-{len(started)}")
+        owners = await DeskOwners.open(nc, settings)
+        await sales.route(owners)
+        started.append(Routed(client, sales, owners, nc))
+        return started[-1]
+
+    yield start
+    for gateway in started:
+        await gateway.owners.close()
+        await gateway.nc.close()
+    if started:
+        nc = await connect(settings, "test-cleanup")
+        await nc.jetstream().delete_key_value(settings.desk_owners_bucket)
+        await nc.close()
 
 
 @pytest.fixture(autouse=True)
@@ -329,6 +371,14 @@ async def redeliver(gateway: TestClient, event: dict) -> str:
     )
     assert response.status == 200, await response.text()
     return (await response.json())["outcome"]
+
+
+async def succeeded_at_stripe(sim: TestClient, intent: str) -> dict:
+    """The buyer pays at Stripe: the payment_intent.succeeded Stripe then sends."""
+    paid = await sim.post(f"/_sim/payment_intents/{intent}/succeed")
+    assert paid.status == 200, await paid.text()
+    events = (await (await sim.get(f"/_sim/events?payment_intent={intent}")).json())["data"]
+    return next(e for e in events if e["type"] == "payment_intent.succeeded")
 
 
 @contextlib.asynccontextmanager

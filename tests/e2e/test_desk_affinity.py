@@ -7,65 +7,21 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
-from nats.aio.client import Client
 
-from infra.bus import connect
-from infra.settings import Settings
-from services.api.context import PURCHASES
 from services.usecases import desk_owners
-from services.usecases.desk_owners import DeskOwners
-from services.usecases.purchases import Purchases
 from tests.e2e.conftest import (
-    Gateways,
+    Routed,
+    Start,
     bearer,
     cancelled_intents,
     chosen_seat_order,
     order,
     small_event,
 )
-
-
-@dataclass
-class Routed:
-    """A gateway that routes its purchases to the owner of the event's stream."""
-
-    client: TestClient
-    sales: Purchases
-    owners: DeskOwners
-    nc: Client
-
-
-Start = Callable[[], Awaitable[Routed]]
-
-
-@pytest.fixture
-async def routed(serve: Gateways, settings: Settings) -> AsyncIterator[Start]:
-    """Starts gateways with desk affinity, each on a NATS connection of its own."""
-    started: list[Routed] = []
-
-    async def start() -> Routed:
-        client = await serve()
-        sales = client.app[PURCHASES]
-        nc = await connect(settings, f"test-gateway-{len(started)}")
-        owners = await DeskOwners.open(nc, settings)
-        await sales.route(owners)
-        started.append(Routed(client, sales, owners, nc))
-        return started[-1]
-
-    yield start
-    for gateway in started:
-        await gateway.owners.close()
-        await gateway.nc.close()
-    if started:
-        nc = await connect(settings, "test-cleanup")
-        await nc.jetstream().delete_key_value(settings.desk_owners_bucket)
-        await nc.close()
 
 
 async def buy(gateway: Routed, token: str, type_id: int) -> tuple[int, dict, str]:

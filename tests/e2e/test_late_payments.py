@@ -25,7 +25,15 @@ from projections.payment_effects import PaymentEffectsProjection
 from projections.rebuild import rebuild
 from services.api.context import PURCHASES
 from services.workers.payment_effects import PaymentEffects
-from tests.e2e.conftest import TEST, bearer, order, post, redeliver, small_event
+from tests.e2e.conftest import (
+    TEST,
+    bearer,
+    order,
+    post,
+    redeliver,
+    small_event,
+    succeeded_at_stripe,
+)
 
 DELIVERIES = 12
 HOLD_MINUTES = 0.001  # 60 ms: a purchase can be expired as soon as it is made
@@ -74,14 +82,6 @@ async def _sim_events(quiet_sim: TestClient, intent: str) -> list[dict]:
     return (await response.json())["data"]
 
 
-async def _pay(quiet_sim: TestClient, intent: str) -> dict:
-    """The buyer pays at Stripe: the payment_intent.succeeded Stripe then sends."""
-    paid = await quiet_sim.post(f"/_sim/payment_intents/{intent}/succeed")
-    assert paid.status == 200, await paid.text()
-    events = await _sim_events(quiet_sim, intent)
-    return next(e for e in events if e["type"] == "payment_intent.succeeded")
-
-
 async def _kinds(pool: asyncpg.Pool, purchase: str) -> Counter[str]:
     rows = await pool.fetch("SELECT type FROM events WHERE stream_id = $1", f"purchase-{purchase}")
     return Counter(r["type"] for r in rows)
@@ -101,7 +101,7 @@ async def _pay_late_many_times(
 ) -> list[str]:
     """The buyer pays at Stripe; its one payment_intent.succeeded comes DELIVERIES times at
     once, to two gateways (as Stripe retries one that seemed to time out)."""
-    succeeded = await _pay(quiet_sim, intent)
+    succeeded = await succeeded_at_stripe(quiet_sim, intent)
     outcomes = await asyncio.gather(
         *(redeliver(gateways[i % 2], succeeded) for i in range(DELIVERIES))
     )
@@ -219,7 +219,7 @@ async def test_a_payment_that_beats_the_cancel_is_settled_as_a_late_payment(
     token, _, type_id = await small_event(pool, 1)
     [gateway] = await _gateways(serve, quiet_sim, 1)
     purchase, intent = await _expired_purchase(gateway, token, type_id)
-    assert await redeliver(gateway, await _pay(quiet_sim, intent)) == "paid_late"
+    assert await redeliver(gateway, await succeeded_at_stripe(quiet_sim, intent)) == "paid_late"
 
     await _carry_out(pool, effects, purchase, {"cancel_intent"})
     assert await _intent_status(quiet_sim, intent) == "succeeded"

@@ -14,19 +14,12 @@ from aiohttp.test_utils import TestClient
 
 from domain import streams
 from services.api.context import PURCHASES
-from tests.e2e.conftest import order, post, redeliver, small_event
+from tests.e2e.conftest import Start, order, post, redeliver, small_event, succeeded_at_stripe
 
 
 async def _gateway(serve, quiet_sim: TestClient, hold_minutes: float = 30.0) -> TestClient:
     base = str(quiet_sim.make_url("")).rstrip("/")
     return await serve(hold_minutes=hold_minutes, stripe_base=base)
-
-
-async def _succeeded(quiet_sim: TestClient, intent: str) -> dict:
-    paid = await quiet_sim.post(f"/_sim/payment_intents/{intent}/succeed")
-    assert paid.status == 200, await paid.text()
-    events = (await (await quiet_sim.get(f"/_sim/events?payment_intent={intent}")).json())["data"]
-    return next(e for e in events if e["type"] == "payment_intent.succeeded")
 
 
 def _count_reads(gateway: TestClient, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -51,26 +44,52 @@ async def _stored(pool: asyncpg.Pool, purchase: str) -> list[asyncpg.Record]:
 
 
 async def test_a_payment_of_a_purchase_opened_here_is_settled_without_reading_it(
-    serve, pool: asyncpg.Pool, quiet_sim: TestClient, catalog, monkeypatch: pytest.MonkeyPatch
+    routed: Start,
+    pool: asyncpg.Pool,
+    quiet_sim: TestClient,
+    catalog,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Both ways a purchase is opened: at the desk of the gateway that took it (the intent
+    created first and stored with the purchase), and at another gateway's, the event's owner
+    (the intent created by the gateway that took it, once the owner stored the purchase)."""
     token, _, type_id = await small_event(pool, 2)
-    gateway = await _gateway(serve, quiet_sim)
-    _, created = await post(gateway, token, "/api/v1/purchases", order(type_id), 201)
-    purchase = created["purchase"]["token"]
-    read = _count_reads(gateway, monkeypatch)
+    base = str(quiet_sim.make_url("")).rstrip("/")
+    owner = (await routed(stripe_base=base)).client
+    other = (await routed(stripe_base=base)).client
+    purchases = [
+        (gateway, (await post(gateway, token, "/api/v1/purchases", order(type_id), 201))[1])
+        for gateway in (owner, other)
+    ]
+    opened = [await _appends_opening(pool, c["purchase"]["token"]) for _, c in purchases]
+    assert opened == [1, 2]
+    reads = {gateway: _count_reads(gateway, monkeypatch) for gateway in (owner, other)}
 
-    succeeded = await _succeeded(quiet_sim, created["payment"]["stripe_payment_intent_id"])
-    assert await redeliver(gateway, succeeded) == "paid"
-    assert read == []
-    # Stripe's retry of the same event reads the stream, which says it was applied.
-    assert await redeliver(gateway, succeeded) == "duplicate"
-    assert read == [streams.purchase(purchase)]
+    for gateway, created in purchases:
+        purchase = created["purchase"]["token"]
+        read = reads[gateway]
+        intent = created["payment"]["stripe_payment_intent_id"]
+        succeeded = await succeeded_at_stripe(quiet_sim, intent)
+        assert await redeliver(gateway, succeeded) == "paid"
+        assert read == []
+        # Stripe's retry of the same event reads the stream, which says it was applied.
+        assert await redeliver(gateway, succeeded) == "duplicate"
+        assert read == [streams.purchase(purchase)]
 
-    stored = await _stored(pool, purchase)
-    assert [r["type"] for r in stored].count("PurchasePaid") == 1
-    opening, paid = json.loads(stored[0]["metadata"]), json.loads(stored[-1]["metadata"])
-    assert paid["causation_id"] == succeeded["id"]
-    assert paid["correlation_id"] == opening["correlation_id"] is not None
+        stored = await _stored(pool, purchase)
+        assert [r["type"] for r in stored].count("PurchasePaid") == 1
+        opening, paid = json.loads(stored[0]["metadata"]), json.loads(stored[-1]["metadata"])
+        assert paid["causation_id"] == succeeded["id"]
+        assert paid["correlation_id"] == opening["correlation_id"] is not None
+
+
+async def _appends_opening(pool: asyncpg.Pool, purchase: str) -> int:
+    """The transactions that stored the purchase's opening and its PaymentIntent."""
+    return await pool.fetchval(
+        "SELECT count(DISTINCT tx_id) FROM events WHERE stream_id = $1"
+        " AND type IN ('PurchaseOpened', 'PaymentIntentCreated')",
+        streams.purchase(purchase),
+    )
 
 
 async def test_a_payment_delivered_many_times_at_once_is_applied_once(
@@ -79,7 +98,7 @@ async def test_a_payment_delivered_many_times_at_once_is_applied_once(
     token, _, type_id = await small_event(pool, 2)
     gateway = await _gateway(serve, quiet_sim)
     _, created = await post(gateway, token, "/api/v1/purchases", order(type_id), 201)
-    succeeded = await _succeeded(quiet_sim, created["payment"]["stripe_payment_intent_id"])
+    succeeded = await succeeded_at_stripe(quiet_sim, created["payment"]["stripe_payment_intent_id"])
 
     outcomes = await asyncio.gather(*(redeliver(gateway, succeeded) for _ in range(8)))
     assert sorted(outcomes) == ["duplicate"] * 7 + ["paid"], outcomes
@@ -100,7 +119,7 @@ async def test_a_payment_of_a_purchase_cancelled_since_is_decided_on_the_stream_
     purchase = created["purchase"]["token"]
     await post(other, token, f"/api/v1/purchases/{purchase}/cancel", None, 200)
 
-    succeeded = await _succeeded(quiet_sim, created["payment"]["stripe_payment_intent_id"])
+    succeeded = await succeeded_at_stripe(quiet_sim, created["payment"]["stripe_payment_intent_id"])
     assert await redeliver(opener, succeeded) == "paid_late"
     types = [r["type"] for r in await _stored(pool, purchase)]
     assert types.count("PurchasePaid") == 1 and "PurchaseCancelled" in types, types
