@@ -9,8 +9,8 @@ from collections import Counter
 
 import asyncpg
 
-from tests.e2e.conftest import small_event
-from tests.e2e.test_desk_affinity import Start, buy, held_seats, routed  # noqa: F401  (fixture)
+from tests.e2e.conftest import Start, routed, small_event  # noqa: F401  (fixture)
+from tests.e2e.test_desk_affinity import buy, held_seats
 
 SEATS = 60
 BUYERS = 6
