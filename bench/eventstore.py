@@ -40,6 +40,7 @@ from infra.eventstore import (
 )
 from infra.logging import configure_logging
 from infra.settings import Settings
+from infra.supervise import stop_tasks
 from projections.framework import live_schema, read_checkpoint
 from services.workers.projector import Projector
 from services.workers.relay import Relay
@@ -200,9 +201,7 @@ async def projection_lag(pool: asyncpg.Pool, settings: Settings, rate: int, seco
     deadline = time.perf_counter() + 30
     while len(projector.lag_samples) < before + total and time.perf_counter() < deadline:
         await asyncio.sleep(0.05)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await stop_tasks(tasks)
     await nc.close()
     samples = sorted(projector.lag_samples[before:])
     p99 = samples[int(len(samples) * 0.99) - 1] if samples else float("nan")

@@ -43,6 +43,7 @@ from infra.embedded import free_port
 from infra.eventstore import ANY_VERSION, PendingAppend, append
 from infra.logging import configure_logging
 from infra.scratch import database_name
+from infra.supervise import stop_tasks
 from projections import availability, catalog
 from services.api.activity import ActivityLog
 from services.api.gateway import create_app
@@ -85,7 +86,7 @@ async def serve(args: argparse.Namespace) -> None:
             activity = ActivityLog(pool)
             stack.push_async_callback(activity.close)
             writer = asyncio.create_task(activity.run())
-            stack.push_async_callback(_cancel, writer)
+            stack.push_async_callback(stop_tasks, [writer])
             sales = Purchases(pool, None)  # read endpoints only: no payment provider
             link = f"http://{HOST}/api/v1/tickets/attendee/{{token}}"
             app = create_app(pool, activity, sales, Documents(pool, sales.catalog, SENDER, link))
@@ -99,11 +100,6 @@ async def serve(args: argparse.Namespace) -> None:
         if profiler:
             profiler.disable()
             profiler.dump_stats(args.profile)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 async def start_server(name: str, logs: Path, *options: str) -> tuple[Component, int]:

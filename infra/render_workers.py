@@ -4,6 +4,7 @@ start, replaced when one dies, and ended with the service process that asked for
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import select
@@ -11,12 +12,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+import structlog
+
 from infra import tickets_pdf
 from infra.embedded.processes import alive, create_time
+
+log = structlog.get_logger(__name__)
 
 WARM_HOLD = 0.5  # seconds each worker is kept busy at start-up (RenderWorkers.warm)
 
@@ -104,3 +109,28 @@ class RenderWorkers(Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+@contextlib.contextmanager
+def pdf_renderer(workers: int) -> Iterator[Executor | None]:
+    """`workers` processes for ticket PDFs, started now and shut down on the way out. None for
+    none (LINJERUM_PDF_WORKERS=0, or a process that renders nothing): a thread of the process
+    renders them then (services/usecases/ticket_documents.py)."""
+    if workers <= 0:
+        yield None
+        return
+    started = RenderWorkers(workers)
+    threading.Thread(target=_warm, args=(started,), name="pdf-workers", daemon=True).start()
+    try:
+        yield started
+    finally:
+        started.shutdown(wait=False, cancel_futures=True)
+
+
+def _warm(workers: RenderWorkers) -> None:
+    """Workers that cannot start are a log line, not a thread's traceback on stderr; the first
+    PDF asked for meets the same error."""
+    try:
+        workers.warm()
+    except Exception as exc:
+        log.warning("pdf_workers_not_started", error=repr(exc))

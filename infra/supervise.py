@@ -158,7 +158,9 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], again_after: float | No
     asyncio.wait_for (which nats-py and asyncpg use) loses a cancellation that arrives as what
     it waits for completes (python/cpython#86296), and the task ran on, so a relay never
     stopped on SIGTERM. Waiting with asyncio.wait leaves a cancellation of the caller to the
-    caller. What the tasks ended with is theirs to tell: read it from each task."""
+    caller. A failure a task ended with is read (no warning when it is collected); the caller
+    raises it with `raise_failure` if it is the caller's to raise."""
+    tasks = list(tasks)
     pending = {task for task in tasks if not task.done()}
     for task in pending:
         task.cancel()
@@ -166,6 +168,9 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], again_after: float | No
         _, pending = await asyncio.wait(pending, timeout=again_after or STOP_AGAIN_SECONDS)
         for task in pending:
             task.cancel()
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()
 
 
 async def stop_task(task: asyncio.Task[Any] | None) -> None:
@@ -174,5 +179,11 @@ async def stop_task(task: asyncio.Task[Any] | None) -> None:
     if task is None:
         return
     await stop_tasks([task])
-    if not task.cancelled() and (failure := task.exception()) is not None:
-        raise failure
+    raise_failure([task])
+
+
+def raise_failure(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Raise what the first of the ended `tasks` that failed ended with."""
+    for task in tasks:
+        if task.done() and not task.cancelled() and (failure := task.exception()) is not None:
+            raise failure

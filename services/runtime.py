@@ -8,8 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
@@ -28,9 +27,9 @@ from infra.eventstore import Metadata
 from infra.mail import EmlDirectory, MailTransport, SmtpSettings, SmtpTransport
 from infra.offer_feed import OfferFeed
 from infra.payments import SIMULATOR_HOST, SIMULATOR_WEBHOOK_SECRET, Payments
-from infra.render_workers import RenderWorkers
+from infra.render_workers import pdf_renderer
 from infra.settings import Settings
-from infra.supervise import OUTAGES, stop_tasks
+from infra.supervise import OUTAGES, raise_failure, stop_tasks
 from infra.wallet.keys import HandoutKeys
 from projections.framework import Projection
 from projections.registry import all_projections, ensure_read_models
@@ -191,32 +190,6 @@ def _documents(
     return Documents(pool, sales.catalog, live.smtp_sender, link, renderer)
 
 
-@contextlib.contextmanager
-def pdf_renderer(live: Settings, *, renders: bool) -> Iterator[Executor | None]:
-    """Worker processes for ticket PDFs, so rendering uses a core of its own and never stalls
-    the event loop; with LINJERUM_PDF_WORKERS=0, a thread of this process renders them. None
-    for a process that renders nothing (`renders`: its components include no gateway or
-    mailer)."""
-    if live.pdf_workers <= 0 or not renders:
-        yield None
-        return
-    workers = RenderWorkers(live.pdf_workers)
-    threading.Thread(target=_warm, args=(workers,), name="pdf-workers", daemon=True).start()
-    try:
-        yield workers
-    finally:
-        workers.shutdown(wait=False, cancel_futures=True)
-
-
-def _warm(workers: RenderWorkers) -> None:
-    """Workers that cannot start are a log line, not a thread's traceback on stderr; the first
-    PDF asked for meets the same error."""
-    try:
-        workers.warm()
-    except Exception as exc:
-        log.warning("pdf_workers_not_started", error=repr(exc))
-
-
 def _transport(live: Settings) -> MailTransport:
     """SMTP when configured; otherwise each message lands as an .eml file in the data folder."""
     if not live.smtp_host:
@@ -312,8 +285,9 @@ async def run(
             await ensure_stream(js, live)
             if seed:
                 token = await seeded(pool, live)
+            # Only a gateway (a purchase's PDF) and a mailer (the attachments) render.
             renders = bool({"gateway", "mailer"} & set(components))
-            with pdf_renderer(live, renders=renders) as renderer:
+            with pdf_renderer(live.pdf_workers if renders else 0) as renderer:
                 await _serve(
                     live,
                     pool,
@@ -456,14 +430,11 @@ async def _serve(
     OUTAGES.watch("postgresql", lambda: _answers(live.database_url))
     OUTAGES.watch("nats", lambda: _connected(nc))
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            if not task.cancelled() and (failure := task.exception()) is not None:
-                raise failure
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        raise_failure(tasks)
     finally:
         OUTAGES.close()
         await stop_tasks(tasks)
-        await asyncio.gather(*tasks, return_exceptions=True)  # all ended: their failures read
         await sales.close()
         await payments.close()
         if writer is not None:

@@ -223,7 +223,6 @@ class Projector:
             messages = await sub.fetch(1, timeout=1.0)
             if self._batch_size > 1:
                 messages += await sub.fetch(self._batch_size - 1, timeout=self._gather)
-        _raise_if_cancelled()
         return messages
 
 
@@ -244,12 +243,3 @@ def _tell_applied(projection: Projection, events: list[RecordedEvent]) -> None:
                 correlation_id=event.metadata.correlation_id,
                 causation_id=event.metadata.causation_id,
             )
-
-
-def _raise_if_cancelled() -> None:
-    """On Python 3.11, asyncio.wait_for (inside nats-py's fetch) can swallow a cancellation that
-    comes as its timeout expires or its message arrives: a projector that missed it would never
-    stop. The task still counts the cancellation, so honour it."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

@@ -18,6 +18,7 @@ from infra.db import create_pool, migrate
 from infra.eventstore import Metadata
 from infra.scratch import database_name, scratch
 from infra.settings import Settings
+from infra.supervise import stop_tasks
 from projections.catalog import CatalogProjection
 from projections.framework import live_schema, read_checkpoint
 from projections.rebuild import rebuild
@@ -97,9 +98,7 @@ async def _running(*coros):
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(tasks)
 
 
 async def test_live_catalog_equals_rebuild(

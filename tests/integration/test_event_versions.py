@@ -25,6 +25,7 @@ from infra.eventstore import (
     read_stream,
 )
 from infra.settings import Settings
+from infra.supervise import stop_tasks
 from projections.framework import live_schema
 from projections.rebuild import rebuild
 from services.workers.projector import Projector
@@ -128,9 +129,7 @@ async def test_an_old_event_is_read_as_the_current_shape_everywhere(
             while await _gates(pool) != expected:
                 await asyncio.sleep(0.05)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(tasks)
 
     await pool.execute(f"DELETE FROM {TABLE}")
     await rebuild(pool, GateProjection())

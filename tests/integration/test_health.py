@@ -16,7 +16,7 @@ from infra.bus import connect
 from infra.embedded import free_port
 from infra.eventstore import ANY_VERSION, Metadata, PendingAppend, append
 from infra.settings import Settings
-from infra.supervise import OUTAGES
+from infra.supervise import OUTAGES, stop_task, stop_tasks
 from projections.framework import ensure_live_schema
 from services.health import Readiness, add_health_routes
 from services.workers.relay import Relay
@@ -111,9 +111,7 @@ async def test_a_dead_component_makes_the_process_not_alive(pool: asyncpg.Pool) 
         assert (await client.get("/readyz")).status == 503
     finally:
         await client.close()
-        for task in readiness.components.values():
-            task.cancel()
-        await asyncio.gather(*readiness.components.values(), return_exceptions=True)
+        await stop_tasks(readiness.components.values())
 
 
 async def _bus_when_up(settings: Settings):
@@ -151,9 +149,7 @@ async def test_a_nats_outage_under_the_relay_is_two_warnings_and_no_traceback(
             await asyncio.sleep(3.0)
             await server.start()
             await _wait_published(js, local, await _ids(pool, stream), timeout=30)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
             await nc.close()
     finally:
         await server.stop()

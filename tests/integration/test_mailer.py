@@ -24,6 +24,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from infra.embedded import free_port
 from infra.mail import EmlDirectory, MailTransport, SmtpSettings, SmtpTransport, build_confirmation
 from infra.mail_outbox import enqueue, enqueue_confirmations
+from infra.supervise import stop_tasks
 from services.workers.mailer import Mailer
 from tests.smtp_inbox import Inbox, smtp_server
 
@@ -85,9 +86,7 @@ async def running(*mailers: Mailer):
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(tasks)
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,7 @@ from domain.inventory import events as inventory
 from infra.db import create_pool
 from infra.eventstore import ANY_VERSION, Metadata, PendingAppend, RecordedEvent, append
 from infra.settings import Settings
+from infra.supervise import stop_task
 from projections.availability import AvailabilityProjection
 from projections.framework import (
     apply_batch,
@@ -53,9 +54,7 @@ async def running(coro):
     try:
         yield task
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
 
 
 async def _expected(pool: asyncpg.Pool) -> dict[str, int]:

@@ -24,6 +24,7 @@ from infra.eventstore import (
     wait_until_settled,
 )
 from infra.settings import Settings
+from infra.supervise import stop_task
 from services.workers.relay import Relay
 from tests.integration.sample_projection import TallyCounted
 from tests.servers import OwnNats, on_own_nats
@@ -100,9 +101,7 @@ async def test_concurrent_writers_with_late_commits_are_published_once_in_order(
         assert len(expected) == 300
         published = await _wait_published(js, settings, expected)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
     mine = [e for e in published if e.stream_id.startswith(f"tally-{run}")]
     assert len(mine) == len(expected), "an event was published twice"
     versions: dict[str, list[int]] = defaultdict(list)
@@ -136,9 +135,7 @@ async def test_relay_wakes_after_bursts_and_single_appends_without_polling(
                 )
                 await _wait_published(js, settings, await _ids(pool, stream), timeout=20)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
     mine = [e.version for e in await _published(js, settings) if e.stream_id == stream]
     assert mine == list(range(1, 3 * 103 + 1))
 
@@ -228,9 +225,7 @@ async def test_relay_survives_a_nats_outage(pool: asyncpg.Pool, settings: Settin
         await server.start()
         got = await _wait_published(js, local, await _ids(pool, stream), timeout=30)
         assert [e.version for e in got if e.stream_id == stream] == [1, 2, 3, 4]
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
         await nc.close()
     finally:
         await server.stop()
