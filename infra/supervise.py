@@ -152,6 +152,17 @@ async def serve_forever(
 STOP_AGAIN_SECONDS = 5.0  # a task still running this long after its cancellation is cancelled again
 
 
+def honour_cancellation() -> None:
+    """Raise a cancellation the current task was sent but did not see. On Python 3.11
+    asyncio.wait_for (inside nats-py's fetch and publish) loses one that arrives as what it
+    waits for completes (python/cpython#86296); the task still counts it. A loop that calls
+    this after each such wait stops at once, where `stop_tasks` would wait STOP_AGAIN_SECONDS
+    before cancelling it again."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], again_after: float | None = None) -> None:
     """Cancel the tasks and wait until each has finished its cleanup. One still running
     `again_after` seconds later (default STOP_AGAIN_SECONDS) is cancelled again: on Python 3.11

@@ -26,7 +26,13 @@ from domain import streams
 from infra.bus import ensure_stream
 from infra.eventstore import RecordedEvent
 from infra.settings import Settings
-from infra.supervise import OUTAGES, dependency_of, serve_forever, stop_task
+from infra.supervise import (
+    OUTAGES,
+    dependency_of,
+    honour_cancellation,
+    serve_forever,
+    stop_task,
+)
 from projections.framework import (
     Projection,
     apply_batch,
@@ -223,6 +229,7 @@ class Projector:
             messages = await sub.fetch(1, timeout=1.0)
             if self._batch_size > 1:
                 messages += await sub.fetch(self._batch_size - 1, timeout=self._gather)
+        honour_cancellation()
         return messages
 
 

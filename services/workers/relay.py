@@ -37,7 +37,7 @@ from infra.eventstore import (
 )
 from infra.metrics import RELAY_PUBLISHED
 from infra.settings import Settings
-from infra.supervise import OUTAGES, serve_forever
+from infra.supervise import OUTAGES, honour_cancellation, serve_forever
 from services.health import behind
 
 log = structlog.get_logger(__name__)
@@ -116,7 +116,7 @@ class Relay:
             await self._tell_start()
             while True:
                 while await self.publish_pending():
-                    pass
+                    honour_cancellation()
                 await self._listen(conn)
         finally:
             self._db = self._pool
@@ -151,6 +151,7 @@ class Relay:
             self._wake.clear()
             if await self.publish_pending() > self._quiet_batch:
                 break
+            honour_cancellation()
             await self._settle()
             await self._wait()
         await conn.execute("SELECT pg_advisory_unlock($1)", RELAY_SLEEP_LOCK)

@@ -78,9 +78,14 @@ async def _wait_for(predicate, timeout: float = 30) -> None:
             await asyncio.sleep(0.05)
 
 
-async def _write(pool: asyncpg.Pool, run: str, count: int, seed: int) -> None:
+async def _write(
+    pool: asyncpg.Pool, run: str, count: int, seed: int, until: asyncio.Event | None = None
+) -> None:
+    """`count` counted events over eight streams, or fewer if `until` is set first."""
     rng = random.Random(seed)
     for _ in range(count):
+        if until is not None and until.is_set():
+            return
         stream = f"tally-{run}{rng.randrange(8)}"
         event = TallyCounted(amount=rng.randrange(1, 100))
         await append(pool, [PendingAppend(stream, ANY_VERSION, [event])], META)
@@ -100,11 +105,14 @@ async def test_projector_killed_mid_stream_ends_like_a_rebuild(
         async with running(first.run()):
             await _write(pool, run, 200, seed=1)
             await _wait_for(lambda: _applied_at_least(first, 40))
-            writer = asyncio.create_task(_write(pool, run, 200, seed=4))
-        # Killed mid-stream: the writer is still going, nothing of its last batch acked.
-        assert not writer.done()
+            enough = asyncio.Event()
+            writer = asyncio.create_task(_write(pool, run, 20_000, seed=4, until=enough))
+            await _wait_for(lambda: _applied_at_least(first, 260))
+        # Killed mid-stream: the writer goes on until the next projector has applied some.
         second = Projector(pool, js, settings, TallyProjection(), batch_size=20)
         async with running(second.run()):
+            await _wait_for(lambda: _applied_at_least(second, 40))
+            enough.set()
             await writer
             await _wait_for(lambda: _matches_store(pool))
             live = await _rows(pool)

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from infra import supervise
-from infra.supervise import stop_task, stop_tasks
+from infra.supervise import honour_cancellation, stop_task, stop_tasks
 
 
 async def _loses_its_first_cancellation(stopped: asyncio.Event) -> None:
@@ -106,3 +106,23 @@ async def test_the_wait_before_cancelling_again_is_the_callers_to_choose() -> No
     async with asyncio.timeout(supervise.STOP_AGAIN_SECONDS / 2):
         await stop_tasks([task], again_after=0.2)
     assert stopped.is_set() and task.cancelled()
+
+
+async def test_a_loop_that_honours_its_cancellation_stops_on_the_first() -> None:
+    """asyncio.wait_for on Python 3.11 returns the result of a future that completes in the same
+    turn as the cancellation, and the cancellation is lost; the projector and the relay wait
+    like that in nats-py's fetch and publish, and stop_tasks would wait STOP_AGAIN_SECONDS."""
+    waits: list[asyncio.Future[None]] = []
+
+    async def fetching() -> None:
+        while True:
+            waits.append(asyncio.get_running_loop().create_future())
+            await asyncio.wait_for(waits[-1], timeout=60)
+            honour_cancellation()
+
+    task = asyncio.create_task(fetching())
+    await asyncio.sleep(0.01)
+    waits[-1].set_result(None)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=supervise.STOP_AGAIN_SECONDS / 5)
+    assert task in done and task.cancelled()
