@@ -31,7 +31,7 @@ from nats.aio.client import Client
 from infra.bus import connect, ensure_stream
 from infra.embedded import child_setup
 from infra.settings import Settings
-from infra.supervise import stop_task
+from infra.supervise import raise_failure, stop_task, stop_tasks
 from services.health import Readiness
 from services.ports import check_ports
 from services.runtime import (
@@ -140,7 +140,10 @@ async def alongside(
         failure = None if simulating.cancelled() else simulating.exception()
         raise ChildFailed(f"the Stripe simulator stopped ({failure!r})")
     finally:
-        await stop_task(children)
+        # The children have their grace before SIGKILL: cancelling the supervisor again
+        # sooner (stop_task's default) would cut it short.
+        await stop_tasks([children], STOP_GRACE_SECONDS + DRAIN_SECONDS)
+        raise_failure([children])
 
 
 @dataclass
@@ -303,18 +306,24 @@ async def _forward(pipe: BinaryIO, out: BinaryIO, *, structured: str | None = No
 
 
 async def _stop(child: Child) -> None:
-    """SIGTERM, then SIGKILL after the grace period; its output is passed on to the end."""
+    """SIGTERM, then SIGKILL after the grace period; its output is passed on to the end. A stop
+    that is itself cancelled during the grace kills the child at once: no child outlives the
+    run."""
     process = child.process
     if process is None:
         return
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+            async with asyncio.timeout(STOP_GRACE_SECONDS):
+                await process.wait()
         except TimeoutError:
             log.warning("process_killed", child=child.group, grace_seconds=STOP_GRACE_SECONDS)
-            process.kill()
-            await process.wait()
+        finally:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+        await process.wait()
     await _let_go(child)
 
 
