@@ -42,6 +42,7 @@ from services.usecases.catalog_cache import Catalog
 from services.usecases.desk import Aggregate, Desk, Desks, Kind
 from services.usecases.desk_owners import DeskOwners, OwnerGone, OwnerSilent
 from services.usecases.desk_seats import DeskSeats
+from services.usecases.recent import Recent
 
 log = structlog.get_logger(__name__)
 
@@ -157,7 +158,7 @@ class Purchases:
         self.hold = timedelta(minutes=hold_minutes)
         self._background: set[asyncio.Future[None]] = set()
         self._expected: set[tuple[int, str]] = set()
-        self._openings: dict[str, Opening] = {}
+        self._openings: Recent[str, Opening] = Recent(REMEMBERED_OPENINGS)
         self.owners: DeskOwners | None = None
 
     async def route(self, owners: DeskOwners) -> None:
@@ -422,10 +423,7 @@ class Purchases:
         return self._remember(Opening(paying, version + 1, meta))
 
     def _remember(self, opening: Opening) -> PurchaseState:
-        if len(self._openings) >= REMEMBERED_OPENINGS:
-            del self._openings[next(iter(self._openings))]
-        self._openings[opening.state.opened.token] = opening
-        return opening.state
+        return self._openings.keep(opening.state.opened.token, opening).state
 
     def opening(self, token: str) -> Opening | None:
         """The purchase as this process stored it when it took its payment, given once: Stripe's

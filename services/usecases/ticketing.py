@@ -32,6 +32,7 @@ from infra.eventstore import (
     read_streams,
     stream_events,
 )
+from services.usecases.recent import Recent
 
 MAX_SCAN_ATTEMPTS = 10
 _PURCHASE_REASON: dict[str, Reason] = {
@@ -101,8 +102,7 @@ class Polls:
         """`find`: the organization's purchase by token, NotFound for any other."""
         self._reads = reads
         self._find = find
-        self._remember = remember
-        self._ticket_ids: dict[str, list[int]] = {}
+        self._ticket_ids: Recent[str, list[int]] = Recent(remember)
 
     async def purchase(
         self, token: str, organization_id: int
@@ -110,7 +110,7 @@ class Polls:
         ids = self._ticket_ids.get(token)
         if ids is None:
             state, _ = await self._find(token, organization_id)
-            ids = self._keep(token, [t.id for t in state.opened.tickets])
+            ids = self._ticket_ids.keep(token, [t.id for t in state.opened.tickets])
             if state.status != "paid":
                 return state, {}
             found = await self._reads.get_many([streams.ticket(t) for t in ids])
@@ -122,12 +122,6 @@ class Polls:
         if state.status != "paid":
             return state, {}
         return state, _issued(ids, found[1:])
-
-    def _keep(self, token: str, ticket_ids: list[int]) -> list[int]:
-        if len(self._ticket_ids) >= self._remember:
-            del self._ticket_ids[next(iter(self._ticket_ids))]
-        self._ticket_ids[token] = ticket_ids
-        return ticket_ids
 
 
 async def load_purchase(pool: asyncpg.Pool, token: str) -> PurchaseState | None:
