@@ -184,12 +184,12 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], again_after: float | No
             task.exception()
 
 
-async def stop_task(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a worker's task and wait until it has finished its cleanup; a failure it ended
-    with is raised here."""
+async def stop_task(task: asyncio.Task[Any] | None, again_after: float | None = None) -> None:
+    """Cancel a worker's task and wait until it has finished its cleanup (`stop_tasks`); a
+    failure it ended with is raised here."""
     if task is None:
         return
-    await stop_tasks([task])
+    await stop_tasks([task], again_after)
     raise_failure([task])
 
 

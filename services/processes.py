@@ -31,7 +31,7 @@ from nats.aio.client import Client
 from infra.bus import connect, ensure_stream
 from infra.embedded import child_setup
 from infra.settings import Settings
-from infra.supervise import raise_failure, stop_task, stop_tasks
+from infra.supervise import stop_task
 from services.health import Readiness
 from services.ports import check_ports
 from services.runtime import (
@@ -142,8 +142,7 @@ async def alongside(
     finally:
         # The children have their grace before SIGKILL: cancelling the supervisor again
         # sooner (stop_task's default) would cut it short.
-        await stop_tasks([children], STOP_GRACE_SECONDS + DRAIN_SECONDS)
-        raise_failure([children])
+        await stop_task(children, again_after=STOP_GRACE_SECONDS + DRAIN_SECONDS)
 
 
 @dataclass

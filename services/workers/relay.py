@@ -116,7 +116,7 @@ class Relay:
             await self._tell_start()
             while True:
                 while await self.publish_pending():
-                    honour_cancellation()
+                    pass
                 await self._listen(conn)
         finally:
             self._db = self._pool
@@ -151,7 +151,6 @@ class Relay:
             self._wake.clear()
             if await self.publish_pending() > self._quiet_batch:
                 break
-            honour_cancellation()
             await self._settle()
             await self._wait()
         await conn.execute("SELECT pg_advisory_unlock($1)", RELAY_SLEEP_LOCK)
@@ -229,6 +228,7 @@ class Relay:
         if batch:
             self._sent = Checkpoint(batch[-1].global_position, batch[-1].event_id)
         await self._take_acks(earlier, store_now=not batch)
+        honour_cancellation()  # a cancellation that nats-py lost while publishing
         return len(batch)
 
     async def _settle(self) -> None:
