@@ -2,9 +2,10 @@
 payment through Stripe, cancel and expire (what Stripe reports then is settled in
 services/usecases/settlement.py). The decisions are the domain's (domain/sales.py,
 domain/purchasing.py); this module finds the aggregates, draws what a decision needs (ids,
-codes, the clock), queues the commands at their desks and talks to Stripe. With several
-gateways, a purchase is opened by the gateway that owns its inventory's stream
-(services/usecases/desk_owners.py): the others send it there, and take its payment."""
+codes, the clock) and queues the commands at their desks; the PaymentIntents are made and
+cancelled by services/usecases/intents.py. With several gateways, a purchase is opened by the
+gateway that owns its inventory's stream (services/usecases/desk_owners.py): the others send it
+there (services/usecases/routed_purchases.py), and take its payment."""
 
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ import asyncio
 import secrets
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 import asyncpg
-import msgspec
 import structlog
 
 from domain import catalog, discounts, purchasing, sales, streams, venues
@@ -35,14 +35,14 @@ from infra.eventstore import (
     read_stream,
     read_streams,
 )
-from infra.payments import PaymentError, PaymentIntentRef, Payments
+from infra.payments import Payments
 from projections import purchases as purchases_read_model
-from services.usecases import catalog_commands, ticketing
+from services.usecases import catalog_commands, routed_purchases, ticketing
 from services.usecases.catalog_cache import Catalog
 from services.usecases.desk import Aggregate, Desk, Desks, Kind
-from services.usecases.desk_owners import DeskOwners, OwnerGone, OwnerSilent
+from services.usecases.desk_owners import DeskOwners, OwnerGone
 from services.usecases.desk_seats import DeskSeats
-from services.usecases.recent import Recent
+from services.usecases.intents import Intents, Opening, StripeFailed, intent_created
 
 log = structlog.get_logger(__name__)
 
@@ -67,63 +67,6 @@ ATTRACTION_INVENTORY = Kind(
 )
 
 
-class StripeFailed(DomainError):
-    code = "stripe_error"
-
-
-class RefusedByOwner(DomainError):
-    """A refusal made by the desk of the gateway that owns the stream, with its code."""
-
-    def __init__(self, code: str, detail: str, field: str | None) -> None:
-        super().__init__(detail, field)
-        self.code = code
-
-
-# What a gateway sends the owner of an inventory stream, and what it answers.
-class _OpenEvent(msgspec.Struct, frozen=True, tag=True):
-    stream: str
-    command: sales.OpenEventPurchase
-    metadata: Metadata
-
-
-class _OpenAttraction(msgspec.Struct, frozen=True, tag=True):
-    stream: str
-    command: sales.OpenAttractionPurchase
-    metadata: Metadata
-
-
-class _Opened(msgspec.Struct, frozen=True, tag=True):
-    state: PurchaseState
-
-
-class _Refused(msgspec.Struct, frozen=True, tag=True):
-    code: str
-    detail: str
-    field: str | None
-
-
-class _Failed(msgspec.Struct, frozen=True, tag=True):
-    error: str
-
-
-_encoder = msgspec.msgpack.Encoder()
-_asks = msgspec.msgpack.Decoder(_OpenEvent | _OpenAttraction)
-_answers = msgspec.msgpack.Decoder(_Opened | _Refused | _Failed)
-
-
-# Purchases this process opened and took the payment of, kept for the report of that payment.
-REMEMBERED_OPENINGS = 10_000
-
-
-class Opening(NamedTuple):
-    """A purchase as this process stored it: its state, its stream's version then and the
-    metadata it was stored with."""
-
-    state: PurchaseState
-    version: int
-    metadata: Metadata
-
-
 def _code(length: int) -> str:
     return random_code(UNAMBIGUOUS, length)
 
@@ -143,6 +86,7 @@ class Purchases:
         connection."""
         self.pool = pool
         self.payments = payments
+        self.intents = Intents(payments)
         self.publishable_key = publishable_key
         self.desks = Desks(writer or pool, snapshot_pool=pool)
         self.seats = DeskSeats(self.desks, EVENT_INVENTORY)
@@ -158,7 +102,6 @@ class Purchases:
         self.hold = timedelta(minutes=hold_minutes)
         self._background: set[asyncio.Future[None]] = set()
         self._expected: set[tuple[int, str]] = set()
-        self._openings: Recent[str, Opening] = Recent(REMEMBERED_OPENINGS)
         self.owners: DeskOwners | None = None
 
     async def route(self, owners: DeskOwners) -> None:
@@ -173,6 +116,7 @@ class Purchases:
             await self.owners.close()
         await self.desks.close()
         await self.recorder.close()
+        await self.intents.close()
         await asyncio.gather(*self._background, return_exceptions=True)
 
     # ---- opening -------------------------------------------------------------------------
@@ -243,25 +187,15 @@ class Purchases:
         owner = await owners.owner_of(desk.stream_id)
         if owner == owners.me:
             return await self._open_here(desk, command, meta)
-        ask = (
-            _OpenEvent(desk.stream_id, command, meta)
-            if isinstance(command, sales.OpenEventPurchase)
-            else _OpenAttraction(desk.stream_id, command, meta)
-        )
         try:
-            answer = _answers.decode(await owners.ask(owner, _encoder.encode(ask)))
+            state = await routed_purchases.ask_owner(owners, owner, desk.stream_id, command, meta)
         except OwnerGone:
             await owners.take_over(desk.stream_id, owner)
             return await self._open_here(desk, command, meta)
-        except OwnerSilent:
-            answer = _Failed("no answer in time")
-        match answer:
-            case _Opened():
-                return await self._paid_for(answer.state, meta)
-            case _Refused():
-                raise RefusedByOwner(answer.code, answer.detail, answer.field)
-        log.warning("desk_owner_failed", stream=desk.stream_id, owner=owner, error=answer.error)
-        return await self._paid_for(await self._open_again(desk, command, meta), meta)
+        except routed_purchases.OwnerFailed as exc:
+            log.warning("desk_owner_failed", stream=desk.stream_id, owner=owner, error=str(exc))
+            state = await self._open_again(desk, command, meta)
+        return await self._paid_for(state, meta)
 
     async def _paid_for(self, state: PurchaseState, meta: Metadata) -> PurchaseState:
         """A purchase the owner opened without taking its payment, with its PaymentIntent."""
@@ -294,7 +228,7 @@ class Purchases:
         await desk.after_pledges(command)
         forecast = desk.forecast(command) if pay else None
         try:
-            if forecast is not None and self._can_charge(forecast.result[0]):
+            if forecast is not None and self.intents.can_charge(forecast.result[0]):
                 with desk.pledge(command):
                     return await self._pay_first(desk, command, forecast.result[0], meta)
             events = await desk.submit(command, meta, sales.discount_streams(command))
@@ -314,20 +248,20 @@ class Purchases:
     async def _answer(self, data: bytes) -> bytes:
         """A purchase another gateway sends this one, the owner of its stream, to open; its
         payment is taken by the gateway that asks."""
-        ask = _asks.decode(data)
-        kind = EVENT_INVENTORY if isinstance(ask, _OpenEvent) else ATTRACTION_INVENTORY
-        desk: Desk[Any] = self.desks.get(ask.stream, kind)
+        stream, command, meta = routed_purchases.asked(data)
+        event = isinstance(command, sales.OpenEventPurchase)
+        desk: Desk[Any] = self.desks.get(stream, EVENT_INVENTORY if event else ATTRACTION_INVENTORY)
         if self.owners is not None:
-            self.owners.touch(ask.stream)
-        with structlog.contextvars.bound_contextvars(request_id=ask.metadata.request_id):
+            self.owners.touch(stream)
+        with structlog.contextvars.bound_contextvars(request_id=meta.request_id):
             try:
-                state = await self._open_here(desk, ask.command, ask.metadata, pay=False)
+                state = await self._open_here(desk, command, meta, pay=False)
             except DomainError as exc:
-                return _encoder.encode(_Refused(exc.code, exc.detail, exc.field))
+                return routed_purchases.refused(exc)
             except Exception as exc:
-                log.warning("routed_purchase_failed", stream=ask.stream, error=repr(exc))
-                return _encoder.encode(_Failed(repr(exc)))
-        return _encoder.encode(_Opened(state))
+                log.warning("routed_purchase_failed", stream=stream, error=repr(exc))
+                return routed_purchases.failed(exc)
+        return routed_purchases.opened(state)
 
     async def _draft(
         self, req: PurchaseRequest, api_key_id: int | None, discount_id: int | None
@@ -362,15 +296,6 @@ class Purchases:
         sections = await self.catalog.sections_of_event(event_id)
         return sections, self.desks.get(streams.event(event_id), EVENT_INVENTORY)
 
-    def _can_charge(self, opened: PurchaseOpened) -> bool:
-        """Whether Stripe takes this purchase's payment: there is something to pay, and the
-        service and the organization can take payments."""
-        return (
-            self.payments is not None
-            and opened.stripe_account_id is not None
-            and opened.pricing.total_cents > 0
-        )
-
     async def _pay_first(
         self,
         desk: Desk[Any],
@@ -384,7 +309,7 @@ class Purchases:
         process sold the seats), the intent, which no buyer has seen, is cancelled; unless the
         draft's purchase was opened already (by an owner that answered too late): the intent,
         created under the purchase's token as idempotency key, is that purchase's."""
-        intent = await self._create_intent(forecast)
+        intent = await self.intents.create(forecast)
         prepaid = sales.PrepaidIntent(
             intent_id=intent.id,
             client_secret=intent.client_secret,
@@ -396,76 +321,36 @@ class Purchases:
         except BaseException as exc:
             opened = streams.purchase(command.draft.token)
             if not (isinstance(exc, ConcurrencyError) and exc.stream_id == opened):
-                self._abandon(intent.id)
+                self.intents.abandon(intent.id)
             raise
         state = purchasing.replay_purchase(events)
         assert state is not None
-        return self._remember(Opening(state, len(events), meta))
+        return self.intents.remember(Opening(state, len(events), meta))
 
     async def _take_payment(self, state: PurchaseState, meta: Metadata) -> PurchaseState:
         """The PaymentIntent for a purchase already opened; its hold is released when Stripe
         cannot be reached."""
         opened = state.opened
-        if not self._can_charge(opened):
+        if not self.intents.can_charge(opened):
             await self.release(opened.token, "payment_processing_unavailable", meta)
             raise PaymentProcessingUnavailable("payments are not configured")
         try:
-            intent = await self._create_intent(opened)
+            intent = await self.intents.create(opened)
         except StripeFailed:
             await self.release(opened.token, "stripe_error", meta)
             raise
-        created = _intent_created(opened, intent)
+        created = intent_created(opened, intent)
         version = 1  # the purchase's stream holds its opening alone
         await self.recorder.append(
             [PendingAppend(streams.purchase(opened.token), version, [created])], meta
         )
         paying = purchasing.evolve_purchase(state, created) or state
-        return self._remember(Opening(paying, version + 1, meta))
-
-    def _remember(self, opening: Opening) -> PurchaseState:
-        return self._openings.keep(opening.state.opened.token, opening).state
-
-    def opening(self, token: str) -> Opening | None:
-        """The purchase as this process stored it when it took its payment, given once: Stripe's
-        report of that payment is decided on it without reading the stream first (about half
-        of a webhook's time in an on-sale, behind the buyers' polls). Its version makes the
-        append fail should anything have changed the stream since; the report is then decided
-        again on the stream as read."""
-        return self._openings.pop(token, None)
-
-    async def _create_intent(self, opened: PurchaseOpened) -> PaymentIntentRef:
-        assert self.payments is not None and opened.stripe_account_id is not None
-        try:
-            return await self.payments.create_intent(
-                purchase_token=opened.token,
-                amount_cents=opened.pricing.total_cents,
-                currency=opened.pricing.currency.lower(),
-                connected_account_id=opened.stripe_account_id,
-                description=f"{opened.product_name} ({len(opened.tickets)} tickets)",
-            )
-        except PaymentError as exc:
-            log.warning("payment_intent_failed", token=opened.token, error=str(exc))
-            raise StripeFailed("the payment could not be started; nothing was held") from None
-
-    def _abandon(self, intent_id: str) -> None:
-        """Cancels an intent no buyer was given, in the background (best effort: one left
-        behind can never be paid, as nobody has its client secret). The one cancel made from
-        a request's path: no stored event can decide it, as the purchase was never stored; and
-        should the append have been stored after all (its answer lost), the purchase was never
-        shown to anyone, simply cannot be paid, and expires."""
-        self._in_background(self._cancel_intent(intent_id))
+        return self.intents.remember(Opening(paying, version + 1, meta))
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _cancel_intent(self, intent_id: str) -> None:
-        assert self.payments is not None
-        try:
-            await self.payments.cancel_intent(intent_id)
-        except PaymentError as exc:
-            log.warning("payment_intent_cancel_failed", intent_id=intent_id, error=str(exc))
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -540,14 +425,6 @@ class Purchases:
 
     async def due_for_expiry(self, now: datetime, limit: int = 500) -> list[str]:
         return await purchases_read_model.due_for_expiry(self.pool, now, limit)
-
-
-def _intent_created(
-    opened: PurchaseOpened, intent: PaymentIntentRef
-) -> purchasing.PaymentIntentCreated:
-    return purchasing.PaymentIntentCreated(
-        token=opened.token, intent_id=intent.id, client_secret=intent.client_secret
-    )
 
 
 def purchase_from(recorded: list[RecordedEvent]) -> tuple[PurchaseState | None, int]:

@@ -15,7 +15,8 @@ from domain.inventory import holds
 from domain.purchasing import PurchaseState
 from infra.eventstore import NO_STREAM, ConcurrencyError, Metadata, PendingAppend
 from infra.payments import WebhookEvent
-from services.usecases.purchases import Opening, Purchases, purchase_from
+from services.usecases.intents import Opening
+from services.usecases.purchases import Purchases, purchase_from
 
 MAX_SETTLE_ATTEMPTS = 5
 
@@ -70,7 +71,7 @@ class Settlement:
         if apply is not None or event.report not in ("succeeded", "failed"):
             return None
         assert event.purchase_token is not None
-        return self._purchases.opening(event.purchase_token)
+        return self._purchases.intents.opening(event.purchase_token)
 
     async def _paid_or_failed(
         self, state: PurchaseState, version: int, event: WebhookEvent, meta: Metadata
