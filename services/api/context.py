@@ -12,6 +12,7 @@ from aiohttp import web
 from infra.apikeys import ApiKey
 from infra.changes import ChangeFeed
 from infra.eventstore import Metadata
+from infra.idempotency import Claimant
 from infra.wallet.keys import HandoutKeys
 from services.api.access import AccessControl
 from services.api.activity import ActivityLog
@@ -36,6 +37,7 @@ OFFERS: web.AppKey[SeatOffers] = web.AppKey("offers", SeatOffers)
 PLANS: web.AppKey[Memo] = web.AppKey("seat_plans", Memo)
 TAKEN: web.AppKey[Memo] = web.AppKey("taken_seats", Memo)
 SALE_FIRST: web.AppKey[SaleFirst] = web.AppKey("sale_first", SaleFirst)
+CLAIMANT: web.AppKey[Claimant] = web.AppKey("idempotency_claimant", Claimant)
 API_KEY: web.RequestKey[ApiKey] = web.RequestKey("api_key", ApiKey)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 

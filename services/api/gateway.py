@@ -19,6 +19,7 @@ from infra.apikeys import DEFAULT_RATE_LIMIT
 from infra.changes import API_KEYS, ChangeFeed, read_model_channel
 from infra.embed_tokens import EmbedSigner
 from infra.eventstore import ConcurrencyError
+from infra.idempotency import Claimant
 from infra.metrics import observe_request
 from infra.offer_feed import OfferFeed
 from infra.rate_limits import AUTH_BLOCKS
@@ -50,6 +51,7 @@ from services.api.context import (
     API_DOCS,
     API_KEY,
     CHANGES,
+    CLAIMANT,
     DOCUMENTS,
     HANDOUT,
     OFFERS,
@@ -263,9 +265,11 @@ async def _start(app: web.Application) -> None:
     app[CHANGES].start()
     await app[OFFERS].start()
     app[SALE_FIRST].start()
+    await app[CLAIMANT].start()
 
 
 async def _stop(app: web.Application) -> None:
+    await app[CLAIMANT].stop()
     await app[SALE_FIRST].stop()
     await app[OFFERS].stop()
     await app[CHANGES].stop()
@@ -299,6 +303,7 @@ def create_app(
     app[SNAPSHOTS] = Memo(changes, READS_FOLLOW, ttl=SNAPSHOT_SECONDS)
     app[OFFERS] = SeatOffers(offer_feed)
     app[SALE_FIRST] = SaleFirst()
+    app[CLAIMANT] = Claimant(pool)
     app[PLANS] = Memo(changes, (CATALOG_CHANGES,), ttl=SNAPSHOT_SECONDS)
     app[TAKEN] = Memo(changes, (AVAILABILITY_CHANGES,), ttl=SNAPSHOT_SECONDS)
     limits: Limits = LocalLimits()

@@ -1,7 +1,9 @@
 """Idempotency-Key for the POSTs that must not happen twice (a purchase, a refund): the first
 request claims the key (infra/idempotency.py), a retry with the same body replays its stored
 answer with `Idempotent-Replay: true`, another body under the key is a 422, a retry while the
-first still runs a 409. Answers that mean "try again" are not stored."""
+first still runs a 409. Answers that mean "try again" are not stored. A retry of a request whose
+gateway process died before answering runs again with the claim the first one had (its
+`reserved` value), so the handler can find what the first one stored."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from infra import idempotency
-from services.api.context import api_key_of, pool_of
+from services.api.context import CLAIMANT, api_key_of, pool_of
 from services.api.errors import ApiError, invalid_request
 
 
@@ -21,42 +23,47 @@ def _retryable(response: web.Response) -> bool:
 
 
 async def once(
-    request: web.Request, raw: bytes, respond: Callable[[], Awaitable[web.Response]]
+    request: web.Request,
+    raw: bytes,
+    respond: Callable[[idempotency.Claim | None], Awaitable[web.Response]],
 ) -> web.Response:
-    """`respond`'s answer, or with an Idempotency-Key the first answer given for it."""
+    """`respond`'s answer, or with an Idempotency-Key the first answer given for it; `respond`
+    is given the key's claim (None without a key)."""
     key_header = request.headers.get("Idempotency-Key")
     if key_header is None:
-        return await respond()
+        return await respond(None)
     if not idempotency.valid_key(key_header):
         raise invalid_request("Idempotency-Key", idempotency.KEY_RULE)
-    pool = pool_of(request)
+    claimant = request.app[CLAIMANT]
     api_key = api_key_of(request).id
     fingerprint = idempotency.request_hash(request.method, request.path, raw)
     try:
-        replay = await idempotency.claim(pool, api_key, key_header, fingerprint)
+        claimed = await idempotency.claim(
+            pool_of(request), claimant.name, api_key, key_header, fingerprint
+        )
     except idempotency.KeyReused:
         raise ApiError(
             422, "idempotency_key_reuse", "the key was used for another request"
         ) from None
     except idempotency.StillRunning:
         raise ApiError(409, "idempotency_in_flight", "the first request is still running") from None
-    if replay is not None:
+    if isinstance(claimed, idempotency.Replay):
         return web.Response(
-            status=replay.status,
-            body=replay.body,
+            status=claimed.status,
+            body=claimed.body,
             content_type="application/json",
             headers={"Idempotent-Replay": "true"},
         )
     try:
         try:
-            response = await respond()
+            response = await respond(claimed)
         except ApiError as exc:
             response = exc.response()
     except BaseException:
-        await idempotency.abandon(pool, api_key, key_header)
+        await claimant.abandon(api_key, key_header)
         raise
     if _retryable(response):
-        await idempotency.abandon(pool, api_key, key_header)
+        await claimant.abandon(api_key, key_header)
     else:
-        await idempotency.finish(pool, api_key, key_header, response.status, response.body)
+        await claimant.finish(api_key, key_header, response.status, response.body)
     return response

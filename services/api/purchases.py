@@ -14,6 +14,7 @@ from domain.inventory.holds import InsufficientAvailability, SeatsTaken
 from domain.purchasing import PurchasedTicket, PurchaseRequest, PurchaseState
 from domain.seating import seat_key
 from domain.tickets import TicketState
+from infra.idempotency import Claim
 from services.api import idempotent
 from services.api.context import OFFERS, PURCHASES, api_key_of, metadata_of
 from services.api.errors import from_domain
@@ -164,12 +165,14 @@ def purchase_view(
     )
 
 
-async def _create(request: web.Request, raw: bytes) -> web.Response:
+async def _create(request: web.Request, raw: bytes, claim: Claim | None) -> web.Response:
+    """Under an Idempotency-Key the purchase's token is the key's (`Claim.reserved`): a retry
+    of a request whose gateway died before answering finds the purchase it stored."""
     req = decode_body(raw, PurchaseRequest)
     key = api_key_of(request)
     purchases = request.app[PURCHASES]
     try:
-        state = await purchases.place(req, key.organization_id, key.id, metadata_of(request))
+        state = await purchases.place(req, key.organization_id, key.id, metadata_of(request), claim)
     except DomainError as exc:
         refused = from_domain(exc)
         if refused.code in SEAT_REFUSALS:
@@ -198,7 +201,7 @@ async def _withdraw_offers(request: web.Request, req: PurchaseRequest, organizat
 
 async def create_purchase(request: web.Request) -> web.Response:
     raw = await request.read()
-    return await idempotent.once(request, raw, lambda: _create(request, raw))
+    return await idempotent.once(request, raw, lambda claim: _create(request, raw, claim))
 
 
 async def get_purchase(request: web.Request) -> web.Response:

@@ -179,7 +179,7 @@ async def _refund(request: web.Request, raw: bytes) -> web.Response:
 
 async def refund_purchase(request: web.Request) -> web.Response:
     raw = await request.read()
-    return await idempotent.once(request, raw, lambda: _refund(request, raw))
+    return await idempotent.once(request, raw, lambda _: _refund(request, raw))
 
 
 async def list_refunds(request: web.Request) -> web.Response:

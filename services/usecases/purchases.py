@@ -35,6 +35,7 @@ from infra.eventstore import (
     read_stream,
     read_streams,
 )
+from infra.idempotency import Claim
 from infra.payments import Payments
 from projections import purchases as purchases_read_model
 from services.usecases import catalog_commands, routed_purchases, ticketing
@@ -143,20 +144,33 @@ class Purchases:
             log.info("purchase_preparation_failed", event_slug=event_slug, error=repr(exc))
 
     async def place(
-        self, req: PurchaseRequest, organization_id: int, api_key_id: int | None, meta: Metadata
+        self,
+        req: PurchaseRequest,
+        organization_id: int,
+        api_key_id: int | None,
+        meta: Metadata,
+        claim: Claim | None = None,
     ) -> PurchaseState:
-        """Hold, open and (when there is something to pay) create the PaymentIntent."""
+        """Hold, open and (when there is something to pay) create the PaymentIntent. Under an
+        idempotency key's `claim` the purchase's token is the claim's: a request that takes over
+        the key of one whose process died before answering finds the purchase that one stored
+        (`_found_again`) instead of opening a second."""
         purchasing.validate_request(req)
+        if claim is not None and claim.retaken:
+            found, _ = await self.load(claim.reserved)
+            if found is not None:
+                return await self._found_again(found, meta)
         org = await self.catalog.organization(organization_id)
         discount_id = None
         if req.discount_code:
-            claim = catalog.claim_stream(
+            claimed = catalog.claim_stream(
                 "discount", req.discount_code.strip().upper(), org.organization_id
             )
-            discount_id = await self.catalog.owner(claim)
+            discount_id = await self.catalog.owner(claimed)
             if discount_id is None:
                 raise discounts.InvalidDiscountCode("unknown discount code", "discount_code")
-        draft = await self._draft(req, api_key_id, discount_id)
+        token = claim.reserved if claim is not None else secrets.token_urlsafe(18)
+        draft = await self._draft(req, token, api_key_id, discount_id)
         command: sales.OpenPurchase
         if req.event_slug is not None:
             sections, desk = await self._event_sale(org, req.event_slug)
@@ -170,7 +184,25 @@ class Purchases:
             )
             desk = self.desks.get(streams.attraction(attraction_id), ATTRACTION_INVENTORY)
             command = sales.OpenAttractionPurchase(request=req, organization=org, draft=draft)
-        return await self._open(desk, command, meta)
+        if claim is None:
+            return await self._open(desk, command, meta)
+        try:
+            state = await self._open(desk, command, meta)
+        except DomainError:
+            found, _ = await self.load(token)
+            if found is None or _unstarted(found):
+                raise
+            state = found
+        return await self._found_again(state, meta)
+
+    async def _found_again(self, found: PurchaseState, meta: Metadata) -> PurchaseState:
+        """The purchase stored under a claim's token, as the answer to the request under its
+        key: with its PaymentIntent taken now should the request that opened it have died
+        first. One released because its payment could not be started was a 502 (not kept for
+        the key), and is again."""
+        if _unstarted(found):
+            raise StripeFailed("the payment could not be started; nothing was held")
+        return await self._paid_for(found, meta)
 
     async def _open(
         self, desk: Desk[Any], command: sales.OpenPurchase, meta: Metadata
@@ -264,12 +296,12 @@ class Purchases:
         return routed_purchases.opened(state)
 
     async def _draft(
-        self, req: PurchaseRequest, api_key_id: int | None, discount_id: int | None
+        self, req: PurchaseRequest, token: str, api_key_id: int | None, discount_id: int | None
     ) -> sales.Draft:
         ids = await self.ids.take(sum(req.quantities.values()))
         now = datetime.now(UTC)
         return sales.Draft(
-            token=secrets.token_urlsafe(18),
+            token=token,
             ticket_ids=ids,
             codes=[_code(TICKET_CODE_LENGTH) for _ in ids],
             attendee_tokens=["tok_" + secrets.token_hex(16) for _ in ids],
@@ -425,6 +457,11 @@ class Purchases:
 
     async def due_for_expiry(self, now: datetime, limit: int = 500) -> list[str]:
         return await purchases_read_model.due_for_expiry(self.pool, now, limit)
+
+
+def _unstarted(state: PurchaseState) -> bool:
+    """Released as its payment could not be started (Stripe failed, or takes no payments)."""
+    return state.status == "cancelled" and state.intent_id is None
 
 
 def purchase_from(recorded: list[RecordedEvent]) -> tuple[PurchaseState | None, int]:

@@ -17,7 +17,7 @@ import stripe
 from domain import discounts
 from infra import idempotency
 from infra.payments import SIMULATOR_API_KEY, SIMULATOR_WEBHOOK_SECRET
-from services.api.context import PURCHASES
+from services.api.context import CLAIMANT, PURCHASES
 from services.dev.stripe_sim import signature_header
 from services.usecases import catalog_commands
 from services.workers.sweeper import sweep_once
@@ -221,7 +221,9 @@ async def test_idempotency_keys(api, pool: asyncpg.Pool, catalog) -> None:
     running = idempotency.request_hash(
         "POST", "/api/v1/purchases", json.dumps(order(type_id)).encode()
     )
-    assert await idempotency.claim(pool, api_key, "busy", running) is None
+    claimant = api.app[CLAIMANT].name  # a gateway that is alive, still running the request
+    claimed = await idempotency.claim(pool, claimant, api_key, "busy", running)
+    assert isinstance(claimed, idempotency.Claim) and not claimed.retaken
     _, busy = await post(
         api, token, "/api/v1/purchases", order(type_id), 409, **{"Idempotency-Key": "busy"}
     )
@@ -230,6 +232,62 @@ async def test_idempotency_keys(api, pool: asyncpg.Pool, catalog) -> None:
         api, token, "/api/v1/purchases", order(type_id), 422, **{"Idempotency-Key": "k" * 256}
     )
     assert long["detail"].startswith("Idempotency-Key")
+
+
+async def _claimed_by_a_killed_gateway(pool: asyncpg.Pool, key: str) -> None:
+    """The key's row as a gateway process leaves it when it is killed before it stores its
+    answer: no answer, and a claimant that no longer renews its life."""
+    changed = await pool.execute(
+        "UPDATE idempotency_keys SET status = NULL, body = NULL, claimed_by = 'killed'"
+        " WHERE key = $1",
+        key,
+    )
+    assert changed == "UPDATE 1"
+
+
+async def test_a_retry_finds_the_purchase_a_killed_gateway_stored(
+    serve, pool: asyncpg.Pool, catalog
+) -> None:
+    token, event_id, type_id = await small_event(pool, 10)
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    _, first = await post(await serve(), token, "/api/v1/purchases", order(type_id, 2), 201, **key)
+    await _claimed_by_a_killed_gateway(pool, key["Idempotency-Key"])
+    response, again = await post(
+        await serve(), token, "/api/v1/purchases", order(type_id, 2), 201, **key
+    )
+    assert "Idempotent-Replay" not in response.headers
+    assert again["purchase"]["token"] == first["purchase"]["token"]
+    assert again["payment"] == first["payment"]
+    opened = await pool.fetchval(
+        "SELECT count(*) FROM events WHERE type = 'PurchaseOpened' AND data->>'event_id' = $1",
+        str(event_id),
+    )
+    held = await pool.fetchval(
+        "SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'SeatsHeld'",
+        f"event-{event_id}",
+    )
+    assert (opened, held) == (1, 1)
+    _, replayed = await post(
+        await serve(), token, "/api/v1/purchases", order(type_id, 2), 201, **key
+    )
+    assert replayed == again
+
+
+async def test_a_retry_opens_the_purchase_a_killed_gateway_did_not_store(
+    api, pool: asyncpg.Pool, catalog
+) -> None:
+    token, _, type_id = await small_event(pool, 10)
+    key = str(uuid.uuid4())
+    api_key = await pool.fetchval("SELECT max(id) FROM api_keys")
+    body = json.dumps(order(type_id)).encode()
+    fingerprint = idempotency.request_hash("POST", "/api/v1/purchases", body)
+    claimed = await idempotency.claim(pool, "killed", api_key, key, fingerprint)
+    assert isinstance(claimed, idempotency.Claim)
+    _, created = await post(
+        api, token, "/api/v1/purchases", order(type_id), 201, **{"Idempotency-Key": key}
+    )
+    assert created["purchase"]["token"] == claimed.reserved
+    assert created["payment"]["stripe_client_secret"]
 
 
 async def test_try_again_failures_are_not_replayed(api, pool: asyncpg.Pool, catalog) -> None:
