@@ -94,7 +94,7 @@ async def run_processes(settings: Settings, *, seed: bool = True) -> int:
 async def _prepare(live: Settings, *, seed: bool) -> None:
     """What the children would otherwise race for: the schema, the stream, the demo data and
     key, and the secrets made into the data folder (embed, e-ticket links, wallet keys)."""
-    async with database(live) as pool:
+    async with database(live, waiting=True) as pool:
         nc: Client = await connect(live, "run")
         try:
             await ensure_stream(nc.jetstream(), live)

@@ -29,7 +29,7 @@ from infra.offer_feed import OfferFeed
 from infra.payments import SIMULATOR_HOST, SIMULATOR_WEBHOOK_SECRET, Payments
 from infra.render_workers import pdf_renderer
 from infra.settings import Settings
-from infra.supervise import OUTAGES, raise_failure, stop_tasks
+from infra.supervise import OUTAGES, dependency_of, raise_failure, stop_tasks
 from infra.wallet.keys import HandoutKeys
 from projections.framework import Projection
 from projections.registry import all_projections, ensure_read_models
@@ -69,6 +69,9 @@ COLLECTOR_THRESHOLDS = (10_000, 20, 100)
 # shorter than infra.supervise.STOP_AGAIN_SECONDS, after which its activity-log flush would be
 # cut short.
 DRAIN_SECONDS = 3.0
+# Pauses between attempts to reach PostgreSQL at a process's start: doubled up to the last.
+REACH_FIRST_PAUSE = 0.5
+REACH_LAST_PAUSE = 5.0
 
 
 @contextlib.asynccontextmanager
@@ -89,14 +92,44 @@ async def connected(settings: Settings, *, nats: bool = True) -> AsyncIterator[S
 
 
 @contextlib.asynccontextmanager
-async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+async def database(settings: Settings, *, waiting: bool = False) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the migrated schema. `waiting`: a long-running process started while
+    PostgreSQL cannot be reached (stopped, restarting, still recovering) waits for it, one
+    warning at the start of the wait and one at its end, rather than exiting: a child of
+    `linjerum run` killed during an outage would otherwise fail each restart until the run gave
+    up on it. A command an operator types fails at once instead."""
+    pool = await (_reached(settings) if waiting else _opened(settings))
+    try:
+        yield pool
+    finally:
+        await close_pool(pool)
+
+
+async def _opened(settings: Settings) -> asyncpg.Pool:
     pool = await create_pool(settings.database_url, settings.db_pool_size)
     try:
         await migrate(pool)
         await ensure_read_models(pool)
-        yield pool
-    finally:
-        await close_pool(pool)
+    except BaseException:
+        pool.terminate()
+        raise
+    return pool
+
+
+async def _reached(settings: Settings) -> asyncpg.Pool:
+    pause = REACH_FIRST_PAUSE
+    while True:
+        try:
+            pool = await _opened(settings)
+        except Exception as exc:
+            if dependency_of(exc) != "postgresql":
+                raise
+            OUTAGES.down("postgresql", exc, at="start")
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, REACH_LAST_PAUSE)
+            continue
+        OUTAGES.up("postgresql")
+        return pool
 
 
 async def demo_api_key(pool: asyncpg.Pool, settings: Settings) -> str:
@@ -278,7 +311,7 @@ async def run(
     (default: every read model)."""
     check_ports(settings, components, simulates=simulates)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    async with connected(settings) as live, database(live) as pool:
+    async with connected(settings) as live, database(live, waiting=True) as pool:
         nc = await connect(live, "+".join(components))
         try:
             js = nc.jetstream()

@@ -10,6 +10,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from infra.embedded import free_port
 from infra.settings import Settings
@@ -86,6 +87,14 @@ def on_own_nats(settings: Settings, nats: OwnNats, run: str) -> Settings:
         nats_stream=f"OWN_{run.upper()}",
         subject_prefix=f"own.{run}",
     )
+
+
+def through(url: str, port: int) -> str:
+    """`url` (a database's) with its host and port replaced by 127.0.0.1:`port` (a proxy's)."""
+    parts = urlsplit(url)
+    auth, _, _ = parts.netloc.rpartition("@")
+    netloc = f"{auth}@127.0.0.1:{port}" if auth else f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class CuttableProxy:

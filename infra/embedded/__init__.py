@@ -15,7 +15,8 @@ The first process to enter `embedded_servers` on a folder starts the servers and
 stops them when its context exits. Other processes (or nested calls) entering while the owner is
 alive reuse the running servers and leave them alone on exit. Servers die with their owner even
 on SIGKILL (Linux parent-death signal), and run in their own session so a terminal Ctrl-C goes to
-Python only, which then shuts them down in order.
+Python only, which then shuts them down in order. A server that exits while its owner runs is
+started again by the owner on the same port and data (`_keep_running`).
 """
 
 from __future__ import annotations
@@ -48,12 +49,15 @@ from infra.embedded.processes import (
     stop_foreign,
     stop_owned,
 )
+from infra.supervise import stop_tasks
 
 __all__ = ["EmbeddedUnavailable", "Endpoints", "child_setup", "embedded_servers", "free_port"]
 
 log = structlog.get_logger(__name__)
 
 LOCK_TIMEOUT = 120.0  # another process may be running initdb + start under the lock
+KEEP_SECONDS = 0.5  # how often the owner looks whether its servers still run
+KEEP_PAUSE_MAX = 30.0  # the longest pause between starts of a server that keeps failing
 _RUNTIME = "runtime.json"
 _LOCK = ".embedded.lock"
 
@@ -113,6 +117,7 @@ async def embedded_servers(
             except BaseException:
                 await run_to_end(_stop_and_forget(data_dir, owned, lock=False))
                 raise
+    keeper = asyncio.create_task(_keep_running(data_dir, owned)) if owned else None
     try:
         yield Endpoints(
             database_url=(
@@ -123,8 +128,40 @@ async def embedded_servers(
             nats_url=f"nats://127.0.0.1:{ports['nats']}" if "nats" in ports else "",
         )
     finally:
+        await run_to_end(stop_tasks([keeper] if keeper else []))
         if owned:
             await run_to_end(_stop_and_forget(data_dir, owned, lock=True))
+
+
+async def _keep_running(data_dir: Path, owned: list[Server]) -> None:
+    """A server this process started that exits (killed, crashed) is started again on the same
+    port and data, after pauses that grow while it keeps failing: its clients reconnect to the
+    address they know, as after a restart of a server of their own."""
+    failures = dict.fromkeys(range(len(owned)), 0)
+    while True:
+        await asyncio.sleep(KEEP_SECONDS)
+        for i, server in enumerate(owned):
+            if server.proc.poll() is None:
+                continue
+            log.warning(
+                "embedded server exited; starting it again",
+                server=server.name,
+                code=server.proc.returncode,
+                port=server.port,
+            )
+            start = start_postgres if server.name == "postgres" else start_nats
+            try:
+                owned[i] = await start(data_dir, port=server.port)
+            except Exception as exc:
+                failures[i] += 1
+                log.warning("embedded server not started", server=server.name, error=repr(exc))
+                await asyncio.sleep(min(2.0 ** failures[i], KEEP_PAUSE_MAX))
+                continue
+            failures[i] = 0
+            async with _locked(data_dir):
+                runtime = _read_runtime(data_dir)
+                runtime[server.name] = _entry(owned[i])
+                _write_runtime(data_dir, runtime)
 
 
 def _check_installed(*, postgres: bool, nats: bool) -> None:

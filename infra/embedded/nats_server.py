@@ -69,7 +69,7 @@ async def _clear_nats_pid(data_dir: Path, store: Path) -> None:
         await stop_foreign(pid, signal.SIGTERM, NATS_STOP_TIMEOUT)
 
 
-async def start_nats(data_dir: Path) -> Server:
+async def start_nats(data_dir: Path, port: int | None = None) -> Server:
     exe = _nats_binary()
     store = data_dir / "nats"
     store.mkdir(exist_ok=True)
@@ -96,7 +96,7 @@ async def start_nats(data_dir: Path) -> Server:
         server = Server("nats", proc, port, signal.SIGTERM, NATS_STOP_TIMEOUT)
         return server, _wait_nats(server, name, log_path, offset)
 
-    return await on_a_free_port("nats-server", log_path, start)
+    return await on_a_free_port("nats-server", log_path, start, port)
 
 
 async def _nats_info(port: int) -> dict[str, Any] | None:

@@ -203,7 +203,7 @@ async def _postgres_ready(server: Server, pgdata: Path, log_path: Path, offset: 
     await _ensure_database(server.port)
 
 
-async def start_postgres(data_dir: Path) -> Server:
+async def start_postgres(data_dir: Path, port: int | None = None) -> Server:
     account = _pg_account()
     pgdata = data_dir / "postgres"
     await _ensure_cluster(data_dir, pgdata, account)
@@ -227,7 +227,7 @@ async def start_postgres(data_dir: Path) -> Server:
         server = Server("postgres", proc, port, signal.SIGINT, PG_STOP_TIMEOUT)
         return server, _postgres_ready(server, pgdata, log_path, offset)
 
-    return await on_a_free_port("postgres", log_path, start)
+    return await on_a_free_port("postgres", log_path, start, port)
 
 
 async def _pg_connect(port: int, database: str = "postgres") -> asyncpg.Connection:

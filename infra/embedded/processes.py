@@ -264,18 +264,23 @@ async def wait_started(
 
 
 async def on_a_free_port(
-    what: str, log_path: Path, start: Callable[[int, int], tuple[Server, Awaitable[None]]]
+    what: str,
+    log_path: Path,
+    start: Callable[[int, int], tuple[Server, Awaitable[None]]],
+    port: int | None = None,
 ) -> Server:
     """Starts a server on a freshly picked port (`start(port, log offset)` spawns it and says
-    how to wait until it is ready), again on another port when someone took that one first."""
-    for attempt in range(_PORT_ATTEMPTS):
+    how to wait until it is ready), again on another port when someone took that one first; on
+    `port` alone when given (a server started again where its clients look for it)."""
+    attempts = _PORT_ATTEMPTS if port is None else 1
+    for attempt in range(attempts):
         offset = log_size(log_path)
-        server, ready = start(free_port(), offset)
+        server, ready = start(port or free_port(), offset)
         try:
             await ready
         except PortTaken:
             await stop_owned([server])
-            if attempt + 1 == _PORT_ATTEMPTS:
+            if attempt + 1 == attempts:
                 raise RuntimeError(
                     f"{what} could not bind a port:\n{log_tail(log_path, offset)}"
                 ) from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -27,7 +27,7 @@ from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents
 from tests.e2e.conftest import ATTENDEE_LINK, BUYER, bearer, order, post, small_event
 from tests.faults.sales import Score, assert_admitted_once, gate, sell_and_admit, wait_paid
-from tests.servers import CuttableProxy
+from tests.servers import CuttableProxy, through
 
 BACK_SECONDS = 15.0
 
@@ -38,10 +38,7 @@ async def proxy(settings: Settings) -> AsyncIterator[tuple[CuttableProxy, str]]:
     url = urlsplit(settings.database_url)
     proxy = CuttableProxy(url.hostname or "127.0.0.1", url.port or 5432)
     await proxy.restore()
-    netloc = url.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{proxy.port}"
-    through = urlunsplit(url._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
-    yield proxy, through
+    yield proxy, through(settings.database_url, proxy.port)
     await proxy.cut()
 
 

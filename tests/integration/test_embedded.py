@@ -163,6 +163,35 @@ async def test_fresh_start_clean_stop_and_data_kept(tmp_path: Path) -> None:
     await _assert_all_gone(procs, within=5)
 
 
+async def test_a_killed_server_is_started_again_where_its_clients_look(tmp_path: Path) -> None:
+    async with embedded_servers(tmp_path) as ep:
+        before = _runtime(tmp_path)
+        conn = await asyncpg.connect(ep.database_url)
+        await conn.execute("CREATE TABLE kept (id int)")
+        await conn.close()
+        procs = _server_processes(tmp_path)
+        for proc in procs:
+            proc.kill()
+        await _assert_all_gone(procs, within=5)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await _assert_served(ep)
+                break
+            except (OSError, asyncpg.PostgresError, nats.errors.Error):
+                assert time.monotonic() < deadline, "the killed servers were not started again"
+                await asyncio.sleep(0.5)
+        conn = await asyncpg.connect(ep.database_url)
+        assert await conn.fetchval("SELECT count(*) FROM kept") == 0
+        await conn.close()
+        after = _runtime(tmp_path)
+        for name in ("postgres", "nats"):
+            assert after[name]["port"] == before[name]["port"]
+            assert after[name]["pid"] != before[name]["pid"]
+        procs = _server_processes(tmp_path)
+    await _assert_all_gone(procs, within=10)
+
+
 async def test_only_nats(tmp_path: Path) -> None:
     async with embedded_servers(tmp_path, postgres=False) as ep:
         assert ep.database_url == ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -16,7 +16,7 @@ import pytest
 from infra import idempotency
 from infra.db import create_pool
 from infra.settings import Settings
-from tests.servers import CuttableProxy
+from tests.servers import CuttableProxy, through
 
 API_KEY = 1
 BODY = idempotency.request_hash("POST", "/api/v1/purchases", b'{"quantities": {"1": 1}}')
@@ -70,9 +70,7 @@ async def cut_off(settings: Settings) -> AsyncIterator[tuple[CuttableProxy, asyn
     url = urlsplit(settings.database_url)
     proxy = CuttableProxy(url.hostname or "127.0.0.1", url.port or 5432)
     await proxy.restore()
-    auth, _, _ = url.netloc.rpartition("@")
-    netloc = f"{auth}@127.0.0.1:{proxy.port}" if auth else f"127.0.0.1:{proxy.port}"
-    pool = await create_pool(urlunsplit(url._replace(netloc=netloc)), 2)
+    pool = await create_pool(through(settings.database_url, proxy.port), 2)
     yield proxy, pool
     pool.terminate()
     await proxy.cut()
