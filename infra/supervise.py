@@ -31,6 +31,7 @@ _POSTGRES_DOWN = (
     asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,
     asyncpg.PostgresSystemError,
+    asyncpg.exceptions.InternalClientError,  # a connection left mid-exchange by a server going down
 )
 
 

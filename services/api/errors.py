@@ -58,6 +58,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,  # class 08, e.g. the connection closed mid-query
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up, cancelled
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    # A connection a server going down left mid-exchange: "cannot switch to state 12; another
+    # operation (2) is in progress" from the pool's next query on it (seen in a fast stop).
+    asyncpg.exceptions.InternalClientError,
     nats.errors.ConnectionClosedError,
     nats.errors.ConnectionDrainingError,
     nats.errors.ConnectionReconnectingError,

@@ -14,6 +14,7 @@ import structlog
 from domain.errors import DomainError
 from infra.eventstore import ConcurrencyError
 from infra.supervise import OUTAGES, Outages, dependency_of, serve_forever
+from services.api.errors import unavailable
 from services.workers.sweeper import sweep_once
 
 
@@ -26,6 +27,9 @@ def test_errors_are_told_apart_by_the_server_they_come_from() -> None:
 
     assert dependency_of(ConnectionRefusedError(111, "refused")) == "postgresql"
     assert dependency_of(asyncpg.exceptions.AdminShutdownError("restart")) == "postgresql"
+    left = asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation")
+    assert dependency_of(left) == "postgresql"
+    assert unavailable(left)  # 503 with Retry-After, not a 500
     assert dependency_of(nats.errors.TimeoutError()) == "nats"
     assert dependency_of(nats.errors.NoRespondersError()) == "nats"
     try:
