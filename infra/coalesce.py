@@ -28,9 +28,10 @@ class Coalesced(Generic[K, V]):
         return await self._ask(key)
 
     async def get_many(self, keys: Sequence[K]) -> list[V]:
-        """The keys' values, in their order, from the same fetch."""
-        futures = [self._ask(key) for key in keys]
-        return [await future for future in futures]
+        """The keys' values, in their order, from the same fetch. A failed fetch fails every
+        key: the first failure is raised and the others are taken too (gather), so none is
+        left to be reported as never retrieved."""
+        return list(await asyncio.gather(*(self._ask(key) for key in keys)))
 
     def _ask(self, key: K) -> asyncio.Future[V]:
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
