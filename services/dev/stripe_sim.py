@@ -29,7 +29,8 @@ charge's `amount_refunded` so far, `charge.dispute.created`), POSTed in the
 background to the webhook URL with a `Stripe-Signature` header that
 `stripe.Webhook.construct_event` verifies. Events about one PaymentIntent are delivered in the
 order they happened; a delivery answered with a non-2xx status or a connection error is retried
-after each of `retry_delays` in turn, then marked failed. API responses never wait for it.
+after each of `retry_delays` in turn, then (when served: `linjerum run`, `linjerum stripe-sim`)
+every 5 s for three days, as Stripe keeps retrying, then marked failed. API responses never wait for it.
 
 Helpers for tests and debugging, without authentication (the simulator listens on loopback):
 
@@ -58,7 +59,7 @@ import json
 import re
 import string
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -76,6 +77,10 @@ Params = Mapping[str, str]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30)
+# After those, as Stripe does, a delivery is tried again for three days (every 5 s here), so a
+# payment made while the service is down for longer is reported soon after it is back.
+STRIPE_RETRY_EVERY = 5.0
+STRIPE_RETRY_FOR = 3 * 24 * 3600.0
 DELIVERY_TIMEOUT = aiohttp.ClientTimeout(total=10)
 _ALPHABET = string.ascii_letters + string.digits
 _ACCOUNT_ID = re.compile(r"acct_[A-Za-z0-9_]+")
@@ -239,10 +244,21 @@ class Webhooks:
     """Signed delivery in the background: one chain of tasks per PaymentIntent keeps its events
     in order, while events of other intents go out independently."""
 
-    def __init__(self, url: str | None, secret: str, retry_delays: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        url: str | None,
+        secret: str,
+        retry_delays: tuple[float, ...],
+        retry_every: float = STRIPE_RETRY_EVERY,
+        retry_for: float = 0.0,
+    ) -> None:
+        """After `retry_delays`, a delivery is tried every `retry_every` seconds until
+        `retry_for` seconds have passed since it was first tried, then marked failed."""
         self.url = url
         self._secret = secret
         self._retry_delays = retry_delays
+        self._retry_every = retry_every
+        self._retry_for = retry_for
         self.deliveries: list[Delivery] = []
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._running: set[asyncio.Task[None]] = set()
@@ -277,13 +293,19 @@ class Webhooks:
     async def _deliver_after(self, previous: asyncio.Task[None] | None, delivery: Delivery) -> None:
         if previous is not None:
             await asyncio.wait([previous])
-        for delay in (0, *self._retry_delays):
+        until = time.monotonic() + self._retry_for
+        for delay in self._delays(until):
             await asyncio.sleep(delay)
             if await self._attempt(delivery):
                 delivery.status = "delivered"
                 return
         delivery.status = "failed"
         log.warning("stripe_sim_webhook_failed", event_id=delivery.event["id"])
+
+    def _delays(self, until: float) -> Iterator[float]:
+        yield from (0, *self._retry_delays)
+        while time.monotonic() + self._retry_every <= until:
+            yield self._retry_every
 
     async def _attempt(self, delivery: Delivery) -> bool:
         """One POST, signed afresh (the timestamp is part of the signature, as with Stripe)."""
@@ -720,10 +742,14 @@ def create_simulator(
     webhook_secret: str,
     *,
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS,
+    retry_every: float = STRIPE_RETRY_EVERY,
+    retry_for: float = 0.0,
 ) -> web.Application:
     """The simulator as an aiohttp application; webhook_url None records events without
-    delivering them."""
-    simulator = Simulator(Webhooks(webhook_url, webhook_secret, retry_delays))
+    delivering them. A delivery is tried after each of `retry_delays`, then every
+    `retry_every` seconds for `retry_for` seconds (a served simulator: Stripe's three days)."""
+    webhooks = Webhooks(webhook_url, webhook_secret, retry_delays, retry_every, retry_for)
+    simulator = Simulator(webhooks)
     app = web.Application(middlewares=[_envelope, _authenticate, _idempotent])
     app[SIMULATOR] = simulator
 
@@ -756,7 +782,8 @@ async def serve_simulator(
 ) -> None:
     """Serves the simulator until cancelled, then stops it and its pending deliveries;
     `started` is set once it listens."""
-    runner = web.AppRunner(create_simulator(webhook_url, webhook_secret), access_log=None)
+    app = create_simulator(webhook_url, webhook_secret, retry_for=STRIPE_RETRY_FOR)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -5,6 +5,7 @@ retries, checked by the service's own adapter (infra.payments)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import pytest
 import stripe
 from aiohttp import web
 
+from infra.embedded import free_port
 from infra.payments import InvalidSignature, PaymentError, Payments, WebhookEvent
 from services.dev.stripe_sim import create_simulator, signature_header
 
@@ -261,6 +263,42 @@ async def test_an_unreachable_receiver_is_retried_then_marked_failed() -> None:
         await runner.cleanup()
     assert delivery["status"] == "failed" and delivery["attempts"] == 2
     assert delivery["last_error"]
+
+
+async def test_a_receiver_down_past_the_schedule_is_tried_until_it_answers() -> None:
+    """As Stripe keeps retrying for days: a payment made while the service is down for longer
+    than the first retries take is still reported once it is back."""
+    receiver = Receiver()
+    hooks = web.Application()
+    hooks.router.add_post("/webhooks/stripe", receiver.handle)
+    port = free_port()
+    app = create_simulator(
+        f"http://127.0.0.1:{port}/webhooks/stripe",
+        SECRET,
+        retry_delays=(0.01,),
+        retry_every=0.05,
+        retry_for=30.0,
+    )
+    runner, base = await _serve(app)
+    hooks_runner = web.AppRunner(hooks)
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+            async with http.post(
+                f"{base}/v1/payment_intents", data={"amount": "500", "currency": "sek"}
+            ) as created:
+                intent_id = (await created.json())["id"]
+            await http.post(f"{base}/v1/payment_intents/{intent_id}/cancel")
+            await asyncio.sleep(0.5)  # the schedule is over; the receiver is still down
+            await hooks_runner.setup()
+            await web.TCPSite(hooks_runner, "127.0.0.1", port).start()
+            payload, _ = await receiver.next()
+            assert json.loads(payload)["data"]["object"]["id"] == intent_id
+            async with http.get(f"{base}/_sim/events") as listed:
+                [delivery] = [e["delivery"] for e in (await listed.json())["data"]]
+    finally:
+        await runner.cleanup()
+        await hooks_runner.cleanup()
+    assert delivery["status"] == "delivered" and delivery["attempts"] > 3
 
 
 async def test_a_tampered_or_foreign_signature_is_rejected(sim: Sim) -> None:
