@@ -58,6 +58,8 @@ from services.workers.sweeper import run_sweeper
 log = structlog.get_logger(__name__)
 
 DEMO_KEY_FILE = "demo-api-key"
+# The Stripe simulator's objects and owed webhooks, kept across restarts of the run.
+SIM_JOURNAL = "stripe-sim.jsonl"
 # The sales desks', the payment recorder's and the ticket ids' own connections
 # (services/usecases/purchases.py), connected at start: an on-sale's first buyers do not wait for a
 # connection to be opened.
@@ -245,7 +247,9 @@ def simulator(live: Settings, started: asyncio.Event | None = None) -> Coroutine
     hook = f"http://{_local_host(live)}:{live.http_port}/api/v1/webhooks/stripe"
     secret = live.stripe_webhook_secret or SIMULATOR_WEBHOOK_SECRET
     print(f"Stripe simulator on http://{SIMULATOR_HOST}:{live.stripe_sim_port}", flush=True)
-    return serve_simulator(SIMULATOR_HOST, live.stripe_sim_port, hook, secret, started)
+    return serve_simulator(
+        SIMULATOR_HOST, live.stripe_sim_port, hook, secret, started, live.data_dir / SIM_JOURNAL
+    )
 
 
 async def stripe_simulator(settings: Settings, host: str, webhook_url: str) -> None:
@@ -255,7 +259,8 @@ async def stripe_simulator(settings: Settings, host: str, webhook_url: str) -> N
     if settings.uses_simulator:
         secret = settings.stripe_webhook_secret or SIMULATOR_WEBHOOK_SECRET
         print(f"Stripe simulator on http://{host}:{settings.stripe_sim_port}", flush=True)
-        await serve_simulator(host, settings.stripe_sim_port, webhook_url, secret)
+        journal = settings.data_dir / SIM_JOURNAL
+        await serve_simulator(host, settings.stripe_sim_port, webhook_url, secret, None, journal)
     else:
         print("linjerum stripe-sim: STRIPE_SECRET_KEY is set, payments go to Stripe", flush=True)
         await asyncio.Event().wait()

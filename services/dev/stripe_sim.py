@@ -30,7 +30,8 @@ background to the webhook URL with a `Stripe-Signature` header that
 `stripe.Webhook.construct_event` verifies. Events about one PaymentIntent are delivered in the
 order they happened; a delivery answered with a non-2xx status or a connection error is retried
 after each of `retry_delays` in turn, then (when served: `linjerum run`, `linjerum stripe-sim`)
-every 5 s for three days, as Stripe keeps retrying, then marked failed. API responses never wait for it.
+every 5 s for three days, as Stripe keeps retrying, then marked failed. API responses never
+wait for it.
 
 Helpers for tests and debugging, without authentication (the simulator listens on loopback):
 
@@ -46,7 +47,9 @@ Helpers for tests and debugging, without authentication (the simulator listens o
                                              last_error}; status is pending, delivered,
                                              failed or not_configured (no webhook URL)
 
-All state is in memory: a restart forgets every object, key and event.
+All state is in memory; a served simulator (`linjerum run`, `linjerum stripe-sim`) also keeps it
+in a journal in the data folder, so a restart forgets no object, key or event, and delivers the
+webhooks still owed (services/dev/stripe_journal.py).
 """
 
 from __future__ import annotations
@@ -55,12 +58,14 @@ import asyncio
 import copy
 import hashlib
 import hmac
+import itertools
 import json
 import re
 import string
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import aiohttp
@@ -69,6 +74,7 @@ import structlog
 from aiohttp import web
 
 from infra.codes import random_code
+from services.dev.stripe_journal import Journal, Line
 
 log = structlog.get_logger(__name__)
 
@@ -263,6 +269,8 @@ class Webhooks:
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
+        # Told when a delivery is over, delivered or failed (the journal writes it down).
+        self.on_settled: Callable[[Delivery], None] = lambda _: None
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=DELIVERY_TIMEOUT)
@@ -280,10 +288,20 @@ class Webhooks:
         if self.url is None:
             delivery.status = "not_configured"
             return
-        task = asyncio.create_task(self._deliver_after(self._tails.get(ordering_key), delivery))
-        self._tails[ordering_key] = task
+        self._schedule(delivery)
+
+    def resume(self) -> None:
+        """Deliveries still pending when the simulator last stopped (from its journal)."""
+        for delivery in self.deliveries:
+            if delivery.status == "pending" and self.url is not None:
+                self._schedule(delivery)
+
+    def _schedule(self, delivery: Delivery) -> None:
+        key = delivery.intent_id
+        task = asyncio.create_task(self._deliver_after(self._tails.get(key), delivery))
+        self._tails[key] = task
         self._running.add(task)
-        task.add_done_callback(lambda done: self._forget(ordering_key, done))
+        task.add_done_callback(lambda done: self._forget(key, done))
 
     def _forget(self, ordering_key: str, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -298,8 +316,10 @@ class Webhooks:
             await asyncio.sleep(delay)
             if await self._attempt(delivery):
                 delivery.status = "delivered"
+                self.on_settled(delivery)
                 return
         delivery.status = "failed"
+        self.on_settled(delivery)
         log.warning("stripe_sim_webhook_failed", event_id=delivery.event["id"])
 
     def _delays(self, until: float) -> Iterator[float]:
@@ -333,6 +353,34 @@ class _Stored:
     status: int
     body: bytes
 
+    def as_json(self, key: str) -> Json:
+        path, params = self.fingerprint
+        return {
+            "key": key,
+            "path": path,
+            "params": params,
+            "status": self.status,
+            "body": self.body.decode(),
+        }
+
+    @classmethod
+    def from_json(cls, value: Json) -> _Stored:
+        params = tuple((k, v) for k, v in value["params"])
+        return cls((value["path"], params), value["status"], value["body"].encode())
+
+
+def _last(objects: dict[str, Any], before: int) -> list[str]:
+    """The keys added to `objects` after it held `before` of them."""
+    return list(itertools.islice(reversed(objects), len(objects) - before))
+
+
+def _event_line(delivery: Delivery) -> Line:
+    return "event", {
+        "event": delivery.event,
+        "intent_id": delivery.intent_id,
+        "status": delivery.status,
+    }
+
 
 class Simulator:
     """The simulated platform account's objects, and the operations on them."""
@@ -343,6 +391,69 @@ class Simulator:
         self.charges: dict[str, Json] = {}
         self.refunds: list[Json] = []
         self.idempotent: dict[str, _Stored] = {}
+        self.journal: Journal | None = None
+
+    def keep(self, journal: Journal) -> None:
+        """Restores what `journal` holds, writes it again compacted, and from now on writes
+        each change to it (`_journaled`, and each delivery as it ends)."""
+        self._restore(journal.read())
+        journal.rewrite(self._everything())
+        self.journal = journal
+        self.webhooks.on_settled = lambda d: journal.write(
+            [("delivery", {"id": d.event["id"], "status": d.status})]
+        )
+
+    def _restore(self, lines: list[Line]) -> None:
+        refunds: dict[str, Json] = {}
+        deliveries: dict[str, Delivery] = {}
+        for kind, value in lines:
+            if kind == "intent":
+                self.intents[value["id"]] = value
+            elif kind == "charge":
+                self.charges[value["id"]] = value
+            elif kind == "refund":
+                refunds[value["id"]] = value
+            elif kind == "idempotent":
+                self.idempotent[value["key"]] = _Stored.from_json(value)
+            elif kind == "event":
+                event = value["event"]
+                deliveries[event["id"]] = Delivery(event, value["intent_id"], value["status"])
+            elif kind == "delivery" and value["id"] in deliveries:
+                deliveries[value["id"]].status = value["status"]
+        self.refunds = list(refunds.values())
+        self.webhooks.deliveries = list(deliveries.values())
+
+    def _everything(self) -> Iterator[Line]:
+        yield from (("intent", intent) for intent in self.intents.values())
+        yield from (("charge", charge) for charge in self.charges.values())
+        yield from (("refund", refund) for refund in self.refunds)
+        yield from (("idempotent", stored.as_json(k)) for k, stored in self.idempotent.items())
+        yield from (_event_line(d) for d in self.webhooks.deliveries)
+
+    def counts(self) -> tuple[int, int, int, int]:
+        return (
+            len(self.intents),
+            len(self.refunds),
+            len(self.idempotent),
+            len(self.webhooks.deliveries),
+        )
+
+    def changes(self, since: tuple[int, int, int, int], intent_id: str | None) -> Iterator[Line]:
+        """What a request changed, given the counts before it and the intent it named: every
+        intent it made, named, refunded or emitted an event about, with its charge."""
+        refunds = self.refunds[since[1] :]
+        events = self.webhooks.deliveries[since[3] :]
+        touched = {*_last(self.intents, since[0]), *(r["payment_intent"] for r in refunds)}
+        touched |= {d.intent_id for d in events} | ({intent_id} & self.intents.keys())
+        for touched_id in touched:
+            intent = self.intents[touched_id]
+            yield "intent", intent
+            if intent["latest_charge"] is not None:
+                yield "charge", self.charges[intent["latest_charge"]]
+        yield from (("refund", refund) for refund in refunds)
+        for key in _last(self.idempotent, since[2]):
+            yield "idempotent", self.idempotent[key].as_json(key)
+        yield from (_event_line(d) for d in events)
 
     def intent(self, intent_id: str) -> Json:
         found = self.intents.get(intent_id)
@@ -648,6 +759,20 @@ def _replay(stored: _Stored, fingerprint: tuple[Any, ...], key: str) -> web.Resp
 
 
 @web.middleware
+async def _journaled(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A POST's changes are in the journal (when the simulator keeps one) before its answer
+    leaves, a refused one's too (a declined card changes its intent)."""
+    simulator = request.app[SIMULATOR]
+    if simulator.journal is None or request.method != "POST":
+        return await handler(request)
+    since = simulator.counts()
+    try:
+        return await handler(request)
+    finally:
+        simulator.journal.write(simulator.changes(since, request.match_info.get("id")))
+
+
+@web.middleware
 async def _idempotent(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Stripe's Idempotency-Key contract for POSTs. Nothing between the lookup and the store
     yields to the event loop (the form is already read), so concurrent retries cannot race."""
@@ -744,19 +869,26 @@ def create_simulator(
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS,
     retry_every: float = STRIPE_RETRY_EVERY,
     retry_for: float = 0.0,
+    journal: Path | None = None,
 ) -> web.Application:
     """The simulator as an aiohttp application; webhook_url None records events without
     delivering them. A delivery is tried after each of `retry_delays`, then every
-    `retry_every` seconds for `retry_for` seconds (a served simulator: Stripe's three days)."""
+    `retry_every` seconds for `retry_for` seconds (a served simulator: Stripe's three days).
+    With a `journal` its objects outlive the process (services/dev/stripe_journal.py)."""
     webhooks = Webhooks(webhook_url, webhook_secret, retry_delays, retry_every, retry_for)
     simulator = Simulator(webhooks)
-    app = web.Application(middlewares=[_envelope, _authenticate, _idempotent])
+    app = web.Application(middlewares=[_envelope, _authenticate, _journaled, _idempotent])
     app[SIMULATOR] = simulator
 
     async def webhook_session(_: web.Application) -> AsyncIterator[None]:
+        if journal is not None:
+            simulator.keep(Journal(journal))
         await simulator.webhooks.start()
+        simulator.webhooks.resume()
         yield
         await simulator.webhooks.close()
+        if simulator.journal is not None:
+            simulator.journal.close()
 
     app.cleanup_ctx.append(webhook_session)
     app.router.add_post("/v1/payment_intents", _create_intent)
@@ -779,10 +911,11 @@ async def serve_simulator(
     webhook_url: str | None,
     webhook_secret: str,
     started: asyncio.Event | None = None,
+    journal: Path | None = None,
 ) -> None:
     """Serves the simulator until cancelled, then stops it and its pending deliveries;
-    `started` is set once it listens."""
-    app = create_simulator(webhook_url, webhook_secret, retry_for=STRIPE_RETRY_FOR)
+    `started` is set once it listens. `journal`: where its objects are kept."""
+    app = create_simulator(webhook_url, webhook_secret, retry_for=STRIPE_RETRY_FOR, journal=journal)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:

@@ -9,6 +9,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -299,6 +300,55 @@ async def test_a_receiver_down_past_the_schedule_is_tried_until_it_answers() -> 
         await runner.cleanup()
         await hooks_runner.cleanup()
     assert delivery["status"] == "delivered" and delivery["attempts"] > 3
+
+
+async def test_a_restarted_simulator_keeps_its_payments_and_delivers_what_it_owed(
+    tmp_path: Path,
+) -> None:
+    """Stripe does not forget a payment because a process died: a simulator started again on
+    its journal knows the intents, replays idempotent answers, and delivers the webhook of a
+    payment its receiver never got."""
+    journal = tmp_path / "stripe-sim.jsonl"
+    receiver = Receiver()
+    hooks = web.Application()
+    hooks.router.add_post("/webhooks/stripe", receiver.handle)
+    port = free_port()
+    hook = f"http://127.0.0.1:{port}/webhooks/stripe"
+    headers = {"Authorization": f"Bearer {API_KEY}", "Idempotency-Key": "order-1"}
+    form = {"amount": "500", "currency": "dkk"}
+    waiting = create_simulator(hook, SECRET, retry_delays=(30.0,), journal=journal)
+    runner, base = await _serve(waiting)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base}/v1/payment_intents", data=form, headers=headers) as r:
+                created = await r.json()
+            async with http.post(f"{base}/_sim/payment_intents/{created['id']}/succeed") as r:
+                assert r.status == 200  # the receiver is down: the webhook is owed
+    finally:
+        await runner.cleanup()
+    hooks_runner = web.AppRunner(hooks)
+    await hooks_runner.setup()
+    await web.TCPSite(hooks_runner, "127.0.0.1", port).start()
+    runner, base = await _serve(create_simulator(hook, SECRET, retry_delays=(), journal=journal))
+    try:
+        payload, _ = await receiver.next()
+        event = json.loads(payload)
+        assert event["type"] == "payment_intent.succeeded"
+        assert event["data"]["object"]["id"] == created["id"]
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base}/v1/payment_intents", data=form, headers=headers) as r:
+                assert r.headers["Idempotent-Replayed"] == "true"
+                assert (await r.json())["id"] == created["id"]
+            get = {"Authorization": f"Bearer {API_KEY}"}
+            async with http.get(f"{base}/v1/payment_intents/{created['id']}", headers=get) as r:
+                assert (await r.json())["status"] == "succeeded"
+            async with http.get(f"{base}/_sim/events") as r:
+                [delivery] = [e["delivery"] for e in (await r.json())["data"]]
+        assert delivery["status"] == "delivered"
+    finally:
+        await runner.cleanup()
+        await hooks_runner.cleanup()
+    assert receiver.attempts == 1
 
 
 async def test_a_tampered_or_foreign_signature_is_rejected(sim: Sim) -> None:
