@@ -14,12 +14,13 @@ from msgspec import Meta
 
 from domain.purchasing import PurchaseState, RefundDecided
 from domain.refunds import REASON_MAX, RefundRequestState
+from infra.idempotency import Claim
 from services.api import idempotent
 from services.api.context import PURCHASES, api_key_of, metadata_of, organization_of
 from services.api.http import decode_body, json_response, parse_query
 from services.api.routes import Route
 from services.api.schemas import Payload, Query
-from services.usecases.refunds import Refunds
+from services.usecases.refunds import Refunds, refund_id_for
 
 Reason = Annotated[str, Meta(max_length=REASON_MAX)]
 RequestStatus = Literal["pending", "approved", "declined"]
@@ -166,12 +167,18 @@ def _listed_request(row: asyncpg.Record) -> RefundRequestView:
     )
 
 
-async def _refund(request: web.Request, raw: bytes) -> web.Response:
+async def _refund(request: web.Request, raw: bytes, claim: Claim | None) -> web.Response:
     order = decode_body(raw, RefundOrder) if raw else RefundOrder()
     token = request.match_info["token"]
     organization = organization_of(request)
     decided = await _refunds(request).refund(
-        token, organization, order.ticket_ids, order.reason, order.force, metadata_of(request)
+        token,
+        organization,
+        order.ticket_ids,
+        order.reason,
+        order.force,
+        metadata_of(request),
+        refund_id_for(claim.reserved) if claim is not None else None,
     )
     state, _ = await request.app[PURCHASES].find(token, organization)
     return json_response(RefundResponse(refund=_refund_view(state, decided)), 201)
@@ -179,7 +186,7 @@ async def _refund(request: web.Request, raw: bytes) -> web.Response:
 
 async def refund_purchase(request: web.Request) -> web.Response:
     raw = await request.read()
-    return await idempotent.once(request, raw, lambda _: _refund(request, raw))
+    return await idempotent.once(request, raw, lambda claim: _refund(request, raw, claim))
 
 
 async def list_refunds(request: web.Request) -> web.Response:

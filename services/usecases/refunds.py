@@ -9,6 +9,7 @@ Stripe (services/workers/payment_effects.py)."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 import uuid
 from collections.abc import Callable, Mapping
@@ -41,6 +42,12 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
+def refund_id_for(reserved: str) -> str:
+    """The id of the refund an idempotency key's request makes, from the key's reserved value
+    (shaped as every refund id: 32 hex digits)."""
+    return hashlib.sha256(reserved.encode()).hexdigest()[:32]
+
+
 class Refunds:
     """Holds nothing of its own: the purchases' desks, catalog and Stripe client do."""
 
@@ -58,16 +65,22 @@ class Refunds:
         reason: str | None,
         force: bool,
         meta: Metadata,
+        refund_id: str | None = None,
     ) -> RefundDecided:
-        """Refund the named tickets of the purchase (all that are left for None)."""
+        """Refund the named tickets of the purchase (all that are left for None). Under an
+        idempotency key the refund's id is the key's (`refund_id`): a retry of a request whose
+        gateway died after storing the refund finds it rather than being told the tickets are
+        refunded already."""
         for _ in range(MAX_ATTEMPTS):
             state, version = await self._purchases.find(token, organization_id)
+            if refund_id in state.ticket_refunds:
+                return state.ticket_refunds[refund_id]
             org = await self._purchases.catalog.organization(organization_id)
             decide = functools.partial(
                 refunds.decide_refund,
                 state,
                 ticket_ids=ticket_ids,
-                refund_id=_new_id(),
+                refund_id=refund_id or _new_id(),
                 reason=reason,
                 by="partner",
                 force=force,

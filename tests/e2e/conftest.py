@@ -327,6 +327,17 @@ async def small_attraction(
     return await issue_key(pool, org), type_id
 
 
+async def claimed_by_a_killed_gateway(pool: asyncpg.Pool, key: str) -> None:
+    """The key's row as a gateway process leaves it when it is killed before it stores its
+    answer: no answer, and a claimant that no longer renews its life."""
+    changed = await pool.execute(
+        "UPDATE idempotency_keys SET status = NULL, body = NULL, claimed_by = 'killed'"
+        " WHERE key = $1",
+        key,
+    )
+    assert changed == "UPDATE 1"
+
+
 def order(type_id: int, n: int = 1, **extra: object) -> dict:
     return {"event_slug": "show", "quantities": {str(type_id): n}, "buyer": BUYER, **extra}
 

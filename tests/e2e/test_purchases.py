@@ -25,6 +25,7 @@ from tests.e2e.conftest import (
     BUYER,
     TEST,
     bearer,
+    claimed_by_a_killed_gateway,
     order,
     post,
     rebuild_read_models,
@@ -234,24 +235,13 @@ async def test_idempotency_keys(api, pool: asyncpg.Pool, catalog) -> None:
     assert long["detail"].startswith("Idempotency-Key")
 
 
-async def _claimed_by_a_killed_gateway(pool: asyncpg.Pool, key: str) -> None:
-    """The key's row as a gateway process leaves it when it is killed before it stores its
-    answer: no answer, and a claimant that no longer renews its life."""
-    changed = await pool.execute(
-        "UPDATE idempotency_keys SET status = NULL, body = NULL, claimed_by = 'killed'"
-        " WHERE key = $1",
-        key,
-    )
-    assert changed == "UPDATE 1"
-
-
 async def test_a_retry_finds_the_purchase_a_killed_gateway_stored(
     serve, pool: asyncpg.Pool, catalog
 ) -> None:
     token, event_id, type_id = await small_event(pool, 10)
     key = {"Idempotency-Key": str(uuid.uuid4())}
     _, first = await post(await serve(), token, "/api/v1/purchases", order(type_id, 2), 201, **key)
-    await _claimed_by_a_killed_gateway(pool, key["Idempotency-Key"])
+    await claimed_by_a_killed_gateway(pool, key["Idempotency-Key"])
     response, again = await post(
         await serve(), token, "/api/v1/purchases", order(type_id, 2), 201, **key
     )

@@ -41,6 +41,7 @@ from tests.e2e.conftest import (
     BUYER,
     TEST,
     bearer,
+    claimed_by_a_killed_gateway,
     issue_key,
     order,
     post,
@@ -306,6 +307,21 @@ async def test_a_refund_of_part_then_the_rest_of_a_purchase(
         "SELECT status FROM rm_tickets.tickets WHERE purchase_token = $1", token
     )
     assert {r["status"] for r in statuses} == {"refunded"}
+
+
+async def test_a_retry_finds_the_refund_a_killed_gateway_stored(
+    api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool
+) -> None:
+    key, _, type_id = await _event(pool, 2)
+    bought = await _bought(api, stripe_sim, key, type_id, 2)
+    token = bought["token"]
+    headers = {"Idempotency-Key": f"refund-{token}"}
+    body = {"ticket_ids": [bought["tickets"][0]["id"]]}
+    first = await _refund(api, key, token, body, 201, **headers)
+    await claimed_by_a_killed_gateway(pool, headers["Idempotency-Key"])
+    again = await _refund(api, key, token, body, 201, **headers)
+    assert again["refund"] == first["refund"]
+    assert (await _kinds(pool, f"purchase-{token}"))["RefundDecided"] == 1
 
 
 async def test_a_refund_e_mail_tells_the_buyer(
