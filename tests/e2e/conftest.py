@@ -40,7 +40,8 @@ from services.api.context import CHANGES, PURCHASES
 from services.api.gateway import READS_FOLLOW, create_app
 from services.dev.sample_event import first_ticket_type, put_on_sale
 from services.dev.seed_demo import DEMO_ORGANIZATION, SECOND_ORGANIZATION, seed_demo
-from services.dev.stripe_sim import create_simulator, signature_header
+from services.dev.stripe_sim import create_simulator
+from services.dev.stripe_webhooks import signature_header
 from services.usecases import catalog_commands
 from services.usecases.catalog_commands import organization_id_by_slug
 from services.usecases.desk_owners import DeskOwners

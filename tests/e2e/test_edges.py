@@ -28,7 +28,7 @@ from services.api.gateway import (
     create_app,
 )
 from services.dev.seed_demo import DEMO_ORGANIZATION
-from services.dev.stripe_sim import signature_header
+from services.dev.stripe_webhooks import signature_header
 from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents
 from tests.e2e.conftest import ATTENDEE_LINK, BUYER, bearer, issue_key, order, small_event

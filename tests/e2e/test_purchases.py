@@ -18,7 +18,7 @@ from domain import discounts
 from infra import idempotency
 from infra.payments import SIMULATOR_API_KEY, SIMULATOR_WEBHOOK_SECRET
 from services.api.context import CLAIMANT, PURCHASES
-from services.dev.stripe_sim import signature_header
+from services.dev.stripe_webhooks import signature_header
 from services.usecases import catalog_commands
 from services.workers.sweeper import sweep_once
 from tests.e2e.conftest import (

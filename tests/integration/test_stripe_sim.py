@@ -19,7 +19,8 @@ from aiohttp import web
 
 from infra.embedded import free_port
 from infra.payments import InvalidSignature, PaymentError, Payments, WebhookEvent
-from services.dev.stripe_sim import create_simulator, signature_header
+from services.dev.stripe_sim import create_simulator
+from services.dev.stripe_webhooks import signature_header
 
 SECRET = "whsec_test_simulator"
 API_KEY = "sk_test_simulator"
