@@ -25,7 +25,7 @@ log = structlog.get_logger(__name__)
 MAX_KEY_LENGTH = 255
 KEY_RULE = "must be 1 to 255 printable ASCII characters"
 KEPT = "24 hours"
-ABANDONED = "5 minutes"
+# A claim still unanswered this long is taken over whoever holds it.
 ABANDONED_SECONDS = 300.0
 # A claimant that has not renewed its life for this long is gone; it renews a third as often.
 CLAIMANT_SECONDS = 6.0
@@ -110,13 +110,14 @@ class Claimant:
         )
 
     async def _settle(self) -> None:
-        """Past ABANDONED a key is taken over anyway; its answer is no longer worth storing."""
+        """Past ABANDONED_SECONDS a key is taken over anyway: its answer is not worth storing."""
         for key, (until, store) in list(self._unsettled.items()):
             if time.monotonic() > until:
                 del self._unsettled[key]
                 continue
             await store()
-            del self._unsettled[key]
+            if self._unsettled.get(key, (until, None))[1] is store:
+                del self._unsettled[key]
 
     async def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -158,7 +159,7 @@ async def claim(
 ) -> Claim | Replay:
     """A Claim: the caller owns the key and must `finish` or `abandon` it. A Replay: answer
     with it. Raises KeyReused or StillRunning. A key still claimed, for the same request, by a
-    claimant that is gone (or for ABANDONED by one that is not) is taken over."""
+    claimant that is gone (or for ABANDONED_SECONDS by one that is not) is taken over."""
     row = await pool.fetchrow(
         "INSERT INTO idempotency_keys AS k (api_key_id, key, request_hash, claimed_by, reserved)"
         " VALUES ($1, $2, $3, $4, $5)"
@@ -169,7 +170,7 @@ async def claim(
         " ELSE coalesce(k.reserved, EXCLUDED.reserved) END"
         f" WHERE k.created_at < now() - interval '{KEPT}'"
         " OR (k.status IS NULL AND k.request_hash = EXCLUDED.request_hash"
-        f" AND (k.created_at < now() - interval '{ABANDONED}' OR NOT EXISTS ("
+        f" AND (k.created_at < now() - interval '{ABANDONED_SECONDS:g} seconds' OR NOT EXISTS ("
         " SELECT 1 FROM idempotency_claimants c"
         " WHERE c.claimant = k.claimed_by AND c.alive_until > now())))"
         " RETURNING reserved, NOT (xmax = 0) AS retaken",
