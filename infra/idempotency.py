@@ -120,12 +120,13 @@ class Claimant:
                 del self._unsettled[key]
 
     async def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:
+        """`work` every `seconds`, from `seconds` after the start (which renewed once)."""
         while True:
+            await asyncio.sleep(seconds)
             try:
                 await work()
             except Exception as exc:
                 log.info("claimant_work_failed", work=work.__name__, error=repr(exc))
-            await asyncio.sleep(seconds)
 
 
 def valid_key(key: str) -> bool:

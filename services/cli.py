@@ -39,8 +39,9 @@ from services.ports import PortInUse
 from services.processes import run_child, run_processes
 from services.replay import add_commands as add_replay_commands
 from services.replay import run as run_replay
-from services.runtime import COMPONENTS, connected, database, stripe_simulator
+from services.runtime import COMPONENTS, stripe_simulator
 from services.runtime import run as run_service
+from services.servers import connected, database
 from services.state import add_commands as add_state_commands
 from services.state import run as run_state
 from services.usecases.catalog_commands import (

@@ -37,13 +37,12 @@ from services.ports import check_ports
 from services.runtime import (
     COMPONENTS,
     DEMO_KEY_FILE,
-    connected,
-    database,
     make_secrets,
     seeded,
     simulator,
 )
 from services.runtime import run as run_components
+from services.servers import connected, database
 
 log = structlog.get_logger(__name__)
 

@@ -51,7 +51,7 @@ from projections.rebuild import (
 from projections.registry import all_projections
 from projections.verify import Difference, compare, tables
 from services.health import relay_position
-from services.runtime import connected, database
+from services.servers import connected, database
 from services.workers.relay import Checkpoint, Relay, acked_prefix
 
 _POSITION = re.compile(r"^(\d+):(\d+)$")

@@ -1,14 +1,12 @@
-"""Wiring the processes together: real servers (configured, or embedded under the data folder),
-the migrated database, and the components of a process as its asyncio tasks (all of them for
-`linjerum run --single-process`; services/processes.py runs them in several processes)."""
+"""Wiring the processes together: on the servers services/servers.py reaches, the components of a
+process as its asyncio tasks (all of them for `linjerum run --single-process`;
+services/processes.py runs them in several processes)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import gc
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
@@ -20,19 +18,18 @@ from nats.aio.client import Client
 
 from infra.apikeys import authenticate, create_key
 from infra.bus import connect, ensure_stream
-from infra.db import close_pool, create_pool, migrate
+from infra.db import close_pool, create_pool
 from infra.embed_tokens import embed_signer
-from infra.embedded import embedded_servers
 from infra.eventstore import Metadata
 from infra.mail import EmlDirectory, MailTransport, SmtpSettings, SmtpTransport
 from infra.offer_feed import OfferFeed
 from infra.payments import SIMULATOR_HOST, SIMULATOR_WEBHOOK_SECRET, Payments
 from infra.render_workers import pdf_renderer
 from infra.settings import Settings
-from infra.supervise import OUTAGES, dependency_of, raise_failure, stop_tasks
+from infra.supervise import OUTAGES, raise_failure, stop_tasks
 from infra.wallet.keys import HandoutKeys
 from projections.framework import Projection
-from projections.registry import all_projections, ensure_read_models
+from projections.registry import all_projections
 from services.api.activity import ActivityLog
 from services.api.attendee_pages import attendee_link
 from services.api.forwarded import trusted_networks
@@ -45,6 +42,7 @@ from services.dev.try_live import PATH as TRY_PATH
 from services.dev.try_live import TrySettings, try_live
 from services.health import Readiness, serve_health
 from services.ports import check_ports
+from services.servers import connected, database
 from services.usecases.catalog_commands import organization_id_by_slug
 from services.usecases.desk_owners import DeskOwners
 from services.usecases.purchases import Purchases
@@ -71,67 +69,6 @@ COLLECTOR_THRESHOLDS = (10_000, 20, 100)
 # shorter than infra.supervise.STOP_AGAIN_SECONDS, after which its activity-log flush would be
 # cut short.
 DRAIN_SECONDS = 3.0
-# Pauses between attempts to reach PostgreSQL at a process's start: doubled up to the last.
-REACH_FIRST_PAUSE = 0.5
-REACH_LAST_PAUSE = 5.0
-
-
-@contextlib.asynccontextmanager
-async def connected(settings: Settings, *, nats: bool = True) -> AsyncIterator[Settings]:
-    """Settings whose URLs reach real servers: the configured ones, else the embedded ones of
-    the data folder (reused when a `linjerum run` already has them up, started otherwise)."""
-    need_postgres = not settings.database_url
-    need_nats = nats and not settings.nats_url
-    if not (need_postgres or need_nats):
-        yield settings
-        return
-    async with embedded_servers(settings.data_dir, postgres=need_postgres, nats=need_nats) as found:
-        yield dataclasses.replace(
-            settings,
-            database_url=settings.database_url or found.database_url,
-            nats_url=settings.nats_url or found.nats_url,
-        )
-
-
-@contextlib.asynccontextmanager
-async def database(settings: Settings, *, waiting: bool = False) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on the migrated schema. `waiting`: a long-running process started while
-    PostgreSQL cannot be reached (stopped, restarting, still recovering) waits for it, one
-    warning at the start of the wait and one at its end, rather than exiting: a child of
-    `linjerum run` killed during an outage would otherwise fail each restart until the run gave
-    up on it. A command an operator types fails at once instead."""
-    pool = await (_reached(settings) if waiting else _opened(settings))
-    try:
-        yield pool
-    finally:
-        await close_pool(pool)
-
-
-async def _opened(settings: Settings) -> asyncpg.Pool:
-    pool = await create_pool(settings.database_url, settings.db_pool_size)
-    try:
-        await migrate(pool)
-        await ensure_read_models(pool)
-    except BaseException:
-        pool.terminate()
-        raise
-    return pool
-
-
-async def _reached(settings: Settings) -> asyncpg.Pool:
-    pause = REACH_FIRST_PAUSE
-    while True:
-        try:
-            pool = await _opened(settings)
-        except Exception as exc:
-            if dependency_of(exc) != "postgresql":
-                raise
-            OUTAGES.down("postgresql", exc, at="start")
-            await asyncio.sleep(pause)
-            pause = min(2 * pause, REACH_LAST_PAUSE)
-            continue
-        OUTAGES.up("postgresql")
-        return pool
 
 
 async def demo_api_key(pool: asyncpg.Pool, settings: Settings) -> str:

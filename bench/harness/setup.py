@@ -22,7 +22,7 @@ from infra.settings import Settings
 from projections.rebuild import rebuild
 from projections.registry import all_projections
 from services.dev.sample_event import put_on_sale
-from services.runtime import connected
+from services.servers import connected
 from services.usecases import catalog_commands
 
 META = Metadata(actor="bench")

@@ -236,6 +236,9 @@ class _Stored:
         return cls((value["path"], params), value["status"], value["body"].encode())
 
 
+NOTHING_YET = (0, 0, 0, 0)  # `Simulator.counts()` of an empty simulator
+
+
 def _last(objects: dict[str, Any], before: int) -> list[str]:
     """The keys added to `objects` after it held `before` of them."""
     return list(itertools.islice(reversed(objects), len(objects) - before))
@@ -264,7 +267,7 @@ class Simulator:
         """Restores what `journal` holds, writes it again compacted, and from now on writes
         each change to it (`_journaled`, and each delivery as it ends)."""
         self._restore(journal.read())
-        journal.rewrite(self._everything())
+        journal.rewrite(self.changes(NOTHING_YET, None))  # everything: each charge is an intent's
         self.journal = journal
         self.webhooks.on_settled = lambda d: journal.write(
             [("delivery", {"id": d.event["id"], "status": d.status})]
@@ -290,13 +293,6 @@ class Simulator:
         self.refunds = list(refunds.values())
         self.webhooks.deliveries = list(deliveries.values())
 
-    def _everything(self) -> Iterator[Line]:
-        yield from (("intent", intent) for intent in self.intents.values())
-        yield from (("charge", charge) for charge in self.charges.values())
-        yield from (("refund", refund) for refund in self.refunds)
-        yield from (("idempotent", stored.as_json(k)) for k, stored in self.idempotent.items())
-        yield from (_event_line(d) for d in self.webhooks.deliveries)
-
     def counts(self) -> tuple[int, int, int, int]:
         return (
             len(self.intents),
@@ -307,7 +303,8 @@ class Simulator:
 
     def changes(self, since: tuple[int, int, int, int], intent_id: str | None) -> Iterator[Line]:
         """What a request changed, given the counts before it and the intent it named: every
-        intent it made, named, refunded or emitted an event about, with its charge."""
+        intent it made, named, refunded or emitted an event about, with its charge. Since
+        NOTHING_YET: the whole state."""
         refunds = self.refunds[since[1] :]
         events = self.webhooks.deliveries[since[3] :]
         touched = {*_last(self.intents, since[0]), *(r["payment_intent"] for r in refunds)}

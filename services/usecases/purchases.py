@@ -186,14 +186,8 @@ class Purchases:
             command = sales.OpenAttractionPurchase(request=req, organization=org, draft=draft)
         if claim is None:
             return await self._open(desk, command, meta)
-        try:
-            state = await self._open(desk, command, meta)
-        except DomainError:
-            found, _ = await self.load(token)
-            if found is None or _unstarted(found):
-                raise
-            state = found
-        return await self._found_again(state, meta)
+        opened = await self._or_found(token, self._open(desk, command, meta))
+        return await self._found_again(opened, meta)
 
     async def _found_again(self, found: PurchaseState, meta: Metadata) -> PurchaseState:
         """The purchase stored under a claim's token, as the answer to the request under its
@@ -209,7 +203,7 @@ class Purchases:
     ) -> PurchaseState:
         """Opened by the desk of the gateway that owns the stream: this one's, or the owner's
         over NATS. An owner that is gone is taken over at once; one that does not answer may
-        still open the purchase, so this desk decides the same draft after it (`_open_again`).
+        still open the purchase, so this desk decides the same draft after it (`_or_found`).
         The owner only decides: the gateway that took the request creates the PaymentIntent
         (`_take_payment`), so N gateways share the Stripe calls instead of the owner making
         every one of them while it decides for all."""
@@ -226,7 +220,7 @@ class Purchases:
             return await self._open_here(desk, command, meta)
         except routed_purchases.OwnerFailed as exc:
             log.warning("desk_owner_failed", stream=desk.stream_id, owner=owner, error=str(exc))
-            state = await self._open_again(desk, command, meta)
+            state = await self._or_found(command.draft.token, self._open_here(desk, command, meta))
         return await self._paid_for(state, meta)
 
     async def _paid_for(self, state: PurchaseState, meta: Metadata) -> PurchaseState:
@@ -235,17 +229,19 @@ class Purchases:
             return state
         return await self._take_payment(state, meta)
 
-    async def _open_again(
-        self, desk: Desk[Any], command: sales.OpenPurchase, meta: Metadata
+    async def _or_found(
+        self, token: str, opening: Coroutine[Any, Any, PurchaseState]
     ) -> PurchaseState:
-        """The owner may have opened the purchase after all: then this desk's decision of the
-        same draft is refused (its seats taken by that very purchase) or cannot create the
-        purchase's stream again, and the purchase the owner opened is the answer."""
+        """A draft may have been decided before: by an owner that answered too late, or by a
+        request under the same idempotency key whose gateway died. Then deciding it again is
+        refused (its seats taken by that very purchase) or cannot create the purchase's stream
+        again, and the purchase opened then is the answer; unless it was released as its
+        payment could not be started, when the refusal stands."""
         try:
-            return await self._open_here(desk, command, meta)
+            return await opening
         except DomainError:
-            found, _ = await self.load(command.draft.token)
-            if found is None:
+            found, _ = await self.load(token)
+            if found is None or _unstarted(found):
                 raise
             return found
 

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from infra.settings import Settings
-from services.runtime import database
+from services.servers import database
 from tests.servers import CuttableProxy, through
 
 
