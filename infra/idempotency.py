@@ -93,6 +93,11 @@ class Claimant:
             (api_key_id, key), lambda: abandon(self._pool, self.name, api_key_id, key)
         )
 
+    async def release(self, api_key_id: int, key: str) -> None:
+        await self._store(
+            (api_key_id, key), lambda: release(self._pool, self.name, api_key_id, key)
+        )
+
     async def _store(self, key: tuple[int, str], store: Callable[[], Awaitable[None]]) -> None:
         try:
             await store()
@@ -214,10 +219,25 @@ async def finish(
 
 
 async def abandon(pool: asyncpg.Pool, claimant: str, api_key_id: int, key: str) -> None:
-    """A response that means "try again" is not stored: the retry runs for real, with a value
-    of its own."""
+    """A response that means "try again" after nothing was stored is not kept: the retry runs
+    for real, with a value of its own (a purchase released as its payment could not be
+    started must not be found again under the old one)."""
     await pool.execute(
         "DELETE FROM idempotency_keys"
+        " WHERE api_key_id = $1 AND key = $2 AND claimed_by = $3 AND status IS NULL",
+        api_key_id,
+        key,
+        claimant,
+    )
+
+
+async def release(pool: asyncpg.Pool, claimant: str, api_key_id: int, key: str) -> None:
+    """A request that failed after it may have stored something (the database went away as it
+    committed, an unexpected error) lets go of the key but keeps its `reserved` value: the
+    retry takes the key over at once, decides with that value and so finds what was stored
+    instead of making it a second time."""
+    await pool.execute(
+        "UPDATE idempotency_keys SET claimed_by = NULL"
         " WHERE api_key_id = $1 AND key = $2 AND claimed_by = $3 AND status IS NULL",
         api_key_id,
         key,

@@ -2,13 +2,15 @@
 request claims the key (infra/idempotency.py), a retry with the same body replays its stored
 answer with `Idempotent-Replay: true`, another body under the key is a 422, a retry while the
 first still runs a 409. Answers that mean "try again" are not stored. A retry of a request whose
-gateway process died before answering runs again with the claim the first one had (its
-`reserved` value), so the handler can find what the first one stored."""
+gateway process died before answering, or that failed after it may have stored something (an
+outage, an unexpected error), runs again with the claim the first one had (its `reserved`
+value), so the handler finds what the first one stored instead of buying twice."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import msgspec
 from aiohttp import web
 
 from infra import idempotency
@@ -20,6 +22,26 @@ def _retryable(response: web.Response) -> bool:
     """Responses that mean "try again" are not kept for replay (an in-flight 409 never gets
     this far: it is answered before the key is claimed)."""
     return response.status == 429 or response.status >= 500
+
+
+# Failures after which nothing the request did stays: a payment that could not be started, its
+# hold released.
+_NOTHING_STORED = frozenset({"stripe_error", "payment_processing_unavailable"})
+
+
+def _nothing_stored(response: web.Response) -> bool:
+    """The retry may start afresh. After any other failure (an outage, an unexpected error)
+    the request may have stored its purchase or refund before it failed."""
+    assert isinstance(response.body, bytes)
+    try:
+        code = msgspec.json.decode(response.body, type=_Failure).error
+    except msgspec.DecodeError:
+        return False
+    return code in _NOTHING_STORED
+
+
+class _Failure(msgspec.Struct):
+    error: str = ""
 
 
 async def once(
@@ -60,10 +82,12 @@ async def once(
         except ApiError as exc:
             response = exc.response()
     except BaseException:
-        await claimant.abandon(api_key, key_header)
+        await claimant.release(api_key, key_header)
         raise
-    if _retryable(response):
+    if _nothing_stored(response):
         await claimant.abandon(api_key, key_header)
+    elif _retryable(response):
+        await claimant.release(api_key, key_header)
     else:
         await claimant.finish(api_key, key_header, response.status, response.body)
     return response

@@ -20,6 +20,8 @@ from infra.payments import SIMULATOR_API_KEY, SIMULATOR_WEBHOOK_SECRET
 from services.api.context import CLAIMANT, PURCHASES
 from services.dev.stripe_webhooks import signature_header
 from services.usecases import catalog_commands
+from services.usecases.desk import Desk
+from services.usecases.purchases import Purchases
 from services.workers.sweeper import sweep_once
 from tests.e2e.conftest import (
     BUYER,
@@ -261,6 +263,59 @@ async def test_a_retry_finds_the_purchase_a_killed_gateway_stored(
         await serve(), token, "/api/v1/purchases", order(type_id, 2), 201, **key
     )
     assert replayed == again
+
+
+async def test_a_retry_after_an_outage_finds_the_purchase_stored_before_it(
+    api, pool: asyncpg.Pool, catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database goes away just after the purchase is stored: the buyer gets a 503 and
+    retries with the same key, which must not open a second purchase."""
+    token, event_id, type_id = await small_event(pool, 10)
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    stored_then_cut_off = Purchases._found_again
+
+    async def cut_off(self: Purchases, found: object, meta: object) -> None:
+        await stored_then_cut_off(self, found, meta)
+        raise asyncpg.ConnectionDoesNotExistError(
+            "connection was closed in the middle of operation"
+        )
+
+    monkeypatch.setattr(Purchases, "_found_again", cut_off)
+    _, failed = await post(api, token, "/api/v1/purchases", order(type_id, 2), 503, **key)
+    assert failed["error"] == "service_unavailable"
+    monkeypatch.undo()
+    response, again = await post(api, token, "/api/v1/purchases", order(type_id, 2), 201, **key)
+    assert "Idempotent-Replay" not in response.headers
+    opened = await pool.fetch(
+        "SELECT stream_id FROM events WHERE type = 'PurchaseOpened' AND data->>'event_id' = $1",
+        str(event_id),
+    )
+    assert [r["stream_id"] for r in opened] == [f"purchase-{again['purchase']['token']}"]
+    _, reuse = await post(api, token, "/api/v1/purchases", order(type_id, 3), 422, **key)
+    assert reuse["error"] == "idempotency_key_reuse"
+
+
+async def test_a_payment_that_could_not_start_leaves_the_key_free(
+    serve, pool: asyncpg.Pool, catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The purchase was opened, then Stripe failed and its hold was released: the retry under
+    the key, with Stripe back, buys (a purchase of its own) rather than finding the released
+    one again."""
+    token, event_id, type_id = await small_event(pool, 1)
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    monkeypatch.setattr(Desk, "forecast", lambda self, command: None)  # opened, then paid for
+    broken = await serve(stripe_base="http://127.0.0.1:9")
+    _, failed = await post(broken, token, "/api/v1/purchases", order(type_id), 502, **key)
+    assert failed["error"] == "stripe_error"
+    released = await pool.fetchval(
+        "SELECT count(*) FROM events c JOIN events o ON o.stream_id = c.stream_id"
+        " WHERE c.type = 'PurchaseCancelled' AND c.data->>'reason' = 'stripe_error'"
+        " AND o.type = 'PurchaseOpened' AND o.data->>'event_id' = $1",
+        str(event_id),
+    )
+    assert released == 1
+    _, bought = await post(await serve(), token, "/api/v1/purchases", order(type_id), 201, **key)
+    assert bought["payment"]["stripe_client_secret"]
 
 
 async def test_a_retry_opens_the_purchase_a_killed_gateway_did_not_store(

@@ -35,6 +35,7 @@ from projections.registry import all_projections
 from services.api.context import PURCHASES
 from services.dev.sample_event import put_on_sale
 from services.usecases import catalog_commands
+from services.usecases.refunds import Refunds
 from services.usecases.ticket_documents import Documents
 from services.workers.payment_effects import PaymentEffects
 from tests.e2e.conftest import (
@@ -321,6 +322,31 @@ async def test_a_retry_finds_the_refund_a_killed_gateway_stored(
     await claimed_by_a_killed_gateway(pool, headers["Idempotency-Key"])
     again = await _refund(api, key, token, body, 201, **headers)
     assert again["refund"] == first["refund"]
+    assert (await _kinds(pool, f"purchase-{token}"))["RefundDecided"] == 1
+
+
+async def test_a_retry_after_an_outage_finds_the_refund_stored_before_it(
+    api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, _, type_id = await _event(pool, 2)
+    bought = await _bought(api, stripe_sim, key, type_id, 2)
+    token = bought["token"]
+    headers = {"Idempotency-Key": f"refund-{token}"}
+    body = {"ticket_ids": [bought["tickets"][0]["id"]]}
+    stored_then_cut_off = Refunds._store
+
+    async def cut_off(self: Refunds, *args: Any, **kwargs: Any) -> Any:
+        await stored_then_cut_off(self, *args, **kwargs)
+        raise asyncpg.ConnectionDoesNotExistError(
+            "connection was closed in the middle of operation"
+        )
+
+    monkeypatch.setattr(Refunds, "_store", cut_off)
+    failed = await _refund(api, key, token, body, 503, **headers)
+    assert failed["error"] == "service_unavailable"
+    monkeypatch.undo()
+    again = await _refund(api, key, token, body, 201, **headers)
+    assert again == await _refund(api, key, token, body, 201, **headers)  # kept from now on
     assert (await _kinds(pool, f"purchase-{token}"))["RefundDecided"] == 1
 
 
