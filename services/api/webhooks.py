@@ -25,11 +25,12 @@ class WebhookReceipt(Payload):
 
 async def stripe_webhook(request: web.Request) -> web.Response:
     purchases = request.app[PURCHASES]
-    if purchases.payments is None:
+    payments = purchases.intents.payments
+    if payments is None:
         raise ApiError(503, "payment_processing_unavailable", "Stripe is not configured")
     payload = await request.read()
     try:
-        event = purchases.payments.parse_webhook(
+        event = payments.parse_webhook(
             payload, request.headers.get("Stripe-Signature", "")
         )
     except InvalidSignature:

@@ -86,7 +86,6 @@ class Purchases:
         appends that hold seats and record payments never queue behind reads for a
         connection."""
         self.pool = pool
-        self.payments = payments
         self.intents = Intents(payments)
         self.publishable_key = publishable_key
         self.desks = Desks(writer or pool, snapshot_pool=pool)

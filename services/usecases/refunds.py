@@ -125,7 +125,7 @@ class Refunds:
         """A refund or dispute Stripe reports, applied once as every Stripe event is
         (Settlement.settle: its id is the causation id of what it changed). A dispute carries
         no purchase token: it is found by the disputed PaymentIntent."""
-        payments = self._purchases.payments
+        payments = self._purchases.intents.payments
         if event.purchase_token is None and event.intent_id and payments is not None:
             token = await payments.purchase_token_of(event.intent_id)
             event = msgspec.structs.replace(event, purchase_token=token)
