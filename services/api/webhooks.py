@@ -30,9 +30,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         raise ApiError(503, "payment_processing_unavailable", "Stripe is not configured")
     payload = await request.read()
     try:
-        event = payments.parse_webhook(
-            payload, request.headers.get("Stripe-Signature", "")
-        )
+        event = payments.parse_webhook(payload, request.headers.get("Stripe-Signature", ""))
     except InvalidSignature:
         raise ApiError(400, "invalid_signature", "Stripe-Signature does not verify") from None
     except InvalidPayload as exc:
