@@ -343,11 +343,16 @@ class Payments:
 
     async def purchase_token_of(self, intent_id: str) -> str | None:
         """The purchase a PaymentIntent was created for (its metadata), for the Stripe events
-        that do not carry it (disputes)."""
-        with _mapped_errors("read_intent", "reading the PaymentIntent"):
-            response = await self._client.raw_request_async(
-                "get", f"/v1/payment_intents/{intent_id}"
-            )
+        that do not carry it (disputes); None for one Stripe does not know (not ours)."""
+        try:
+            with _mapped_errors("read_intent", "reading the PaymentIntent"):
+                response = await self._client.raw_request_async(
+                    "get", f"/v1/payment_intents/{intent_id}"
+                )
+        except PaymentError as exc:
+            if exc.code == "resource_missing":
+                return None
+            raise
         intent = response.data
         metadata = intent.get("metadata") if isinstance(intent, dict) else None
         return metadata.get("purchase_token") if isinstance(metadata, dict) else None

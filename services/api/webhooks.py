@@ -8,9 +8,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from infra.eventstore import Metadata
-from infra.payments import InvalidPayload, InvalidSignature
+from infra.payments import InvalidPayload, InvalidSignature, PaymentError
 from services.api.context import PURCHASES, request_id_of
-from services.api.errors import ApiError
+from services.api.errors import ApiError, service_unavailable
 from services.api.http import json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
@@ -38,7 +38,11 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     # The correlation id is the purchase's, filled in where its stream is read (settle).
     meta = Metadata(request_id=request_id_of(request), actor="stripe", causation_id=event.id)
     if event.report in ("refunded", "disputed"):
-        outcome = await Refunds(purchases).settle(event, meta)
+        try:
+            outcome = await Refunds(purchases).settle(event, meta)
+        except PaymentError as exc:
+            # Stripe could not tell whose the PaymentIntent is: its retry may find out.
+            raise service_unavailable(f"Stripe could not be asked: {exc.message}") from None
     else:
         outcome = await Settlement(purchases).settle(event, meta)
     return json_response(WebhookReceipt(received=True, outcome=outcome))

@@ -470,6 +470,11 @@ async def test_a_dispute_marks_the_purchase_and_is_listed(
 
     await _until(disputed, "the dispute recorded")
     assert await redeliver(api, created) == "duplicate"
+    for kind in ("charge.dispute.created", "charge.refunded"):
+        # Another account's payment, unknown to this platform's Stripe: nothing of ours.
+        stranger = {**created, "id": f"evt_stranger_{kind}", "type": kind}
+        stranger["data"] = {"object": {**created["data"]["object"], "payment_intent": "pi_nope"}}
+        assert await redeliver(api, stranger) == "ignored"
     assert (await _purchase(api, key, token))["disputed"] is True
     await _rebuilt(pool)
     listed = await api.get("/api/v1/disputes", headers=bearer(key))
