@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import asyncpg
 import structlog
@@ -24,7 +25,7 @@ from aiohttp import web
 from infra import rate_limits
 from infra.changes import ChangeFeed
 from infra.metrics import RATE_CLAIMS
-from infra.rate_limits import AUTH_BLOCKS, Claim
+from infra.rate_limits import AUTH_BLOCKS, Claim, Unspent
 from infra.supervise import OUTAGES, stop_task
 from services.api.errors import unavailable
 from services.api.limits import (
@@ -67,13 +68,18 @@ class Budget:
     `spend_by`), the next slice when it was claimed ahead (`ahead_tokens`, usable until
     `ahead_by`), the window's room as of the last claim, and, once it is full, when it has room
     again: no claim can succeed before then (a window's count only falls as its oldest claims
-    end), so until then calls are refused here without asking."""
+    end), so until then calls are refused here without asking. A slice's calls left unspent
+    when its hold ends are given back with the next claim (`unspent`), each slice by when the
+    window counts it until (`counted_until`, `ahead_counted_until`)."""
 
     limit: int
     tokens: int = 0
     spend_by: float = 0.0
+    counted_until: datetime | None = None
     ahead_tokens: int = 0
     ahead_by: float = 0.0
+    ahead_counted_until: datetime | None = None
+    unspent: list[Unspent] = field(default_factory=list)
     room: int = 0
     full_until: float = 0.0
     calls: int = 0
@@ -104,14 +110,30 @@ class Budget:
 
     def at_hand(self, now: float) -> bool:
         """Whether a claimed call can be spent: from the current slice, or from the one claimed
-        ahead, which then becomes the current one."""
+        ahead, which then becomes the current one. A slice whose hold has ended is put aside
+        to be given back."""
         if self.tokens > 0 and now <= self.spend_by:
             return True
-        if self.ahead_tokens > 0 and now <= self.ahead_by:
+        self._set_aside(self.tokens, self.counted_until)
+        self.tokens = 0
+        if self.ahead_tokens > 0 and now > self.ahead_by:
+            self._set_aside(self.ahead_tokens, self.ahead_counted_until)
+            self.ahead_tokens = 0
+        if self.ahead_tokens > 0:
             self.tokens, self.spend_by = self.ahead_tokens, self.ahead_by
+            self.counted_until = self.ahead_counted_until
             self.ahead_tokens = 0
             return True
         return False
+
+    def _set_aside(self, calls: int, counted_until: datetime | None) -> None:
+        if calls > 0 and counted_until is not None:
+            self.unspent.append(Unspent(counted_until, calls))
+
+    def given_back(self) -> list[Unspent]:
+        """The calls put aside, for the claim about to be made (which takes them off)."""
+        unspent, self.unspent = self.unspent, []
+        return unspent
 
     def refusal(self, now: float) -> int:
         """Retry-After while the window is known to be full and nothing claimed is left."""
@@ -124,7 +146,6 @@ class Budget:
         if self.at_hand(now):
             self.tokens -= 1
             return Verdict(True, self.limit, self.room + self.tokens + self.ahead_tokens, 0)
-        self.tokens = self.ahead_tokens = 0
         if self.full_until > now:
             return Verdict(False, self.limit, 0, retry_seconds(self.full_until - now))
         return None
@@ -150,15 +171,21 @@ class Budget:
             return Verdict(False, self.limit, 0, retry_seconds(claim.wait))
         self.tokens = claim.granted - 1
         self.spend_by = sent + HOLD_SECONDS if claim.granted > 1 else sent
+        self.counted_until = claim.counted_until
         return Verdict(True, self.limit, self.room + self.tokens, 0)
 
     def claimed_ahead(self, claim: Claim, sent: float, now: float) -> None:
         """Keeps a slice claimed ahead for when the current one is spent. A slice of one, which
-        only another gateway's claims in between leave, cannot be kept: the window counts it
-        as spent (never past the limit; the key may be refused a call it had room for)."""
+        only another gateway's claims in between leave, cannot be kept (the window counts it
+        without a hold): it is given back."""
         self._heard(claim, now)
+        self._set_aside(self.ahead_tokens, self.ahead_counted_until)
+        self.ahead_tokens = 0
         if claim.granted > 1:
             self.ahead_tokens, self.ahead_by = claim.granted, sent + HOLD_SECONDS
+            self.ahead_counted_until = claim.counted_until
+        else:
+            self._set_aside(claim.granted, claim.counted_until)
 
     def _heard(self, claim: Claim, now: float) -> None:
         """The window's room as of this claim, and when it has room again if it is full."""
@@ -290,8 +317,10 @@ class SharedLimits:
                 RATE_CLAIMS.labels("waited" if waited else "ahead").inc()
                 sent = time.monotonic()
                 asked = budget.ask(len(entry.waiting))
-                claim = await self._ask(window, budget.limit, asked, announce)
+                given_back = budget.given_back()
+                claim = await self._ask(window, budget.limit, asked, announce, given_back)
                 if claim is None:
+                    budget.unspent[:0] = given_back
                     _answer_all(entry.waiting, None)
                     return
                 now = time.monotonic()
@@ -323,7 +352,14 @@ class SharedLimits:
             entry.waiting.popleft()
             turn.set_result(verdict)
 
-    async def _ask(self, window: str, limit: int, asked: int, announce: str | None) -> Claim | None:
+    async def _ask(
+        self,
+        window: str,
+        limit: int,
+        asked: int,
+        announce: str | None,
+        given_back: list[Unspent],
+    ) -> Claim | None:
         """The database's claim; None when PostgreSQL cannot be reached."""
         try:
             async with asyncio.timeout(CLAIM_SECONDS):
@@ -335,6 +371,7 @@ class SharedLimits:
                     window=WINDOW_SECONDS,
                     hold=HOLD_SECONDS,
                     announce=announce,
+                    given_back=given_back,
                 )
         except Exception as exc:
             self._fall_back(exc)

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 
@@ -17,6 +18,7 @@ from infra import rate_limits
 from infra.changes import ChangeFeed
 from infra.db import create_pool
 from infra.rate_limits import AUTH_BLOCKS
+from services.api import shared_limits
 from services.api.context import CHANGES
 from services.api.limits import AUTH_FAILURE_LIMIT, Verdict
 from services.api.shared_limits import SharedLimits
@@ -109,6 +111,27 @@ async def test_concurrent_calls_on_two_gateways_never_pass_the_limit(pool) -> No
     assert claimed == 50
     assert 0 < sum(v.allowed for v in verdicts) <= 50
     assert all(0 < v.retry_after <= 61 for v in verdicts if not v.allowed)
+
+
+async def test_a_key_calling_in_bursts_gets_its_whole_limit(
+    pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slice a burst did not spend before its hold ended is given back to the window: a key
+    calling in bursts with pauses gets every call of its limit, and the room it is shown falls
+    by one a call (it lost about ten calls at each pause)."""
+    monkeypatch.setattr(shared_limits, "HOLD_SECONDS", 0.2)
+    limits = SharedLimits(pool, ChangeFeed(pool, (AUTH_BLOCKS,)))
+    window = [(f"key:bursts-{uuid.uuid4().hex}", 120)]
+    shown = []
+    for _ in range(6):  # bounded: 6 bursts of 20 calls, 0.3 s apart
+        for _ in range(20):
+            verdict = await limits.take(window)
+            assert verdict.allowed, len(shown)
+            shown.append(verdict.remaining)
+        await asyncio.sleep(0.3)
+    assert shown == list(range(119, -1, -1))
+    refused = await limits.take(window)
+    assert not refused.allowed and 55 <= refused.retry_after <= 61
 
 
 def _claims(how: str) -> float:
