@@ -48,7 +48,14 @@ def update_attendee(
 
 
 PersonalizedBy = Literal["partner", "buyer"]
-_TEXT_MAX = {"address": 200, "postal_code": 20, "city": 100}
+_TEXT_MAX = {
+    "address": 200,
+    "postal_code": 20,
+    "city": 100,
+    "state": 100,
+    "realm": 100,
+    "language": 35,
+}
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{3,30}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 # ISO/IEC 5218: not known, male, female, not applicable.

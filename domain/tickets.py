@@ -50,6 +50,9 @@ class Consumer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     postal_code: str | None = None
     city: str | None = None
     country: str | None = None
+    state: str | None = None
+    realm: str | None = None
+    language: str | None = None
 
     @property
     def name(self) -> str | None:

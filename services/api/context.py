@@ -72,5 +72,11 @@ def metadata_of(request: web.Request) -> Metadata:
     )
 
 
+def public_base(request: web.Request) -> str:
+    """Where links handed out point: the configured public address, else the one `request`
+    came to."""
+    return (request.app[HANDOUT].public_url or str(request.url.origin())).rstrip("/")
+
+
 def now() -> datetime:
     return datetime.now(UTC)

@@ -19,7 +19,7 @@ from infra.embed_tokens import TOKEN_SECONDS, EmbedSigner, Kind
 from projections import catalog
 from services.api import schemas as s
 from services.api.access import KEY_SECONDS
-from services.api.context import CHANGES, HANDOUT, api_key_of, now, pool_of
+from services.api.context import CHANGES, api_key_of, now, pool_of, public_base
 from services.api.embed_live import LiveFeed
 from services.api.embed_pages import (
     MINTERS,
@@ -97,14 +97,10 @@ def install(app: web.Application, signer: EmbedSigner) -> None:
     app.on_shutdown.append(close_streams)
 
 
-def _public_base(request: web.Request) -> str:
-    return (request.app[HANDOUT].public_url or str(request.url.origin())).rstrip("/")
-
-
 def _mint(request: web.Request, kind: Kind, subject_id: int, path: str) -> tuple[str, str]:
     key = api_key_of(request)
     token, _ = request.app[SIGNER].mint(kind, subject_id, key.organization_id, key.id, now())
-    return token, f"{_public_base(request)}{path}?token={token}"
+    return token, f"{public_base(request)}{path}?token={token}"
 
 
 async def mint_seat_planner(request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ from aiohttp import web
 from domain import tickets
 from domain.tickets import TicketState
 from infra.signed_links import LinkClaims, LinkRefused
-from services.api.context import DOCUMENTS, HANDOUT, now, pool_of
+from services.api.context import DOCUMENTS, HANDOUT, now, pool_of, public_base
 from services.api.errors import ApiError, not_found
 from services.api.routes import Route
 from services.usecases import handout
@@ -31,11 +31,9 @@ def eticket_url(request: web.Request, ticket: TicketState, at: datetime) -> str 
     scannable moment."""
     if not tickets.fulfilled(ticket, at):
         return None
-    keys = request.app[HANDOUT]
     claims = LinkClaims(ticket.issued.ticket_id, ticket.transfers, ticket.issued.scannable_until)
-    token = keys.links.sign(claims, ticket.code)
-    base = keys.public_url or str(request.url.origin())
-    return base.rstrip("/") + ETICKET_PATH.format(token=token)
+    token = request.app[HANDOUT].links.sign(claims, ticket.code)
+    return public_base(request) + ETICKET_PATH.format(token=token)
 
 
 def _gone(code: str, detail: str) -> ApiError:

@@ -13,7 +13,8 @@ from msgspec import UNSET, Meta, UnsetType
 
 from domain.catalog import ConsumerField, TicketTerms
 from domain.tickets import Consumer
-from services.api.context import PURCHASES, api_key_of, metadata_of, now, pool_of
+from services.api.context import PURCHASES, api_key_of, metadata_of, now, pool_of, public_base
+from services.api.docs.page import PAGE_PATH
 from services.api.errors import invalid_request
 from services.api.etickets import eticket_url
 from services.api.http import json_response, parse_body, parse_query
@@ -23,6 +24,7 @@ from services.usecases import ticket_resource
 from services.usecases.ticket_resource import Ticket
 
 TICKETS = "/api/v1/tickets"
+HTML = "text/html"
 
 
 class Money(Payload):
@@ -43,6 +45,9 @@ class ConsumerView(Payload):
     postal_code: str | None
     city: str | None
     country: Annotated[str | None, Meta(description="ISO 3166-1 alpha-2")]
+    state: str | None
+    realm: str | None
+    language: Annotated[str | None, Meta(description="A language tag, e.g. `da`")]
 
 
 class Seating(Payload):
@@ -61,12 +66,18 @@ class FormField(Payload):
     required: bool
 
 
+class EmailField(FormField, frozen=True):
+    unique_per_product: Annotated[
+        bool, Meta(description="Always false: one person may hold several tickets")
+    ]
+
+
 class PersonalizationForm(Payload):
     """Every consumer field the ticket takes, and whether the event requires it."""
 
     first_name: FormField
     last_name: FormField
-    email: FormField
+    email: EmailField
     phone_number: FormField
     date_of_birth: FormField
     gender: FormField
@@ -74,6 +85,9 @@ class PersonalizationForm(Payload):
     postal_code: FormField
     city: FormField
     country: FormField
+    state: FormField
+    realm: FormField
+    language: FormField
 
 
 class Link(Payload):
@@ -85,29 +99,54 @@ class SaleLink(Payload):
     href: str
 
 
+class DocumentationLink(Payload):
+    href: str
+    type: str
+
+
+class Curie(Payload):
+    """Where a `shop:` relation is explained: `href` with the relation's name for `{rel}`."""
+
+    href: str
+    name: str
+    templated: bool
+    type: str
+
+
 class TicketLinks(Payload):
+    """The reference's relations (`shop:` ones explained through `curies`), absolute."""
+
     self: Link
-    event: Annotated[Link | None, Meta(description="Null for an attraction visit")]
-    product: Annotated[Link, Meta(description="The event or attraction with its ticket types")]
-    order: Link
+    event: Annotated[Link | None, Meta(description="Null for an attraction visit")] = msgspec.field(
+        name="shop:event"
+    )
+    product: Annotated[Link, Meta(description="The event or attraction with its ticket types")] = (
+        msgspec.field(name="shop:product")
+    )
+    order: Link = msgspec.field(name="shop:order")
     eticket: Annotated[
         Link | None,
         Meta(
             description="The ticket's PDF for its holder, opened without an API key (a signed"
             " link a transfer revokes); null before fulfillment starts and once refunded"
         ),
-    ]
+    ] = msgspec.field(name="shop:eticket")
     apple_wallet_pass: Annotated[
         Link | None, Meta(description="Null before fulfillment starts and once refunded")
     ]
     google_wallet_token: Annotated[
         Link | None, Meta(description="Null before fulfillment starts and once refunded")
     ]
-    refund_requests: Link
-    transfers: Link
+    refund_requests: Link = msgspec.field(name="shop:refund_requests")
+    personalization_requests: Annotated[
+        list[Link], Meta(description="Always empty: consumers are set, not requested")
+    ] = msgspec.field(name="shop:personalization_request")
+    transfers: Annotated[Link, Meta(description="Offer the ticket to someone else")]
     secondary_sales: Annotated[
         list[SaleLink], Meta(description="Channels where the holder may offer the ticket")
-    ]
+    ] = msgspec.field(name="shop:secondary_sales")
+    profile: DocumentationLink
+    curies: list[Curie]
 
 
 class TicketResource(Payload):
@@ -135,14 +174,39 @@ class TicketResource(Payload):
     links: TicketLinks = msgspec.field(name="_links")
 
 
+class SearchLinks(Payload):
+    self: Link
+    search: Link
+    profile: DocumentationLink
+    curies: list[Curie]
+
+
+class SearchLink(Link, frozen=True):
+    templated: bool
+
+
+class FoundTickets(Payload):
+    tickets: Annotated[
+        list[TicketResource], Meta(description="Exactly one ticket, for historic reasons")
+    ] = msgspec.field(name="shop:ticket")
+
+
 class TicketSearch(Payload):
-    tickets: Annotated[list[TicketResource], Meta(description="Exactly one ticket")]
-    count: int
+    links: SearchLinks = msgspec.field(name="_links")
+    embedded: FoundTickets = msgspec.field(name="_embedded")
 
 
 class TicketSearchQuery(Query):
     code: Annotated[str, Meta(min_length=1, max_length=64, description="The ticket's code")]
-    event: Annotated[str, Meta(min_length=1, max_length=200, description="The event's slug")]
+    event: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=500,
+            description="The event (or attraction): its URL as the ticket's `shop:event` gives"
+            " it, its path, its slug or its id",
+        ),
+    ]
 
 
 # A consumer field in an edit: left out (UNSET) keeps it, "" or null clears it.
@@ -164,6 +228,9 @@ class ConsumerEdit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     postal_code: Text = UNSET
     city: Text = UNSET
     country: Text = UNSET
+    state: Text = UNSET
+    realm: Text = UNSET
+    language: Text = UNSET
 
 
 def consumer_changes(edit: ConsumerEdit, field: str = "") -> dict[str, object]:
@@ -193,6 +260,7 @@ def _form(required: list[ConsumerField]) -> PersonalizationForm:
     fields = {
         f.name: FormField(required=f.name in required) for f in msgspec.structs.fields(Consumer)
     }
+    fields["email"] = EmailField(required="email" in required, unique_per_product=False)
     return PersonalizationForm(**fields)
 
 
@@ -201,15 +269,23 @@ def _terms(ticket: Ticket, scheduled: TicketTerms) -> TicketTerms:
     return ticket.issued.issued.terms if ticket.issued else scheduled
 
 
+def _documentation(base: str) -> tuple[DocumentationLink, list[Curie]]:
+    """The `profile` and `curies` of the reference's resources: this API's documentation."""
+    page = f"{base}{PAGE_PATH}#tag/Tickets"
+    curie = Curie(href=f"{base}{PAGE_PATH}#{{rel}}", name="shop", templated=True, type=HTML)
+    return DocumentationLink(href=page, type=HTML), [curie]
+
+
 def ticket_links(
-    ticket: Ticket, terms: TicketTerms, at: datetime, eticket: str | None = None
+    ticket: Ticket, terms: TicketTerms, at: datetime, base: str, eticket: str | None = None
 ) -> TicketLinks:
-    """Where the ticket's other resources are. What hands the ticket to its holder (wallet
-    passes, the e-ticket) only once fulfillment starts, and never for a refunded ticket."""
+    """Where the ticket's other resources are (`base`: this API's address). What hands the
+    ticket to its holder (wallet passes, the e-ticket) only once fulfillment starts, and never
+    for a refunded ticket."""
     opened = ticket.purchase.opened
-    own = f"{TICKETS}/uid/{ticket.uid}"
+    own = f"{base}{TICKETS}/uid/{ticket.uid}"
     kind = "events" if opened.event_id is not None else "attractions"
-    product = Link(href=f"/api/v1/{kind}/{opened.product_slug}")
+    product = Link(href=f"{base}/api/v1/{kind}/{opened.product_slug}")
     starts = terms.fulfillment_starts_at
     handed_out = (
         ticket.issued is not None
@@ -220,17 +296,21 @@ def ticket_links(
     def holders(path: str) -> Link | None:
         return Link(href=path) if handed_out else None
 
+    profile, curies = _documentation(base)
     return TicketLinks(
         self=Link(href=own),
         event=product if opened.event_id is not None else None,
         product=product,
-        order=Link(href=f"/api/v1/purchases/{opened.token}"),
+        order=Link(href=f"{base}/api/v1/purchases/{opened.token}"),
         eticket=holders(eticket) if eticket else None,
         apple_wallet_pass=holders(f"{own}/wallet/apple"),
         google_wallet_token=holders(f"{own}/wallet/google"),
-        refund_requests=Link(href=f"/api/v1/refund-requests?ticket={ticket.uid}"),
+        refund_requests=Link(href=f"{base}/api/v1/refund-requests?ticket={ticket.uid}"),
+        personalization_requests=[],
         transfers=Link(href=f"{own}/transfers"),
         secondary_sales=[SaleLink(title=c.title, href=c.url) for c in terms.secondary_sales],
+        profile=profile,
+        curies=curies,
     )
 
 
@@ -278,7 +358,11 @@ async def _resource(request: web.Request, ticket: Ticket) -> TicketResource:
         fulfillment_starts_at=terms.fulfillment_starts_at,
         scannable_until=facts.scannable_until,
         links=ticket_links(
-            ticket, terms, now(), eticket_url(request, issued, now()) if issued else None
+            ticket,
+            terms,
+            now(),
+            public_base(request),
+            eticket_url(request, issued, now()) if issued else None,
         ),
     )
 
@@ -293,9 +377,24 @@ async def get_ticket(request: web.Request) -> web.Response:
 async def search_tickets(request: web.Request) -> web.Response:
     query = parse_query(request, TicketSearchQuery)
     ticket = await ticket_resource.by_code(
-        pool_of(request), query.code, query.event, api_key_of(request).organization_id
+        pool_of(request), query.code, _product(query.event), api_key_of(request).organization_id
     )
-    return json_response(TicketSearch(tickets=[await _resource(request, ticket)], count=1))
+    base = public_base(request)
+    profile, curies = _documentation(base)
+    links = SearchLinks(
+        self=Link(href=f"{base}{TICKETS}"),
+        search=SearchLink(href=f"{base}{TICKETS}{{?event,code}}", templated=True),
+        profile=profile,
+        curies=curies,
+    )
+    found = FoundTickets(tickets=[await _resource(request, ticket)])
+    return json_response(TicketSearch(links=links, embedded=found))
+
+
+def _product(event: str) -> str:
+    """The slug or id the search's `event` names: the last part of a URL or path
+    (`https://…/api/v1/events/hamlet-2026`, `/api/v1/events/8`), or the value itself."""
+    return event.split("?", 1)[0].rstrip("/").rpartition("/")[2]
 
 
 async def personalize_ticket(request: web.Request) -> web.Response:

@@ -9,7 +9,7 @@ from aiohttp import web
 from infra.wallet.apple import PKPASS, build_pkpass
 from infra.wallet.google import save_jwt, save_url
 from infra.wallet.ticket import WalletTicket
-from services.api.context import DOCUMENTS, HANDOUT, now, organization_of, pool_of
+from services.api.context import DOCUMENTS, HANDOUT, now, organization_of, pool_of, public_base
 from services.api.http import json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
@@ -46,9 +46,7 @@ async def apple_wallet_pass(request: web.Request) -> web.Response:
 
 async def google_wallet_link(request: web.Request) -> web.Response:
     ticket = await _wallet_ticket(request)
-    keys = request.app[HANDOUT]
-    origin = keys.public_url or str(request.url.origin())
-    jwt = save_jwt(ticket, keys.google(), [origin.rstrip("/")], now())
+    jwt = save_jwt(ticket, request.app[HANDOUT].google(), [public_base(request)], now())
     return json_response(GoogleWalletLink(url=save_url(jwt), jwt=jwt))
 
 

@@ -137,10 +137,11 @@ async def by_uid(pool: asyncpg.Pool, uid: str, organization_id: int) -> Ticket:
     return await _assembled(pool, ticket_id, handle.purchase_token, None, 0)
 
 
-async def by_code(pool: asyncpg.Pool, code: str, event_slug: str, organization_id: int) -> Ticket:
-    """The organization's ticket of the event `event_slug` whose current code is `code`. A code
-    of another event, a former code of a transferred ticket and an unknown one are not found
-    alike: the reference's search answers a list of exactly one ticket."""
+async def by_code(pool: asyncpg.Pool, code: str, product: str, organization_id: int) -> Ticket:
+    """The organization's ticket of the event or attraction `product` (its slug or id) whose
+    current code is `code`. A code of another product, a former code of a transferred ticket
+    and an unknown one are not found alike: the reference's search answers a list of exactly
+    one ticket."""
     rows = await handed_out.ticket_by_code(pool, code)
     if not rows or rows[0]["organization_id"] != organization_id:
         raise NotFound("ticket not found", "code")
@@ -151,7 +152,7 @@ async def by_code(pool: asyncpg.Pool, code: str, event_slug: str, organization_i
         raise NotFound("ticket not found", "code")
     ticket = await _assembled(pool, row["ticket_id"], row["purchase_token"], issued, len(recorded))
     opened = ticket.purchase.opened
-    if opened.event_id is None or opened.product_slug != event_slug:
+    if product not in (opened.product_slug, str(opened.event_id or opened.attraction_id)):
         raise NotFound("ticket not found", "code")
     return ticket
 

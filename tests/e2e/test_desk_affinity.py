@@ -179,8 +179,8 @@ async def test_a_routed_buyer_of_a_seat_being_paid_for_at_the_owner_waits(
     token, event_id, type_id = await small_event(pool, 3)
     first, second = await routed(), await routed()
     assert (await buy(first, token, type_id))[0] == 201  # the first gateway owns the event
-    payments = first.sales.payments
-    assert payments is not None and payments is not second.sales.payments
+    payments = first.sales.intents.payments
+    assert payments is not None and payments is not second.sales.intents.payments
     create_intent = payments.create_intent
 
     async def slow_create_intent(**kwargs: object) -> object:

@@ -28,6 +28,7 @@ from tests.e2e.conftest import (
     issue_key,
     new_organization,
     order,
+    path_of,
     post,
     rebuild_read_models,
     venue_with,
@@ -180,6 +181,9 @@ async def test_a_ticket_in_the_references_fields_before_and_after_payment(
         "postal_code": None,
         "city": None,
         "country": None,
+        "state": None,
+        "realm": None,
+        "language": None,
     }
     seat = bought["seat"]
     assert shown["seating"] == {
@@ -199,32 +203,48 @@ async def test_a_ticket_in_the_references_fields_before_and_after_payment(
     assert _instant(shown["scannable_until"]) == starts + timedelta(hours=6)
     form = shown["personalization_form"]
     assert {name for name, field in form.items() if field["required"]} == set(REQUIRED)
-    assert len(form) == 10
+    assert len(form) == 13 and form["email"]["unique_per_product"] is False
     links = shown["_links"]
+    base = str(api.make_url("/")).rstrip("/")
     assert links == {
-        "self": {"href": f"/api/v1/tickets/uid/{uid}"},
-        "event": {"href": "/api/v1/events/show"},
-        "product": {"href": "/api/v1/events/show"},
-        "order": {"href": f"/api/v1/purchases/{purchase['token']}"},
+        "self": {"href": f"{base}/api/v1/tickets/uid/{uid}"},
+        "shop:event": {"href": f"{base}/api/v1/events/show"},
+        "shop:product": {"href": f"{base}/api/v1/events/show"},
+        "shop:order": {"href": f"{base}/api/v1/purchases/{purchase['token']}"},
         "apple_wallet_pass": None,  # fulfillment starts tomorrow
         "google_wallet_token": None,
-        "refund_requests": {"href": f"/api/v1/refund-requests?ticket={uid}"},
-        "transfers": {"href": f"/api/v1/tickets/uid/{uid}/transfers"},
-        "secondary_sales": [{"title": CHANNEL.title, "href": CHANNEL.url}],
+        "shop:refund_requests": {"href": f"{base}/api/v1/refund-requests?ticket={uid}"},
+        "shop:personalization_request": [],
+        "transfers": {"href": f"{base}/api/v1/tickets/uid/{uid}/transfers"},
+        "shop:secondary_sales": [{"title": CHANNEL.title, "href": CHANNEL.url}],
+        "profile": {"href": f"{base}/api-docs#tag/Tickets", "type": "text/html"},
+        "curies": [
+            {
+                "href": f"{base}/api-docs#{{rel}}",
+                "name": "shop",
+                "templated": True,
+                "type": "text/html",
+            }
+        ],
     } | {key: links[key] for key in links.keys() - _MY_LINKS}
+    for relation in ("self", "shop:order", "shop:refund_requests"):
+        await _get(api, token, path_of(links[relation]["href"]))  # each answers 200
 
 
 # The links this part builds; others (the e-ticket) are added by their own parts.
 _MY_LINKS = {
     "self",
-    "event",
-    "product",
-    "order",
+    "shop:event",
+    "shop:product",
+    "shop:order",
     "apple_wallet_pass",
     "google_wallet_token",
-    "refund_requests",
+    "shop:refund_requests",
+    "shop:personalization_request",
     "transfers",
-    "secondary_sales",
+    "shop:secondary_sales",
+    "profile",
+    "curies",
 }
 
 
@@ -234,9 +254,11 @@ async def test_wallet_links_once_fulfillment_has_started_and_never_for_a_refunde
     token, purchase = await _bought(api, pool, c.TicketTerms())
     kept, refunded = (str(t["id"]) for t in purchase["tickets"])
     links = (await _ticket(api, token, kept))["_links"]
-    assert links["apple_wallet_pass"] == {"href": f"/api/v1/tickets/uid/{kept}/wallet/apple"}
-    assert links["google_wallet_token"] == {"href": f"/api/v1/tickets/uid/{kept}/wallet/google"}
-    assert links["secondary_sales"] == []
+    assert path_of(links["apple_wallet_pass"]["href"]) == f"/api/v1/tickets/uid/{kept}/wallet/apple"
+    assert (
+        path_of(links["google_wallet_token"]["href"]) == f"/api/v1/tickets/uid/{kept}/wallet/google"
+    )
+    assert links["shop:secondary_sales"] == []
     refund = TicketRefunded(ticket_id=int(refunded), refund_id="re_test")
     await append(pool, [PendingAppend(f"ticket-{refunded}", 1, [refund])], TEST)
     gone = await _ticket(api, token, refunded)
@@ -265,7 +287,19 @@ async def test_the_search_answers_a_list_of_the_one_ticket_with_that_code(api, p
     found = await _get(
         api, token, "/api/v1/tickets", code=f" {ticket['ticket_code'].lower()} ", event="show"
     )
-    assert found == {"tickets": [await _ticket(api, token, ticket["id"])], "count": 1}
+    shown = await _ticket(api, token, ticket["id"])
+    assert found["_embedded"] == {"shop:ticket": [shown]}
+    base = str(api.make_url("/")).rstrip("/")
+    assert found["_links"]["self"] == {"href": f"{base}/api/v1/tickets"}
+    assert found["_links"]["search"]["templated"] is True
+    event = shown["_links"]["shop:event"]["href"]
+    event_id = await pool.fetchval(
+        "SELECT (data->>'event_id')::bigint FROM events WHERE stream_id = $1 LIMIT 1",
+        f"purchase-{purchase['token']}",
+    )
+    for named in (event, path_of(event), f"{event}/", str(event_id)):  # as the reference passes it
+        again = await _get(api, token, "/api/v1/tickets", code=ticket["ticket_code"], event=named)
+        assert again["_embedded"] == found["_embedded"], named
     for code, event in ((ticket["ticket_code"], "hamlet-2026"), ("NOSUCHCODE12", "show")):
         missing = await _get(api, token, "/api/v1/tickets", 404, code=code, event=event)
         assert missing["error"] == "not_found"
@@ -286,7 +320,8 @@ async def test_a_partner_personalizes_and_every_change_is_an_event_of_the_partne
     shown = await response.json()
     assert response.status == 200, shown
     assert shown["consumer"] | {"country": "dk"} == {
-        **dict.fromkeys(("phone_number", "address", "postal_code", "city")),
+        **dict.fromkeys(("phone_number", "address", "postal_code", "city", "state")),
+        **dict.fromkeys(("realm", "language")),
         **COMPLETE,
     }
     assert shown["consumer"]["country"] == "DK"
@@ -302,6 +337,22 @@ async def test_a_partner_personalizes_and_every_change_is_an_event_of_the_partne
     assert {r.event().by for r in updates} == {"partner"}  # type: ignore[attr-defined]
     first = updates[0].metadata
     assert first.request_id == "personalize-1" and first.api_key_id is not None
+    # The reference's consumer object as it prints it: "" and null for what is not known.
+    reference = {
+        **COMPLETE,
+        "phone_number": "",
+        "address": "Sesamstraat 123",
+        "postal_code": "1234AA",
+        "city": "Amsterdam",
+        "country": "NL",
+        "state": "",
+        "realm": None,
+        "language": None,
+    }
+    assert (await _put(api, token, uid, reference))["consumer"] == {
+        **reference,
+        **dict.fromkeys(("phone_number", "state")),
+    }
 
     for body, field in (
         ({"date_of_birth": "17-05-1990"}, "date_of_birth"),

@@ -30,7 +30,7 @@ from infra.wallet.apple import PKPASS
 from projections.framework import apply_batch, live_schema, read_checkpoint
 from projections.registry import all_projections
 from services.api.context import HANDOUT
-from tests.e2e.conftest import TEST, bearer, order, post, rebuild_read_models
+from tests.e2e.conftest import TEST, bearer, order, path_of, post, rebuild_read_models
 from tests.e2e.test_ticket_resource import _event, _tables
 
 WAIT_SECONDS = 10
@@ -67,14 +67,8 @@ def _wallet(uid: int, kind: str) -> str:
     return f"/api/v1/tickets/uid/{uid}/wallet/{kind}"
 
 
-def _path(href: str) -> str:
-    """The link's path: the gateway under test answers it whatever host the link names."""
-    assert href.startswith("http"), href
-    return "/" + href.split("/", 3)[3]
-
-
 async def _pdf_text(api: TestClient, href: str) -> str:
-    response, body = await _get(api, _path(href), None, 200)  # the holder has no API key
+    response, body = await _get(api, path_of(href), None, 200)  # the holder has no API key
     assert response.content_type == "application/pdf"
     assert response.headers["Cache-Control"] == "no-store"
     return " ".join(PdfReader(io.BytesIO(body)).pages[0].extract_text().split())
@@ -109,7 +103,7 @@ async def test_nothing_is_handed_out_before_fulfillment_starts(api, pool) -> Non
     token, ticket = await _bought(api, pool, c.TicketTerms(fulfillment_starts_at=starts))
     uid, code = ticket["id"], ticket["ticket_code"]
     links = await _links(api, token, uid)
-    assert links["eticket"] is None and links["apple_wallet_pass"] is None
+    assert links["shop:eticket"] is None and links["apple_wallet_pass"] is None
     for kind in ("apple", "google"):
         await _error(api, _wallet(uid, kind), token, 409, "not_yet_fulfilled")
     # A link made anyway (the same one the resource shows later) opens nothing yet.
@@ -123,7 +117,7 @@ async def test_nothing_is_handed_out_before_fulfillment_starts(api, pool) -> Non
             break
         await asyncio.sleep(0.1)
     links = await _links(api, token, uid)
-    text = await _pdf_text(api, links["eticket"]["href"])
+    text = await _pdf_text(api, links["shop:eticket"]["href"])
     assert code in text and "Ida Ø" in text
     assert (await _pass_json(api, token, uid))["barcodes"][0]["message"] == code
     assert (await _google_object(api, token, uid))["state"] == "ACTIVE"
@@ -133,9 +127,9 @@ async def test_the_eticket_link_and_passes_of_a_handed_out_ticket(api, pool) -> 
     token, ticket = await _bought(api, pool, c.TicketTerms())
     uid, code = ticket["id"], ticket["ticket_code"]
     links = await _links(api, token, uid)
-    assert links["apple_wallet_pass"]["href"] == _wallet(uid, "apple")
-    assert links["google_wallet_token"]["href"] == _wallet(uid, "google")
-    assert code in await _pdf_text(api, links["eticket"]["href"])
+    assert path_of(links["apple_wallet_pass"]["href"]) == _wallet(uid, "apple")
+    assert path_of(links["google_wallet_token"]["href"]) == _wallet(uid, "google")
+    assert code in await _pdf_text(api, links["shop:eticket"]["href"])
     document = await _pass_json(api, token, uid)
     assert document["serialNumber"] == f"{uid}-0"
     assert document["barcodes"][0] == {
@@ -164,8 +158,8 @@ async def test_wallet_routes_answer_only_the_keys_organization(api, pool, aarhus
 
 async def test_links_that_open_nothing_are_404(api, pool) -> None:
     token, ticket = await _bought(api, pool, c.TicketTerms())
-    href = (await _links(api, token, ticket["id"]))["eticket"]["href"]
-    good = _path(href).removeprefix("/eticket/")
+    href = (await _links(api, token, ticket["id"]))["shop:eticket"]["href"]
+    good = path_of(href).removeprefix("/eticket/")
     near_miss = good[:-2] + ("AA" if good[-2:] != "AA" else "BB")
     for bad in (near_miss, "A" * 48, "short", good + "A"):
         await _error(api, f"/eticket/{bad}", None, 404, "not_found")
@@ -189,11 +183,11 @@ async def _transfer(pool: asyncpg.Pool, uid: int) -> str:
 async def test_a_transfer_revokes_the_link_and_makes_new_passes(api, pool) -> None:
     token, ticket = await _bought(api, pool, c.TicketTerms())
     uid, old_code = ticket["id"], ticket["ticket_code"]
-    old_href = (await _links(api, token, uid))["eticket"]["href"]
+    old_href = (await _links(api, token, uid))["shop:eticket"]["href"]
     await _pdf_text(api, old_href)
     new_code = await _transfer(pool, uid)
-    await _error(api, _path(old_href), None, 410, "link_revoked")
-    new_href = (await _links(api, token, uid))["eticket"]["href"]
+    await _error(api, path_of(old_href), None, 410, "link_revoked")
+    new_href = (await _links(api, token, uid))["shop:eticket"]["href"]
     assert new_href != old_href
     text = await _pdf_text(api, new_href)
     assert new_code in text and old_code not in text and "Bo Ny" in text
@@ -211,10 +205,10 @@ async def test_a_transfer_revokes_the_link_and_makes_new_passes(api, pool) -> No
 async def test_a_refund_voids_the_passes_and_the_link(api, pool) -> None:
     token, ticket = await _bought(api, pool, c.TicketTerms())
     uid = ticket["id"]
-    href = (await _links(api, token, uid))["eticket"]["href"]
+    href = (await _links(api, token, uid))["shop:eticket"]["href"]
     refund = TicketRefunded(ticket_id=uid, refund_id="re_wallet", reason="cancelled")
     await append(pool, [PendingAppend(f"ticket-{uid}", 1, [refund])], TEST)
-    await _error(api, _path(href), None, 410, "ticket_refunded")
+    await _error(api, path_of(href), None, 410, "ticket_refunded")
     assert (await _pass_json(api, token, uid))["voided"] is True
     assert (await _google_object(api, token, uid))["state"] == "INACTIVE"
 
