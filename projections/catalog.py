@@ -371,13 +371,14 @@ _ATTRACTION_COLUMNS = (
 )
 
 
-async def attractions(conn: asyncpg.Pool, organization_id: int) -> list[asyncpg.Record]:
+async def attractions(conn: asyncpg.Pool, organization_id: int, limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(
         f"SELECT {_ATTRACTION_COLUMNS} FROM {_LIVE}.attractions a"
         f" JOIN {_LIVE}.organizations o ON o.id = a.organization_id"
         f" JOIN {_LIVE}.venues v ON v.id = a.venue_id"
-        " WHERE a.organization_id = $1 ORDER BY a.id",
+        " WHERE a.organization_id = $1 ORDER BY a.id LIMIT $2",
         organization_id,
+        limit,
     )
 
 

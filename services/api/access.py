@@ -28,19 +28,22 @@ class AccessControl:
         self._keys = keys
         self._limits = limits
 
-    async def admit(self, request: web.Request, route: Route) -> tuple[ApiKey, Verdict]:
-        """The caller's key and the rate-limit verdict to report; raises the 401/429."""
+    async def identify(self, request: web.Request) -> ApiKey:
+        """The caller's key; raises the 401, or the 429 of a source refused for its failures."""
         source = request.remote or "unknown"
         retry = await self._limits.auth_refusal(source)
         if retry:
             raise _too_many_auth_failures(retry)
         key = await self._key_of(request)
         if key is None:
-            retry = await self._limits.auth_failed(source)
-            if retry:
-                raise _too_many_auth_failures(retry)
+            # Only a credential that fails is an attempt: a call that sends none (a page or a
+            # client not yet set up) is told so without counting toward the spray throttle.
+            if request.headers.get("Authorization", "").strip():
+                retry = await self._limits.auth_failed(source)
+                if retry:
+                    raise _too_many_auth_failures(retry)
             raise ApiError(401, "unauthorized", "missing, invalid or revoked API key")
-        return key, await self._take(key, route)
+        return key
 
     async def _key_of(self, request: web.Request) -> ApiKey | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -51,9 +54,10 @@ class AccessControl:
         # request: hashing it again on every hit would cost more than the lookup saves.
         return await self._keys.get(token, lambda: authenticate(self._pool, token))
 
-    async def _take(self, key: ApiKey, route: Route) -> Verdict:
+    async def take(self, key: ApiKey, route: Route) -> Verdict:
         """Counts the request in the key's window and in the route's dedicated bucket, or in
-        neither when either is full. The headers report the tighter of the two."""
+        neither when either is full. The headers report the key's own limit, as the spec has
+        them, or the window that refused."""
         windows = [(f"key:{key.id}", key.rate_limit_per_minute)]
         if route.bucket:
             windows.append((f"key:{key.id}:{route.bucket}", BUCKET_LIMITS[route.bucket]))

@@ -64,7 +64,7 @@ async def get_organization(request: web.Request) -> Snapshot:
 
 
 async def list_events(request: web.Request) -> Snapshot:
-    query = parse_query(request, s.EventsQuery)
+    query = parse_query(request, s.ListQuery)
     rows = await catalog.upcoming_events(pool_of(request), organization_of(request), query.limit)
     events = [
         s.EventSummary(
@@ -142,7 +142,8 @@ async def get_venue(request: web.Request) -> Snapshot:
 
 
 async def list_attractions(request: web.Request) -> Snapshot:
-    rows = await catalog.attractions(pool_of(request), organization_of(request))
+    query = parse_query(request, s.ListQuery)
+    rows = await catalog.attractions(pool_of(request), organization_of(request), query.limit)
     items = [
         s.AttractionSummary(
             id=r["id"],
@@ -208,7 +209,7 @@ ROUTES = [
         "List upcoming events",
         "Events",
         s.EventList,
-        query=s.EventsQuery,
+        query=s.ListQuery,
         errors=(401, 422, 429),
     ),
     Route(
@@ -247,7 +248,8 @@ ROUTES = [
         "List attractions",
         "Attractions",
         s.AttractionList,
-        errors=(401, 429),
+        query=s.ListQuery,
+        errors=(401, 422, 429),
     ),
     Route(
         "GET",

@@ -130,8 +130,11 @@ async def _respond(
     verdict = None
     try:
         if route is not None and route.authenticated:
-            key, verdict = await request.app[ACCESS].admit(request, route)
-            request[API_KEY] = key
+            access = request.app[ACCESS]
+            # The key is the request's before its limit is checked: a call refused for its
+            # rate is in the key's activity log too.
+            key = request[API_KEY] = await access.identify(request)
+            verdict = await access.take(key, route)
         _check_request(request, route)
         if route is None or route.lane == "free":
             return await handler(request), verdict

@@ -91,7 +91,7 @@ class Limits(Protocol):
 
     async def take(self, windows: Windows) -> Verdict:
         """Counts a call in each `(window, limit)`, or in none when one is full; the verdict of
-        the full one, else the one with the least room."""
+        the full one, else the first one's (the key's own limit, which the headers report)."""
         ...
 
 
@@ -118,4 +118,4 @@ class LocalLimits:
             verdicts.append(Verdict(True, limit, limit - used - 1, 0))
         for window, _ in windows:
             self._requests.add(window, now)
-        return min(verdicts, key=lambda v: v.remaining)
+        return verdicts[0]

@@ -83,8 +83,8 @@ class EventList(Payload):
     count: int
 
 
-class EventsQuery(Query):
-    limit: Annotated[int, Meta(ge=1, le=100)] = 25
+class ListQuery(Query):
+    limit: Annotated[int, Meta(ge=1, le=100, description="Max entries, default 25")] = 25
 
 
 class EventDetail(Payload):

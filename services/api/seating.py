@@ -22,7 +22,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from domain import seat_selection, seating
-from domain.catalog import MAX_PER_PURCHASE, TicketType
+from domain.catalog import TicketType
 from domain.errors import InvalidCommand
 from domain.inventory.events import SeatRef
 from domain.venues import Section
@@ -33,6 +33,9 @@ from services.api.http import TYPE_ID, Snapshot, json_response, parse_body, shar
 from services.api.routes import Handler, Route
 
 MAX_NEAR = 100  # a buyer's selection is a purchase or two; this bounds the scoring work
+# No limit in the spec ("as many as could be found"): a group's or a block's seats, bounded so
+# that one call cannot make the gateway score a stadium.
+MAX_AUTO_SELECT = 1000
 DESK_IN_STEP_SECONDS = 1.0  # how old the desk's view of the stream may be for a suggestion
 
 
@@ -42,7 +45,7 @@ class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 class AutoSelectRequest(Request):
     ticket_type_id: int
-    count: Annotated[int, Meta(ge=1, le=MAX_PER_PURCHASE)]
+    count: Annotated[int, Meta(ge=1, le=MAX_AUTO_SELECT)]
     near: Annotated[list[SeatRef], Meta(max_length=MAX_NEAR)] = []
 
 

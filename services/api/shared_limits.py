@@ -276,7 +276,7 @@ class SharedLimits:
         for window, entry in entries:
             if not entry.claims() and entry.budget.due_ahead(time.monotonic()):
                 self._start_claiming(window, entry, None)
-        return min(verdicts, key=lambda v: v.remaining)
+        return verdicts[ordered.index(windows[0])]
 
     async def purging(self, _app: web.Application) -> AsyncIterator[None]:
         """aiohttp's cleanup context: deletes ended windows while the gateway serves."""

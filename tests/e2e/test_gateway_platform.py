@@ -75,6 +75,20 @@ async def test_eleventh_failure_in_a_minute_is_throttled_per_ip(serve, demo_toke
         assert 0 < int(blocked.headers["Retry-After"]) <= 60
 
 
+async def test_calls_without_a_key_are_401_but_no_attempt(serve, demo_token) -> None:
+    """Only a credential that fails counts toward the spray throttle: a client checking that
+    every endpoint wants a key must not lock its address out."""
+    gateway = await serve()
+    for _ in range(15):
+        missing = await gateway.get("/api/v1/events")
+        assert missing.status == 401
+        assert (await missing.json())["error"] == "unauthorized"
+    assert (await gateway.get("/api/v1/events", headers=bearer(demo_token))).status == 200
+    for _ in range(10):
+        assert (await gateway.get("/api/v1/events", headers=bearer("tk_live_x"))).status == 401
+    assert (await gateway.get("/api/v1/events")).status == 429  # now the address is blocked
+
+
 async def test_successes_do_not_count_as_auth_failures(serve, demo_token) -> None:
     gateway = await serve()
     for _ in range(9):
@@ -93,11 +107,19 @@ async def test_rate_limit_headers_and_retry_after(serve, pool, catalog) -> None:
         assert ok.headers["X-RateLimit-Limit"] == "3"
         remaining.append(int(ok.headers["X-RateLimit-Remaining"]))
     assert remaining == [2, 1, 0]
-    limited = await gateway.get("/api/v1/venues", headers=bearer(token))
+    refused_id = f"refused-{uuid.uuid4()}"
+    limited = await gateway.get(
+        "/api/v1/venues", headers={**bearer(token), "X-Request-ID": refused_id}
+    )
     assert limited.status == 429
     assert await limited.json() == {"error": "rate_limited"}
     assert 55 <= int(limited.headers["Retry-After"]) <= 60
     assert limited.headers["X-RateLimit-Remaining"] == "0"
+    # Every call is in the key's activity log, the refused one too.
+    await gateway.app[ACTIVITY].flush()
+    rows = await recent_activity(pool, catalog[DEMO_ORGANIZATION], limit=50)
+    [refused] = [r for r in rows if r.request_id == refused_id]
+    assert refused.status == 429 and refused.api_key_id is not None
 
 
 async def test_request_id_is_echoed_capped_or_generated(api, demo_token) -> None:

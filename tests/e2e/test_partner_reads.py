@@ -256,6 +256,10 @@ async def test_the_gateway_selling_an_event_shows_its_holds_before_the_read_mode
 async def test_attractions_and_daily_capacity(api, demo_token, pool: asyncpg.Pool) -> None:
     listing = await _get(api, demo_token, "/api/v1/attractions")
     assert listing["count"] == 1
+    assert await _get(api, demo_token, "/api/v1/attractions", params={"limit": "1"}) == listing
+    for limit in ("0", "101", "many"):
+        refused = await _get(api, demo_token, "/api/v1/attractions", 422, params={"limit": limit})
+        assert refused["detail"].startswith("limit")
     museum = listing["attractions"][0]
     assert museum["slug"] == "louisiana-museum" and museum["daily_max_tickets"] == 300
     assert museum["venue"]["city"] == "Humlebæk"
