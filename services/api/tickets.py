@@ -237,8 +237,12 @@ def _location(venue: VenueRegistered) -> str:
 
 
 def order_status(purchase: PurchaseState) -> str:
-    """The purchase's status, or `refunded` once its late payment is being given back."""
-    return "refunded" if purchase.refunded else purchase.status
+    """The purchase's status, or `refunded` once its late payment is being given back or every
+    ticket of it was refunded (no longer active: its attendees cannot be edited)."""
+    everything = {t.id for t in purchase.opened.tickets} <= purchase.refunded_tickets
+    if purchase.refunded or (purchase.status == "paid" and everything):
+        return "refunded"
+    return purchase.status
 
 
 def order_lookup(opened: PurchaseOpened) -> int:
@@ -345,14 +349,18 @@ async def edit_attendees(request: web.Request) -> web.Response:
 
 
 async def attendee_ticket(request: web.Request) -> web.Response:
-    ticket, purchase = await ticketing.ticket_by_attendee_token(
-        pool_of(request), request.match_info["token"], api_key_of(request).organization_id
+    """The seat whatever its order's state (`orderStatus` says it): a buyer may hand the
+    attendee link on before paying, or after cancelling."""
+    token = request.match_info["token"]
+    bought, issued, purchase = await ticketing.ticket_by_attendee_token(
+        pool_of(request), token, api_key_of(request).organization_id
     )
+    facts = ticket_facts(purchase, bought, issued)
     opened = purchase.opened
     return json_response(
         AttendeeView(
-            token=ticket.attendee_token,
-            attendee={"name": ticket.holder_name, "email": ticket.holder_email},
+            token=token,
+            attendee={"name": facts.name, "email": facts.email},
             product=LineProduct(
                 id=opened.event_id or opened.attraction_id or 0,
                 name=opened.product_name,
@@ -360,7 +368,7 @@ async def attendee_ticket(request: web.Request) -> web.Response:
                 image=None,
             ),
             event=await _event_of(request, opened),
-            seat=ticket.issued.seat,
+            seat=bought.seat,
             orderStatus=order_status(purchase),
         )
     )

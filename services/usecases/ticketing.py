@@ -17,7 +17,7 @@ import asyncpg
 
 from domain import personalization, purchasing, streams, tickets
 from domain.errors import NotFound
-from domain.purchasing import PurchaseState
+from domain.purchasing import PurchasedTicket, PurchaseState
 from domain.tickets import Reason, TicketState
 from infra import handed_out
 from infra.append_batcher import AppendBatcher
@@ -265,12 +265,20 @@ def _merge(appends: list[PendingAppend]) -> list[PendingAppend]:
 
 async def ticket_by_attendee_token(
     pool: asyncpg.Pool, token: str, organization_id: int
-) -> tuple[TicketState, PurchaseState]:
+) -> tuple[PurchasedTicket, TicketState | None, PurchaseState]:
+    """The seat a per-seat token names, as bought, as issued (None while its order is not
+    paid, or once it was cancelled) and its order. A token a transfer replaced names nothing."""
     handle = await handed_out.ticket_by_attendee_token(pool, token)
     if handle is None or handle.organization_id != organization_id:
         raise NotFound("ticket not found", "token")
     ticket, _ = await load_ticket(pool, handle.ticket_id)
     purchase = await load_purchase(pool, handle.purchase_token)
-    if ticket is None or purchase is None or ticket.attendee_token != token:
+    bought = (
+        next((t for t in purchase.opened.tickets if t.id == handle.ticket_id), None)
+        if purchase is not None
+        else None
+    )
+    current = ticket.attendee_token if ticket is not None else bought and bought.attendee_token
+    if purchase is None or bought is None or current != token:
         raise NotFound("ticket not found", "token")
-    return ticket, purchase
+    return bought, ticket, purchase

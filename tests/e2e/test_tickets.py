@@ -192,6 +192,52 @@ async def test_edits_on_a_cancelled_order_are_409(api, pool) -> None:
     assert response.status == 409
 
 
+async def _seat_tokens(api, token: str, purchase: dict) -> list[str]:
+    lookup = await api.get(
+        f"/api/v1/tickets/{purchase['access_code']}",
+        params={"email": BUYER["email"]},
+        headers=bearer(token),
+    )
+    bundle = await lookup.json()
+    assert lookup.status == 200, bundle
+    return [s["token"] for line in bundle["lines"] for s in line["seats"]]
+
+
+async def _order_status(api, token: str, seat_token: str) -> str:
+    view = await api.get(f"/api/v1/tickets/attendee/{seat_token}", headers=bearer(token))
+    body = await view.json()
+    assert view.status == 200, body
+    return body["orderStatus"]
+
+
+async def test_the_attendee_view_tells_the_orders_state(api, pool) -> None:
+    """A seat's token matches its ticket before the order is paid and after it is cancelled:
+    the view says which (`orderStatus`) rather than a 404."""
+    token, _, type_id = await small_event(pool, 2)
+    _, created = await post(api, token, "/api/v1/purchases", order(type_id), 201)
+    purchase = created["purchase"]
+    [seat_token] = await _seat_tokens(api, token, purchase)
+    assert await _order_status(api, token, seat_token) == "pending_payment"
+    await post(api, token, f"/api/v1/purchases/{purchase['token']}/cancel", {}, 200)
+    assert await _order_status(api, token, seat_token) == "cancelled"
+
+
+async def test_a_wholly_refunded_order_is_no_longer_active(api, pool) -> None:
+    token, purchase = await _paid_purchase(api, pool, seats=2)
+    await post(api, token, f"/api/v1/purchases/{purchase['token']}/refund", {}, 201)
+    seat_tokens = await _seat_tokens(api, token, purchase)
+    assert await _order_status(api, token, seat_tokens[0]) == "refunded"
+    edit = {
+        "email": BUYER["email"],
+        "seats": [{"token": seat_tokens[0], "name": "A", "email": None}],
+    }
+    response = await api.patch(
+        f"/api/v1/tickets/{purchase['access_code']}", json=edit, headers=bearer(token)
+    )
+    assert response.status == 409
+    assert await response.json() == {"error": "order_inactive", "detail": "the order is refunded"}
+
+
 async def test_attendee_view_of_another_organization_is_404(api, pool, demo_token) -> None:
     token, purchase = await _paid_purchase(api, pool, seats=1)
     lookup = await api.get(
