@@ -48,19 +48,21 @@ class TicketVerdict(Payload):
 
 
 def _summary(verdict: ticketing.Verdict) -> TicketSummary:
-    """From the issued ticket; before issue, from the purchase it belongs to."""
+    """From the issued ticket; before issue, from the purchase it belongs to. A code a
+    transfer replaced describes that code, resold: not the new holder nor their scans."""
     state = verdict.ticket
     if state is not None:
         issued = state.issued
+        resold = verdict.reason == "resold"
         return _described(
             issued.ticket_id,
             verdict.code,
-            state.status,
+            "resold" if resold else state.status,
             issued.ticket_type_name,
             (issued.product_slug, issued.event_id is not None),
-            state.holder_name,
+            None if resold else state.holder_name,
             issued.seat,
-            state.scan_count,
+            0 if resold else state.scan_count,
             issued.scannable_until,
         )
     assert verdict.purchase is not None

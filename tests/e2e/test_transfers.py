@@ -136,6 +136,13 @@ async def test_the_partner_offers_and_the_recipient_accepts(api, pool, aarhus_to
     assert fresh["ticket"]["holder_name"] == RECIPIENT["name"]
     resold = await _verify(api, token, old_code)
     assert (resold["valid"], resold["reason"]) == (False, "resold")
+    # The old code's block describes that code: not the new holder, nor the new code's scans.
+    described = resold["ticket"]
+    assert (described["code"], described["status"], described["holder_name"]) == (
+        old_code,
+        "resold",
+        None,
+    )
     state, _ = await load_ticket(pool, ticket["id"])
     assert state is not None and state.consumer.email == RECIPIENT["email"]
     assert state.holder_name == RECIPIENT["name"]
