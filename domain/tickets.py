@@ -343,7 +343,9 @@ def issue_tickets(
                 scannable_until=until,
                 issued_at=now,
                 terms=schedule.terms,
-                personalization_start=policy.starts_at if policy else None,
+                # Open from the sale unless the terms say later: the window starts now.
+                personalization_start=(policy.starts_at if policy else None)
+                or (now if window_end is not None else None),
             )
         ]
         for t, fee in zip(tickets, fee_share, strict=True)

@@ -397,6 +397,9 @@ async def test_the_buyer_personalizes_with_the_access_code_and_purchase_email(ap
     assert (shown["name"], shown["needs_personalization"]) == ("Liv Berg", False)
     resource = await _ticket(api, token, ticket["id"])
     assert resource["consumer"]["date_of_birth"] == "1990-05-17"
+    # No start in the terms: the window opened with the sale, and says so.
+    opened = _instant(resource["personalization_start"])
+    assert opened is not None and opened <= datetime.now(UTC)
     assert resource["consumer"]["phone_number"] == "+45 12 34 56 78"
     [update] = [
         r for r in await read_stream(pool, f"ticket-{ticket['id']}") if r.type == "ConsumerUpdated"
