@@ -64,7 +64,7 @@ async def get_organization(request: web.Request) -> Snapshot:
 
 
 async def list_events(request: web.Request) -> Snapshot:
-    query = parse_query(request, s.ListQuery)
+    query = parse_query(request, s.LimitQuery)
     rows = await catalog.upcoming_events(pool_of(request), organization_of(request), query.limit)
     events = [
         s.EventSummary(
@@ -142,7 +142,7 @@ async def get_venue(request: web.Request) -> Snapshot:
 
 
 async def list_attractions(request: web.Request) -> Snapshot:
-    query = parse_query(request, s.ListQuery)
+    query = parse_query(request, s.LimitQuery)
     rows = await catalog.attractions(pool_of(request), organization_of(request), query.limit)
     items = [
         s.AttractionSummary(
@@ -209,7 +209,7 @@ ROUTES = [
         "List upcoming events",
         "Events",
         s.EventList,
-        query=s.ListQuery,
+        query=s.LimitQuery,
         errors=(401, 422, 429),
     ),
     Route(
@@ -248,7 +248,7 @@ ROUTES = [
         "List attractions",
         "Attractions",
         s.AttractionList,
-        query=s.ListQuery,
+        query=s.LimitQuery,
         errors=(401, 422, 429),
     ),
     Route(

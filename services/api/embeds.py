@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import msgspec
 from aiohttp import web
 from msgspec import Meta
 
@@ -33,14 +32,11 @@ from services.api.errors import not_found
 from services.api.http import json_response, parse_body
 from services.api.memo import Memo
 from services.api.routes import Route
+from services.api.schemas import Request
 
 TAG = "Embeds"
 PLANNER_PATH = "/embed/seat-planner"
 EDITOR_PATH = "/embed/seat-plan-editor"
-
-
-class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Request bodies: a misspelt field is a 422, not silently ignored."""
 
 
 class SeatPlannerEmbedRequest(Request):

@@ -5,7 +5,7 @@ charge agree (the purchase decides the code and the stock again against the stre
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated
 
 import asyncpg
@@ -23,11 +23,7 @@ from services.api.context import now, organization_of, pool_of
 from services.api.errors import invalid_request, not_found
 from services.api.http import TYPE_ID, json_response, parse_body
 from services.api.routes import Route
-from services.api.schemas import Payload
-
-
-class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Request bodies: a misspelt field is a 422, not silently ignored."""
+from services.api.schemas import Payload, Request
 
 
 class PricingPreviewRequest(Request):
@@ -44,6 +40,10 @@ class PricingPreviewRequest(Request):
     attraction_slug: str | None = None
     discount_code: Annotated[
         str | None, Meta(description="Applied if valid; an invalid one is silently left out")
+    ] = None
+    visit_date: Annotated[
+        date | None,
+        Meta(description="An attraction's visit, as the purchase takes it: prices do not vary"),
     ] = None
 
 

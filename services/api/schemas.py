@@ -27,6 +27,10 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
     """Query parameters; unknown ones are ignored."""
 
 
+class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Request bodies: a misspelt field is a 422, not silently ignored."""
+
+
 class Organization(Payload):
     id: int
     name: str
@@ -83,7 +87,7 @@ class EventList(Payload):
     count: int
 
 
-class ListQuery(Query):
+class LimitQuery(Query):
     limit: Annotated[int, Meta(ge=1, le=100, description="Max entries, default 25")] = 25
 
 

@@ -31,6 +31,7 @@ from services.api.context import OFFERS, PLANS, PURCHASES, TAKEN, organization_o
 from services.api.errors import from_domain, invalid_request, not_found
 from services.api.http import TYPE_ID, Snapshot, json_response, parse_body, shared_answer
 from services.api.routes import Handler, Route
+from services.api.schemas import Request
 
 MAX_NEAR = 100  # a buyer's selection is a purchase or two; this bounds the scoring work
 # No limit in the spec ("as many as could be found"): a group's or a block's seats, bounded so
@@ -39,14 +40,10 @@ MAX_AUTO_SELECT = 1000
 DESK_IN_STEP_SECONDS = 1.0  # how old the desk's view of the stream may be for a suggestion
 
 
-class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Request bodies: a misspelt field is a 422, not silently ignored."""
-
-
 class AutoSelectRequest(Request):
     ticket_type_id: int
     count: Annotated[int, Meta(ge=1, le=MAX_AUTO_SELECT)]
-    near: Annotated[list[SeatRef], Meta(max_length=MAX_NEAR)] = []
+    near: Annotated[list[SeatRef], Meta(max_length=MAX_NEAR)] = msgspec.field(default_factory=list)
 
 
 class AutoSelection(msgspec.Struct, frozen=True, kw_only=True):

@@ -5,7 +5,7 @@ applied or silently left out, the explicit validation with each of its reasons a
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -169,6 +169,11 @@ async def test_an_attraction_preview(api, token) -> None:
         ("Voksen", 2),
         ("Studerende", 1),
     ]
+    # The purchase's body with its visit: "the rest of the flow is identical".
+    visiting = {**body, "visit_date": (date.today() + timedelta(days=3)).isoformat()}
+    assert (await _post(api, token, PREVIEW, visiting))["pricing"] == pricing
+    bad_day = await _post(api, token, PREVIEW, {**body, "visit_date": "someday"}, 422)
+    assert bad_day["detail"].startswith("visit_date")
     validated = await _post(
         api, token, VALIDATE, {"attraction_slug": "louisiana-museum", "code": "spring25"}
     )
