@@ -361,6 +361,8 @@ async def test_a_rush_holds_an_e_mail_back_no_longer_than_the_longest_deferral(
     assert sent_in_rush >= 25, sent_in_rush
     waited = await pool.fetchval(
         "SELECT max(extract(epoch FROM sent_at - created_at)) FROM mail_outbox"
+        " WHERE purchase_token = ANY($1)",  # this test's: the one before held its own for long
+        tokens,
     )
     assert waited < 1.5, waited
     assert sorted(s.removeprefix("confirmation ") for s in inbox.subjects()) == sorted(tokens)
