@@ -184,7 +184,12 @@ async def _create(request: web.Request, raw: bytes, claim: Claim | None) -> web.
         stripe_client_secret=state.client_secret,
         stripe_payment_intent_id=state.intent_id,
     )
-    return json_response(PurchaseCreated(purchase=purchase_view(state), payment=payment), 201)
+    issued = None
+    if state.status == "paid":
+        # Nothing to pay: its tickets were issued with it, and show as the next GET shows them.
+        state, issued = await purchases.polls.purchase(state.opened.token, key.organization_id)
+    view = purchase_view(state, issued)
+    return json_response(PurchaseCreated(purchase=view, payment=payment), 201)
 
 
 async def _withdraw_offers(request: web.Request, req: PurchaseRequest, organization: int) -> None:
