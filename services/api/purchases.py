@@ -7,7 +7,7 @@ from datetime import date, datetime
 
 from aiohttp import web
 
-from domain import catalog
+from domain import catalog, tickets
 from domain.errors import DomainError
 from domain.inventory.events import SeatRef
 from domain.inventory.holds import InsufficientAvailability, SeatsTaken
@@ -16,7 +16,7 @@ from domain.seating import seat_key
 from domain.tickets import TicketState
 from infra.idempotency import Claim
 from services.api import idempotent
-from services.api.context import OFFERS, PURCHASES, api_key_of, metadata_of
+from services.api.context import OFFERS, PURCHASES, api_key_of, metadata_of, now
 from services.api.errors import from_domain
 from services.api.http import decode_body, json_response
 from services.api.routes import Route
@@ -130,8 +130,16 @@ def _ticket(
         needs_personalization=facts.needs_personalization,
         personalization_start=facts.personalization_start,
         personalization_end=facts.personalization_end,
-        eticket_url=f"/api/v1/purchases/{o.token}/tickets/{bought.id}/pdf" if issued else None,
+        eticket_url=_pdf(o.token, issued),
     )
+
+
+def _pdf(token: str, issued: TicketState | None) -> str | None:
+    """The ticket's PDF once it is handed out (as the ticket resource's `shop:eticket`): not
+    before fulfillment starts, nor once refunded, when the PDF is a 409."""
+    if issued is None or issued.status == "refunded" or not tickets.fulfilled(issued, now()):
+        return None
+    return f"/api/v1/purchases/{token}/tickets/{issued.issued.ticket_id}/pdf"
 
 
 def purchase_view(

@@ -109,9 +109,11 @@ async def test_nothing_is_handed_out_before_fulfillment_starts(api, pool) -> Non
     # A link made anyway (the same one the resource shows later) opens nothing yet.
     early = api.app[HANDOUT].links.sign(LinkClaims(uid, 0), code)
     await _error(api, f"/eticket/{early}", None, 409, "not_yet_fulfilled")
-    # Nor is its PDF, whoever asks.
+    # Nor is its PDF, whoever asks; the purchase names no e-ticket for it yet.
     pdf = f"/api/v1/purchases/{ticket['purchase']}/tickets/pdf"
     await _error(api, pdf, token, 409, "not_yet_fulfilled")
+    _, polled = await _get(api, f"/api/v1/purchases/{ticket['purchase']}", token, 200)
+    assert json.loads(polled)["purchase"]["tickets"][0]["eticket_url"] is None
     for _ in range(WAIT_SECONDS * 10):
         if datetime.now(UTC) >= starts:
             break
@@ -119,6 +121,8 @@ async def test_nothing_is_handed_out_before_fulfillment_starts(api, pool) -> Non
     links = await _links(api, token, uid)
     text = await _pdf_text(api, links["shop:eticket"]["href"])
     assert code in text and "Ida Ø" in text
+    _, polled = await _get(api, f"/api/v1/purchases/{ticket['purchase']}", token, 200)
+    assert json.loads(polled)["purchase"]["tickets"][0]["eticket_url"].endswith(f"/{uid}/pdf")
     assert (await _pass_json(api, token, uid))["barcodes"][0]["message"] == code
     assert (await _google_object(api, token, uid))["state"] == "ACTIVE"
 
