@@ -165,7 +165,9 @@ def offer(
         raise TicketNotIssued("the ticket's purchase is not paid")
     _transferable(ticket, now)
     if latest is not None and latest.status(now) == "offered":
-        raise TransferPending(f"the ticket is already offered, until {latest.offered.deadline}")
+        raise TransferPending(
+            f"the ticket is already offered, until {latest.offered.deadline.isoformat()}"
+        )
     deadline = command.deadline or now + DEFAULT_DEADLINE
     closes = closes_at(ticket)
     if closes is not None:

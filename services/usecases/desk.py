@@ -333,7 +333,7 @@ class Desk(Generic[S]):
                     for c in names
                 }
                 decided, refused = self._decide_all(jobs, state, companions)
-                if refused and not fresh:
+                if not fresh and any(not _clash(exc) for _, exc in refused):
                     # A refusal is final, so it is never made on a state that may be behind
                     # (seats another process released meanwhile): read the stream, decide again.
                     self._stale = True
@@ -409,9 +409,13 @@ class Desk(Generic[S]):
         self, jobs: list[_Job], state: Cached[S], companions: dict[str, Cached[Any]]
     ) -> tuple[list[tuple[_Job, Decision]], list[tuple[_Job, Exception]]]:
         """Each command decides on the state its predecessors in the batch left; a refused
-        command fails alone, and only once the batch it was refused in is stored."""
+        command fails alone, and only once the batch it was refused in is stored. A command
+        that expects a stream of its own (a purchase, a ticket) at a version a command before
+        it in the batch writes past is refused with a conflict, as the store would refuse it
+        alone: its caller reads that stream again and decides on what the other wrote."""
         decided = []
-        refused = []
+        refused: list[tuple[_Job, Exception]] = []
+        written: set[str] = set()
         for job in jobs:
             if job.command is _LOOK or job.command is _READ:
                 decided.append((job, Decision({})))
@@ -421,6 +425,15 @@ class Desk(Generic[S]):
             except Exception as exc:
                 refused.append((job, exc))
                 continue
+            moved = written & decision.expected.keys()
+            if moved:
+                refused.append((job, ConcurrencyError(min(moved), "written earlier in the batch")))
+                continue
+            written.update(
+                stream
+                for stream, events in decision.events.items()
+                if events and stream != self.stream_id and stream not in companions
+            )
             for stream, events in decision.events.items():
                 for event in events:
                     if stream == self.stream_id:
@@ -466,6 +479,11 @@ class Desk(Generic[S]):
         for stream, version in versions.items():
             if stream in companions:
                 companions[stream].version = version
+
+
+def _clash(refusal: Exception) -> bool:
+    """Refused for another command of its batch, not for a state that may be behind."""
+    return isinstance(refusal, ConcurrencyError)
 
 
 def _states(companions: dict[str, Cached[Any]]) -> dict[str, Any]:

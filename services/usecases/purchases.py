@@ -50,6 +50,9 @@ log = structlog.get_logger(__name__)
 UNAMBIGUOUS = "ACDEFGHJKLMNPQRTUVWXY34679"
 TICKET_CODE_LENGTH = 12
 ACCESS_CODE_LENGTH = 8
+# An unpaid purchase's end decided again when another change got there first (a payment, a
+# second cancel): each attempt sees that change, so few are ever needed.
+RELEASE_ATTEMPTS = 5
 DISCOUNT_CODES = Aggregate(lambda: None, discounts.evolve_discount, discounts.clone_discount)
 EVENT_INVENTORY = Kind(
     holds.EventInventory,
@@ -423,25 +426,34 @@ class Purchases:
         """End an unpaid purchase and give back its holds and discount use, in one append at
         the inventory's desk. `decide` says what ends the purchase (default: cancelled for
         the reason); returns False when there was nothing to end. `timed_out`: caused by the
-        purchase's opening rather than by whoever `meta` names."""
-        recorded = await read_stream(self.pool, streams.purchase(token))
-        state, version = purchase_from(recorded)
-        if state is None:
-            raise NotFound("purchase not found", "token")
-        if timed_out:
-            meta = meta.caused_by(recorded[0])
-        ending = (decide or (lambda s: [purchasing.PurchaseCancelled(token=token, reason=reason)]))(
-            state
-        )
-        if not ending:
-            return False
-        command = sales.ReleaseHolds(
-            opened=state.opened, reason=reason, ending=ending, purchase_version=version
-        )
-        await self.inventory_desk(state.opened).submit(
-            command, meta, sales.discount_streams(command)
-        )
-        return True
+        purchase's opening rather than by whoever `meta` names. A purchase changed meanwhile
+        (paid, cancelled by another call, expired) is decided again as it is now: a second
+        cancel is told the purchase is gone, not that the service is busy."""
+        stream = streams.purchase(token)
+        for _ in range(RELEASE_ATTEMPTS):
+            recorded = await read_stream(self.pool, stream)
+            state, version = purchase_from(recorded)
+            if state is None:
+                raise NotFound("purchase not found", "token")
+            end = decide or (lambda s: [purchasing.PurchaseCancelled(token=token, reason=reason)])
+            ending = end(state)
+            if not ending:
+                return False
+            command = sales.ReleaseHolds(
+                opened=state.opened, reason=reason, ending=ending, purchase_version=version
+            )
+            try:
+                await self.inventory_desk(state.opened).submit(
+                    command,
+                    meta.caused_by(recorded[0]) if timed_out else meta,
+                    sales.discount_streams(command),
+                )
+            except ConcurrencyError as exc:
+                if exc.stream_id != stream:
+                    raise
+                continue
+            return True
+        raise ConcurrencyError(stream, "the purchase kept changing")
 
     def inventory_desk(self, opened: PurchaseOpened) -> Any:
         """The sales desk of the event or attraction the purchase holds from."""

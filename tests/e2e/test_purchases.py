@@ -377,6 +377,24 @@ async def test_cancel_frees_seats_at_once(api, pool: asyncpg.Pool, catalog) -> N
     await post(api, token, "/api/v1/purchases", order(type_id), 201)
 
 
+async def test_cancels_at_once_are_one_cancel_and_404s(api, pool: asyncpg.Pool, catalog) -> None:
+    """Of several cancels of one purchase sent together, one cancels it and the others find it
+    gone, as a second cancel does: none is told the service is busy (503)."""
+    token, _, type_id = await small_event(pool, 8)
+    for _ in range(4):  # bounded: four purchases, three cancels each at once
+        _, created = await post(api, token, "/api/v1/purchases", order(type_id), 201)
+        path = f"/api/v1/purchases/{created['purchase']['token']}/cancel"
+        answers = await asyncio.gather(
+            *(api.post(path, json={}, headers=bearer(token)) for _ in range(3))
+        )
+        assert sorted(a.status for a in answers) == [200, 404, 404]
+        ended = await pool.fetchval(
+            "SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'PurchaseCancelled'",
+            f"purchase-{created['purchase']['token']}",
+        )
+        assert ended == 1
+
+
 async def test_other_organizations_purchases_are_not_found(api, pool, catalog, demo_token) -> None:
     token, _, type_id = await small_event(pool, 2)
     _, created = await post(api, token, "/api/v1/purchases", order(type_id), 201)

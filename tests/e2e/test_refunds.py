@@ -346,6 +346,26 @@ async def test_a_retry_finds_the_refund_the_first_request_stored(
     assert (await _kinds(pool, f"purchase-{token}"))["RefundDecided"] == 1
 
 
+async def test_refunds_of_one_ticket_at_once_refund_it_once(
+    api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool
+) -> None:
+    """Refunds sent together reach the sales desk in one batch: each expects the purchase and
+    the ticket as it read them, so one is stored and the others are decided again (refunded
+    already), never a second refund of the same ticket."""
+    key, _, type_id = await _event(pool, 2)
+    bought = await _bought(api, stripe_sim, key, type_id, 2)
+    body = {"ticket_ids": [bought["tickets"][0]["id"]]}
+    path = f"/api/v1/purchases/{bought['token']}/refund"
+    answers = await asyncio.gather(
+        *(api.post(path, json=body, headers=bearer(key)) for _ in range(3))
+    )
+    refused = [await a.json() for a in answers if a.status != 201]
+    assert sorted(a.status for a in answers) == [201, 409, 409], refused
+    assert {r["error"] for r in refused} == {"already_refunded"}
+    assert (await _kinds(pool, f"purchase-{bought['token']}"))["RefundDecided"] == 1
+    assert (await _kinds(pool, f"ticket-{bought['tickets'][0]['id']}"))["TicketRefunded"] == 1
+
+
 async def test_a_refund_e_mail_tells_the_buyer(
     api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool
 ) -> None:

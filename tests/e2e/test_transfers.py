@@ -243,8 +243,11 @@ async def test_what_cannot_be_transferred(api, pool) -> None:
     await append(pool, [PendingAppend(streams.ticket(ticket_id), version, [refund])], TEST)
     assert (await _offer(api, token, refunded, 409))["error"] == "ticket_refunded"
 
-    await _offer(api, token, pending)
-    assert (await _offer(api, token, pending, 409))["error"] == "transfer_pending"
+    offered = await _offer(api, token, pending)
+    again = await _offer(api, token, pending, 409)
+    assert again["error"] == "transfer_pending"
+    until = datetime.fromisoformat(again["detail"].rpartition(" ")[2])  # as every time is written
+    assert until == datetime.fromisoformat(offered["transfer"]["deadline"].replace("Z", "+00:00"))
 
     past = datetime.now(UTC) - timedelta(minutes=1)
     too_soon = await _offer(api, token, scanned, 422, deadline=past.isoformat())
