@@ -224,8 +224,10 @@ async def update_attendees(
     meta: Metadata,
 ) -> None:
     """Apply (token, name, email, other consumer details) edits to the order's tickets in one
-    append; tokens of other orders are ignored. A conflicting scan or edit makes the whole edit
-    retry."""
+    append; tokens of other orders are ignored. A seat that cannot change any more (refunded or
+    scanned) is left as it is while the others are edited, as a buyer's page sends every seat
+    of the order back; only when every seat named is such is the edit refused. A conflicting
+    scan or edit makes the whole edit retry."""
     for _ in range(MAX_SCAN_ATTEMPTS):
         by_token = {}
         for t in order.purchase.opened.tickets:
@@ -233,6 +235,8 @@ async def update_attendees(
         loaded = await load_tickets(pool, list(by_token.values()))
         appends = []
         now = datetime.now(UTC)
+        closed: list[personalization.PersonalizationClosed] = []
+        editable = 0
         for i, (token, name, email, details) in enumerate(seats):
             ticket_id = by_token.get(token)
             if ticket_id is None:
@@ -240,11 +244,20 @@ async def update_attendees(
             state, version = loaded[ticket_id]
             if state is None or state.attendee_token != token:
                 continue  # a token the ticket no longer has since it was transferred
-            events = personalization.update_attendee(
-                state, name, email, now, f"seats[{i}]", details
-            )
+            try:
+                events = personalization.update_attendee(
+                    state, name, email, now, f"seats[{i}]", details
+                )
+            except personalization.PersonalizationClosed as exc:
+                if state.refunded_by is None and not state.scan_count:
+                    raise  # the window has closed: for every seat alike
+                closed.append(exc)
+                continue
+            editable += 1
             if events:
                 appends.append(PendingAppend(streams.ticket(ticket_id), version, events))
+        if closed and not editable:
+            raise closed[0]
         if not appends:
             return
         try:

@@ -238,6 +238,39 @@ async def test_a_wholly_refunded_order_is_no_longer_active(api, pool) -> None:
     assert await response.json() == {"error": "order_inactive", "detail": "the order is refunded"}
 
 
+async def test_an_edit_of_every_seat_leaves_a_refunded_one_as_it_is(api, pool) -> None:
+    """A buyer's page sends back every seat of the order: after one ticket is refunded the
+    others are still named, and the refunded one is left alone; an edit of that one only is
+    refused."""
+    token, purchase = await _paid_purchase(api, pool, seats=2)
+    refunded_id = purchase["tickets"][0]["id"]
+    body = {"ticket_ids": [refunded_id]}
+    await post(api, token, f"/api/v1/purchases/{purchase['token']}/refund", body, 201)
+    bundle = await api.get(
+        f"/api/v1/tickets/{purchase['access_code']}",
+        params={"email": BUYER["email"]},
+        headers=bearer(token),
+    )
+    seats = (await bundle.json())["lines"][0]["seats"]
+    statuses = {s["token"]: s["status"] for s in seats}
+    edits = [{"token": s["token"], "name": "Ny Navn", "email": None} for s in seats]
+    path = f"/api/v1/tickets/{purchase['access_code']}"
+    edited = await api.patch(
+        path, json={"email": BUYER["email"], "seats": edits}, headers=bearer(token)
+    )
+    after = await edited.json()
+    assert edited.status == 200, after
+    names = {s["token"]: s["name"] for s in after["lines"][0]["seats"]}
+    for seat_token, status in statuses.items():
+        assert (names[seat_token] == "Ny Navn") is (status != "refunded"), (status, names)
+    [gone] = [e for e in edits if statuses[e["token"]] == "refunded"]
+    alone = await api.patch(
+        path, json={"email": BUYER["email"], "seats": [gone]}, headers=bearer(token)
+    )
+    assert alone.status == 409
+    assert (await alone.json())["error"] == "personalization_closed"
+
+
 async def test_attendee_view_of_another_organization_is_404(api, pool, demo_token) -> None:
     token, purchase = await _paid_purchase(api, pool, seats=1)
     lookup = await api.get(
