@@ -54,7 +54,7 @@ async def claim(
     the window."""
     row = await pool.fetchrow(
         "SELECT granted, remaining, wait, counted_until"
-        " FROM claim_rate_window($1, $2, $3, $4, $5, $6, $7, $8)",
+        " FROM claim_given_back($1, $2, $3, $4, $5, $6, $7, $8)",
         window_key,
         limit,
         asked,

@@ -339,6 +339,18 @@ async def claimed_by_a_killed_gateway(pool: asyncpg.Pool, key: str) -> None:
     assert changed == "UPDATE 1"
 
 
+async def buyer_bundle(api: TestClient, token: str, purchase: dict) -> dict:
+    """The buyer's lookup of a purchase (as POST /purchases answered it) by its access code."""
+    response = await api.get(
+        f"/api/v1/tickets/{purchase['access_code']}",
+        params={"email": BUYER["email"]},
+        headers=bearer(token),
+    )
+    bundle = await response.json()
+    assert response.status == 200, bundle
+    return bundle
+
+
 def path_of(href: str) -> str:
     """An absolute link's path: the gateway under test answers it whatever host it names."""
     assert href.startswith("http"), href

@@ -22,6 +22,7 @@ from tests.e2e.conftest import (
     BUYER,
     TEST,
     bearer,
+    buyer_bundle,
     first_ticket_type,
     issue_key,
     order,
@@ -298,13 +299,7 @@ async def test_the_buyer_lookup_answers_every_order_status_alike(api, pool) -> N
     await rebuild_read_models(pool)
     for created, status in ((pending, "pending_payment"), (doomed, "cancelled")):
         purchase = created["purchase"]
-        response = await api.get(
-            f"/api/v1/tickets/{purchase['access_code']}",
-            params={"email": BUYER["email"]},
-            headers=bearer(token),
-        )
-        bundle = await response.json()
-        assert response.status == 200, bundle
+        bundle = await buyer_bundle(api, token, purchase)
         assert bundle["order"]["status"] == status
         assert bundle["order"]["lookup"] == min(t["id"] for t in purchase["tickets"])
         (line,) = bundle["lines"]

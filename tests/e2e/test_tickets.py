@@ -12,6 +12,7 @@ import pytest
 from tests.e2e.conftest import (
     BUYER,
     bearer,
+    buyer_bundle,
     order,
     post,
     rebuild_read_models,
@@ -193,13 +194,7 @@ async def test_edits_on_a_cancelled_order_are_409(api, pool) -> None:
 
 
 async def _seat_tokens(api, token: str, purchase: dict) -> list[str]:
-    lookup = await api.get(
-        f"/api/v1/tickets/{purchase['access_code']}",
-        params={"email": BUYER["email"]},
-        headers=bearer(token),
-    )
-    bundle = await lookup.json()
-    assert lookup.status == 200, bundle
+    bundle = await buyer_bundle(api, token, purchase)
     return [s["token"] for line in bundle["lines"] for s in line["seats"]]
 
 
@@ -246,12 +241,7 @@ async def test_an_edit_of_every_seat_leaves_a_refunded_one_as_it_is(api, pool) -
     refunded_id = purchase["tickets"][0]["id"]
     body = {"ticket_ids": [refunded_id]}
     await post(api, token, f"/api/v1/purchases/{purchase['token']}/refund", body, 201)
-    bundle = await api.get(
-        f"/api/v1/tickets/{purchase['access_code']}",
-        params={"email": BUYER["email"]},
-        headers=bearer(token),
-    )
-    seats = (await bundle.json())["lines"][0]["seats"]
+    seats = (await buyer_bundle(api, token, purchase))["lines"][0]["seats"]
     statuses = {s["token"]: s["status"] for s in seats}
     edits = [{"token": s["token"], "name": "Ny Navn", "email": None} for s in seats]
     path = f"/api/v1/tickets/{purchase['access_code']}"
