@@ -64,10 +64,11 @@ class _Known:
 
 
 class DeskOwners:
-    def __init__(self, nc: Client, leases: KeyValue, subject: str) -> None:
+    def __init__(self, nc: Client, leases: KeyValue, subject: str, bucket: str) -> None:
         self._nc = nc
         self._leases = leases
         self._subject = subject
+        self._bucket = bucket
         self.me = secrets.token_hex(8)
         # The streams this process owns: the revision of its lease and when it was last used.
         self._owned: dict[str, int] = {}
@@ -80,8 +81,9 @@ class DeskOwners:
 
     @classmethod
     async def open(cls, nc: Client, settings: Settings) -> DeskOwners:
-        leases = await lease_bucket(nc.jetstream(), settings.desk_owners_bucket, LEASE_SECONDS)
-        return cls(nc, leases, settings.desks_subject)
+        bucket = settings.desk_owners_bucket
+        leases = await lease_bucket(nc.jetstream(), bucket, LEASE_SECONDS)
+        return cls(nc, leases, settings.desks_subject, bucket)
 
     async def serve(self, answer: Answer) -> None:
         """Answers the commands other gateways send this one with `answer`, each in a task of
@@ -147,9 +149,10 @@ class DeskOwners:
 
     async def _look(self, stream: str, gone: str | None = None) -> str:
         """The owner the lease names; the stream is claimed when there is no lease, or when it
-        names this process or the gateway known to be `gone`."""
+        names this process or the gateway known to be `gone`. A bucket NATS lost (restarted:
+        leases are kept in memory) is made again first."""
         try:
-            entry = await self._leases.get(stream)
+            entry = await self._lease(stream)
         except (KeyNotFoundError, KeyDeletedError):
             return await self._claim(stream, None)
         owner = (entry.value or b"").decode()
@@ -202,20 +205,62 @@ class DeskOwners:
     async def _renew(self) -> None:
         while True:
             await asyncio.sleep(RENEW_SECONDS)
-            now = time.monotonic()
-            for stream, revision in list(self._owned.items()):
+            if not await self._renew_all():
+                await self._lease_again()
+
+    async def _lease(self, stream: str) -> KeyValue.Entry:
+        try:
+            return await self._leases.get(stream)
+        except (KeyNotFoundError, KeyDeletedError):
+            raise
+        except Exception:
+            await self._reopen()
+            return await self._leases.get(stream)
+
+    async def _reopen(self) -> None:
+        self._leases = await lease_bucket(self._nc.jetstream(), self._bucket, LEASE_SECONDS)
+
+    async def _lease_again(self) -> None:
+        """Some lease could not be renewed: if NATS lost the bucket (a restart), it is made
+        again with this process's leases in it, so the other gateways go on routing to it; a
+        lease another gateway took meanwhile is theirs. Tried again at the next renewal while
+        NATS cannot be reached."""
+        try:
+            await self._reopen()
+            for stream in list(self._owned):
                 try:
-                    if now - self._used.get(stream, now) > IDLE_SECONDS:
-                        del self._owned[stream]
-                        self._used.pop(stream, None)
-                        await self._leases.delete(stream, last=revision)
-                    else:
-                        self._owned[stream] = await self._leases.update(
-                            stream, self.me.encode(), last=revision
-                        )
+                    self._owned[stream] = await self._leases.create(stream, self.me.encode())
+                    log.info("desk_lease_restored", stream=stream, owner=self.me)
                 except KeyWrongLastSequenceError:
-                    # The lease lapsed and another gateway owns the stream now.
-                    self._owned.pop(stream, None)
-                    log.warning("desk_lease_lost", stream=stream, owner=self.me)
-                except Exception as exc:
-                    log.warning("desk_lease_not_renewed", stream=stream, error=repr(exc))
+                    entry = await self._leases.get(stream)
+                    if (entry.value or b"").decode() != self.me:
+                        self._owned.pop(stream, None)
+                        log.warning("desk_lease_lost", stream=stream, owner=self.me)
+                    elif entry.revision is not None:
+                        self._owned[stream] = entry.revision
+        except Exception as exc:
+            log.info("desk_leases_not_restored", error=repr(exc))
+
+    async def _renew_all(self) -> bool:
+        """Renews every lease in use and gives up the idle ones; False when some lease could
+        not be written (NATS away, or the bucket lost)."""
+        renewed = True
+        now = time.monotonic()
+        for stream, revision in list(self._owned.items()):
+            try:
+                if now - self._used.get(stream, now) > IDLE_SECONDS:
+                    del self._owned[stream]
+                    self._used.pop(stream, None)
+                    await self._leases.delete(stream, last=revision)
+                else:
+                    self._owned[stream] = await self._leases.update(
+                        stream, self.me.encode(), last=revision
+                    )
+            except KeyWrongLastSequenceError:
+                # Lapsed (another gateway may own the stream now), or made anew after NATS
+                # lost the bucket: `_lease_again` tells which.
+                renewed = False
+            except Exception as exc:
+                renewed = False
+                log.warning("desk_lease_not_renewed", stream=stream, error=repr(exc))
+        return renewed
