@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from infra.db import connection_gone
 from infra.supervise import serve_forever, stop_task
 
 API_KEYS = "linjerum_api_keys"
@@ -69,7 +70,7 @@ class ChangeFeed:
             # Nothing is kept while not live, and going dark moved every generation on: what
             # was cached before an outage is never served after it.
             self._live = True
-            while not conn.is_closed():
+            while not connection_gone(conn):
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
                 # cancellation that comes as it ends, and the feed would never stop.
                 with contextlib.suppress(TimeoutError):
@@ -83,7 +84,7 @@ class ChangeFeed:
             await self._release(conn)
 
     async def _release(self, conn: asyncpg.Connection) -> None:
-        if conn.is_closed():
+        if connection_gone(conn):
             # A lost connection still carries the callbacks (asyncpg cannot UNLISTEN on it and
             # warns); the pool discards it all the same.
             with warnings.catch_warnings():

@@ -41,6 +41,15 @@ async def create_pool(database_url: str, size: int = 10, *, opened: int = 1) -> 
     return pool
 
 
+def connection_gone(conn: asyncpg.Connection) -> bool:
+    """Closed, or taken back by its pool when its server went away (asyncpg then detaches the
+    connection a caller still holds, and asking it anything raises InterfaceError)."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
+
+
 async def close_pool(pool: asyncpg.Pool) -> None:
     """Close the pool, waiting POOL_CLOSE_SECONDS at most: asyncpg's close() waits for every
     connection to be released, however long, so one still taken by a task that did not end

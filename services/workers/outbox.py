@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from infra.db import connection_gone
 from infra.metrics import OUTBOX_FAILURES
 from infra.pgtext import make_storable
 from infra.supervise import serve_forever
@@ -156,7 +157,7 @@ class OutboxWorker(abc.ABC):
         async with self._pool.acquire() as listener:
             await listener.add_listener(self._table.channel, self._on_notify)
             try:
-                while not listener.is_closed():
+                while not connection_gone(listener):
                     self._wake.clear()
                     await self.before_work()
                     while await self.work_due() == self._batch_size:
