@@ -7,8 +7,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -25,8 +26,24 @@ def _reachable(port: int) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def server_folder() -> Iterator[Path]:
+    """A folder for an embedded PostgreSQL, outside pytest's own: started as root, the server
+    runs as a user of its own that must pass through the folder's parents, and every pytest
+    session makes its base folder private again, so a second session run meanwhile would lock
+    the first one's server out of its files."""
+    with tempfile.TemporaryDirectory(prefix="linjerum-test-") as folder:
+        yield Path(folder)
+
+
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    with server_folder() as folder:
+        yield folder
+
+
 @pytest.fixture(scope="session")
-async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, str]]:
+async def servers() -> AsyncIterator[tuple[str, str]]:
     """(admin database url, nats url) of real servers."""
     db_url = os.environ.get("DATABASE_URL") or (
         "postgresql://postgres@127.0.0.1:5432/postgres" if _reachable(5432) else ""
@@ -38,7 +55,7 @@ async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tup
 
             found = await stack.enter_async_context(
                 embedded_servers(
-                    tmp_path_factory.mktemp("embedded"),
+                    stack.enter_context(server_folder()),
                     postgres=not db_url,
                     nats=not nats_url,
                 )

@@ -160,8 +160,8 @@ class Service:
 
 
 @pytest.mark.timeout(400)
-def test_run_from_an_empty_folder_seeds_once_and_stops_cleanly(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_run_from_an_empty_folder_seeds_once_and_stops_cleanly(server_dir: Path) -> None:
+    data_dir = server_dir / "data"
     service = Service(data_dir)
     try:
         service.wait_healthy()

@@ -123,8 +123,8 @@ def test_free_port_is_bindable() -> None:
         sock.bind(("127.0.0.1", port))
 
 
-async def test_fresh_start_clean_stop_and_data_kept(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+async def test_fresh_start_clean_stop_and_data_kept(server_dir: Path) -> None:
+    data = server_dir / "data"
     async with embedded_servers(data) as ep:
         assert ep.database_url.startswith("postgresql://postgres@127.0.0.1:")
         assert ep.database_url.endswith("/linjerum")
@@ -163,13 +163,13 @@ async def test_fresh_start_clean_stop_and_data_kept(tmp_path: Path) -> None:
     await _assert_all_gone(procs, within=5)
 
 
-async def test_a_killed_server_is_started_again_where_its_clients_look(tmp_path: Path) -> None:
-    async with embedded_servers(tmp_path) as ep:
-        before = _runtime(tmp_path)
+async def test_a_killed_server_is_started_again_where_its_clients_look(server_dir: Path) -> None:
+    async with embedded_servers(server_dir) as ep:
+        before = _runtime(server_dir)
         conn = await asyncpg.connect(ep.database_url)
         await conn.execute("CREATE TABLE kept (id int)")
         await conn.close()
-        procs = _server_processes(tmp_path)
+        procs = _server_processes(server_dir)
         for proc in procs:
             proc.kill()
         await _assert_all_gone(procs, within=5)
@@ -184,45 +184,45 @@ async def test_a_killed_server_is_started_again_where_its_clients_look(tmp_path:
         conn = await asyncpg.connect(ep.database_url)
         assert await conn.fetchval("SELECT count(*) FROM kept") == 0
         await conn.close()
-        after = _runtime(tmp_path)
+        after = _runtime(server_dir)
         for name in ("postgres", "nats"):
             assert after[name]["port"] == before[name]["port"]
             assert after[name]["pid"] != before[name]["pid"]
-        procs = _server_processes(tmp_path)
+        procs = _server_processes(server_dir)
     await _assert_all_gone(procs, within=10)
 
 
-async def test_only_nats(tmp_path: Path) -> None:
-    async with embedded_servers(tmp_path, postgres=False) as ep:
+async def test_only_nats(server_dir: Path) -> None:
+    async with embedded_servers(server_dir, postgres=False) as ep:
         assert ep.database_url == ""
         nc = await nats.connect(ep.nats_url)
         await nc.close()
-        assert set(_runtime(tmp_path)) == {"nats"}
-    assert not (tmp_path / "postgres").exists()
-    assert not (tmp_path / "runtime.json").exists()
+        assert set(_runtime(server_dir)) == {"nats"}
+    assert not (server_dir / "postgres").exists()
+    assert not (server_dir / "runtime.json").exists()
 
 
-async def test_second_process_reuses_and_leaves_servers_running(tmp_path: Path) -> None:
-    async with embedded_servers(tmp_path) as ep:
-        before = _runtime(tmp_path)
-        child = await _child(tmp_path, "probe")
+async def test_second_process_reuses_and_leaves_servers_running(server_dir: Path) -> None:
+    async with embedded_servers(server_dir) as ep:
+        before = _runtime(server_dir)
+        child = await _child(server_dir, "probe")
         seen = await _read_endpoints(child)
         _, err = await asyncio.wait_for(child.communicate(), 60)
         assert child.returncode == 0, err.decode()
         assert seen == ep
         # the child's exit stopped nothing and changed no ownership
-        assert _runtime(tmp_path) == before
-        assert all(_running(p) for p in _server_processes(tmp_path))
+        assert _runtime(server_dir) == before
+        assert all(_running(p) for p in _server_processes(server_dir))
         await _assert_served(ep)
 
 
-async def test_killed_owner_leaves_no_servers_and_folder_restarts(tmp_path: Path) -> None:
-    owner = await _child(tmp_path, "hold")
+async def test_killed_owner_leaves_no_servers_and_folder_restarts(server_dir: Path) -> None:
+    owner = await _child(server_dir, "hold")
     try:
         await _read_endpoints(owner)
-        runtime = _runtime(tmp_path)
+        runtime = _runtime(server_dir)
         assert runtime["postgres"]["owner_pid"] == owner.pid
-        procs = _server_processes(tmp_path)
+        procs = _server_processes(server_dir)
         owner.send_signal(signal.SIGKILL)
         await owner.wait()
     finally:
@@ -231,19 +231,19 @@ async def test_killed_owner_leaves_no_servers_and_folder_restarts(tmp_path: Path
             await owner.wait()
 
     await _assert_all_gone(procs, within=10)
-    assert (tmp_path / "runtime.json").exists()  # stale: names a dead owner
+    assert (server_dir / "runtime.json").exists()  # stale: names a dead owner
     # worst case of a stale lock file: its pid now belongs to a live, unrelated process of the
     # account postgres runs as (postgres itself would refuse to start over that)
     account = {"user": "linjerum-pg"} if os.geteuid() == 0 else {}
     unrelated = await asyncio.create_subprocess_exec("sleep", "60", **account)
     try:
-        pidfile = tmp_path / "postgres" / "postmaster.pid"
-        pidfile.write_text(f"{unrelated.pid}\n{tmp_path / 'postgres'}\n0\n0\n\n\n\nready\n")
+        pidfile = server_dir / "postgres" / "postmaster.pid"
+        pidfile.write_text(f"{unrelated.pid}\n{server_dir / 'postgres'}\n0\n0\n\n\n\nready\n")
 
-        async with embedded_servers(tmp_path) as ep:
-            assert _runtime(tmp_path)["postgres"]["owner_pid"] == os.getpid()
+        async with embedded_servers(server_dir) as ep:
+            assert _runtime(server_dir)["postgres"]["owner_pid"] == os.getpid()
             await _assert_served(ep)
-        assert not (tmp_path / "runtime.json").exists()
+        assert not (server_dir / "runtime.json").exists()
         assert unrelated.returncode is None  # left alone
     finally:
         unrelated.kill()
