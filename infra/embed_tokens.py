@@ -44,9 +44,10 @@ class EmbedRefused(Exception):
     """The token opens nothing: `malformed`, `forged` (not signed by a secret we hold, or
     altered), `expired`, or `wrong_kind` (an editor's token on the planner, say)."""
 
-    def __init__(self, reason: Refusal) -> None:
+    def __init__(self, reason: Refusal, claims: EmbedClaims | None = None) -> None:
         super().__init__(reason)
         self.reason: Refusal = reason
+        self.claims = claims  # an expired token's, which was signed by us all the same
 
 
 @dataclass(frozen=True)
@@ -102,11 +103,12 @@ class EmbedSigner:
             expires_at = datetime.fromtimestamp(expires, UTC)
         except (OverflowError, ValueError, OSError):
             raise EmbedRefused("malformed") from None
+        claims = EmbedClaims(_KINDS[code], subject_id, organization_id, api_key_id, expires_at)
         if now >= expires_at:
-            raise EmbedRefused("expired")
-        if _KINDS[code] != kind:
+            raise EmbedRefused("expired", claims)
+        if claims.kind != kind:
             raise EmbedRefused("wrong_kind")
-        return EmbedClaims(kind, subject_id, organization_id, api_key_id, expires_at)
+        return claims
 
 
 @functools.cache

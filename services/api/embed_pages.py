@@ -4,6 +4,7 @@ checks the pages and their data share."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import secrets
@@ -39,10 +40,11 @@ MINTERS: web.AppKey[Memo] = web.AppKey("embed_minters", Memo)
 class Refused(Exception):
     """Why a page or its data is not served: the status and a sentence for the error page."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, claims: EmbedClaims | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.claims = claims  # of a token that expired: whose key may frame the error page
 
 
 def token_claims(request: web.Request, kinds: tuple[Kind, ...]) -> EmbedClaims:
@@ -58,7 +60,9 @@ def token_claims(request: web.Request, kinds: tuple[Kind, ...]) -> EmbedClaims:
                 break
     assert refusal is not None
     if refusal.reason == "expired":
-        raise Refused(401, "This seat map link has expired. Reload the page to get a new one.")
+        raise Refused(
+            401, "This seat map link has expired. Reload the page to get a new one.", refusal.claims
+        )
     raise Refused(_TOKEN_STATUS[refusal.reason], "This seat map link is not valid.")
 
 
@@ -105,9 +109,14 @@ def _page(status: int, title: str, body: str, head: str, nonce: str, key: ApiKey
     )
 
 
-def _error_page(refused: Refused, key: ApiKey | None = None) -> web.Response:
-    """Framed by the key's origins when the key is known, so the partner's page shows why;
-    by no one otherwise."""
+async def _error_page(
+    request: web.Request, refused: Refused, key: ApiKey | None = None
+) -> web.Response:
+    """Framed by the key's origins when the key is known (an expired token still names it),
+    so the partner's page shows why; by no one otherwise."""
+    if key is None and refused.claims is not None:
+        with contextlib.suppress(Refused):
+            key = await minter(request, refused.claims)
     body = (
         '<main class="linjerum-error" role="alert">'
         f"<h1>Seat map unavailable</h1><p>{escape(refused.reason)}</p></main>"
@@ -168,7 +177,7 @@ async def seat_planner_page(request: web.Request) -> web.Response:
             raise Refused(404, "This event is not on sale here.")
         color = await _color(pool, claims.organization_id)
     except Refused as refused:
-        return _error_page(refused, key)
+        return await _error_page(request, refused, key)
     token = request.query["token"]
     config: dict[str, object] = {
         "kind": "planner",
@@ -197,7 +206,7 @@ async def seat_plan_editor_page(request: web.Request) -> web.Response:
             raise Refused(404, "This venue is not available.")
         color = await _color(pool, claims.organization_id)
     except Refused as refused:
-        return _error_page(refused, key)
+        return await _error_page(request, refused, key)
     token = request.query["token"]
     config: dict[str, object] = {
         "kind": "editor",

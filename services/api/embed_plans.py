@@ -4,11 +4,14 @@ not with the pages' error page."""
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 import msgspec
 from aiohttp import web
 
 from domain.inventory.events import SeatRef
+from domain.pricing import unit_price
 from infra.changes import read_model_channel
 from infra.embed_tokens import EmbedClaims
 from projections import availability, catalog
@@ -16,13 +19,15 @@ from projections.availability import AvailabilityProjection
 from projections.catalog import CatalogProjection
 from services.api import schemas as s
 from services.api.availability import seat_plan_sections
-from services.api.context import pool_of, snapshots_of
+from services.api.context import now, pool_of, snapshots_of
 from services.api.embed_live import LiveFeed
 from services.api.embed_pages import Refused, minter, token_claims
 from services.api.errors import ApiError, not_found
 from services.api.http import answer, snapshot
 
 PING_SECONDS = 15.0
+# How soon an open stream notices its key was revoked (the key is read from memory).
+KEY_CHECK_SECONDS = 2.0
 # The gateway's read-model channels (services.api.gateway's, which imports this module through
 # services.api.embeds).
 CATALOG_CHANGES = read_model_channel(CatalogProjection.name)
@@ -104,7 +109,10 @@ async def _planner_plan(pool: asyncpg.Pool, claims: EmbedClaims) -> EmbedPlan:
         venue=_embed_venue(venue),
         ticket_types=[
             EmbedTicketType(
-                id=t.id, name=t.name, price_cents=t.price_cents, section_ids=t.section_ids
+                id=t.id,
+                name=t.name,
+                price_cents=unit_price(t, now())[0],  # the early-bird price while it runs
+                section_ids=t.section_ids,
             )
             for t in types
         ],
@@ -165,7 +173,8 @@ def _taken_reader(pool: asyncpg.Pool, event_id: int):
 async def embed_live(request: web.Request) -> web.StreamResponse:
     """Server-sent events: `taken` on connect and whenever the event's taken seats change,
     `plan` when the venue's plan does, a `: ping` comment every 15 s. The token is checked when
-    the stream opens; an open stream outlives it (the page stays live while it is open)."""
+    the stream opens; an open stream outlives its expiry (the page stays live while it is
+    open), not its key: a revoked key's streams end within KEY_CHECK_SECONDS."""
     claims = await _api_claims(request)
     pool = pool_of(request)
     venue_id = claims.subject_id
@@ -206,14 +215,20 @@ async def embed_live(request: web.Request) -> web.StreamResponse:
             on_connect=False,
             message=lambda _: b"{}",
         )
+        quiet_since = time.monotonic()
         while not listener.closed:
-            messages = await listener.next(PING_SECONDS)
+            messages = await listener.next(KEY_CHECK_SECONDS)
             if listener.closed:
                 break
-            await response.write(
-                b"".join(_sse(name, data) for name, data in messages) or b": ping\n\n"
-            )
-    except (ConnectionResetError, ConnectionError):
+            await minter(request, claims)  # in memory until a key changes
+            if messages:
+                await response.write(b"".join(_sse(name, data) for name, data in messages))
+            elif time.monotonic() - quiet_since >= PING_SECONDS:
+                await response.write(b": ping\n\n")
+            else:
+                continue
+            quiet_since = time.monotonic()
+    except (ConnectionResetError, ConnectionError, Refused):
         pass
     finally:
         live.leave(listener)

@@ -226,6 +226,11 @@ async def test_refused_tokens_and_bad_max_get_an_error_page(
         assert "Seat map unavailable" in html
     assert (await api.get(f"/embed/api/plan?token={expired}")).status == 401
     assert (await api.get(f"/embed/api/live?token={tampered}")).status == 403
+    # An expired token is still the key's: the partner's page may frame why it shows nothing.
+    lapsed = await api.get(f"/embed/seat-planner?token={expired}")
+    assert _csp(lapsed.headers)["frame-ancestors"] == " ".join(["'self'", *ORIGINS])
+    forged = await api.get(f"/embed/seat-planner?token={tampered}")
+    assert _csp(forged.headers)["frame-ancestors"] == "'none'"
 
     await revoke_key(pool, scene.key_id, TEST)
     for _ in range(100):
@@ -286,6 +291,28 @@ async def test_the_plan_has_the_seat_map_prices_and_sold_seats(
     assert editor["sections"] == plan["sections"]
 
 
+async def test_the_plan_shows_the_price_a_purchase_pays(api, pool: asyncpg.Pool) -> None:
+    """While an early-bird price runs the planner shows it, as the preview and the purchase
+    charge it, not the full price."""
+    org = await new_organization(pool)
+    row = venues.Row(identifier="A", start=1, end=5)
+    venue_id = await venue_with(
+        pool, org, venues.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
+    )
+    early = c.TicketTypePlan(
+        name="Alm",
+        price_cents=35000,
+        early_bird_price_cents=29000,
+        early_bird_end_date=datetime.now(UTC) + timedelta(days=1),
+    )
+    await put_on_sale(pool, org, venue_id, early, TEST)
+    await rebuild_read_models(pool)
+    issued = await create_key(pool, org, "early", rate_limit_per_minute=10_000, metadata=TEST)
+    _, minted = await post(api, issued.token, PLANNER, {"event_slug": "show"}, 200)
+    plan = await (await api.get(f"/embed/api/plan?token={minted['embed']['token']}")).json()
+    assert [t["price_cents"] for t in plan["ticket_types"]] == [29000]
+
+
 async def _next_event(stream, deadline: float) -> tuple[str, dict[str, Any]]:
     """The next `event:`/`data:` pair of a server-sent event stream, skipping comments."""
     name = None
@@ -311,6 +338,22 @@ async def test_the_live_stream_sends_taken_seats_as_they_are_bought(
         assert await _next_event(stream, 5) == ("taken", {"sold_seats": [seat]})
     finally:
         stream.close()
+
+
+async def test_a_revoked_keys_open_stream_ends(api, pool: asyncpg.Pool, scene: Scene) -> None:
+    """A leaked key is revoked: the seat maps it opened stop being served at once, the ones
+    open already too (their stream ends; the page's reconnect is refused)."""
+    token = await _mint(api, scene)
+    stream = await api.get(f"/embed/api/live?token={token}")
+    try:
+        assert await _next_event(stream, 5) == ("taken", {"sold_seats": []})
+        await revoke_key(pool, scene.key_id, TEST)
+        async with asyncio.timeout(10):
+            while await stream.content.readline():
+                pass  # pings until the stream ends
+    finally:
+        stream.close()
+    assert (await api.get(f"/embed/api/live?token={token}")).status == 403
 
 
 async def test_static_files_are_served_from_the_folder_only(api) -> None:
