@@ -23,7 +23,7 @@ import asyncpg
 import msgspec
 
 from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append_each
-from infra.supervise import stop_task
+from infra.supervise import detached, stop_task
 
 MAX_BATCH = 200
 IN_FLIGHT = 4
@@ -83,7 +83,7 @@ class AppendBatcher:
         self._waiting.append(_Job(appends, metadata, future))
         # A worker that found nothing to take is done at once, before its done callback runs.
         if sum(not worker.done() for worker in self._workers) < self._in_flight:
-            worker = asyncio.create_task(self._work())
+            worker = detached(self._work())
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
         return await future

@@ -8,6 +8,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Generic, TypeVar
 
+from infra.supervise import detached
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -46,7 +48,7 @@ class Coalesced(Generic[K, V]):
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._asked.setdefault(key, []).append(future)
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._work())
+            self._worker = detached(self._work())
         return future
 
     async def _work(self) -> None:

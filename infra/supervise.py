@@ -8,14 +8,27 @@ in an outage, and an operator wants two lines, not a warning per worker and retr
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+
+def detached(work: Coroutine[Any, Any, T], name: str | None = None) -> asyncio.Task[T]:
+    """A task of the process rather than of the request that happened to start it (a sales
+    desk's worker, a batcher's): it runs in the current context without the request's id, so
+    its log lines for later batches do not name a request answered long before."""
+    context = contextvars.copy_context()
+    context.run(structlog.contextvars.unbind_contextvars, "request_id")
+    return asyncio.create_task(work, name=name, context=context)
+
 
 Probe = Callable[[], Awaitable[object]]
 PROBE_EVERY = 0.5

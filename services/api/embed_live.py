@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from infra.changes import ChangeFeed
+from infra.supervise import detached
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +99,7 @@ class LiveFeed:
         if on_connect and found.state is not None:
             listener.push(name, message(found.state))
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="embed-live")
+            self._task = detached(self._run(), name="embed-live")
 
     def leave(self, listener: Listener) -> None:
         self._listeners.discard(listener)

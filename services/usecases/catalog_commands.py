@@ -20,6 +20,7 @@ from infra.eventstore import (
     append,
     read_stream,
 )
+from infra.supervise import detached
 from projections import availability
 from projections import catalog as catalog_reads
 
@@ -60,7 +61,7 @@ class IdReserve:
 
     def _refilling(self, count: int) -> asyncio.Task[None]:
         if self._refill is None or self._refill.done():
-            self._refill = asyncio.create_task(self._fill(count))
+            self._refill = detached(self._fill(count))
             self._refill.add_done_callback(_retrieved)
         return self._refill
 

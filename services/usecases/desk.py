@@ -43,7 +43,7 @@ from infra.eventstore import (
     streams_held,
 )
 from infra.metrics import DESK_BATCH_SIZE, DESK_QUEUE_DEPTH
-from infra.supervise import stop_task
+from infra.supervise import detached, stop_task
 
 log = structlog.get_logger(__name__)
 
@@ -155,7 +155,7 @@ class Desk(Generic[S]):
         self._queue.put_nowait(_Job(command, metadata, companions, future))
         self._queued.inc()
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._work())
+            self._worker = detached(self._work())
         return await future
 
     def forecast(self, command: Any) -> Decision | None:

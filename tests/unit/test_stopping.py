@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import structlog
 
 from infra import supervise
-from infra.supervise import honour_cancellation, stop_task, stop_tasks
+from infra.supervise import detached, honour_cancellation, stop_task, stop_tasks
 
 
 async def _loses_its_first_cancellation(stopped: asyncio.Event) -> None:
@@ -126,3 +127,18 @@ async def test_a_loop_that_honours_its_cancellation_stops_on_the_first() -> None
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=supervise.STOP_AGAIN_SECONDS / 5)
     assert task in done and task.cancelled()
+
+
+async def test_a_detached_task_names_no_request() -> None:
+    """A sales desk's worker is started by the first request that needs it and serves every
+    later one: its log lines must not carry that first request's id."""
+
+    async def fields() -> dict[str, object]:
+        return structlog.contextvars.get_contextvars()
+
+    with structlog.contextvars.bound_contextvars(process="gateway"):
+        with structlog.contextvars.bound_contextvars(request_id="first-request"):
+            worker = detached(fields())
+            attached = asyncio.create_task(fields())
+        assert await worker == {"process": "gateway"}
+        assert (await attached)["request_id"] == "first-request"
