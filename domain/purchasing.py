@@ -276,6 +276,9 @@ def validate_request(req: PurchaseRequest) -> None:
         raise InvalidCommand("attractions have no seats", "selected_seats")
     if req.event_slug is not None and req.visit_date is not None:
         raise InvalidCommand("visit_date is for attractions", "visit_date")
+    if req.visit_date is not None and req.visit_date >= date.max:
+        # A ticket is valid until the day after its visit, which must be a date too.
+        raise InvalidCommand("out of range", "visit_date")
     seen: set[tuple[int, int]] = set()
     for i, a in enumerate(req.attendees):
         field = f"attendees[{i}]"

@@ -203,6 +203,19 @@ async def test_last_places_of_an_attraction_day(serve, pool: asyncpg.Pool, catal
         422,
     )
     assert missing["detail"].startswith("visit_date")
+    _, last_day = await post(
+        gateways[0],
+        token,
+        "/api/v1/purchases",
+        {
+            "attraction_slug": "museum",
+            "quantities": {str(type_id): 1},
+            "buyer": BUYER,
+            "visit_date": "9999-12-31",  # a ticket is valid until the day after: no such day
+        },
+        422,
+    )
+    assert last_day["detail"].startswith("visit_date")
 
 
 async def test_idempotency_keys(api, pool: asyncpg.Pool, catalog) -> None:
