@@ -333,9 +333,13 @@ class Desk(Generic[S]):
                     for c in names
                 }
                 decided, refused = self._decide_all(jobs, state, companions)
-                if not fresh and any(not _clash(exc) for _, exc in refused):
+                unchecked = any(self._unchecked(decision) for _, decision in decided)
+                if not fresh and (unchecked or any(not _clash(exc) for _, exc in refused)):
                     # A refusal is final, so it is never made on a state that may be behind
                     # (seats another process released meanwhile): read the stream, decide again.
+                    # Nor is a decision that writes other streams and not this one: no version
+                    # check of this stream would catch the state it was made on being behind
+                    # (an expiry that found no hold another process stored since).
                     self._stale = True
                     attempt += 1
                     continue
@@ -382,6 +386,11 @@ class Desk(Generic[S]):
                     job.future.set_exception(exc)
             return
         raise ConcurrencyError(self.stream_id, f"gave up after {MAX_ATTEMPTS} attempts")
+
+    def _unchecked(self, decision: Decision) -> bool:
+        """Whether `decision` stores events, none of them on this desk's stream."""
+        written = [stream for stream, events in decision.events.items() if events]
+        return bool(written) and self.stream_id not in written
 
     def _turn(
         self, companions: set[str], taken: bool

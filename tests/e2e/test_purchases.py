@@ -473,6 +473,34 @@ async def test_webhooks_duplicated_forged_and_late(serve, pool, catalog, stripe_
     assert other["error"] == "insufficient_availability"
 
 
+async def test_an_expiry_gives_back_seats_held_after_the_sweeper_last_looked(
+    serve, pool, catalog
+) -> None:
+    """The sweeper runs in a process of its own, whose sales desk read the event once: the
+    holds a gateway stored since are not in what it remembers. Expiring such a purchase must
+    still give its seats back (it stored PurchaseExpired alone, and the seats stayed taken)."""
+    token, event_id, type_id = await small_event(pool, 3)
+    sweeper = await serve(hold_minutes=0.001)
+    selling = await serve(hold_minutes=0.001)
+    _, early = await post(sweeper, token, "/api/v1/purchases", order(type_id), 201)
+    await rebuild_read_models(pool)
+    await asyncio.sleep(0.1)
+    assert await sweep_once(sweeper.app[PURCHASES]) == 1  # its desk has read the event now
+    _, late = await post(selling, token, "/api/v1/purchases", order(type_id, 2), 201)
+    await rebuild_read_models(pool)
+    await asyncio.sleep(0.1)
+    assert await sweep_once(sweeper.app[PURCHASES]) == 1
+    released = await pool.fetchval(
+        "SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'SeatsReleased'"
+        " AND data->>'purchase_token' = $2",
+        f"event-{event_id}",
+        late["purchase"]["token"],
+    )
+    assert released == 1
+    await post(selling, token, "/api/v1/purchases", order(type_id, 3), 201)  # all 3 free again
+    assert early["purchase"]["token"] != late["purchase"]["token"]
+
+
 async def test_late_payment_for_seats_sold_since_is_refunded(
     serve, pool, catalog, stripe_sim
 ) -> None:
