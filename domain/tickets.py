@@ -288,6 +288,12 @@ def fulfilled(ticket: TicketState, now: datetime) -> bool:
     return starts is None or now >= starts
 
 
+def handed_out(ticket: TicketState, now: datetime) -> bool:
+    """Whether the holder is given the ticket now (its PDF, e-ticket link, wallet passes):
+    fulfilled, and not refunded."""
+    return ticket.status != "refunded" and fulfilled(ticket, now)
+
+
 def require_fulfilled(ticket: TicketState, now: datetime) -> None:
     if not fulfilled(ticket, now):
         starts = ticket.issued.terms.fulfillment_starts_at

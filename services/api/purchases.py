@@ -22,6 +22,7 @@ from services.api.http import decode_body, json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
 from services.usecases.ticket_resource import ticket_facts
+from services.usecases.ticketing import load_tickets
 
 
 class Consumer(Payload):
@@ -137,7 +138,7 @@ def _ticket(
 def _pdf(token: str, issued: TicketState | None) -> str | None:
     """The ticket's PDF once it is handed out (as the ticket resource's `shop:eticket`): not
     before fulfillment starts, nor once refunded, when the PDF is a 409."""
-    if issued is None or issued.status == "refunded" or not tickets.fulfilled(issued, now()):
+    if issued is None or not tickets.handed_out(issued, now()):
         return None
     return f"/api/v1/purchases/{token}/tickets/{issued.issued.ticket_id}/pdf"
 
@@ -195,7 +196,8 @@ async def _create(request: web.Request, raw: bytes, claim: Claim | None) -> web.
     issued = None
     if state.status == "paid":
         # Nothing to pay: its tickets were issued with it, and show as the next GET shows them.
-        state, issued = await purchases.polls.purchase(state.opened.token, key.organization_id)
+        loaded = await load_tickets(purchases.pool, [t.id for t in state.opened.tickets])
+        issued = {ticket_id: s for ticket_id, (s, _) in loaded.items() if s is not None}
     view = purchase_view(state, issued)
     return json_response(PurchaseCreated(purchase=view, payment=payment), 201)
 

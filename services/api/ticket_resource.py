@@ -11,6 +11,7 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 
+from domain import tickets
 from domain.catalog import ConsumerField, TicketTerms
 from domain.tickets import Consumer
 from services.api.context import PURCHASES, api_key_of, metadata_of, now, pool_of, public_base
@@ -286,12 +287,7 @@ def ticket_links(
     own = f"{base}{TICKETS}/uid/{ticket.uid}"
     kind = "events" if opened.event_id is not None else "attractions"
     product = Link(href=f"{base}/api/v1/{kind}/{opened.product_slug}")
-    starts = terms.fulfillment_starts_at
-    handed_out = (
-        ticket.issued is not None
-        and ticket.issued.status != "refunded"
-        and (starts is None or at >= starts)
-    )
+    handed_out = ticket.issued is not None and tickets.handed_out(ticket.issued, at)
 
     def holders(path: str) -> Link | None:
         return Link(href=path) if handed_out else None

@@ -333,8 +333,10 @@ class Desk(Generic[S]):
                     for c in names
                 }
                 decided, refused = self._decide_all(jobs, state, companions)
-                unchecked = any(self._unchecked(decision) for _, decision in decided)
-                if not fresh and (unchecked or any(not _clash(exc) for _, exc in refused)):
+                if not fresh and (
+                    any(self._unchecked(decision) for _, decision in decided)
+                    or any(not _clash(exc) for _, exc in refused)
+                ):
                     # A refusal is final, so it is never made on a state that may be behind
                     # (seats another process released meanwhile): read the stream, decide again.
                     # Nor is a decision that writes other streams and not this one: no version
@@ -389,7 +391,7 @@ class Desk(Generic[S]):
 
     def _unchecked(self, decision: Decision) -> bool:
         """Whether `decision` stores events, none of them on this desk's stream."""
-        written = [stream for stream, events in decision.events.items() if events]
+        written = _written(decision)
         return bool(written) and self.stream_id not in written
 
     def _turn(
@@ -438,11 +440,7 @@ class Desk(Generic[S]):
             if moved:
                 refused.append((job, ConcurrencyError(min(moved), "written earlier in the batch")))
                 continue
-            written.update(
-                stream
-                for stream, events in decision.events.items()
-                if events and stream != self.stream_id and stream not in companions
-            )
+            written |= _written(decision) - {self.stream_id} - companions.keys()
             for stream, events in decision.events.items():
                 for event in events:
                     if stream == self.stream_id:
@@ -488,6 +486,11 @@ class Desk(Generic[S]):
         for stream, version in versions.items():
             if stream in companions:
                 companions[stream].version = version
+
+
+def _written(decision: Decision) -> set[str]:
+    """The streams `decision` stores events on."""
+    return {stream for stream, events in decision.events.items() if events}
 
 
 def _clash(refusal: Exception) -> bool:

@@ -430,12 +430,12 @@ class Purchases:
         (paid, cancelled by another call, expired) is decided again as it is now: a second
         cancel is told the purchase is gone, not that the service is busy."""
         stream = streams.purchase(token)
+        end = decide or (lambda s: [purchasing.PurchaseCancelled(token=token, reason=reason)])
         for _ in range(RELEASE_ATTEMPTS):
             recorded = await read_stream(self.pool, stream)
             state, version = purchase_from(recorded)
             if state is None:
                 raise NotFound("purchase not found", "token")
-            end = decide or (lambda s: [purchasing.PurchaseCancelled(token=token, reason=reason)])
             ending = end(state)
             if not ending:
                 return False

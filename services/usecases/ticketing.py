@@ -286,12 +286,10 @@ async def ticket_by_attendee_token(
         raise NotFound("ticket not found", "token")
     ticket, _ = await load_ticket(pool, handle.ticket_id)
     purchase = await load_purchase(pool, handle.purchase_token)
-    bought = (
-        next((t for t in purchase.opened.tickets if t.id == handle.ticket_id), None)
-        if purchase is not None
-        else None
-    )
-    current = ticket.attendee_token if ticket is not None else bought and bought.attendee_token
-    if purchase is None or bought is None or current != token:
+    if purchase is None:
+        raise NotFound("ticket not found", "token")
+    bought = next(t for t in purchase.opened.tickets if t.id == handle.ticket_id)
+    current = ticket.attendee_token if ticket is not None else bought.attendee_token
+    if current != token:
         raise NotFound("ticket not found", "token")
     return bought, ticket, purchase
