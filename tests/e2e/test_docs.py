@@ -13,11 +13,11 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import jsonschema_rs
 import msgspec
 import schemathesis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
 from services.api.docs.openapi import documented, openapi_document
 from services.api.docs.page import BUNDLE_PATH, REDOC_BUNDLE
@@ -75,11 +75,12 @@ async def test_the_docs_need_no_token(api: TestClient) -> None:
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]
 
 
-async def test_the_document_is_valid_openapi_3_1(api: TestClient) -> None:
-    """Validated against the OpenAPI 3.1 meta-schema (as bundled with schemathesis), with
-    every schema a valid JSON Schema 2020-12 and every reference resolving."""
+async def test_the_document_is_valid_openapi_3_0(api: TestClient) -> None:
+    """Validated against the OpenAPI 3.0 meta-schema (as bundled with schemathesis), which the
+    spec promises and client generators read, with every reference resolving."""
     document = await _json(api, "/api/v1/openapi.json")
-    assert document["openapi"] == "3.1.0"
+    assert document["openapi"] == "3.0.3"
+    assert OPENAPI_30_VALIDATOR.is_valid(document)
     assert document["info"]["title"] == "linjerum Partner API"
     assert document["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http",
@@ -88,8 +89,6 @@ async def test_the_document_is_valid_openapi_3_1(api: TestClient) -> None:
         "description": "Partner API key from Settings → API",
     }
     schemathesis.openapi.from_dict(document).validate()
-    for name, schema in document["components"]["schemas"].items():
-        assert jsonschema_rs.meta.is_valid(schema), name
     for ref in _refs(document):
         assert ref.startswith("#/components/"), ref
         _resolve(document, {"$ref": ref})

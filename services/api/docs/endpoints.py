@@ -59,7 +59,7 @@ ROUTES: list[Route] = [
         "GET",
         OPENAPI_PATH,
         openapi_json,
-        "OpenAPI 3.1 document of this API",
+        "OpenAPI 3.0 document of this API",
         DOCS_TAG,
         OpenApiDocument,
         authenticated=False,

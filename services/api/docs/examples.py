@@ -1,10 +1,11 @@
-"""Example values made from JSON schemas, for the Postman collection's request templates: a
+"""Example values made from OpenAPI 3.0 schemas, for the Postman collection's request templates: a
 partner who presses Send gets past decoding."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from services.api.docs.schema30 import KEY_SCHEMA
 from services.api.docs.spec import INT_KEY
 
 _STRING_FORMATS = {
@@ -25,17 +26,16 @@ def example_of(schema: dict[str, Any], components: dict[str, Any], depth: int = 
         target = components[schema["$ref"].rsplit("/", 1)[1]]
         siblings = {k: v for k, v in schema.items() if k != "$ref"}
         return example_of({**target, **siblings}, components, depth + 1)
-    for key in ("default", "const"):
+    for key in ("default", "example"):
         if key in schema:
             return schema[key]
-    if schema.get("examples"):
-        return schema["examples"][0]
     if schema.get("enum"):
         return schema["enum"][0]
     for key in ("anyOf", "oneOf"):
         if key in schema:
-            options = [o for o in schema[key] if o.get("type") != "null"] or schema[key]
-            return example_of(options[0], components, depth + 1)
+            return example_of(schema[key][0], components, depth + 1)
+    if len(schema.get("allOf", ())) == 1:
+        return example_of(schema["allOf"][0], components, depth + 1)
     if "allOf" in schema:
         merged: dict[str, Any] = {}
         for part in schema["allOf"]:
@@ -44,8 +44,6 @@ def example_of(schema: dict[str, Any], components: dict[str, Any], depth: int = 
                 merged.update(value)
         return merged
     kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
     if kind == "object" or "properties" in schema:
         if "properties" in schema:
             return {
@@ -55,13 +53,13 @@ def example_of(schema: dict[str, Any], components: dict[str, Any], depth: int = 
         extra = schema.get("additionalProperties")
         if not extra:
             return {}
-        key = example_of(schema.get("propertyNames", {"type": "string"}), components, depth + 1)
+        key = example_of(schema.get(KEY_SCHEMA, {"type": "string"}), components, depth + 1)
         return {key: example_of(extra, components, depth + 1)}
     if kind == "array":
         item = example_of(schema.get("items", {}), components, depth + 1)
         return [item] * max(1, schema.get("minItems", 1))
     if kind in ("integer", "number"):
-        value = schema.get("minimum", schema.get("exclusiveMinimum", 0) + 1)
+        value = schema.get("minimum", 0)
         value = min(value, schema.get("maximum", value))
         return int(value) if kind == "integer" else float(value)
     if kind == "boolean":

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document of a route table: schemas from the same msgspec types the handlers
+"""The OpenAPI 3.0 document of a route table: schemas from the same msgspec types the handlers
 decode and encode with, statuses and headers from what the gateway does for each route. It
 covers every route under /api/v1/ (the HTML page lives outside the versioned API and is not an
 operation)."""
@@ -15,6 +15,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from services.api.docs.error_table import error_description, error_schema, error_statuses
+from services.api.docs.schema30 import schema_30
 from services.api.docs.spec import (
     INT_KEY,
     REF_TEMPLATE,
@@ -109,7 +110,7 @@ def _path_schema(kind: type, components: dict[str, Any]) -> dict[str, Any]:
         return {"type": "string", "minLength": 1}
     (schema,), found = msgspec.json.schema_components([kind], ref_template=REF_TEMPLATE)
     components.update(found)
-    return schema
+    return schema_30(schema)
 
 
 def _non_null(schema: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def _query_parameters(query: type, schema: dict[str, Any]) -> list[OpenApiParame
                 in_="query",
                 required=field.encode_name in required,
                 description=description,
-                schema=field_schema,
+                schema=schema_30(field_schema),
             )
         )
     return parameters
@@ -215,9 +216,7 @@ def _name(kind: Any, components: dict[str, Any]) -> str:
 def _success(route: Route, components: dict[str, Any]) -> OpenApiResponse:
     content: dict[str, OpenApiMediaType] = {}
     if route.media_type in ("application/pdf", "application/vnd.apple.pkpass"):
-        content[route.media_type] = OpenApiMediaType(
-            schema={"type": "string", "contentMediaType": route.media_type}
-        )
+        content[route.media_type] = OpenApiMediaType(schema={"type": "string", "format": "binary"})
     elif route.response is not None:
         name = _name(route.response, components)
         content[route.media_type] = OpenApiMediaType(
@@ -274,7 +273,7 @@ def _mark_int_keys(types: Iterable[Any], components: dict[str, Any]) -> None:
 
 
 def openapi_document(routes: Iterable[Route]) -> OpenApiDocument:
-    """The OpenAPI 3.1 document of the given routes (the ones under /api/v1/)."""
+    """The OpenAPI 3.0 document of the given routes (the ones under /api/v1/)."""
     routes = [route for route in routes if documented(route)]
     bodies = [r.response for r in routes if r.response is not None]
     bodies += [r.body for r in routes if r.body is not None]
@@ -292,14 +291,14 @@ def openapi_document(routes: Iterable[Route]) -> OpenApiDocument:
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     tags = list(dict.fromkeys(route.tag for route in routes))
     return OpenApiDocument(
-        openapi="3.1.0",
+        openapi="3.0.3",
         info=OpenApiInfo(title=TITLE, version=_version(), description=DESCRIPTION),
         servers=[OpenApiServer(url="/", description="This gateway; paths include /api/v1")],
         tags=[OpenApiTag(name=tag) for tag in tags],
         security=[{"bearerAuth": []}],
         paths=paths,
         components=OpenApiComponents(
-            schemas=dict(sorted(components.items())),
+            schemas={name: schema_30(components[name]) for name in sorted(components)},
             headers=HEADERS,
             security_schemes={
                 "bearerAuth": OpenApiSecurityScheme(

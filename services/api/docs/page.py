@@ -72,7 +72,7 @@ PAGE = f"""<!doctype html>
 </head>
 <body>
 <header><strong>{html.escape(TITLE)}</strong>
-<a href="{OPENAPI_PATH}">OpenAPI 3.1 document</a>
+<a href="{OPENAPI_PATH}">OpenAPI 3.0 document</a>
 <a href="{POSTMAN_PATH}">Postman collection</a>
 <a href="/embed/try">Try it live</a></header>
 <redoc spec-url="{OPENAPI_PATH}" scroll-y-offset="body > header" required-props-first

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document's own types. The document is encoded from them, and describes itself
+"""The OpenAPI 3.0 document's own types. The document is encoded from them, and describes itself
 with them (GET /api/v1/openapi.json answers an `OpenApiDocument`)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ INT_KEY = {"type": "string", "pattern": "^-?[0-9]+$"}
 JsonSchema = Annotated[
     dict[str, Any],
     msgspec.Meta(
-        description="A JSON Schema (2020-12) object",
+        description="An OpenAPI 3.0 Schema Object",
         extra_json_schema={"additionalProperties": True},
     ),
 ]
@@ -99,7 +99,7 @@ class OpenApiComponents(Doc, kw_only=True):
 
 
 class OpenApiDocument(Doc, kw_only=True):
-    openapi: Literal["3.1.0"]
+    openapi: Literal["3.0.3"]
     info: OpenApiInfo
     servers: list[OpenApiServer]
     tags: list[OpenApiTag]
