@@ -225,10 +225,10 @@ def evolve_purchase(state: PurchaseState | None, event: Event) -> PurchaseState 
             state.status, state.paid_at, state.stripe_status = "paid", event.paid_at, "succeeded"
         case PaymentFailed() if state:
             state.stripe_status = "requires_payment_method"
-        case PurchaseCancelled() if state:
-            state.status = "cancelled"
-        case PurchaseExpired() if state:
-            state.status = "expired"
+        case PurchaseCancelled() | PurchaseExpired() if state:
+            state.status = "cancelled" if isinstance(event, PurchaseCancelled) else "expired"
+            if state.intent_id is not None:  # the ending voids the PaymentIntent at Stripe
+                state.stripe_status = "canceled"
         case LatePaymentRefundDecided() if state:
             state.refunded, state.refund_decision = True, event
             state.stripe_status = "refund_pending"
