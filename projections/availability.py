@@ -201,9 +201,16 @@ async def attraction_stock(
     remaining capacity; a type without one is bounded only by the daily cap (shown as the cap,
     or UNLIMITED without one)."""
     types = await catalog.ticket_types(conn, attraction_id=row["id"])
+    return types, await attraction_left(conn, types, row["daily_max_tickets"])
+
+
+async def attraction_left(
+    conn: asyncpg.Pool, types: Sequence[TicketType], daily_max: int | None
+) -> dict[int, int]:
+    """`attraction_stock` of the attraction's ticket types and daily cap."""
     counts = await taken_per_type(conn, [t.id for t in types])
-    fallback = row["daily_max_tickets"] or UNLIMITED
-    return types, {
+    fallback = daily_max or UNLIMITED
+    return {
         t.id: fallback if t.capacity is None else max(0, t.capacity - counts.get(t.id, 0))
         for t in types
     }

@@ -4,12 +4,16 @@ with the seats already taken. Served from the availability read model with an ET
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
+import asyncpg
 from aiohttp import web
 
+from domain.catalog import TicketType
 from domain.inventory.events import SeatRef
 from domain.inventory.holds import VisitDay, local_date, visit_day
 from domain.inventory.stock import available_per_type, event_status
+from domain.seating import TakenSeats
 from domain.venues import Section
 from projections import availability, catalog
 from services.api import schemas as s
@@ -49,12 +53,26 @@ async def event_availability(request: web.Request, event: EventSeats) -> Snapsho
 
 async def available_of(request: web.Request, event: EventSeats) -> dict[int, int]:
     """What is left of each ticket type, by id in the ticket types' order."""
-    counts = await availability.taken_per_type(pool_of(request), list(event.ticket_types))
-    for type_id, held in event.held_per_type.items():
-        counts[type_id] = max(counts.get(type_id, 0), held)
-    per_section: Counter[int] = Counter(section_id for section_id, _, _ in event.taken)
     types = list(event.ticket_types.values())
-    return available_per_type(event.sections, types, per_section, counts)
+    return await left_per_type(
+        pool_of(request), event.sections, types, event.taken, event.held_per_type
+    )
+
+
+async def left_per_type(
+    pool: asyncpg.Pool,
+    sections: list[Section],
+    types: list[TicketType],
+    taken: TakenSeats,
+    held_per_type: Mapping[int, int],
+) -> dict[int, int]:
+    """What is left of each of an event's ticket types, given its seats taken and what a sales
+    desk counts held per type beyond the read model."""
+    counts = await availability.taken_per_type(pool, [t.id for t in types])
+    for type_id, held in held_per_type.items():
+        counts[type_id] = max(counts.get(type_id, 0), held)
+    per_section: Counter[int] = Counter(section_id for section_id, _, _ in taken)
+    return available_per_type(sections, types, per_section, counts)
 
 
 def seat_plan_sections(sections: list[Section]) -> list[s.SeatPlanSection]:

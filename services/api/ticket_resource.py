@@ -21,16 +21,23 @@ from services.api.etickets import eticket_url
 from services.api.http import json_response, parse_body, parse_query
 from services.api.routes import Route
 from services.api.schemas import Payload, Query
+from services.api.ticket_product import (
+    Curie,
+    DocumentationLink,
+    Link,
+    Localized,
+    Money,
+    ProductLinks,
+    TicketEmbedded,
+    embed_product,
+    localized,
+    money,
+)
 from services.usecases import ticket_resource
 from services.usecases.ticket_resource import Ticket
 
 TICKETS = "/api/v1/tickets"
 HTML = "text/html"
-
-
-class Money(Payload):
-    amount: Annotated[str, Meta(description="In the currency's main unit: `350.00`")]
-    currency: str
 
 
 class ConsumerView(Payload):
@@ -57,10 +64,10 @@ class Seating(Payload):
     section: str
     row: str
     seat: str
-    section_label: str
-    row_label: str
-    seat_label: str
-    venue: str
+    section_label: Localized
+    row_label: Localized
+    seat_label: Localized
+    venue: Localized
 
 
 class FormField(Payload):
@@ -91,27 +98,9 @@ class PersonalizationForm(Payload):
     language: FormField
 
 
-class Link(Payload):
-    href: str
-
-
 class SaleLink(Payload):
     title: str
     href: str
-
-
-class DocumentationLink(Payload):
-    href: str
-    type: str
-
-
-class Curie(Payload):
-    """Where a `shop:` relation is explained: `href` with the relation's name for `{rel}`."""
-
-    href: str
-    name: str
-    templated: bool
-    type: str
 
 
 class TicketLinks(Payload):
@@ -143,6 +132,9 @@ class TicketLinks(Payload):
         list[Link], Meta(description="Always empty: consumers are set, not requested")
     ] = msgspec.field(name="shop:personalization_request")
     transfers: Annotated[Link, Meta(description="Offer the ticket to someone else")]
+    transfer_approvals: Annotated[
+        Link, Meta(description="Where the ticket is submitted to be transferred")
+    ] = msgspec.field(name="shop:ticket_transfer_approvals")
     secondary_sales: Annotated[
         list[SaleLink], Meta(description="Channels where the holder may offer the ticket")
     ] = msgspec.field(name="shop:secondary_sales")
@@ -157,7 +149,7 @@ class TicketResource(Payload):
     is_scanned: bool
     consumer: ConsumerView
     seating: Seating
-    subproduct: Annotated[str, Meta(description="The ticket type's name")]
+    subproduct: Annotated[Localized, Meta(description="The ticket type's name")]
     has_valid_subscription: Annotated[
         bool, Meta(description="Always false: there are no subscriptions")
     ]
@@ -173,6 +165,7 @@ class TicketResource(Payload):
     ]
     scannable_until: datetime | None
     links: TicketLinks = msgspec.field(name="_links")
+    embedded: TicketEmbedded = msgspec.field(name="_embedded")
 
 
 class SearchLinks(Payload):
@@ -248,11 +241,6 @@ def consumer_changes(edit: ConsumerEdit, field: str = "") -> dict[str, object]:
     return changes
 
 
-def _money(cents: int, currency: str) -> Money:
-    units, rest = divmod(cents, 100)
-    return Money(amount=f"{units}.{rest:02d}", currency=currency)
-
-
 def _consumer(consumer: Consumer) -> ConsumerView:
     return ConsumerView(**msgspec.structs.asdict(consumer))
 
@@ -304,6 +292,7 @@ def ticket_links(
         refund_requests=Link(href=f"{base}/api/v1/refund-requests?ticket={ticket.uid}"),
         personalization_requests=[],
         transfers=Link(href=f"{own}/transfers"),
+        transfer_approvals=Link(href=f"{own}/transfers"),
         secondary_sales=[SaleLink(title=c.title, href=c.url) for c in terms.secondary_sales],
         profile=profile,
         curies=curies,
@@ -328,6 +317,12 @@ async def _resource(request: web.Request, ticket: Ticket) -> TicketResource:
     policy = terms.personalization
     required = issued.required_fields if issued else (policy.required if policy else [])
     currency = opened.pricing.currency
+    moment = now()
+    eticket = eticket_url(request, issued, moment) if issued else None
+    links = ticket_links(ticket, terms, moment, public_base(request), eticket)
+    product = ProductLinks(
+        self=links.product, event=links.event, profile=links.profile, curies=links.curies
+    )
     return TicketResource(
         uid=ticket.uid,
         code=facts.code,
@@ -338,28 +333,23 @@ async def _resource(request: web.Request, ticket: Ticket) -> TicketResource:
             section=str(seat.section_id) if seat else "",
             row=seat.row if seat else "",
             seat=str(seat.seat_number) if seat else "",
-            section_label=sections.get(seat.section_id, "") if seat else "",
-            row_label=seat.row if seat else "",
-            seat_label=str(seat.seat_number) if seat else "",
-            venue=venue.name,
+            section_label=localized(sections.get(seat.section_id) if seat else None),
+            row_label=localized(seat.row if seat else None),
+            seat_label=localized(str(seat.seat_number) if seat else None),
+            venue=localized(venue.name),
         ),
-        subproduct=ticket.bought.ticket_type_name,
+        subproduct=localized(ticket.bought.ticket_type_name),
         has_valid_subscription=False,
         needs_personalization=facts.needs_personalization,
         personalization_start=facts.personalization_start,
         personalization_end=facts.personalization_end,
         personalization_form=_form(required),
-        price=_money(ticket.bought.amount_cents, currency),
-        service_fee_paid=_money(issued.issued.service_fee_cents, currency) if issued else None,
+        price=money(ticket.bought.amount_cents, currency),
+        service_fee_paid=money(issued.issued.service_fee_cents, currency) if issued else None,
         fulfillment_starts_at=terms.fulfillment_starts_at,
         scannable_until=facts.scannable_until,
-        links=ticket_links(
-            ticket,
-            terms,
-            now(),
-            public_base(request),
-            eticket_url(request, issued, now()) if issued else None,
-        ),
+        links=links,
+        embedded=await embed_product(request, ticket, terms, product),
     )
 
 

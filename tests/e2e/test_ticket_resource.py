@@ -31,6 +31,7 @@ from tests.e2e.conftest import (
     path_of,
     post,
     rebuild_read_models,
+    small_attraction,
     venue_with,
 )
 
@@ -190,12 +191,13 @@ async def test_a_ticket_in_the_references_fields_before_and_after_payment(
         "section": str(seat["section_id"]),
         "row": "A",
         "seat": str(seat["seat_number"]),
-        "section_label": "Sal",
-        "row_label": "A",
-        "seat_label": str(seat["seat_number"]),
-        "venue": "Sal",
+        "section_label": _in_every_language("Sal"),
+        "row_label": _in_every_language("A"),
+        "seat_label": _in_every_language(str(seat["seat_number"])),
+        "venue": _in_every_language("Sal"),
     }
-    assert (shown["subproduct"], shown["has_valid_subscription"]) == ("Alm", False)
+    assert shown["subproduct"] == _in_every_language("Alm")
+    assert shown["has_valid_subscription"] is False
     assert shown["needs_personalization"] is True  # the date of birth is missing
     assert _instant(shown["personalization_start"]) == opens
     assert _instant(shown["personalization_end"]) == starts
@@ -216,6 +218,7 @@ async def test_a_ticket_in_the_references_fields_before_and_after_payment(
         "shop:refund_requests": {"href": f"{base}/api/v1/refund-requests?ticket={uid}"},
         "shop:personalization_request": [],
         "transfers": {"href": f"{base}/api/v1/tickets/uid/{uid}/transfers"},
+        "shop:ticket_transfer_approvals": {"href": f"{base}/api/v1/tickets/uid/{uid}/transfers"},
         "shop:secondary_sales": [{"title": CHANNEL.title, "href": CHANNEL.url}],
         "profile": {"href": f"{base}/api-docs#tag/Tickets", "type": "text/html"},
         "curies": [
@@ -229,6 +232,47 @@ async def test_a_ticket_in_the_references_fields_before_and_after_payment(
     } | {key: links[key] for key in links.keys() - _MY_LINKS}
     for relation in ("self", "shop:order", "shop:refund_requests"):
         await _get(api, token, path_of(links[relation]["href"]))  # each answers 200
+    await rebuild_read_models(pool)  # the seats taken, as the availability read model counts
+    product = (await _ticket(api, token, uid))["_embedded"]["shop:product"]
+    assert product["_links"] == {
+        "self": links["shop:product"],
+        "shop:event": links["shop:event"],
+        "profile": links["profile"],
+        "curies": links["curies"],
+    }
+    assert (product["uid"], product["name"]) == (str(type_id), _in_every_language("Alm"))
+    assert (product["availability"], product["total_availability"]) == (6, 8)  # 2 of row A's 8
+    assert (product["min_per_order"], product["max_per_order"]) == (1, 20)
+    assert product["price"] == {"amount": "350.00", "currency": "DKK"}
+    assert shown["_embedded"]["shop:transfer_sale"] == [
+        {
+            "_links": {"self": {"href": CHANNEL.url}},
+            "channel": {"title": _in_every_language(CHANNEL.title)},
+        }
+    ]
+
+
+async def test_an_attraction_visit_embeds_its_ticket_type_and_the_day_cap(api, pool) -> None:
+    """A ticket type without a capacity of its own is bounded by the attraction's daily cap:
+    the embedded product counts that, with no event link and no sales window."""
+    token, type_id = await small_attraction(pool, price=0, daily_max=10, stripe_account=None)
+    day = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+    body = {"attraction_slug": "museum", "quantities": {str(type_id): 2}, "visit_date": day}
+    _, created = await post(api, token, "/api/v1/purchases", body | {"buyer": BUYER}, 201)
+    shown = await _ticket(api, token, created["purchase"]["tickets"][0]["id"])
+    assert shown["seating"]["seat_label"] == _in_every_language("")
+    assert shown["subproduct"] == _in_every_language("Voksen")
+    product = shown["_embedded"]["shop:product"]
+    assert product["_links"]["shop:event"] is None
+    assert product["_links"]["self"] == shown["_links"]["shop:product"]
+    assert (product["uid"], product["total_availability"]) == (str(type_id), 10)
+    assert (product["sale_start"], product["sale_end"]) == (None, None)
+    assert shown["_embedded"]["shop:transfer_sale"] == []
+
+
+def _in_every_language(text: str) -> dict[str, str]:
+    """The reference's translated texts: one language's text stands for every one."""
+    return dict.fromkeys(("de", "en", "es", "fr", "nl", "pt", "tr"), text)
 
 
 # The links this part builds; others (the e-ticket) are added by their own parts.
@@ -242,6 +286,7 @@ _MY_LINKS = {
     "shop:refund_requests",
     "shop:personalization_request",
     "transfers",
+    "shop:ticket_transfer_approvals",
     "shop:secondary_sales",
     "profile",
     "curies",

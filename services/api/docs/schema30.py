@@ -18,6 +18,9 @@ def schema_30(schema: dict[str, Any]) -> dict[str, Any]:
     options = converted.get("anyOf")
     if options and any(option.get("type") == "null" for option in options):
         converted = _nullable(converted, [o for o in options if o.get("type") != "null"])
+    if converted.get("type") == "null":  # always null: 3.0 has no such type
+        del converted["type"]
+        converted.update(nullable=True, enum=[None])
     if "examples" in converted:
         converted["example"] = converted.pop("examples")[0]
     if "propertyNames" in converted:
