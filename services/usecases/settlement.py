@@ -10,6 +10,8 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
 from domain import purchasing, sales, streams
 from domain.inventory import holds
 from domain.purchasing import PurchaseState
@@ -17,6 +19,8 @@ from infra.eventstore import NO_STREAM, ConcurrencyError, Metadata, PendingAppen
 from infra.payments import WebhookEvent
 from services.usecases.intents import Opening
 from services.usecases.purchases import Purchases, purchase_from
+
+log = structlog.get_logger(__name__)
 
 MAX_SETTLE_ATTEMPTS = 5
 
@@ -56,6 +60,12 @@ class Settlement:
                 if state is None:
                     return "unknown_purchase"
                 chained = meta.in_chain_of(recorded[0])
+            paying = event.amount if event.report == "succeeded" else None
+            if not purchasing.its_payment(state, event.intent_id, paying):
+                log.warning(
+                    "stripe_report_of_another_intent", event_id=event.id, token=state.opened.token
+                )
+                return "ignored"
             try:
                 return await (apply or self._paid_or_failed)(state, version, event, chained)
             except (ConcurrencyError, sales.SettledMeanwhile):

@@ -477,6 +477,29 @@ async def test_webhooks_duplicated_forged_and_late(serve, pool, catalog, stripe_
     assert other["error"] == "insufficient_availability"
 
 
+async def test_only_its_own_intent_for_its_total_pays_a_purchase(api, pool, catalog) -> None:
+    """A Stripe report names its purchase in the intent's metadata, which can name any
+    purchase: a signed report for this purchase of another purchase's intent, or of its own
+    intent for another amount, pays nothing."""
+    token, _, type_id = await small_event(pool, 2)
+    _, first = await post(api, token, "/api/v1/purchases", order(type_id), 201)
+    _, second = await post(api, token, "/api/v1/purchases", order(type_id), 201)
+    target, total = first["purchase"]["token"], first["purchase"]["total_cents"]
+
+    def report(intent: str, amount: int) -> dict:
+        event = _succeeded(intent, target)
+        event["data"]["object"]["amount"] = amount
+        return event
+
+    own = first["payment"]["stripe_payment_intent_id"]
+    others = second["payment"]["stripe_payment_intent_id"]
+    for event in (report(others, total), report(own, 1)):
+        assert (await (await _webhook(api, event)).json())["outcome"] == "ignored"
+    view = await (await api.get(f"/api/v1/purchases/{target}", headers=bearer(token))).json()
+    assert view["purchase"]["status"] == "pending_payment"
+    assert (await (await _webhook(api, report(own, total))).json())["outcome"] == "paid"
+
+
 async def test_an_expiry_gives_back_seats_held_after_the_sweeper_last_looked(
     serve, pool, catalog
 ) -> None:
