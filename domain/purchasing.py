@@ -208,6 +208,7 @@ class PurchaseState:
     # Refunds of a paid purchase's tickets: decided here (and Stripe's refund id once made),
     # or reported by Stripe; the tickets they covered; what they gave back in all.
     ticket_refunds: dict[str, RefundDecided] = field(default_factory=dict)
+    reported_refunds: dict[str, RefundReported] = field(default_factory=dict)
     refunds_made: dict[str, str] = field(default_factory=dict)
     refunded_tickets: set[int] = field(default_factory=set)
     refunded_cents: int = 0
@@ -237,6 +238,8 @@ def evolve_purchase(state: PurchaseState | None, event: Event) -> PurchaseState 
         case RefundDecided() | RefundReported() if state:
             if isinstance(event, RefundDecided):
                 state.ticket_refunds[event.refund_id] = event
+            else:
+                state.reported_refunds[event.refund_id] = event
             state.refunded_tickets.update(event.ticket_ids)
             state.refunded_cents += event.amount_cents
         case RefundMade() if state:

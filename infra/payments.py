@@ -341,6 +341,17 @@ class Payments:
             )
         return refund.id
 
+    async def refunded_so_far(self, intent_id: str) -> tuple[int, str | None]:
+        """How much of the intent's payment Stripe has given back in all (refunds made here and
+        in its dashboard alike), and the newest refund's id."""
+        with _mapped_errors("list_refunds", "reading the PaymentIntent's refunds"):
+            found = await self._client.v1.refunds.list_async(
+                {"payment_intent": intent_id, "limit": 100}
+            )
+        given = [r for r in found.data if r.status in ("succeeded", "pending")]
+        newest = max(given, key=lambda r: r.created, default=None)
+        return sum(r.amount for r in given), None if newest is None else newest.id
+
     async def purchase_token_of(self, intent_id: str) -> str | None:
         """The purchase a PaymentIntent was created for (its metadata), for the Stripe events
         that do not carry it (disputes); None for one Stripe does not know (not ours)."""

@@ -12,7 +12,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from domain.purchasing import PurchaseState, RefundDecided
+from domain.purchasing import PurchaseState, RefundDecided, RefundReported
 from domain.refunds import REASON_MAX, RefundRequestState
 from infra.idempotency import Claim
 from services.api import idempotent
@@ -42,7 +42,9 @@ class RefundView(Payload):
     amount_cents: int
     currency: str
     reason: str | None
-    by: str
+    by: Annotated[
+        str, Meta(description="`partner`, `buyer` (a request approved) or `stripe` (its dashboard)")
+    ]
     # pending until Stripe made it (or for a refund without money: succeeded at once).
     status: Literal["pending", "succeeded"]
     stripe_refund_id: str | None
@@ -194,7 +196,23 @@ async def list_refunds(request: web.Request) -> web.Response:
         request.match_info["token"], organization_of(request)
     )
     views = [_refund_view(state, decided) for decided in state.ticket_refunds.values()]
+    views += [_reported_view(state, reported) for reported in state.reported_refunds.values()]
     return json_response(RefundList(refunds=views, refunded_cents=state.refunded_cents))
+
+
+def _reported_view(state: PurchaseState, reported: RefundReported) -> RefundView:
+    """A refund made in Stripe's dashboard: the money has gone back already."""
+    return RefundView(
+        id=reported.refund_id,
+        purchase_token=reported.token,
+        ticket_ids=reported.ticket_ids,
+        amount_cents=reported.amount_cents,
+        currency=state.opened.pricing.currency,
+        reason="refunded at Stripe",
+        by="stripe",
+        status="succeeded",
+        stripe_refund_id=None,
+    )
 
 
 async def list_disputes(request: web.Request) -> web.Response:

@@ -760,6 +760,7 @@ def create_simulator(
     app.router.add_post("/v1/payment_intents/{id}/confirm", _confirm_intent)
     app.router.add_post("/v1/payment_intents/{id}/cancel", _cancel_intent)
     app.router.add_post("/v1/refunds", _create_refund)
+    app.router.add_get("/v1/refunds", _list_refunds)
     app.router.add_post("/_sim/payment_intents/{id}/succeed", _customer_pays("pm_card_visa"))
     app.router.add_post("/_sim/payment_intents/{id}/fail", _customer_pays("pm_card_chargeDeclined"))
     app.router.add_post("/_sim/payment_intents/{id}/refund", _dashboard_refund)

@@ -15,8 +15,9 @@ are stored. The payment_effects projection queues a row in `payment_outbox` per 
 
 Rows are claimed in a short transaction with `FOR UPDATE SKIP LOCKED` (a lease: several workers
 may run), the call to Stripe is made outside it, and a failure is retried with backoff. What
-Stripe refuses for good (the intent is no longer cancelable, the charge already refunded) ends
-the row with that outcome; anything else is tried again until `max_attempts`."""
+Stripe refuses for good (the intent is no longer cancelable) ends the row with that outcome; a
+refund of money given back already in Stripe's dashboard refunds what is left, or records the
+dashboard's refund as the one made; anything else is tried again until `max_attempts`."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import structlog
 
 from domain import purchasing, refunds, streams
 from domain.events import Event
-from domain.purchasing import PurchaseState
+from domain.purchasing import PurchaseState, RefundDecided
 from infra.eventstore import (
     ConcurrencyError,
     Metadata,
@@ -46,14 +47,9 @@ log = structlog.get_logger(__name__)
 RECORD_ATTEMPTS = 5
 PAYMENTS = Metadata(actor="payments")
 # Stripe's answers that no retry changes: the row ends with them as its outcome.
-FINAL_REFUSALS = frozenset(
-    {
-        "payment_intent_unexpected_state",
-        "charge_already_refunded",
-        "amount_too_large",
-        "resource_missing",
-    }
-)
+FINAL_REFUSALS = frozenset({"payment_intent_unexpected_state", "resource_missing"})
+# Stripe's answers to a refund of money given back already, in part or whole (its dashboard).
+GIVEN_BACK_ALREADY = frozenset({"charge_already_refunded", "amount_too_large"})
 PAYMENT_OUTBOX = OutboxTable(
     "payment_outbox", CHANNEL, "done_at", "purchase_token, intent_id, kind, refund_id"
 )
@@ -111,7 +107,13 @@ class PaymentEffects(OutboxWorker):
         if state.refund_id is not None:
             return "already_refunded"
         key = f"refund-{token}"
-        refund_id = await self._payments.refund(intent_id, idempotency_key=key)
+        try:
+            refund_id = await self._payments.refund(intent_id, idempotency_key=key)
+        except PaymentError as exc:
+            if exc.code != "charge_already_refunded":
+                raise
+            _, newest = await self._payments.refunded_so_far(intent_id)
+            refund_id = newest or ""
         await self._record(token, None, lambda s: purchasing.record_refund(s, refund_id))
         return "refunded"
 
@@ -123,11 +125,37 @@ class PaymentEffects(OutboxWorker):
         if refund_id in state.refunds_made:
             return "already_refunded"
         key = f"refund-{refund_id}"
-        made = await self._payments.refund(
-            intent_id, idempotency_key=key, amount_cents=decided.amount_cents
-        )
+        outcome = "refunded"
+        try:
+            made = await self._payments.refund(
+                intent_id, idempotency_key=key, amount_cents=decided.amount_cents
+            )
+        except PaymentError as exc:
+            if exc.code not in GIVEN_BACK_ALREADY:
+                raise
+            outcome, made = await self._refund_rest(state, intent_id, refund_id, decided)
         await self._record(token, refund_id, lambda s: refunds.record_made(s, refund_id, made))
-        return "refunded"
+        return outcome
+
+    async def _refund_rest(
+        self, state: PurchaseState, intent_id: str, refund_id: str, decided: RefundDecided
+    ) -> tuple[str, str]:
+        """Stripe has less left to give back than the decision asks: part of the payment was
+        refunded in its dashboard while the decision waited here (its report then added
+        nothing to what the purchase counted refunded). The buyer is owed what the decision
+        says, at most what was paid: what is left is refunded, under a key of its own; with
+        nothing left, the newest refund at Stripe stands for it. The decision is made either
+        way, never left pending."""
+        refunded, newest = await self._payments.refunded_so_far(intent_id)
+        left = state.opened.pricing.total_cents - refunded
+        if left <= 0:
+            return "refunded_at_stripe", newest or ""
+        rest = await self._payments.refund(
+            intent_id,
+            idempotency_key=f"refund-{refund_id}-rest",
+            amount_cents=min(left, decided.amount_cents),
+        )
+        return "refunded_rest", rest
 
     async def _record(
         self, token: str, refund_id: str | None, decide: Callable[[PurchaseState], list[Event]]

@@ -474,6 +474,64 @@ async def test_a_refund_made_in_the_stripe_dashboard_is_applied_once(
     )
 
 
+async def test_a_dashboard_refund_while_a_decided_one_waits_still_repays_the_whole(
+    api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool, effects: PaymentEffects
+) -> None:
+    """The partner refunds the purchase; before the payments worker makes it, 50 kr. is
+    refunded in Stripe's dashboard (its report adds nothing to the 200 kr. decided). Stripe
+    then refuses the 200 kr. as too large: the rest, 150 kr., is refunded, so the buyer gets
+    back what the decision and its e-mail say, and the refund is not left pending."""
+    key, _, type_id = await _event(pool, 2)
+    bought = await _bought(api, stripe_sim, key, type_id, 2)
+    token, intent = bought["token"], bought["intent"]
+    decided = (await _refund(api, key, token, None, 201))["refund"]
+    assert (decided["amount_cents"], decided["status"]) == (20000, "pending")
+    part = await stripe_sim.post(f"/_sim/payment_intents/{intent}/refund?amount=5000")
+    assert part.status == 200
+    await _sim_event(stripe_sim, intent, "charge.refunded", 0)
+
+    await _make_refunds(pool, effects, token, 1)
+    made = await _sim_refunds(stripe_sim, intent)
+    assert sorted(r["amount"] for r in made) == [5000, 15000]
+    listed = await api.get(f"/api/v1/purchases/{token}/refunds", headers=bearer(key))
+    shown = await listed.json()
+    [refund] = shown["refunds"]
+    rest = next(r["id"] for r in made if r["amount"] == 15000)
+    assert (refund["status"], refund["stripe_refund_id"]) == ("succeeded", rest)
+    assert shown["refunded_cents"] == 20000
+
+
+async def test_a_dashboard_refund_of_everything_settles_a_partial_refund_waiting(
+    api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool, effects: PaymentEffects
+) -> None:
+    """One ticket's refund waits for the payments worker while the whole payment is refunded
+    in Stripe's dashboard: the other ticket is reported refunded there, and the waiting refund,
+    which Stripe now refuses (nothing left), is made by the dashboard's; both are listed."""
+    key, _, type_id = await _event(pool, 2)
+    bought = await _bought(api, stripe_sim, key, type_id, 2)
+    token, intent = bought["token"], bought["intent"]
+    first, second = (t["id"] for t in bought["tickets"])
+    await _refund(api, key, token, {"ticket_ids": [first]}, 201)
+    assert (await stripe_sim.post(f"/_sim/payment_intents/{intent}/refund")).status == 200
+
+    async def reported() -> bool:
+        return (await _kinds(pool, f"purchase-{token}"))["RefundReported"] == 1
+
+    await _until(reported, "the dashboard's refund recorded")
+    await _make_refunds(pool, effects, token, 1)
+    [dashboard] = await _sim_refunds(stripe_sim, intent)
+    listed = await api.get(f"/api/v1/purchases/{token}/refunds", headers=bearer(key))
+    shown = await listed.json()
+    assert shown["refunded_cents"] == dashboard["amount"] == 20000
+    views = {tuple(r["ticket_ids"]): r for r in shown["refunds"]}
+    assert (views[(first,)]["status"], views[(first,)]["stripe_refund_id"]) == (
+        "succeeded",
+        dashboard["id"],
+    )
+    assert (views[(second,)]["by"], views[(second,)]["amount_cents"]) == ("stripe", 10000)
+    assert (await _purchase(api, key, token))["status"] == "paid"
+
+
 async def test_a_dispute_marks_the_purchase_and_is_listed(
     api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool, aarhus_token: str
 ) -> None:
