@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import web
 
+from domain.errors import DomainError
 from infra import idempotency
 from services.api.context import CLAIMANT, api_key_of, pool_of
-from services.api.errors import ApiError, invalid_request
+from services.api.errors import ApiError, from_domain, invalid_request
 
 
 def _retryable(response: web.Response) -> bool:
@@ -81,6 +82,8 @@ async def once(
             response = await respond(claimed)
         except ApiError as exc:
             response = exc.response()
+        except DomainError as exc:  # a refusal is an answer like any other: kept for replay
+            response = from_domain(exc).response()
     except BaseException:
         await claimant.release(api_key, key_header)
         raise

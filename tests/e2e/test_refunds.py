@@ -392,6 +392,31 @@ async def test_the_service_fee_stays_when_the_organization_keeps_it(
     assert refund["amount_cents"] == 20000 and bought["total_cents"] == 22000
 
 
+async def test_a_refusal_under_an_idempotency_key_is_replayed_not_run_again(
+    api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool
+) -> None:
+    """The key's first answer is its answer, a refusal too: the refund refused while the
+    purchase was unpaid is not made by the same request sent again once it is paid."""
+    key, _, type_id = await _event(pool, 2)
+    _, created = await post(api, key, "/api/v1/purchases", order(type_id, 1), 201)
+    token, intent = created["purchase"]["token"], created["payment"]["stripe_payment_intent_id"]
+    headers = {"Idempotency-Key": f"refund-early-{token}"}
+    refused = await _refund(api, key, token, {}, 409, **headers)
+    assert refused["error"] == "not_yet_paid"
+    assert (await stripe_sim.post(f"/_sim/payment_intents/{intent}/succeed")).status == 200
+
+    async def paid() -> bool:
+        return (await _purchase(api, key, token))["status"] == "paid"
+
+    await _until(paid, "the purchase paid")
+    again = await api.post(
+        f"/api/v1/purchases/{token}/refund", json={}, headers={**bearer(key), **headers}
+    )
+    assert (again.status, again.headers.get("Idempotent-Replay")) == (409, "true")
+    assert await again.json() == refused
+    assert (await _kinds(pool, f"purchase-{token}"))["RefundDecided"] == 0
+
+
 async def test_what_cannot_be_refunded(
     api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool, aarhus_token: str
 ) -> None:
