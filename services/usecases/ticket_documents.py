@@ -271,12 +271,14 @@ class Documents:
         if transfer is None:
             return None
         status = transfer.status(datetime.now(UTC))
+        message: Message | None = None
         if (kind, status) == ("transfer_offer", "offered"):
-            subject, text, attachments = await self._transfer_offer(transfer.offered)
+            message = await self._transfer_offer(transfer.offered)
         elif (kind, status) == ("transfer_completed", "accepted"):
-            subject, text, attachments = await self._transferred_ticket(transfer.offered)
-        else:
+            message = await self._transferred_ticket(transfer.offered)
+        if message is None:
             return None
+        subject, text, attachments = message
         return build_confirmation(
             to=transfer.offered.recipient.email,
             sender=self._sender,
@@ -306,23 +308,37 @@ class Documents:
         ]
         return f"En billet til {product} til dig", text, []
 
-    async def _transferred_ticket(self, offered: TransferOffered) -> Message:
+    async def _transferred_ticket(self, offered: TransferOffered) -> Message | None:
+        """The ticket for its new holder: its PDF once fulfillment has started, else when it
+        will be handed out (as the buyer's confirmation says); none for a ticket refunded
+        since."""
         org = await self._catalog.organization(offered.organization_id)
         ticket, _ = await load_ticket(self._pool, offered.ticket_id)
         purchase = await load_purchase(self._pool, offered.purchase_token)
         assert ticket is not None and purchase is not None
+        if _refunded(ticket):
+            return None
         product = ticket.issued.product_name
-        bought = [t for t in purchase.opened.tickets if t.id == offered.ticket_id]
         text = [
             f"Hej {offered.recipient.name}!",
             "",
             f"Billetten til {product} hos {org.name} er nu din, med en ny kode: {ticket.code}.",
             "Din billet: " + self._attendee_link.format(token=ticket.attendee_token),
             "",
-            "Billetten er vedhæftet som PDF.",
         ]
+        subject = f"Din billet til {product}"
+        if not tickets.handed_out(ticket, datetime.now(UTC)):
+            starts = ticket.issued.terms.fulfillment_starts_at
+            assert starts is not None
+            return (
+                subject,
+                [*text, f"Billetten udleveres fra {starts:%Y-%m-%d %H:%M} UTC via linket ovenfor."],
+                [],
+            )
+        bought = [t for t in purchase.opened.tickets if t.id == offered.ticket_id]
         pdf = await self.pdf(purchase, bought)
-        return f"Din billet til {product}", text, [("billet.pdf", pdf, "application/pdf")]
+        text.append("Billetten er vedhæftet som PDF.")
+        return subject, text, [("billet.pdf", pdf, "application/pdf")]
 
 
 def _refunded(state: TicketState | None) -> bool:

@@ -212,6 +212,29 @@ async def test_the_buyer_offers_with_the_purchase_email(api, pool, demo_token) -
     ]
 
 
+async def test_the_new_holder_is_told_when_a_ticket_handed_out_later_comes(api, pool) -> None:
+    """Before the event's fulfillment starts there is no PDF to attach: the new holder's e-mail
+    says when the ticket is handed out (as the buyer's confirmation does) instead of failing
+    to render it for good; a ticket refunded since it was accepted is not mailed."""
+    later = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
+    token, purchase = await _bought(api, pool, c.TicketTerms(fulfillment_starts_at=later), 2)
+    accepted = []
+    for ticket in purchase["tickets"]:
+        offered = (await _offer(api, token, ticket["ticket_code"]))["transfer"]
+        stored, _ = await load_transfer(pool, offered["id"])
+        assert stored is not None
+        status, answer = await _answer(api, offered["id"], stored.offered.token)
+        assert status == 200, answer
+        accepted.append(offered["id"])
+    message = await api.app[DOCUMENTS].compose(accepted[0], "transfer_completed")
+    assert message is not None and list(message.iter_attachments()) == []
+    assert f"udleveres fra {later:%Y-%m-%d %H:%M} UTC" in message.get_body(("plain",)).get_content()
+
+    refund = {"ticket_ids": [purchase["tickets"][1]["id"]]}
+    await post(api, token, f"/api/v1/purchases/{purchase['token']}/refund", refund, 201)
+    assert await api.app[DOCUMENTS].compose(accepted[1], "transfer_completed") is None
+
+
 async def test_an_unanswered_offer_expires_and_leaves_the_ticket(api, pool) -> None:
     token, purchase = await _bought(api, pool)
     code = purchase["tickets"][0]["ticket_code"]
