@@ -157,6 +157,17 @@ def redeem(state: DiscountState, token: str, now: datetime, type_ids: set[int]) 
     return [DiscountCodeRedeemed(discount_id=state.created.discount_id, purchase_token=token)]
 
 
+def redeem_again(state: DiscountState, token: str) -> list[Event]:
+    """A purchase that gave its use back and is paid after all (its payment came late) takes a
+    use again: its price was the discounted one. Only the limit is asked: the code's dates and
+    ticket types held when it was redeemed first."""
+    if token in state.redeemed_by:
+        return []
+    if state.created.max_uses is not None and state.uses >= state.created.max_uses:
+        raise MaxUsesReached(f"discount code {state.created.code} has no uses left")
+    return [DiscountCodeRedeemed(discount_id=state.created.discount_id, purchase_token=token)]
+
+
 def release(state: DiscountState, token: str) -> list[Event]:
     if token not in state.redeemed_by:
         return []

@@ -143,7 +143,7 @@ def decide(command: SaleCommand, inventory: Any, companions: Companions) -> Deci
         case ReleaseHolds():
             return release_holds(command, inventory, companions)
         case HoldAgain():
-            return hold_again(command, inventory)
+            return hold_again(command, inventory, companions)
         case RefundTickets():
             return refund_tickets(command, inventory, companions)
     raise TypeError(f"not a sale command: {command!r}")
@@ -165,6 +165,8 @@ def discount_streams(command: SaleCommand) -> tuple[str, ...]:
             discount_id = command.draft.discount_id
         case ReleaseHolds():
             discount_id = command.opened.discount_id
+        case HoldAgain():
+            discount_id = command.state.opened.discount_id
         case RefundTickets() if command.refund.whole:
             discount_id = command.opened.discount_id
         case _:
@@ -284,7 +286,9 @@ def refund_tickets(
     return Decision(events, result=refund, expected=command.expected)
 
 
-def hold_again(command: HoldAgain, inventory: Inventory) -> Decision:
+def hold_again(command: HoldAgain, inventory: Inventory, companions: Companions) -> Decision:
+    """The seats (or places) again, and the discount use the purchase gave back with them: a
+    code at its limit by now refuses, as taken seats do, and the payment is given back."""
     state, now = command.state, command.now
     opened = state.opened
     purchase = streams.purchase(opened.token)
@@ -301,9 +305,16 @@ def hold_again(command: HoldAgain, inventory: Inventory) -> Decision:
         assert isinstance(inventory, holds.AttractionInventory)
         held = holds.rehold_attraction_tickets(inventory, before)
         inventory_stream = streams.attraction(before.attraction_id)
+    events: dict[str, list[Event]] = {inventory_stream: [held]}
+    if opened.discount_id is not None:
+        code = companions.get(streams.discount(opened.discount_id))
+        if code is not None:
+            events[streams.discount(opened.discount_id)] = discounts.redeem_again(
+                code, opened.token
+            )
     paid = paid_with_tickets(state, command.intent_id, now, command.schedule, late=True)
     expected = dict.fromkeys(paid, streams.NEW) | {purchase: command.purchase_version}
-    return Decision({inventory_stream: [held], **paid}, expected=expected)
+    return Decision(events | paid, expected=expected)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from domain import purchasing, sales, streams
+from domain import discounts, purchasing, sales, streams
 from domain.inventory import holds
 from domain.purchasing import PurchaseState
 from infra.eventstore import NO_STREAM, ConcurrencyError, Metadata, PendingAppend
@@ -113,7 +113,8 @@ class Settlement:
         self, state: PurchaseState, version: int, intent_id: str, meta: Metadata
     ) -> str:
         """Money arrived for a purchase that had already let go of its seats: sell the same
-        seats if they are still free, otherwise decide to give the money back. Either is one
+        seats (and discount use) if they are still free, otherwise decide to give the money
+        back. Either is one
         append at the purchase's version, so of concurrent deliveries of the payment one
         decides and the others find it decided (`duplicate`); the refund itself is made by the
         payments worker once its decision is stored."""
@@ -131,12 +132,14 @@ class Settlement:
             else await self._purchases.catalog.sections_of_event(opened.event_id),
         )
         try:
-            await self._purchases.inventory_desk(opened).submit(command, meta)
+            desk = self._purchases.inventory_desk(opened)
+            await desk.submit(command, meta, sales.discount_streams(command))
             return "paid_late"
         except (
             holds.SeatsTaken,
             holds.InsufficientAvailability,
             holds.DailyCapacityExceeded,
+            discounts.MaxUsesReached,
         ) as exc:
             reason = exc.code
         refund = purchasing.decide_late_refund(state, intent_id, reason)

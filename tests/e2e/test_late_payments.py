@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -15,6 +16,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from domain import discounts
 from infra.payments import (
     SIMULATOR_API_KEY,
     SIMULATOR_PUBLISHABLE_KEY,
@@ -24,6 +26,7 @@ from infra.payments import (
 from projections.payment_effects import PaymentEffectsProjection
 from projections.rebuild import rebuild
 from services.api.context import PURCHASES
+from services.usecases import catalog_commands
 from services.workers.payment_effects import PaymentEffects
 from tests.e2e.conftest import (
     TEST,
@@ -165,6 +168,53 @@ async def test_a_late_payment_for_a_seat_sold_since_is_refunded_exactly_once(
     view = await gateways[0].get(f"/api/v1/purchases/{purchase}", headers=bearer(token))
     body = (await view.json())["purchase"]
     assert body["status"] == "expired" and body["stripe_status"] == "refunded"
+
+
+async def _discount_uses(pool: asyncpg.Pool, code: str) -> int:
+    """Uses the event store holds for the code: redemptions less releases."""
+    return await pool.fetchval(
+        "SELECT count(*) FILTER (WHERE type = 'DiscountCodeRedeemed')"
+        " - count(*) FILTER (WHERE type = 'DiscountCodeReleased') FROM events"
+        " WHERE stream_id = (SELECT stream_id FROM events WHERE type = 'DiscountCodeCreated'"
+        " AND data->>'code' = $1)",
+        code,
+    )
+
+
+@pytest.mark.parametrize("used_since", [False, True])
+async def test_a_late_payment_takes_its_discount_use_again_or_is_refunded(
+    serve, pool: asyncpg.Pool, quiet_sim: TestClient, catalog, used_since: bool
+) -> None:
+    """The expiry gave the purchase's discount use back with its seat. Paid late, it takes the
+    use again with the seat; when another purchase took the code's last use since, the code
+    is not sold past its limit: the payment is given back, as for a seat sold since."""
+    token, _, type_id = await small_event(pool, 2)
+    org = (await pool.fetchrow("SELECT organization_id FROM api_keys ORDER BY id DESC LIMIT 1"))[0]
+    code = f"ONCE{uuid.uuid4().hex[:6].upper()}"
+    await catalog_commands.create_discount_code(
+        pool, org, discounts.CreateDiscountCode(code=code, percentage=10, max_uses=1), TEST
+    )
+    [gateway] = await _gateways(serve, quiet_sim, 1)
+    _, created = await post(
+        gateway, token, "/api/v1/purchases", order(type_id, discount_code=code), 201
+    )
+    purchase = created["purchase"]["token"]
+    await asyncio.sleep(HOLD_MINUTES * 60 + 0.05)
+    assert await gateway.app[PURCHASES].expire(purchase, TEST)
+    if used_since:  # the other seat: the late payment's own is free
+        seat = created["purchase"]["tickets"][0]["seat"]
+        other = {**seat, "seat_number": 3 - seat["seat_number"]}
+        chosen = order(type_id, discount_code=code, selected_seats={str(type_id): [other]})
+        await post(gateway, token, "/api/v1/purchases", chosen, 201)
+
+    succeeded = await succeeded_at_stripe(quiet_sim, created["payment"]["stripe_payment_intent_id"])
+    outcome = await redeliver(gateway, succeeded)
+    assert outcome == ("refund_decided" if used_since else "paid_late")
+    assert await _discount_uses(pool, code) == 1
+    kinds = await _kinds(pool, purchase)
+    assert (kinds["PurchasePaid"], kinds["LatePaymentRefundDecided"]) == (
+        (0, 1) if used_since else (1, 0)
+    )
 
 
 async def _intent_status(quiet_sim: TestClient, intent: str) -> str:
