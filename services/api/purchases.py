@@ -247,6 +247,7 @@ ROUTES = [
         body=PurchaseRequest,
         errors=(401, 409, 422, 429, 502, 503),
         lane="selling",
+        idempotent=True,
     ),
     Route(
         "GET",

@@ -298,6 +298,7 @@ ROUTES = [
         body=RefundOrder,
         errors=(401, 404, 409, 422, 429),
         path_params={"token": str},
+        idempotent=True,
     ),
     Route(
         "GET",

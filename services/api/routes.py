@@ -34,6 +34,8 @@ class Route:
     media_type: str = "application/json"
     path_params: dict[str, type] = field(default_factory=dict)
     lane: Lane = "free"
+    # Takes an Idempotency-Key: a retry with it gets the first answer (services/api/idempotent.py).
+    idempotent: bool = False
 
     @property
     def operation_id(self) -> str:

@@ -15,6 +15,7 @@ from domain.inventory.events import SeatRef
 from domain.purchasing import EMAIL, PurchaseOpened, PurchaseState
 from domain.tickets import Consumer, Reason
 from domain.venues import VenueRegistered
+from services.api import idempotent
 from services.api.context import PURCHASES, api_key_of, metadata_of, pool_of
 from services.api.errors import ApiError, invalid_request
 from services.api.http import json_response, parse_body, parse_query
@@ -124,6 +125,12 @@ async def verify_ticket(request: web.Request) -> web.Response:
 
 
 async def scan_ticket(request: web.Request) -> web.Response:
+    """With an Idempotency-Key, a gate whose answer was lost (its connection dropped) gets the
+    first verdict again, `ok`, rather than `already_scanned` for its own scan."""
+    return await idempotent.once(request, await request.read(), lambda _: _scan(request))
+
+
+async def _scan(request: web.Request) -> web.Response:
     gate = request.app[PURCHASES].gate
     verdict = await gate.scan(
         request.match_info["code"], api_key_of(request).organization_id, metadata_of(request)
@@ -396,6 +403,7 @@ ROUTES = [
         TicketVerdict,
         errors=(401, 404, 429),
         path_params={"code": str},
+        idempotent=True,
     ),
     Route(
         "GET",

@@ -15,6 +15,8 @@ from msgspec import Meta
 from domain.purchasing import EMAIL_MAX, NAME_MAX
 from domain.transfers import OfferedBy, OfferTransfer, Recipient, TransferStatus
 from infra.eventstore import Metadata
+from infra.idempotency import Claim
+from services.api import idempotent
 from services.api.context import (
     metadata_of,
     now,
@@ -22,7 +24,7 @@ from services.api.context import (
     pool_of,
     request_id_of,
 )
-from services.api.http import json_response, parse_body
+from services.api.http import decode_body, json_response, parse_body
 from services.api.routes import Route
 from services.api.schemas import Payload
 from services.usecases import ticket_resource, transfers
@@ -118,7 +120,15 @@ def _view(state: transfers.TransferState) -> TransferView:
 
 
 async def offer_transfer(request: web.Request) -> web.Response:
-    body = await parse_body(request, TransferOffer)
+    raw = await request.read()
+    return await idempotent.once(request, raw, lambda claim: _offer(request, raw, claim))
+
+
+async def _offer(request: web.Request, raw: bytes, claim: Claim | None) -> web.Response:
+    """Under an Idempotency-Key the transfer's id comes from the key, so a retry of a request
+    that stored its offer but failed to answer (a crash, an outage) answers that offer instead
+    of refusing the ticket as `transfer_pending` to its own offer."""
+    body = decode_body(raw, TransferOffer)
     pool, organization_id = pool_of(request), organization_of(request)
     code = request.match_info["code"]
     by: OfferedBy = "partner" if body.email is None else "buyer"
@@ -126,8 +136,14 @@ async def offer_transfer(request: web.Request) -> web.Response:
         ticket_id = await transfers.partner_ticket(pool, code, organization_id)
     else:
         ticket_id = await transfers.buyer_ticket(pool, code, body.email, organization_id)
+    transfer_id = transfers.new_transfer_id()
+    if claim is not None:
+        transfer_id = transfers.transfer_id_for(claim.reserved)
+        stored, _ = await transfers.load_transfer(pool, transfer_id)
+        if stored is not None and stored.offered.ticket_id == ticket_id:
+            return json_response(TransferResponse(transfer=_view(stored)), status=201)
     command = OfferTransfer(
-        transfer_id=transfers.new_transfer_id(),
+        transfer_id=transfer_id,
         token=transfers.new_accept_token(),
         recipient=Recipient(name=body.recipient.name, email=body.recipient.email),
         by=by,
@@ -198,6 +214,7 @@ ROUTES = [
         body=TransferOffer,
         errors=(401, 404, 409, 422, 429),
         path_params={"code": str},
+        idempotent=True,
     ),
     Route(
         "GET",

@@ -5,6 +5,7 @@ conflicting offer, accept, scan or refund makes it decide again."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
@@ -44,6 +45,12 @@ class Transfer:
 
 def new_transfer_id() -> str:
     return secrets.token_hex(12)
+
+
+def transfer_id_for(reserved: str) -> str:
+    """The id of the transfer an idempotency key's request offers, from the key's reserved
+    value (shaped as every transfer id: 24 hex digits)."""
+    return hashlib.sha256(reserved.encode()).hexdigest()[:24]
 
 
 def new_accept_token() -> str:

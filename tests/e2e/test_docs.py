@@ -110,6 +110,7 @@ async def test_every_route_is_documented_as_it_is_served(api: TestClient) -> Non
         params = {(p["in"], p["name"]): p for p in operation.get("parameters", [])}
         assert {n for i, n in params if i == "path"} == set(re.findall(r"{(\w+)}", route.path))
         assert all(params[("path", name)]["required"] for name in route.path_params)
+        assert (("header", "Idempotency-Key") in params) == route.idempotent
         if route.query is not None:
             for field in msgspec.structs.fields(route.query):
                 assert params[("query", field.encode_name)].get("required", False) == field.required

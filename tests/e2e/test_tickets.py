@@ -55,6 +55,24 @@ async def test_scan_admits_once_and_verify_never_changes_anything(api, pool) -> 
     assert len(scans) == 1 and '"api_key_id"' in scans[0]["metadata"]
 
 
+async def test_a_gate_retrying_its_scan_under_a_key_is_admitted_again(api, pool) -> None:
+    """A gate whose `ok` was lost on the way (its connection dropped) retries with the same
+    Idempotency-Key and gets its own `ok` again, not `already_scanned` for its own scan;
+    another gate, or one without the key, still gets `already_scanned`."""
+    token, purchase = await _paid_purchase(api, pool)
+    code = purchase["tickets"][0]["ticket_code"]
+    key = {"Idempotency-Key": "gate-3-scan-1"}
+    _, first = await post(api, token, f"/api/v1/tickets/{code}/scan", {}, 200, **key)
+    retry = await api.post(
+        f"/api/v1/tickets/{code}/scan", json={}, headers={**bearer(token), **key}
+    )
+    assert (retry.status, retry.headers.get("Idempotent-Replay")) == (200, "true")
+    assert await retry.json() == first and first["reason"] == "ok"
+    other = {"Idempotency-Key": "gate-4-scan-1"}
+    _, second = await post(api, token, f"/api/v1/tickets/{code}/scan", {}, 200, **other)
+    assert (second["valid"], second["reason"]) == (False, "already_scanned")
+
+
 async def test_concurrent_scans_admit_exactly_one(serve, pool) -> None:
     gateways = [await serve(), await serve()]
     token, purchase = await _paid_purchase(gateways[0], pool, seats=1)

@@ -27,6 +27,7 @@ from tests.e2e.conftest import (
     BUYER,
     TEST,
     bearer,
+    claimed_by_a_killed_gateway,
     issue_key,
     new_organization,
     order,
@@ -233,6 +234,31 @@ async def test_the_new_holder_is_told_when_a_ticket_handed_out_later_comes(api, 
     refund = {"ticket_ids": [purchase["tickets"][1]["id"]]}
     await post(api, token, f"/api/v1/purchases/{purchase['token']}/refund", refund, 201)
     assert await api.app[DOCUMENTS].compose(accepted[1], "transfer_completed") is None
+
+
+async def test_an_offer_whose_answer_was_lost_is_answered_again_under_its_key(api, pool) -> None:
+    """The gateway was killed after storing the offer, before keeping its answer: the retry
+    under the same Idempotency-Key answers that offer instead of `transfer_pending`."""
+    token, purchase = await _bought(api, pool)
+    code = purchase["tickets"][0]["ticket_code"]
+    key = {"Idempotency-Key": f"offer-{code}"}
+    _, first = await post(
+        api, token, f"/api/v1/tickets/{code}/transfers", {"recipient": RECIPIENT}, 201, **key
+    )
+    await claimed_by_a_killed_gateway(pool, key["Idempotency-Key"])
+    _, again = await post(
+        api, token, f"/api/v1/tickets/{code}/transfers", {"recipient": RECIPIENT}, 201, **key
+    )
+    assert again == first
+    replay = await api.post(
+        f"/api/v1/tickets/{code}/transfers",
+        json={"recipient": RECIPIENT},
+        headers={**bearer(token), **key},
+    )
+    assert (replay.status, replay.headers.get("Idempotent-Replay")) == (201, "true")
+    listed = await _get(api, token, f"/api/v1/tickets/uid/{purchase['tickets'][0]['id']}/transfers")
+    assert [t["id"] for t in listed["transfers"]] == [first["transfer"]["id"]]
+    await _offer(api, token, code, 409)  # a new offer, without the key: one is pending
 
 
 async def test_an_unanswered_offer_expires_and_leaves_the_ticket(api, pool) -> None:

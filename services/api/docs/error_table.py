@@ -67,9 +67,11 @@ ERRORS: dict[int, tuple[str, tuple[tuple[str, str], ...]]] = {
     ),
 }
 
-# Codes that only a request body can cause, or only an authenticated route can answer.
-_BODY_CODES = {"invalid_discount_code", "idempotency_key_reuse"}
+# Codes that only a request body can cause, only an authenticated route can answer, or only a
+# route taking an Idempotency-Key.
+_BODY_CODES = {"invalid_discount_code"}
 _AUTH_CODES = {"unauthorized", "too_many_auth_failures"}
+_KEY_CODES = {"idempotency_key_reuse", "idempotency_in_flight"}
 
 
 def error_statuses(route: Route) -> list[int]:
@@ -85,6 +87,8 @@ def error_statuses(route: Route) -> list[int]:
         statuses.add(422)
     if route.body is not None:
         statuses.add(413)
+    if route.idempotent:
+        statuses |= {409, 422}
     return sorted(statuses)
 
 
@@ -96,6 +100,7 @@ def error_codes(status: int, route: Route) -> list[tuple[str, str]]:
         for code, meaning in codes
         if (route.body is not None or code not in _BODY_CODES)
         and (route.authenticated or code not in _AUTH_CODES)
+        and (route.idempotent or code not in _KEY_CODES)
     ]
 
 

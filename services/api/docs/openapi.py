@@ -163,6 +163,16 @@ def _operation(
             schema={"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[ -~]+$"},
         )
     )
+    if route.idempotent:
+        parameters.append(
+            OpenApiParameter(
+                name="Idempotency-Key",
+                in_="header",
+                description="Retry-safe: a retry with the same key and body gets the first"
+                " answer (kept 24 hours per API key)",
+                schema={"type": "string", "minLength": 1, "maxLength": 255},
+            )
+        )
     if uses_etag(route):
         parameters.append(
             OpenApiParameter(
