@@ -157,7 +157,7 @@ class Mailer(OutboxWorker):
                 await self.give_up(row, "dropped by compose")
                 log.info("mail_dropped", **fields)
             else:
-                await self._pool.execute(_SENT, row["id"])
+                await self.record(_SENT, row["id"])
                 log.info("mail_sent", **fields)
         except Exception as exc:
             self.not_recorded(exc, fields)

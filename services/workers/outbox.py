@@ -25,11 +25,15 @@ import structlog
 from infra.db import connection_gone
 from infra.metrics import OUTBOX_FAILURES
 from infra.pgtext import make_storable
-from infra.supervise import serve_forever
+from infra.supervise import dependency_of, serve_forever
 
 log = structlog.get_logger(__name__)
 
 ERROR_LIMIT = 1000
+# Pauses between tries to record an outcome while PostgreSQL is out of reach: a restart of a
+# second or two is waited out rather than leaving the row to its lease (minutes), after which
+# its effect would be carried out again (an e-mail sent twice).
+RECORD_PAUSES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -136,18 +140,29 @@ class OutboxWorker(abc.ABC):
         OUTBOX_FAILURES.labels(self._table.name, "abandoned" if abandoned else "retry").inc()
         try:
             if abandoned:
-                await self._pool.execute(self._table.given_up, row["id"], attempts, error)
+                await self.record(self._table.given_up, row["id"], attempts, error)
                 log.error(f"{self.name}_abandoned", error=error, **fields)
                 return
             delay = self._backoff[min(attempts, len(self._backoff)) - 1]
-            await self._pool.execute(self._table.failed, row["id"], attempts, error, float(delay))
+            await self.record(self._table.failed, row["id"], attempts, error, float(delay))
         except Exception as record_exc:
             self.not_recorded(record_exc, fields)
             return
         log.warning(f"{self.name}_failed", error=error, retry_in=delay, **fields)
 
     async def give_up(self, row: asyncpg.Record, reason: str) -> None:
-        await self._pool.execute(self._table.given_up, row["id"], row["attempts"], reason)
+        await self.record(self._table.given_up, row["id"], row["attempts"], reason)
+
+    async def record(self, query: str, *args: Any) -> None:
+        """A row's outcome, tried again across a short PostgreSQL outage (RECORD_PAUSES)."""
+        for pause in (*RECORD_PAUSES, None):
+            try:
+                await self._pool.execute(query, *args)
+                return
+            except Exception as exc:
+                if pause is None or dependency_of(exc) != "postgresql":
+                    raise
+            await asyncio.sleep(pause)
 
     def not_recorded(self, exc: Exception, fields: dict[str, Any]) -> None:
         """The lease runs out and the row is tried again."""

@@ -93,7 +93,7 @@ class PaymentEffects(OutboxWorker):
             await self.failed(row, exc, fields)
             return
         try:
-            await self._pool.execute(_DONE, row["id"], row["attempts"], outcome)
+            await self.record(_DONE, row["id"], row["attempts"], outcome)
         except Exception as exc:
             # Tried again once the lease runs out: Stripe replays it by its key.
             self.not_recorded(exc, fields)

@@ -113,6 +113,41 @@ async def test_a_queued_confirmation_is_delivered_once_with_its_pdf(pool: asyncp
     assert sent is not None
 
 
+class _Blip:
+    """The pool as a mailer sees it through a PostgreSQL restart just after it sent a message:
+    the first `fails` statements that record a row's outcome find the server gone."""
+
+    def __init__(self, pool: asyncpg.Pool, fails: int) -> None:
+        self._pool, self.fails = pool, fails
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        if "sent_at = now()" in query and self.fails:
+            self.fails -= 1
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in mid-operation")
+        return await self._pool.execute(query, *args)
+
+
+async def test_a_short_outage_after_sending_is_waited_out_not_sent_twice(
+    pool: asyncpg.Pool,
+) -> None:
+    """Recording that a message went out meets a database restarting: the record is tried
+    again moments later, instead of leaving the row to its lease and mailing it once more."""
+    inbox, port, token = Inbox(), free_port(), _token()
+    blip = _Blip(pool, fails=2)
+    with smtp_server(inbox, port):
+        mailer = Mailer(blip, SmtpTransport(_settings(port)), compose, lease=0.2)
+        assert await enqueue(pool, token, "confirmation")
+        assert await mailer.work_due() == 1
+        await asyncio.sleep(0.3)  # past the lease: a row left unrecorded would be due again
+        assert await mailer.work_due() == 0
+    assert blip.fails == 0 and len(inbox.messages) == 1
+    sent = await pool.fetchval("SELECT sent_at FROM mail_outbox WHERE purchase_token = $1", token)
+    assert sent is not None
+
+
 async def test_the_confirmation_is_queued_once_ever(pool: asyncpg.Pool) -> None:
     inbox, port, token = Inbox(), free_port(), _token()
     with smtp_server(inbox, port):
