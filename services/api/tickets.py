@@ -159,10 +159,19 @@ class AttendeeSeat(Payload):
 
 
 class LineProduct(Payload):
-    id: int
+    id: Annotated[
+        str, Meta(description="The event's or attraction's id (a string, as every id here)")
+    ]
     name: str
     slug: str
     image: str | None
+
+
+def _product(opened: PurchaseOpened) -> LineProduct:
+    product_id = opened.event_id if opened.event_id is not None else opened.attraction_id
+    return LineProduct(
+        id=str(product_id), name=opened.product_name, slug=opened.product_slug, image=None
+    )
 
 
 class LineEvent(Payload):
@@ -276,12 +285,7 @@ def _bundle(order: ticketing.Order, event: LineEvent) -> TicketBundle:
         if line is None:
             line = lines[bought.ticket_type_id] = OrderLine(
                 lineItemId=f"{opened.token}:{bought.ticket_type_id}",
-                product=LineProduct(
-                    id=opened.event_id or opened.attraction_id or 0,
-                    name=opened.product_name,
-                    slug=opened.product_slug,
-                    image=None,
-                ),
+                product=_product(opened),
                 ticketType=bought.ticket_type_name,
                 event=event,
                 seats=[],
@@ -370,12 +374,7 @@ async def attendee_ticket(request: web.Request) -> web.Response:
         AttendeeView(
             token=token,
             attendee={"name": facts.name, "email": facts.email},
-            product=LineProduct(
-                id=opened.event_id or opened.attraction_id or 0,
-                name=opened.product_name,
-                slug=opened.product_slug,
-                image=None,
-            ),
+            product=_product(opened),
             event=await _event_of(request, opened),
             seat=bought.seat,
             orderStatus=order_status(purchase),

@@ -226,11 +226,15 @@ async def _order_status(api, token: str, seat_token: str) -> str:
 async def test_the_attendee_view_tells_the_orders_state(api, pool) -> None:
     """A seat's token matches its ticket before the order is paid and after it is cancelled:
     the view says which (`orderStatus`) rather than a 404."""
-    token, _, type_id = await small_event(pool, 2)
+    token, event_id, type_id = await small_event(pool, 2)
     _, created = await post(api, token, "/api/v1/purchases", order(type_id), 201)
     purchase = created["purchase"]
     [seat_token] = await _seat_tokens(api, token, purchase)
     assert await _order_status(api, token, seat_token) == "pending_payment"
+    product = {"id": str(event_id), "name": "Show", "slug": "show", "image": None}
+    assert (await buyer_bundle(api, token, purchase))["lines"][0]["product"] == product
+    view = await api.get(f"/api/v1/tickets/attendee/{seat_token}", headers=bearer(token))
+    assert (await view.json())["product"] == product  # ids are strings, as the spec's are
     await post(api, token, f"/api/v1/purchases/{purchase['token']}/cancel", {}, 200)
     assert await _order_status(api, token, seat_token) == "cancelled"
 
