@@ -17,7 +17,7 @@ from aiohttp import web
 from nats.aio.client import Client
 
 from infra.apikeys import authenticate, create_key
-from infra.bus import connect, ensure_stream
+from infra.bus import connect, ensure_stream, jetstream
 from infra.db import close_pool, create_pool
 from infra.embed_tokens import embed_signer
 from infra.eventstore import Metadata
@@ -256,7 +256,7 @@ async def run(
     async with connected(settings) as live, database(live, waiting=True) as pool:
         nc = await connect(live, "+".join(components))
         try:
-            js = nc.jetstream()
+            js = jetstream(nc)
             await ensure_stream(js, live)
             if seed:
                 token = await seeded(pool, live)
@@ -287,16 +287,18 @@ def _readiness(
 ) -> Readiness:
     """What this process's /readyz checks: the database always; NATS and the lag of what it
     publishes or projects for the components that use them. A gateway's reads come from every
-    read model, so it answers for their lag as well."""
+    read model, so it answers for their lag as well; and as the process `linjerum run` is
+    scraped through, for the depth of every outbox (the workers' process is never scraped)."""
     used = set(components)
     projected = all_projections().values() if "gateway" in used else read_models
+    outboxes = [table for name, table in OUTBOXES.items() if name in used or "gateway" in used]
     return Readiness(
         pool,
         nats=nc if used & {"gateway", "relay", "projector"} else None,
         relay=bool(used & {"gateway", "relay"}),
         projections=projected if used & {"gateway", "projector"} else (),
         max_lag_seconds=live.ready_max_lag_seconds,
-        outboxes=[table for name, table in OUTBOXES.items() if name in used],
+        outboxes=outboxes,
     )
 
 
@@ -349,7 +351,7 @@ async def _serve(
     read_models: Sequence[Projection] = (),
 ) -> None:
     """The components' tasks, until one fails or all are cancelled."""
-    js = nc.jetstream()
+    js = jetstream(nc)
     payments = Payments.from_settings(live)
     sells = bool({"gateway", "sweeper"} & set(components))
     writer = (

@@ -184,6 +184,9 @@ def test_a_run_shows_every_process_metrics_on_the_gateway(
             ),
         )
         assert _value(shown, "linjerum_relay_lag_events", relay="main") == 0
+        # The mailer's and the payments worker's outboxes, whose process is not scraped.
+        for outbox in ("mail_outbox", "payment_outbox"):
+            assert ("linjerum_outbox_depth", frozenset({("outbox", outbox)})) in shown
     finally:
         code = _stop(run, signal.SIGTERM)
     assert code == 0, log.read_text()
