@@ -5,6 +5,7 @@ from __future__ import annotations
 import nats
 import structlog
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -13,7 +14,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from domain import streams
@@ -54,6 +55,28 @@ async def connect(settings: Settings, name: str, *, echo: bool = True) -> Client
         no_echo=not echo,
     )
     return client
+
+
+class _RefusalsAnswered(JetStreamContext):
+    """nats-py 2.16's `publish_async` never fails the future of a refused publish: its reply
+    handler builds the refusal with `APIError.from_error`, which raises instead of returning,
+    so the refusal escaped into the subscription and the publisher saw only its own timeout
+    (the relay stalled 10 s on each refusal; `replay --publish` reported a timeout). The
+    refusal is handed to the publish's future here."""
+
+    async def _handle_async_reply(self, msg: Msg) -> None:
+        try:
+            await super()._handle_async_reply(msg)
+        except APIError as refusal:
+            token = msg.subject[len(self._nc._inbox_prefix) + 22 + 2 :]  # as the base reads it
+            future = self._publish_async_futures.get(token)
+            if future is not None and not future.done():
+                future.set_exception(refusal)
+
+
+def jetstream(nc: Client) -> JetStreamContext:
+    """The JetStream context every component publishes and reads through."""
+    return _RefusalsAnswered(nc)
 
 
 async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:

@@ -28,7 +28,7 @@ import msgspec
 import structlog
 from nats.aio.client import Client
 
-from infra.bus import connect, ensure_stream
+from infra.bus import connect, ensure_stream, jetstream
 from infra.embedded import child_setup
 from infra.settings import Settings
 from infra.supervise import stop_task
@@ -96,7 +96,7 @@ async def _prepare(live: Settings, *, seed: bool) -> None:
     async with database(live, waiting=True) as pool:
         nc: Client = await connect(live, "run")
         try:
-            await ensure_stream(nc.jetstream(), live)
+            await ensure_stream(jetstream(nc), live)
         finally:
             await nc.close()
         if seed:

@@ -29,7 +29,7 @@ import msgspec
 from nats.js import JetStreamContext
 from tqdm import tqdm
 
-from infra.bus import connect, ensure_stream
+from infra.bus import connect, ensure_stream, jetstream
 from infra.changes import announce, read_model_channel
 from infra.event_history import RangeSummary, event_id_before, last_recorded, range_summary
 from infra.eventstore import START, Position, RecordedEvent, read_all
@@ -251,9 +251,7 @@ async def _publish(
     nc = await connect(live, "replay")
     try:
         with _bar(args, summary.events, "publish") as bar:
-            published, refused = await _republish(
-                pool, nc.jetstream(), live, after, end, bar.update
-            )
+            published, refused = await _republish(pool, jetstream(nc), live, after, end, bar.update)
     finally:
         await nc.close()
     _print_json({**shown, "published": published})

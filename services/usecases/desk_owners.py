@@ -30,7 +30,7 @@ from nats.errors import NoRespondersError
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from infra.bus import lease_bucket
+from infra.bus import jetstream, lease_bucket
 from infra.settings import Settings
 from infra.supervise import stop_task
 
@@ -82,7 +82,7 @@ class DeskOwners:
     @classmethod
     async def open(cls, nc: Client, settings: Settings) -> DeskOwners:
         bucket = settings.desk_owners_bucket
-        leases = await lease_bucket(nc.jetstream(), bucket, LEASE_SECONDS)
+        leases = await lease_bucket(jetstream(nc), bucket, LEASE_SECONDS)
         return cls(nc, leases, settings.desks_subject, bucket)
 
     async def serve(self, answer: Answer) -> None:
@@ -218,7 +218,7 @@ class DeskOwners:
             return await self._leases.get(stream)
 
     async def _reopen(self) -> None:
-        self._leases = await lease_bucket(self._nc.jetstream(), self._bucket, LEASE_SECONDS)
+        self._leases = await lease_bucket(jetstream(self._nc), self._bucket, LEASE_SECONDS)
 
     async def _lease_again(self) -> None:
         """Some lease could not be renewed: if NATS lost the bucket (a restart), it is made

@@ -12,8 +12,9 @@ from collections import defaultdict
 import asyncpg
 import msgspec
 import nats
+from nats.js.errors import APIError
 
-from infra.bus import ensure_stream
+from infra.bus import ensure_stream, jetstream
 from infra.eventstore import (
     ANY_VERSION,
     Metadata,
@@ -239,3 +240,26 @@ async def connect_when_up(url: str) -> nats.NATS:
             )
         await asyncio.sleep(0.1)
     raise AssertionError(f"nats at {url} never came up")
+
+
+async def test_a_refused_publish_is_answered_at_once_not_after_a_timeout(
+    settings: Settings,
+) -> None:
+    """JetStream refuses a message that does not follow the one it expects: the publisher is
+    told at once (nats-py's own handler lost the refusal, and a relay waited 10 s for it)."""
+    nc = await nats.connect(settings.nats_url)
+    try:
+        js = jetstream(nc)
+        await ensure_stream(js, settings)
+        subject = f"{settings.subject_prefix}.refusal-{uuid.uuid4().hex[:8]}"
+        headers = {"Nats-Msg-Id": uuid.uuid4().hex, "Nats-Expected-Last-Msg-Id": "not-the-last"}
+        future = await js.publish_async(subject, b"{}", headers=headers)
+        started = asyncio.get_running_loop().time()
+        with contextlib.suppress(APIError):
+            async with asyncio.timeout(5):
+                await future
+        assert asyncio.get_running_loop().time() - started < 2
+        assert isinstance(future.exception(), APIError)
+        assert "wrong last msg ID" in str(future.exception())
+    finally:
+        await nc.close()
