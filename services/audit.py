@@ -136,7 +136,11 @@ def add_commands(add_parser: Any, since: Any, positive: Any) -> None:
 
 async def run(args: argparse.Namespace, pool: Any) -> int:
     if args.command == "events":
-        _print([_line(e) for e in await stream_history(pool, args.stream)], args.table)
+        history = await stream_history(pool, args.stream)
+        if not history:  # as `state` says it: a typo is not an empty history
+            print(f"linjerum events: no stream {args.stream}", file=sys.stderr)
+            return 1
+        _print([_line(e) for e in history], args.table)
         return 0
     organization_id = None
     if args.org is not None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import msgspec
 from tqdm import tqdm
 
@@ -27,7 +28,7 @@ from infra.eventstore import Metadata
 from infra.logging import configure_logging
 from infra.metrics import share_between_processes
 from infra.settings import Settings
-from infra.supervise import STOP_AGAIN_SECONDS, stop_tasks
+from infra.supervise import STOP_AGAIN_SECONDS, dependency_of, stop_tasks
 from projections.rebuild import events_to_replay, rebuild
 from projections.registry import all_projections, chosen
 from projections.verify import verify
@@ -95,13 +96,13 @@ def _parser() -> argparse.ArgumentParser:
         if component != "gateway":
             single.add_argument(
                 "--health-port",
-                type=int,
+                type=_port,
                 default=None,
                 help="port for /healthz and /readyz (default $LINJERUM_HEALTH_PORT; unset: none)",
             )
             single.add_argument(
                 "--metrics-port",
-                type=int,
+                type=_port,
                 default=None,
                 help="port for /metrics, may equal --health-port"
                 " (default $LINJERUM_METRICS_PORT; unset: none)",
@@ -178,8 +179,10 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 def _since(value: str) -> datetime:
     """--since: an ISO-8601 time (naive means UTC) or a duration back from now."""
     if match := _DURATION.match(value.strip()):
-        ago = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        return datetime.now(UTC) - ago
+        try:
+            return datetime.now(UTC) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"{value!r} reaches back before any date") from None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -187,6 +190,16 @@ def _since(value: str) -> datetime:
             f"{value!r} is neither an ISO-8601 time nor a duration like 15m, 2h, 1d"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (0-65535)")
+    return number
 
 
 def _positive(value: str) -> int:
@@ -386,7 +399,21 @@ def main(argv: list[str] | None = None) -> int:
         except (PortInUse, EmbeddedUnavailable) as exc:
             print(exc, file=sys.stderr, flush=True)
             return 1
+        except Exception as exc:
+            # An operator's command fails at once when a server is out of reach (a run waits
+            # for it instead): one line naming the server, not the client library's traceback.
+            server = dependency_of(exc) or _refused_by_postgres(exc)
+            if server is None:
+                raise
+            print(f"linjerum {args.command}: cannot use {server}: {exc}", file=sys.stderr)
+            return 1
     return 130
+
+
+def _refused_by_postgres(exc: Exception) -> str | None:
+    """PostgreSQL answers but will not let the command in (no such database, bad login)."""
+    refusals = (asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError)
+    return "postgresql" if isinstance(exc, refusals) else None
 
 
 if __name__ == "__main__":

@@ -70,6 +70,19 @@ def test_events_shows_a_streams_history_with_who(settings: Settings, purchase: d
     assert held[0]["recorded_at"].endswith("Z")
 
 
+def test_operators_mistakes_are_one_line_errors(settings: Settings) -> None:
+    """A stream that does not exist, a duration past any date, a database out of reach: a line
+    saying so and a failing exit status, never an empty success or a traceback."""
+    missing = _linjerum(settings, "events", "event-999999999", status=1)
+    assert missing.stderr.strip() == "linjerum events: no stream event-999999999"
+    too_far = _linjerum(settings, "audit", "--since", "99999999d", status=2)
+    assert "reaches back before any date" in too_far.stderr and "Traceback" not in too_far.stderr
+    gone = settings.database_url.rsplit("@", 1)[0] + "@127.0.0.1:9/linjerum"
+    unreachable = _linjerum(Settings(database_url=gone), "audit", "--limit", "1", status=1)
+    assert unreachable.stderr.startswith("linjerum audit: cannot use postgresql: ")
+    assert "Traceback" not in unreachable.stderr
+
+
 def test_audit_by_request_lists_what_it_stored(settings: Settings, purchase: dict) -> None:
     found = _lines(_linjerum(settings, "audit", "--request-id", purchase["request_id"]))
     assert {(e["stream_id"], e["version"], e["type"]) for e in found} == purchase["stored"]
