@@ -32,7 +32,7 @@ from tqdm import tqdm
 from infra.bus import connect, ensure_stream, jetstream
 from infra.changes import announce, read_model_channel
 from infra.event_history import RangeSummary, event_id_before, last_recorded, range_summary
-from infra.eventstore import START, Position, RecordedEvent, read_all
+from infra.eventstore import START, Position, RecordedEvent, head, read_all
 from infra.settings import Settings
 from projections.framework import (
     Projection,
@@ -307,9 +307,20 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    if isinstance(args.to, Position) and args.start is not None and args.to < args.start:
+        print("linjerum replay: --to is before --from", file=sys.stderr)
+        return 2
     nats = args.publish and not args.dry_run
     async with connected(settings, nats=nats) as live, database(live) as pool:
         after = await _start(args, pool)
+        newest = await head(pool)
+        if args.start is not None and after >= newest:  # a position past the end: a typo
+            print(
+                f"linjerum replay: nothing is stored after {label(after)} (the newest event"
+                f" is at {label(newest)})",
+                file=sys.stderr,
+            )
+            return 1
         status = await _publish(args, live, pool, after) if args.publish else 0
         if redriving and status == 0:
             await _redrive_all(args, pool, after)

@@ -193,3 +193,10 @@ def test_replay_needs_something_to_do(demo: tuple[Settings, asyncpg.Pool]) -> No
     assert _replay(demo[0], "--since", "1h").returncode == 2
     assert _replay(demo[0], "--projection", "catalog", "--to", "1h").returncode == 2
     assert _replay(demo[0], "--publish", "--from", "nonsense").returncode == 2
+    backwards = _replay(demo[0], "--publish", "--from", "9:1", "--to", "2:1")
+    assert (backwards.returncode, backwards.stderr.strip()) == (
+        2,
+        "linjerum replay: --to is before --from",
+    )
+    beyond = _replay(demo[0], "--projection", "catalog", "--from", "999999999:1")
+    assert beyond.returncode == 1 and "nothing is stored after 999999999:0" in beyond.stderr
