@@ -122,18 +122,25 @@ def _refunds(request: web.Request) -> Refunds:
     return Refunds(request.app[PURCHASES])
 
 
-def _refund_view(state: PurchaseState, decided: RefundDecided) -> RefundView:
-    made = state.refunds_made.get(decided.refund_id)
-    moves_money = decided.intent_id is not None and decided.amount_cents > 0
+def _refund_view(state: PurchaseState, refund: RefundDecided | RefundReported) -> RefundView:
+    """A decided refund is pending until Stripe made it (one moving no money: at once); one
+    made in Stripe's dashboard has happened already."""
+    status: Literal["pending", "succeeded"] = "succeeded"
+    if isinstance(refund, RefundReported):
+        made, reason, by = None, "refunded at Stripe", "stripe"
+    else:
+        made, reason, by = state.refunds_made.get(refund.refund_id), refund.reason, refund.by
+        if made is None and refund.intent_id is not None and refund.amount_cents > 0:
+            status = "pending"
     return RefundView(
-        id=decided.refund_id,
-        purchase_token=decided.token,
-        ticket_ids=decided.ticket_ids,
-        amount_cents=decided.amount_cents,
+        id=refund.refund_id,
+        purchase_token=refund.token,
+        ticket_ids=refund.ticket_ids,
+        amount_cents=refund.amount_cents,
         currency=state.opened.pricing.currency,
-        reason=decided.reason,
-        by=decided.by,
-        status="succeeded" if made is not None or not moves_money else "pending",
+        reason=reason,
+        by=by,
+        status=status,
         stripe_refund_id=made,
     )
 
@@ -195,24 +202,9 @@ async def list_refunds(request: web.Request) -> web.Response:
     state, _ = await request.app[PURCHASES].find(
         request.match_info["token"], organization_of(request)
     )
-    views = [_refund_view(state, decided) for decided in state.ticket_refunds.values()]
-    views += [_reported_view(state, reported) for reported in state.reported_refunds.values()]
+    refunds = [*state.ticket_refunds.values(), *state.reported_refunds.values()]
+    views = [_refund_view(state, refund) for refund in refunds]
     return json_response(RefundList(refunds=views, refunded_cents=state.refunded_cents))
-
-
-def _reported_view(state: PurchaseState, reported: RefundReported) -> RefundView:
-    """A refund made in Stripe's dashboard: the money has gone back already."""
-    return RefundView(
-        id=reported.refund_id,
-        purchase_token=reported.token,
-        ticket_ids=reported.ticket_ids,
-        amount_cents=reported.amount_cents,
-        currency=state.opened.pricing.currency,
-        reason="refunded at Stripe",
-        by="stripe",
-        status="succeeded",
-        stripe_refund_id=None,
-    )
 
 
 async def list_disputes(request: web.Request) -> web.Response:
