@@ -15,6 +15,7 @@ import msgspec
 from domain import streams
 from domain.catalog import claim_stream
 from infra.event_history import AuditedEvent, audit, claimed_owners, seat_history, stream_history
+from services.replay import label
 from services.usecases.catalog_commands import organization_id_by_slug, owner_of
 
 _TABLE = ("recorded_at", "stream_id", "version", "type", "api_key", "request_id", "actor")
@@ -27,6 +28,8 @@ class AuditLine(msgspec.Struct, frozen=True, kw_only=True):
     stream_id: str
     version: int
     type: str
+    event_id: str
+    position: str | None  # tx_id:position in the global order, as `replay --from` takes it
     api_key_id: int | None
     api_key_name: str | None
     request_id: str | None
@@ -43,6 +46,8 @@ def _line(audited: AuditedEvent) -> AuditLine:
         stream_id=event.stream_id,
         version=event.version,
         type=event.type,
+        event_id=event.event_id,
+        position=label(event.global_position),
         api_key_id=metadata.api_key_id,
         api_key_name=audited.api_key_name,
         request_id=metadata.request_id,

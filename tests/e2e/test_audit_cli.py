@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -68,6 +69,8 @@ def test_events_shows_a_streams_history_with_who(settings: Settings, purchase: d
     assert held[0]["api_key_name"] == purchase["key_name"]
     assert held[0]["data"]["seats"]
     assert held[0]["recorded_at"].endswith("Z")
+    # Where replay starts from it: the event's place in the global order.
+    assert re.fullmatch(r"\d+:\d+", held[0]["position"]) and held[0]["event_id"]
 
 
 def test_operators_mistakes_are_one_line_errors(settings: Settings) -> None:
