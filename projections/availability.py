@@ -13,6 +13,7 @@ import asyncpg
 from domain.catalog import TicketType
 from domain.events import Event
 from domain.inventory import events as inventory
+from domain.inventory import stock
 from domain.inventory.events import SeatRef
 from domain.seating import TakenSeats
 from infra.eventstore import RecordedEvent
@@ -191,15 +192,11 @@ async def taken_on(conn: asyncpg.Pool, attraction_id: int, day: date) -> int:
     )
 
 
-UNLIMITED = 9999
-
-
 async def attraction_stock(
     conn: asyncpg.Pool, row: asyncpg.Record
 ) -> tuple[list[TicketType], dict[int, int]]:
-    """Per-type availability of an attraction (`row`, as catalog.attraction reads it): a type's
-    remaining capacity; a type without one is bounded only by the daily cap (shown as the cap,
-    or UNLIMITED without one)."""
+    """Per-type availability of an attraction (`row`, as catalog.attraction reads it), by
+    `stock.attraction_left`."""
     types = await catalog.ticket_types(conn, attraction_id=row["id"])
     return types, await attraction_left(conn, types, row["daily_max_tickets"])
 
@@ -208,9 +205,6 @@ async def attraction_left(
     conn: asyncpg.Pool, types: Sequence[TicketType], daily_max: int | None
 ) -> dict[int, int]:
     """`attraction_stock` of the attraction's ticket types and daily cap."""
-    counts = await taken_per_type(conn, [t.id for t in types])
-    fallback = daily_max or UNLIMITED
-    return {
-        t.id: fallback if t.capacity is None else max(0, t.capacity - counts.get(t.id, 0))
-        for t in types
-    }
+    return stock.attraction_left(
+        types, await taken_per_type(conn, [t.id for t in types]), daily_max
+    )

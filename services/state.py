@@ -1,6 +1,7 @@
 """`linjerum state STREAM --as-of TIME`: an aggregate as its own fold left it at a moment (what
-a decision made then was decided against), and for an event's inventory the availability
-answer that `GET /events/:slug/availability` would have given then."""
+a decision made then was decided against), and for an event's or an attraction's inventory
+the availability answer that `GET /events/:slug/availability` (`GET
+/attractions/:slug/availability`, for `--date` or none) would have given then."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import argparse
 import itertools
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
@@ -18,9 +19,9 @@ from domain import catalog, discounts, purchasing, refunds, streams, tickets, tr
 from domain.events import Event
 from domain.inventory import holds
 from domain.inventory.events import SeatRef, SeatsHeld
-from domain.inventory.stock import available_per_type, event_status
+from domain.inventory.stock import attraction_day, attraction_left, available_per_type, event_status
 from infra.eventstore import RecordedEvent, read_stream
-from services.api.schemas import EventAvailability
+from services.api.schemas import AttractionAvailability, EventAvailability
 
 
 def _nothing() -> None:
@@ -56,7 +57,7 @@ class StateAt(msgspec.Struct, frozen=True, kw_only=True):
     as_of: datetime
     version: int
     state: Any
-    availability: EventAvailability | None = None
+    availability: EventAvailability | AttractionAvailability | None = None
 
 
 def add_commands(add_parser: Any, since: Any) -> None:
@@ -71,6 +72,12 @@ def add_commands(add_parser: Any, since: Any) -> None:
     state.add_argument("stream", help="stream id, e.g. event-12, purchase-<token>, ticket-7")
     state.add_argument(
         "--as-of", type=since, default=None, help="ISO-8601 time or 15m, 2h, 1d ago (default now)"
+    )
+    state.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        default=None,
+        help="for an attraction-NNN stream: the visit day whose availability to show",
     )
     state.add_argument("--table", action="store_true", help="readable lines instead of JSON")
 
@@ -133,6 +140,44 @@ async def availability_at(
     )
 
 
+async def attraction_availability_at(
+    pool: asyncpg.Pool, inventory: holds.AttractionInventory, as_of: datetime, day: date | None
+) -> AttractionAvailability | None:
+    """What the attraction's availability endpoint would have answered at `as_of` (for the
+    visit day `day`, or none), by the same rules, from the replayed holds; None before it was
+    opened."""
+    opened = inventory.opened
+    if opened is None:
+        return None
+    left = attraction_left(opened.ticket_types, inventory.taken_per_type, opened.daily_max_tickets)
+    visit = None
+    if day is not None:
+        org_stream = streams.organization(opened.organization_id)
+        registered = (await read_stream(pool, org_stream))[0].event()
+        assert isinstance(registered, catalog.OrganizationRegistered)
+        visit = holds.visit_day(opened, day, holds.local_date(as_of, registered.timezone))
+    taken = inventory.taken_per_day[day] if day is not None else 0
+    status, shown, remaining = attraction_day(left, opened.daily_max_tickets, visit, taken)
+    return AttractionAvailability(
+        attraction_id=opened.attraction_id,
+        status=status,
+        ticket_types={str(tid): n for tid, n in shown.items()},
+        daily_max_tickets=opened.daily_max_tickets,
+        date=day,
+        date_remaining=remaining,
+    )
+
+
+async def _availability(
+    pool: asyncpg.Pool, state: Any, as_of: datetime, day: date | None
+) -> EventAvailability | AttractionAvailability | None:
+    if isinstance(state, holds.EventInventory):
+        return await availability_at(pool, state, as_of)
+    if isinstance(state, holds.AttractionInventory):
+        return await attraction_availability_at(pool, state, as_of, day)
+    return None
+
+
 def _print_table(shown: StateAt) -> None:
     """One line per field of the state, its value as compact JSON; then the availability."""
     print(f"{shown.stream_id} at {shown.as_of.isoformat()} (version {shown.version})")
@@ -144,7 +189,10 @@ def _print_table(shown: StateAt) -> None:
         print(f"availability: {shown.availability.status}")
         for tid, n in shown.availability.ticket_types.items():
             print(f"  ticket type {tid}: {n} available")
-        print(f"  sold seats: {len(shown.availability.sold_seats)}")
+        if isinstance(shown.availability, EventAvailability):
+            print(f"  sold seats: {len(shown.availability.sold_seats)}")
+        elif shown.availability.date is not None:
+            print(f"  {shown.availability.date}: {shown.availability.date_remaining} left")
 
 
 async def run(args: argparse.Namespace, pool: asyncpg.Pool) -> int:
@@ -174,11 +222,7 @@ async def run(args: argparse.Namespace, pool: asyncpg.Pool) -> int:
         as_of=as_of,
         version=version,
         state=state,
-        availability=(
-            await availability_at(pool, state, as_of)
-            if isinstance(state, holds.EventInventory)
-            else None
-        ),
+        availability=await _availability(pool, state, as_of, args.date),
     )
     if args.table:
         _print_table(shown)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Literal
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -33,7 +32,7 @@ from domain.inventory.events import (
     SeatsReleased,
     SeatsReturned,
 )
-from domain.inventory.stock import available_per_type
+from domain.inventory.stock import VisitDay, available_per_type
 from domain.seat_selection import check_distinct
 from domain.seating import (
     RowKey,
@@ -355,7 +354,6 @@ def clone_attraction(state: AttractionInventory) -> AttractionInventory:
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-VisitDay = Literal["open", "past", "closed"]
 
 
 def local_date(moment: datetime, zone: str) -> date:

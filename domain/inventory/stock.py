@@ -14,6 +14,11 @@ from domain.venues import Section
 EventStatus = Literal[
     "available", "draft", "cancelled", "sales_not_started", "sales_ended", "sold_out"
 ]
+AttractionStatus = Literal["available", "sold_out", "sales_ended", "closed"]
+# Whether a visit day can be visited (domain/inventory/holds.py `visit_day`).
+VisitDay = Literal["open", "past", "closed"]
+# What an attraction's type with no cap of its own, and no daily cap, shows as left.
+UNLIMITED = 9999
 
 
 def available_per_type(
@@ -75,3 +80,32 @@ def event_status(
     if not any(n > 0 for n in available):
         return "sold_out"
     return "available"
+
+
+def attraction_left(
+    types: Iterable[TicketType], taken_per_type: Mapping[int, int], daily_max: int | None
+) -> dict[int, int]:
+    """What is left of each of an attraction's ticket types: a type's remaining capacity; a
+    type without one is bounded only by the daily cap (shown as the cap, or UNLIMITED)."""
+    fallback = daily_max or UNLIMITED
+    return {
+        t.id: fallback if t.capacity is None else max(0, t.capacity - taken_per_type.get(t.id, 0))
+        for t in types
+    }
+
+
+def attraction_day(
+    left: Mapping[int, int], daily_max: int | None, day: VisitDay | None, taken_that_day: int
+) -> tuple[AttractionStatus, dict[int, int], int | None]:
+    """The availability answer's status, types and places left for a visit day (`day` None
+    without a date): nothing on a day the purchase would refuse (a past day as an event whose
+    sales ended, a closed weekday as closed), and no type more than the day has left."""
+    remaining = None
+    if day is not None and day != "open":
+        remaining = 0
+    elif day is not None and daily_max is not None:
+        remaining = max(0, daily_max - taken_that_day)
+    shown = dict(left) if remaining is None else {t: min(n, remaining) for t, n in left.items()}
+    if day in ("past", "closed"):
+        return ("sales_ended" if day == "past" else "closed"), shown, remaining
+    return ("available" if any(shown.values()) else "sold_out"), shown, remaining

@@ -11,8 +11,8 @@ from aiohttp import web
 
 from domain.catalog import TicketType
 from domain.inventory.events import SeatRef
-from domain.inventory.holds import VisitDay, local_date, visit_day
-from domain.inventory.stock import available_per_type, event_status
+from domain.inventory.holds import local_date, visit_day
+from domain.inventory.stock import VisitDay, attraction_day, available_per_type, event_status
 from domain.seating import TakenSeats
 from domain.venues import Section
 from projections import availability, catalog
@@ -132,35 +132,27 @@ async def attraction_availability(request: web.Request) -> Snapshot:
     row = await catalog.attraction(pool, organization_id, request.match_info["slug"])
     if row is None:
         raise not_found("attraction")
-    _, available = await availability.attraction_stock(pool, row)
+    _, left = await availability.attraction_stock(pool, row)
     cap = row["daily_max_tickets"]
-    remaining = None
-    day: VisitDay = "open"
+    day: VisitDay | None = None
+    taken = 0
     if query.date is not None:
         opened = await request.app[PURCHASES].catalog.attraction(row["id"])
         zone = (await request.app[PURCHASES].catalog.organization(organization_id)).timezone
         day = visit_day(opened, query.date, local_date(now(), zone))
-        if day != "open":
-            remaining = 0
-        elif cap is not None:
-            remaining = max(0, cap - await availability.taken_on(pool, row["id"], query.date))
-    if remaining is not None:
-        available = {tid: min(n, remaining) for tid, n in available.items()}
+        if day == "open" and cap is not None:
+            taken = await availability.taken_on(pool, row["id"], query.date)
+    status, shown, remaining = attraction_day(left, cap, day, taken)
     return snapshot(
         s.AttractionAvailability(
             attraction_id=row["id"],
-            status=_DAY_STATUS.get(day) or ("available" if any(available.values()) else "sold_out"),
-            ticket_types={str(tid): n for tid, n in available.items()},
+            status=status,
+            ticket_types={str(tid): n for tid, n in shown.items()},
             daily_max_tickets=cap,
             date=query.date,
             date_remaining=remaining,
         ),
     )
-
-
-# A day the purchase refuses: a past one as an event whose sales ended, a closed weekday as
-# closed (not sold out: nothing was sold, and another day may have every place).
-_DAY_STATUS: dict[VisitDay, s.AttractionStatus] = {"past": "sales_ended", "closed": "closed"}
 
 
 ROUTES = [

@@ -11,12 +11,12 @@ from msgspec import Meta
 
 from domain.catalog import OpeningHours
 from domain.inventory.events import SeatRef
+from domain.inventory.stock import AttractionStatus
 from domain.venues import Row
 
 EventStatus = Literal[
     "available", "draft", "cancelled", "sales_not_started", "sales_ended", "sold_out"
 ]
-AttractionStatus = Literal["available", "sold_out", "sales_ended", "closed"]
 
 
 class Payload(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,12 +9,21 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from infra.settings import Settings
-from tests.e2e.conftest import bearer, order, post, rebuild_read_models, small_event
+from tests.e2e.conftest import (
+    BUYER,
+    bearer,
+    order,
+    post,
+    rebuild_read_models,
+    small_attraction,
+    small_event,
+)
 
 LINJERUM = [sys.executable, "-m", "services.cli"]
 
@@ -72,6 +81,34 @@ async def test_event_inventory_now_matches_the_availability_endpoint(
     assert response.status == 200
     assert shown["availability"] == await response.json()
     assert shown["availability"]["ticket_types"] == {str(sale["type_id"]): 3}
+
+
+async def test_an_attraction_day_now_and_before_matches_its_availability_endpoint(
+    api, pool: asyncpg.Pool, settings: Settings, catalog
+) -> None:
+    """An attraction's inventory with the availability answer for a visit day, as the endpoint
+    gives it with `?date=`, now and as of before the visit was bought; without --date, the
+    answer without one."""
+    token, type_id = await small_attraction(pool, price=0, daily_max=10, stripe_account=None)
+    day = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
+    stream = await pool.fetchval(
+        "SELECT stream_id FROM events WHERE type = 'AttractionOpened' ORDER BY tx_id DESC LIMIT 1"
+    )
+    before = await pool.fetchval("SELECT max(recorded_at) FROM events WHERE stream_id = $1", stream)
+    body = {"attraction_slug": "museum", "quantities": {str(type_id): 3}, "visit_date": day}
+    await post(api, token, "/api/v1/purchases", body | {"buyer": BUYER}, 201)
+    await rebuild_read_models(pool)
+    for at, remaining in ((None, 7), (before.isoformat(), 10)):
+        args = [stream, "--date", day] + ([] if at is None else ["--as-of", at])
+        shown = _shown(settings, *args)
+        assert shown["availability"]["date_remaining"] == remaining
+        if at is None:
+            answer = await api.get(
+                f"/api/v1/attractions/museum/availability?date={day}", headers=bearer(token)
+            )
+            assert shown["availability"] == await answer.json()
+    undated = await api.get("/api/v1/attractions/museum/availability", headers=bearer(token))
+    assert _shown(settings, stream)["availability"] == await undated.json()
 
 
 def test_as_of_before_the_sale_shows_every_seat_free(settings: Settings, sale: dict) -> None:
