@@ -56,8 +56,9 @@ class AccessControl:
 
     async def take(self, key: ApiKey, route: Route) -> Verdict:
         """Counts the request in the key's window and in the route's dedicated bucket, or in
-        neither when either is full. The headers report the key's own limit, as the spec has
-        them, or the window that refused."""
+        neither when either is full. The headers report the key's own limit, as the spec
+        defines them ("the per-minute cap on your API key"), a refusal by the bucket too: its
+        Retry-After says when the bucket has room."""
         windows = [(f"key:{key.id}", key.rate_limit_per_minute)]
         if route.bucket:
             windows.append((f"key:{key.id}:{route.bucket}", BUCKET_LIMITS[route.bucket]))
@@ -68,7 +69,7 @@ class AccessControl:
                 "rate_limited",
                 headers={
                     "Retry-After": str(verdict.retry_after),
-                    "X-RateLimit-Limit": str(verdict.limit),
+                    "X-RateLimit-Limit": str(key.rate_limit_per_minute),
                     "X-RateLimit-Remaining": "0",
                 },
             )
