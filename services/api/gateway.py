@@ -357,7 +357,15 @@ class _Protocol(web.RequestHandler):
             log.error("request_failed", request_id=request_id, exc_info=exc)
         else:
             log.info("request_refused", status=status, error=code, request_id=request_id)
-        response = error_response(status, code, detail, {"X-Request-ID": request_id})
+        # No key could be read: the headers every answer carries, with the default limit, as
+        # for any other request without one.
+        limit = str(DEFAULT_RATE_LIMIT)
+        headers = {
+            "X-Request-ID": request_id,
+            "X-RateLimit-Limit": limit,
+            "X-RateLimit-Remaining": limit,
+        }
+        response = error_response(status, code, detail, headers)
         response.force_close()
         return response
 

@@ -236,6 +236,9 @@ async def test_a_url_or_header_over_the_limit_gets_the_envelope(pool, catalog) -
                 payload = await response.json()
                 _error(payload, response, status, code)
                 assert response.content_type == "application/json"
+                assert {"X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining"} <= set(
+                    response.headers
+                )
         async with http.get(base + "/api/v1/events", headers={"X-Request-ID": "ok-1"}) as ok:
             assert ok.status == 401 and ok.headers["X-Request-ID"] == "ok-1"
 
