@@ -4,6 +4,7 @@ operator reads in a terminal."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ import msgspec
 
 from domain import streams
 from domain.catalog import claim_stream
+from domain.events import Event
 from infra.event_history import AuditedEvent, audit, claimed_owners, seat_history, stream_history
 from services.replay import label
 from services.usecases.catalog_commands import organization_id_by_slug, owner_of
@@ -139,6 +141,32 @@ def add_commands(add_parser: Any, since: Any, positive: Any) -> None:
     )
 
 
+# Every stream category: the aggregates' and the slug claims' (domain/catalog.py `claim_stream`).
+CATEGORIES = (
+    streams.ORGANIZATION,
+    streams.VENUE,
+    streams.EVENT,
+    streams.ATTRACTION,
+    streams.DISCOUNT,
+    streams.PURCHASE,
+    streams.TICKET,
+    streams.TRANSFER,
+    streams.REFUND_REQUEST,
+    "slug",
+)
+
+
+def _unknown_filter(args: argparse.Namespace) -> str | None:
+    """A --category or --type no event can have: a typo, not an empty answer."""
+    if args.category is not None and args.category not in CATEGORIES:
+        return f"no stream category {args.category!r} (one of {', '.join(CATEGORIES)})"
+    if args.type is not None and args.type not in Event.registry:
+        close = difflib.get_close_matches(args.type, Event.registry, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return f"no event type {args.type!r}{hint}"
+    return None
+
+
 async def run(args: argparse.Namespace, pool: Any) -> int:
     if args.command == "events":
         history = await stream_history(pool, args.stream)
@@ -147,6 +175,10 @@ async def run(args: argparse.Namespace, pool: Any) -> int:
             return 1
         _print([_line(e) for e in history], args.table)
         return 0
+    unknown = _unknown_filter(args)
+    if unknown is not None:
+        print(f"linjerum audit: {unknown}", file=sys.stderr)
+        return 2
     organization_id = None
     if args.org is not None:
         organization_id = await organization_id_by_slug(pool, args.org)

@@ -80,6 +80,10 @@ def test_operators_mistakes_are_one_line_errors(settings: Settings) -> None:
     assert missing.stderr.strip() == "linjerum events: no stream event-999999999"
     too_far = _linjerum(settings, "audit", "--since", "99999999d", status=2)
     assert "reaches back before any date" in too_far.stderr and "Traceback" not in too_far.stderr
+    plural = _linjerum(settings, "audit", "--category", "purchases", status=2)
+    assert "no stream category 'purchases'" in plural.stderr
+    typo = _linjerum(settings, "audit", "--type", "SeatHeld", status=2)
+    assert "did you mean SeatsHeld" in typo.stderr
     gone = settings.database_url.rsplit("@", 1)[0] + "@127.0.0.1:9/linjerum"
     unreachable = _linjerum(Settings(database_url=gone), "audit", "--limit", "1", status=1)
     assert unreachable.stderr.startswith("linjerum audit: cannot use postgresql: ")
