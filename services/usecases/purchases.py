@@ -336,9 +336,12 @@ class Purchases:
         """When the desk's last stored state says the purchase will go through, the
         PaymentIntent is created first and recorded in the append that holds the seats: one
         commit on the buyer's way instead of two. Should the desk refuse after all (another
-        process sold the seats), the intent, which no buyer has seen, is cancelled; unless the
-        draft's purchase was opened already (by an owner that answered too late): the intent,
-        created under the purchase's token as idempotency key, is that purchase's."""
+        process sold the seats), the intent, which no buyer has seen, is cancelled. Not when
+        the append's outcome is unknown (the database went away): the purchase may be stored,
+        and a retry under the same Idempotency-Key keeps the purchase's token, under which
+        Stripe answers with this very intent (its idempotency key): cancelled, the retry's 201
+        named an intent nobody could pay. Nor when the draft's purchase was opened already
+        (by an owner that answered too late): the intent is that purchase's."""
         intent = await self.intents.create(forecast)
         prepaid = sales.PrepaidIntent(
             intent_id=intent.id,
@@ -348,10 +351,8 @@ class Purchases:
         paying = sales.with_intent(command, prepaid)
         try:
             events = await desk.submit(paying, meta, sales.discount_streams(paying))
-        except BaseException as exc:
-            opened = streams.purchase(command.draft.token)
-            if not (isinstance(exc, ConcurrencyError) and exc.stream_id == opened):
-                self.intents.abandon(intent.id)
+        except DomainError:
+            self.intents.abandon(intent.id)
             raise
         state = purchasing.replay_purchase(events)
         assert state is not None

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 
 from services.api.context import PURCHASES
+from services.usecases.desk import Desk
 from services.usecases.purchases import EVENT_INVENTORY
 from tests.e2e.conftest import (
     cancelled_intents,
@@ -143,3 +146,34 @@ async def test_buyers_leaving_the_seats_to_the_desk_are_decided_together(
         f"event-{event_id}",
     )
     assert appends <= 11, appends
+
+
+@pytest.mark.parametrize("lost", ["before_storing", "after_storing"])
+async def test_a_retry_after_an_outage_gets_an_intent_it_can_pay(
+    api, pool: asyncpg.Pool, stripe_sim: TestClient, catalog, monkeypatch, lost: str
+) -> None:
+    """The database goes away while the purchase that paid first is appended (stored or not,
+    the gateway cannot tell): the 503's retry under the same Idempotency-Key keeps the token,
+    and Stripe answers its intent again by that key. That intent must still be payable: it was
+    cancelled as if no buyer could ever see it, and the retry's 201 named an intent nobody
+    could pay."""
+    token, _, type_id = await small_event(pool, 2)
+    await post(api, token, "/api/v1/purchases", order(type_id, 1), 201)  # the desk has read
+    original = Desk._append
+
+    async def cut_off(self: Desk, *args: Any) -> None:
+        monkeypatch.setattr(Desk, "_append", original)
+        if lost == "after_storing":
+            await original(self, *args)
+        raise asyncpg.ConnectionDoesNotExistError("connection was closed in mid-operation")
+
+    monkeypatch.setattr(Desk, "_append", cut_off)
+    key = {"Idempotency-Key": f"outage-{lost}-{time.monotonic_ns()}"}
+    _, failed = await post(api, token, "/api/v1/purchases", order(type_id, 1), 503, **key)
+    assert failed["error"] == "service_unavailable"
+    _, created = await post(api, token, "/api/v1/purchases", order(type_id, 1), 201, **key)
+    intent = created["payment"]["stripe_payment_intent_id"]
+    await asyncio.sleep(0.3)  # time for a cancel in the background, were one made
+    assert intent not in await cancelled_intents(stripe_sim)
+    paid = await stripe_sim.post(f"/_sim/payment_intents/{intent}/succeed")
+    assert paid.status == 200, await paid.text()
