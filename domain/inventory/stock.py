@@ -98,14 +98,18 @@ def attraction_day(
     left: Mapping[int, int], daily_max: int | None, day: VisitDay | None, taken_that_day: int
 ) -> tuple[AttractionStatus, dict[int, int], int | None]:
     """The availability answer's status, types and places left for a visit day (`day` None
-    without a date): nothing on a day the purchase would refuse (a past day as an event whose
-    sales ended, a closed weekday as closed), and no type more than the day has left."""
+    without a date): nothing on a day the purchase would refuse, and no type more than the
+    day has left."""
     remaining = None
-    if day is not None and day != "open":
+    if day in _REFUSED_DAYS:
         remaining = 0
-    elif day is not None and daily_max is not None:
+    elif day == "open" and daily_max is not None:
         remaining = max(0, daily_max - taken_that_day)
     shown = dict(left) if remaining is None else {t: min(n, remaining) for t, n in left.items()}
-    if day in ("past", "closed"):
-        return ("sales_ended" if day == "past" else "closed"), shown, remaining
-    return ("available" if any(shown.values()) else "sold_out"), shown, remaining
+    status = _REFUSED_DAYS.get(day) if day else None
+    return status or ("available" if any(shown.values()) else "sold_out"), shown, remaining
+
+
+# A day the purchase refuses: a past one as an event whose sales ended, a closed weekday as
+# closed (not sold out: nothing was sold, and another day may have every place).
+_REFUSED_DAYS: dict[VisitDay, AttractionStatus] = {"past": "sales_ended", "closed": "closed"}

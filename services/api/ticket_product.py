@@ -5,6 +5,7 @@ stands for every one."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
@@ -16,7 +17,7 @@ from domain.catalog import TicketTerms, TicketType
 from domain.inventory.stock import available_per_type
 from projections import availability
 from services.api.availability import left_per_type
-from services.api.context import PURCHASES, pool_of
+from services.api.context import PURCHASES, TAKEN, pool_of
 from services.api.schemas import Payload
 from services.usecases.ticket_resource import Ticket
 
@@ -112,37 +113,53 @@ def money(cents: int, currency: str) -> Money:
     return Money(amount=f"{units}.{rest:02d}", currency=currency)
 
 
-async def _stock(request: web.Request, ticket: Ticket) -> tuple[list[TicketType], int, int]:
-    """The ticket's product's ticket types, and what is left of the ticket's type and how many
-    there are in all, as the event's or attraction's page counts them (from the catalog's
-    streams, which a ticket's purchase implies are there, and the availability read model)."""
+@dataclass(frozen=True)
+class _Stock:
+    """The ticket's type, its place among its product's types, what is left of it and how
+    many there are in all, and the product's sales window."""
+
+    kind: TicketType
+    order: int
+    left: int
+    total: int
+    sales: tuple[datetime | None, datetime | None] = (None, None)
+
+
+async def _stock(request: web.Request, ticket: Ticket) -> _Stock:
+    """As the event's or attraction's page counts them: from the catalog's streams (which a
+    ticket's purchase implies are there) and the availability read model, the event's taken
+    seats read once per move of it, as the seat helpers share them."""
     cache, pool = request.app[PURCHASES].catalog, pool_of(request)
     opened = ticket.purchase.opened
     type_id = ticket.bought.ticket_type_id
     if opened.event_id is not None:
-        types = (await cache.scheduled(opened.event_id)).ticket_types
-        sections = await cache.sections_of_event(opened.event_id)
-        taken = await availability.taken_seat_set(pool, opened.event_id)
+        event_id = opened.event_id
+        scheduled = await cache.scheduled(event_id)
+        types = scheduled.ticket_types
+        sections = await cache.sections_of_event(event_id)
+        taken = await request.app[TAKEN].get(
+            event_id, lambda: availability.taken_seat_set(pool, event_id)
+        )
         left = await left_per_type(pool, sections, types, taken, {})
-        return types, left[type_id], available_per_type(sections, types, {}, {})[type_id]
-    assert opened.attraction_id is not None
-    attraction = await cache.attraction(opened.attraction_id)
-    types = attraction.ticket_types
-    left = await availability.attraction_left(pool, types, attraction.daily_max_tickets)
-    capacity = next(t.capacity for t in types if t.id == type_id)
-    return types, left[type_id], capacity or attraction.daily_max_tickets or left[type_id]
+        total = available_per_type(sections, types, {}, {})[type_id]
+        sales = (scheduled.sales_start_date, scheduled.sales_end_date)
+    else:
+        assert opened.attraction_id is not None
+        attraction = await cache.attraction(opened.attraction_id)
+        types = attraction.ticket_types
+        left = await availability.attraction_left(pool, types, attraction.daily_max_tickets)
+        capacity = next(t.capacity for t in types if t.id == type_id)
+        total = capacity or attraction.daily_max_tickets or left[type_id]
+        sales = (None, None)
+    order = next(n for n, t in enumerate(types) if t.id == type_id)
+    return _Stock(types[order], order + 1, left[type_id], total, sales)
 
 
 async def embed_product(
     request: web.Request, ticket: Ticket, terms: TicketTerms, links: ProductLinks
 ) -> TicketEmbedded:
-    types, left, total = await _stock(request, ticket)
-    order = [t.id for t in types]
-    kind = types[order.index(ticket.bought.ticket_type_id)]
-    sales: tuple[datetime | None, datetime | None] = (None, None)
-    if (event_id := ticket.purchase.opened.event_id) is not None:
-        scheduled = await request.app[PURCHASES].catalog.scheduled(event_id)
-        sales = (scheduled.sales_start_date, scheduled.sales_end_date)
+    stock = await _stock(request, ticket)
+    kind = stock.kind
     return TicketEmbedded(
         product=Product(
             links=links,
@@ -152,18 +169,18 @@ async def embed_product(
             subtitle=localized(None),
             additional_information=localized(kind.description),
             sold_out_text=localized(None),
-            availability=left,
-            total_availability=total,
+            availability=stock.left,
+            total_availability=stock.total,
             min_per_order=1,
             max_per_order=kind.max_per_purchase,
             price=money(kind.price_cents, ticket.purchase.opened.pricing.currency),
-            sale_start=sales[0],
-            sale_end=sales[1],
+            sale_start=stock.sales[0],
+            sale_end=stock.sales[1],
             separately_saleable=True,
             combo=None,
             parents=None,
             types=[],
-            viewing_order=order.index(kind.id) + 1,
+            viewing_order=stock.order,
             requires_membership=False,
             provides_membership=False,
         ),
