@@ -17,6 +17,7 @@ from domain import streams
 from domain.catalog import claim_stream
 from domain.events import Event
 from infra.event_history import AuditedEvent, audit, claimed_owners, seat_history, stream_history
+from infra.eventstore import RecordedEvent
 from services.replay import label
 from services.usecases.catalog_commands import organization_id_by_slug, owner_of
 
@@ -134,7 +135,8 @@ def add_commands(add_parser: Any, since: Any, positive: Any) -> None:
         default=None,
         metavar="SEAT",
         help="with --event: the history of one seat, oldest first: A12 (row A, seat 12), 3-12 "
-        "for a numbered row, 7/A12 in section 7 only",
+        "for a numbered row, 7/A12 in section 7 only; the other filters apply, --limit keeps "
+        "the newest",
     )
     found.add_argument(
         "--event", default=None, help="with --seat: event id or slug (--org if several have it)"
@@ -203,6 +205,24 @@ async def run(args: argparse.Namespace, pool: Any) -> int:
     return 0
 
 
+def _passes(event: RecordedEvent, args: argparse.Namespace) -> bool:
+    """The filters of `audit` on one event of a seat's history, as `audit` applies them in SQL:
+    a seat's history is short, so it is read whole and filtered here."""
+    meta = event.metadata
+    wanted = (
+        (args.key, meta.api_key_id),
+        (args.request_id, meta.request_id),
+        (args.correlation, meta.correlation_id),
+        (args.category, streams.category(event.stream_id)),
+        (args.type, event.type),
+    )
+    return (
+        all(want is None or want == have for want, have in wanted)
+        and (args.since is None or event.recorded_at >= args.since)
+        and (args.until is None or event.recorded_at < args.until)
+    )
+
+
 _SEAT = re.compile(r"^(?:(\d+)/)?(.+?)[-\s]?(\d+)$")
 
 
@@ -244,9 +264,10 @@ async def _seat(args: argparse.Namespace, pool: Any, organization_id: int | None
     history = await seat_history(
         pool, streams.event(found[0]), pattern, streams.purchase(""), f"{streams.TICKET}-"
     )
+    kept = [e for e in history if _passes(e.audited.event, args)][-args.limit :]
     lines = [
         SeatLine(**msgspec.structs.asdict(_line(e.audited)), purchase_token=e.purchase_token)
-        for e in history
+        for e in kept
     ]
     _print(lines, args.table, (*_TABLE, "purchase"), _seat_cells)
     return 0

@@ -206,3 +206,19 @@ async def test_seat_questions_that_have_no_answer(
     assert "give --org" in several.stderr
     _linjerum(settings, "audit", "--seat", "A2", "--event", "no-such-event", status=1)
     _linjerum(settings, "audit", "--seat", "A2", status=2)
+
+
+def test_a_seats_history_takes_the_audit_filters(settings: Settings, seat_sale: dict) -> None:
+    event = str(seat_sale["event_id"])
+    seat = ("audit", "--seat", "A2", "--event", event)
+    whole = _lines(_linjerum(settings, *seat))
+    assert {e["type"] for e in whole} >= {"SeatsHeld", "TicketIssued"}
+    held = _lines(_linjerum(settings, *seat, "--type", "SeatsHeld"))
+    assert held and {e["type"] for e in held} == {"SeatsHeld"}
+    tickets = _lines(_linjerum(settings, *seat, "--category", "ticket"))
+    assert tickets and {e["stream_id"].split("-")[0] for e in tickets} == {"ticket"}
+    assert _lines(_linjerum(settings, *seat, "--since", "2099-01-01T00:00:00Z")) == []
+    assert _lines(_linjerum(settings, *seat, "--limit", "1")) == whole[-1:]
+    by_request = _lines(_linjerum(settings, *seat, "--request-id", seat_sale["request_id"]))
+    assert by_request and all(e["request_id"] == seat_sale["request_id"] for e in by_request)
+    assert _lines(_linjerum(settings, *seat, "--key", str(seat_sale["key_id"] + 999))) == []
