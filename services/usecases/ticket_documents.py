@@ -189,7 +189,10 @@ class Documents:
             + self._attendee_link.format(token=t.attendee_token)
             for t in held
         ]
-        total = format_money(opened.pricing.total_cents, opened.pricing.currency)
+        # What the buyer holds and paid for now: refunds and tickets passed on are not counted.
+        total = format_money(
+            opened.pricing.total_cents - purchase.refunded_cents, opened.pricing.currency
+        )
         now = datetime.now(UTC)
         early = [s.issued.terms.fulfillment_starts_at for s, _ in loaded.values() if s is not None]
         handed_out_from = max((at for at in early if at is not None and at > now), default=None)
@@ -197,7 +200,7 @@ class Documents:
             [
                 f"Tak for dit køb hos {org.name}!",
                 "",
-                f"{opened.product_name}: {len(opened.tickets)} billet(ter), i alt {total}.",
+                f"{opened.product_name}: {len(held)} billet(ter), betalt i alt {total}.",
                 f"Din adgangskode: {opened.access_code} (brug den med din e-mail for at se"
                 " og rette dine billetter).",
                 "",

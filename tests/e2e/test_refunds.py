@@ -8,6 +8,7 @@ leaves one consistent outcome; and every read model rebuilt afterwards equals th
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 import uuid
 from collections import Counter
@@ -17,6 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
+from pypdf import PdfReader
 
 from domain import catalog as c
 from domain import discounts, venues
@@ -28,6 +30,7 @@ from infra.payments import (
     SIMULATOR_WEBHOOK_SECRET,
     Payments,
 )
+from infra.tickets_pdf import format_money
 from projections.framework import apply_batch, live_schema, read_checkpoint
 from projections.payment_effects import PaymentEffectsProjection
 from projections.rebuild import rebuild
@@ -379,6 +382,23 @@ async def test_a_refund_e_mail_tells_the_buyer(
     text = message.get_body(("plain",)).get_content()
     assert "100,00" in text or "100.00" in text, text
     assert "Alm" in text
+
+
+async def test_a_resent_confirmation_tells_what_is_left_after_a_refund(
+    api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool
+) -> None:
+    key, _, type_id = await _event(pool, 3)
+    bought = await _bought(api, stripe_sim, key, type_id, 3)
+    first = bought["tickets"][0]["id"]
+    refund = (await _refund(api, key, bought["token"], {"ticket_ids": [first]}, 201))["refund"]
+    documents = Documents(pool, api.app[PURCHASES].catalog, "tickets@example.com", "{token}")
+    message = await documents.compose(bought["token"], "resend")
+    assert message is not None
+    text = message.get_body(("plain",)).get_content()
+    left = format_money(bought["total_cents"] - refund["amount_cents"], bought["currency"])
+    assert f": 2 billet(ter), betalt i alt {left}." in text, text
+    (attachment,) = list(message.iter_attachments())
+    assert len(PdfReader(io.BytesIO(attachment.get_content())).pages) == 2
 
 
 async def test_the_service_fee_stays_when_the_organization_keeps_it(
