@@ -13,6 +13,10 @@ from domain.errors import InvalidCommand
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+# What a person's name printed on a ticket or shown at a gate must not carry: control characters
+# (a terminal's escapes, line breaks) and the direction overrides and isolates that make a name
+# read as another.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 class Struct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -31,6 +35,14 @@ def aware(value: datetime | None, field: str) -> None:
 def text(value: str, field: str, limit: int = 200) -> None:
     require(bool(value.strip()), field, f"{field} must not be empty")
     require(len(value) <= limit, field, f"{field} is longer than {limit} characters")
+
+
+def printable(value: str | None, field: str) -> None:
+    require(
+        value is None or _UNPRINTABLE.search(value) is None,
+        field,
+        f"{field} must not contain control characters or text direction overrides",
+    )
 
 
 def slug(value: str, field: str = "slug") -> None:

@@ -13,6 +13,7 @@ import msgspec
 
 from domain.errors import DomainError, InvalidCommand
 from domain.events import Event
+from domain.fields import printable
 from domain.purchasing import EMAIL, EMAIL_MAX, NAME_MAX
 from domain.tickets import Consumer, ConsumerUpdated, TicketState
 
@@ -39,6 +40,7 @@ def update_attendee(
     email = email.strip() if email else None
     if name is not None and len(name) > NAME_MAX:
         raise InvalidCommand(f"name is longer than {NAME_MAX} characters", f"{field}.name")
+    printable(name, f"{field}.name")
     if email is not None and not _is_email(email):
         raise InvalidCommand("not a valid e-mail address", f"{field}.email")
     named = Consumer.named(name, email)
@@ -112,6 +114,7 @@ def _checked(consumer: Consumer, now: datetime, prefix: str) -> Consumer:
         value = getattr(consumer, name)
         if value is not None and len(value) > NAME_MAX:
             raise refuse(name, f"longer than {NAME_MAX} characters")
+        printable(value, f"{prefix}{name}")
     for name, limit in _TEXT_MAX.items():
         value = getattr(consumer, name)
         if value is not None and len(value) > limit:

@@ -13,6 +13,7 @@ import msgspec
 
 from domain.errors import DomainError, InvalidCommand, NotFound
 from domain.events import Event
+from domain.fields import printable
 from domain.inventory.events import SeatRef
 from domain.pricing import Pricing
 
@@ -270,6 +271,7 @@ def validate_request(req: PurchaseRequest) -> None:
     if not req.buyer.name.strip():
         raise InvalidCommand("buyer name is required", "buyer.name")
     _at_most(req.buyer.name, NAME_MAX, "buyer.name")
+    printable(req.buyer.name, "buyer.name")
     _at_most(req.buyer.email, EMAIL_MAX, "buyer.email")
     if not EMAIL.match(req.buyer.email):
         raise InvalidCommand("not a valid e-mail address", "buyer.email")
@@ -290,6 +292,7 @@ def validate_request(req: PurchaseRequest) -> None:
         if (a.ticket_type_id, a.index) in seen:
             raise InvalidCommand("attendee given twice", field)
         _at_most(a.name, NAME_MAX, f"{field}.name")
+        printable(a.name, f"{field}.name")
         _at_most(a.email, EMAIL_MAX, f"{field}.email")
         if a.email is not None and a.email != "" and not EMAIL.match(a.email):
             raise InvalidCommand("not a valid e-mail address", f"{field}.email")

@@ -21,6 +21,7 @@ import msgspec
 from domain import streams
 from domain.errors import DomainError, InvalidCommand, NotFound
 from domain.events import Event
+from domain.fields import printable
 from domain.purchasing import EMAIL, EMAIL_MAX, NAME_MAX
 from domain.tickets import (
     Consumer,
@@ -270,6 +271,7 @@ def _recipient(recipient: Recipient) -> Recipient:
     name, email = recipient.name.strip(), recipient.email.strip()
     if not name or len(name) > NAME_MAX:
         raise InvalidCommand(f"1 to {NAME_MAX} characters", "recipient.name")
+    printable(name, "recipient.name")
     if len(email) > EMAIL_MAX or not EMAIL.match(email):
         raise InvalidCommand("not a valid e-mail address", "recipient.email")
     return Recipient(name=name, email=email)

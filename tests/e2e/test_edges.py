@@ -84,6 +84,25 @@ async def test_nul_in_any_purchase_field_is_a_422_naming_it_and_fails_no_one_els
         assert payload["detail"].startswith(f"{field}: "), payload
 
 
+@pytest.mark.parametrize("spoiler", ["\x1b[31m", "\r\n", "\u202e", "\u2066", "\x85"])
+async def test_a_name_that_would_print_as_another_is_a_422(api, pool, spoiler: str) -> None:
+    token, _, type_id = await small_event(pool, 3)
+    for field in ("buyer.name", "attendees[0].name"):
+        body = order(type_id, attendees=[{"ticket_type_id": type_id, "index": 1, "name": "Bo"}])
+        body["buyer"] = dict(BUYER)
+        target = body["buyer"] if field == "buyer.name" else body["attendees"][0]
+        target["name"] = f"Ann{spoiler}Berg"
+        response = await api.post("/api/v1/purchases", json=body, headers=bearer(token))
+        payload = await response.json()
+        _error(payload, response, 422, "invalid_request")
+        assert payload["detail"].startswith(f"{field}: "), payload
+    # Names in every script still buy.
+    body = order(type_id, attendees=[{"ticket_type_id": type_id, "index": 1, "name": "שרה לוי"}])
+    body["buyer"] = {**BUYER, "name": "Søren Ærø 李"}
+    response = await api.post("/api/v1/purchases", json=body, headers=bearer(token))
+    assert response.status == 201, await response.text()
+
+
 async def _gateway(pool: asyncpg.Pool) -> TestClient:
     """A gateway of its own without Stripe (purchases of a free or a failing kind are not what
     these tests look at)."""

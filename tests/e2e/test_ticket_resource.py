@@ -455,6 +455,18 @@ async def test_the_buyer_personalizes_with_the_access_code_and_purchase_email(ap
     assert refused["detail"].startswith("seats[0].consumer.date_of_birth")
 
 
+async def test_a_name_with_control_characters_or_direction_overrides_is_refused(api, pool) -> None:
+    token, purchase = await _bought(api, pool, _policy())
+    ticket = purchase["tickets"][0]
+    refused = await _put(api, token, ticket["id"], {"first_name": "Liv\u202e"}, 422)
+    assert refused["detail"].startswith("first_name"), refused
+    seat = {"name": "Liv\x1b[31mBerg", "email": None}
+    refused = await _buyer_edit(api, token, purchase, ticket["ticket_code"], seat, 422)
+    assert refused["detail"].startswith("seats[0].name"), refused
+    shown = await _ticket(api, token, ticket["id"])
+    assert shown["consumer"]["first_name"] == "Simon"
+
+
 def _agreed(resource: dict) -> tuple:
     consumer = resource["consumer"]
     name = " ".join(p for p in (consumer["first_name"], consumer["last_name"]) if p) or None
