@@ -14,7 +14,6 @@ from infra.apikeys import ApiKey, authenticate
 from services.api.errors import ApiError
 from services.api.limits import Limits, Verdict
 from services.api.memo import Memo
-from services.api.routes import Route
 
 BUCKET_LIMITS = {"discount_validate": 20, "ticket_pdf": 10}
 KEY_SECONDS = 60.0
@@ -54,14 +53,14 @@ class AccessControl:
         # request: hashing it again on every hit would cost more than the lookup saves.
         return await self._keys.get(token, lambda: authenticate(self._pool, token))
 
-    async def take(self, key: ApiKey, route: Route) -> Verdict:
-        """Counts the request in the key's window and in the route's dedicated bucket, or in
+    async def take(self, key: ApiKey, bucket: str | None) -> Verdict:
+        """Counts the request in the key's window and in its route's dedicated bucket, or in
         neither when either is full. The headers report the key's own limit, as the spec
         defines them ("the per-minute cap on your API key"), a refusal by the bucket too: its
         Retry-After says when the bucket has room."""
         windows = [(f"key:{key.id}", key.rate_limit_per_minute)]
-        if route.bucket:
-            windows.append((f"key:{key.id}:{route.bucket}", BUCKET_LIMITS[route.bucket]))
+        if bucket:
+            windows.append((f"key:{key.id}:{bucket}", BUCKET_LIMITS[bucket]))
         verdict = await self._limits.take(windows)
         if not verdict.allowed:
             raise ApiError(

@@ -13,6 +13,7 @@ import asyncpg
 import structlog
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestPayloadError
 
 from domain.errors import DomainError
 from infra.apikeys import DEFAULT_RATE_LIMIT
@@ -104,6 +105,8 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
 # so that the parser's LineTooLong, which names only the limit it hit, tells which was too long.
 MAX_URL_BYTES = 8192
 MAX_HEADER_BYTES = 8190
+# What a request whose caller hung up is counted as (nginx's convention): a 4xx, not an outage.
+CLIENT_CLOSED = 499
 
 
 def new_request_id() -> str:
@@ -129,12 +132,12 @@ async def _respond(
 ) -> tuple[web.StreamResponse, Verdict | None]:
     verdict = None
     try:
-        if route is not None and route.authenticated:
+        if route.authenticated if route is not None else _unrouted_call_with_a_key(request):
             access = request.app[ACCESS]
             # The key is the request's before its limit is checked: a call refused for its
             # rate is in the key's activity log too.
             key = request[API_KEY] = await access.identify(request)
-            verdict = await access.take(key, route)
+            verdict = await access.take(key, route.bucket if route is not None else None)
         _check_request(request)
         if route is None or route.lane == "free":
             return await handler(request), verdict
@@ -151,12 +154,27 @@ async def _respond(
         code = _HTTP_CODES.get(exc.status, "invalid_request")
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, code, exc.reason, headers), verdict
+    except RequestPayloadError as exc:  # a body its Content-Encoding or chunking cannot decode
+        return error_response(400, "bad_request", f"malformed request body: {exc}"), verdict
     except Exception as exc:
+        if request.transport is None or request.transport.is_closing():
+            # The caller hung up (mid-body, say): no outage, and no one to answer.
+            log.info("request_abandoned", error=repr(exc), path=request.path)
+            return error_response(CLIENT_CLOSED, "client_closed_request"), verdict
         if unavailable(exc):
             log.warning("request_unavailable", error=repr(exc), path=request.path)
             return service_unavailable().response(), verdict
         log.exception("request_failed", method=request.method, path=request.path)
         return error_response(500, "internal_error"), verdict
+
+
+def _unrouted_call_with_a_key(request: web.Request) -> bool:
+    """A call to no route of the API (a wrong path or method) that sends a credential: it is
+    the key's call like any other, counted, answered with the key's own limit and in its
+    organization's activity log; a bad credential is a 401 and counts as a failure."""
+    return request.path.startswith(API_PREFIX) and bool(
+        request.headers.get("Authorization", "").strip()
+    )
 
 
 def _check_request(request: web.Request) -> None:
@@ -319,6 +337,8 @@ def create_app(
     for route in routes:
         ROUTES[route.handler] = route
         app.router.add_route(route.method, route.path, route.handler)
+        if route.method == "GET":  # RFC 9110: GET's headers without its body
+            app.router.add_route("HEAD", route.path, route.handler)
     return app
 
 

@@ -29,8 +29,9 @@ _MISSING = re.compile(r"(?:missing required|contains unknown) field `([^`]*)`")
 # body without such an escape is never walked.
 _UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 UNSTORABLE_DETAIL = "must not contain NUL characters or unpaired surrogates"
-# A ticket type id as a JSON object key: canonical, so two keys never name one type.
-TYPE_ID = re.compile(r"^[1-9][0-9]{0,17}$")
+# An id in a path or a ticket type id as a JSON object key: canonical, so two spellings never
+# name one resource.
+TYPE_ID = re.compile(r"^[1-9][0-9]{0,17}\Z")
 
 
 def check_text(field: str, value: str) -> None:
@@ -110,7 +111,7 @@ def decode_body(raw: bytes, kind: type[T]) -> T:
 
 def path_int(request: web.Request, name: str) -> int:
     value = request.match_info[name]
-    if not value.isdigit() or len(value) > 18:
+    if not TYPE_ID.match(value):  # ASCII digits, no leading zero: one spelling per id
         raise invalid_request(name, "must be a positive integer")
     return int(value)
 

@@ -262,6 +262,56 @@ async def test_a_url_or_header_over_the_limit_gets_the_envelope(pool, catalog) -
             assert ok.status == 401 and ok.headers["X-Request-ID"] == "ok-1"
 
 
+async def test_a_body_its_content_encoding_cannot_decode_is_a_400(api, demo_token) -> None:
+    for path in ("/api/v1/pricing/preview", "/api/v1/purchases", "/api/v1/webhooks/stripe"):
+        response = await api.post(
+            path,
+            data=b"{}",
+            headers={
+                **bearer(demo_token),
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+            },
+        )
+        _error(await response.json(), response, 400, "bad_request")
+
+
+async def test_a_caller_who_hangs_up_mid_body_is_no_outage(pool, catalog) -> None:
+    token = await issue_key(pool, catalog[DEMO_ORGANIZATION])
+    request_id = f"hung-up-{uuid.uuid4()}"
+    activity = ActivityLog(pool)
+    sales = Purchases(pool, None)
+    documents = Documents(pool, sales.catalog, "tickets@example.com", ATTENDEE_LINK)
+    runner = GatewayRunner(create_app(pool, activity, sales, documents), access_log=None)
+    await runner.setup()
+    port = free_port()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            (
+                "POST /api/v1/pricing/preview HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {token}\r\nX-Request-ID: {request_id}\r\n"
+                'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"event'
+            ).encode()
+        )
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            await activity.flush()
+            rows = await pool.fetch(
+                "SELECT status FROM api_activity WHERE request_id = $1", request_id
+            )
+            if rows:
+                break
+        assert [r["status"] for r in rows] == [499]
+    finally:
+        await runner.cleanup()
+        await sales.close()
+
+
 class _Proxy:
     """A TCP relay to PostgreSQL that the test can cut: the database "goes away" for the
     gateway behind it, and only for that gateway."""

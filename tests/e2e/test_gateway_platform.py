@@ -144,6 +144,47 @@ async def test_unknown_route_and_wrong_method_are_json(api, demo_token) -> None:
     assert "GET" in wrong.headers["Allow"]
 
 
+async def test_a_wrong_path_or_method_is_the_keys_call_like_any_other(serve, pool, catalog) -> None:
+    gateway = await serve()
+    token = await issue_key(pool, catalog[DEMO_ORGANIZATION], rate_limit=5)
+    request_id = f"wrong-{uuid.uuid4()}"
+    answers = [
+        await gateway.get(
+            "/api/v1/organization/", headers={**bearer(token), "X-Request-ID": request_id}
+        ),
+        await gateway.delete("/api/v1/organization", headers=bearer(token)),
+    ]
+    assert [a.status for a in answers] == [404, 405]
+    assert [a.headers["X-RateLimit-Limit"] for a in answers] == ["5", "5"]
+    assert [a.headers["X-RateLimit-Remaining"] for a in answers] == ["4", "3"]
+    await gateway.app[ACTIVITY].flush()
+    rows = await recent_activity(pool, catalog[DEMO_ORGANIZATION], limit=50)
+    [mine] = [r for r in rows if r.request_id == request_id]
+    assert mine.status == 404 and mine.api_key_id is not None
+    bad = await gateway.get("/api/v1/nothing-here", headers=bearer("tk_live_" + "x" * 43))
+    assert bad.status == 401
+
+
+async def test_head_answers_gets_headers_without_a_body(api, demo_token) -> None:
+    for path in ("/api/v1/organization", "/api/v1/events", "/api/v1/openapi.json"):
+        got = await api.get(path, headers=bearer(demo_token))
+        head = await api.head(path, headers=bearer(demo_token))
+        assert head.status == got.status == 200, path
+        assert await head.read() == b""
+        assert head.headers["Content-Type"] == got.headers["Content-Type"]
+        assert head.headers["X-RateLimit-Limit"]
+
+
+async def test_an_id_in_a_path_has_one_spelling(api, demo_token) -> None:
+    venue = await (await api.get("/api/v1/venues", headers=bearer(demo_token))).json()
+    first = venue["venues"][0]["id"]
+    assert (await api.get(f"/api/v1/venues/{first}", headers=bearer(demo_token))).status == 200
+    for spelling in (f"0{first}", "".join(chr(0xFF10 + int(d)) for d in str(first)), f"{first}%0A"):
+        response = await api.get(f"/api/v1/venues/{spelling}", headers=bearer(demo_token))
+        payload = await response.json()
+        assert response.status == 422 and payload["detail"].startswith("id"), (spelling, payload)
+
+
 async def test_calls_land_in_the_activity_log(api, demo_token, pool: asyncpg.Pool, catalog) -> None:
     request_id = f"activity-{uuid.uuid4()}"
     await api.get("/api/v1/events", headers={**bearer(demo_token), "X-Request-ID": request_id})
