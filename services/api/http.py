@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
@@ -101,12 +102,26 @@ def decode_body(raw: bytes, kind: type[T]) -> T:
     except msgspec.ValidationError as exc:
         raise invalid_request(_field_of(exc, "body"), _message(exc)) from None
     except msgspec.DecodeError:
+        field = _escaped_surrogate(raw)
+        if field is not None:
+            raise invalid_request(field or "body", UNSTORABLE_DETAIL) from None
         raise invalid_request("body", "malformed JSON") from None
     if _UNSTORABLE_ESCAPE.search(raw):
         field = _unstorable_field(msgspec.json.decode(raw), "")
         if field is not None:
             raise invalid_request(field or "body", UNSTORABLE_DETAIL)
     return decoded
+
+
+def _escaped_surrogate(raw: bytes) -> str | None:
+    """The field of a lone surrogate's escape, which msgspec refuses as malformed JSON without
+    saying where: the standard library's parser takes it, so the 422 can name the field."""
+    if not _UNSTORABLE_ESCAPE.search(raw):
+        return None
+    try:
+        return _unstorable_field(json.loads(raw), "")
+    except ValueError:
+        return None
 
 
 def path_int(request: web.Request, name: str) -> int:

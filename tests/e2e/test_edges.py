@@ -138,6 +138,19 @@ async def test_nul_in_a_path_or_query_is_a_422_and_never_stalls_the_activity_log
     assert activity.pending == 0
 
 
+async def test_a_lone_surrogate_in_a_body_is_a_422_naming_its_field(api, demo_token) -> None:
+    seat = '{"token": "tttttttttttttttttttt", "name": "Bo\\ud800", "email": null}'
+    raw = f'{{"email": "a@example.com", "seats": [{seat}]}}'
+    response = await api.patch(
+        "/api/v1/tickets/ABCD",
+        data=raw.encode(),
+        headers={**bearer(demo_token), "Content-Type": "application/json"},
+    )
+    payload = await response.json()
+    _error(payload, response, 422, "invalid_request")
+    assert payload["detail"].startswith("seats[0].name: "), payload
+
+
 async def test_nul_in_an_attendee_edit_is_a_422(api, demo_token) -> None:
     seat = {"token": "t" * 20, "name": f"Bo{NUL}", "email": None}
     body = {"email": BUYER["email"], "seats": [seat]}
