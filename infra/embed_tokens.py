@@ -27,6 +27,8 @@ from infra.settings import Settings
 SECRET_FILE = "embed-secret"
 MIN_SECRET_BYTES = 16
 TOKEN_SECONDS = 900
+# How far another gateway's clock may run ahead of this one's when it signs a token.
+CLOCK_SKEW_SECONDS = 60
 Kind = Literal["planner", "editor"]
 _KIND_CODES: dict[Kind, int] = {"planner": 1, "editor": 2}
 _KINDS = {code: kind for kind, code in _KIND_CODES.items()}
@@ -47,7 +49,8 @@ class EmbedRefused(Exception):
     def __init__(self, reason: Refusal, claims: EmbedClaims | None = None) -> None:
         super().__init__(reason)
         self.reason: Refusal = reason
-        self.claims = claims  # an expired token's, which was signed by us all the same
+        # An expired or wrong-kind token's, which was signed by us all the same.
+        self.claims = claims
 
 
 @dataclass(frozen=True)
@@ -104,10 +107,12 @@ class EmbedSigner:
         except (OverflowError, ValueError, OSError):
             raise EmbedRefused("malformed") from None
         claims = EmbedClaims(_KINDS[code], subject_id, organization_id, api_key_id, expires_at)
+        if expires_at - now > timedelta(seconds=TOKEN_SECONDS + CLOCK_SKEW_SECONDS):
+            raise EmbedRefused("forged")  # we never sign one that lives longer
         if now >= expires_at:
             raise EmbedRefused("expired", claims)
         if claims.kind != kind:
-            raise EmbedRefused("wrong_kind")
+            raise EmbedRefused("wrong_kind", claims)
         return claims
 
 

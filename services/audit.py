@@ -240,7 +240,7 @@ def _seat_pattern(label: str) -> dict[str, object] | None:
 
 async def _event_ids(pool: Any, event: str, organization_id: int | None) -> list[int]:
     """The events an id or slug names: a slug is unique within an organization only."""
-    if event.isdigit():
+    if event.isascii() and event.isdigit() and len(event) <= 18:
         return [int(event)]
     if organization_id is not None:
         owner = await owner_of(pool, claim_stream("event", event, organization_id))

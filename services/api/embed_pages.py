@@ -44,7 +44,8 @@ class Refused(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-        self.claims = claims  # of a token that expired: whose key may frame the error page
+        # Of a token we signed that expired or is of another kind: its key may frame the page.
+        self.claims = claims
 
 
 def token_claims(request: web.Request, kinds: tuple[Kind, ...]) -> EmbedClaims:
@@ -63,7 +64,7 @@ def token_claims(request: web.Request, kinds: tuple[Kind, ...]) -> EmbedClaims:
         raise Refused(
             401, "This seat map link has expired. Reload the page to get a new one.", refusal.claims
         )
-    raise Refused(_TOKEN_STATUS[refusal.reason], "This seat map link is not valid.")
+    raise Refused(_TOKEN_STATUS[refusal.reason], "This seat map link is not valid.", refusal.claims)
 
 
 async def minter(request: web.Request, claims: EmbedClaims) -> ApiKey:
@@ -153,12 +154,13 @@ def _max_selections(request: web.Request) -> int | None:
     raw = request.query.get("max")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_SELECTIONS:
+    whole = raw.isascii() and raw.isdigit() and len(raw) <= len(str(MAX_SELECTIONS))
+    if not whole or not 1 <= int(raw) <= MAX_SELECTIONS:
         raise Refused(400, f"max must be a whole number from 1 to {MAX_SELECTIONS}.")
     return int(raw)
 
 
-def _urls(token: str) -> dict[str, str]:
+def links(token: str) -> dict[str, str]:
     return {
         "plan_url": f"/embed/api/plan?token={token}",
         "live_url": f"/embed/api/live?token={token}",
@@ -190,7 +192,7 @@ async def seat_planner_page(request: web.Request) -> web.Response:
             "name": row["name"],
             "currency": row["currency"],
         },
-        **_urls(token),
+        **links(token),
     }
     return _shell(f"{row['name']}: seats", config, "planner.js", color, key)
 
@@ -213,7 +215,7 @@ async def seat_plan_editor_page(request: web.Request) -> web.Response:
         "token": token,
         "primary_color": color,
         "venue": {"id": row["id"], "name": row["name"]},
-        **_urls(token),
+        **links(token),
     }
     return _shell(f"{row['name']}: seat plan", config, "editor.js", color, key)
 

@@ -21,11 +21,14 @@ from services.api import schemas as s
 from services.api.availability import seat_plan_sections
 from services.api.context import now, pool_of, snapshots_of
 from services.api.embed_live import LiveFeed
-from services.api.embed_pages import Refused, minter, token_claims
+from services.api.embed_pages import SIGNER, Refused, links, minter, token_claims
 from services.api.errors import ApiError, not_found
 from services.api.http import answer, snapshot
 
 PING_SECONDS = 15.0
+# How often an open stream hands its page fresh links (a token lives 15 minutes): a page open
+# for hours reloads a changed plan, and reconnects after a gateway restart, with them.
+RENEW_SECONDS = 300.0
 # How soon an open stream notices its key was revoked (the key is read from memory).
 KEY_CHECK_SECONDS = 2.0
 # The gateway's read-model channels (services.api.gateway's, which imports this module through
@@ -151,6 +154,15 @@ def _sse(name: str, data: bytes) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
 
 
+def _renewed(request: web.Request, claims: EmbedClaims) -> bytes:
+    """The page's plan and live links under a new token for what the open stream's token
+    opened: the stream checks its key all along, so it may hand out what the key would."""
+    token, _ = request.app[SIGNER].mint(
+        claims.kind, claims.subject_id, claims.organization_id, claims.api_key_id, now()
+    )
+    return msgspec.json.encode(links(token))
+
+
 def _venue_fingerprint(pool: asyncpg.Pool, organization_id: int, venue_id: int):
     """What a plan change moves: the venue's size and sections."""
 
@@ -172,9 +184,11 @@ def _taken_reader(pool: asyncpg.Pool, event_id: int):
 
 async def embed_live(request: web.Request) -> web.StreamResponse:
     """Server-sent events: `taken` on connect and whenever the event's taken seats change,
-    `plan` when the venue's plan does, a `: ping` comment every 15 s. The token is checked when
-    the stream opens; an open stream outlives its expiry (the page stays live while it is
-    open), not its key: a revoked key's streams end within KEY_CHECK_SECONDS."""
+    `plan` when the venue's plan does, `links` (fresh plan and live links) every
+    RENEW_SECONDS, a `: ping` comment every 15 s. The token is checked when the stream opens; an
+    open stream outlives its expiry (the page stays live while it is open, and `plan` carries
+    the links to read the new plan with), not its key: a revoked key's streams end within
+    KEY_CHECK_SECONDS."""
     claims = await _api_claims(request)
     pool = pool_of(request)
     venue_id = claims.subject_id
@@ -213,14 +227,19 @@ async def embed_live(request: web.Request) -> web.StreamResponse:
             CATALOG_CHANGES,
             plan,
             on_connect=False,
-            message=lambda _: b"{}",
+            message=lambda _: b"",  # its data: the links to read it with (`_renewed`)
         )
-        quiet_since = time.monotonic()
+        quiet_since = renewed_at = time.monotonic()
         while not listener.closed:
             messages = await listener.next(KEY_CHECK_SECONDS)
             if listener.closed:
                 break
             await minter(request, claims)  # in memory until a key changes
+            changed = any(name == "plan" for name, _ in messages)
+            if changed or time.monotonic() - renewed_at >= RENEW_SECONDS:
+                messages = [m for m in messages if m[0] != "plan"]
+                messages.append(("plan" if changed else "links", _renewed(request, claims)))
+                renewed_at = time.monotonic()
             if messages:
                 await response.write(b"".join(_sse(name, data) for name, data in messages))
             elif time.monotonic() - quiet_since >= PING_SECONDS:

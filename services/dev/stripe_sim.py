@@ -177,7 +177,7 @@ def _int_param(params: Params, name: str, *, required: bool) -> int | None:
         if required:
             raise _invalid(f"Missing required param: {name}.", name, "parameter_missing")
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise _invalid(f"Invalid integer: {raw}", name, "parameter_invalid_integer")
     if int(raw) < 1:
         raise _invalid("Amount must be at least 1.", name, "amount_too_small")

@@ -68,6 +68,7 @@ class Stage:
     venue_id: int
     event_id: int
     type_id: int
+    key_id: int
 
 
 async def _partner_page(request: web.Request) -> web.Response:
@@ -112,7 +113,7 @@ async def stage(pool: asyncpg.Pool, partners: Partners) -> Stage:
         metadata=TEST,
     )
     await rebuild_read_models(pool)
-    return Stage(issued.token, organization_id, venue_id, event_id, type_id)
+    return Stage(issued.token, organization_id, venue_id, event_id, type_id, issued.key.id)
 
 
 @pytest.fixture(scope="session")

@@ -5,13 +5,18 @@ tampered tokens, and an editor whose edits never reach the stored plan."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import asyncpg
 
+from domain import venues
+from infra.embed_tokens import TOKEN_SECONDS
+from services.api.embed_pages import SIGNER
+from services.usecases import catalog_commands
 from tests.browser.conftest import Partners, Stage, next_message, received_count
-from tests.e2e.conftest import BUYER, bearer, post, rebuild_read_models
+from tests.e2e.conftest import BUYER, TEST, bearer, post, rebuild_read_models
 
 FREE_SEAT = "[data-seat]:not(.taken)"
 
@@ -175,3 +180,28 @@ async def test_the_editor_gets_dirty_but_never_saves(
     assert dirty["unsaved_changes"] is True
     await asyncio.sleep(0.5)
     assert await (await api.get(plan_path, headers=bearer(stage.key))).json() == stored
+
+
+async def test_a_planner_open_past_its_tokens_life_still_reloads_a_changed_plan(
+    api, pool: asyncpg.Pool, stage: Stage, partners: Partners, page: Any
+) -> None:
+    """The token lives 15 minutes; the page may stay open for hours. Its stream hands it fresh
+    links, so a plan changed after the token lapsed is still read and drawn."""
+    opened = datetime.now(UTC) - timedelta(seconds=TOKEN_SECONDS - 3)
+    token, _ = api.app[SIGNER].mint(
+        "planner", stage.event_id, stage.organization_id, stage.key_id, opened
+    )
+    minted = (await _mint_planner(api, stage))["url"]
+    frame, _ = await _ready_planner(page, partners, minted.split("token=")[0] + f"token={token}")
+    await asyncio.sleep(3.5)
+    [section] = (await catalog_commands.load_venue(pool, stage.venue_id)).sections
+    rows = [
+        venues.Row(identifier=row, start=1, end=6, row_position_y=24.0 * index)
+        for index, row in enumerate(("A", "B", "C"))
+    ]
+    hall = venues.PlannedSection(id=section.id, name="Sal", width=160.0, height=90.0, rows=rows)
+    await catalog_commands.change_seat_plan(
+        pool, stage.organization_id, stage.venue_id, venues.ChangeSeatPlan(sections=[hall]), TEST
+    )
+    await rebuild_read_models(pool)
+    await frame.locator(f'[data-seat="{section.id}:C:1"]').wait_for(timeout=10_000)

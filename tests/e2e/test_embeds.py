@@ -18,6 +18,7 @@ from domain import catalog as c
 from domain import venues
 from infra.apikeys import create_key, revoke_key
 from infra.embed_tokens import EmbedSigner
+from services.api import embed_plans
 from services.dev.sample_event import put_on_sale
 from services.usecases import catalog_commands
 from tests.e2e.conftest import (
@@ -208,6 +209,10 @@ async def test_refused_tokens_and_bad_max_get_an_error_page(
     expired, _ = EmbedSigner.development().mint(
         "planner", scene.event_id, scene.organization_id, scene.key_id, past
     )
+    # Signed with our secret, but for longer than we ever sign one: a leaked secret's forgery.
+    lasting, _ = EmbedSigner.development().mint(
+        "planner", scene.event_id, scene.organization_id, scene.key_id, past + timedelta(days=1)
+    )
     cases = [
         (f"/embed/seat-planner?token={tampered}", 403),
         ("/embed/seat-planner", 403),
@@ -217,6 +222,10 @@ async def test_refused_tokens_and_bad_max_get_an_error_page(
         (f"/embed/seat-planner?token={token}&max=0", 400),
         (f"/embed/seat-planner?token={token}&max=21", 400),
         (f"/embed/seat-planner?token={token}&max=two", 400),
+        (f"/embed/seat-planner?token={token}&max=%C2%B2", 400),
+        (f"/embed/seat-planner?token={token}&max=%EF%BC%94", 400),
+        (f"/embed/seat-planner?token={token}&max={'9' * 5000}", 400),
+        (f"/embed/seat-planner?token={lasting}", 403),
     ]
     for path, status in cases:
         response = await api.get(path)
@@ -231,6 +240,9 @@ async def test_refused_tokens_and_bad_max_get_an_error_page(
     assert _csp(lapsed.headers)["frame-ancestors"] == " ".join(["'self'", *ORIGINS])
     forged = await api.get(f"/embed/seat-planner?token={tampered}")
     assert _csp(forged.headers)["frame-ancestors"] == "'none'"
+    # So is a token of the other kind, put in the wrong page.
+    misplaced = await api.get(f"/embed/seat-planner?token={editor}")
+    assert _csp(misplaced.headers)["frame-ancestors"] == " ".join(["'self'", *ORIGINS])
 
     await revoke_key(pool, scene.key_id, TEST)
     for _ in range(100):
@@ -338,6 +350,23 @@ async def test_the_live_stream_sends_taken_seats_as_they_are_bought(
         assert await _next_event(stream, 5) == ("taken", {"sold_seats": [seat]})
     finally:
         stream.close()
+
+
+async def test_an_open_stream_hands_its_page_fresh_links(
+    api, scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embed_plans, "RENEW_SECONDS", 0.5)
+    token = await _mint(api, scene)
+    stream = await api.get(f"/embed/api/live?token={token}")
+    try:
+        assert (await _next_event(stream, 5))[0] == "taken"
+        name, links = await _next_event(stream, 10)
+    finally:
+        stream.close()
+    assert name == "links" and token not in links["plan_url"]
+    assert links["live_url"].startswith("/embed/api/live?token=")
+    plan = await api.get(links["plan_url"])
+    assert plan.status == 200 and (await plan.json())["event_id"] == scene.event_id
 
 
 async def test_a_revoked_keys_open_stream_ends(api, pool: asyncpg.Pool, scene: Scene) -> None:

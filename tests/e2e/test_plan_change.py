@@ -3,14 +3,19 @@ map and the open seat planners all follow, and seats already sold cannot be plan
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
+
 import asyncpg
 import pytest
 
 from domain import venues
 from domain.errors import InvalidCommand
+from infra.embed_tokens import TOKEN_SECONDS
+from services.api.embed_pages import SIGNER
 from services.usecases import catalog_commands
 from tests.e2e.conftest import TEST, bearer, order, post, rebuild_read_models
-from tests.e2e.test_embeds import ORIGINS, Scene, _buy, _mint, _next_event, _scene
+from tests.e2e.test_embeds import ORIGINS, Scene, _buy, _next_event, _scene
 
 
 @pytest.fixture
@@ -22,20 +27,25 @@ def _hall(section_id: int, rows: list[venues.Row]) -> venues.PlannedSection:
     return venues.PlannedSection(id=section_id, name="Sal", width=10.0, height=10.0, rows=rows)
 
 
-async def _plan_event(stream, seconds: float) -> None:
-    """Waits for `event: plan`, skipping the taken seats sent meanwhile."""
+async def _plan_event(stream, seconds: float) -> dict[str, str]:
+    """Waits for `event: plan`, skipping the taken seats sent meanwhile: its links."""
     while (found := await _next_event(stream, seconds))[0] != "plan":
         assert found[0] == "taken"
-    assert found == ("plan", {})
+    return found[1]
 
 
 async def test_an_open_planner_reloads_the_changed_plan_and_sales_follow_it(
     api, pool: asyncpg.Pool, scene: Scene
 ) -> None:
-    token = await _mint(api, scene)
+    # A page opened 15 minutes ago, less two seconds: its token lapses while it is open.
+    opened = datetime.now(UTC) - timedelta(seconds=TOKEN_SECONDS - 2)
+    token, _ = api.app[SIGNER].mint(
+        "planner", scene.event_id, scene.organization_id, scene.key_id, opened
+    )
     stream = await api.get(f"/embed/api/live?token={token}")
     try:
         assert (await _next_event(stream, 5))[0] == "taken"
+        await asyncio.sleep(2.5)
         sold = await _buy(api, scene, 3)
         await rebuild_read_models(pool)
         section_id = sold["section_id"]
@@ -60,11 +70,13 @@ async def test_an_open_planner_reloads_the_changed_plan_and_sales_follow_it(
             pool, scene.organization_id, scene.venue_id, bigger, TEST
         )
         await rebuild_read_models(pool)
-        await _plan_event(stream, 5)
+        links = await _plan_event(stream, 5)
     finally:
         stream.close()
 
-    plan = await (await api.get(f"/embed/api/plan?token={token}")).json()
+    assert (await api.get(f"/embed/api/plan?token={token}")).status == 401
+    assert set(links) == {"plan_url", "live_url"}
+    plan = await (await api.get(links["plan_url"])).json()
     hall, standing = plan["sections"]
     assert hall["id"] == section_id and [r["identifier"] for r in hall["rows"]] == ["A", "B"]
     assert hall["capacity"] == 30 and standing["name"] == "Balkon"

@@ -1,6 +1,6 @@
 // The embeddable seat plan editor: a preview where partners move sections, add and remove rows
 // and rename rows and seats. Everything stays in this page; nothing is ever written back.
-import { PlanView, applyPrimaryColor, fetchPlan, html, post, readConfig, seatKey, watchHeight } from "./plan-view.js";
+import { PlanView, applyPrimaryColor, fetchPlan, html, openLive, post, readConfig, seatKey, watchHeight } from "./plan-view.js";
 
 const config = readConfig();
 const app = document.getElementById("app");
@@ -238,19 +238,30 @@ async function load(refit) {
   redraw();
 }
 
+async function loadSaved(done) {
+  try {
+    await load(false);
+    status.textContent = done;
+  } catch (err) {
+    status.textContent = err.message;
+  }
+}
+
 function listenLive() {
-  if (!config.live_url) return;
-  const live = new EventSource(config.live_url);
-  live.addEventListener("plan", async () => {
-    if (!dirty) {
-      await load(false);
-      status.textContent = "The saved plan changed and was loaded.";
-      return;
-    }
-    const reload = html("button", { type: "button", "data-action": "reload" }, "Load the saved plan");
-    reload.addEventListener("click", () => load(false).then(() => (status.textContent = "The saved plan was loaded.")));
-    status.replaceChildren("The saved plan changed. Loading it discards your preview edits. ", reload);
-  });
+  openLive(
+    config,
+    {
+      plan: () => {
+        if (!dirty) return loadSaved("The saved plan changed and was loaded.");
+        const reload = html("button", { type: "button", "data-action": "reload" }, "Load the saved plan");
+        reload.addEventListener("click", () => loadSaved("The saved plan was loaded."));
+        status.replaceChildren("The saved plan changed. Loading it discards your preview edits. ", reload);
+      },
+    },
+    () => {
+      status.textContent = "Live updates stopped; reload the page to see the saved plan.";
+    },
+  );
 }
 
 async function start() {

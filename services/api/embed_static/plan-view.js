@@ -52,6 +52,31 @@ export async function fetchPlan(url) {
   return response.json();
 }
 
+/**
+ * The page's live stream, `handlers` by event name. `plan` and `links` carry fresh plan and live
+ * links (a token lives 15 minutes, a page may stay open for hours): the page reads with them, and
+ * reconnects with them when the stream it opened is refused for good. `onStopped` when no link is
+ * left to try.
+ */
+export function openLive(config, handlers, onStopped = () => {}) {
+  const connect = () => {
+    const url = config.live_url;
+    const source = new EventSource(url);
+    const renew = (e) => {
+      if (e.data) Object.assign(config, JSON.parse(e.data));
+    };
+    source.addEventListener("plan", renew);
+    source.addEventListener("links", renew);
+    for (const [name, handle] of Object.entries(handlers)) source.addEventListener(name, handle);
+    source.addEventListener("error", () => {
+      if (source.readyState !== EventSource.CLOSED) return;
+      if (config.live_url !== url) connect();
+      else onStopped();
+    });
+  };
+  if (config.live_url) connect();
+}
+
 export const seatKey = (sectionId, row, number) => `${sectionId}:${row}:${number}`;
 
 export function el(name, attrs = {}, parent = null) {

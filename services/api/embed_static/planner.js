@@ -5,6 +5,7 @@ import {
   fetchPlan,
   html,
   legend,
+  openLive,
   post,
   readConfig,
   seatKey,
@@ -204,20 +205,22 @@ window.addEventListener("message", (e) => {
 });
 
 function listenLive() {
-  if (!config.live_url) return;
-  const live = new EventSource(config.live_url);
-  live.addEventListener("taken", (e) => markTaken(JSON.parse(e.data).sold_seats));
-  live.addEventListener("plan", async () => {
-    try {
-      if (render(await fetchPlan(config.plan_url), false)) announce();
-    } catch (err) {
-      status.textContent = err.message;
-    }
-  });
-  live.addEventListener("error", () => {
-    if (live.readyState !== EventSource.CLOSED) return;
-    status.textContent = "Live updates stopped; reload the page to see the latest seats.";
-  });
+  openLive(
+    config,
+    {
+      taken: (e) => markTaken(JSON.parse(e.data).sold_seats),
+      plan: async () => {
+        try {
+          if (render(await fetchPlan(config.plan_url), false)) announce();
+        } catch (err) {
+          status.textContent = err.message;
+        }
+      },
+    },
+    () => {
+      status.textContent = "Live updates stopped; reload the page to see the latest seats.";
+    },
+  );
 }
 
 async function start() {
