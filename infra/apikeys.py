@@ -4,6 +4,7 @@ the same transaction as the row the gateway authenticates against."""
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from datetime import datetime
 
@@ -16,6 +17,24 @@ from infra.eventstore import NO_STREAM, Metadata, PendingAppend, append, read_st
 
 TOKEN_PREFIX = "tk_live_"
 DEFAULT_RATE_LIMIT = 120
+# An origin as a browser sends it and CSP's `frame-ancestors` takes it: scheme, host (a leading
+# `*.` wildcard allowed; no IPv6 literal, which CSP cannot name), port; no path.
+ORIGIN = re.compile(
+    r"https?://(?:\*\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*(?::([0-9]{1,5}))?", re.IGNORECASE
+)
+
+
+def origin(text: str) -> str:
+    """`text` as an origin a page may be framed from (`https://shop.example.com`), forgiving
+    case and a trailing slash; a ValueError says what else is wrong."""
+    candidate = text.strip().lower().removesuffix("/")
+    found = ORIGIN.fullmatch(candidate)
+    if found is None or (found.group(1) is not None and not 0 < int(found.group(1)) < 65536):
+        raise ValueError(
+            f"allowed origin {text!r} is not an origin like https://shop.example.com"
+            " (scheme, host and port only)"
+        )
+    return candidate
 
 
 class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,7 +89,7 @@ async def create_key(
         raise ValueError("name must not be empty")
     if rate_limit_per_minute < 1:
         raise ValueError("rate limit must be at least 1 per minute")
-    origins = list(allowed_origins or [])
+    origins = list(dict.fromkeys(origin(o) for o in allowed_origins or []))
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     key_id = await pool.fetchval("SELECT nextval('api_key_ids')")
     created = ApiKeyCreated(

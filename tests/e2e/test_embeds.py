@@ -199,6 +199,28 @@ async def test_the_editor_page_of_a_key_without_origins_is_framed_by_self_only(
     assert _csp(response.headers)["frame-ancestors"] == "'self'"
 
 
+async def test_a_keys_origins_are_checked_and_written_as_browsers_send_them(
+    api, pool: asyncpg.Pool, scene: Scene
+) -> None:
+    written = ["https://Shop.Example.com/", "http://127.0.0.1:9411", "https://*.example.dk/"]
+    issued = await create_key(
+        pool, scene.organization_id, "shop", allowed_origins=written, metadata=TEST
+    )
+    assert issued.key.allowed_origins == [
+        "https://shop.example.com",
+        "http://127.0.0.1:9411",
+        "https://*.example.dk",
+    ]
+    _, minted = await post(api, issued.token, PLANNER, {"event_slug": "show"}, 200)
+    page = await api.get(_path(minted["embed"]["url"]))
+    ancestors = _csp(page.headers)["frame-ancestors"]
+    assert ancestors == " ".join(["'self'", *issued.key.allowed_origins])
+    org = scene.organization_id
+    for wrong in ("*", "https://shop.example.com/buy", "http://[::1]:8080", "shop.example.com"):
+        with pytest.raises(ValueError, match="not an origin"):
+            await create_key(pool, org, "x", allowed_origins=[wrong], metadata=TEST)
+
+
 async def test_refused_tokens_and_bad_max_get_an_error_page(
     api, pool: asyncpg.Pool, scene: Scene
 ) -> None:

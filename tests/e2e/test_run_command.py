@@ -201,7 +201,7 @@ def test_run_from_an_empty_folder_seeds_once_and_stops_cleanly(server_dir: Path)
             "--name",
             "shop",
             "--allowed-origin",
-            "https://teaterbilletten.dk",
+            "https://TeaterBilletten.dk/",
             "--rate-limit",
             "60",
         )
@@ -217,6 +217,9 @@ def test_run_from_an_empty_folder_seeds_once_and_stops_cleanly(server_dir: Path)
         revoked = _cli(data_dir, "keys", "revoke", str(issued["id"]))
         assert json.loads(revoked.stdout)["revoked_at"] is not None
         assert _cli(data_dir, "keys", "create", "--org", "nope", "--name", "x").returncode == 1
+        anywhere = ("--name", "x", "--allowed-origin", "*")
+        refused = _cli(data_dir, "keys", "create", "--org", "det-ny-teater", *anywhere)
+        assert refused.returncode == 2 and "'*' is not an origin" in refused.stderr
 
         rebuilt = _cli(data_dir, "rebuild", "catalog")
         assert rebuilt.returncode == 0, rebuilt.stderr
