@@ -100,7 +100,11 @@ def decode_body(raw: bytes, kind: type[T]) -> T:
     try:
         decoded = msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
-        raise invalid_request(_field_of(exc, "body"), _message(exc)) from None
+        field = _field_of(exc, "body")
+        key = _bad_key(raw, field) if "got `str`" in str(exc) else None
+        if key is not None:
+            raise invalid_request(key, "keys are ticket type ids") from None
+        raise invalid_request(field, _message(exc)) from None
     except msgspec.DecodeError:
         field = _escaped_surrogate(raw)
         if field is not None:
@@ -111,6 +115,19 @@ def decode_body(raw: bytes, kind: type[T]) -> T:
         if field is not None:
             raise invalid_request(field or "body", UNSTORABLE_DETAIL)
     return decoded
+
+
+def _bad_key(raw: bytes, path: str) -> str | None:
+    """The first key of the object at `path` that is not an id, as `quantities.abc`: where a
+    key of a `dict[int, ...]` is not a number, msgspec names the object, not the key."""
+    value: Any = msgspec.json.decode(raw)
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    if not isinstance(value, dict):
+        return None
+    return next((f"{path}.{key}" for key in value if not TYPE_ID.match(key)), None)
 
 
 def _escaped_surrogate(raw: bytes) -> str | None:

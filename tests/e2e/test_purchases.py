@@ -641,6 +641,20 @@ MALFORMED: list[tuple[object, str]] = [
         },
         "selected_seats",
     ),
+    ({"quantities": {"abc": 1}, "buyer": BUYER, "event_slug": "hamlet-2026"}, "quantities.abc:"),
+    (
+        {"quantities": {"9": 1, "09": 1}, "buyer": BUYER, "event_slug": "hamlet-2026"},
+        "quantities.09:",
+    ),
+    (
+        {
+            "quantities": {"1": 1},
+            "buyer": BUYER,
+            "event_slug": "hamlet-2026",
+            "selected_seats": {"Voksen": []},
+        },
+        "selected_seats.Voksen:",
+    ),
     ("[]", "body"),
     ("not json", "body"),
     ("", "body"),
