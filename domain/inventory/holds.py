@@ -5,6 +5,7 @@ optimistic concurrency is the lock that keeps every seat, type and day within it
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -166,6 +167,27 @@ def _check_selected(
             raise InvalidCommand("no such seat in the venue", field_name)
 
 
+def _party_seats(
+    sections: list[Section],
+    types: Mapping[int, TicketType],
+    wanted: dict[int, int],
+    taken: TakenSeats,
+) -> dict[int, list[SeatRef]]:
+    """A party of several ticket types without chosen seats sits together: the best seats for
+    all of it in the sections every one of its types may use, dealt out type by type in their
+    order. None when those sections have too few seats: each type then takes its own best
+    seats."""
+    common = set.intersection(*(set(types[tid].section_ids) for tid in wanted))
+    total = sum(wanted.values())
+    seats = best_available(sections, sorted(common), taken, total) if common else []
+    if len(seats) < total:
+        return {}
+    dealt: dict[int, list[SeatRef]] = {}
+    for tid, n in sorted(wanted.items()):
+        dealt[tid], seats = seats[:n], seats[n:]
+    return dealt
+
+
 def hold_seats(
     state: EventInventory,
     sections: list[Section],
@@ -194,6 +216,20 @@ def hold_seats(
     # Seats this purchase takes: the selected ones from the start, so a type chosen for by
     # best available never lands on a seat selected for another type.
     claimed = selected_keys(selected)
+    unselected = {
+        tid: n
+        for tid, n in quantities.items()
+        if n > 0 and tid not in selected and _seated(types[tid].section_ids, by_id)
+    }
+    together = (
+        _party_seats(
+            sections, types, unselected, TakenSeats(state.taken_by_row).plus(by_row(claimed))
+        )
+        if len(unselected) > 1
+        else {}
+    )
+    # Near the seats the party chose itself: same row first, then same section.
+    near = [seat for seats in selected.values() for seat in seats]
     for tid, quantity in sorted(quantities.items()):
         t = types[tid]
         if not _seated(t.section_ids, by_id):
@@ -206,10 +242,10 @@ def hold_seats(
             continue
         if t.capacity is not None and state.taken_per_type[tid] + quantity > t.capacity:
             raise InsufficientAvailability(f"not enough {t.name} tickets left")
-        seats = selected.get(tid)
+        seats = selected.get(tid, together.get(tid))
         if seats is None:
             taken = TakenSeats(state.taken_by_row).plus(by_row(claimed))
-            seats = best_available(sections, t.section_ids, taken, quantity)
+            seats = best_available(sections, t.section_ids, taken, quantity, near=near)
             if len(seats) < quantity:
                 raise InsufficientAvailability(f"only {len(seats)} seats left for {t.name}")
         else:

@@ -20,6 +20,7 @@ from domain.inventory.events import (
     SeatsHeld,
     SeatsReleased,
 )
+from domain.venues import Row, Section
 from tests.unit.builders import (
     EXTRA,
     FLOOR,
@@ -140,16 +141,54 @@ def test_a_hold_records_the_purchases_seats_by_type_and_its_counts() -> None:
         _hold(state, {VOKSEN: 1}, {VOKSEN: [seat("A", 1)]}, token="p2")
 
 
-def test_a_type_chosen_for_by_best_available_never_takes_a_seat_selected_for_another() -> None:
+def test_a_type_chosen_for_by_best_available_sits_beside_the_seats_selected_for_another() -> None:
     twins = [*SHOW_TYPES, ticket_type(EXTRA, section_ids=[HALL])]
     centre = [seat("A", 2), seat("A", 3)]
     held = _hold(on_sale(ticket_types=twins), {VOKSEN: 2, EXTRA: 2}, {EXTRA: centre})
     assert [(s.ticket_type_id, s.row, s.seat_number) for s in held.seats] == [
-        (VOKSEN, "B", 2),
-        (VOKSEN, "B", 3),
+        (VOKSEN, "A", 1),
+        (VOKSEN, "A", 4),
         (EXTRA, "A", 2),
         (EXTRA, "A", 3),
     ]
+
+
+def test_a_party_of_several_types_sits_together_where_all_of_them_may_sit() -> None:
+    twins = [*SHOW_TYPES, ticket_type(EXTRA, section_ids=[HALL])]
+    state = on_sale(ticket_types=twins)
+    _held(state, {VOKSEN: 2}, {VOKSEN: [seat("A", 3), seat("A", 4)]}, token="p0")
+    # Type by type, the adults would take A1-A2 (the front) and the others B2-B3.
+    held = _hold(state, {VOKSEN: 2, EXTRA: 2})
+    assert [(s.ticket_type_id, s.row, s.seat_number) for s in held.seats] == [
+        (VOKSEN, "B", 1),
+        (VOKSEN, "B", 2),
+        (EXTRA, "B", 3),
+        (EXTRA, "B", 4),
+    ]
+
+
+def test_a_party_with_too_few_seats_where_all_may_sit_takes_each_types_best() -> None:
+    side = Section(
+        id=14, name="Side", width=10.0, height=10.0, rows=[Row(identifier="A", start=1, end=4)]
+    )
+    sections = [*SECTIONS, side]
+    types = [
+        ticket_type(VOKSEN, section_ids=[HALL, 14]),
+        ticket_type(EXTRA, section_ids=[14]),
+        ticket_type(STAAENDE, section_ids=[FLOOR]),
+    ]
+    state = on_sale(ticket_types=types)
+    held = holds.hold_seats(
+        state,
+        sections,
+        token="p1",
+        quantities={VOKSEN: 3, EXTRA: 2},
+        selected={},
+        now=NOW,
+        expires_at=HOLD_ENDS,
+    )
+    by_type = {(s.ticket_type_id, s.section_id) for s in held.seats}
+    assert by_type == {(VOKSEN, HALL), (EXTRA, 14)}
 
 
 @pytest.mark.parametrize(
