@@ -234,8 +234,10 @@ def evolve_purchase(state: PurchaseState | None, event: Event) -> PurchaseState 
         case LatePaymentRefundDecided() if state:
             state.refunded, state.refund_decision = True, event
             state.stripe_status = "refund_pending"
+            state.refunded_cents = state.opened.pricing.total_cents  # the whole payment
         case LatePaymentRefunded() if state:
             state.refunded, state.refund_id, state.stripe_status = True, event.refund_id, "refunded"
+            state.refunded_cents = state.opened.pricing.total_cents
         case RefundDecided() | RefundReported() if state:
             if isinstance(event, RefundDecided):
                 state.ticket_refunds[event.refund_id] = event

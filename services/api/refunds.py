@@ -43,7 +43,11 @@ class RefundView(Payload):
     currency: str
     reason: str | None
     by: Annotated[
-        str, Meta(description="`partner`, `buyer` (a request approved) or `stripe` (its dashboard)")
+        str,
+        Meta(
+            description="`partner`, `buyer` (a request approved), `stripe` (its dashboard) or"
+            " `linjerum` (a payment that arrived after its purchase ended, given back whole)"
+        ),
     ]
     # pending until Stripe made it (or for a refund without money: succeeded at once).
     status: Literal["pending", "succeeded"]
@@ -145,6 +149,24 @@ def _refund_view(state: PurchaseState, refund: RefundDecided | RefundReported) -
     )
 
 
+def _late_payment_view(state: PurchaseState) -> RefundView:
+    """A payment that arrived after its purchase ended, with its seats gone: the service gives
+    it back whole (pending until Stripe made the refund)."""
+    opened = state.opened
+    reason = state.refund_decision.reason if state.refund_decision else "late payment"
+    return RefundView(
+        id=f"late-payment-{opened.token}",
+        purchase_token=opened.token,
+        ticket_ids=[t.id for t in opened.tickets],
+        amount_cents=opened.pricing.total_cents,
+        currency=opened.pricing.currency,
+        reason=reason,
+        by="linjerum",
+        status="succeeded" if state.refund_id else "pending",
+        stripe_refund_id=state.refund_id,
+    )
+
+
 def _request_view(state: RefundRequestState) -> RefundRequestView:
     asked = state.requested
     return RefundRequestView(
@@ -204,6 +226,8 @@ async def list_refunds(request: web.Request) -> web.Response:
     )
     refunds = [*state.ticket_refunds.values(), *state.reported_refunds.values()]
     views = [_refund_view(state, refund) for refund in refunds]
+    if state.refunded:
+        views.append(_late_payment_view(state))
     return json_response(RefundList(refunds=views, refunded_cents=state.refunded_cents))
 
 

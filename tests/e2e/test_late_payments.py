@@ -168,6 +168,14 @@ async def test_a_late_payment_for_a_seat_sold_since_is_refunded_exactly_once(
     view = await gateways[0].get(f"/api/v1/purchases/{purchase}", headers=bearer(token))
     body = (await view.json())["purchase"]
     assert body["status"] == "expired" and body["stripe_status"] == "refunded"
+    # The partner's account of the money says it went back, whole.
+    assert body["refunded_cents"] == body["total_cents"]
+    listed = await gateways[0].get(f"/api/v1/purchases/{purchase}/refunds", headers=bearer(token))
+    refunds = await listed.json()
+    [late] = refunds["refunds"]
+    assert refunds["refunded_cents"] == late["amount_cents"] == body["total_cents"]
+    assert (late["by"], late["status"]) == ("linjerum", "succeeded")
+    assert late["stripe_refund_id"] and late["ticket_ids"] == [t["id"] for t in body["tickets"]]
 
 
 async def _discount_uses(pool: asyncpg.Pool, code: str) -> int:
