@@ -92,6 +92,8 @@ async def _ticket_types(
             row = await catalog.event(pool, organization_id, event_slug)
         if row is None:
             raise not_found("event")
+        if row["status"] == "cancelled":  # as a purchase is refused: nothing is sold for it
+            raise invalid_request("event_slug", "the event is cancelled")
         types = await catalog.ticket_types(pool, event_id=row["id"])
     else:
         if attraction_slug is not None and SLUG.fullmatch(attraction_slug):

@@ -431,3 +431,14 @@ async def test_nothing_is_locked_counted_or_recorded(api, token, pool) -> None:
         await api.get("/api/v1/events/hamlet-2026/availability", headers=bearer(token))
     ).json()
     assert after == availability
+
+
+async def test_a_cancelled_events_basket_is_refused_as_its_purchase_is(api, token) -> None:
+    [ticket_type, *_] = (await _types(api, token, "/api/v1/events/aflyst-gala")).values()
+    body = {"event_slug": "aflyst-gala", "quantities": {str(ticket_type["id"]): 1}}
+    refused = await _post(api, token, PREVIEW, body, 422)
+    assert refused == {"error": "invalid_request", "detail": "event_slug: the event is cancelled"}
+    bought = await api.post(
+        "/api/v1/purchases", json={**body, "buyer": BUYER}, headers=bearer(token)
+    )
+    assert (await bought.json())["detail"] == refused["detail"]
