@@ -205,3 +205,50 @@ async def test_a_planner_open_past_its_tokens_life_still_reloads_a_changed_plan(
     )
     await rebuild_read_models(pool)
     await frame.locator(f'[data-seat="{section.id}:C:1"]').wait_for(timeout=10_000)
+
+
+async def test_keyboard_focus_stays_in_view_on_a_zoomed_plan(
+    api, stage: Stage, partners: Partners, page: Any
+) -> None:
+    frame, _ = await _ready_planner(page, partners, (await _mint_planner(api, stage))["url"])
+    for _ in range(3):
+        await frame.locator("button[aria-label='Zoom in']").click()
+    await frame.locator(FREE_SEAT).first.focus()
+    for _ in range(5):
+        await page.keyboard.press("ArrowRight")
+        focused = frame.locator("[data-seat]:focus")
+        seat, plan = await focused.bounding_box(), await frame.locator("svg.plan").bounding_box()
+        assert seat is not None and plan is not None
+        x, y = seat["x"] + seat["width"] / 2, seat["y"] + seat["height"] / 2
+        assert plan["x"] <= x <= plan["x"] + plan["width"], (seat, plan)
+        assert plan["y"] <= y <= plan["y"] + plan["height"], (seat, plan)
+
+
+async def test_the_editor_renames_a_seat_by_keyboard_and_refuses_a_twin(
+    api, stage: Stage, partners: Partners, page: Any
+) -> None:
+    _, body = await post(
+        api, stage.key, "/api/v1/embed/seat-plan-editor", {"venue_id": stage.venue_id}
+    )
+    frame = await _open(page, partners.allowed, body["embed"]["url"])
+    await frame.locator("[data-ready=true]").wait_for(timeout=10_000)
+    await frame.locator("[data-section]").first.focus()
+    await page.keyboard.press("Enter")  # the section
+    await page.keyboard.press("Enter")  # into its seats
+    first = await frame.locator("[data-seat]:focus").get_attribute("data-seat")
+    await page.keyboard.press("ArrowRight")
+    second = await frame.locator("[data-seat]:focus").get_attribute("data-seat")
+    assert first and second and first != second
+    await page.keyboard.press("Enter")
+    seat_name = frame.locator("#rename-seat")
+    assert await seat_name.is_enabled()
+    assert await seat_name.input_value() == second.split(":")[2]
+    await seat_name.fill(first.split(":")[2])
+    await frame.locator("[data-action=rename]").click()
+    status = frame.locator("p.status")
+    assert "already has a seat" in await status.text_content()
+    await seat_name.fill("X9")
+    await frame.locator("[data-action=rename]").click()
+    assert await status.text_content() == "Renamed."
+    label = await frame.locator(f'[data-seat="{second}"]').get_attribute("aria-label")
+    assert label is not None and label.endswith("seat X9")

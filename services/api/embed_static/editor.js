@@ -23,7 +23,7 @@ app.append(panel);
 const hint = html(
   "p",
   { class: "hint" },
-  "A preview: drag sections to move them, pick a section or a seat to edit it. Nothing is saved.",
+  "A preview: drag sections to move them, pick a section or a seat to edit it. By keyboard: Tab to a section, Enter to pick it, arrows to move it, Enter again for its seats (arrows, Enter to rename one, Escape back). Nothing is saved.",
 );
 const chosenText = html("p", { class: "chosen-text", "aria-live": "polite" }, "No section selected.");
 const button = (action, text) => html("button", { type: "button", "data-action": action }, text);
@@ -68,6 +68,8 @@ function redraw() {
   for (const [key, seat] of view.seats) {
     const name = labels.get(key) ?? seat.number;
     seat.el.setAttribute("aria-label", `Section ${seat.section.name}, row ${seat.row}, seat ${name}`);
+    seat.el.setAttribute("role", "button");
+    seat.el.setAttribute("tabindex", "-1");
   }
   if (chosenSection !== null && !sectionById(chosenSection)) chosenSection = null;
   if (chosenSeat && !view.seats.has(chosenSeat)) chosenSeat = null;
@@ -175,6 +177,17 @@ form.addEventListener("submit", (e) => {
   }
   const current = labels.get(chosenSeat) ?? String(seat.number);
   if (rowName === seat.row && seatName === current) return;
+  const twin = [...view.seats].find(
+    ([key, other]) =>
+      key !== chosenSeat &&
+      other.section.id === section.id &&
+      other.row === seat.row &&
+      (labels.get(key) ?? String(other.number)) === seatName,
+  );
+  if (twin) {
+    status.textContent = `Row ${rowName} already has a seat ${seatName}.`;
+    return;
+  }
   remember();
   const renamed = new Map();
   for (const [key, label] of labels) {
@@ -211,13 +224,40 @@ view.svg.addEventListener("section-moved", (e) => {
 
 const ARROWS = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
 
+/** By keyboard, a chosen section's seats: arrows move between them, Enter or Space picks one to rename, Escape goes back to the section. */
+function seatKeys(e, group, node) {
+  const id = Number(group.dataset.section);
+  const here = view.seats.get(node.dataset.seat);
+  if (e.key === " " || e.key === "Enter") {
+    e.preventDefault();
+    choose(id, node.dataset.seat);
+    return;
+  }
+  if (e.key === "Escape") {
+    e.preventDefault();
+    group.focus();
+    return;
+  }
+  const dir = ARROWS[e.key];
+  if (!dir || !here) return;
+  e.preventDefault();
+  const next = view.neighbour(here, dir[0], dir[1], (seat) => seat.section.id === id);
+  if (next) next.el.focus();
+}
+
 view.svg.addEventListener("keydown", (e) => {
   const group = e.target.closest("[data-section]");
-  if (!group || e.target !== group) return;
+  if (!group) return;
+  const node = e.target.closest("[data-seat]");
+  if (node) return seatKeys(e, group, node);
+  if (e.target !== group) return;
   const id = Number(group.dataset.section);
   if (e.key === " " || e.key === "Enter") {
     e.preventDefault();
-    choose(id);
+    const first = group.querySelector("[data-seat]");
+    // A second Enter on the chosen section goes into its seats.
+    if (chosenSection === id && first) first.focus();
+    else choose(id);
     return;
   }
   const dir = ARROWS[e.key];

@@ -394,6 +394,18 @@ export class PlanView {
     this.setView({ x: p.x - (p.x - v.x) * f, y: p.y - (p.y - v.y) * f, w, h: v.h * f });
   }
 
+  /** Pans, when the plan point (x, y) is out of view or at its edge, just far enough to bring it in. */
+  reveal(x, y) {
+    const v = this.view;
+    if (!v) return;
+    const margin = Math.min(v.w, v.h) * 0.1;
+    const into = (at, start, size) =>
+      at < start + margin ? at - margin : at > start + size - margin ? at - size + margin : start;
+    const nx = into(x, v.x, v.w);
+    const ny = into(y, v.y, v.h);
+    if (nx !== v.x || ny !== v.y) this.setView({ ...v, x: nx, y: ny });
+  }
+
   /** A screen point in plan units. */
   toPlanPoint(clientX, clientY) {
     const m = this.svg.getScreenCTM();
@@ -412,6 +424,12 @@ export class PlanView {
       },
       { passive: false },
     );
+    // Keyboard focus stays where it can be seen however far the plan is zoomed in.
+    svg.addEventListener("focusin", (e) => {
+      const seat = e.target.closest("[data-seat]");
+      const record = seat ? this.seats.get(seat.dataset.seat) : null;
+      if (record) this.reveal(record.x, record.y);
+    });
     svg.addEventListener("pointerdown", (e) => this.down(e));
     svg.addEventListener("pointermove", (e) => this.move(e));
     svg.addEventListener("pointerup", (e) => this.up(e));
