@@ -176,6 +176,8 @@ async def seat_planner_page(request: web.Request) -> web.Response:
         row = await catalog.event_by_id(pool, claims.organization_id, claims.subject_id)
         if row is None:
             raise Refused(404, "This event is not on sale here.")
+        if row["status"] == "cancelled":  # no seat of it can be bought: none offered to pick
+            raise Refused(410, "This event is cancelled: no seats can be picked.", claims)
         color = await _color(pool, claims.organization_id)
     except Refused as refused:
         return await _error_page(request, refused, key)

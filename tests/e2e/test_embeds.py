@@ -421,3 +421,18 @@ async def test_the_openapi_document_has_the_embeds_tag_and_both_operations(api) 
         assert document["paths"][path]["post"]["operationId"] == operation
         assert document["paths"][path]["post"]["tags"] == ["Embeds"]
     assert not any(path.startswith("/embed/") for path in document["paths"])
+
+
+async def test_a_cancelled_events_planner_offers_no_seats(
+    api, pool: asyncpg.Pool, scene: Scene
+) -> None:
+    token = await _mint(api, scene)
+    await catalog_commands.change_event_status(
+        pool, scene.event_id, lambda listing: c.cancel_event(listing, "storm"), TEST
+    )
+    await rebuild_read_models(pool)
+    page = await api.get(f"/embed/seat-planner?token={token}")
+    html = await page.text()
+    assert page.status == 410 and "This event is cancelled" in html
+    assert "linjerum-embed" not in html
+    assert _csp(page.headers)["frame-ancestors"] == " ".join(["'self'", *ORIGINS])
