@@ -227,6 +227,13 @@ class AttendeeView(Payload):
     event: LineEvent
     seat: SeatRef | None
     orderStatus: str
+    status: Annotated[
+        str,
+        Meta(
+            description="This seat's ticket: `valid`, `scanned` or `refunded` once issued;"
+            " `pending_payment`, `cancelled` or `expired` before"
+        ),
+    ]
 
 
 async def _event_of(request: web.Request, opened: PurchaseOpened) -> LineEvent:
@@ -378,6 +385,7 @@ async def attendee_ticket(request: web.Request) -> web.Response:
             event=await _event_of(request, opened),
             seat=bought.seat,
             orderStatus=order_status(purchase),
+            status=facts.status,
         )
     )
 

@@ -45,6 +45,7 @@ from tests.e2e.conftest import (
     BUYER,
     TEST,
     bearer,
+    buyer_bundle,
     claimed_by_a_killed_gateway,
     issue_key,
     order,
@@ -399,6 +400,21 @@ async def test_a_resent_confirmation_tells_what_is_left_after_a_refund(
     assert f": 2 billet(ter), betalt i alt {left}." in text, text
     (attachment,) = list(message.iter_attachments())
     assert len(PdfReader(io.BytesIO(attachment.get_content())).pages) == 2
+
+
+async def test_a_refunded_seats_attendee_view_says_so_in_a_paid_order(
+    api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool
+) -> None:
+    key, _, type_id = await _event(pool, 2)
+    bought = await _bought(api, stripe_sim, key, type_id, 2)
+    gone = bought["tickets"][0]["ticket_code"]
+    await _refund(api, key, bought["token"], {"ticket_ids": [bought["tickets"][0]["id"]]}, 201)
+    seats = (await buyer_bundle(api, key, bought))["lines"][0]["seats"]
+    for seat in seats:
+        view = await api.get(f"/api/v1/tickets/attendee/{seat['token']}", headers=bearer(key))
+        body = await view.json()
+        assert body["orderStatus"] == "paid"
+        assert body["status"] == ("refunded" if seat["ticket_code"] == gone else "valid"), body
 
 
 async def test_the_service_fee_stays_when_the_organization_keeps_it(
