@@ -370,12 +370,20 @@ async def test_refunds_of_one_ticket_at_once_refund_it_once(
     assert (await _kinds(pool, f"ticket-{bought['tickets'][0]['id']}"))["TicketRefunded"] == 1
 
 
+async def _first_ticket_refunded(
+    api: TestClient, sim: TestClient, pool: asyncpg.Pool, seats: int
+) -> tuple[str, dict, dict]:
+    """A paid purchase of `seats` seats whose first ticket was refunded: key, purchase, refund."""
+    key, _, type_id = await _event(pool, seats)
+    bought = await _bought(api, sim, key, type_id, seats)
+    first = {"ticket_ids": [bought["tickets"][0]["id"]]}
+    return key, bought, (await _refund(api, key, bought["token"], first, 201))["refund"]
+
+
 async def test_a_refund_e_mail_tells_the_buyer(
     api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool
 ) -> None:
-    key, _, type_id = await _event(pool, 2)
-    bought = await _bought(api, stripe_sim, key, type_id, 2)
-    await _refund(api, key, bought["token"], {"ticket_ids": [bought["tickets"][0]["id"]]}, 201)
+    _, bought, _ = await _first_ticket_refunded(api, stripe_sim, pool, 2)
     purchases = api.app[PURCHASES]
     documents = Documents(pool, purchases.catalog, "tickets@example.com", "{token}")
     message = await documents.compose(bought["token"], "refund")
@@ -388,10 +396,7 @@ async def test_a_refund_e_mail_tells_the_buyer(
 async def test_a_resent_confirmation_tells_what_is_left_after_a_refund(
     api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool
 ) -> None:
-    key, _, type_id = await _event(pool, 3)
-    bought = await _bought(api, stripe_sim, key, type_id, 3)
-    first = bought["tickets"][0]["id"]
-    refund = (await _refund(api, key, bought["token"], {"ticket_ids": [first]}, 201))["refund"]
+    _, bought, refund = await _first_ticket_refunded(api, stripe_sim, pool, 3)
     documents = Documents(pool, api.app[PURCHASES].catalog, "tickets@example.com", "{token}")
     message = await documents.compose(bought["token"], "resend")
     assert message is not None
@@ -405,10 +410,8 @@ async def test_a_resent_confirmation_tells_what_is_left_after_a_refund(
 async def test_a_refunded_seats_attendee_view_says_so_in_a_paid_order(
     api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool
 ) -> None:
-    key, _, type_id = await _event(pool, 2)
-    bought = await _bought(api, stripe_sim, key, type_id, 2)
+    key, bought, _ = await _first_ticket_refunded(api, stripe_sim, pool, 2)
     gone = bought["tickets"][0]["ticket_code"]
-    await _refund(api, key, bought["token"], {"ticket_ids": [bought["tickets"][0]["id"]]}, 201)
     seats = (await buyer_bundle(api, key, bought))["lines"][0]["seats"]
     for seat in seats:
         view = await api.get(f"/api/v1/tickets/attendee/{seat['token']}", headers=bearer(key))
