@@ -45,6 +45,11 @@ class Settlement:
         changes; refunds and disputes bring their own)."""
         if event.purchase_token is None:
             return "ignored"
+        with self._purchases.polls.settling(event.purchase_token):
+            return await self._settle(event, meta, apply)
+
+    async def _settle(self, event: WebhookEvent, meta: Metadata, apply: Settle | None) -> str:
+        assert event.purchase_token is not None
         stream = streams.purchase(event.purchase_token)
         opening = self._opening(event, apply)
         for _ in range(MAX_SETTLE_ATTEMPTS):

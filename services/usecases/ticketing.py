@@ -8,8 +8,10 @@ it saw."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -35,6 +37,8 @@ from infra.eventstore import (
 from services.usecases.recent import Recent
 
 MAX_SCAN_ATTEMPTS = 10
+# The longest a poll waits for a payment report this process is storing for its purchase.
+SETTLING_WAIT = 0.25
 _PURCHASE_REASON: dict[str, Reason] = {
     "pending_payment": "pending_payment",
     "cancelled": "cancelled",
@@ -91,7 +95,12 @@ class Polls:
     tickets never change once it is opened, so from the second poll on (on this gateway) the
     purchase's stream and its tickets' come in one read, shared with the other polls and
     webhooks of the moment (`reads`): the poll that shows `paid_at` waits for one round trip,
-    not two. The ticket ids of the last `remember` purchases polled are kept."""
+    not two. The ticket ids of the last `remember` purchases polled are kept.
+
+    A buyer's page polls as soon as Stripe confirmed the payment to it, while Stripe's report
+    of it reaches the gateway: a poll of a purchase whose payment report this process is
+    storing waits for it (at most SETTLING_WAIT) and shows what it stored, instead of the
+    state it is about to replace and another poll later."""
 
     def __init__(
         self,
@@ -103,8 +112,41 @@ class Polls:
         self._reads = reads
         self._find = find
         self._ticket_ids: Recent[str, list[int]] = Recent(remember)
+        self._settling: dict[str, asyncio.Event] = {}
+
+    @contextlib.contextmanager
+    def settling(self, token: str) -> Iterator[None]:
+        """A payment report of purchase `token` being stored here (usecases/settlement.py)."""
+        if token in self._settling:  # a second delivery of it: the first one's wait serves
+            yield
+            return
+        done = self._settling[token] = asyncio.Event()
+        try:
+            yield
+        finally:
+            del self._settling[token]
+            done.set()
+
+    async def _settled(self, token: str) -> bool:
+        """Waits for the report of `token` being stored here, if one is; whether one was."""
+        done = self._settling.get(token)
+        if done is None:
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLING_WAIT):
+                await done.wait()
+        return True
 
     async def purchase(
+        self, token: str, organization_id: int
+    ) -> tuple[PurchaseState, dict[int, TicketState]]:
+        await self._settled(token)
+        state, issued = await self._read(token, organization_id)
+        if state.status == "pending_payment" and await self._settled(token):
+            state, issued = await self._read(token, organization_id)  # it began meanwhile
+        return state, issued
+
+    async def _read(
         self, token: str, organization_id: int
     ) -> tuple[PurchaseState, dict[int, TicketState]]:
         ids = self._ticket_ids.get(token)

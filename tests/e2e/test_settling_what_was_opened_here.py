@@ -14,7 +14,15 @@ from aiohttp.test_utils import TestClient
 
 from domain import streams
 from services.api.context import PURCHASES
-from tests.e2e.conftest import Start, order, post, redeliver, small_event, succeeded_at_stripe
+from tests.e2e.conftest import (
+    Start,
+    bearer,
+    order,
+    post,
+    redeliver,
+    small_event,
+    succeeded_at_stripe,
+)
 
 
 async def _gateway(serve, quiet_sim: TestClient, hold_minutes: float = 30.0) -> TestClient:
@@ -123,3 +131,29 @@ async def test_a_payment_of_a_purchase_cancelled_since_is_decided_on_the_stream_
     assert await redeliver(opener, succeeded) == "paid_late"
     types = [r["type"] for r in await _stored(pool, purchase)]
     assert types.count("PurchasePaid") == 1 and "PurchaseCancelled" in types, types
+
+
+async def test_a_poll_while_its_payment_report_is_stored_shows_it_paid(
+    serve, pool: asyncpg.Pool, quiet_sim: TestClient, catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The buyer's page polls the moment Stripe confirmed the payment to it, while Stripe's
+    report is being stored: the poll waits for it rather than answering what it replaces."""
+    token, _, type_id = await small_event(pool, 2)
+    gateway = await _gateway(serve, quiet_sim)
+    _, created = await post(gateway, token, "/api/v1/purchases", order(type_id), 201)
+    purchase = created["purchase"]["token"]
+    intent = created["payment"]["stripe_payment_intent_id"]
+    succeeded = await succeeded_at_stripe(quiet_sim, intent)
+    recorder = gateway.app[PURCHASES].recorder
+    append = recorder.append
+
+    async def slow(*args, **kwargs):
+        await asyncio.sleep(0.2)
+        return await append(*args, **kwargs)
+
+    monkeypatch.setattr(recorder, "append", slow)
+    delivery = asyncio.create_task(redeliver(gateway, succeeded))
+    await asyncio.sleep(0.05)
+    polled = await gateway.get(f"/api/v1/purchases/{purchase}", headers=bearer(token))
+    assert (await polled.json())["purchase"]["paid_at"] is not None
+    assert await delivery == "paid"
