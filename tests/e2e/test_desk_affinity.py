@@ -24,12 +24,14 @@ from tests.e2e.conftest import (
 )
 
 
-async def buy(gateway: Routed, token: str, type_id: int) -> tuple[int, dict, str]:
-    """One seat, chosen by the desk: (status, body, the request id sent)."""
+async def buy(
+    gateway: Routed, token: str, type_id: int, body: dict | None = None
+) -> tuple[int, dict, str]:
+    """One seat, chosen by the desk unless `body` names it: (status, body, the request id)."""
     request_id = f"req-{uuid.uuid4().hex}"
     response = await gateway.client.post(
         "/api/v1/purchases",
-        json=order(type_id, 1),
+        json=body or order(type_id, 1),
         headers={**bearer(token), "X-Request-ID": request_id},
     )
     return response.status, await response.json(), request_id
@@ -108,17 +110,30 @@ async def test_purchases_at_two_gateways_are_decided_by_one_desk(
     }
 
 
+@pytest.mark.parametrize("chosen", [False, True], ids=["desk_chooses", "buyer_chooses"])
 async def test_an_owner_answering_too_late_opens_no_second_purchase(
-    pool: asyncpg.Pool, routed: Start, stripe_sim: TestClient, monkeypatch: pytest.MonkeyPatch
+    pool: asyncpg.Pool,
+    routed: Start,
+    stripe_sim: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    chosen: bool,
 ) -> None:
     """The gateway that took the request gives up waiting at once and decides the same draft
-    itself, while the owner decides it too: one purchase per draft, and the answer is it."""
+    itself, while the owner decides it too: one purchase per draft, and the answer is it. A
+    buyer's own seats are then refused as taken (by that very purchase): the intent the
+    refused decision created is still the purchase's, not cancelled."""
     token, event_id, type_id = await small_event(pool, 30)
     owner, other = await routed(), await routed()
-    status, body, _ = await buy(owner, token, type_id)
+    status, body, _ = await buy(
+        owner, token, type_id, await chosen_seat_order(pool, event_id, type_id, 30)
+    )
     assert status == 201, body
     monkeypatch.setattr(desk_owners, "ASK_SECONDS", 0.0001)
-    results = await asyncio.gather(*(buy(other, token, type_id) for _ in range(10)))
+    bodies = [
+        await chosen_seat_order(pool, event_id, type_id, n) if chosen else None
+        for n in range(1, 11)
+    ]
+    results = await asyncio.gather(*(buy(other, token, type_id, b) for b in bodies))
     await owner.owners.close()  # answers every command it took first
 
     tokens = [body["purchase"]["token"]] + [
