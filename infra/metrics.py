@@ -173,11 +173,21 @@ def observe_append(category: str, seconds: float) -> None:
 
 def share_between_processes(directory: Path) -> None:
     """Processes started from now on (the children of a `linjerum run`) write their metrics
-    into `directory`, emptied first so a run starts from zero, and each one's /metrics shows the
-    sum of them all."""
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    os.environ[SHARED_DIR_ENV] = str(directory.resolve())
+    into a folder of this run's own under `directory` (named by its process id), so a run
+    starts from zero and another run on the same data folder neither empties nor adds to it;
+    each one's /metrics shows the sum of its run's processes. Folders of runs that ended go."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for entry in directory.iterdir():
+        if entry.name.isdigit() and entry.is_dir() and psutil.pid_exists(int(entry.name)):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    mine = directory / str(os.getpid())
+    shutil.rmtree(mine, ignore_errors=True)
+    mine.mkdir()
+    os.environ[SHARED_DIR_ENV] = str(mine.resolve())
 
 
 def exposition() -> tuple[bytes, str]:

@@ -26,7 +26,6 @@ from infra.apikeys import UnknownApiKey, create_key, list_keys, revoke_key
 from infra.embedded import EmbeddedUnavailable
 from infra.eventstore import Metadata
 from infra.logging import configure_logging
-from infra.metrics import share_between_processes
 from infra.settings import Settings
 from infra.supervise import STOP_AGAIN_SECONDS, dependency_of, stop_tasks
 from projections.rebuild import events_to_replay, rebuild
@@ -324,7 +323,6 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, An
     if args.command == "run" and args.single_process:
         return run_service(settings, seed=not args.no_seed)
     if args.command == "run":
-        share_between_processes(settings.data_dir / "metrics")
         return run_processes(settings, seed=not args.no_seed)
     if args.command == "projector":
         try:

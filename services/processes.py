@@ -30,6 +30,7 @@ from nats.aio.client import Client
 
 from infra.bus import connect, ensure_stream, jetstream
 from infra.embedded import child_setup
+from infra.metrics import share_between_processes
 from infra.settings import Settings
 from infra.supervise import stop_task
 from services.health import Readiness
@@ -76,6 +77,7 @@ class ChildFailed(Exception):
 async def run_processes(settings: Settings, *, seed: bool = True) -> int:
     """`linjerum run`: exit status 1 when a child kept failing, else the run ends by a signal."""
     check_ports(settings, COMPONENTS)
+    share_between_processes(settings.data_dir / "metrics")
     structlog.contextvars.bind_contextvars(process="run")
     settings = replace(settings, data_dir=settings.data_dir.resolve())
     settings.data_dir.mkdir(parents=True, exist_ok=True)

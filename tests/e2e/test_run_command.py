@@ -391,6 +391,9 @@ def test_a_background_run_stops_on_signals_and_a_second_run_says_the_port_is_tak
         assert len(said) == 1, said
         assert str(port) in said[0] and "already in use" in said[0]
         assert "demo API key" not in second.stdout and "running" not in second.stdout
+        # The refused run left the running one's metrics alone.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as scraped:
+            assert b"linjerum_http_requests_total" in scraped.read()
     finally:
         code = _stop(first, signum, log)
     assert code == (130 if signum == signal.SIGINT else 0), log.read_text()
