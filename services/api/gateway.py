@@ -3,6 +3,7 @@ its id, its caller, its rate-limit headers, its activity-log row and the JSON er
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Iterable, Sequence
@@ -168,6 +169,13 @@ async def _respond(
         return error_response(500, "internal_error"), verdict
 
 
+def _answered_already(record: logging.LogRecord) -> bool:
+    """aiohttp reads what is left of a body once the handler answered: a body its
+    Content-Encoding cannot decode fails again there and would be logged as an unhandled
+    error with a traceback, though the gateway answered it 400 (`_respond`)."""
+    return not (record.exc_info and isinstance(record.exc_info[1], RequestPayloadError))
+
+
 def _unrouted_call_with_a_key(request: web.Request) -> bool:
     """A call to no route of the API (a wrong path or method) that sends a credential: it is
     the key's call like any other, counted, answered with the key's own limit and in its
@@ -315,6 +323,7 @@ def create_app(
     app[SALE_FIRST] = SaleFirst()
     app[CLAIMANT] = Claimant(pool)
     app[PLANS] = Memo(changes, (CATALOG_CHANGES,), ttl=SNAPSHOT_SECONDS)
+    logging.getLogger("aiohttp.server").addFilter(_answered_already)
     app[TAKEN] = Memo(changes, (AVAILABILITY_CHANGES,), ttl=SNAPSHOT_SECONDS)
     limits: Limits = LocalLimits()
     if share_limits:
