@@ -123,7 +123,8 @@ async def _assembled(
 
 async def by_uid(pool: asyncpg.Pool, uid: str, organization_id: int) -> Ticket:
     """The organization's ticket with this uid (its id in decimal); any other is not found."""
-    if not (uid.isascii() and uid.isdigit()) or len(uid) > MAX_UID:
+    # One spelling per ticket: ASCII digits without a leading zero (`072` is no uid).
+    if not (uid.isascii() and uid.isdigit() and uid[0] != "0") or len(uid) > MAX_UID:
         raise _missing()
     ticket_id = int(uid)
     issued, version = await load_ticket(pool, ticket_id)

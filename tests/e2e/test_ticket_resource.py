@@ -318,7 +318,7 @@ async def test_wallet_links_once_fulfillment_has_started_and_never_for_a_refunde
 async def test_only_the_keys_organization_finds_its_tickets(api, pool, demo_token) -> None:
     token, purchase = await _bought(api, pool, c.TicketTerms(), n=1)
     ticket = purchase["tickets"][0]
-    for uid in (ticket["id"], "999999999999", "abc", "1" * 30):
+    for uid in (ticket["id"], "999999999999", "abc", "1" * 30, f"0{ticket['id']}"):
         key = demo_token if uid == ticket["id"] else token
         assert (await _ticket(api, key, uid, 404))["error"] == "not_found"
     assert (await _put(api, demo_token, ticket["id"], COMPLETE, 404))["error"] == "not_found"
