@@ -17,7 +17,7 @@ import asyncpg
 from domain import tickets
 from domain.purchasing import PurchasedTicket, PurchaseState
 from domain.tickets import TicketState, TicketWasRefunded
-from domain.transfers import TransferOffered
+from domain.transfers import TicketAlreadyTransferred, TransferOffered
 from infra.mail import build_confirmation
 from infra.mail_outbox import TRANSFER_KINDS
 from infra.metrics import PDF_RENDER
@@ -116,6 +116,12 @@ class Documents:
         pages = []
         chosen = only if only is not None else opened.tickets
         loaded = await load_tickets(self._pool, [t.id for t in chosen])
+        if only is None:
+            # The purchase's PDF is its buyer's: a ticket passed on is its new holder's, under
+            # a code the buyer must not hold (as the confirmation e-mail leaves it out).
+            chosen = [t for t in chosen if not _passed_on(loaded[t.id][0])]
+            if not chosen:
+                raise TicketAlreadyTransferred("every ticket of the purchase was passed on")
         # A refunded ticket is handed out no more: asked for, refused; in its purchase's PDF,
         # left out.
         refunded = [t for t in chosen if _refunded(loaded[t.id][0]) and not refunded_too]
@@ -239,7 +245,7 @@ class Documents:
         gone = [t for t in opened.tickets if t.id in purchase.refunded_tickets]
         total = format_money(purchase.refunded_cents, opened.pricing.currency)
         text = [
-            f"{org.name} har refunderet {total} af dit køb til {opened.product_name}"
+            f"{org.name} har i alt refunderet {total} af dit køb til {opened.product_name}"
             f" (adgangskode {opened.access_code}).",
             "Pengene går tilbage til det kort, du betalte med; det kan tage nogle dage.",
         ]

@@ -6,12 +6,14 @@ accepts, an accept and a scan at once) and the read models rebuilt equal to the 
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from pypdf import PdfReader
 
 from domain import catalog as c
 from domain import streams, venues
@@ -464,3 +466,29 @@ async def test_rebuilding_after_transfers_equals_the_live_read_models(api, pool)
     moved = {r["ticket_id"]: r["code"] for r in codes}
     assert moved[accepted["id"]] != accepted["ticket_code"]
     assert moved[declined["id"]] == declined["ticket_code"]
+
+
+async def test_the_purchases_pdf_leaves_out_a_ticket_passed_on(api, pool) -> None:
+    """The purchase's PDF is its buyer's: the ticket they passed on is the new holder's, under
+    a new code the buyer must not hold."""
+    token, purchase = await _bought(api, pool, n=2)
+    given, kept = purchase["tickets"]
+    offered = (await _offer(api, token, given["ticket_code"]))["transfer"]
+    status, accepted = await _answer(
+        api, offered["id"], await _mailed_token(api, pool, offered["id"])
+    )
+    assert status == 200, accepted
+    pdf = await api.get(f"/api/v1/purchases/{purchase['token']}/tickets/pdf", headers=bearer(token))
+    assert pdf.status == 200
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(await pdf.read())).pages)
+    assert kept["ticket_code"] in text and accepted["ticket"]["code"] not in text
+
+    alone_token, alone = await _bought(api, pool, n=1)
+    code = alone["tickets"][0]["ticket_code"]
+    offered = (await _offer(api, alone_token, code))["transfer"]
+    await _answer(api, offered["id"], await _mailed_token(api, pool, offered["id"]))
+    nothing = await api.get(
+        f"/api/v1/purchases/{alone['token']}/tickets/pdf", headers=bearer(alone_token)
+    )
+    assert nothing.status == 409
+    assert (await nothing.json())["error"] == "ticket_already_transferred"
