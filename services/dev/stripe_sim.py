@@ -57,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import json
 import re
 import string
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -696,9 +697,22 @@ def _customer_pays(card: str) -> Handler:
     return pay
 
 
+async def _helper_params(request: web.Request) -> dict[str, str]:
+    """A `/_sim` helper's parameters: in the query and the form as Stripe takes them, or in a
+    JSON object as the partner API takes them (what `curl -d '{"amount": 100}'` sends)."""
+    raw = await request.read()
+    if not raw.lstrip().startswith(b"{"):
+        return {**request.query, **await _params(request)}
+    try:
+        given = json.loads(raw)
+    except ValueError:
+        raise StripeApiError(400, "invalid_request_error", "Invalid JSON body.") from None
+    return {**request.query, **{str(k): str(v) for k, v in given.items() if v is not None}}
+
+
 async def _dashboard_refund(request: web.Request) -> web.Response:
     """A test helper: a refund made by hand in Stripe's dashboard, no idempotency key."""
-    params = {**request.query, **await _params(request)}
+    params = await _helper_params(request)
     amount = {"amount": params["amount"]} if "amount" in params else {}
     simulator = request.app[SIMULATOR]
     intent_id = simulator.intent(request.match_info["id"])["id"]
@@ -707,7 +721,7 @@ async def _dashboard_refund(request: web.Request) -> web.Response:
 
 async def _dispute(request: web.Request) -> web.Response:
     simulator = request.app[SIMULATOR]
-    params = {**request.query, **await _params(request)}
+    params = await _helper_params(request)
     reason = _choice(params, "reason", _DISPUTE_REASONS)
     return web.json_response(simulator.dispute(simulator.intent(request.match_info["id"]), reason))
 

@@ -505,7 +505,12 @@ async def test_a_refund_made_in_the_stripe_dashboard_is_applied_once(
     token, intent = bought["token"], bought["intent"]
     stream = f"purchase-{token}"
 
-    part = await stripe_sim.post(f"/_sim/payment_intents/{intent}/refund?amount=5000")
+    # As `curl -d '{"amount": 5000}'` sends it (the partner API's way): JSON in a form's body.
+    part = await stripe_sim.post(
+        f"/_sim/payment_intents/{intent}/refund",
+        data='{"amount": 5000}',
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert part.status == 200
     partial = await _sim_event(stripe_sim, intent, "charge.refunded", 0)
 
