@@ -17,11 +17,12 @@ import asyncpg
 import segno
 from aiohttp import web
 
+from domain import tickets
 from domain.purchasing import PurchaseState
 from domain.tickets import TicketState
 from infra import handed_out
 from infra.tickets_pdf import TicketPage, format_money, place_line, when_lines
-from services.api.context import DOCUMENTS, pool_of
+from services.api.context import DOCUMENTS, now, pool_of
 from services.api.routes import Route
 from services.usecases.ticketing import load_purchase, load_ticket
 
@@ -63,11 +64,17 @@ async def _lookup(pool: asyncpg.Pool, token: str) -> tuple[TicketState, Purchase
     return ticket, purchase
 
 
-async def _page_of(request: web.Request) -> tuple[TicketPage, TicketState, PurchaseState] | None:
+async def _handed_out(
+    request: web.Request,
+) -> tuple[TicketPage, TicketState, PurchaseState] | web.Response:
+    """The ticket's page, or the answer instead: not found, or not handed out yet (the
+    e-mail's links reach guests before the event hands its tickets out)."""
     found = await _lookup(pool_of(request), request.match_info["token"])
     if found is None:
-        return None
+        return _not_found()
     ticket, purchase = found
+    if not tickets.fulfilled(ticket, now()):
+        return _not_yet(ticket)
     bought = [t for t in purchase.opened.tickets if t.id == ticket.issued.ticket_id]
     (page,) = await request.app[DOCUMENTS].pages(purchase, bought)
     return page, ticket, purchase
@@ -111,19 +118,31 @@ def _ticket_html(page: TicketPage, token: str, scanned: bool) -> str:
     )
 
 
+def _not_yet(ticket: TicketState) -> web.Response:
+    """The page a guest opens from the e-mail before the tickets are handed out: when they are."""
+    starts = ticket.issued.terms.fulfillment_starts_at
+    when = f" from {starts:%Y-%m-%d %H:%M} UTC" if starts else " later"
+    return _html(
+        409,
+        "Ticket not handed out yet",
+        f"<h1>Not handed out yet</h1><p>This ticket is handed out{escape(when)}: open this"
+        " link again then to see it and its QR code.</p>",
+    )
+
+
 async def attendee_page(request: web.Request) -> web.Response:
-    found = await _page_of(request)
-    if found is None:
-        return _not_found()
+    found = await _handed_out(request)
+    if isinstance(found, web.Response):
+        return found
     page, ticket, _ = found
     body = _ticket_html(page, request.match_info["token"], ticket.scan_count > 0)
     return _html(200, page.product_name, body)
 
 
 async def attendee_pdf(request: web.Request) -> web.Response:
-    found = await _page_of(request)
-    if found is None:
-        return _not_found()
+    found = await _handed_out(request)
+    if isinstance(found, web.Response):
+        return found
     page, ticket, purchase = found
     bought = [t for t in purchase.opened.tickets if t.id == ticket.issued.ticket_id]
     body = await request.app[DOCUMENTS].pdf(purchase, bought)

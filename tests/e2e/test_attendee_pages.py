@@ -6,14 +6,28 @@ from __future__ import annotations
 
 import io
 import re
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from pypdf import PdfReader
 
+from domain import catalog as c
+from domain import venues
 from services.api.attendee_pages import attendee_link
 from services.api.context import PURCHASES
+from services.dev.sample_event import put_on_sale
 from services.usecases.ticket_documents import Documents
-from tests.e2e.conftest import order, post, rebuild_read_models, small_event
+from tests.e2e.conftest import (
+    TEST,
+    buyer_bundle,
+    issue_key,
+    new_organization,
+    order,
+    post,
+    rebuild_read_models,
+    small_event,
+    venue_with,
+)
 
 LINK = re.compile(r"https?://[^/\s]+(/attendee/tok_[0-9a-f]{32})")
 
@@ -75,3 +89,22 @@ async def test_a_token_that_opens_nothing_is_a_404_page(api, pool: asyncpg.Pool)
             assert response.status == 404, (path, body)
             assert response.content_type == "text/html"
             assert "Ticket not found" in body and "<script>" not in body
+
+
+async def test_a_link_opened_before_the_tickets_are_handed_out_says_when(api, pool) -> None:
+    later = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
+    org = await new_organization(pool, stripe_account=None)
+    row = venues.Row(identifier="A", start=1, end=3)
+    hall = venues.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
+    venue_id = await venue_with(pool, org, hall)
+    plan = c.TicketTypePlan(name="Alm", price_cents=0)
+    terms = c.TicketTerms(fulfillment_starts_at=later)
+    _, type_id = await put_on_sale(pool, org, venue_id, plan, TEST, terms=terms)
+    token = await issue_key(pool, org)
+    _, created = await post(api, token, "/api/v1/purchases", order(type_id, 1), 201)
+    [seat] = (await buyer_bundle(api, token, created["purchase"]))["lines"][0]["seats"]
+    for path in (f"/attendee/{seat['token']}", f"/attendee/{seat['token']}/ticket.pdf"):
+        page = await api.get(path)
+        html = await page.text()
+        assert (page.status, page.content_type) == (409, "text/html"), html
+        assert f"handed out from {later:%Y-%m-%d %H:%M} UTC" in html
