@@ -313,6 +313,9 @@ async def _rebuild(args: argparse.Namespace, pool: Any) -> int:
             continue
         for difference in differences:
             _print_json({"projection": name, **msgspec.structs.asdict(difference)})
+        if not args.quiet:  # stdout keeps the differing rows alone, for a machine to read
+            verdict = f"{len(differences)} rows differ" if differences else "equals its replay"
+            print(f"linjerum rebuild: {name} {verdict} ({total} events)", file=sys.stderr)
         differs = differs or bool(differences)
     return 1 if differs else 0
 

@@ -43,6 +43,7 @@ async def test_rebuild_all_then_verify_finds_exactly_the_tampered_row(seeded_dat
 
     clean = _rebuild(seeded_database, "--all", "--verify")
     assert (clean.returncode, clean.stdout) == (0, ""), clean.stderr
+    assert "linjerum rebuild: catalog equals its replay" in clean.stderr
 
     conn = await asyncpg.connect(seeded_database)
     try:
@@ -52,6 +53,7 @@ async def test_rebuild_all_then_verify_finds_exactly_the_tampered_row(seeded_dat
         )
         tampered = _rebuild(seeded_database, "catalog", "--verify")
         assert tampered.returncode == 1, tampered.stderr
+        assert "linjerum rebuild: catalog 1 rows differ" in tampered.stderr
         [difference] = [json.loads(line) for line in tampered.stdout.splitlines()]
         assert difference["projection"] == "catalog"
         assert difference["table"] == "events"
