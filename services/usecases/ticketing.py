@@ -127,22 +127,24 @@ class Polls:
             del self._settling[token]
             done.set()
 
-    async def _settled(self, token: str) -> bool:
-        """Waits for the report of `token` being stored here, if one is; whether one was."""
+    async def _settled(self, token: str, deadline: float) -> bool:
+        """Waits, until `deadline` at the latest, for the report of `token` being stored here,
+        if one is; whether one was and ended in time."""
         done = self._settling.get(token)
         if done is None:
             return False
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SETTLING_WAIT):
+            async with asyncio.timeout_at(deadline):
                 await done.wait()
-        return True
+        return done.is_set()
 
     async def purchase(
         self, token: str, organization_id: int
     ) -> tuple[PurchaseState, dict[int, TicketState]]:
-        await self._settled(token)
+        deadline = asyncio.get_running_loop().time() + SETTLING_WAIT  # for the poll's waits
+        await self._settled(token, deadline)
         state, issued = await self._read(token, organization_id)
-        if state.status == "pending_payment" and await self._settled(token):
+        if state.status == "pending_payment" and await self._settled(token, deadline):
             state, issued = await self._read(token, organization_id)  # it began meanwhile
         return state, issued
 
