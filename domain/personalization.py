@@ -88,7 +88,7 @@ def personalize(
         raise PersonalizationNotOpen(f"personalization opens at {start.isoformat()}")
     if end is not None and now >= end:
         raise PersonalizationClosed("attendee details can no longer be changed")
-    if state.personalized and consumer == state.consumer:
+    if consumer == state.consumer:  # nothing changes: nothing to store
         return []
     return [ConsumerUpdated(ticket_id=state.issued.ticket_id, consumer=consumer, by=by)]
 

@@ -85,6 +85,8 @@ class TicketIssued(Event, frozen=True):
     holder_name: str | None
     holder_email: str | None
     starts_at: datetime | None
+    # Whether no attendee was named at purchase: kept as stored; what the ticket needs is
+    # decided from its consumer (TicketState.needs_personalization).
     needs_personalization: bool
     personalization_end: datetime | None
     price_cents: int
@@ -165,9 +167,6 @@ class TicketState:
     code: str
     attendee_token: str
     consumer: Consumer
-    # Named at purchase, or given details since: until then an unnamed ticket shows the
-    # buyer's name but still asks for its own consumer.
-    personalized: bool = False
     scan_count: int = 0
     refunded_by: str | None = None
     # Every code the ticket had before its current one (each answers `resold`).
@@ -200,11 +199,11 @@ class TicketState:
 
     @property
     def needs_personalization(self) -> bool:
-        """True while the ticket has not been personalized or a field the event asks for is
-        missing (clearing one makes it true again)."""
-        required = self.required_fields
-        return bool(required) and (
-            not self.personalized or any(getattr(self.consumer, f) in (None, "") for f in required)
+        """True while a field the event asks for is missing from the consumer as the ticket
+        shows it (the buyer's name until someone else's is given; clearing one makes it true
+        again), and the ticket can still be personalized: not once refunded or scanned."""
+        return self.status == "valid" and any(
+            getattr(self.consumer, f) in (None, "") for f in self.required_fields
         )
 
 
@@ -216,7 +215,6 @@ def evolve_ticket(state: TicketState | None, event: Event) -> TicketState | None
                 code=event.code,
                 attendee_token=event.attendee_token,
                 consumer=Consumer.named(event.holder_name, event.holder_email),
-                personalized=not event.needs_personalization,
             )
         case TicketScanned() if state:
             state.scan_count += 1
@@ -225,15 +223,14 @@ def evolve_ticket(state: TicketState | None, event: Event) -> TicketState | None
                 Consumer.named(event.name, event.email),
                 **_beyond_name(state.consumer),
             )
-            state.personalized = True
         case ConsumerUpdated() if state:
-            state.consumer, state.personalized = event.consumer, True
+            state.consumer = event.consumer
         case TicketRefunded() if state:
             state.refunded_by = event.refund_id
         case TicketTransferred() if state:
             state.former_codes += (state.code,)
             state.code, state.attendee_token = event.new_code, event.new_attendee_token
-            state.consumer, state.personalized = event.consumer, True
+            state.consumer = event.consumer
             state.transfers += 1
         case TicketTransferOffered() if state:
             state.transfer_offers += (event.transfer_id,)

@@ -413,6 +413,26 @@ async def test_a_partner_personalizes_and_every_change_is_an_event_of_the_partne
     assert (await _put(api, token, uid, COMPLETE, 409))["error"] == "personalization_closed"
 
 
+async def test_needs_personalization_follows_the_consumer_it_shows(api, pool) -> None:
+    """Without a policy the event asks for a name, which the buyer's stands for; an edit that
+    changes nothing stores nothing; a ticket that can no longer be personalized needs none."""
+    token, purchase = await _bought(api, pool, c.TicketTerms(), n=2)
+    first, second = purchase["tickets"]
+    shown = await _ticket(api, token, first["id"])
+    assert shown["consumer"]["first_name"] and shown["needs_personalization"] is False
+    assert (await _put(api, token, first["id"], {}))["needs_personalization"] is False
+    await _put(api, token, first["id"], {"first_name": ""})
+    assert (await _ticket(api, token, first["id"]))["needs_personalization"] is True
+    updates = [
+        r for r in await read_stream(pool, f"ticket-{first['id']}") if r.type == "ConsumerUpdated"
+    ]
+    assert len(updates) == 1  # the clearing alone
+    refund = {"ticket_ids": [first["id"]], "force": True}
+    await post(api, token, f"/api/v1/purchases/{purchase['token']}/refund", refund, 201)
+    assert (await _ticket(api, token, first["id"]))["needs_personalization"] is False
+    assert (await _ticket(api, token, second["id"]))["needs_personalization"] is False
+
+
 async def test_outside_the_window_neither_partner_nor_buyer_personalizes(api, pool) -> None:
     now = datetime.now(UTC)
     for window, code in (
@@ -516,7 +536,7 @@ async def test_the_purchase_the_buyers_lookup_and_the_resource_agree(api, pool) 
         views.add(resource[1:5])
     assert views == {
         ("valid", "Liv Berg", "liv@example.com", False),
-        ("scanned", "Bo", BUYER["email"], True),
+        ("scanned", "Bo", BUYER["email"], False),  # no longer to be personalized
         ("valid", BUYER["name"], BUYER["email"], True),
     }
 
