@@ -21,7 +21,7 @@ from services.api.errors import from_domain
 from services.api.http import decode_body, json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
-from services.usecases.ticket_resource import ticket_facts
+from services.usecases.ticket_resource import as_bought, ticket_facts
 from services.usecases.ticketing import load_tickets
 
 
@@ -111,7 +111,7 @@ def _ticket(
     state: PurchaseState, bought: PurchasedTicket, issued: TicketState | None
 ) -> TicketView:
     o = state.opened
-    facts = ticket_facts(state, bought, issued)
+    facts = as_bought(ticket_facts(state, bought, issued), bought)
     return TicketView(
         id=bought.id,
         ticket_code=facts.code,
@@ -131,7 +131,7 @@ def _ticket(
         needs_personalization=facts.needs_personalization,
         personalization_start=facts.personalization_start,
         personalization_end=facts.personalization_end,
-        eticket_url=_pdf(o.token, issued),
+        eticket_url=_pdf(o.token, issued) if facts.status != "transferred" else None,
     )
 
 

@@ -3,7 +3,6 @@ code and purchase e-mail, bulk attendee edits, the per-seat attendee view)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
@@ -13,7 +12,7 @@ from msgspec import Meta
 
 from domain.inventory.events import SeatRef
 from domain.purchasing import EMAIL, PurchaseOpened, PurchaseState
-from domain.tickets import Consumer, Reason
+from domain.tickets import Reason
 from domain.venues import VenueRegistered
 from services.api import idempotent
 from services.api.context import PURCHASES, api_key_of, metadata_of, pool_of
@@ -23,7 +22,7 @@ from services.api.routes import Route
 from services.api.schemas import Payload, Query
 from services.api.ticket_resource import ConsumerEdit, consumer_changes
 from services.usecases import ticketing
-from services.usecases.ticket_resource import ticket_facts
+from services.usecases.ticket_resource import as_bought, ticket_facts
 
 
 class TicketSummary(Payload):
@@ -283,11 +282,7 @@ def _bundle(order: ticketing.Order, event: LineEvent) -> TicketBundle:
     states = {s.issued.ticket_id: s for s in order.tickets}
     lines: dict[int, OrderLine] = {}
     for bought in opened.tickets:
-        facts = ticket_facts(purchase, bought, states.get(bought.id))
-        if facts.code != bought.code:
-            # Transferred: the buyer keeps the code they had (it answers `resold`), and sees
-            # neither the new holder's code nor their details.
-            facts = replace(facts, code=bought.code, status="transferred", consumer=Consumer())
+        facts = as_bought(ticket_facts(purchase, bought, states.get(bought.id)), bought)
         line = lines.get(bought.ticket_type_id)
         if line is None:
             line = lines[bought.ticket_type_id] = OrderLine(

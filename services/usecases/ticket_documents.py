@@ -116,12 +116,6 @@ class Documents:
         pages = []
         chosen = only if only is not None else opened.tickets
         loaded = await load_tickets(self._pool, [t.id for t in chosen])
-        if only is None:
-            # The purchase's PDF is its buyer's: a ticket passed on is its new holder's, under
-            # a code the buyer must not hold (as the confirmation e-mail leaves it out).
-            chosen = [t for t in chosen if not _passed_on(loaded[t.id][0])]
-            if not chosen:
-                raise TicketAlreadyTransferred("every ticket of the purchase was passed on")
         # A refunded ticket is handed out no more: asked for, refused; in its purchase's PDF,
         # left out.
         refunded = [t for t in chosen if _refunded(loaded[t.id][0]) and not refunded_too]
@@ -166,6 +160,22 @@ class Documents:
         one) and kept; requests for a document being rendered wait for that render."""
         key = tuple(await self.pages(purchase, only))
         return await self._rendered.get(key, lambda: self._render(list(key)))
+
+    async def purchase_pdf(
+        self, purchase: PurchaseState, only: list[PurchasedTicket] | None = None
+    ) -> bytes:
+        """The PDF of the purchase's tickets (`only` some), as its partner's purchase routes
+        hand it out: its buyer's, so a ticket passed on is left out, or refused when asked for
+        alone; it is its new holder's, under a code the buyer must not hold (as the
+        confirmation e-mail leaves it out)."""
+        chosen = only if only is not None else purchase.opened.tickets
+        loaded = await load_tickets(self._pool, [t.id for t in chosen])
+        held = [t for t in chosen if not _passed_on(loaded[t.id][0])]
+        if not held or (only is not None and len(held) < len(only)):
+            raise TicketAlreadyTransferred("the ticket was passed on to another holder")
+        if only is None:  # refunded ones are left out of the whole purchase's, as `pages` does
+            held = [t for t in held if not _refunded(loaded[t.id][0])] or held
+        return await self.pdf(purchase, held)
 
     async def _render(self, pages: list[TicketPage]) -> bytes:
         """The pages in the renderer, timed for /metrics with the wait for a free render

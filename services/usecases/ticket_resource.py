@@ -6,7 +6,7 @@ ticket (the purchase, the buyer's lookup, the resource) says of it, so they neve
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import asyncpg
@@ -79,6 +79,21 @@ def ticket_facts(
         personalization_start=None,
         personalization_end=None,
         scannable_until=None,
+    )
+
+
+def as_bought(facts: TicketFacts, bought: PurchasedTicket) -> TicketFacts:
+    """The ticket as its purchase shows it, in the partner's purchase payload and to its buyer
+    alike: once passed on, the code it was bought under (which answers `resold`), `transferred`,
+    and neither the new holder's code nor their details."""
+    if facts.code == bought.code:
+        return facts
+    return replace(
+        facts,
+        code=bought.code,
+        status="transferred",
+        consumer=Consumer(),
+        needs_personalization=False,
     )
 
 

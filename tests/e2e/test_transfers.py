@@ -482,6 +482,26 @@ async def test_the_purchases_pdf_leaves_out_a_ticket_passed_on(api, pool) -> Non
     assert pdf.status == 200
     text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(await pdf.read())).pages)
     assert kept["ticket_code"] in text and accepted["ticket"]["code"] not in text
+    alone = f"/api/v1/purchases/{purchase['token']}/tickets/{given['id']}/pdf"
+    refused = await api.get(alone, headers=bearer(token))
+    assert (refused.status, (await refused.json())["error"]) == (409, "ticket_already_transferred")
+    # The partner's purchase payload shows the seat as its buyer does: passed on.
+    payload = await _get(api, token, f"/api/v1/purchases/{purchase['token']}")
+    shown = {t["id"]: t for t in payload["purchase"]["tickets"]}[given["id"]]
+    bundle = await _get(
+        api, token, f"/api/v1/tickets/{purchase['access_code']}?email={BUYER['email']}"
+    )
+    [seat] = [s for s in bundle["lines"][0]["seats"] if s["ticket_code"] == given["ticket_code"]]
+    assert (
+        (shown["ticket_code"], shown["ticket_status"], shown["name"])
+        == (
+            seat["ticket_code"],
+            seat["status"],
+            seat["name"],
+        )
+        == (given["ticket_code"], "transferred", None)
+    )
+    assert shown["eticket_url"] is None
 
     alone_token, alone = await _bought(api, pool, n=1)
     code = alone["tickets"][0]["ticket_code"]
