@@ -28,6 +28,7 @@ from domain.purchasing import (
     RefundReported,
 )
 from domain.tickets import TicketRefunded, TicketState, TicketWasScanned
+from domain.transfers import TicketAlreadyTransferred
 
 REASON_MAX = 500
 RequestStatus = Literal["pending", "approved", "declined"]
@@ -265,10 +266,13 @@ def request_refund(
     now: datetime,
 ) -> list[Event]:
     """A buyer asks for a ticket's refund: only of a paid purchase, for a ticket neither
-    refunded nor scanned (a partner may still force a scanned one)."""
+    refunded nor scanned (a partner may still force a scanned one), and still theirs: one
+    passed on is its new holder's, whose ticket the buyer's e-mail no longer speaks for."""
     state = check_paid(purchase)
     if ticket is None:
         raise NotFound("ticket not found", "code")
+    if ticket.transfers:
+        raise TicketAlreadyTransferred("the ticket was passed on to another holder")
     if ticket.refunded_by is not None:
         raise AlreadyRefunded("the ticket is already refunded")
     if ticket.scan_count:

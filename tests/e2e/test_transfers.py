@@ -502,6 +502,11 @@ async def test_the_purchases_pdf_leaves_out_a_ticket_passed_on(api, pool) -> Non
         == (given["ticket_code"], "transferred", None)
     )
     assert shown["eticket_url"] is None
+    # Nor does the purchase's e-mail ask for the new holder's ticket to be refunded.
+    ask = {"email": BUYER["email"]}
+    new_code = accepted["ticket"]["code"]
+    _, refused = await post(api, token, f"/api/v1/tickets/{new_code}/refund-requests", ask, 409)
+    assert refused["error"] == "ticket_already_transferred"
 
     alone_token, alone = await _bought(api, pool, n=1)
     code = alone["tickets"][0]["ticket_code"]
