@@ -314,7 +314,7 @@ def issue_tickets(
     given at purchase; without a personalization policy of the event, the others need a name
     until the event starts. The `ends_at` of a dated attraction visit is its `visit_day_end`."""
     tickets = opened.tickets
-    fee_share = _shares(opened.pricing.fee_cents, len(tickets))
+    fee_share = fee_shares(opened)
     starts_at = schedule.starts_at
     until = scannable_until(starts_at, schedule.ends_at)
     policy = schedule.terms.personalization
@@ -355,9 +355,11 @@ def issue_tickets(
     }
 
 
-def _shares(total: int, parts: int) -> list[int]:
-    """`total` split into `parts` integers that differ by at most one and add up exactly."""
-    base, rest = divmod(total, parts)
+def fee_shares(opened: PurchaseOpened) -> list[int]:
+    """The purchase's service fee split over its tickets in their order: integers that differ
+    by at most one and add up exactly (each ticket's share, before payment and after)."""
+    parts = len(opened.tickets)
+    base, rest = divmod(opened.pricing.fee_cents, parts)
     return [base + (1 if i < rest else 0) for i in range(parts)]
 
 

@@ -108,7 +108,7 @@ SEAT_REFUSALS = (SeatsTaken.code, InsufficientAvailability.code)
 
 
 def _ticket(
-    state: PurchaseState, bought: PurchasedTicket, issued: TicketState | None
+    state: PurchaseState, bought: PurchasedTicket, issued: TicketState | None, fee: int
 ) -> TicketView:
     o = state.opened
     facts = as_bought(ticket_facts(state, bought, issued), bought)
@@ -121,7 +121,7 @@ def _ticket(
         name=facts.name,
         email=facts.email,
         amount_cents=bought.amount_cents,
-        service_fee_cents=issued.issued.service_fee_cents if issued else 0,
+        service_fee_cents=fee,
         currency=o.pricing.currency,
         seat=bought.seat,
         consumer=Consumer(name=facts.name, email=facts.email),
@@ -168,7 +168,10 @@ def purchase_view(
         event=product if o.event_id is not None else None,
         attraction=product if o.attraction_id is not None else None,
         visit_date=o.visit_date,
-        tickets=[_ticket(state, t, (issued or {}).get(t.id)) for t in o.tickets],
+        tickets=[
+            _ticket(state, t, (issued or {}).get(t.id), fee)
+            for t, fee in zip(o.tickets, tickets.fee_shares(o), strict=True)
+        ],
         refunded_cents=state.refunded_cents,
         disputed=bool(state.disputes),
     )

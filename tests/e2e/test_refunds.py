@@ -420,6 +420,25 @@ async def test_a_refunded_seats_attendee_view_says_so_in_a_paid_order(
         assert body["status"] == ("refunded" if seat["ticket_code"] == gone else "valid"), body
 
 
+async def test_each_tickets_share_of_the_fee_shows_before_payment_as_after(
+    api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool
+) -> None:
+    key, _, type_id = await _event(pool, 3, fee=c.FeeRule(percent_bps=500))
+    _, created = await post(api, key, "/api/v1/purchases", order(type_id, 3), 201)
+    pending = created["purchase"]
+    shares = [t["service_fee_cents"] for t in pending["tickets"]]
+    assert sum(shares) == pending["fee_cents"] > 0 and max(shares) - min(shares) <= 1
+    intent = created["payment"]["stripe_payment_intent_id"]
+    assert (await stripe_sim.post(f"/_sim/payment_intents/{intent}/succeed")).status == 200
+
+    async def paid() -> dict | None:
+        purchase = await _purchase(api, key, pending["token"])
+        return purchase if purchase["status"] == "paid" else None
+
+    after = await _until(paid, "paid")
+    assert [t["service_fee_cents"] for t in after["tickets"]] == shares
+
+
 async def test_the_service_fee_stays_when_the_organization_keeps_it(
     api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool
 ) -> None:
