@@ -41,7 +41,7 @@ def printable(value: str | None, field: str) -> None:
     require(
         value is None or _UNPRINTABLE.search(value) is None,
         field,
-        f"{field} must not contain control characters or text direction overrides",
+        "must not contain control characters or text direction overrides",
     )
 
 

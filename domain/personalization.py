@@ -43,6 +43,8 @@ def update_attendee(
     printable(name, f"{field}.name")
     if email is not None and not _is_email(email):
         raise InvalidCommand("not a valid e-mail address", f"{field}.email")
+    if details:  # checked alone first, so a refusal names the `consumer` object's field
+        _checked(edited(Consumer(), details), now, f"{field}.consumer.")
     named = Consumer.named(name, email)
     changes = {"first_name": named.first_name, "last_name": named.last_name, "email": email}
     consumer = edited(state.consumer, {**changes, **(details or {})})
@@ -59,7 +61,22 @@ _TEXT_MAX = {
     "language": 35,
 }
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{3,30}$")
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
+# ISO 3166-1 alpha-2, as the tz database lists the codes in use (and XK, Kosovo's, which card
+# networks and Stripe use).
+_COUNTRY_CODES = """
+AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO
+BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ
+DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP
+GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG
+KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML
+MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE
+PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL
+SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM
+US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW XK
+"""
+_COUNTRIES = frozenset(_COUNTRY_CODES.split())
+# A language tag (BCP 47's common shape): `da`, `en-GB`, `zh-Hant-TW`.
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
 # ISO/IEC 5218: not known, male, female, not applicable.
 GENDERS = (0, 1, 2, 9)
 EARLIEST_BIRTH = date(1900, 1, 1)
@@ -119,8 +136,10 @@ def _checked(consumer: Consumer, now: datetime, prefix: str) -> Consumer:
         value = getattr(consumer, name)
         if value is not None and len(value) > limit:
             raise refuse(name, f"longer than {limit} characters")
+        printable(value, f"{prefix}{name}")
     if consumer.email is not None and not _is_email(consumer.email):
         raise refuse("email", "not a valid e-mail address")
+    printable(consumer.email, f"{prefix}email")
     if consumer.phone_number is not None and not _PHONE.match(consumer.phone_number):
         raise refuse("phone_number", "not a phone number (digits, spaces, ()-, a leading +)")
     born = consumer.date_of_birth
@@ -128,6 +147,8 @@ def _checked(consumer: Consumer, now: datetime, prefix: str) -> Consumer:
         raise refuse("date_of_birth", f"must lie between {EARLIEST_BIRTH} and today")
     if consumer.gender is not None and consumer.gender not in GENDERS:
         raise refuse("gender", "one of 0 (not known), 1 (male), 2 (female), 9 (not applicable)")
-    if consumer.country is not None and not _COUNTRY.match(consumer.country):
+    if consumer.country is not None and consumer.country not in _COUNTRIES:
         raise refuse("country", "an ISO 3166-1 alpha-2 code")
+    if consumer.language is not None and not _LANGUAGE.match(consumer.language):
+        raise refuse("language", "a language tag, e.g. da or en-GB")
     return consumer

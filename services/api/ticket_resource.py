@@ -4,6 +4,7 @@ personalization of its consumer."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 
@@ -203,6 +204,7 @@ class TicketSearchQuery(Query):
     ]
 
 
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 # A consumer field in an edit: left out (UNSET) keeps it, "" or null clears it.
 Text = str | UnsetType | None
 BirthDate = Annotated[str, Meta(description="YYYY-MM-DD")] | UnsetType | None
@@ -235,6 +237,8 @@ def consumer_changes(edit: ConsumerEdit, field: str = "") -> dict[str, object]:
     born = changes.get("date_of_birth")
     if isinstance(born, str) and born:
         try:
+            if not _DATE.match(born):  # fromisoformat takes 19700101 and 1970-W01-1 too
+                raise ValueError(born)
             changes["date_of_birth"] = date.fromisoformat(born)
         except ValueError:
             raise invalid_request(f"{field}date_of_birth", "not a date (YYYY-MM-DD)") from None

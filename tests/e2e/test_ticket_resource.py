@@ -401,8 +401,15 @@ async def test_a_partner_personalizes_and_every_change_is_an_event_of_the_partne
 
     for body, field in (
         ({"date_of_birth": "17-05-1990"}, "date_of_birth"),
+        ({"date_of_birth": "19900517"}, "date_of_birth"),
+        ({"date_of_birth": "1990-W20-4"}, "date_of_birth"),
         ({"email": "liv.example.com"}, "email"),
+        ({"email": "\u202eliv@example.com"}, "email"),
         ({"gender": 5}, "gender"),
+        ({"country": "XX"}, "country"),
+        ({"language": "da dk"}, "language"),
+        ({"city": "Aar\thus"}, "city"),
+        ({"state": "\u202eSH"}, "state"),
         ({"nickname": "Liv"}, "nickname"),
     ):
         refused = await _put(api, token, uid, body, 422)
@@ -473,6 +480,14 @@ async def test_the_buyer_personalizes_with_the_access_code_and_purchase_email(ap
     bad = {**seat, "consumer": {"date_of_birth": "1990-13-01"}}
     refused = await _buyer_edit(api, token, purchase, ticket["ticket_code"], bad, 422)
     assert refused["detail"].startswith("seats[0].consumer.date_of_birth")
+    for consumer, field in (
+        ({"email": "liv.example.com"}, "email"),
+        ({"date_of_birth": "1850-01-01"}, "date_of_birth"),
+        ({"country": "XX"}, "country"),
+    ):
+        bad = {**seat, "consumer": consumer}
+        refused = await _buyer_edit(api, token, purchase, ticket["ticket_code"], bad, 422)
+        assert refused["detail"].startswith(f"seats[0].consumer.{field}: "), refused
 
 
 async def test_a_name_with_control_characters_or_direction_overrides_is_refused(api, pool) -> None:

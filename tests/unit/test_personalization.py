@@ -153,7 +153,7 @@ def test_the_buyers_seat_edit_keeps_the_other_details_and_is_the_buyers() -> Non
         COMPLETE,
         {"first_name": "Liv", "last_name": "Berg", "email": "liv@example.com", "city": "Aarhus"},
     )
-    with refused(InvalidCommand, "invalid_request", "seats[0].date_of_birth"):
+    with refused(InvalidCommand, "invalid_request", "seats[0].consumer.date_of_birth"):
         personalization.update_attendee(
             state, "Liv", None, INSIDE, "seats[0]", {"date_of_birth": date(1800, 1, 1)}
         )
