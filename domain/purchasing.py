@@ -283,8 +283,7 @@ def validate_request(req: PurchaseRequest) -> None:
         raise InvalidCommand("attractions have no seats", "selected_seats")
     if req.event_slug is not None and req.visit_date is not None:
         raise InvalidCommand("visit_date is for attractions", "visit_date")
-    if req.visit_date is not None and req.visit_date >= date.max:
-        # A ticket is valid until the day after its visit, which must be a date too.
+    if req.visit_date is not None and not visitable(req.visit_date):
         raise InvalidCommand("out of range", "visit_date")
     seen: set[tuple[int, int]] = set()
     for i, a in enumerate(req.attendees):
@@ -299,6 +298,12 @@ def validate_request(req: PurchaseRequest) -> None:
         if a.email is not None and a.email != "" and not EMAIL.match(a.email):
             raise InvalidCommand("not a valid e-mail address", f"{field}.email")
         seen.add((a.ticket_type_id, a.index))
+
+
+def visitable(day: date) -> bool:
+    """A day a visit can be for: a ticket is valid until the day after its visit, which must
+    be a date too."""
+    return day < date.max
 
 
 def _at_most(value: str | None, limit: int, field: str) -> None:

@@ -13,12 +13,13 @@ from domain.catalog import TicketType
 from domain.inventory.events import SeatRef
 from domain.inventory.holds import local_date, visit_day
 from domain.inventory.stock import VisitDay, attraction_day, available_per_type, event_status
+from domain.purchasing import visitable
 from domain.seating import TakenSeats
 from domain.venues import Section
 from projections import availability, catalog
 from services.api import schemas as s
 from services.api.context import PURCHASES, now, organization_of, pool_of
-from services.api.errors import not_found
+from services.api.errors import invalid_request, not_found
 from services.api.http import Snapshot, memoized, parse_query, path_int, snapshot
 from services.api.routes import Route
 from services.api.seating import EventSeats, as_sold_here
@@ -129,6 +130,8 @@ async def attraction_availability(request: web.Request) -> Snapshot:
     pool = pool_of(request)
     organization_id = organization_of(request)
     query = parse_query(request, s.AttractionAvailabilityQuery)
+    if query.date is not None and not visitable(query.date):
+        raise invalid_request("date", "out of range")  # as a purchase for it is refused
     row = await catalog.attraction(pool, organization_id, request.match_info["slug"])
     if row is None:
         raise not_found("attraction")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
+import msgspec.inspect
 from aiohttp import web
 
 from infra.pgtext import storable
@@ -30,6 +31,7 @@ _MISSING = re.compile(r"(?:missing required|contains unknown) field `([^`]*)`")
 # body without such an escape is never walked.
 _UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 UNSTORABLE_DETAIL = "must not contain NUL characters or unpaired surrogates"
+_INTEGER = re.compile(r"^-?[0-9]{1,19}\Z")
 # An id in a path or a ticket type id as a JSON object key: canonical, so two spellings never
 # name one resource.
 TYPE_ID = re.compile(r"^[1-9][0-9]{0,17}\Z")
@@ -77,11 +79,27 @@ def _message(exc: msgspec.ValidationError) -> str:
     return str(exc).split(" - at `")[0]
 
 
+@functools.cache
+def _integers(kind: type) -> frozenset[str]:
+    """The query parameters of `kind` that are whole numbers."""
+    found = set()
+    for field in msgspec.inspect.type_info(kind).fields:  # type: ignore[attr-defined]
+        inner = field.type.type if isinstance(field.type, msgspec.inspect.Metadata) else field.type
+        options = inner.types if isinstance(inner, msgspec.inspect.UnionType) else (inner,)
+        if any(isinstance(o, msgspec.inspect.IntType) for o in options):
+            found.add(field.encode_name)
+    return frozenset(found)
+
+
 def parse_query(request: web.Request, kind: type[T]) -> T:
-    """Query parameters as a typed Struct; `limit=abc` is a 422 naming `limit`."""
+    """Query parameters as a typed Struct; `limit=abc` is a 422 naming `limit`, and so is a
+    whole number spelt otherwise than in digits (`5.0`, `1e1`: one spelling per value)."""
     query = dict(request.query)
     for name, value in query.items():
         check_text(name if storable(name) else "query", value)
+    for name in _integers(kind) & query.keys():
+        if not _INTEGER.match(query[name]):
+            raise invalid_request(name, "must be a whole number in digits")
     try:
         return msgspec.convert(query, kind, strict=False)
     except msgspec.ValidationError as exc:

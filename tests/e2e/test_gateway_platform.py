@@ -212,3 +212,16 @@ async def test_behind_a_trusted_proxy_one_clients_bad_tokens_block_only_that_cli
     assert blocked.status == 429
     other = {**bearer(demo_token), "X-Forwarded-For": "198.51.100.67"}
     assert (await gateway.get("/api/v1/events", headers=other)).status == 200
+
+
+async def test_a_whole_number_in_a_query_has_one_spelling(api, demo_token) -> None:
+    for path, field in (
+        ("/api/v1/events?limit=5.0", "limit"),
+        ("/api/v1/events?limit=1e1", "limit"),
+        ("/api/v1/attractions?limit=2.0", "limit"),
+        ("/api/v1/venues/1/seat-plan?event_id=8e0", "event_id"),
+    ):
+        response = await api.get(path, headers=bearer(demo_token))
+        payload = await response.json()
+        assert response.status == 422 and payload["detail"].startswith(f"{field}: "), payload
+    assert (await api.get("/api/v1/events?limit=5", headers=bearer(demo_token))).status == 200

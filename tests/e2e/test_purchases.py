@@ -216,6 +216,11 @@ async def test_last_places_of_an_attraction_day(serve, pool: asyncpg.Pool, catal
         422,
     )
     assert last_day["detail"].startswith("visit_date")
+    # Its availability answers the day as the purchase does.
+    asked = await gateways[0].get(
+        "/api/v1/attractions/museum/availability?date=9999-12-31", headers=bearer(token)
+    )
+    assert asked.status == 422 and (await asked.json())["detail"].startswith("date: ")
 
 
 async def test_idempotency_keys(api, pool: asyncpg.Pool, catalog) -> None:
