@@ -51,6 +51,11 @@ class SeatsTaken(DomainError):
     code = "seats_taken"
 
 
+class DecidedBefore(SeatsTaken):
+    """The seats are held by the draft's own purchase: it was decided before (by an owner that
+    answered too late, or a request whose gateway died), and that purchase is the answer."""
+
+
 class InsufficientAvailability(DomainError):
     code = "insufficient_availability"
 
@@ -257,7 +262,8 @@ def hold_seats(
         for seat in seats:
             key = seat_key(seat)
             if key in state.taken:
-                raise SeatsTaken(f"seat {seat.row}{seat.seat_number} is taken")
+                refusal = DecidedBefore if state.taken[key] == token else SeatsTaken
+                raise refusal(f"seat {seat.row}{seat.seat_number} is taken")
             claimed.add(key)
             held.append(HeldSeat(ticket_type_id=tid, **msgspec.structs.asdict(seat)))
     return SeatsHeld(

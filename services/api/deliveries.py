@@ -38,7 +38,7 @@ def _pdf(body: bytes, name: str) -> web.Response:
 
 async def purchase_pdf(request: web.Request) -> web.Response:
     state = await _paid(request)
-    body = await request.app[DOCUMENTS].purchase_pdf(state)
+    body = await request.app[DOCUMENTS].pdf(state, as_bought=True)
     return _pdf(body, f"tickets-{state.opened.access_code}.pdf")
 
 
@@ -48,7 +48,7 @@ async def ticket_pdf(request: web.Request) -> web.Response:
     wanted = [t for t in state.opened.tickets if t.id == ticket_id]
     if not wanted:
         raise not_found("ticket")
-    body = await request.app[DOCUMENTS].purchase_pdf(state, wanted)
+    body = await request.app[DOCUMENTS].pdf(state, wanted, as_bought=True)
     return _pdf(body, f"ticket-{wanted[0].code}.pdf")
 
 

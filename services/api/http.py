@@ -34,7 +34,7 @@ UNSTORABLE_DETAIL = "must not contain NUL characters or unpaired surrogates"
 _INTEGER = re.compile(r"^-?[0-9]{1,19}\Z")
 # An id in a path or a ticket type id as a JSON object key: canonical, so two spellings never
 # name one resource.
-TYPE_ID = re.compile(r"^[1-9][0-9]{0,17}\Z")
+CANONICAL_ID = re.compile(r"^[1-9][0-9]{0,17}\Z")
 
 
 def check_text(field: str, value: str) -> None:
@@ -145,7 +145,7 @@ def _bad_key(raw: bytes, path: str) -> str | None:
         value = value[part]
     if not isinstance(value, dict):
         return None
-    return next((f"{path}.{key}" for key in value if not TYPE_ID.match(key)), None)
+    return next((f"{path}.{key}" for key in value if not CANONICAL_ID.match(key)), None)
 
 
 def _escaped_surrogate(raw: bytes) -> str | None:
@@ -161,7 +161,7 @@ def _escaped_surrogate(raw: bytes) -> str | None:
 
 def path_int(request: web.Request, name: str) -> int:
     value = request.match_info[name]
-    if not TYPE_ID.match(value):  # ASCII digits, no leading zero: one spelling per id
+    if not CANONICAL_ID.match(value):  # ASCII digits, no leading zero: one spelling per id
         raise invalid_request(name, "must be a positive integer")
     return int(value)
 

@@ -21,7 +21,7 @@ from domain.purchasing import MAX_TICKETS
 from projections import catalog
 from services.api.context import now, organization_of, pool_of
 from services.api.errors import invalid_request, not_found
-from services.api.http import TYPE_ID, json_response, parse_body
+from services.api.http import CANONICAL_ID, json_response, parse_body
 from services.api.routes import Route
 from services.api.schemas import Payload, Request
 
@@ -119,7 +119,7 @@ async def _discount(
 def _quantities(given: dict[str, int]) -> dict[int, int]:
     """What can be checked without the catalog, in the order POST /purchases checks it."""
     for key, n in given.items():
-        if not TYPE_ID.fullmatch(key):
+        if not CANONICAL_ID.fullmatch(key):
             raise invalid_request(f"quantities.{key}", "keys are ticket type ids")
         if n < 0:
             raise invalid_request(f"quantities.{key}", "quantities must not be negative")

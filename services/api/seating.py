@@ -29,7 +29,7 @@ from domain.venues import Section
 from projections import availability, catalog
 from services.api.context import OFFERS, PLANS, PURCHASES, TAKEN, organization_of, pool_of
 from services.api.errors import from_domain, invalid_request, not_found
-from services.api.http import TYPE_ID, Snapshot, json_response, parse_body, shared_answer
+from services.api.http import CANONICAL_ID, Snapshot, json_response, parse_body, shared_answer
 from services.api.routes import Handler, Route
 from services.api.schemas import Request
 
@@ -184,7 +184,7 @@ def _by_type_id(selected: dict[str, list[SeatRef]]) -> dict[int, list[SeatRef]]:
     """JSON object keys are strings; the ticket type ids in them must be plain integers (the
     key's pattern is checked here rather than by the decoder, which would not name the key)."""
     for type_id in selected:
-        if not TYPE_ID.match(type_id):
+        if not CANONICAL_ID.match(type_id):
             raise invalid_request(f"selected_seats.{type_id}", "keys are ticket type ids")
     return {int(type_id): seats for type_id, seats in selected.items()}
 

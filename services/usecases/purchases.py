@@ -351,12 +351,10 @@ class Purchases:
         paying = sales.with_intent(command, prepaid)
         try:
             events = await desk.submit(paying, meta, sales.discount_streams(paying))
+        except holds.DecidedBefore:
+            raise  # the intent is the purchase's decided before: `_or_found` answers with it
         except DomainError:
-            # Refused as its seats are taken by the very purchase (opened by an owner that
-            # answered too late), the intent is that purchase's: `_or_found` answers with it.
-            found, _ = await self.load(forecast.token)
-            if found is None or _unstarted(found):
-                self.intents.abandon(intent.id)
+            self.intents.abandon(intent.id)
             raise
         state = purchasing.replay_purchase(events)
         assert state is not None

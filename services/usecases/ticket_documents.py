@@ -15,6 +15,7 @@ from email.message import EmailMessage
 import asyncpg
 
 from domain import tickets
+from domain.errors import DomainError
 from domain.purchasing import PurchasedTicket, PurchaseState
 from domain.tickets import TicketState, TicketWasRefunded
 from domain.transfers import TicketAlreadyTransferred, TransferOffered
@@ -96,9 +97,13 @@ class Documents:
         only: list[PurchasedTicket] | None = None,
         *,
         refunded_too: bool = False,
+        as_bought: bool = False,
     ) -> list[TicketPage]:
         """One page per ticket, with the holder as the ticket's own stream has it now.
-        `refunded_too`: describe refunded tickets as well (a wallet pass voiding one)."""
+        `refunded_too`: describe refunded tickets as well (a wallet pass voiding one).
+        `as_bought`: the buyer's tickets, as the partner's purchase routes hand them out: one
+        passed on is its new holder's, under a code the buyer must not hold (as the
+        confirmation e-mail leaves it out), so it is refused or left out as a refunded one is."""
         opened = purchase.opened
         org = await self._catalog.organization(opened.organization_id)
         starts = doors = None
@@ -116,17 +121,23 @@ class Documents:
         pages = []
         chosen = only if only is not None else opened.tickets
         loaded = await load_tickets(self._pool, [t.id for t in chosen])
-        # A refunded ticket is handed out no more: asked for, refused; in its purchase's PDF,
-        # left out.
-        refunded = [t for t in chosen if _refunded(loaded[t.id][0]) and not refunded_too]
-        if refunded and (only is not None or len(refunded) == len(chosen)):
-            raise TicketWasRefunded(f"ticket {refunded[0].id} is refunded")
+        # A ticket handed out no more: asked for, refused; in its purchase's PDF, left out.
+        rules: list[tuple[Callable[[TicketState | None], bool], type[DomainError], str]] = []
+        if as_bought:
+            rules.append((_passed_on, TicketAlreadyTransferred, "was passed on"))
+        if not refunded_too:
+            rules.append((_refunded, TicketWasRefunded, "is refunded"))
+        for gone, refusal, why in rules:
+            left_out = [t for t in chosen if gone(loaded[t.id][0])]
+            if left_out and (only is not None or len(left_out) == len(chosen)):
+                raise refusal(f"ticket {left_out[0].id} {why}")
+            chosen = [t for t in chosen if t not in left_out]
         now = datetime.now(UTC)
         for bought in chosen:
             state = loaded[bought.id][0]
             if state is not None:
                 tickets.require_fulfilled(state, now)
-        for bought in (t for t in chosen if t not in refunded):
+        for bought in chosen:
             state, _ = loaded[bought.id]
             seat = bought.seat
             pages.append(
@@ -153,29 +164,17 @@ class Documents:
         return pages
 
     async def pdf(
-        self, purchase: PurchaseState, only: list[PurchasedTicket] | None = None
+        self,
+        purchase: PurchaseState,
+        only: list[PurchasedTicket] | None = None,
+        *,
+        as_bought: bool = False,
     ) -> bytes:
         """The tickets' pages as one PDF. A document is rendered once per content (the key is
         every printed field of every page, so a transfer, a new holder or a refund makes a new
         one) and kept; requests for a document being rendered wait for that render."""
-        key = tuple(await self.pages(purchase, only))
+        key = tuple(await self.pages(purchase, only, as_bought=as_bought))
         return await self._rendered.get(key, lambda: self._render(list(key)))
-
-    async def purchase_pdf(
-        self, purchase: PurchaseState, only: list[PurchasedTicket] | None = None
-    ) -> bytes:
-        """The PDF of the purchase's tickets (`only` some), as its partner's purchase routes
-        hand it out: its buyer's, so a ticket passed on is left out, or refused when asked for
-        alone; it is its new holder's, under a code the buyer must not hold (as the
-        confirmation e-mail leaves it out)."""
-        chosen = only if only is not None else purchase.opened.tickets
-        loaded = await load_tickets(self._pool, [t.id for t in chosen])
-        held = [t for t in chosen if not _passed_on(loaded[t.id][0])]
-        if not held or (only is not None and len(held) < len(only)):
-            raise TicketAlreadyTransferred("the ticket was passed on to another holder")
-        if only is None:  # refunded ones are left out of the whole purchase's, as `pages` does
-            held = [t for t in held if not _refunded(loaded[t.id][0])] or held
-        return await self.pdf(purchase, held)
 
     async def _render(self, pages: list[TicketPage]) -> bytes:
         """The pages in the renderer, timed for /metrics with the wait for a free render

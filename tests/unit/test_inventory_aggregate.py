@@ -139,6 +139,9 @@ def test_a_hold_records_the_purchases_seats_by_type_and_its_counts() -> None:
     assert (state.taken_per_type[VOKSEN], state.taken_per_section[HALL]) == (2, 2)
     with refused(holds.SeatsTaken, "seats_taken"):
         _hold(state, {VOKSEN: 1}, {VOKSEN: [seat("A", 1)]}, token="p2")
+    # The same draft decided again (an owner that answered too late): its own purchase's seats.
+    with pytest.raises(holds.DecidedBefore):
+        _hold(state, {VOKSEN: 1}, {VOKSEN: [seat("A", 1)]}, token="p1")
 
 
 def test_a_type_chosen_for_by_best_available_sits_beside_the_seats_selected_for_another() -> None:
