@@ -55,497 +55,27 @@ webhooks still owed (services/dev/stripe_journal.py).
 from __future__ import annotations
 
 import asyncio
-import copy
-import itertools
 import json
-import re
-import string
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-import stripe
 import structlog
 from aiohttp import web
 
-from infra.codes import random_code
-from services.dev.stripe_journal import Journal, Line
+from services.dev.stripe_journal import Journal
+from services.dev.stripe_objects import DISPUTE_REASONS, Simulator, Stored
+from services.dev.stripe_params import StripeApiError, choice, new_id
 from services.dev.stripe_webhooks import (
     DEFAULT_RETRY_DELAYS,
     STRIPE_RETRY_EVERY,
     STRIPE_RETRY_FOR,
-    Delivery,
-    Json,
     Webhooks,
-    unix_now,
 )
 
 log = structlog.get_logger(__name__)
 
-Params = Mapping[str, str]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-_ALPHABET = string.ascii_letters + string.digits
-_ACCOUNT_ID = re.compile(r"acct_[A-Za-z0-9_]+")
-_SUCCEEDING_CARDS = frozenset({"pm_card_visa", "pm_card_mastercard"})
-_DECLINES = {
-    "pm_card_chargeDeclined": ("generic_decline", "Your card was declined."),
-    "pm_card_chargeDeclinedInsufficientFunds": (
-        "insufficient_funds",
-        "Your card has insufficient funds.",
-    ),
-}
-_CONFIRMABLE = ("requires_payment_method", "requires_confirmation", "requires_action")
-_CANCELABLE = (*_CONFIRMABLE, "requires_capture", "processing")
-_CANCELLATION_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer", "abandoned"})
-_REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
-_DISPUTE_REASONS = frozenset(
-    {"fraudulent", "duplicate", "product_not_received", "subscription_canceled", "general"}
-)
-
-
-def _new_id(prefix: str, length: int = 24) -> str:
-    return prefix + random_code(_ALPHABET, length)
-
-
-class StripeApiError(Exception):
-    """An answer in Stripe's error envelope. `stored` is False for requests refused before the
-    endpoint ran, which Stripe does not remember under their idempotency key."""
-
-    def __init__(
-        self,
-        status: int,
-        error_type: str,
-        message: str,
-        *,
-        code: str | None = None,
-        param: str | None = None,
-        stored: bool = True,
-        **extra: Any,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.stored = stored
-        fields = {"code": code, "param": param, **extra}
-        self.error: Json = {
-            "type": error_type,
-            "message": message,
-            **{k: v for k, v in fields.items() if v is not None},
-        }
-
-    def response(self) -> web.Response:
-        return web.json_response({"error": self.error}, status=self.status)
-
-
-def _invalid(message: str, param: str | None, code: str = "parameter_invalid") -> StripeApiError:
-    return StripeApiError(
-        400, "invalid_request_error", message, code=code, param=param, stored=False
-    )
-
-
-def _no_such(kind: str, object_id: str, param: str) -> StripeApiError:
-    return StripeApiError(
-        404,
-        "invalid_request_error",
-        f"No such {kind}: '{object_id}'",
-        code="resource_missing",
-        param=param,
-        stored=False,
-    )
-
-
-def _unexpected_state(
-    message: str, code: str = "payment_intent_unexpected_state"
-) -> StripeApiError:
-    return StripeApiError(400, "invalid_request_error", message, code=code)
-
-
-def _sub_params(params: Params, name: str) -> dict[str, str]:
-    """`metadata[purchase_token]=x` → {"purchase_token": "x"}: one level of Stripe's form
-    nesting, which is all the modelled parameters use."""
-    prefix = f"{name}["
-    return {
-        key[len(prefix) : -1]: value
-        for key, value in params.items()
-        if key.startswith(prefix) and key.endswith("]")
-    }
-
-
-def _int_param(params: Params, name: str, *, required: bool) -> int | None:
-    raw = params.get(name)
-    if raw is None:
-        if required:
-            raise _invalid(f"Missing required param: {name}.", name, "parameter_missing")
-        return None
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise _invalid(f"Invalid integer: {raw}", name, "parameter_invalid_integer")
-    if int(raw) < 1:
-        raise _invalid("Amount must be at least 1.", name, "amount_too_small")
-    return int(raw)
-
-
-def _flag(params: Params, name: str) -> bool:
-    raw = params.get(name, "false")
-    if raw not in ("true", "false"):
-        raise _invalid(f"Invalid boolean: {raw}", name)
-    return raw == "true"
-
-
-def _choice(params: Params, name: str, allowed: frozenset[str]) -> str | None:
-    value = params.get(name)
-    if value is not None and value not in allowed:
-        raise _invalid(f"Invalid {name}: must be one of {', '.join(sorted(allowed))}", name)
-    return value
-
-
-def _account(params: Params, name: str) -> str | None:
-    """Any well-formed `acct_...` id is a connected account of the simulated platform."""
-    value = params.get(name)
-    if value is not None and not _ACCOUNT_ID.fullmatch(value):
-        raise _invalid(f"No such destination: '{value}'", name, "resource_missing")
-    return value
-
-
-def _payment_method(value: str | None) -> str | None:
-    if value is not None and value not in _SUCCEEDING_CARDS and value not in _DECLINES:
-        raise _invalid(f"No such PaymentMethod: '{value}'", "payment_method", "resource_missing")
-    return value
-
-
-@dataclass(frozen=True)
-class _Stored:
-    """A response remembered under an idempotency key, with the request it answered."""
-
-    fingerprint: tuple[str, tuple[tuple[str, str], ...]]
-    status: int
-    body: bytes
-
-    def as_json(self, key: str) -> Json:
-        path, params = self.fingerprint
-        return {
-            "key": key,
-            "path": path,
-            "params": params,
-            "status": self.status,
-            "body": self.body.decode(),
-        }
-
-    @classmethod
-    def from_json(cls, value: Json) -> _Stored:
-        params = tuple((k, v) for k, v in value["params"])
-        return cls((value["path"], params), value["status"], value["body"].encode())
-
-
-NOTHING_YET = (0, 0, 0, 0)  # `Simulator.counts()` of an empty simulator
-
-
-def _last(objects: dict[str, Any], before: int) -> list[str]:
-    """The keys added to `objects` after it held `before` of them."""
-    return list(itertools.islice(reversed(objects), len(objects) - before))
-
-
-def _event_line(delivery: Delivery) -> Line:
-    return "event", {
-        "event": delivery.event,
-        "intent_id": delivery.intent_id,
-        "status": delivery.status,
-    }
-
-
-class Simulator:
-    """The simulated platform account's objects, and the operations on them."""
-
-    def __init__(self, webhooks: Webhooks) -> None:
-        self.webhooks = webhooks
-        self.intents: dict[str, Json] = {}
-        self.charges: dict[str, Json] = {}
-        self.refunds: list[Json] = []
-        self.idempotent: dict[str, _Stored] = {}
-        self.journal: Journal | None = None
-
-    def keep(self, journal: Journal) -> None:
-        """Restores what `journal` holds, writes it again compacted, and from now on writes
-        each change to it (`_journaled`, and each delivery as it ends)."""
-        self._restore(journal.read())
-        journal.rewrite(self.changes(NOTHING_YET, None))  # everything: each charge is an intent's
-        self.journal = journal
-        self.webhooks.on_settled = lambda d: journal.write(
-            [("delivery", {"id": d.event["id"], "status": d.status})]
-        )
-
-    def _restore(self, lines: list[Line]) -> None:
-        refunds: dict[str, Json] = {}
-        deliveries: dict[str, Delivery] = {}
-        for kind, value in lines:
-            if kind == "intent":
-                self.intents[value["id"]] = value
-            elif kind == "charge":
-                self.charges[value["id"]] = value
-            elif kind == "refund":
-                refunds[value["id"]] = value
-            elif kind == "idempotent":
-                self.idempotent[value["key"]] = _Stored.from_json(value)
-            elif kind == "event":
-                event = value["event"]
-                deliveries[event["id"]] = Delivery(event, value["intent_id"], value["status"])
-            elif kind == "delivery" and value["id"] in deliveries:
-                deliveries[value["id"]].status = value["status"]
-        self.refunds = list(refunds.values())
-        self.webhooks.deliveries = list(deliveries.values())
-
-    def counts(self) -> tuple[int, int, int, int]:
-        return (
-            len(self.intents),
-            len(self.refunds),
-            len(self.idempotent),
-            len(self.webhooks.deliveries),
-        )
-
-    def changes(self, since: tuple[int, int, int, int], intent_id: str | None) -> Iterator[Line]:
-        """What a request changed, given the counts before it and the intent it named: every
-        intent it made, named, refunded or emitted an event about, with its charge. Since
-        NOTHING_YET: the whole state."""
-        refunds = self.refunds[since[1] :]
-        events = self.webhooks.deliveries[since[3] :]
-        touched = {*_last(self.intents, since[0]), *(r["payment_intent"] for r in refunds)}
-        touched |= {d.intent_id for d in events} | ({intent_id} & self.intents.keys())
-        for touched_id in touched:
-            intent = self.intents[touched_id]
-            yield "intent", intent
-            if intent["latest_charge"] is not None:
-                yield "charge", self.charges[intent["latest_charge"]]
-        yield from (("refund", refund) for refund in refunds)
-        for key in _last(self.idempotent, since[2]):
-            yield "idempotent", self.idempotent[key].as_json(key)
-        yield from (_event_line(d) for d in events)
-
-    def intent(self, intent_id: str) -> Json:
-        found = self.intents.get(intent_id)
-        if found is None:
-            raise _no_such("payment_intent", intent_id, "intent")
-        return found
-
-    def create_intent(self, params: Params) -> Json:
-        amount = _int_param(params, "amount", required=True)
-        currency = params.get("currency")
-        if not currency:
-            raise _invalid("Missing required param: currency.", "currency", "parameter_missing")
-        destination = _account(params, "transfer_data[destination]")
-        intent_id = _new_id("pi_")
-        payment_method = _payment_method(params.get("payment_method"))
-        automatic = _sub_params(params, "automatic_payment_methods").get("enabled") == "true"
-        intent: Json = {
-            "id": intent_id,
-            "object": "payment_intent",
-            "amount": amount,
-            "amount_received": 0,
-            "automatic_payment_methods": {"enabled": True} if automatic else None,
-            "canceled_at": None,
-            "cancellation_reason": None,
-            "capture_method": "automatic",
-            "client_secret": f"{intent_id}_secret_{_new_id('', 25)}",
-            "confirmation_method": "automatic",
-            "created": unix_now(),
-            "currency": currency.lower(),
-            "description": params.get("description"),
-            "last_payment_error": None,
-            "latest_charge": None,
-            "livemode": False,
-            "metadata": _sub_params(params, "metadata"),
-            "next_action": None,
-            "on_behalf_of": _account(params, "on_behalf_of"),
-            "payment_method": payment_method,
-            "payment_method_types": ["card"],
-            "status": "requires_confirmation" if payment_method else "requires_payment_method",
-            "transfer_data": {"destination": destination} if destination else None,
-        }
-        confirm = _flag(params, "confirm")
-        self.intents[intent_id] = intent
-        return self.confirm(intent, payment_method) if confirm else intent
-
-    def confirm(self, intent: Json, payment_method: str | None) -> Json:
-        """Succeeds or declines at once, by the test card: there is no 3-D Secure step."""
-        _payment_method(payment_method)
-        if intent["status"] not in _CONFIRMABLE:
-            raise _unexpected_state(
-                "You cannot confirm this PaymentIntent because it has a status of "
-                f"{intent['status']}."
-            )
-        card = payment_method or intent["payment_method"]
-        if card is None:
-            raise _unexpected_state(
-                "You cannot confirm this PaymentIntent because it's missing a payment method."
-            )
-        if card in _DECLINES:
-            self._decline(intent, card)
-        charge = self._charge(intent, card)
-        intent.update(
-            status="succeeded",
-            payment_method=card,
-            amount_received=intent["amount"],
-            latest_charge=charge["id"],
-            last_payment_error=None,
-        )
-        self._emit("payment_intent.succeeded", intent, intent["id"])
-        return intent
-
-    def _decline(self, intent: Json, card: str) -> NoReturn:
-        decline_code, message = _DECLINES[card]
-        error: Json = {
-            "type": "card_error",
-            "code": "card_declined",
-            "decline_code": decline_code,
-            "message": message,
-            "payment_method": {"id": card, "object": "payment_method", "type": "card"},
-        }
-        intent.update(
-            status="requires_payment_method", payment_method=None, last_payment_error=error
-        )
-        self._emit("payment_intent.payment_failed", intent, intent["id"])
-        raise StripeApiError(
-            402,
-            "card_error",
-            message,
-            code="card_declined",
-            decline_code=decline_code,
-            payment_intent=copy.deepcopy(intent),
-        )
-
-    def _charge(self, intent: Json, card: str) -> Json:
-        """The succeeded charge; like Stripe, it copies the intent's metadata once."""
-        charge: Json = {
-            "id": _new_id("ch_"),
-            "object": "charge",
-            "amount": intent["amount"],
-            "amount_captured": intent["amount"],
-            "amount_refunded": 0,
-            "captured": True,
-            "created": unix_now(),
-            "currency": intent["currency"],
-            "livemode": False,
-            "metadata": dict(intent["metadata"]),
-            "on_behalf_of": intent["on_behalf_of"],
-            "paid": True,
-            "payment_intent": intent["id"],
-            "payment_method": card,
-            "refunded": False,
-            "status": "succeeded",
-            "transfer_data": intent["transfer_data"],
-        }
-        self.charges[charge["id"]] = charge
-        return charge
-
-    def cancel(self, intent: Json, params: Params) -> Json:
-        reason = _choice(params, "cancellation_reason", _CANCELLATION_REASONS)
-        if intent["status"] not in _CANCELABLE:
-            raise _unexpected_state(
-                "You cannot cancel this PaymentIntent because it has a status of "
-                f"{intent['status']}. Only a PaymentIntent with one of the following statuses "
-                f"may be canceled: {', '.join(_CANCELABLE)}."
-            )
-        intent.update(status="canceled", canceled_at=unix_now(), cancellation_reason=reason)
-        self._emit("payment_intent.canceled", intent, intent["id"])
-        return intent
-
-    def refund(self, params: Params) -> Json:
-        charge = self._refundable_charge(params)
-        amount = _int_param(params, "amount", required=False)
-        reason = _choice(params, "reason", _REFUND_REASONS)
-        reverse = _flag(params, "reverse_transfer")
-        _flag(params, "refund_application_fee")
-        if reverse and charge["transfer_data"] is None:
-            raise _invalid("This charge has no transfer to reverse.", "reverse_transfer")
-        remaining = charge["amount"] - charge["amount_refunded"]
-        if remaining == 0:
-            raise _unexpected_state(
-                f"Charge {charge['id']} has already been refunded.", "charge_already_refunded"
-            )
-        if amount is not None and amount > remaining:
-            raise _unexpected_state(
-                f"Refund amount ({amount}) is greater than unrefunded amount on charge "
-                f"({remaining})",
-                "amount_too_large",
-            )
-        refunded = amount or remaining
-        charge["amount_refunded"] += refunded
-        charge["refunded"] = charge["amount_refunded"] == charge["amount"]
-        self._emit("charge.refunded", charge, charge["payment_intent"])
-        refund: Json = {
-            "id": _new_id("re_"),
-            "object": "refund",
-            "amount": refunded,
-            "charge": charge["id"],
-            "created": unix_now(),
-            "currency": charge["currency"],
-            "metadata": _sub_params(params, "metadata"),
-            "payment_intent": charge["payment_intent"],
-            "reason": reason,
-            "status": "succeeded",
-            "transfer_reversal": _new_id("trr_") if reverse else None,
-        }
-        self.refunds.append(refund)
-        return refund
-
-    def dispute(self, intent: Json, reason: str | None) -> Json:
-        """The customer's bank disputes the charge. Like Stripe's, the dispute does not carry
-        the charge's metadata: only its charge and PaymentIntent say what it is about."""
-        if intent["latest_charge"] is None:
-            raise _unexpected_state("This PaymentIntent has no charge to dispute.")
-        charge = self.charges[intent["latest_charge"]]
-        dispute: Json = {
-            "id": _new_id("dp_"),
-            "object": "dispute",
-            "amount": charge["amount"] - charge["amount_refunded"],
-            "charge": charge["id"],
-            "created": unix_now(),
-            "currency": charge["currency"],
-            "livemode": False,
-            "metadata": {},
-            "payment_intent": intent["id"],
-            "reason": reason or "general",
-            "status": "needs_response",
-        }
-        charge["disputed"] = True
-        self._emit("charge.dispute.created", dispute, intent["id"])
-        return dispute
-
-    def _refundable_charge(self, params: Params) -> Json:
-        if "payment_intent" in params:
-            intent = self.intents.get(params["payment_intent"])
-            if intent is None:
-                raise _no_such("payment_intent", params["payment_intent"], "payment_intent")
-            if intent["latest_charge"] is None:
-                raise _unexpected_state(
-                    "This PaymentIntent does not have a successful charge to refund."
-                )
-            return self.charges[intent["latest_charge"]]
-        if "charge" in params:
-            charge = self.charges.get(params["charge"])
-            if charge is None:
-                raise _no_such("charge", params["charge"], "charge")
-            return charge
-        raise _invalid(
-            "One of the following params should be provided for this request: "
-            "payment_intent or charge.",
-            None,
-            "parameter_missing",
-        )
-
-    def _emit(self, event_type: str, obj: Json, ordering_key: str) -> None:
-        """A snapshot event, as Stripe sends them: the object as it is at this moment."""
-        event: Json = {
-            "id": _new_id("evt_"),
-            "object": "event",
-            "api_version": stripe.api_version,
-            "created": unix_now(),
-            "data": {"object": copy.deepcopy(obj)},
-            "livemode": False,
-            "pending_webhooks": 0 if self.webhooks.url is None else 1,
-            "request": {"id": None, "idempotency_key": None},
-            "type": event_type,
-        }
-        self.webhooks.emit(ordering_key, event)
 
 
 SIMULATOR: web.AppKey[Simulator] = web.AppKey("stripe_simulator", Simulator)
@@ -574,7 +104,7 @@ async def _envelope(request: web.Request, handler: Handler) -> web.StreamRespons
         response = exc.response()
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
         response = _unrecognized(request).response()
-    response.headers["Request-Id"] = _new_id("req_", 14)
+    response.headers["Request-Id"] = new_id("req_", 14)
     return response
 
 
@@ -605,7 +135,7 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     return await handler(request)
 
 
-def _replay(stored: _Stored, fingerprint: tuple[Any, ...], key: str) -> web.Response:
+def _replay(stored: Stored, fingerprint: tuple[Any, ...], key: str) -> web.Response:
     if stored.fingerprint != fingerprint:
         raise StripeApiError(
             400,
@@ -656,7 +186,7 @@ async def _idempotent(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         response = exc.response()
     assert isinstance(response, web.Response) and isinstance(response.body, bytes)
-    simulator.idempotent[key] = _Stored(fingerprint, response.status, response.body)
+    simulator.idempotent[key] = Stored(fingerprint, response.status, response.body)
     return response
 
 
@@ -722,7 +252,7 @@ async def _dashboard_refund(request: web.Request) -> web.Response:
 async def _dispute(request: web.Request) -> web.Response:
     simulator = request.app[SIMULATOR]
     params = await _helper_params(request)
-    reason = _choice(params, "reason", _DISPUTE_REASONS)
+    reason = choice(params, "reason", DISPUTE_REASONS)
     return web.json_response(simulator.dispute(simulator.intent(request.match_info["id"]), reason))
 
 
