@@ -139,7 +139,7 @@ async def _respond(
             # rate is in the key's activity log too.
             key = request[API_KEY] = await access.identify(request)
             verdict = await access.take(key, route.bucket if route is not None else None)
-        _check_request(request)
+        _check_request(request, route)
         if route is None or route.lane == "free":
             return await handler(request), verdict
         async with request.app[SALE_FIRST].lane(route.lane):
@@ -185,12 +185,23 @@ def _unrouted_call_with_a_key(request: web.Request) -> bool:
     )
 
 
-def _check_request(request: web.Request) -> None:
+def _check_request(request: web.Request, route: Route | None) -> None:
     """What no handler should have to check: path parameters that cannot be stored (a NUL
-    reaching a query would fail it with a 500). A body is read as JSON whatever its declared
-    type (curl's `-d` says form data): one that is not JSON is the handler's 422."""
+    reaching a query would fail it with a 500) and, on an endpoint that reads a JSON body, a
+    body declared as another media type (issue 9: a `text/plain` purchase was taken). A body
+    sent with no Content-Type at all is read as JSON; one that is not JSON is the handler's
+    422."""
     for name, value in request.match_info.items():
         check_text(name, value)
+    if route is None or route.body is None or not request.body_exists:
+        return  # no body: the handler decides whether one is required
+    if hdrs.CONTENT_TYPE not in request.headers:
+        return
+    media = request.content_type
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
 
 
 @web.middleware

@@ -191,32 +191,43 @@ async def test_an_idempotency_key_that_is_not_utf8_is_a_422(api, pool) -> None:
     assert json.loads(payload)["detail"].startswith("Idempotency-Key: ")
 
 
-async def test_a_json_body_is_read_whatever_its_content_type(api, pool) -> None:
-    """curl's `-d` labels a body form data: JSON under another label is still the request,
-    and what is not JSON is a 422 that nothing was stored for."""
+async def test_a_body_declared_as_another_type_is_a_415_and_nothing_is_held(api, pool) -> None:
+    """Issue 9: a `text/plain` purchase was taken. A JSON endpoint takes application/json (with
+    a charset or as a `+json` type) or a body with no declared type; other types are a 415."""
     token, event_id, type_id = await small_event(pool, 5)
     raw = json.dumps(order(type_id))
-    for media in ("text/plain", "application/x-www-form-urlencoded", None):
-        headers = {**bearer(token), **({"Content-Type": media} if media else {})}
-        response = await api.post("/api/v1/purchases", data=raw, headers=headers)
+    for media in ("text/plain", "application/x-www-form-urlencoded", "application/xml"):
+        response = await api.post(
+            "/api/v1/purchases", data=raw, headers={**bearer(token), "Content-Type": media}
+        )
+        _error(await response.json(), response, 415, "unsupported_media_type")
+    assert await _held(pool, event_id) == 0
+    for media in ("application/json; charset=utf-8", "application/vnd.api+json"):
+        response = await api.post(
+            "/api/v1/purchases", data=raw, headers={**bearer(token), "Content-Type": media}
+        )
         assert response.status == 201, await response.text()
-    form = await api.post(
+    undeclared = await api.post(
+        "/api/v1/purchases",
+        data=raw.encode(),
+        headers=bearer(token),
+        skip_auto_headers=["Content-Type"],
+    )
+    assert undeclared.status == 201, await undeclared.text()
+    assert await _held(pool, event_id) == 3
+    not_json = await api.post(
         "/api/v1/purchases",
         data="event_slug=show&quantities=1",
-        headers={**bearer(token), "Content-Type": "application/x-www-form-urlencoded"},
+        headers={**bearer(token), "Content-Type": "application/json"},
     )
-    _error(await form.json(), form, 422, "invalid_request")
-    held = await pool.fetchval(
+    _error(await not_json.json(), not_json, 422, "invalid_request")
+
+
+async def _held(pool, event_id: int) -> int:
+    return await pool.fetchval(
         "SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'SeatsHeld'",
         f"event-{event_id}",
     )
-    assert held == 3
-    charset = await api.post(
-        "/api/v1/purchases",
-        data=raw,
-        headers={**bearer(token), "Content-Type": "application/json; charset=utf-8"},
-    )
-    assert charset.status == 201
 
 
 async def test_a_body_over_the_limit_is_a_413(api, demo_token) -> None:
