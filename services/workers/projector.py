@@ -47,6 +47,7 @@ from services.health import behind
 log = structlog.get_logger(__name__)
 
 _decoder = msgspec.json.Decoder(RecordedEvent)
+STANDBY_SECONDS = 0.5  # how often a standby projector asks whether it may take over
 
 
 def consumer_name(*projections: Projection) -> str:
@@ -71,7 +72,8 @@ def _filter(prefix: str, categories: tuple[str, ...]) -> dict[str, Any]:
 
 
 class Projector:
-    """Keeps read models up to date; several instances may run, the locks order them."""
+    """Keeps read models up to date. Several instances of the same read models may run: one
+    applies, the others stand by (`_lead`) and take over when it stops."""
 
     def __init__(
         self,
@@ -159,8 +161,6 @@ class Projector:
 
     async def _serve(self) -> None:
         async with contextlib.AsyncExitStack() as stack:
-            sub = await self._subscribe()
-            stack.push_async_callback(sub.unsubscribe)
             # Its own connection: a pool connection costs a reset round trip per batch. Rows and
             # checkpoint commit together, so a commit lost in a crash is only applied again (the
             # consumer resumes after the checkpoint that survived): no need to wait for a flush.
@@ -168,6 +168,9 @@ class Projector:
                 self._settings.database_url, server_settings={"synchronous_commit": "off"}
             )
             stack.push_async_callback(conn.close)
+            await self._lead(conn)
+            sub = await self._subscribe()
+            stack.push_async_callback(sub.unsubscribe)
             # The next batch is fetched while this one is applied: under load the events that
             # came in meanwhile are here when the commit is done, not a pull later.
             coming = asyncio.ensure_future(self._next_batch(sub))
@@ -177,6 +180,19 @@ class Projector:
                 coming = asyncio.ensure_future(self._next_batch(sub))
                 if messages:
                     await self._apply(conn, messages, [_decoder.decode(m.data) for m in messages])
+
+    async def _lead(self, conn: asyncpg.Connection) -> None:
+        """Waits until no other process consumes this durable consumer: JetStream would deal
+        the batches out between them, and each would move the read models' checkpoints past
+        events the other had not applied yet, which would then never be. The lock is held by
+        `conn`'s session, so a projector that dies hands over to a standby at once."""
+        key = zlib.crc32(f"projector:{self._consumer}".encode())
+        standing_by = False
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            if not standing_by:
+                log.info("projector_standby", consumer=self._consumer)
+                standing_by = True
+            await asyncio.sleep(STANDBY_SECONDS)
 
     async def _apply(
         self, conn: asyncpg.Connection, messages: list[Msg], events: list[RecordedEvent]

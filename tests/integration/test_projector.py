@@ -465,3 +465,29 @@ async def test_a_failing_batch_leaves_neither_rows_nor_checkpoint(pool: asyncpg.
             f"SELECT total FROM {schema}.tallies WHERE stream_id = $1", stream
         )
     assert total == 1
+
+
+async def test_a_second_projector_of_the_same_read_models_stands_by_and_loses_nothing(
+    pool: asyncpg.Pool, js, settings: Settings
+) -> None:
+    """Two projector processes of one read model (a second `linjerum projector`, or a second
+    run on the same servers) shared one durable consumer: JetStream dealt the batches out
+    between them, each moved the checkpoint past events the other had not applied, and those
+    were never applied. Now one applies and the other stands by until it stops."""
+    run = uuid.uuid4().hex[:8]
+    async with running(Relay(pool, js, settings, name=f"proj-{run}").run()):
+        first = Projector(pool, js, settings, TallyProjection(), batch_size=20)
+        second = Projector(pool, js, settings, TallyProjection(), batch_size=20)
+        async with running(first.run()) as leading:
+            await _write(pool, run, 20, seed=6)
+            await _wait_for(lambda: _applied_at_least(first, 20))
+            async with running(second.run()):
+                await _write(pool, run, 300, seed=7)
+                await _wait_for(lambda: _matches_store(pool))
+                assert second.applied == 0
+                await stop_task(leading)
+                await _write(pool, run, 100, seed=8)
+                await _wait_for(lambda: _matches_store(pool))
+                assert second.applied > 0
+    for stream_id, _total, versions in await _rows(pool):
+        assert versions == list(range(1, len(versions) + 1)), f"{stream_id}: {versions}"
