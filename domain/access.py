@@ -3,6 +3,7 @@ was taken away. The raw token never appears in an event, only in the creator's t
 
 from __future__ import annotations
 
+from domain import streams
 from domain.events import Event
 
 
@@ -19,4 +20,4 @@ class ApiKeyRevoked(Event, frozen=True):
 
 
 def api_key_stream(key_id: int) -> str:
-    return f"apikey-{key_id}"
+    return f"{streams.API_KEY}-{key_id}"

@@ -14,6 +14,7 @@ TICKET = "ticket"
 TRANSFER = "transfer"
 # One word: a category is what comes before the first dash.
 REFUND_REQUEST = "refundrequest"
+API_KEY = "apikey"
 
 
 def category(stream_id: str) -> str:

@@ -154,6 +154,7 @@ CATEGORIES = (
     streams.TICKET,
     streams.TRANSFER,
     streams.REFUND_REQUEST,
+    streams.API_KEY,
     "slug",
 )
 

@@ -111,6 +111,13 @@ def test_audit_filters_by_key_and_category(settings: Settings, purchase: dict) -
     assert len(_lines(_linjerum(settings, "audit", "--key", key, "--limit", "1"))) == 1
 
 
+def test_api_keys_are_a_category_audit_takes(settings: Settings, purchase: dict) -> None:
+    """Keys made and revoked are streams of the store as any other (`apikey-N`)."""
+    found = _lines(_linjerum(settings, "audit", "--category", "apikey", "--limit", "50"))
+    assert f"apikey-{purchase['key_id']}" in {e["stream_id"] for e in found}
+    assert {e["type"] for e in found} <= {"ApiKeyCreated", "ApiKeyRevoked"}
+
+
 def test_table_is_readable(settings: Settings, purchase: dict) -> None:
     table = _linjerum(settings, "audit", "--request-id", purchase["request_id"], "--table")
     header, *rows = table.stdout.splitlines()
