@@ -240,7 +240,15 @@ async def _publish(
     next message); what came before it was published."""
     end = await relay_position(pool)
     if isinstance(args.to, datetime):
-        end = min(end, await last_recorded(pool, args.to, inclusive=True))
+        bound = await last_recorded(pool, args.to, inclusive=True)
+        if bound < after:  # as a --to position before --from is (`run`)
+            print(
+                f"linjerum replay: --to {args.to.isoformat()} is before the range, which starts"
+                f" after {label(after)}",
+                file=sys.stderr,
+            )
+            return 2
+        end = min(end, bound)
     elif args.to is not None:
         end = min(end, args.to)
     summary = await range_summary(pool, after, end)

@@ -189,6 +189,19 @@ async def test_redrive_from_a_position_restores_the_rows_of_that_range(
     assert _lines(twice)[0]["rows_restored"] == 0
 
 
+async def test_a_publish_to_a_time_before_the_range_is_refused(
+    demo: tuple[Settings, asyncpg.Pool],
+) -> None:
+    """As a --to position before --from is: not run as an empty range."""
+    last = await demo[1].fetchval(
+        "SELECT tx_id::text || ':' || position FROM events ORDER BY tx_id DESC, position DESC"
+        " LIMIT 1"
+    )
+    backwards = _replay(demo[0], "--publish", "--from", last, "--to", "2020-01-01T00:00")
+    assert backwards.returncode == 2, backwards.stdout
+    assert "is before the range" in backwards.stderr
+
+
 def test_replay_needs_something_to_do(demo: tuple[Settings, asyncpg.Pool]) -> None:
     assert _replay(demo[0], "--since", "1h").returncode == 2
     assert _replay(demo[0], "--projection", "catalog", "--to", "1h").returncode == 2
