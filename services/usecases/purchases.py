@@ -164,10 +164,9 @@ class Purchases:
                 return await self._found_again(found, meta)
         org = await self.catalog.organization(organization_id)
         discount_id = None
-        if req.discount_code:
-            claimed = catalog.claim_stream(
-                "discount", req.discount_code.strip().upper(), org.organization_id
-            )
+        code = (req.discount_code or "").strip().upper()
+        if code:  # a blank field of the shop's form is no code, as for the pricing preview
+            claimed = catalog.claim_stream("discount", code, org.organization_id)
             discount_id = await self.catalog.owner(claimed)
             if discount_id is None:
                 raise discounts.InvalidDiscountCode("unknown discount code", "discount_code")
