@@ -4,7 +4,7 @@ every purchase re-validates against the aggregate itself."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import ClassVar
 
@@ -193,12 +193,15 @@ async def taken_on(conn: asyncpg.Pool, attraction_id: int, day: date) -> int:
 
 
 async def attraction_stock(
-    conn: asyncpg.Pool, row: asyncpg.Record
+    conn: asyncpg.Pool, row: asyncpg.Record, taken: Mapping[int, int] | None = None
 ) -> tuple[list[TicketType], dict[int, int]]:
     """Per-type availability of an attraction (`row`, as catalog.attraction reads it), by
-    `stock.attraction_left`."""
+    `stock.attraction_left`; `taken`: the places taken per type where they are known better
+    than this read model knows them (the sales desk's)."""
     types = await catalog.ticket_types(conn, attraction_id=row["id"])
-    return types, await attraction_left(conn, types, row["daily_max_tickets"])
+    if taken is None:
+        return types, await attraction_left(conn, types, row["daily_max_tickets"])
+    return types, stock.attraction_left(types, taken, row["daily_max_tickets"])
 
 
 async def attraction_left(

@@ -3,14 +3,15 @@ with the seats already taken. Served from the availability read model with an ET
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import asyncpg
 from aiohttp import web
 
 from domain.catalog import TicketType
-from domain.inventory.events import SeatRef
+from domain.inventory import holds
 from domain.inventory.holds import local_date, visit_day
 from domain.inventory.stock import VisitDay, attraction_day, available_per_type, event_status
 from domain.purchasing import visitable
@@ -20,9 +21,21 @@ from projections import availability, catalog
 from services.api import schemas as s
 from services.api.context import PURCHASES, now, organization_of, pool_of
 from services.api.errors import invalid_request, not_found
-from services.api.http import Snapshot, memoized, parse_query, path_int, snapshot
-from services.api.routes import Route
-from services.api.seating import EventSeats, as_sold_here
+from services.api.http import (
+    Snapshot,
+    parse_query,
+    path_int,
+    shared_answer,
+    snapshot,
+)
+from services.api.routes import Handler, Route
+from services.api.seating import (
+    DESK_IN_STEP_SECONDS,
+    EventSeats,
+    as_sold_here,
+    seat_refs,
+    sold_seats_now,
+)
 
 
 async def event_availability(request: web.Request, event: EventSeats) -> Snapshot:
@@ -44,10 +57,7 @@ async def event_availability(request: web.Request, event: EventSeats) -> Snapsho
             event_id=event.id,
             status=status,
             ticket_types={str(tid): n for tid, n in available.items()},
-            sold_seats=[
-                SeatRef(section_id=section_id, row=row, seat_number=number)
-                for section_id, row, number in sorted(event.taken)
-            ],
+            sold_seats=seat_refs(event.taken),
         ),
     )
 
@@ -102,7 +112,9 @@ def seat_plan_sections(sections: list[Section]) -> list[s.SeatPlanSection]:
     ]
 
 
-async def seat_plan(request: web.Request) -> Snapshot:
+async def seat_plan(request: web.Request) -> web.Response:
+    """Shared as `memoized` answers are, at the version of the event's stream its sold seats
+    are read at (`sold_seats_now`)."""
     pool = pool_of(request)
     organization_id = organization_of(request)
     venue_id = path_int(request, "id")
@@ -110,41 +122,85 @@ async def seat_plan(request: web.Request) -> Snapshot:
     row = await catalog.event_by_id(pool, organization_id, query.event_id)
     if row is None or row["venue_id"] != venue_id:
         raise not_found("venue or event")
-    types = await catalog.ticket_types(pool, event_id=row["id"])
-    sections = catalog.sections_of(row)
-    return snapshot(
-        s.SeatPlan(
-            venue_id=venue_id,
-            event_id=row["id"],
-            sections=seat_plan_sections(sections),
-            sold_seats=await availability.taken_seats(pool, row["id"]),
-            ticket_type_section_map={str(t.id): t.section_ids for t in types},
-        ),
-    )
+    sold, version = await sold_seats_now(request, row["id"])
+
+    async def build() -> Snapshot:
+        types = await catalog.ticket_types(pool, event_id=row["id"])
+        return snapshot(
+            s.SeatPlan(
+                venue_id=venue_id,
+                event_id=row["id"],
+                sections=seat_plan_sections(catalog.sections_of(row)),
+                sold_seats=seat_refs(sold),
+                ticket_type_section_map={str(t.id): t.section_ids for t in types},
+            ),
+        )
+
+    return await shared_answer(request, "seat_plan", build, version)
 
 
-async def attraction_availability(request: web.Request) -> Snapshot:
+AttractionBuild = Callable[
+    [web.Request, asyncpg.Record, holds.AttractionInventory | None], Awaitable[Snapshot]
+]
+
+
+def attraction_as_sold_here(
+    build: AttractionBuild, check: Callable[[web.Request], object] | None = None
+) -> Handler:
+    """A read of an attraction answered as `memoized` answers, with the places taken as this
+    gateway's sales desk stored them where it sells the attraction (`state`; None elsewhere):
+    a ticket bought or given back a moment ago counts at once, not once the read model has it.
+    `check`: what refuses the request whatever the attraction (its query)."""
+
+    @functools.wraps(build)
+    async def handler(request: web.Request) -> web.Response:
+        if check is not None:
+            check(request)
+        pool = pool_of(request)
+        row = await catalog.attraction(pool, organization_of(request), request.match_info["slug"])
+        if row is None:
+            raise not_found("attraction")
+        stored = await request.app[PURCHASES].seats.attraction_now(row["id"], DESK_IN_STEP_SECONDS)
+        state, version = stored if stored is not None else (None, None)
+        return await shared_answer(
+            request, build.__name__, lambda: build(request, row, state), version
+        )
+
+    return handler
+
+
+def _visit_query(request: web.Request) -> s.AttractionAvailabilityQuery:
+    query = parse_query(request, s.AttractionAvailabilityQuery)
+    if query.date is not None and not visitable(query.date):
+        raise invalid_request("date", "out of range")  # as a purchase for it is refused
+    return query
+
+
+async def attraction_availability(
+    request: web.Request, row: asyncpg.Record, state: holds.AttractionInventory | None
+) -> Snapshot:
     """With a date, what can be bought for that day: nothing on a day the purchase would
     refuse (past in the organization's zone, or closed), and no type more than the day has
     left; the same rules `hold_attraction_tickets` decides by."""
     pool = pool_of(request)
-    organization_id = organization_of(request)
-    query = parse_query(request, s.AttractionAvailabilityQuery)
-    if query.date is not None and not visitable(query.date):
-        raise invalid_request("date", "out of range")  # as a purchase for it is refused
-    row = await catalog.attraction(pool, organization_id, request.match_info["slug"])
-    if row is None:
-        raise not_found("attraction")
-    _, left = await availability.attraction_stock(pool, row)
+    query = _visit_query(request)
+    _, left = await availability.attraction_stock(
+        pool, row, None if state is None else state.taken_per_type
+    )
     cap = row["daily_max_tickets"]
     day: VisitDay | None = None
     taken = 0
     if query.date is not None:
-        opened = await request.app[PURCHASES].catalog.attraction(row["id"])
-        zone = (await request.app[PURCHASES].catalog.organization(organization_id)).timezone
+        kept = request.app[PURCHASES].catalog
+        opened = await kept.attraction(row["id"])
+        zone = (await kept.organization(organization_of(request))).timezone
         day = visit_day(opened, query.date, local_date(now(), zone))
         if day == "open" and cap is not None:
-            taken = await availability.taken_on(pool, row["id"], query.date)
+            taken = (
+                await availability.taken_on(pool, row["id"], query.date)
+                if state is None
+                else state.taken_per_day[query.date]
+            )
     status, shown, remaining = attraction_day(left, cap, day, taken)
     return snapshot(
         s.AttractionAvailability(
@@ -172,7 +228,7 @@ ROUTES = [
     Route(
         "GET",
         "/api/v1/venues/{id}/seat-plan",
-        memoized(seat_plan),
+        seat_plan,
         "Seat plan with the seats taken for an event",
         "Seat plans",
         s.SeatPlan,
@@ -183,7 +239,7 @@ ROUTES = [
     Route(
         "GET",
         "/api/v1/attractions/{slug}/availability",
-        memoized(attraction_availability),
+        attraction_as_sold_here(attraction_availability, _visit_query),
         "Attraction availability, optionally for one visit date",
         "Attractions",
         s.AttractionAvailability,

@@ -4,14 +4,16 @@ organization; a missing, draft or foreign object is the same 404."""
 
 from __future__ import annotations
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
 from domain.catalog import OpeningHours
+from domain.inventory.holds import AttractionInventory
 from domain.inventory.stock import early_bird_active, event_status
 from projections import availability, catalog
 from services.api import schemas as s
-from services.api.availability import available_of
+from services.api.availability import attraction_as_sold_here, available_of
 from services.api.context import now, organization_of, pool_of
 from services.api.errors import not_found
 from services.api.http import Snapshot, memoized, parse_query, path_int, snapshot
@@ -158,12 +160,11 @@ async def list_attractions(request: web.Request) -> Snapshot:
     return snapshot(s.AttractionList(attractions=items, count=len(items)))
 
 
-async def get_attraction(request: web.Request) -> Snapshot:
-    pool = pool_of(request)
-    row = await catalog.attraction(pool, organization_of(request), request.match_info["slug"])
-    if row is None:
-        raise not_found("attraction")
-    types, available = await availability.attraction_stock(pool, row)
+async def get_attraction(
+    request: web.Request, row: asyncpg.Record, state: AttractionInventory | None
+) -> Snapshot:
+    taken = None if state is None else state.taken_per_type
+    types, available = await availability.attraction_stock(pool_of(request), row, taken)
     detail = s.AttractionDetail(
         id=row["id"],
         slug=row["slug"],
@@ -254,7 +255,7 @@ ROUTES = [
     Route(
         "GET",
         "/api/v1/attractions/{slug}",
-        memoized(get_attraction),
+        attraction_as_sold_here(get_attraction),
         "Fetch an attraction",
         "Attractions",
         s.AttractionResponse,

@@ -96,10 +96,34 @@ async def event_seats(request: web.Request) -> EventSeats:
     plan = await request.app[PLANS].get(
         (organization_id, slug), lambda: _load_plan(pool, organization_id, slug)
     )
-    taken = await request.app[TAKEN].get(
-        plan.id, lambda: availability.taken_seat_set(pool, plan.id)
-    )
+    taken = await _shown_taken(request, plan.id)
     return EventSeats(plan.listing, plan.id, plan.sections, plan.ticket_types, taken)
+
+
+async def _shown_taken(request: web.Request, event_id: int) -> seating.TakenSeats:
+    """The availability read model's taken seats of the event, kept until it moves."""
+    pool = pool_of(request)
+    return await request.app[TAKEN].get(
+        event_id, lambda: availability.taken_seat_set(pool, event_id)
+    )
+
+
+async def sold_seats_now(
+    request: web.Request, event_id: int
+) -> tuple[seating.TakenSeats, int | None]:
+    """A seat plan's sold seats as `event_seats_now` has them (a seat bought or given back a
+    moment ago shows as such on the gateway that sold it), with the desk's version."""
+    shown = await _shown_taken(request, event_id)
+    selling = await request.app[PURCHASES].seats.selling_now(event_id, shown, DESK_IN_STEP_SECONDS)
+    return (shown, None) if selling is None else (selling.taken, selling.version)
+
+
+def seat_refs(taken: seating.TakenSeats) -> list[SeatRef]:
+    """In the order of section, row and number, as the read model lists them."""
+    return [
+        SeatRef(section_id=section_id, row=row, seat_number=number)
+        for section_id, row, number in sorted(taken)
+    ]
 
 
 async def event_seats_now(request: web.Request) -> tuple[EventSeats, int | None]:
@@ -163,18 +187,24 @@ async def auto_select(request: web.Request) -> web.Response:
     offers = request.app[OFFERS]
     taken = await request.app[PURCHASES].seats.taken(event.id, event.taken, DESK_IN_STEP_SECONDS)
     unoffered = taken.plus(offers.recent(event.id))
-    # Passed over in turn, until one leaves enough seats: this gateway's lane, the seats offered
-    # elsewhere, and none but the taken ones.
+    # Passed over in turn, until one leaves enough seats side by side: this gateway's lane, the
+    # seats offered elsewhere, and none but the taken ones. A party is split only where no
+    # tier seats it together, and then by the first tier with enough seats.
     tiers = [unoffered, taken]
     lanes, lane = offers.lane(event.id)
     if lanes > 1:
         tiers.insert(0, unoffered.plus(seating.outside_lane(event.sections, lanes, lane)))
+    split: list[SeatRef] | None = None
     for unavailable in tiers:
         seats = seating.best_available(
             event.sections, ticket_type.section_ids, unavailable, body.count, body.near
         )
         if len(seats) >= body.count:
-            break
+            if seating.side_by_side(seats):
+                break
+            split = split or seats
+    else:
+        seats = split or seats
     await offers.offer(event.id, map(seating.seat_key, seats))
     request.app[PURCHASES].expect(organization_of(request), request.match_info["slug"])
     return json_response(AutoSelection(seats=seats, count=len(seats), requested=body.count))
@@ -191,8 +221,9 @@ def _by_type_id(selected: dict[str, list[SeatRef]]) -> dict[int, list[SeatRef]]:
 
 async def validate_seats(request: web.Request) -> web.Response:
     """A seat that is not in the venue is a 422, a taken one a conflict: the first is the
-    caller's bug, the second another buyer's doing."""
-    event = await event_seats(request)
+    caller's bug, the second another buyer's doing. Read as availability is (a seat bought
+    or given back a moment ago is told so by the gateway that sold it)."""
+    event, _ = await event_seats_now(request)
     body = await parse_body(request, SeatValidationRequest)
     selection = _by_type_id(body.selected_seats)
     try:

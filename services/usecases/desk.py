@@ -203,6 +203,11 @@ class Desk(Generic[S]):
         if self.cached.version == 0:
             await self.submit(_LOOK, Metadata())
 
+    @property
+    def in_step_at(self) -> float:
+        """When (`time.monotonic()`) the cached state was last known to be the stream's."""
+        return self._in_step_at
+
     async def catch_up(self, within: float) -> None:
         """Reads what other processes appended, unless the desk was in step with its stream
         within the last `within` seconds: for readers of `cached` that must not lag far behind

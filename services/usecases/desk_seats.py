@@ -1,10 +1,12 @@
-"""An event's seats as this process's sales desk has stored them, for readers that must not wait
-for the availability read model: seat suggestions, which must not offer seats sold moments ago
-to buyer after buyer while the read model lags (a projector or NATS outage), and the
-availability the gateway selling the event answers, which shows a hold the moment it is stored."""
+"""An event's seats (an attraction's places) as this process's sales desk has stored them, for
+readers that must not wait for the availability read model: seat suggestions, which must not
+offer seats sold moments ago to buyer after buyer while the read model lags (a projector or
+NATS outage), and the availability, seat plan and seat checks the gateway selling the event
+answers, which show a hold or a release the moment it is stored."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from domain import streams
@@ -28,6 +30,10 @@ class DeskSeats:
         self._desks = desks
         self._inventory = inventory
         self._taken: dict[int, tuple[TakenSeats, int, TakenSeats]] = {}
+        # Per event, the read model's latest taken seats seen here and when first seen.
+        self._seen: dict[int, tuple[TakenSeats, float]] = {}
+        # Per event, the desk's own taken seats at a version of the stream.
+        self._stored: dict[int, tuple[int, TakenSeats]] = {}
 
     async def taken(self, event_id: int, shown: TakenSeats, within: float) -> TakenSeats:
         """The seats the availability read model shows taken (`shown`) and those the event's
@@ -51,13 +57,50 @@ class DeskSeats:
     async def selling_now(
         self, event_id: int, shown: TakenSeats, within: float
     ) -> SellingNow | None:
-        """What this process's sales desk has stored of the event beyond what the read model
-        shows (`taken`, and the counts per ticket type), or None when this process does not
-        sell the event: availability read where the holds are decided shows them at once, not
-        once the read model catches up (a read never makes a desk, nor loads a stream)."""
+        """The event's taken seats and counts per ticket type as this process's sales desk has
+        stored them, or None when this process does not sell the event (a read never makes a
+        desk, nor loads a stream): availability read where the holds are decided shows a hold
+        the moment it is stored, and a cancelled purchase's seats free the moment the cancel is,
+        not once the read model catches up. Where the read model (`shown`) has a seat taken
+        that the desk has not, the desk reads its stream first unless it was in step with it
+        after `shown` was first seen here: then it is the newer of the two."""
         desk = self._desks.find(streams.event(event_id))
         if desk is None or not desk.cached.version:
             return None
-        taken = await self.taken(event_id, shown, within)
+        merged = await self.taken(event_id, shown, within)
         state: holds.EventInventory = desk.cached.state
-        return SellingNow(taken, dict(state.taken_per_type), desk.cached.version)
+        if len(merged) > _count(state):
+            if desk.in_step_at < self._first_seen(event_id, shown):
+                await desk.catch_up(0.0)
+                state = desk.cached.state
+            merged = self._as_stored(event_id, desk.cached.version, state)
+        return SellingNow(merged, dict(state.taken_per_type), desk.cached.version)
+
+    async def attraction_now(
+        self, attraction_id: int, within: float
+    ) -> tuple[holds.AttractionInventory, int] | None:
+        """The attraction's places taken (per ticket type and per day) as this process's sales
+        desk has stored them, at its version of the stream (read again first unless in step
+        within `within` seconds), or None when this process does not sell the attraction."""
+        desk = self._desks.find(streams.attraction(attraction_id))
+        if desk is None or not desk.cached.version:
+            return None
+        await desk.catch_up(within)
+        return desk.cached.state, desk.cached.version
+
+    def _first_seen(self, event_id: int, shown: TakenSeats) -> float:
+        seen = self._seen.get(event_id)
+        if seen is None or seen[0] is not shown:
+            seen = self._seen[event_id] = (shown, time.monotonic())
+        return seen[1]
+
+    def _as_stored(self, event_id: int, version: int, state: holds.EventInventory) -> TakenSeats:
+        stored = self._stored.get(event_id)
+        if stored is None or stored[0] != version:
+            rows = {row: frozenset(numbers) for row, numbers in state.taken_by_row.items()}
+            stored = self._stored[event_id] = (version, TakenSeats(rows))
+        return stored[1]
+
+
+def _count(state: holds.EventInventory) -> int:
+    return sum(map(len, state.taken_by_row.values()))

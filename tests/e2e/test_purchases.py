@@ -27,6 +27,7 @@ from tests.e2e.conftest import (
     BUYER,
     TEST,
     bearer,
+    chosen_seat_order,
     claimed_by_a_killed_gateway,
     order,
     post,
@@ -745,3 +746,79 @@ async def test_webhooks_out_of_order_change_nothing_after_payment(api, pool, cat
         assert (await (await _webhook(api, late)).json())["outcome"] == "ignored"
     view = await api.get(f"/api/v1/purchases/{purchase}", headers=bearer(token))
     assert (await view.json())["purchase"]["status"] == "paid"
+
+
+async def test_a_seat_bought_or_given_back_is_shown_so_at_once(
+    api, pool: asyncpg.Pool, catalog
+) -> None:
+    """Right after a purchase's 201 its seat is taken for validate, availability and the seat
+    plan, and right after its cancel it is free again in all three: they read the seats as the
+    gateway's sales desk stored them, not only the read model, which follows a moment later."""
+    token, event_id, type_id = await small_event(pool, 4)
+    await rebuild_read_models(pool)  # the event listed; no projector runs in these tests
+    listing = await _event(api, token, "show")
+    plan_path = f"/api/v1/venues/{listing['event']['venue']['id']}/seat-plan?event_id={event_id}"
+    chosen = await chosen_seat_order(pool, event_id, type_id, 2)
+    seat = chosen["selected_seats"][str(type_id)][0]
+
+    async def shown() -> tuple[bool, bool, bool, int]:
+        selection = {"selected_seats": {str(type_id): [seat]}}
+        _, checked = await post(api, token, "/api/v1/events/show/seats/validate", selection, 200)
+        available = await api.get("/api/v1/events/show/availability", headers=bearer(token))
+        plan = await api.get(plan_path, headers=bearer(token))
+        now, sold = await available.json(), (await plan.json())["sold_seats"]
+        left = now["ticket_types"][str(type_id)]
+        return checked["available"], seat in now["sold_seats"], seat in sold, left
+
+    assert await shown() == (True, False, False, 4)
+    for _ in range(3):
+        _, created = await post(api, token, "/api/v1/purchases", chosen, 201)
+        assert await shown() == (False, True, True, 3)
+        purchase = created["purchase"]["token"]
+        await post(api, token, f"/api/v1/purchases/{purchase}/cancel", {}, 200)
+        assert await shown() == (True, False, False, 4)
+
+
+async def test_an_attraction_place_bought_or_given_back_counts_at_once(
+    api, pool: asyncpg.Pool, catalog
+) -> None:
+    """The attraction's availability for the day counts the places right after the purchase's
+    201 and gives them back right after its cancel, as the sales desk stored them (no projector
+    runs in these tests: the read model never moves on its own)."""
+    token, type_id = await small_attraction(pool, price=5000, daily_max=10)
+    await rebuild_read_models(pool)
+    day = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
+    body = {"attraction_slug": "museum", "quantities": {str(type_id): 2}, "buyer": BUYER}
+
+    async def left() -> tuple[int, int]:
+        that_day = await api.get(
+            f"/api/v1/attractions/museum/availability?date={day}", headers=bearer(token)
+        )
+        shown = await that_day.json()
+        return shown["date_remaining"], shown["ticket_types"][str(type_id)]
+
+    before = await left()
+    assert before == (10, 10)
+    for _ in range(2):
+        _, created = await post(api, token, "/api/v1/purchases", {**body, "visit_date": day}, 201)
+        assert await left() == (8, 8)
+        purchase = created["purchase"]["token"]
+        await post(api, token, f"/api/v1/purchases/{purchase}/cancel", {}, 200)
+        assert await left() == before
+
+
+async def test_a_blank_discount_code_is_no_code_and_an_unknown_one_a_422(
+    api, pool: asyncpg.Pool, catalog
+) -> None:
+    """A shop's discount field left empty, or holding spaces, is sent as it is: no code, as the
+    pricing preview takes it; a code that exists nowhere is refused."""
+    token, _, type_id = await small_event(pool, 4)
+    for blank in ("", "   "):
+        _, bought = await post(
+            api, token, "/api/v1/purchases", order(type_id, discount_code=blank), 201
+        )
+        assert bought["purchase"]["discount_cents"] == 0
+    _, refused = await post(
+        api, token, "/api/v1/purchases", order(type_id, discount_code="NOPE"), 422
+    )
+    assert refused["error"] == "invalid_discount_code"
