@@ -34,7 +34,7 @@ from domain.tickets import (
 
 # How long a recipient has to answer unless the offer says otherwise (never past the close).
 DEFAULT_DEADLINE = timedelta(hours=72)
-TransferStatus = Literal["offered", "accepted", "declined", "expired"]
+TransferStatus = Literal["offered", "accepted", "declined", "expired", "withdrawn"]
 OfferedBy = Literal["partner", "buyer"]
 
 
@@ -110,6 +110,17 @@ class TransferState:
         if self.declined_at is not None:
             return "declined"
         return "expired" if now >= self.offered.deadline else "offered"
+
+
+def shown_status(
+    transfer: TransferState, ticket: TicketState | None, now: datetime
+) -> TransferStatus:
+    """An open offer its ticket can no longer follow (refunded or scanned since) is withdrawn,
+    as its answer would be refused: it was shown `offered` until its deadline."""
+    status = transfer.status(now)
+    if status == "offered" and ticket is not None and (ticket.refunded_by or ticket.scan_count):
+        return "withdrawn"
+    return status
 
 
 def evolve_transfer(state: TransferState | None, event: Event) -> TransferState | None:

@@ -13,7 +13,14 @@ from aiohttp import web
 from msgspec import Meta
 
 from domain.purchasing import EMAIL_MAX, NAME_MAX
-from domain.transfers import OfferedBy, OfferTransfer, Recipient, TransferStatus
+from domain.tickets import TicketState
+from domain.transfers import (
+    OfferedBy,
+    OfferTransfer,
+    Recipient,
+    TransferStatus,
+    shown_status,
+)
 from infra.eventstore import Metadata
 from infra.idempotency import Claim
 from services.api import idempotent
@@ -104,12 +111,12 @@ class AnswerResponse(Payload):
     ]
 
 
-def _view(state: transfers.TransferState) -> TransferView:
+def _view(state: transfers.TransferState, ticket: TicketState | None) -> TransferView:
     offered = state.offered
     return TransferView(
         id=offered.transfer_id,
         ticket_uid=str(offered.ticket_id),
-        status=state.status(now()),
+        status=shown_status(state, ticket, now()),
         recipient=TransferRecipient(name=offered.recipient.name, email=offered.recipient.email),
         offered_by=offered.by,
         offered_at=offered.offered_at,
@@ -141,7 +148,7 @@ async def _offer(request: web.Request, raw: bytes, claim: Claim | None) -> web.R
         transfer_id = transfers.transfer_id_for(claim.reserved)
         stored, _ = await transfers.load_transfer(pool, transfer_id)
         if stored is not None and stored.offered.ticket_id == ticket_id:
-            return json_response(TransferResponse(transfer=_view(stored)), status=201)
+            return json_response(TransferResponse(transfer=_view(stored, None)), status=201)
     command = OfferTransfer(
         transfer_id=transfer_id,
         token=transfers.new_accept_token(),
@@ -150,7 +157,9 @@ async def _offer(request: web.Request, raw: bytes, claim: Claim | None) -> web.R
         deadline=body.deadline,
     )
     offered = await transfers.offer(pool, ticket_id, command, metadata_of(request))
-    return json_response(TransferResponse(transfer=_view(offered.state)), status=201)
+    return json_response(
+        TransferResponse(transfer=_view(offered.state, offered.ticket)), status=201
+    )
 
 
 def _recipient_metadata(request: web.Request) -> Metadata:
@@ -163,7 +172,9 @@ def _answered(answered: Transfer, accepted: bool) -> web.Response:
     ticket = answered.ticket
     received = ReceivedTicket(code=ticket.code, attendee_token=ticket.attendee_token)
     return json_response(
-        AnswerResponse(transfer=_view(answered.state), ticket=received if accepted else None)
+        AnswerResponse(
+            transfer=_view(answered.state, ticket), ticket=received if accepted else None
+        )
     )
 
 
@@ -192,14 +203,14 @@ async def get_transfer(request: web.Request) -> web.Response:
     found = await transfers.partner_transfer(
         pool_of(request), request.match_info["transfer_id"], organization_of(request)
     )
-    return json_response(TransferResponse(transfer=_view(found.state)))
+    return json_response(TransferResponse(transfer=_view(found.state, found.ticket)))
 
 
 async def list_ticket_transfers(request: web.Request) -> web.Response:
     pool = pool_of(request)
     ticket = await ticket_resource.by_uid(pool, request.match_info["uid"], organization_of(request))
     found = await transfers.ticket_transfers(pool, ticket.bought.id)
-    return json_response(TransferList(transfers=[_view(t) for t in found]))
+    return json_response(TransferList(transfers=[_view(t.state, t.ticket) for t in found]))
 
 
 ROUTES = [

@@ -202,7 +202,7 @@ async def partner_transfer(pool: asyncpg.Pool, transfer_id: str, organization_id
     return Transfer(state, ticket)
 
 
-async def ticket_transfers(pool: asyncpg.Pool, ticket_id: int) -> list[TransferState]:
+async def ticket_transfers(pool: asyncpg.Pool, ticket_id: int) -> list[Transfer]:
     """Every transfer offered for the ticket, the oldest first."""
     ticket, _ = await load_ticket(pool, ticket_id)
     if ticket is None:
@@ -212,4 +212,4 @@ async def ticket_transfers(pool: asyncpg.Pool, ticket_id: int) -> list[TransferS
         transfers.replay_transfer(r.event() for r in found.get(streams.transfer(t), []))
         for t in ticket.transfer_offers
     ]
-    return [s for s in states if s is not None]
+    return [Transfer(s, ticket) for s in states if s is not None]

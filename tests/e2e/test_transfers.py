@@ -282,6 +282,26 @@ async def test_an_unanswered_offer_expires_and_leaves_the_ticket(api, pool) -> N
     await _offer(api, token, code)
 
 
+async def test_an_offer_whose_ticket_was_scanned_or_refunded_since_is_withdrawn(api, pool) -> None:
+    """Its answer would be refused (the ticket went through the gate, or its money back): the
+    partner and the ticket's list of transfers no longer show it open."""
+    token, purchase = await _bought(api, pool, n=2)
+    (scanned, scanned_id), (refunded, refunded_id) = (
+        (t["ticket_code"], t["id"]) for t in purchase["tickets"]
+    )
+    offers = {code: (await _offer(api, token, code))["transfer"] for code in (scanned, refunded)}
+    assert {o["status"] for o in offers.values()} == {"offered"}
+    await post(api, token, f"/api/v1/tickets/{scanned}/scan", {}, 200)
+    _, version = await load_ticket(pool, refunded_id)
+    refund = TicketRefunded(ticket_id=refunded_id, refund_id="re_test")
+    await append(pool, [PendingAppend(streams.ticket(refunded_id), version, [refund])], TEST)
+    for code, ticket_id in ((scanned, scanned_id), (refunded, refunded_id)):
+        shown = await _get(api, token, f"/api/v1/transfers/{offers[code]['id']}")
+        assert shown["transfer"]["status"] == "withdrawn"
+        listed = await _get(api, token, f"/api/v1/tickets/uid/{ticket_id}/transfers")
+        assert [t["status"] for t in listed["transfers"]] == ["withdrawn"]
+
+
 async def test_what_cannot_be_transferred(api, pool) -> None:
     token, purchase = await _bought(api, pool, n=3)
     scanned, refunded, pending = (t["ticket_code"] for t in purchase["tickets"])
