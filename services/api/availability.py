@@ -112,31 +112,38 @@ def seat_plan_sections(sections: list[Section]) -> list[s.SeatPlanSection]:
     ]
 
 
-async def seat_plan(request: web.Request) -> web.Response:
-    """Shared as `memoized` answers are, at the version of the event's stream its sold seats
-    are read at (`sold_seats_now`)."""
-    pool = pool_of(request)
-    organization_id = organization_of(request)
-    venue_id = path_int(request, "id")
-    query = parse_query(request, s.SeatPlanQuery)
-    row = await catalog.event_by_id(pool, organization_id, query.event_id)
-    if row is None or row["venue_id"] != venue_id:
-        raise not_found("venue or event")
-    sold, version = await sold_seats_now(request, row["id"])
+def plan_as_sold_here(
+    build: Callable[[web.Request, asyncpg.Record, TakenSeats], Awaitable[Snapshot]],
+) -> Handler:
+    """A venue's seat plan for an event (`?event_id=`), answered as `memoized` answers at the
+    version of the event's stream its sold seats are read at (`sold_seats_now`)."""
 
-    async def build() -> Snapshot:
-        types = await catalog.ticket_types(pool, event_id=row["id"])
-        return snapshot(
-            s.SeatPlan(
-                venue_id=venue_id,
-                event_id=row["id"],
-                sections=seat_plan_sections(catalog.sections_of(row)),
-                sold_seats=seat_refs(sold),
-                ticket_type_section_map={str(t.id): t.section_ids for t in types},
-            ),
+    @functools.wraps(build)
+    async def handler(request: web.Request) -> web.Response:
+        venue_id = path_int(request, "id")
+        query = parse_query(request, s.SeatPlanQuery)
+        row = await catalog.event_by_id(pool_of(request), organization_of(request), query.event_id)
+        if row is None or row["venue_id"] != venue_id:
+            raise not_found("venue or event")
+        sold, version = await sold_seats_now(request, row["id"])
+        return await shared_answer(
+            request, build.__name__, lambda: build(request, row, sold), version
         )
 
-    return await shared_answer(request, "seat_plan", build, version)
+    return handler
+
+
+async def seat_plan(request: web.Request, row: asyncpg.Record, sold: TakenSeats) -> Snapshot:
+    types = await catalog.ticket_types(pool_of(request), event_id=row["id"])
+    return snapshot(
+        s.SeatPlan(
+            venue_id=row["venue_id"],
+            event_id=row["id"],
+            sections=seat_plan_sections(catalog.sections_of(row)),
+            sold_seats=seat_refs(sold),
+            ticket_type_section_map={str(t.id): t.section_ids for t in types},
+        ),
+    )
 
 
 AttractionBuild = Callable[
@@ -228,7 +235,7 @@ ROUTES = [
     Route(
         "GET",
         "/api/v1/venues/{id}/seat-plan",
-        seat_plan,
+        plan_as_sold_here(seat_plan),
         "Seat plan with the seats taken for an event",
         "Seat plans",
         s.SeatPlan,
