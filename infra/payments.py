@@ -142,11 +142,14 @@ def _refused(status: int, body: bytes, action: str) -> PaymentError:
 
 
 class _EventObject(msgspec.Struct):
-    id: str
-    object: str
+    """Lenient where Stripe's objects differ (a balance has no id, an amount may be null): an
+    event of a type the service does not act on is answered `ignored`, never refused."""
+
+    id: str = ""
+    object: str = ""
     status: str | None = None
-    amount: int = 0
-    amount_refunded: int = 0
+    amount: int | None = 0
+    amount_refunded: int | None = 0
     payment_intent: str | None = None
     reason: str | None = None
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
@@ -384,15 +387,18 @@ class Payments:
         except msgspec.DecodeError as exc:
             raise InvalidPayload(f"not a Stripe event: {exc}") from exc
         obj = event.data.object
+        report = _REPORTS.get(event.type)
+        if report is not None and not obj.id:
+            raise InvalidPayload(f"not a Stripe event: a {event.type} of an object with no id")
         is_intent = obj.object == "payment_intent"
         return WebhookEvent(
             id=event.id,
             type=event.type,
-            report=_REPORTS.get(event.type),
+            report=report,
             intent_id=obj.id if is_intent else obj.payment_intent or "",
             purchase_token=obj.metadata.get("purchase_token"),
             status=obj.status,
-            amount=obj.amount_refunded if obj.object == "charge" else obj.amount,
+            amount=(obj.amount_refunded if obj.object == "charge" else obj.amount) or 0,
             object_id=obj.id,
             reason=obj.reason,
         )

@@ -247,6 +247,30 @@ async def test_a_signed_webhook_that_is_not_a_stripe_event_is_a_400(api) -> None
         _error(await response.json(), response, 400, "invalid_payload")
 
 
+async def test_a_signed_event_of_a_type_not_acted_on_is_ignored_whatever_its_object(api) -> None:
+    """Stripe sends what the endpoint subscribes to: a balance has no id, a payout's amount may
+    be null. Refusing those would have Stripe retry them for days and disable the endpoint."""
+    for obj in ({"object": "balance", "available": []}, {"id": "po_1", "amount": None}):
+        payload = json.dumps({"id": "evt_x", "type": "balance.available", "data": {"object": obj}})
+        signature = signature_header(payload, SIMULATOR_WEBHOOK_SECRET, int(time.time()))
+        response = await api.post(
+            "/api/v1/webhooks/stripe",
+            data=payload,
+            headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+        )
+        assert response.status == 200, await response.text()
+        assert (await response.json())["received"] is True
+    nameless = {"id": "evt_y", "type": "payment_intent.succeeded", "data": {"object": {}}}
+    payload = json.dumps(nameless)
+    signature = signature_header(payload, SIMULATOR_WEBHOOK_SECRET, int(time.time()))
+    response = await api.post(
+        "/api/v1/webhooks/stripe",
+        data=payload,
+        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+    )
+    _error(await response.json(), response, 400, "invalid_payload")
+
+
 @contextlib.asynccontextmanager
 async def _served(pool: asyncpg.Pool) -> AsyncIterator[str]:
     """The gateway as `linjerum run` serves it: GatewayRunner on a TCP port; yields its URL."""
