@@ -180,10 +180,11 @@ def report_refund(
     names no ticket. None when there is nothing new (the report of a refund made here)."""
     if purchase.status != "paid":
         return None
-    more = charge_refunded_cents - purchase.refunded_cents
+    opened = purchase.opened
+    # No more than was paid: a charge refunded beyond it is not this payment's (a forged report).
+    more = min(charge_refunded_cents, opened.pricing.total_cents) - purchase.refunded_cents
     if more <= 0:
         return None
-    opened = purchase.opened
     full = charge_refunded_cents >= opened.pricing.total_cents
     chosen = [t for t in opened.tickets if full and t.id not in purchase.refunded_tickets]
     reported = RefundReported(

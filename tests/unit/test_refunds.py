@@ -247,6 +247,17 @@ def test_a_refund_made_outside_is_recorded_once_its_amount_exceeds_what_is_recor
     assert {t.status for t in issued.values()} == {"refunded"}
 
 
+def test_a_refund_report_beyond_the_payment_records_no_more_than_was_paid() -> None:
+    state, issued = _paid()
+    over = refunds.report_refund(state, 985500, refund_id="d")
+    assert over is not None and over.whole
+    (reported,) = over.events[streams.purchase("tok")]
+    assert isinstance(reported, purchasing.RefundReported) and reported.amount_cents == 85500
+    _stored(state, issued, over)
+    assert state.refunded_cents == 85500
+    assert refunds.report_refund(state, 995500, refund_id="again") is None
+
+
 def test_a_refund_report_of_an_unpaid_purchase_changes_nothing() -> None:
     pending = replayed(purchasing.evolve_purchase, None, [_purchase()])
     assert refunds.report_refund(pending, 85500, refund_id="d") is None
