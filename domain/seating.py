@@ -43,7 +43,7 @@ from collections.abc import (
     Set,
 )
 from dataclasses import dataclass
-from itertools import islice, pairwise
+from itertools import islice
 from typing import Generic, TypeVar
 
 from domain.inventory.events import SeatRef
@@ -418,14 +418,6 @@ def best_available(
     unavailable = unavailable.plus(by_row(map(seat_key, chosen)))
     chosen += _by_blocks(places, unavailable, count - len(chosen))
     return sorted(chosen, key=lambda s: (known.rank_of[(s.section_id, s.row)], s.seat_number))
-
-
-def side_by_side(seats: Sequence[SeatRef]) -> bool:
-    """One row's consecutive seats (as `best_available` lists them: by row, then number)."""
-    return all(
-        (b.section_id, b.row, b.seat_number) == (a.section_id, a.row, a.seat_number + 1)
-        for a, b in pairwise(seats)
-    )
 
 
 def outside_lane(

@@ -187,24 +187,18 @@ async def auto_select(request: web.Request) -> web.Response:
     offers = request.app[OFFERS]
     taken = await request.app[PURCHASES].seats.taken(event.id, event.taken, DESK_IN_STEP_SECONDS)
     unoffered = taken.plus(offers.recent(event.id))
-    # Passed over in turn, until one leaves enough seats side by side: this gateway's lane, the
-    # seats offered elsewhere, and none but the taken ones. A party is split only where no
-    # tier seats it together, and then by the first tier with enough seats.
+    # Passed over in turn, until one leaves enough seats: this gateway's lane, the seats offered
+    # elsewhere, and none but the taken ones.
     tiers = [unoffered, taken]
     lanes, lane = offers.lane(event.id)
     if lanes > 1:
         tiers.insert(0, unoffered.plus(seating.outside_lane(event.sections, lanes, lane)))
-    split: list[SeatRef] | None = None
     for unavailable in tiers:
         seats = seating.best_available(
             event.sections, ticket_type.section_ids, unavailable, body.count, body.near
         )
         if len(seats) >= body.count:
-            if seating.side_by_side(seats):
-                break
-            split = split or seats
-    else:
-        seats = split or seats
+            break
     await offers.offer(event.id, map(seating.seat_key, seats))
     request.app[PURCHASES].expect(organization_of(request), request.match_info["slug"])
     return json_response(AutoSelection(seats=seats, count=len(seats), requested=body.count))

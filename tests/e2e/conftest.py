@@ -287,15 +287,13 @@ async def small_event(
     seats: int,
     price: int = 10000,
     stripe_account: str | None = "acct_sim_x",
-    rows: int = 1,
     **ticket: object,
 ) -> tuple[str, int, int]:
-    """A fresh organization with one event of `rows` rows (A, B, ...) of `seats` seats each:
-    (token, event id, ticket type)."""
+    """A fresh organization with one event of `seats` seats: (token, event id, ticket type)."""
     org = await new_organization(pool, stripe_account=stripe_account)
-    plan = [venues.Row(identifier=chr(ord("A") + i), start=1, end=seats) for i in range(rows)]
+    row = venues.Row(identifier="A", start=1, end=seats)
     venue_id = await venue_with(
-        pool, org, venues.SectionPlan(name="Sal", width=10.0, height=10.0, rows=plan)
+        pool, org, venues.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
     )
     plan = c.TicketTypePlan(name="Alm", price_cents=price, max_per_purchase=20, **ticket)
     event_id, type_id = await put_on_sale(pool, org, venue_id, plan, TEST)

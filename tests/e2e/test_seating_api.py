@@ -311,21 +311,3 @@ async def test_a_refused_purchase_gives_its_offered_seats_back(api, pool: asyncp
     await rebuild_read_models(pool)
     again = (await _post(api, token, path, {"ticket_type_id": type_id, "count": 1}))["seats"]
     assert [s["seat_number"] for s in again] == [2]  # the centre, offered no more
-
-
-async def test_a_party_is_seated_together_while_a_row_has_room_offered_or_not(
-    api, pool: asyncpg.Pool
-) -> None:
-    """Seats offered moments ago are passed over only while that still seats the party side
-    by side: the third party of four in two rows of six is offered a row's middle again, not
-    the four lone seats at the rows' ends."""
-    token, _, type_id = await small_event(pool, 6, rows=2)
-    await rebuild_read_models(pool)
-    path = "/api/v1/events/show/seats/auto-select"
-    offered = []
-    for _ in range(3):
-        body = await _post(api, token, path, {"ticket_type_id": type_id, "count": 4})
-        offered.append([(s["row"], s["seat_number"]) for s in body["seats"]])
-    assert offered[:2] == [[("A", n) for n in (2, 3, 4, 5)], [("B", n) for n in (2, 3, 4, 5)]]
-    assert len({r for r, _ in offered[2]}) == 1
-    assert [n for _, n in offered[2]] == [2, 3, 4, 5]
