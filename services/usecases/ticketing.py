@@ -39,8 +39,6 @@ from services.usecases.recent import Recent
 MAX_SCAN_ATTEMPTS = 10
 # The longest a poll waits for a payment report this process is storing for its purchase.
 SETTLING_WAIT = 0.25
-# The longest a poll of a purchase awaiting its payment waits for a report to arrive.
-ARRIVAL_WAIT = 0.05
 _PURCHASE_REASON: dict[str, Reason] = {
     "pending_payment": "pending_payment",
     "cancelled": "cancelled",
@@ -102,9 +100,7 @@ class Polls:
     A buyer's page polls as soon as Stripe confirmed the payment to it, while Stripe's report
     of it reaches the gateway: a poll of a purchase whose payment report this process is
     storing waits for it (at most SETTLING_WAIT) and shows what it stored, instead of the
-    state it is about to replace and another poll later; one that finds the purchase awaiting
-    its payment gives the report ARRIVAL_WAIT more to arrive (a page polls as Stripe answers
-    it, and Stripe's report is sent at the same moment)."""
+    state it is about to replace and another poll later."""
 
     def __init__(
         self,
@@ -117,7 +113,6 @@ class Polls:
         self._find = find
         self._ticket_ids: Recent[str, list[int]] = Recent(remember)
         self._settling: dict[str, asyncio.Event] = {}
-        self._awaited: dict[str, tuple[asyncio.Event, int]] = {}
 
     @contextlib.contextmanager
     def settling(self, token: str) -> Iterator[None]:
@@ -126,9 +121,6 @@ class Polls:
             yield
             return
         done = self._settling[token] = asyncio.Event()
-        awaited = self._awaited.get(token)
-        if awaited is not None:
-            awaited[0].set()
         try:
             yield
         finally:
@@ -146,36 +138,14 @@ class Polls:
                 await done.wait()
         return done.is_set()
 
-    async def _arrived(self, token: str, deadline: float) -> bool:
-        """Waits, until `deadline` at the latest, for a payment report of `token` to begin
-        being stored here; whether one did."""
-        arrival, waiting = self._awaited.get(token, (asyncio.Event(), 0))
-        self._awaited[token] = (arrival, waiting + 1)
-        try:
-            async with asyncio.timeout_at(deadline):
-                await arrival.wait()
-        except TimeoutError:
-            pass
-        finally:
-            _, waiting = self._awaited[token]
-            if waiting > 1:
-                self._awaited[token] = (arrival, waiting - 1)
-            else:
-                del self._awaited[token]
-        return arrival.is_set()
-
     async def purchase(
         self, token: str, organization_id: int
     ) -> tuple[PurchaseState, dict[int, TicketState]]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SETTLING_WAIT  # for the poll's waits
+        deadline = asyncio.get_running_loop().time() + SETTLING_WAIT  # for the poll's waits
         await self._settled(token, deadline)
         state, issued = await self._read(token, organization_id)
-        if state.status != "pending_payment":
-            return state, issued
-        if token in self._settling or await self._arrived(token, loop.time() + ARRIVAL_WAIT):
-            await self._settled(token, deadline)  # it began meanwhile
-            state, issued = await self._read(token, organization_id)
+        if state.status == "pending_payment" and await self._settled(token, deadline):
+            state, issued = await self._read(token, organization_id)  # it began meanwhile
         return state, issued
 
     async def _read(
