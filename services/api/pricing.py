@@ -6,7 +6,7 @@ charge agree (the purchase decides the code and the stock again against the stre
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
@@ -45,6 +45,11 @@ class PricingPreviewRequest(Request):
         date | None,
         Meta(description="An attraction's visit, as the purchase takes it: prices do not vary"),
     ] = None
+    # A shop may send its purchase's body as it is: what prices do not depend on is ignored.
+    buyer: Annotated[Any, Meta(description="Ignored: the purchase's")] = None
+    attendees: Annotated[Any, Meta(description="Ignored: the purchase's")] = None
+    selected_seats: Annotated[Any, Meta(description="Ignored: prices do not vary by seat")] = None
+    comment: Annotated[Any, Meta(description="Ignored: the purchase's")] = None
 
 
 class PricingPreview(Payload):

@@ -370,7 +370,7 @@ async def test_bad_bodies_are_422_naming_the_field(api, token) -> None:
         (PREVIEW, {**hamlet, "quantities": {}}, "quantities:"),
         (PREVIEW, {**hamlet, "quantities": {loge: 5}}, f"quantities.{loge}"),
         (PREVIEW, {**hamlet, "quantities": {barn: "1"}}, "quantities"),
-        (PREVIEW, {**hamlet, "quantities": {barn: 1}, "buyer": BUYER}, "buyer"),
+        (PREVIEW, {**hamlet, "quantities": {barn: 1}, "discount": "SPRING25"}, "discount"),
         (VALIDATE, hamlet, "code"),
         (VALIDATE, {"code": "SPRING25"}, "event_slug"),
         (VALIDATE, {**hamlet, "code": 25}, "code"),
@@ -386,6 +386,22 @@ async def test_bad_bodies_are_422_naming_the_field(api, token) -> None:
             )
             assert response.status == 422
             assert (await response.json())["detail"].startswith("body")
+
+
+async def test_a_purchases_body_is_previewed_as_it_is(api, token) -> None:
+    """A shop may send the body it will buy with: the buyer, attendees, chosen seats and comment
+    change no price and are left out, not refused."""
+    barn = str((await _types(api, token, "/api/v1/events/hamlet-2026"))["Barn"]["id"])
+    basket = {"event_slug": "hamlet-2026", "quantities": {barn: 2}, "discount_code": "SPRING25"}
+    alone = (await _post(api, token, PREVIEW, basket))["pricing"]
+    whole = {
+        **basket,
+        "buyer": BUYER,
+        "attendees": [{"ticket_type_id": int(barn), "index": 0, "name": "Bo"}],
+        "selected_seats": {barn: []},
+        "comment": "by the aisle",
+    }
+    assert (await _post(api, token, PREVIEW, whole))["pricing"] == alone
 
 
 async def test_another_organizations_event_is_not_found(api, token, aarhus_token) -> None:
