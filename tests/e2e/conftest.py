@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from nats.aio.client import Client
 
@@ -389,16 +390,20 @@ async def quiet_sim() -> AsyncIterator[TestClient]:
     await sim.close()
 
 
-async def redeliver(gateway: TestClient, event: dict) -> str:
-    """A Stripe event again, signed afresh, as Stripe retries it; the webhook's outcome."""
-    event = {k: v for k, v in event.items() if k != "delivery"}
-    payload = json.dumps(event)
+async def signed_webhook(gateway: TestClient, payload: str) -> ClientResponse:
+    """`payload` posted to the Stripe webhook as Stripe sends it, signed now."""
     signature = signature_header(payload, SIMULATOR_WEBHOOK_SECRET, int(time.time()))
-    response = await gateway.post(
+    return await gateway.post(
         "/api/v1/webhooks/stripe",
         data=payload,
         headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
     )
+
+
+async def redeliver(gateway: TestClient, event: dict) -> str:
+    """A Stripe event again, signed afresh, as Stripe retries it; the webhook's outcome."""
+    event = {k: v for k, v in event.items() if k != "delivery"}
+    response = await signed_webhook(gateway, json.dumps(event))
     assert response.status == 200, await response.text()
     return (await response.json())["outcome"]
 

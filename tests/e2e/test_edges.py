@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -19,7 +18,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from infra.db import create_pool
 from infra.embedded import free_port
-from infra.payments import SIMULATOR_WEBHOOK_SECRET
 from services.api.activity import ActivityLog
 from services.api.context import ACTIVITY
 from services.api.gateway import (
@@ -29,10 +27,17 @@ from services.api.gateway import (
     create_app,
 )
 from services.dev.seed_demo import DEMO_ORGANIZATION
-from services.dev.stripe_webhooks import signature_header
 from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents
-from tests.e2e.conftest import ATTENDEE_LINK, BUYER, bearer, issue_key, order, small_event
+from tests.e2e.conftest import (
+    ATTENDEE_LINK,
+    BUYER,
+    bearer,
+    issue_key,
+    order,
+    signed_webhook,
+    small_event,
+)
 
 NUL = "\x00"
 NUL_FIELDS = {
@@ -238,12 +243,7 @@ async def test_a_body_over_the_limit_is_a_413(api, demo_token) -> None:
 
 async def test_a_signed_webhook_that_is_not_a_stripe_event_is_a_400(api) -> None:
     for payload in ('{"hello": "world"}', "[1, 2]", '{"id": "evt_1", "type": "x\\u0000"}'):
-        signature = signature_header(payload, SIMULATOR_WEBHOOK_SECRET, int(time.time()))
-        response = await api.post(
-            "/api/v1/webhooks/stripe",
-            data=payload,
-            headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
-        )
+        response = await signed_webhook(api, payload)
         _error(await response.json(), response, 400, "invalid_payload")
 
 
@@ -251,23 +251,12 @@ async def test_a_signed_event_of_a_type_not_acted_on_is_ignored_whatever_its_obj
     """Stripe sends what the endpoint subscribes to: a balance has no id, a payout's amount may
     be null. Refusing those would have Stripe retry them for days and disable the endpoint."""
     for obj in ({"object": "balance", "available": []}, {"id": "po_1", "amount": None}):
-        payload = json.dumps({"id": "evt_x", "type": "balance.available", "data": {"object": obj}})
-        signature = signature_header(payload, SIMULATOR_WEBHOOK_SECRET, int(time.time()))
-        response = await api.post(
-            "/api/v1/webhooks/stripe",
-            data=payload,
-            headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
-        )
+        payload = {"id": "evt_x", "type": "balance.available", "data": {"object": obj}}
+        response = await signed_webhook(api, json.dumps(payload))
         assert response.status == 200, await response.text()
         assert (await response.json())["received"] is True
     nameless = {"id": "evt_y", "type": "payment_intent.succeeded", "data": {"object": {}}}
-    payload = json.dumps(nameless)
-    signature = signature_header(payload, SIMULATOR_WEBHOOK_SECRET, int(time.time()))
-    response = await api.post(
-        "/api/v1/webhooks/stripe",
-        data=payload,
-        headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
-    )
+    response = await signed_webhook(api, json.dumps(nameless))
     _error(await response.json(), response, 400, "invalid_payload")
 
 
