@@ -390,6 +390,14 @@ async def quiet_sim() -> AsyncIterator[TestClient]:
     await sim.close()
 
 
+async def seats_held(pool: asyncpg.Pool, event_id: int) -> int:
+    """How many holds the event's stream has stored (`SeatsHeld`), released or not."""
+    return await pool.fetchval(
+        "SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'SeatsHeld'",
+        f"event-{event_id}",
+    )
+
+
 async def signed_webhook(gateway: TestClient, payload: str) -> ClientResponse:
     """`payload` posted to the Stripe webhook as Stripe sends it, signed now."""
     signature = signature_header(payload, SIMULATOR_WEBHOOK_SECRET, int(time.time()))

@@ -35,6 +35,7 @@ from tests.e2e.conftest import (
     bearer,
     issue_key,
     order,
+    seats_held,
     signed_webhook,
     small_event,
 )
@@ -206,7 +207,7 @@ async def test_a_body_declared_as_another_type_is_a_415_and_nothing_is_held(api,
             "/api/v1/purchases", data=raw, headers={**bearer(token), "Content-Type": media}
         )
         _error(await response.json(), response, 415, "unsupported_media_type")
-    assert await _held(pool, event_id) == 0
+    assert await seats_held(pool, event_id) == 0
     for media in ("application/json; charset=utf-8", "application/vnd.api+json"):
         response = await api.post(
             "/api/v1/purchases", data=raw, headers={**bearer(token), "Content-Type": media}
@@ -219,20 +220,13 @@ async def test_a_body_declared_as_another_type_is_a_415_and_nothing_is_held(api,
         skip_auto_headers=["Content-Type"],
     )
     assert undeclared.status == 201, await undeclared.text()
-    assert await _held(pool, event_id) == 3
+    assert await seats_held(pool, event_id) == 3
     not_json = await api.post(
         "/api/v1/purchases",
         data="event_slug=show&quantities=1",
         headers={**bearer(token), "Content-Type": "application/json"},
     )
     _error(await not_json.json(), not_json, 422, "invalid_request")
-
-
-async def _held(pool, event_id: int) -> int:
-    return await pool.fetchval(
-        "SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'SeatsHeld'",
-        f"event-{event_id}",
-    )
 
 
 async def test_a_body_over_the_limit_is_a_413(api, demo_token) -> None:

@@ -32,6 +32,7 @@ from tests.e2e.conftest import (
     order,
     post,
     rebuild_read_models,
+    seats_held,
     small_attraction,
     small_event,
 )
@@ -273,11 +274,7 @@ async def test_a_retry_finds_the_purchase_a_killed_gateway_stored(
         "SELECT count(*) FROM events WHERE type = 'PurchaseOpened' AND data->>'event_id' = $1",
         str(event_id),
     )
-    held = await pool.fetchval(
-        "SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'SeatsHeld'",
-        f"event-{event_id}",
-    )
-    assert (opened, held) == (1, 1)
+    assert (opened, await seats_held(pool, event_id)) == (1, 1)
     _, replayed = await post(
         await serve(), token, "/api/v1/purchases", order(type_id, 2), 201, **key
     )
