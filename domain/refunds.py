@@ -3,8 +3,9 @@
 A refund is decided here on the purchase and its tickets' own states: which tickets (all that
 are left, or those named), how much of the payment goes back (their prices less their share of
 a discount, plus their service fee when the organization refunds it), and each ticket's
-TicketRefunded. The sales desk (domain/sales.py `RefundTickets`) adds the seats or places given
-back to the inventory, and the discount use once no ticket is left, in the same append.
+TicketRefunded. The sales desk (domain/purchase_settling.py `refund_tickets`) adds the seats or
+places given back to the inventory, and the discount use once no ticket is left, in the same
+append.
 
 A refund request is an aggregate of its own (stream `refundrequest-<id>`): a buyer asks, the
 partner approves it (the refund and the approval are one append) or declines it."""

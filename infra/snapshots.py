@@ -20,8 +20,9 @@ import asyncpg
 import msgspec
 
 from domain.catalog import AttractionOpened, EventListing
+from domain.inventory.attraction_days import AttractionInventory
 from domain.inventory.events import AttractionTicketsHeld, SeatsHeld
-from domain.inventory.holds import AttractionInventory, EventInventory
+from domain.inventory.holds import EventInventory
 
 SNAPSHOT_EVERY = 500
 

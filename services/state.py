@@ -17,7 +17,7 @@ import msgspec
 
 from domain import catalog, discounts, purchasing, refunds, streams, tickets, transfers, venues
 from domain.events import Event
-from domain.inventory import holds
+from domain.inventory import attraction_days, holds
 from domain.inventory.events import SeatRef, SeatsHeld
 from domain.inventory.stock import attraction_day, attraction_left, available_per_type, event_status
 from infra.eventstore import RecordedEvent, read_stream
@@ -32,7 +32,7 @@ def _nothing() -> None:
 # the first event, and the domain's evolve function.
 FOLDS: dict[str, tuple[Callable[[], Any], Callable[[Any, Event], Any]]] = {
     streams.EVENT: (holds.EventInventory, holds.evolve_inventory),
-    streams.ATTRACTION: (holds.AttractionInventory, holds.evolve_attraction),
+    streams.ATTRACTION: (attraction_days.AttractionInventory, attraction_days.evolve_attraction),
     streams.DISCOUNT: (_nothing, discounts.evolve_discount),
     streams.PURCHASE: (_nothing, purchasing.evolve_purchase),
     streams.TICKET: (_nothing, tickets.evolve_ticket),
@@ -141,7 +141,10 @@ async def availability_at(
 
 
 async def attraction_availability_at(
-    pool: asyncpg.Pool, inventory: holds.AttractionInventory, as_of: datetime, day: date | None
+    pool: asyncpg.Pool,
+    inventory: attraction_days.AttractionInventory,
+    as_of: datetime,
+    day: date | None,
 ) -> AttractionAvailability | None:
     """What the attraction's availability endpoint would have answered at `as_of` (for the
     visit day `day`, or none), by the same rules, from the replayed holds; None before it was
@@ -155,7 +158,9 @@ async def attraction_availability_at(
         org_stream = streams.organization(opened.organization_id)
         registered = (await read_stream(pool, org_stream))[0].event()
         assert isinstance(registered, catalog.OrganizationRegistered)
-        visit = holds.visit_day(opened, day, holds.local_date(as_of, registered.timezone))
+        visit = attraction_days.visit_day(
+            opened, day, attraction_days.local_date(as_of, registered.timezone)
+        )
     taken = inventory.taken_per_day[day] if day is not None else 0
     status, shown, remaining = attraction_day(left, opened.daily_max_tickets, visit, taken)
     return AttractionAvailability(
@@ -173,7 +178,7 @@ async def _availability(
 ) -> EventAvailability | AttractionAvailability | None:
     if isinstance(state, holds.EventInventory):
         return await availability_at(pool, state, as_of)
-    if isinstance(state, holds.AttractionInventory):
+    if isinstance(state, attraction_days.AttractionInventory):
         return await attraction_availability_at(pool, state, as_of, day)
     return None
 

@@ -15,7 +15,7 @@ EventStatus = Literal[
     "available", "draft", "cancelled", "sales_not_started", "sales_ended", "sold_out"
 ]
 AttractionStatus = Literal["available", "sold_out", "sales_ended", "closed"]
-# Whether a visit day can be visited (domain/inventory/holds.py `visit_day`).
+# Whether a visit day can be visited (domain/inventory/attraction_days.py `visit_day`).
 VisitDay = Literal["open", "past", "closed"]
 # What an attraction's type with no cap of its own, and no daily cap, shows as left.
 UNLIMITED = 9999

@@ -11,8 +11,8 @@ import asyncpg
 from aiohttp import web
 
 from domain.catalog import TicketType
-from domain.inventory import holds
-from domain.inventory.holds import local_date, visit_day
+from domain.inventory import attraction_days
+from domain.inventory.attraction_days import local_date, visit_day
 from domain.inventory.stock import VisitDay, attraction_day, available_per_type, event_status
 from domain.purchasing import visitable
 from domain.seating import TakenSeats
@@ -147,7 +147,7 @@ async def seat_plan(request: web.Request, row: asyncpg.Record, sold: TakenSeats)
 
 
 AttractionBuild = Callable[
-    [web.Request, asyncpg.Record, holds.AttractionInventory | None], Awaitable[Snapshot]
+    [web.Request, asyncpg.Record, attraction_days.AttractionInventory | None], Awaitable[Snapshot]
 ]
 
 
@@ -184,7 +184,7 @@ def _visit_query(request: web.Request) -> s.AttractionAvailabilityQuery:
 
 
 async def attraction_availability(
-    request: web.Request, row: asyncpg.Record, state: holds.AttractionInventory | None
+    request: web.Request, row: asyncpg.Record, state: attraction_days.AttractionInventory | None
 ) -> Snapshot:
     """With a date, what can be bought for that day: nothing on a day the purchase would
     refuse (past in the organization's zone, or closed), and no type more than the day has

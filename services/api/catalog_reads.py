@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 
 from domain.catalog import OpeningHours
-from domain.inventory.holds import AttractionInventory
+from domain.inventory.attraction_days import AttractionInventory
 from domain.inventory.stock import early_bird_active, event_status
 from projections import availability, catalog
 from services.api import schemas as s

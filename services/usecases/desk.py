@@ -30,7 +30,7 @@ import msgspec
 import structlog
 
 from domain.events import Event
-from domain.sales import Decision
+from domain.sale_commands import Decision
 from domain.streams import category
 from infra import snapshots
 from infra.append_batcher import fail, stored_nothing

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from domain import streams
-from domain.inventory import holds
+from domain.inventory import attraction_days, holds
 from domain.seating import TakenSeats
 from services.usecases.desk import Desk, Desks, Kind
 
@@ -78,7 +78,7 @@ class DeskSeats:
 
     async def attraction_now(
         self, attraction_id: int, within: float
-    ) -> tuple[holds.AttractionInventory, int] | None:
+    ) -> tuple[attraction_days.AttractionInventory, int] | None:
         """The attraction's places taken (per ticket type and per day) as this process's sales
         desk has stored them, at its version of the stream (read again first unless in step
         within `within` seconds), or None when this process does not sell the attraction."""

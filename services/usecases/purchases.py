@@ -1,10 +1,11 @@
 """Purchase use cases: open a purchase with its holds and discount use in one append, take the
 payment through Stripe, cancel and expire (what Stripe reports then is settled in
-services/usecases/settlement.py). The decisions are the domain's (domain/sales.py,
-domain/purchasing.py); this module finds the aggregates, draws what a decision needs (ids,
-codes, the clock) and queues the commands at their desks; the PaymentIntents are made and
-cancelled by services/usecases/intents.py. With several gateways, a purchase is opened by the
-gateway that owns its inventory's stream (services/usecases/desk_owners.py): the others send it
+services/usecases/settlement.py). The decisions are the domain's (domain/sales.py, which opens a
+purchase in domain/purchase_opening.py and ends it in domain/purchase_settling.py, and
+domain/purchasing.py); this module finds the aggregates, draws what a decision needs (ids, codes,
+the clock) and queues the commands (domain/sale_commands.py) at their desks; the PaymentIntents are
+made and cancelled by services/usecases/intents.py. With several gateways, a purchase is opened by
+the gateway that owns its inventory's stream (services/usecases/desk_owners.py): the others send it
 there (services/usecases/routed_purchases.py), and take its payment."""
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from typing import Any
 import asyncpg
 import structlog
 
-from domain import catalog, discounts, purchasing, sales, streams, venues
+from domain import catalog, discounts, purchasing, sale_commands, sales, streams, venues
 from domain.errors import DomainError, NotFound
 from domain.events import Event
-from domain.inventory import holds
+from domain.inventory import attraction_days, holds
+from domain.purchase_opening import PaymentProcessingUnavailable
 from domain.purchasing import PurchaseOpened, PurchaseRequest, PurchaseState
-from domain.sales import PaymentProcessingUnavailable
 from infra.append_batcher import AppendBatcher
 from infra.coalesce import Coalesced
 from infra.codes import random_code
@@ -63,9 +64,9 @@ EVENT_INVENTORY = Kind(
     sales.seats_chosen,
 )
 ATTRACTION_INVENTORY = Kind(
-    holds.AttractionInventory,
-    holds.evolve_attraction,
-    holds.clone_attraction,
+    attraction_days.AttractionInventory,
+    attraction_days.evolve_attraction,
+    attraction_days.clone_attraction,
     sales.decide,
     DISCOUNT_CODES,
 )
@@ -172,10 +173,10 @@ class Purchases:
                 raise discounts.InvalidDiscountCode("unknown discount code", "discount_code")
         token = claim.reserved if claim is not None else secrets.token_urlsafe(18)
         draft = await self._draft(req, token, api_key_id, discount_id)
-        command: sales.OpenPurchase
+        command: sale_commands.OpenPurchase
         if req.event_slug is not None:
             sections, desk = await self._event_sale(org, req.event_slug)
-            command = sales.OpenEventPurchase(
+            command = sale_commands.OpenEventPurchase(
                 request=req, organization=org, draft=draft, sections=sections
             )
         else:
@@ -184,7 +185,9 @@ class Purchases:
                 org, "attraction", req.attraction_slug, "attraction_slug"
             )
             desk = self.desks.get(streams.attraction(attraction_id), ATTRACTION_INVENTORY)
-            command = sales.OpenAttractionPurchase(request=req, organization=org, draft=draft)
+            command = sale_commands.OpenAttractionPurchase(
+                request=req, organization=org, draft=draft
+            )
         if claim is None:
             return await self._open(desk, command, meta)
         opened = await self._or_found(token, self._open(desk, command, meta))
@@ -200,7 +203,7 @@ class Purchases:
         return await self._paid_for(found, meta)
 
     async def _open(
-        self, desk: Desk[Any], command: sales.OpenPurchase, meta: Metadata
+        self, desk: Desk[Any], command: sale_commands.OpenPurchase, meta: Metadata
     ) -> PurchaseState:
         """Opened by the desk of the gateway that owns the stream: this one's, or the owner's
         over NATS. An owner that is gone is taken over at once; one that does not answer may
@@ -247,7 +250,12 @@ class Purchases:
             return found
 
     async def _open_here(
-        self, desk: Desk[Any], command: sales.OpenPurchase, meta: Metadata, *, pay: bool = True
+        self,
+        desk: Desk[Any],
+        command: sale_commands.OpenPurchase,
+        meta: Metadata,
+        *,
+        pay: bool = True,
     ) -> PurchaseState:
         """Decided by this process's desk. A draft decided before (by an owner that answered
         too late) cannot open a second purchase: its purchase stream exists, so the append
@@ -278,7 +286,7 @@ class Purchases:
         """A purchase another gateway sends this one, the owner of its stream, to open; its
         payment is taken by the gateway that asks."""
         stream, command, meta = routed_purchases.asked(data)
-        event = isinstance(command, sales.OpenEventPurchase)
+        event = isinstance(command, sale_commands.OpenEventPurchase)
         desk: Desk[Any] = self.desks.get(stream, EVENT_INVENTORY if event else ATTRACTION_INVENTORY)
         if self.owners is not None:
             self.owners.touch(stream)
@@ -294,10 +302,10 @@ class Purchases:
 
     async def _draft(
         self, req: PurchaseRequest, token: str, api_key_id: int | None, discount_id: int | None
-    ) -> sales.Draft:
+    ) -> sale_commands.Draft:
         ids = await self.ids.take(sum(req.quantities.values()))
         now = datetime.now(UTC)
-        return sales.Draft(
+        return sale_commands.Draft(
             token=token,
             ticket_ids=ids,
             codes=[_code(TICKET_CODE_LENGTH) for _ in ids],
@@ -328,7 +336,7 @@ class Purchases:
     async def _pay_first(
         self,
         desk: Desk[Any],
-        command: sales.OpenPurchase,
+        command: sale_commands.OpenPurchase,
         forecast: PurchaseOpened,
         meta: Metadata,
     ) -> PurchaseState:
@@ -342,12 +350,12 @@ class Purchases:
         named an intent nobody could pay. Nor when the draft's purchase was opened already
         (by an owner that answered too late): the intent is that purchase's."""
         intent = await self.intents.create(forecast)
-        prepaid = sales.PrepaidIntent(
+        prepaid = sale_commands.PrepaidIntent(
             intent_id=intent.id,
             client_secret=intent.client_secret,
             amount_cents=forecast.pricing.total_cents,
         )
-        paying = sales.with_intent(command, prepaid)
+        paying = sale_commands.with_intent(command, prepaid)
         try:
             events = await desk.submit(paying, meta, sales.discount_streams(paying))
         except holds.DecidedBefore:
@@ -441,7 +449,7 @@ class Purchases:
             ending = end(state)
             if not ending:
                 return False
-            command = sales.ReleaseHolds(
+            command = sale_commands.ReleaseHolds(
                 opened=state.opened, reason=reason, ending=ending, purchase_version=version
             )
             try:

@@ -1,7 +1,7 @@
 """Refund use cases: a partner's refund of a paid purchase's tickets, the refunds and disputes
 Stripe reports by webhook, and buyers' refund requests. The decisions are the domain's
 (domain/refunds.py); every refund is stored in one append at the inventory's sales desk
-(domain/sales.py `RefundTickets`), expecting the purchase and its tickets at the versions it
+(domain/sale_commands.py `RefundTickets`), expecting the purchase and its tickets at the versions it
 was decided on, so a scan or a payment landing meanwhile makes it decide again on what they
 left. The money moves afterwards: the payments worker makes the stored RefundDecided at
 Stripe (services/workers/payment_effects.py)."""
@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import asyncpg
 import msgspec
 
-from domain import refunds, sales, streams
+from domain import refunds, sale_commands, sales, streams
 from domain.errors import NotFound
 from domain.events import Event
 from domain.purchasing import PurchaseState, RefundDecided
@@ -112,7 +112,7 @@ class Refunds:
         expected = {streams.purchase(opened.token): version} | {
             streams.ticket(t.id): loaded[t.id][1] for t in refund.returned
         }
-        command = sales.RefundTickets(
+        command = sale_commands.RefundTickets(
             opened=opened, refund=refund, expected=expected | (also_expected or {})
         )
         desk = self._purchases.inventory_desk(opened)

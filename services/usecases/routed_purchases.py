@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import msgspec
 
-from domain import sales
+from domain import sale_commands
 from domain.errors import DomainError
 from domain.purchasing import PurchaseState
 from infra.eventstore import Metadata
@@ -23,13 +23,13 @@ class RefusedByOwner(DomainError):
 
 class _OpenEvent(msgspec.Struct, frozen=True, tag=True):
     stream: str
-    command: sales.OpenEventPurchase
+    command: sale_commands.OpenEventPurchase
     metadata: Metadata
 
 
 class _OpenAttraction(msgspec.Struct, frozen=True, tag=True):
     stream: str
-    command: sales.OpenAttractionPurchase
+    command: sale_commands.OpenAttractionPurchase
     metadata: Metadata
 
 
@@ -58,13 +58,13 @@ class OwnerFailed(Exception):
 
 
 async def ask_owner(
-    owners: DeskOwners, owner: str, stream: str, command: sales.OpenPurchase, meta: Metadata
+    owners: DeskOwners, owner: str, stream: str, command: sale_commands.OpenPurchase, meta: Metadata
 ) -> PurchaseState:
     """The purchase the owner opened; RefusedByOwner for its refusal. OwnerGone (nobody
     listens on the owner's subject) passes through."""
     ask = (
         _OpenEvent(stream, command, meta)
-        if isinstance(command, sales.OpenEventPurchase)
+        if isinstance(command, sale_commands.OpenEventPurchase)
         else _OpenAttraction(stream, command, meta)
     )
     try:
@@ -79,7 +79,7 @@ async def ask_owner(
     raise OwnerFailed(answer.error)
 
 
-def asked(data: bytes) -> tuple[str, sales.OpenPurchase, Metadata]:
+def asked(data: bytes) -> tuple[str, sale_commands.OpenPurchase, Metadata]:
     """The stream, command and metadata another gateway sent."""
     ask = _asks.decode(data)
     return ask.stream, ask.command, ask.metadata

@@ -12,8 +12,8 @@ from typing import Any
 
 import structlog
 
-from domain import discounts, purchasing, sales, streams
-from domain.inventory import holds
+from domain import discounts, purchase_settling, purchasing, sale_commands, sales, streams
+from domain.inventory import attraction_days, holds
 from domain.purchasing import PurchaseState
 from infra.eventstore import NO_STREAM, ConcurrencyError, Metadata, PendingAppend
 from infra.payments import WebhookEvent
@@ -73,7 +73,7 @@ class Settlement:
                 return "ignored"
             try:
                 return await (apply or self._paid_or_failed)(state, version, event, chained)
-            except (ConcurrencyError, sales.SettledMeanwhile):
+            except (ConcurrencyError, purchase_settling.SettledMeanwhile):
                 continue
         raise ConcurrencyError(stream, "settle")
 
@@ -98,7 +98,9 @@ class Settlement:
                 return "already_paid"
             if state.status == "pending_payment":
                 schedule = await self._purchases.catalog.schedule(state.opened)
-                paid = sales.paid_with_tickets(state, event.intent_id, datetime.now(UTC), schedule)
+                paid = purchase_settling.paid_with_tickets(
+                    state, event.intent_id, datetime.now(UTC), schedule
+                )
                 appends = [
                     PendingAppend(s, version if s == stream else NO_STREAM, events)
                     for s, events in paid.items()
@@ -126,7 +128,7 @@ class Settlement:
         opened = state.opened
         if state.refunded:
             return "refund_already_decided"
-        command = sales.HoldAgain(
+        command = sale_commands.HoldAgain(
             state=state,
             purchase_version=version,
             intent_id=intent_id,
@@ -143,7 +145,7 @@ class Settlement:
         except (
             holds.SeatsTaken,
             holds.InsufficientAvailability,
-            holds.DailyCapacityExceeded,
+            attraction_days.DailyCapacityExceeded,
             discounts.MaxUsesReached,
         ) as exc:
             reason = exc.code

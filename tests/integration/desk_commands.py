@@ -11,7 +11,7 @@ from typing import Any
 
 from domain.inventory import holds
 from domain.inventory.events import HeldSeat, SeatsHeld
-from domain.sales import Decision
+from domain.sale_commands import Decision
 from services.usecases.desk import Kind
 
 Command = Callable[[holds.EventInventory], Decision]

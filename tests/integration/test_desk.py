@@ -11,7 +11,7 @@ import random
 import asyncpg
 
 from domain.inventory import holds
-from domain.sales import Decision
+from domain.sale_commands import Decision
 from infra.eventstore import Metadata, read_stream
 from infra.settings import Settings
 from services.usecases.desk import Desk

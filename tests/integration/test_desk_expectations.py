@@ -12,7 +12,7 @@ import asyncpg
 
 from domain import purchasing, streams
 from domain.inventory import holds
-from domain.sales import Decision
+from domain.sale_commands import Decision
 from infra.eventstore import NO_STREAM, ConcurrencyError, PendingAppend, append, read_stream
 from services.usecases.desk import Desk
 from tests.integration.desk_commands import PLAIN_COMMANDS, hold_one

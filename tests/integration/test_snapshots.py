@@ -15,9 +15,9 @@ import pytest
 import structlog
 
 from domain.catalog import AttractionOpened
-from domain.inventory import holds
+from domain.inventory import attraction_days, holds
 from domain.inventory.events import AttractionTicketsHeld
-from domain.sales import Decision
+from domain.sale_commands import Decision
 from infra import snapshots
 from infra.eventstore import Metadata, read_stream
 from services.usecases.desk import Desk
@@ -210,7 +210,7 @@ def test_an_attraction_inventory_survives_its_snapshot() -> None:
         opening_hours={},
         ticket_types=[],
     )
-    state = holds.AttractionInventory(opened=opened)
+    state = attraction_days.AttractionInventory(opened=opened)
     held = AttractionTicketsHeld(
         attraction_id=5,
         purchase_token="t1",
@@ -218,6 +218,6 @@ def test_an_attraction_inventory_survives_its_snapshot() -> None:
         counts={3: 2},
         expires_at=EXPIRES,
     )
-    state = holds.evolve_attraction(state, held)
+    state = attraction_days.evolve_attraction(state, held)
     codec = snapshots.AttractionInventoryCodec()
     assert codec.decode(codec.encode(state)) == state

@@ -15,7 +15,7 @@ from domain.catalog import AttractionOpened, EventPublished, EventScheduled, Tic
 from domain.discounts import DiscountCodeCreated
 from domain.errors import DomainError
 from domain.events import Event
-from domain.inventory import holds
+from domain.inventory import attraction_days, holds
 from domain.inventory.events import SeatRef
 from domain.pricing import Pricing
 from domain.purchasing import Buyer, PurchasedTicket, PurchaseOpened
@@ -147,8 +147,10 @@ def museum(**changes: Any) -> AttractionOpened:
     return AttractionOpened(**(base | changes))
 
 
-def museum_inventory(**changes: Any) -> holds.AttractionInventory:
-    return holds.evolve_attraction(holds.AttractionInventory(), museum(**changes))
+def museum_inventory(**changes: Any) -> attraction_days.AttractionInventory:
+    return attraction_days.evolve_attraction(
+        attraction_days.AttractionInventory(), museum(**changes)
+    )
 
 
 def discount_code(**changes: Any) -> DiscountCodeCreated:

@@ -10,7 +10,8 @@ import pytest
 from domain import catalog, tickets
 from domain.catalog import OpeningHours, TicketType
 from domain.errors import InvalidCommand
-from domain.inventory import holds
+from domain.inventory import attraction_days
+from domain.inventory.attraction_days import local_date, visit_day
 from domain.inventory.events import SeatRef
 from domain.seat_selection import conflicts
 from tests.unit.test_selling import _event, _hold
@@ -34,9 +35,9 @@ def test_a_visit_day_is_past_by_the_organizations_calendar_not_utc() -> None:
     """23:30 UTC on Friday is already Saturday in Copenhagen: Friday can no longer be sold
     there, while in New York it is still Friday afternoon."""
     moment = datetime(2026, 5, 1, 23, 30, tzinfo=UTC)
-    assert holds.visit_day(MUSEUM, FRIDAY, holds.local_date(moment, "Europe/Copenhagen")) == "past"
-    assert holds.visit_day(MUSEUM, FRIDAY, holds.local_date(moment, "America/New_York")) == "open"
-    assert holds.visit_day(MUSEUM, FRIDAY + timedelta(days=1), FRIDAY) == "closed"
+    assert visit_day(MUSEUM, FRIDAY, local_date(moment, "Europe/Copenhagen")) == "past"
+    assert visit_day(MUSEUM, FRIDAY, local_date(moment, "America/New_York")) == "open"
+    assert visit_day(MUSEUM, FRIDAY + timedelta(days=1), FRIDAY) == "closed"
 
 
 @pytest.mark.parametrize(
@@ -47,9 +48,9 @@ def test_a_visit_day_is_past_by_the_organizations_calendar_not_utc() -> None:
     ],
 )
 def test_the_purchase_refuses_the_days_availability_reports(day: date, detail: str) -> None:
-    state = holds.evolve_attraction(holds.AttractionInventory(), MUSEUM)
+    state = attraction_days.evolve_attraction(attraction_days.AttractionInventory(), MUSEUM)
     with pytest.raises(InvalidCommand) as refused:
-        holds.hold_attraction_tickets(
+        attraction_days.hold_attraction_tickets(
             state,
             token="t",
             quantities={7: 1},
@@ -58,7 +59,7 @@ def test_the_purchase_refuses_the_days_availability_reports(day: date, detail: s
             expires_at=datetime(2026, 5, 1, tzinfo=UTC),
         )
     assert (refused.value.detail, refused.value.field) == (detail, "visit_date")
-    assert holds.visit_day(MUSEUM, day, FRIDAY) != "open"
+    assert visit_day(MUSEUM, day, FRIDAY) != "open"
 
 
 def test_a_visit_ticket_scans_until_the_local_end_of_its_day() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from domain.catalog import EventCancelled
 from domain.errors import InvalidCommand, NotFound
-from domain.inventory import holds, stock
+from domain.inventory import attraction_days, holds, stock
 from domain.inventory.events import (
     AttractionTicketsHeld,
     AttractionTicketsReleased,
@@ -338,12 +338,12 @@ def test_a_batch_decides_on_a_clone_and_the_stored_state_stays_as_it_was() -> No
 
 
 def _visit(
-    state: holds.AttractionInventory,
+    state: attraction_days.AttractionInventory,
     quantities: dict[int, int],
     visit_date: date | None = DAY,
     token: str = "v1",
 ) -> AttractionTicketsHeld:
-    return holds.hold_attraction_tickets(
+    return attraction_days.hold_attraction_tickets(
         state,
         token=token,
         quantities=quantities,
@@ -353,15 +353,17 @@ def _visit(
     )
 
 
-def _visited(state: holds.AttractionInventory, *args: Any, **kwargs: Any) -> AttractionTicketsHeld:
+def _visited(
+    state: attraction_days.AttractionInventory, *args: Any, **kwargs: Any
+) -> AttractionTicketsHeld:
     held = _visit(state, *args, **kwargs)
-    holds.evolve_attraction(state, held)
+    attraction_days.evolve_attraction(state, held)
     return held
 
 
 def test_an_unknown_attraction_is_not_found() -> None:
     with refused(NotFound, "not_found", "attraction_slug"):
-        _visit(holds.AttractionInventory(), {7: 1})
+        _visit(attraction_days.AttractionInventory(), {7: 1})
 
 
 def test_an_attraction_hold_records_its_day_and_counts() -> None:
@@ -376,18 +378,18 @@ def test_an_attraction_hold_records_its_day_and_counts() -> None:
 def test_a_days_last_places_are_sold_and_a_release_gives_them_back_once() -> None:
     state = museum_inventory(daily_max_tickets=3)
     _visited(state, {7: 3})
-    with refused(holds.DailyCapacityExceeded, "daily_capacity_exceeded") as caught:
+    with refused(attraction_days.DailyCapacityExceeded, "daily_capacity_exceeded") as caught:
         _visit(state, {7: 1}, token="v2")
     assert caught.value.detail == f"only 0 places left on {DAY}"
-    released = holds.release_attraction_tickets(state, "v1", "expired")
+    released = attraction_days.release_attraction_tickets(state, "v1", "expired")
     assert released == [
         AttractionTicketsReleased(
             attraction_id=5, purchase_token="v1", visit_date=DAY, counts={7: 3}, reason="expired"
         )
     ]
-    apply(holds.evolve_attraction, state, released)
+    apply(attraction_days.evolve_attraction, state, released)
     assert (state.taken_per_day[DAY], state.taken_per_type[7], state.holds) == (0, 0, {})
-    assert holds.release_attraction_tickets(state, "v1", "expired") == []
+    assert attraction_days.release_attraction_tickets(state, "v1", "expired") == []
     assert _visit(state, {7: 3}, token="v2").counts == {7: 3}
 
 
@@ -402,25 +404,33 @@ def test_an_attraction_types_capacity_holds_across_days() -> None:
 def test_a_late_visit_payment_takes_its_places_again_while_the_day_and_type_have_them() -> None:
     state = museum_inventory(daily_max_tickets=3)
     held = _visited(state, {7: 2})
-    apply(holds.evolve_attraction, state, holds.release_attraction_tickets(state, "v1", "expired"))
-    assert holds.rehold_attraction_tickets(state, held) == held
+    apply(
+        attraction_days.evolve_attraction,
+        state,
+        attraction_days.release_attraction_tickets(state, "v1", "expired"),
+    )
+    assert attraction_days.rehold_attraction_tickets(state, held) == held
     _visited(state, {7: 2}, token="v2")
-    with refused(holds.DailyCapacityExceeded, "daily_capacity_exceeded"):
-        holds.rehold_attraction_tickets(state, held)
+    with refused(attraction_days.DailyCapacityExceeded, "daily_capacity_exceeded"):
+        attraction_days.rehold_attraction_tickets(state, held)
 
 
 def test_a_late_visit_payment_does_not_exceed_its_types_capacity() -> None:
     state = museum_inventory(ticket_types=[ticket_type(7, capacity=2)])
     held = _visited(state, {7: 2})
-    apply(holds.evolve_attraction, state, holds.release_attraction_tickets(state, "v1", "expired"))
+    apply(
+        attraction_days.evolve_attraction,
+        state,
+        attraction_days.release_attraction_tickets(state, "v1", "expired"),
+    )
     _visited(state, {7: 1}, DAY + timedelta(days=1), token="v2")
     with refused(holds.InsufficientAvailability, "insufficient_availability"):
-        holds.rehold_attraction_tickets(state, held)
+        attraction_days.rehold_attraction_tickets(state, held)
 
 
 def test_an_attraction_batch_decides_on_a_clone() -> None:
     state = museum_inventory(daily_max_tickets=3)
-    _visited(holds.clone_attraction(state), {7: 3})
+    _visited(attraction_days.clone_attraction(state), {7: 3})
     assert (state.taken_per_day[DAY], state.holds) == (0, {})
     assert _visit(state, {7: 3}).counts == {7: 3}
 

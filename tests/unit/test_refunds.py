@@ -10,9 +10,18 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from domain import discounts, purchasing, refunds, sales, streams, tickets
+from domain import (
+    discounts,
+    purchase_settling,
+    purchasing,
+    refunds,
+    sale_commands,
+    sales,
+    streams,
+    tickets,
+)
 from domain.errors import InvalidCommand
-from domain.inventory import holds
+from domain.inventory import attraction_days, holds
 from domain.inventory.events import (
     AttractionTicketsReturned,
     HeldSeat,
@@ -68,7 +77,9 @@ def _paid(opened: purchasing.PurchaseOpened | None = None) -> tuple[PurchaseStat
         state,
         [purchasing.PaymentIntentCreated(token="tok", intent_id="pi_1", client_secret="s")],
     )
-    issued = sales.paid_with_tickets(state, "pi_1", NOW, tickets.Schedule(starts_at=SHOW_STARTS))
+    issued = purchase_settling.paid_with_tickets(
+        state, "pi_1", NOW, tickets.Schedule(starts_at=SHOW_STARTS)
+    )
     state = replayed(purchasing.evolve_purchase, state, issued.pop(streams.purchase("tok")))
     ticket_states = {
         int(stream.removeprefix("ticket-")): replayed(tickets.evolve_ticket, None, events)
@@ -339,8 +350,8 @@ def _held(inventory: holds.EventInventory, opened: purchasing.PurchaseOpened) ->
 
 def _at_desk(
     refund: refunds.Refund, inventory: object, companions: dict | None = None
-) -> sales.Decision:
-    command = sales.RefundTickets(opened=_purchase(), refund=refund, expected={"x": 1})
+) -> sale_commands.Decision:
+    command = sale_commands.RefundTickets(opened=_purchase(), refund=refund, expected={"x": 1})
     return sales.decide(command, inventory, companions or {})
 
 
@@ -388,13 +399,15 @@ def test_the_last_refund_gives_the_discount_use_back() -> None:
     )
     state, issued = _paid()
     whole = _refund(state, issued)
-    command = sales.RefundTickets(opened=_purchase(), refund=whole, expected={})
+    command = sale_commands.RefundTickets(opened=_purchase(), refund=whole, expected={})
     assert sales.discount_streams(command) == (streams.discount(9),)
     decision = sales.decide(command, inventory, {streams.discount(9): code})
     assert decision.events[streams.discount(9)] == [
         discounts.DiscountCodeReleased(discount_id=9, purchase_token="tok")
     ]
-    part = sales.RefundTickets(opened=_purchase(), refund=_refund(state, issued, [1]), expected={})
+    part = sale_commands.RefundTickets(
+        opened=_purchase(), refund=_refund(state, issued, [1]), expected={}
+    )
     assert sales.discount_streams(part) == ()
 
 
@@ -422,7 +435,7 @@ def test_an_attraction_refund_gives_its_places_back_on_the_day() -> None:
         discount_id=None,
     )
     inventory = museum_inventory(daily_max_tickets=10)
-    held = holds.hold_attraction_tickets(
+    held = attraction_days.hold_attraction_tickets(
         inventory,
         token="tok",
         quantities={7: 2},
@@ -430,14 +443,16 @@ def test_an_attraction_refund_gives_its_places_back_on_the_day() -> None:
         today=NOW.date(),
         expires_at=HOLD_ENDS,
     )
-    apply(holds.evolve_attraction, inventory, [held])
+    apply(attraction_days.evolve_attraction, inventory, [held])
     state, issued = _paid(opened)
-    command = sales.RefundTickets(opened=opened, refund=_refund(state, issued, [2]), expected={})
+    command = sale_commands.RefundTickets(
+        opened=opened, refund=_refund(state, issued, [2]), expected={}
+    )
     returned = sales.decide(command, inventory, {}).events[streams.attraction(5)]
     assert returned == [
         AttractionTicketsReturned(
             attraction_id=5, purchase_token="tok", visit_date=day, counts={7: 1}, reason="refunded"
         )
     ]
-    apply(holds.evolve_attraction, inventory, returned)
+    apply(attraction_days.evolve_attraction, inventory, returned)
     assert inventory.taken_per_day[day] == 1 and inventory.holds["tok"].counts == {7: 1}

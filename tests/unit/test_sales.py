@@ -9,9 +9,20 @@ from datetime import UTC, date, datetime, timedelta
 import msgspec
 import pytest
 
-from domain import catalog, discounts, purchasing, sales, streams, tickets, venues
+from domain import (
+    catalog,
+    discounts,
+    purchase_opening,
+    purchase_settling,
+    purchasing,
+    sale_commands,
+    sales,
+    streams,
+    tickets,
+    venues,
+)
 from domain.errors import InvalidCommand, NotFound
-from domain.inventory import holds
+from domain.inventory import attraction_days, holds
 from domain.inventory.events import AttractionTicketsHeld, SeatRef, SeatsHeld
 from domain.purchasing import Attendee, Buyer, PurchaseRequest
 from domain.venues import Row, SectionPlan
@@ -66,7 +77,7 @@ def _event(price_cents: int = 35000) -> holds.EventInventory:
     return state
 
 
-def _attraction() -> holds.AttractionInventory:
+def _attraction() -> attraction_days.AttractionInventory:
     command = catalog.OpenAttraction(
         slug="museum",
         name="Museum",
@@ -75,9 +86,9 @@ def _attraction() -> holds.AttractionInventory:
         daily_max_tickets=3,
         ticket_types=[catalog.TicketTypePlan(name="Voksen", price_cents=15000, capacity=99)],
     )
-    state = holds.AttractionInventory()
+    state = attraction_days.AttractionInventory()
     for event in catalog.open_attraction(command, 1, _venue(), ATTRACTION_ID, [PLACE_TYPE_ID]):
-        state = holds.evolve_attraction(state, event)
+        state = attraction_days.evolve_attraction(state, event)
     return state
 
 
@@ -89,8 +100,8 @@ def _code(max_uses: int = 10) -> discounts.DiscountState:
     return state
 
 
-def _draft(token: str = "p1", n: int = 2, discount_id: int | None = None) -> sales.Draft:
-    return sales.Draft(
+def _draft(token: str = "p1", n: int = 2, discount_id: int | None = None) -> sale_commands.Draft:
+    return sale_commands.Draft(
         token=token,
         ticket_ids=list(range(100, 100 + n)),
         codes=[f"CODE{i}" for i in range(n)],
@@ -110,9 +121,9 @@ def _open(
     token: str = "p1",
     discount_id: int | None = None,
     **request,
-) -> sales.OpenEventPurchase:
+) -> sale_commands.OpenEventPurchase:
     req = PurchaseRequest(quantities={TYPE_ID: n}, buyer=BUYER, event_slug="hamlet", **request)
-    return sales.OpenEventPurchase(
+    return sale_commands.OpenEventPurchase(
         request=req,
         organization=org,
         draft=_draft(token, n, discount_id),
@@ -120,13 +131,13 @@ def _open(
     )
 
 
-def _apply(state: holds.EventInventory, decision: sales.Decision) -> holds.EventInventory:
+def _apply(state: holds.EventInventory, decision: sale_commands.Decision) -> holds.EventInventory:
     for event in decision.events.get(streams.event(EVENT_ID), []):
         holds.evolve_inventory(state, event)
     return state
 
 
-def _opened(decision: sales.Decision, token: str = "p1") -> purchasing.PurchaseState:
+def _opened(decision: sale_commands.Decision, token: str = "p1") -> purchasing.PurchaseState:
     state = purchasing.replay_purchase(decision.events[streams.purchase(token)])
     assert state is not None
     return state
@@ -184,7 +195,7 @@ def test_too_many_tickets_of_a_type_is_refused_before_anything_is_held() -> None
 
 def test_an_organization_without_stripe_cannot_sell_what_costs_money() -> None:
     no_stripe = _organization()
-    with pytest.raises(sales.PaymentProcessingUnavailable):
+    with pytest.raises(purchase_opening.PaymentProcessingUnavailable):
         sales.decide(_open(org=no_stripe), _event(), {})
 
 
@@ -227,13 +238,13 @@ def test_a_used_up_or_unknown_discount_code_refuses_the_purchase() -> None:
 def test_an_intent_created_for_the_forecast_is_recorded_in_the_purchase() -> None:
     command = _open(2)
     forecast = _opened(sales.decide(command, _event(), {}))
-    intent = sales.PrepaidIntent(
+    intent = sale_commands.PrepaidIntent(
         intent_id="pi_1",
         client_secret="pi_1_secret",
         amount_cents=forecast.opened.pricing.total_cents,
     )
 
-    state = _opened(sales.decide(sales.with_intent(command, intent), _event(), {}))
+    state = _opened(sales.decide(sale_commands.with_intent(command, intent), _event(), {}))
 
     assert (state.intent_id, state.client_secret) == ("pi_1", "pi_1_secret")
 
@@ -243,7 +254,9 @@ def test_an_attraction_purchase_holds_places_of_its_visit_day() -> None:
     req = PurchaseRequest(
         quantities={PLACE_TYPE_ID: 3}, buyer=BUYER, attraction_slug="museum", visit_date=visit
     )
-    command = sales.OpenAttractionPurchase(request=req, organization=PAYING, draft=_draft(n=3))
+    command = sale_commands.OpenAttractionPurchase(
+        request=req, organization=PAYING, draft=_draft(n=3)
+    )
     inventory = _attraction()
 
     decision = sales.decide(command, inventory, {})
@@ -251,13 +264,13 @@ def test_an_attraction_purchase_holds_places_of_its_visit_day() -> None:
     (held,) = decision.events[streams.attraction(ATTRACTION_ID)]
     assert isinstance(held, AttractionTicketsHeld) and held.visit_date == visit
     for event in decision.events[streams.attraction(ATTRACTION_ID)]:
-        holds.evolve_attraction(inventory, event)
+        attraction_days.evolve_attraction(inventory, event)
     more = msgspec.structs.replace(
         command,
         request=msgspec.structs.replace(req, quantities={PLACE_TYPE_ID: 1}),
         draft=_draft("p2", 1),
     )
-    with pytest.raises(holds.DailyCapacityExceeded):
+    with pytest.raises(attraction_days.DailyCapacityExceeded):
         sales.decide(more, inventory, {})
 
 
@@ -279,7 +292,7 @@ def _held_purchase(
 def test_releasing_gives_back_the_seats_and_the_discount_use_with_the_ending() -> None:
     inventory, state, companions = _held_purchase(discount=True)
     ending = purchasing.expire(state, NOW + timedelta(hours=1))
-    command = sales.ReleaseHolds(
+    command = sale_commands.ReleaseHolds(
         opened=state.opened, reason="expired", ending=ending, purchase_version=2
     )
     assert sales.discount_streams(command) == (streams.discount(DISCOUNT_ID),)
@@ -301,7 +314,7 @@ def test_a_late_payment_holds_the_same_seats_again_and_pays_with_tickets() -> No
         holds.evolve_inventory(inventory, event)
     purchasing.evolve_purchase(state, purchasing.PurchaseExpired(token="p1"))
     later = NOW + timedelta(hours=1)
-    command = sales.HoldAgain(
+    command = sale_commands.HoldAgain(
         state=state,
         purchase_version=3,
         intent_id="pi_1",
@@ -318,7 +331,7 @@ def test_a_late_payment_holds_the_same_seats_again_and_pays_with_tickets() -> No
     assert isinstance(paid[0], purchasing.PurchasePaid)
     assert decision.expected[streams.purchase("p1")] == 3
     assert decision.expected[streams.ticket(100)] == streams.NEW
-    with pytest.raises(sales.SettledMeanwhile):
+    with pytest.raises(purchase_settling.SettledMeanwhile):
         sales.decide(command, inventory, {})
 
 
@@ -328,7 +341,7 @@ def test_a_late_payment_for_seats_sold_since_is_refused() -> None:
         holds.evolve_inventory(inventory, event)
     _apply(inventory, sales.decide(_open(4, token="p2"), inventory, {}))
     purchasing.evolve_purchase(state, purchasing.PurchaseExpired(token="p1"))
-    command = sales.HoldAgain(
+    command = sale_commands.HoldAgain(
         state=state,
         purchase_version=3,
         intent_id="pi_1",
@@ -342,7 +355,7 @@ def test_a_late_payment_for_seats_sold_since_is_refused() -> None:
 
 def test_the_previous_hold_is_rebuilt_from_what_was_bought() -> None:
     _, state, _ = _held_purchase()
-    before = sales.previous_hold(state.opened, NOW)
+    before = purchase_settling.previous_hold(state.opened, NOW)
     assert isinstance(before, SeatsHeld)
     assert before.counts == {TYPE_ID: 2}
     assert {s.seat_number for s in before.seats} == {

@@ -10,7 +10,7 @@ import pytest
 from domain import catalog, discounts, venues
 from domain.catalog import FeeRule, TicketType
 from domain.errors import InvalidCommand
-from domain.inventory import holds
+from domain.inventory import attraction_days, holds
 from domain.inventory.events import SeatRef
 from domain.pricing import price_basket
 from domain.venues import Row, SectionPlan
@@ -177,11 +177,11 @@ def test_attraction_day_cap() -> None:
         opening_hours={},
         ticket_types=[TicketType(id=7, name="Voksen", price_cents=100)],
     )
-    state = holds.evolve_attraction(holds.AttractionInventory(), museum)
+    state = attraction_days.evolve_attraction(attraction_days.AttractionInventory(), museum)
     day = date(2026, 4, 2)
 
     def hold(token: str, n: int, visit: date | None = day):
-        return holds.hold_attraction_tickets(
+        return attraction_days.hold_attraction_tickets(
             state,
             token=token,
             quantities={7: n},
@@ -190,8 +190,8 @@ def test_attraction_day_cap() -> None:
             expires_at=NOW + timedelta(minutes=30),
         )
 
-    holds.evolve_attraction(state, hold("a", 2))
-    with pytest.raises(holds.DailyCapacityExceeded):
+    attraction_days.evolve_attraction(state, hold("a", 2))
+    with pytest.raises(attraction_days.DailyCapacityExceeded):
         hold("b", 2)
     assert hold("c", 2, date(2026, 4, 3)).counts == {7: 2}
     with pytest.raises(InvalidCommand):
