@@ -5,6 +5,7 @@ expires, so `max_uses` is never exceeded and an abandoned checkout does not burn
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -129,6 +130,13 @@ def clone_discount(state: DiscountState | None) -> DiscountState | None:
     if state is None:
         return None
     return DiscountState(created=state.created, redeemed_by=set(state.redeemed_by))
+
+
+def uses_counted(types: Mapping[str, int]) -> int:
+    """A code's uses from how many of each event its stream holds: a use is only ever given
+    back once, after it was redeemed (`release`), so the uses are the difference."""
+    redeemed = types.get(DiscountCodeRedeemed.__name__, 0)
+    return redeemed - types.get(DiscountCodeReleased.__name__, 0)
 
 
 def verdict(

@@ -377,6 +377,16 @@ async def read_streams(
     return found
 
 
+async def count_types(conn: asyncpg.Connection | asyncpg.Pool, stream_id: str) -> dict[str, int]:
+    """How many events of each type a stream holds, as committed: what a read model counts
+    from the same events may still be a moment behind, and a count is read without decoding
+    one event."""
+    rows = await conn.fetch(
+        "SELECT type, count(*) AS n FROM events WHERE stream_id = $1 GROUP BY type", stream_id
+    )
+    return {row["type"]: row["n"] for row in rows}
+
+
 def joined_stream(stream_id_sql: str) -> str:
     """A LATERAL join of a stream's events, for a query that finds a stream's id in a read model
     and reads the stream in the same round trip; `stream_events` decodes its rows."""

@@ -395,9 +395,9 @@ async def attraction(conn: asyncpg.Pool, organization_id: int, slug: str) -> asy
 
 async def discount_code(
     conn: asyncpg.Pool, organization_id: int, code: str
-) -> tuple[discounts.DiscountCodeCreated, int] | None:
-    """The organization's code (as stored: trimmed, upper case) with its uses so far, in the
-    shape the pricing and the discount rules take."""
+) -> discounts.DiscountCodeCreated | None:
+    """The organization's code (as stored: trimmed, upper case), in the shape the pricing and
+    the discount rules take; its uses are counted where they are decided (the code's stream)."""
     row = await conn.fetchrow(
         f"SELECT * FROM {_LIVE}.discount_codes WHERE organization_id = $1 AND code = $2",
         organization_id,
@@ -405,7 +405,7 @@ async def discount_code(
     )
     if row is None:
         return None
-    terms = discounts.DiscountCodeCreated(
+    return discounts.DiscountCodeCreated(
         discount_id=row["id"],
         organization_id=row["organization_id"],
         code=row["code"],
@@ -417,4 +417,3 @@ async def discount_code(
         valid_until=row["valid_until"],
         max_uses=row["max_uses"],
     )
-    return terms, row["current_uses"]

@@ -1,5 +1,7 @@
 """The checkout summary before the buyer commits: a pricing preview and an explicit discount-code
-check. Both read the catalog read model only, so they lock no seat and count no use; the price
+check. Both read the code's terms from the catalog read model and its uses as the event store
+holds them (the read model follows a moment after a purchase redeems or gives one back), so
+they lock no seat and count no use; the price
 comes from `price_basket`, the function POST /purchases charges with, so the preview and the
 charge agree (the purchase decides the code and the stock again against the streams)."""
 
@@ -13,11 +15,13 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+from domain import streams
 from domain.catalog import FeeRule, TicketType
-from domain.discounts import DISCOUNT_CODE, DiscountCodeCreated, Reason, verdict
+from domain.discounts import DISCOUNT_CODE, DiscountCodeCreated, Reason, uses_counted, verdict
 from domain.fields import SLUG
 from domain.pricing import Pricing, price_basket
 from domain.purchasing import MAX_TICKETS
+from infra.eventstore import count_types
 from projections import catalog
 from services.api.context import now, organization_of, pool_of
 from services.api.errors import invalid_request, not_found
@@ -112,13 +116,16 @@ async def _ticket_types(
 async def _discount(
     pool: asyncpg.Pool, organization_id: int, code: str
 ) -> tuple[DiscountCodeCreated | None, int]:
-    """The code as a purchase would find it (trimmed, upper case) and its uses so far; a code
-    that cannot exist is not looked up."""
+    """The code as a purchase would find it (trimmed, upper case) and its uses so far, counted
+    in its stream: the last use taken a moment ago is a `max_uses_reached` now, as the next
+    purchase would be told. A code that cannot exist is not looked up."""
     normalized = code.strip().upper()
-    found = None
-    if DISCOUNT_CODE.fullmatch(normalized):
-        found = await catalog.discount_code(pool, organization_id, normalized)
-    return found if found is not None else (None, 0)
+    if not DISCOUNT_CODE.fullmatch(normalized):
+        return None, 0
+    terms = await catalog.discount_code(pool, organization_id, normalized)
+    if terms is None:
+        return None, 0
+    return terms, uses_counted(await count_types(pool, streams.discount(terms.discount_id)))
 
 
 def _quantities(given: dict[str, int]) -> dict[int, int]:
