@@ -190,8 +190,10 @@ async def _create(request: web.Request, raw: bytes, claim: Claim | None) -> web.
         if refused.code in SEAT_REFUSALS:
             await _withdraw_offers(request, req, key.organization_id)
         return refused.response()
+    # Only the client secret is null for a purchase with nothing to pay, as the spec has it:
+    # a shop's Stripe.js setup reads the key whatever the basket.
     payment = PaymentView(
-        stripe_publishable_key=purchases.publishable_key if state.client_secret else None,
+        stripe_publishable_key=purchases.publishable_key,
         stripe_connected_account_id=state.opened.stripe_account_id,
         stripe_client_secret=state.client_secret,
         stripe_payment_intent_id=state.intent_id,

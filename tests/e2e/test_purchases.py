@@ -363,6 +363,7 @@ async def test_try_again_failures_are_not_replayed(api, pool: asyncpg.Pool, cata
     free_token, _, free_type = await small_event(pool, 3, price=0, stripe_account=None)
     _, free = await post(api, free_token, "/api/v1/purchases", order(free_type, 3), 201)
     assert free["purchase"]["status"] == "paid" and free["payment"]["stripe_client_secret"] is None
+    assert free["payment"]["stripe_publishable_key"].startswith("pk_")
     # Nothing to pay: the answer shows the tickets issued with it, as the next GET does.
     polled = await api.get(
         f"/api/v1/purchases/{free['purchase']['token']}", headers=bearer(free_token)
