@@ -43,7 +43,7 @@ from infra.eventstore import PendingAppend, append, read_stream
 from infra.logging import configure_logging
 from services.usecases.catalog_cache import Catalog
 from services.usecases.desk import Desk
-from services.usecases.purchases import EVENT_INVENTORY
+from services.usecases.sales_desks import EVENT_INVENTORY
 
 BLOCK = 2000
 TARGET_SECONDS = 1.0
@@ -181,7 +181,7 @@ async def main(args: argparse.Namespace) -> None:
                 seconds, fast = await _cold_start(pool, stream, snapshots.SNAPSHOT_EVERY, decide)
                 with_snapshot.append(seconds)
                 same = fast.cached.state == full.cached.state
-                assert same and fast.started_from > 0, "the snapshot's state differs"
+                assert same and fast.snapshots.started_from > 0, "the snapshot's state differs"
                 for desk in (full, fast):
                     await desk.close()
         finally:

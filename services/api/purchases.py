@@ -234,7 +234,7 @@ async def get_purchase(request: web.Request) -> web.Response:
 
 async def cancel_purchase(request: web.Request) -> web.Response:
     token = request.match_info["token"]
-    await request.app[PURCHASES].cancel(
+    await request.app[PURCHASES].endings.cancel(
         token, api_key_of(request).organization_id, metadata_of(request)
     )
     return json_response(CancelResponse(cancelled=True, token=token))

@@ -11,9 +11,8 @@ copy of the state, so the cached state only ever holds stored events and a confl
 new events, not a reload of the stream.
 A command whose events the database refuses fails alone: the batch is decided and appended
 again in halves until that command is on its own (`_isolate`).
-A desk that starts cold begins from the stream's latest snapshot (infra/snapshots.py) and reads
-only the events after it; every `snapshot_every` events it stores a new one in the background,
-which never holds up or fails a batch."""
+A desk that starts cold begins from the stream's latest snapshot, and stores new ones as it goes
+(services/usecases/desk_snapshots.py)."""
 
 from __future__ import annotations
 
@@ -21,12 +20,10 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import asyncpg
-import msgspec
 import structlog
 
 from domain.events import Event
@@ -44,6 +41,9 @@ from infra.eventstore import (
 )
 from infra.metrics import DESK_BATCH_SIZE, DESK_QUEUE_DEPTH
 from infra.supervise import detached, stop_task
+from services.usecases.desk_kinds import Aggregate, Cached, Kind
+from services.usecases.desk_pledges import Pledges
+from services.usecases.desk_snapshots import DeskSnapshots
 
 log = structlog.get_logger(__name__)
 
@@ -57,35 +57,6 @@ CONFLICT_PAUSE = 0.002  # seconds, at most, per attempt so far: a random pause a
 # Conflicts in a row after which a desk takes its turn: it holds its streams' append locks while
 # it reads, decides and appends, so it cannot lose to another writer again.
 TURN_AFTER = 2
-
-
-@dataclass
-class Cached(Generic[S]):
-    """An aggregate's state as of `version`, evolved in place."""
-
-    state: S
-    version: int = 0
-
-
-@dataclass(frozen=True)
-class Aggregate(Generic[S]):
-    """How a desk builds, evolves and copies an aggregate's state."""
-
-    initial: Callable[[], S]
-    evolve: Callable[[S, Event], S]
-    clone: Callable[[S], S]
-
-
-@dataclass(frozen=True)
-class Kind(Aggregate[S]):
-    """The desk's own aggregate, and how a command is decided on it (with the states of the
-    companion streams the command names, by stream id: each of them a `companion`)."""
-
-    decide: Callable[[Any, S, Mapping[str, Any]], Decision]
-    companion: Aggregate[Any] | None = None
-    # What a command must have and no other may take too (the seats its buyer chose): pledged
-    # while a forecast purchase creates its PaymentIntent (`Desk.pledge`).
-    claims: Callable[[Any], frozenset[Hashable]] | None = None
 
 
 class _Look:
@@ -120,26 +91,18 @@ class Desk(Generic[S]):
         connection for as long as a large state takes to store, which a desk's appends on a
         small writers' pool should not wait behind."""
         self._pool = pool
-        self._snapshot_pool = snapshot_pool or pool
         self.stream_id = stream_id
         self._kind = kind
         self.cached: Cached[S] = Cached(kind.initial())
-        # `snapshot_every` 0: snapshots neither read nor written (the stream folded in full).
-        self._codec = snapshots.codec_for(self.cached.state) if snapshot_every > 0 else None
-        self._snapshot_every = snapshot_every
-        # The version of the latest snapshot this desk read or began to write, and of the one
-        # it last started from cold (0: it folded the stream from the start).
-        self.snapshot_version = 0
-        self.started_from = 0
-        self._snapshotting: asyncio.Task[None] | None = None
+        self.snapshots = DeskSnapshots(
+            snapshot_pool or pool, stream_id, self.cached.state, kind.clone, snapshot_every
+        )
         self.companions: dict[str, Cached[Any]] = {}
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._queued = DESK_QUEUE_DEPTH.labels(category(stream_id))
         self._batch_sizes = DESK_BATCH_SIZE.labels(category(stream_id))
         self._worker: asyncio.Task[None] | None = None
-        # What forecast purchases that are creating their PaymentIntents claim: each claim's
-        # pledge is done once that purchase is decided (stored or refused) or has given up.
-        self._pledged: dict[Hashable, asyncio.Future[None]] = {}
+        self.pledges = Pledges(kind.claims)
         self.conflicts = 0
         self.reloads = 0
         self._stale = True
@@ -169,34 +132,6 @@ class Desk(Generic[S]):
         except Exception:
             return None
 
-    async def after_pledges(self, command: Any) -> None:
-        """Until no purchase paying first here claims what `command` claims: a buyer whose
-        chosen seats another's pledge claims learns after that one is decided whether they
-        are still free, instead of paying Stripe for an intent the desk would then refuse (or
-        taking them from under a purchase already paying). Commands that claim nothing (seats
-        the desk chooses) never wait."""
-        claims = self._claims(command)
-        while pledges := {self._pledged[c] for c in claims if c in self._pledged}:
-            await asyncio.wait(pledges)
-
-    @contextlib.contextmanager
-    def pledge(self, command: Any) -> Iterator[None]:
-        """Claims what `command` claims (`Kind.claims`) until the block ends: while a forecast
-        purchase creates its PaymentIntent and is decided."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        claims = self._claims(command)
-        self._pledged.update(dict.fromkeys(claims, done))
-        try:
-            yield
-        finally:
-            for claim in claims:
-                if self._pledged.get(claim) is done:
-                    del self._pledged[claim]
-            done.set_result(None)
-
-    def _claims(self, command: Any) -> frozenset[Hashable]:
-        return frozenset() if self._kind.claims is None else self._kind.claims(command)
-
     async def ready(self) -> None:
         """Reads the stream if the desk never has (through the queue: only the worker changes
         the cached state), so that the first buyers get a forecast too."""
@@ -217,7 +152,7 @@ class Desk(Generic[S]):
 
     async def close(self) -> None:
         await stop_task(self._worker)
-        await stop_task(self._snapshotting)
+        await self.snapshots.close()
 
     async def _work(self) -> None:
         while not self._queue.empty():
@@ -244,53 +179,11 @@ class Desk(Generic[S]):
         assert self._kind.companion is not None, "this desk's commands name no companions"
         return self._kind.companion
 
-    def _copy(self, companion: Cached[Any]) -> Cached[Any]:
-        return Cached(self._companion.clone(companion.state), companion.version)
-
-    async def _start_from_snapshot(self, db: asyncpg.Pool | asyncpg.Connection) -> None:
-        """A cold desk takes the stream's latest snapshot, if there is one it can trust; one
-        this code cannot decode is passed over (the stream is the truth). A database that does
-        not answer fails the batch, as the stream's own read would."""
-        if self._codec is None or self.cached.version != 0:
-            return
-        self.started_from = 0
-        try:
-            found = await snapshots.load(db, self.stream_id, self._codec)
-        except msgspec.DecodeError as exc:
-            log.warning("snapshot_unreadable", stream=self.stream_id, error=repr(exc))
-            return
-        if found is not None:
-            self.cached = Cached(found.state, found.version)
-            self.snapshot_version = self.started_from = found.version
-
-    def _snapshot_if_due(self) -> None:
-        """Every `snapshot_every` events, the cached state is copied now (the worker goes on
-        evolving it) and encoded and stored by a task of its own."""
-        if (
-            self._codec is None
-            or self.cached.version - self.snapshot_version < self._snapshot_every
-            or (self._snapshotting is not None and not self._snapshotting.done())
-        ):
-            return
-        self.snapshot_version = self.cached.version
-        copy = self._kind.clone(self.cached.state)
-        self._snapshotting = asyncio.create_task(
-            self._write_snapshot(self._codec, copy, self.cached.version)
-        )
-
-    async def _write_snapshot(self, codec: snapshots.Codec[S], state: S, version: int) -> None:
-        try:
-            data = await asyncio.to_thread(codec.encode, state)
-            await snapshots.save(self._snapshot_pool, self.stream_id, version, data, codec)
-        except Exception as exc:
-            log.warning(
-                "snapshot_write_failed", stream=self.stream_id, version=version, error=repr(exc)
-            )
-
     async def _catch_up(self, companions: set[str], db: asyncpg.Pool | asyncpg.Connection) -> None:
         """A desk taking its turn reads on the connection holding it: desks holding all of a
         small pool's connections would otherwise wait for one more."""
-        await self._start_from_snapshot(db)
+        if self.cached.version == 0 and (found := await self.snapshots.start(db)) is not None:
+            self.cached = found
         for recorded in await read_stream(db, self.stream_id, self.cached.version):
             self.cached.state = self._kind.evolve(self.cached.state, recorded.event())
             self.cached.version = recorded.version
@@ -382,7 +275,7 @@ class Desk(Generic[S]):
                 self._in_step_at = started
             self.cached = state
             self.companions.update(companions)
-            self._snapshot_if_due()
+            self.snapshots.take_if_due(self.cached)
             # A caller may have stopped waiting (its request was cancelled): what it decided is
             # stored all the same, and the others still get their answers.
             for job, decision in decided:
@@ -505,31 +398,3 @@ def _clash(refusal: Exception) -> bool:
 
 def _states(companions: dict[str, Cached[Any]]) -> dict[str, Any]:
     return {stream: cached.state for stream, cached in companions.items()}
-
-
-class Desks:
-    """The desks of this process, one per aggregate stream, created on first use."""
-
-    def __init__(self, pool: asyncpg.Pool, snapshot_pool: asyncpg.Pool | None = None) -> None:
-        self._pool = pool
-        self._snapshot_pool = snapshot_pool
-        self._desks: dict[str, Desk[Any]] = {}
-
-    def get(self, stream_id: str, kind: Kind[S]) -> Desk[S]:
-        desk = self._desks.get(stream_id)
-        if desk is None:
-            desk = Desk(self._pool, stream_id, kind, snapshot_pool=self._snapshot_pool)
-            self._desks[stream_id] = desk
-        return desk
-
-    def find(self, stream_id: str) -> Desk[Any] | None:
-        """The stream's desk if this process has one: a read never makes one."""
-        return self._desks.get(stream_id)
-
-    @property
-    def conflicts(self) -> int:
-        return sum(d.conflicts for d in self._desks.values())
-
-    async def close(self) -> None:
-        for desk in self._desks.values():
-            await desk.close()

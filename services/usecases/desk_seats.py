@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from domain import streams
 from domain.inventory import attraction_days, holds
 from domain.seating import TakenSeats
-from services.usecases.desk import Desk, Desks, Kind
+from services.usecases.desk import Desk
+from services.usecases.desk_kinds import Kind
+from services.usecases.sales_desks import Desks
 
 
 @dataclass(frozen=True)

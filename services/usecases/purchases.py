@@ -1,18 +1,19 @@
-"""Purchase use cases: open a purchase with its holds and discount use in one append, take the
-payment through Stripe, cancel and expire (what Stripe reports then is settled in
-services/usecases/settlement.py). The decisions are the domain's (domain/sales.py, which opens a
-purchase in domain/purchase_opening.py and ends it in domain/purchase_settling.py, and
-domain/purchasing.py); this module finds the aggregates, draws what a decision needs (ids, codes,
-the clock) and queues the commands (domain/sale_commands.py) at their desks; the PaymentIntents are
-made and cancelled by services/usecases/intents.py. With several gateways, a purchase is opened by
-the gateway that owns its inventory's stream (services/usecases/desk_owners.py): the others send it
-there (services/usecases/routed_purchases.py), and take its payment."""
+"""Purchase use cases: open a purchase with its holds and discount use in one append and take the
+payment through Stripe (what Stripe reports then is settled in services/usecases/settlement.py;
+an unpaid purchase is cancelled or expired by services/usecases/purchase_endings.py). The
+decisions are the domain's (domain/sales.py, which opens a purchase in domain/purchase_opening.py
+and ends it in domain/purchase_settling.py, and domain/purchasing.py); this module finds the
+aggregates, draws what a decision needs (ids, codes, the clock) and queues the commands
+(domain/sale_commands.py) at their desks; the PaymentIntents are made and cancelled by
+services/usecases/intents.py. With several gateways, a purchase is opened by the gateway that
+owns its inventory's stream (services/usecases/desk_owners.py): the others send it there
+(services/usecases/routed_purchases.py), and take its payment."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,8 +22,7 @@ import structlog
 
 from domain import catalog, discounts, purchasing, sale_commands, sales, streams, venues
 from domain.errors import DomainError, NotFound
-from domain.events import Event
-from domain.inventory import attraction_days, holds
+from domain.inventory import holds
 from domain.purchase_opening import PaymentProcessingUnavailable
 from domain.purchasing import PurchaseOpened, PurchaseRequest, PurchaseState
 from infra.append_batcher import AppendBatcher
@@ -32,44 +32,25 @@ from infra.eventstore import (
     ConcurrencyError,
     Metadata,
     PendingAppend,
-    RecordedEvent,
-    read_stream,
     read_streams,
 )
 from infra.idempotency import Claim
 from infra.payments import Payments
-from projections import purchases as purchases_read_model
 from services.usecases import catalog_commands, routed_purchases, ticketing
 from services.usecases.catalog_cache import Catalog
-from services.usecases.desk import Aggregate, Desk, Desks, Kind
+from services.usecases.desk import Desk
 from services.usecases.desk_owners import DeskOwners, OwnerGone
 from services.usecases.desk_seats import DeskSeats
 from services.usecases.intents import Intents, Opening, StripeFailed, intent_created
+from services.usecases.purchase_endings import Endings
+from services.usecases.sales_desks import ATTRACTION_INVENTORY, EVENT_INVENTORY, Desks
+from services.usecases.ticketing import purchase_from
 
 log = structlog.get_logger(__name__)
 
 UNAMBIGUOUS = "ACDEFGHJKLMNPQRTUVWXY34679"
 TICKET_CODE_LENGTH = 12
 ACCESS_CODE_LENGTH = 8
-# An unpaid purchase's end decided again when another change got there first (a payment, a
-# second cancel): each attempt sees that change, so few are ever needed.
-RELEASE_ATTEMPTS = 5
-DISCOUNT_CODES = Aggregate(lambda: None, discounts.evolve_discount, discounts.clone_discount)
-EVENT_INVENTORY = Kind(
-    holds.EventInventory,
-    holds.evolve_inventory,
-    holds.clone_inventory,
-    sales.decide,
-    DISCOUNT_CODES,
-    sales.seats_chosen,
-)
-ATTRACTION_INVENTORY = Kind(
-    attraction_days.AttractionInventory,
-    attraction_days.evolve_attraction,
-    attraction_days.clone_attraction,
-    sales.decide,
-    DISCOUNT_CODES,
-)
 
 
 def _code(length: int) -> str:
@@ -101,6 +82,7 @@ class Purchases:
         # an on-sale: one round trip for all that ask together, not a pool connection each.
         self.reads = Coalesced(lambda ids: read_streams(pool, ids), [])
         self.polls = ticketing.Polls(self.reads, self.find)
+        self.endings = Endings(pool, self.desks, self.find)
         self.catalog = Catalog(pool)
         self.ids = catalog_commands.IdReserve(writer or pool)
         self.hold = timedelta(minutes=hold_minutes)
@@ -262,11 +244,11 @@ class Purchases:
         fails on it, and the purchase already opened is the answer. Without `pay` the purchase
         is only opened (for another gateway, which takes the payment)."""
         await desk.ready()
-        await desk.after_pledges(command)
+        await desk.pledges.wait_for(command)
         forecast = desk.forecast(command) if pay else None
         try:
             if forecast is not None and self.intents.can_charge(forecast.result[0]):
-                with desk.pledge(command):
+                with desk.pledges.pledge(command):
                     return await self._pay_first(desk, command, forecast.result[0], meta)
             events = await desk.submit(command, meta, sales.discount_streams(command))
         except ConcurrencyError as exc:
@@ -372,12 +354,12 @@ class Purchases:
         cannot be reached."""
         opened = state.opened
         if not self.intents.can_charge(opened):
-            await self.release(opened.token, "payment_processing_unavailable", meta)
+            await self.endings.release(opened.token, "payment_processing_unavailable", meta)
             raise PaymentProcessingUnavailable("payments are not configured")
         try:
             intent = await self.intents.create(opened)
         except StripeFailed:
-            await self.release(opened.token, "stripe_error", meta)
+            await self.endings.release(opened.token, "stripe_error", meta)
             raise
         created = intent_created(opened, intent)
         version = 1  # the purchase's stream holds its opening alone
@@ -406,80 +388,7 @@ class Purchases:
             raise NotFound("purchase not found", "token")
         return state, version
 
-    # ---- ending --------------------------------------------------------------------------
-
-    async def cancel(self, token: str, organization_id: int, meta: Metadata) -> None:
-        """Its PaymentIntent is cancelled at Stripe by the payments worker once the cancellation
-        is stored (services/workers/payment_effects.py), not on the partner's request."""
-        await self.find(token, organization_id)
-        await self.release(
-            token, "cancelled", meta, decide=lambda s: purchasing.cancel(s, "cancelled")
-        )
-
-    async def expire(self, token: str, meta: Metadata) -> bool:
-        """`meta` names who expires it (the sweeper): a timer, so the expiry is recorded as
-        caused by the purchase's opening, whose deadline passed, in its chain."""
-        now = datetime.now(UTC)
-        return await self.release(
-            token, "expired", meta, decide=lambda s: purchasing.expire(s, now), timed_out=True
-        )
-
-    async def release(
-        self,
-        token: str,
-        reason: str,
-        meta: Metadata,
-        *,
-        decide: Callable[[PurchaseState], list[Event]] | None = None,
-        timed_out: bool = False,
-    ) -> bool:
-        """End an unpaid purchase and give back its holds and discount use, in one append at
-        the inventory's desk. `decide` says what ends the purchase (default: cancelled for
-        the reason); returns False when there was nothing to end. `timed_out`: caused by the
-        purchase's opening rather than by whoever `meta` names. A purchase changed meanwhile
-        (paid, cancelled by another call, expired) is decided again as it is now: a second
-        cancel is told the purchase is gone, not that the service is busy."""
-        stream = streams.purchase(token)
-        end = decide or (lambda s: [purchasing.PurchaseCancelled(token=token, reason=reason)])
-        for _ in range(RELEASE_ATTEMPTS):
-            recorded = await read_stream(self.pool, stream)
-            state, version = purchase_from(recorded)
-            if state is None:
-                raise NotFound("purchase not found", "token")
-            ending = end(state)
-            if not ending:
-                return False
-            command = sale_commands.ReleaseHolds(
-                opened=state.opened, reason=reason, ending=ending, purchase_version=version
-            )
-            try:
-                await self.inventory_desk(state.opened).submit(
-                    command,
-                    meta.caused_by(recorded[0]) if timed_out else meta,
-                    sales.discount_streams(command),
-                )
-            except ConcurrencyError as exc:
-                if exc.stream_id != stream:
-                    raise
-                continue
-            return True
-        raise ConcurrencyError(stream, "the purchase kept changing")
-
-    def inventory_desk(self, opened: PurchaseOpened) -> Any:
-        """The sales desk of the event or attraction the purchase holds from."""
-        if opened.event_id is not None:
-            return self.desks.get(streams.event(opened.event_id), EVENT_INVENTORY)
-        assert opened.attraction_id is not None
-        return self.desks.get(streams.attraction(opened.attraction_id), ATTRACTION_INVENTORY)
-
-    async def due_for_expiry(self, now: datetime, limit: int = 500) -> list[str]:
-        return await purchases_read_model.due_for_expiry(self.pool, now, limit)
-
 
 def _unstarted(state: PurchaseState) -> bool:
     """Released as its payment could not be started (Stripe failed, or takes no payments)."""
     return state.status == "cancelled" and state.intent_id is None
-
-
-def purchase_from(recorded: list[RecordedEvent]) -> tuple[PurchaseState | None, int]:
-    return purchasing.replay_purchase(r.event() for r in recorded), len(recorded)

@@ -30,6 +30,7 @@ from infra.payments import WebhookEvent
 from projections import disputes as disputes_read_model
 from projections import refund_requests as requests_read_model
 from services.usecases.purchases import Purchases
+from services.usecases.sales_desks import inventory_desk
 from services.usecases.settlement import Settlement
 from services.usecases.ticketing import load_purchase, load_ticket, load_tickets
 
@@ -115,7 +116,7 @@ class Refunds:
         command = sale_commands.RefundTickets(
             opened=opened, refund=refund, expected=expected | (also_expected or {})
         )
-        desk = self._purchases.inventory_desk(opened)
+        desk = inventory_desk(self._purchases.desks, opened)
         await desk.submit(command, meta, sales.discount_streams(command))
         return refund
 

@@ -18,7 +18,9 @@ from domain.purchasing import PurchaseState
 from infra.eventstore import NO_STREAM, ConcurrencyError, Metadata, PendingAppend
 from infra.payments import WebhookEvent
 from services.usecases.intents import Opening
-from services.usecases.purchases import Purchases, purchase_from
+from services.usecases.purchases import Purchases
+from services.usecases.sales_desks import inventory_desk
+from services.usecases.ticketing import purchase_from
 
 log = structlog.get_logger(__name__)
 
@@ -139,7 +141,7 @@ class Settlement:
             else await self._purchases.catalog.sections_of_event(opened.event_id),
         )
         try:
-            desk = self._purchases.inventory_desk(opened)
+            desk = inventory_desk(self._purchases.desks, opened)
             await desk.submit(command, meta, sales.discount_streams(command))
             return "paid_late"
         except (

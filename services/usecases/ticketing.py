@@ -173,6 +173,10 @@ async def load_purchase(pool: asyncpg.Pool, token: str) -> PurchaseState | None:
     return purchasing.replay_purchase(r.event() for r in recorded)
 
 
+def purchase_from(recorded: list[RecordedEvent]) -> tuple[PurchaseState | None, int]:
+    return purchasing.replay_purchase(r.event() for r in recorded), len(recorded)
+
+
 class Gate:
     """Verify and scan for every gate this gateway serves, together: the codes asked for at
     one moment are read in one round trip (the index and each ticket's stream), and the scans

@@ -13,6 +13,7 @@ from domain.errors import DomainError
 from infra import idempotency
 from infra.eventstore import ConcurrencyError, Metadata
 from infra.supervise import OUTAGES, dependency_of
+from services.usecases.purchase_endings import Endings
 from services.usecases.purchases import Purchases
 
 log = structlog.get_logger(__name__)
@@ -21,14 +22,14 @@ SWEEPER = Metadata(actor="sweeper")
 PURGE_EVERY = 3600.0
 
 
-async def sweep_once(purchases: Purchases) -> int:
+async def sweep_once(endings: Endings) -> int:
     """Expire everything due now; returns how many purchases were expired. A purchase paid,
     cancelled or expired by someone else meanwhile is a race lost, not a fault: it is told at
     info, and the next sweep sees what became of it."""
     expired = 0
-    for token in await purchases.due_for_expiry(datetime.now(UTC)):
+    for token in await endings.due_for_expiry(datetime.now(UTC)):
         try:
-            expired += await purchases.expire(token, SWEEPER)
+            expired += await endings.expire(token, SWEEPER)
         except ConcurrencyError:
             log.info("expiry_lost_race", token=token)
         except DomainError as exc:
@@ -40,7 +41,7 @@ async def run_sweeper(purchases: Purchases, interval: float = 5.0) -> None:
     purged_at = 0.0
     while True:
         try:
-            expired = await sweep_once(purchases)
+            expired = await sweep_once(purchases.endings)
             if expired:
                 log.info("purchases_expired", count=expired)
             if time.monotonic() - purged_at > PURGE_EVERY:

@@ -102,7 +102,7 @@ async def _expired_by_the_sweeper(pool: asyncpg.Pool, purchases: Purchases, toke
     deadline = time.monotonic() + WAIT_SECONDS
     while True:
         await rebuild_read_models(pool)
-        await sweep_once(purchases)
+        await sweep_once(purchases.endings)
         stored = await read_stream(pool, f"purchase-{token}")
         if "PurchaseExpired" in {e.type for e in stored}:
             return

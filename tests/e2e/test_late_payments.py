@@ -95,7 +95,7 @@ async def _expired_purchase(gateway: TestClient, token: str, type_id: int) -> tu
     _, created = await post(gateway, token, "/api/v1/purchases", order(type_id), 201)
     purchase = created["purchase"]["token"]
     await asyncio.sleep(HOLD_MINUTES * 60 + 0.05)
-    assert await gateway.app[PURCHASES].expire(purchase, TEST)
+    assert await gateway.app[PURCHASES].endings.expire(purchase, TEST)
     return purchase, created["payment"]["stripe_payment_intent_id"]
 
 
@@ -208,7 +208,7 @@ async def test_a_late_payment_takes_its_discount_use_again_or_is_refunded(
     )
     purchase = created["purchase"]["token"]
     await asyncio.sleep(HOLD_MINUTES * 60 + 0.05)
-    assert await gateway.app[PURCHASES].expire(purchase, TEST)
+    assert await gateway.app[PURCHASES].endings.expire(purchase, TEST)
     if used_since:  # the other seat: the late payment's own is free
         seat = created["purchase"]["tickets"][0]["seat"]
         other = {**seat, "seat_number": 3 - seat["seat_number"]}

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from services.api.context import PURCHASES
 from services.usecases.desk import Desk
-from services.usecases.purchases import EVENT_INVENTORY
+from services.usecases.sales_desks import EVENT_INVENTORY
 from tests.e2e.conftest import (
     cancelled_intents,
     chosen_seat_order,

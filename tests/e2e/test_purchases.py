@@ -463,7 +463,7 @@ async def test_webhooks_duplicated_forged_and_late(serve, pool, catalog, stripe_
     assert forged.status == 400 and (await forged.json())["error"] == "invalid_signature"
     await rebuild_read_models(pool)
     await asyncio.sleep(0.1)
-    assert await sweep_once(gateway.app[PURCHASES]) >= 1
+    assert await sweep_once(gateway.app[PURCHASES].endings) >= 1
     view = await (await gateway.get(f"/api/v1/purchases/{purchase}", headers=bearer(token))).json()
     assert (view["purchase"]["status"], view["purchase"]["stripe_status"]) == (
         "expired",
@@ -516,11 +516,11 @@ async def test_an_expiry_gives_back_seats_held_after_the_sweeper_last_looked(
     _, early = await post(sweeper, token, "/api/v1/purchases", order(type_id), 201)
     await rebuild_read_models(pool)
     await asyncio.sleep(0.1)
-    assert await sweep_once(sweeper.app[PURCHASES]) == 1  # its desk has read the event now
+    assert await sweep_once(sweeper.app[PURCHASES].endings) == 1  # its desk has read the event now
     _, late = await post(selling, token, "/api/v1/purchases", order(type_id, 2), 201)
     await rebuild_read_models(pool)
     await asyncio.sleep(0.1)
-    assert await sweep_once(sweeper.app[PURCHASES]) == 1
+    assert await sweep_once(sweeper.app[PURCHASES].endings) == 1
     released = await pool.fetchval(
         "SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'SeatsReleased'"
         " AND data->>'purchase_token' = $2",
@@ -540,7 +540,7 @@ async def test_late_payment_for_seats_sold_since_is_refunded(
     _, first = await post(gateway, token, "/api/v1/purchases", order(type_id), 201)
     await rebuild_read_models(pool)
     await asyncio.sleep(0.1)
-    await sweep_once(gateway.app[PURCHASES])
+    await sweep_once(gateway.app[PURCHASES].endings)
     await post(gateway, token, "/api/v1/purchases", order(type_id), 201)
     purchase = first["purchase"]["token"]
     intent = first["payment"]["stripe_payment_intent_id"]

@@ -12,7 +12,7 @@ from typing import Any
 from domain.inventory import holds
 from domain.inventory.events import HeldSeat, SeatsHeld
 from domain.sale_commands import Decision
-from services.usecases.desk import Kind
+from services.usecases.desk_kinds import Kind
 
 Command = Callable[[holds.EventInventory], Decision]
 EXPIRES = datetime.now(UTC) + timedelta(hours=1)

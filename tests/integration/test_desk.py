@@ -98,13 +98,13 @@ async def test_a_forecast_waits_for_a_pledge_on_its_seats_then_sees_them_taken(
 
     async def forecast_clear(seat_number: int) -> Decision | None:
         command = hold_one(event_id, stream, seat_number)
-        await desk.after_pledges(command)
+        await desk.pledges.wait_for(command)
         return desk.forecast(command)
 
     await desk.submit(hold_one(event_id, stream, 9), META)
     first = hold_one(event_id, stream, 1)
     assert desk.forecast(first) is not None
-    with desk.pledge(first):
+    with desk.pledges.pledge(first):
         waiting = asyncio.ensure_future(forecast_clear(1))
         other = await forecast_clear(2)
         assert other is not None
@@ -115,7 +115,7 @@ async def test_a_forecast_waits_for_a_pledge_on_its_seats_then_sees_them_taken(
 
     second = hold_one(event_id, stream, 3)
     assert desk.forecast(second) is not None
-    with contextlib.suppress(RuntimeError), desk.pledge(second):
+    with contextlib.suppress(RuntimeError), desk.pledges.pledge(second):
         waiting = asyncio.ensure_future(forecast_clear(3))
         await asyncio.sleep(0.01)
         raise RuntimeError("the first buyer's payment could not be started")

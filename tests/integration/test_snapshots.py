@@ -84,7 +84,7 @@ async def test_a_cold_desk_from_a_snapshot_decides_as_one_folding_the_stream(
     await other.close()
 
     cold = await _cold(pool, stream)
-    assert cold.started_from == taken_at > 0
+    assert cold.snapshots.started_from == taken_at > 0
     assert cold.cached.version == len(await read_stream(pool, stream))
     assert cold.cached.state == await _folded(pool, stream)
 
@@ -121,7 +121,7 @@ async def test_a_snapshot_the_stream_does_not_vouch_for_is_ignored(pool: asyncpg
             row["data"],
         )
         cold = await _cold(pool, stream)
-        assert cold.started_from == 0
+        assert cold.snapshots.started_from == 0
         assert cold.cached.state == await _folded(pool, stream)
         await cold.close()
 
@@ -130,7 +130,7 @@ async def test_a_snapshot_the_stream_does_not_vouch_for_is_ignored(pool: asyncpg
         "UPDATE snapshots SET state_schema = $2 WHERE stream_id = $1", long_stream, CODEC.schema + 1
     )
     cold = await _cold(pool, long_stream)
-    assert cold.started_from == 0
+    assert cold.snapshots.started_from == 0
     assert cold.cached.state == await _folded(pool, long_stream)
     await cold.close()
 
@@ -148,7 +148,7 @@ async def test_a_snapshot_the_stream_does_not_vouch_for_is_ignored(pool: asyncpg
     with structlog.testing.capture_logs() as logs:
         cold = await _cold(pool, long_stream)
     assert [line["event"] for line in logs] == ["snapshot_unreadable"]
-    assert cold.started_from == 0
+    assert cold.snapshots.started_from == 0
     assert cold.cached.state == await _folded(pool, long_stream)
     await cold.close()
 

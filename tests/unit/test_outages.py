@@ -121,8 +121,8 @@ async def test_a_worker_failing_on_a_bug_still_warns_each_time() -> None:
 
 
 class _Racing:
-    """Purchases as the sweeper sees them when buyers get there first: one paid meanwhile
-    (its stream moved), one already ended, one still to expire."""
+    """Unpaid purchases' endings as the sweeper sees them when buyers get there first: one paid
+    meanwhile (its stream moved), one already ended, one still to expire."""
 
     pool = None
 
