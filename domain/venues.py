@@ -1,10 +1,10 @@
 """Venues and their seat plans: the sections, rows and seats every event at the venue sells
 from. A plan may change while events are on sale, but never so that a seat already held or
-sold disappears."""
+sold disappears, nor a section an event's ticket type sells from."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Literal
 
 import msgspec
@@ -182,14 +182,39 @@ def _seats(section: Section) -> set[SeatKey]:
     }
 
 
+def _check_sold_in(
+    before: Sequence[Section], after: Sequence[Section], sold_in: Mapping[int, str]
+) -> None:
+    modes = {s.id: s.seating_mode for s in after}
+    for section in before:
+        user = sold_in.get(section.id)
+        if user is None:
+            continue
+        require(
+            section.id in modes,
+            "sections",
+            f"section {section.id} ({section.name}) is sold by {user}: it cannot leave the plan",
+        )
+        require(
+            modes[section.id] == section.seating_mode,
+            "sections",
+            f"section {section.id} ({section.name}) is sold by {user}: it stays"
+            f" {section.seating_mode}",
+        )
+
+
 def change_seat_plan(
     cmd: ChangeSeatPlan,
     venue: VenueRegistered,
     new_ids: Sequence[int],
     taken: Collection[SeatKey] = (),
+    sold_in: Mapping[int, str] | None = None,
 ) -> list[Event]:
     """`new_ids`: freshly allocated ids for the sections without one, in order. `taken`: the
-    seats held or sold for the venue's events, which the new plan must still have."""
+    seats held or sold for the venue's events, which the new plan must still have. `sold_in`:
+    the sections ticket types of the venue's events sell from (each with the type that does),
+    which the new plan must keep, seated or standing as they are: a type's seats or places
+    cannot be planned away from under it."""
     require(bool(cmd.sections), "sections", "a venue needs at least one section")
     known = {s.id for s in venue.sections}
     kept = [s.id for s in cmd.sections if s.id is not None]
@@ -204,6 +229,7 @@ def change_seat_plan(
         sid = plan.pop("id")
         sections.append(Section(id=next(fresh) if sid is None else sid, **plan))
     require(next(fresh, None) is None, "sections", "one new id per new section")
+    _check_sold_in(venue.sections, sections, sold_in or {})
     seats = set().union(*(_seats(s) for s in sections))
     lost = sorted(seat for seat in taken if seat not in seats)
     require(

@@ -149,7 +149,9 @@ def check_on_sale(listing: EventListing | None, now: datetime) -> EventScheduled
 
 
 def _seated(section_ids: list[int], sections: dict[int, Section]) -> bool:
-    return bool(section_ids) and sections[section_ids[0]].seating_mode == "seated"
+    """A type whose sections have all left the plan is not: it has no place left to sell."""
+    planned = [sections[sid] for sid in section_ids if sid in sections]
+    return bool(planned) and planned[0].seating_mode == "seated"
 
 
 def _check_selected(

@@ -29,18 +29,22 @@ def available_per_type(
 ) -> dict[int, int]:
     """Seated types: free seats in their sections. Standing types: the standing places of
     their sections less what every type sharing those sections took. Types without sections:
-    their capacity. A type's own capacity caps all of these."""
+    their capacity. A type's own capacity caps all of these. A section no longer in the plan
+    has nothing left to sell (a plan change keeps the sections events sell from, but an event
+    cancelled or over may still name one)."""
     by_id = {s.id: s for s in sections}
     standing_users: Counter[int] = Counter()
     for t in ticket_types:
         for sid in t.section_ids:
-            if by_id[sid].seating_mode == "standing":
+            if sid in by_id and by_id[sid].seating_mode == "standing":
                 standing_users[sid] += taken_per_type.get(t.id, 0)
     result: dict[int, int] = {}
     for t in ticket_types:
-        own = t.section_ids and [by_id[sid] for sid in t.section_ids]
-        if not own:
+        own = [by_id[sid] for sid in t.section_ids if sid in by_id]
+        if not t.section_ids:
             free = (t.capacity or 0) - taken_per_type.get(t.id, 0)
+        elif not own:
+            free = 0
         elif own[0].seating_mode == "seated":
             free = sum(s.seated_capacity - taken_per_section.get(s.id, 0) for s in own)
         else:

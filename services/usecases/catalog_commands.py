@@ -176,18 +176,25 @@ async def change_seat_plan(
     metadata: Metadata,
 ) -> bool:
     """Replaces the venue's sections; False when the plan is the one it has. The seats held
-    or sold for the venue's events are read from the availability read model: a hold it has
-    not applied yet is not seen."""
+    or sold for the venue's events, and the sections their ticket types sell from, are read
+    from the read models: a hold or an event they have not applied yet is not seen."""
     venue, version = await _venue_state(pool, venue_id)
     if venue.organization_id != organization_id:
         raise NotFound(f"venue {venue_id} not found", "venue_id")
+    event_ids = await catalog_reads.event_ids_at_venue(pool, venue_id)
     taken = [
         (seat.section_id, seat.row, seat.seat_number)
-        for event_id in await catalog_reads.event_ids_at_venue(pool, venue_id)
+        for event_id in event_ids
         for seat in await availability.taken_seats(pool, event_id)
     ]
+    sold_in = {
+        section_id: f"ticket type {t.id} ({t.name}) of event {event_id}"
+        for event_id in event_ids
+        for t in await catalog_reads.ticket_types(pool, event_id=event_id)
+        for section_id in t.section_ids
+    }
     fresh = await allocate_ids(pool, sum(s.id is None for s in cmd.sections))
-    events = venues.change_seat_plan(cmd, venue, fresh, taken)
+    events = venues.change_seat_plan(cmd, venue, fresh, taken, sold_in)
     if not events:
         return False
     await append(pool, [PendingAppend(streams.venue(venue_id), version, events)], metadata)

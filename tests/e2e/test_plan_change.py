@@ -89,3 +89,32 @@ async def test_an_open_planner_reloads_the_changed_plan_and_sales_follow_it(
         await api.get(f"/api/v1/venues/{scene.venue_id}", headers=bearer(scene.token))
     ).json()
     assert (venue["venue"]["seated_capacity"], venue["venue"]["standing_capacity"]) == (30, 40)
+
+
+async def test_a_section_the_events_sell_from_cannot_leave_the_plan(
+    api, pool: asyncpg.Pool, scene: Scene
+) -> None:
+    """No seat is held, but the events' ticket types sell from the hall: a plan without it, or
+    with it standing, is refused naming the type, and the event is still sold as before."""
+    section_id = (await catalog_commands.load_venue(pool, scene.venue_id)).sections[0].id
+    row = venues.Row(identifier="A", start=1, end=20)
+    foyer = venues.PlannedSection(name="Foyer", width=10.0, height=10.0, rows=[row])
+    standing = venues.PlannedSection(
+        id=section_id,
+        name="Sal",
+        seating_mode="standing",
+        width=10.0,
+        height=10.0,
+        standing_capacity=50,
+    )
+    for plan in ([foyer], [standing]):
+        with pytest.raises(InvalidCommand, match=f"section {section_id} .* sold by ticket type"):
+            await catalog_commands.change_seat_plan(
+                pool, scene.organization_id, scene.venue_id, venues.ChangeSeatPlan(plan), TEST
+            )
+    assert [s.id for s in (await catalog_commands.load_venue(pool, scene.venue_id)).sections] == [
+        section_id
+    ]
+    shown = await api.get("/api/v1/events/show/availability", headers=bearer(scene.token))
+    assert (await shown.json())["ticket_types"] == {str(scene.type_id): 20}
+    await post(api, scene.token, "/api/v1/purchases", order(scene.type_id, 2), 201)

@@ -453,6 +453,18 @@ def test_available_per_type_counts_seats_shared_floors_and_capacities() -> None:
     assert full == {VOKSEN: 0, STAAENDE: 0, EXTRA: 0, 48: 0, 49: 0}
 
 
+def test_a_section_gone_from_the_plan_has_nothing_left_to_sell() -> None:
+    """An event cancelled or over may name a section its venue's plan has since dropped: its
+    types count nothing there, where the lookup failed every read of the event."""
+    types = [
+        ticket_type(VOKSEN, section_ids=[HALL, 404]),
+        ticket_type(STAAENDE, section_ids=[404]),
+        ticket_type(EXTRA, section_ids=[404], capacity=5),
+    ]
+    available = stock.available_per_type(SECTIONS, types, {HALL: 3}, {STAAENDE: 1})
+    assert available == {VOKSEN: 5, STAAENDE: 0, EXTRA: 0}
+
+
 @pytest.mark.parametrize(
     ("listing", "changes", "available", "status"),
     [

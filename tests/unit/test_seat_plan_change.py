@@ -1,5 +1,6 @@
 """Changing a venue's plan: sections keep their ids or get fresh ones, the plan is validated as
-at registration, and a seat already held or sold cannot be planned away."""
+at registration, and neither a seat already held or sold nor a section a ticket type sells
+from can be planned away."""
 
 from __future__ import annotations
 
@@ -71,3 +72,25 @@ def test_a_plan_without_a_sold_seat_is_refused(
     with pytest.raises(InvalidCommand, match="held or sold"):
         cmd = venues.ChangeSeatPlan(sections=sections)
         venues.change_seat_plan(cmd, VENUE, new_ids, taken=[(70, "A", 3)])
+
+
+SOLD_IN = {70: "ticket type 5 (Alm) of event 3"}
+
+
+def test_a_section_a_ticket_type_sells_from_stays_in_the_plan() -> None:
+    cmd = venues.ChangeSeatPlan(sections=[_hall([ROW_A], None)])
+    with pytest.raises(InvalidCommand, match=r"section 70 \(Sal\) is sold by ticket type 5"):
+        venues.change_seat_plan(cmd, VENUE, [71], sold_in=SOLD_IN)
+    (changed,) = venues.change_seat_plan(cmd, VENUE, [71], sold_in={})
+    assert [s.id for s in changed.sections] == [71]
+
+
+def test_a_section_a_ticket_type_sells_from_stays_seated() -> None:
+    standing = venues.PlannedSection(
+        id=70, name="Sal", seating_mode="standing", width=10, height=10, standing_capacity=50
+    )
+    cmd = venues.ChangeSeatPlan(sections=[standing])
+    with pytest.raises(InvalidCommand, match="stays seated"):
+        venues.change_seat_plan(cmd, VENUE, [], sold_in=SOLD_IN)
+    longer = venues.ChangeSeatPlan(sections=[_hall([venues.Row(identifier="A", start=1, end=20)])])
+    assert venues.change_seat_plan(longer, VENUE, [], sold_in=SOLD_IN) != []
