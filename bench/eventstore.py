@@ -30,14 +30,8 @@ from domain.events import Event
 from infra.append_batcher import AppendBatcher
 from infra.bus import ensure_stream
 from infra.db import create_pool, migrate
-from infra.eventstore import (
-    ANY_VERSION,
-    ConcurrencyError,
-    PendingAppend,
-    RecordedEvent,
-    append,
-    head,
-)
+from infra.eventstore import ANY_VERSION, ConcurrencyError, PendingAppend, RecordedEvent, append
+from infra.global_order import head
 from infra.logging import configure_logging
 from infra.settings import Settings
 from infra.supervise import stop_tasks

@@ -47,7 +47,8 @@ from infra.supervise import stop_tasks
 from projections import availability, catalog
 from services.api.activity import ActivityLog
 from services.api.gateway import create_app
-from services.dev.seed_demo import DEMO_ORGANIZATION, seed_demo
+from services.dev.demo_catalog import DEMO_ORGANIZATION
+from services.dev.seed_demo import seed_demo
 from services.usecases.catalog_commands import organization_id_by_slug
 from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents

@@ -15,6 +15,7 @@ storing it again could store it twice."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +23,69 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append_each
+from domain.streams import category as stream_category
+from infra.eventstore import (
+    ANY_VERSION,
+    ConcurrencyError,
+    Metadata,
+    PendingAppend,
+    event_columns,
+)
+from infra.metrics import APPEND_CONFLICTS, observe_append
 from infra.supervise import detached, stop_task
 
 MAX_BATCH = 200
 IN_FLIGHT = 4
+
+
+async def append_each(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    groups: Sequence[Sequence[PendingAppend]],
+    metadata: Metadata,
+) -> list[dict[str, int] | ConcurrencyError]:
+    """Several callers' appends in one statement and one commit (group commit): each group is
+    stored whole, with the versions `eventstore.append` would return, or refused with the
+    ConcurrencyError it would have got alone, while the other groups are stored. A stream may
+    appear once in all. Outside any transaction of the caller's, like append_events (migration
+    0016)."""
+    flat = [pending for group in groups for pending in group]
+    streams = [a.stream_id for a in flat]
+    if len(set(streams)) != len(streams):
+        raise ValueError("each stream may appear once per append")
+    columns = event_columns(flat, metadata)
+    stream_of = [k for k, a in enumerate(flat, 1) for _ in a.events]
+    offsets = [n for a in flat for n in range(1, len(a.events) + 1)]
+    started = time.perf_counter()
+    before = await conn.fetchval(
+        "SELECT append_groups($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        streams,
+        [a.expected_version for a in flat],
+        [g for g, group in enumerate(groups) for _ in group],
+        stream_of,
+        offsets,
+        columns.event_ids,
+        columns.types,
+        columns.data,
+        columns.metadata,
+        columns.schema_versions,
+    )
+    seconds = time.perf_counter() - started
+    found = dict(zip(streams, before, strict=True))
+    results: list[dict[str, int] | ConcurrencyError] = []
+    for group in groups:
+        kind = stream_category(group[0].stream_id) if group else "none"
+        observe_append(kind, seconds)
+        late = next(
+            (a for a in group if a.expected_version not in (ANY_VERSION, found[a.stream_id])),
+            None,
+        )
+        if late is None:
+            results.append({a.stream_id: found[a.stream_id] + len(a.events) for a in group})
+            continue
+        APPEND_CONFLICTS.labels(kind).inc()
+        detail = f"expected version {late.expected_version}, stream is at {found[late.stream_id]}"
+        results.append(ConcurrencyError(late.stream_id, detail))
+    return results
 
 
 def stored_nothing(exc: BaseException) -> bool:

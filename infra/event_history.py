@@ -10,17 +10,8 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from infra.eventstore import (
-    AFTER,
-    COLUMNS,
-    IN_ORDER,
-    NEWEST_FIRST,
-    SELECT_POSITION,
-    START,
-    Position,
-    RecordedEvent,
-    recorded,
-)
+from infra.eventstore import COLUMNS, START, Position, RecordedEvent, recorded
+from infra.global_order import AFTER, IN_ORDER, NEWEST_FIRST, SELECT_POSITION
 
 
 class Backlog(msgspec.Struct, frozen=True):

@@ -1,9 +1,9 @@
-"""The asyncpg event store: atomic multi-stream appends with optimistic concurrency, stream
-reads for aggregates, and the safe global read that the relay and rebuilds depend on."""
+"""The asyncpg event store: atomic multi-stream appends with optimistic concurrency and stream
+reads for aggregates. The safe global read that the relay and rebuilds depend on is
+infra/global_order.py; the group commit's statement, infra/append_batcher.py."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 import uuid
@@ -12,14 +12,11 @@ from datetime import datetime
 
 import asyncpg
 import msgspec
-import structlog
 
 from domain.events import Event, current_data, decode_event, encode_event
 from domain.streams import NEW
 from domain.streams import category as stream_category
 from infra.metrics import APPEND_CONFLICTS, observe_append
-
-log = structlog.get_logger(__name__)
 
 ANY_VERSION = -1
 NO_STREAM = NEW
@@ -118,17 +115,7 @@ COLUMNS = (
     "event_id::text, stream_id, version, type, data::text, metadata::text,"
     " recorded_at, tx_id::text::bigint AS tx_id, position, schema_version"
 )
-_SELECT = f"SELECT {COLUMNS} FROM events "
-SELECT_POSITION = "SELECT tx_id::text::bigint AS tx_id, position FROM events "
-AFTER = "(tx_id, position) > ($1::text::xid8, $2)"
-# The global order, by the table's own columns: a bare `tx_id` in ORDER BY would name the
-# selected bigint of the same name, which no index has, and every read would sort every event
-# after its position (a relay 200,000 events behind took 150 ms a read instead of 1).
-IN_ORDER = "ORDER BY events.tx_id, events.position"
-NEWEST_FIRST = "ORDER BY events.tx_id DESC, events.position DESC"
-# The safe global order's gate: a transaction older than every one still in flight can no
-# longer be overtaken by a commit that would sort before it.
-_SETTLED = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+SELECT_EVENTS = f"SELECT {COLUMNS} FROM events "
 
 
 def recorded(row: asyncpg.Record) -> RecordedEvent:
@@ -147,7 +134,7 @@ def recorded(row: asyncpg.Record) -> RecordedEvent:
     )
 
 
-class _Columns(msgspec.Struct):
+class EventColumns(msgspec.Struct):
     """The events of an append as the column arrays the SQL takes."""
 
     event_ids: list[uuid.UUID]
@@ -158,9 +145,9 @@ class _Columns(msgspec.Struct):
     schema_versions: list[int]
 
 
-def _columns(appends: Sequence[PendingAppend], metadata: Metadata) -> _Columns:
+def event_columns(appends: Sequence[PendingAppend], metadata: Metadata) -> EventColumns:
     shared = _metadata_encoder.encode(metadata).decode()
-    columns = _Columns([], [], [], [], [], [])
+    columns = EventColumns([], [], [], [], [], [])
     for pending in appends:
         if pending.metadata is not None and len(pending.metadata) != len(pending.events):
             raise ValueError("one metadata per event")
@@ -208,7 +195,7 @@ async def _append(
     streams = [a.stream_id for a in appends]
     if len(set(streams)) != len(streams):
         raise ValueError("each stream may appear once per append")
-    columns = _columns(appends, metadata)
+    columns = event_columns(appends, metadata)
     if _fits_one_statement(conn, appends):
         return await _append_to_one_stream(conn, appends[0], columns)
     try:
@@ -260,7 +247,7 @@ WHERE $2 = (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1)
 
 
 async def _append_to_one_stream(
-    conn: asyncpg.Connection | asyncpg.Pool, pending: PendingAppend, columns: _Columns
+    conn: asyncpg.Connection | asyncpg.Pool, pending: PendingAppend, columns: EventColumns
 ) -> dict[str, int]:
     stream, expected = pending.stream_id, pending.expected_version
     detail = f"expected version {expected}, the stream is elsewhere"
@@ -286,55 +273,6 @@ async def _append_to_one_stream(
     return {stream: expected + len(pending.events)}
 
 
-async def append_each(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    groups: Sequence[Sequence[PendingAppend]],
-    metadata: Metadata,
-) -> list[dict[str, int] | ConcurrencyError]:
-    """Several callers' appends in one statement and one commit (group commit): each group is
-    stored whole, with the versions `append` would return, or refused with the ConcurrencyError
-    it would have got alone, while the other groups are stored. A stream may appear once in all.
-    Outside any transaction of the caller's, like append_events (migration 0016)."""
-    flat = [pending for group in groups for pending in group]
-    streams = [a.stream_id for a in flat]
-    if len(set(streams)) != len(streams):
-        raise ValueError("each stream may appear once per append")
-    columns = _columns(flat, metadata)
-    stream_of = [k for k, a in enumerate(flat, 1) for _ in a.events]
-    offsets = [n for a in flat for n in range(1, len(a.events) + 1)]
-    started = time.perf_counter()
-    before = await conn.fetchval(
-        "SELECT append_groups($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        streams,
-        [a.expected_version for a in flat],
-        [g for g, group in enumerate(groups) for _ in group],
-        stream_of,
-        offsets,
-        columns.event_ids,
-        columns.types,
-        columns.data,
-        columns.metadata,
-        columns.schema_versions,
-    )
-    seconds = time.perf_counter() - started
-    found = dict(zip(streams, before, strict=True))
-    results: list[dict[str, int] | ConcurrencyError] = []
-    for group in groups:
-        kind = stream_category(group[0].stream_id) if group else "none"
-        observe_append(kind, seconds)
-        late = next(
-            (a for a in group if a.expected_version not in (ANY_VERSION, found[a.stream_id])),
-            None,
-        )
-        if late is None:
-            results.append({a.stream_id: found[a.stream_id] + len(a.events) for a in group})
-            continue
-        APPEND_CONFLICTS.labels(kind).inc()
-        detail = f"expected version {late.expected_version}, stream is at {found[late.stream_id]}"
-        results.append(ConcurrencyError(late.stream_id, detail))
-    return results
-
-
 @contextlib.asynccontextmanager
 async def streams_held(
     pool: asyncpg.Pool, streams: Iterable[str]
@@ -358,7 +296,9 @@ async def read_stream(
     conn: asyncpg.Connection | asyncpg.Pool, stream_id: str, after_version: int = 0
 ) -> list[RecordedEvent]:
     rows = await conn.fetch(
-        _SELECT + "WHERE stream_id = $1 AND version > $2 ORDER BY version", stream_id, after_version
+        SELECT_EVENTS + "WHERE stream_id = $1 AND version > $2 ORDER BY version",
+        stream_id,
+        after_version,
     )
     return [recorded(r) for r in rows]
 
@@ -369,7 +309,8 @@ async def read_streams(
     """Several streams in one round trip (an order's tickets), each in version order; a stream
     with no events is absent."""
     rows = await conn.fetch(
-        _SELECT + "WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, version", list(stream_ids)
+        SELECT_EVENTS + "WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, version",
+        list(stream_ids),
     )
     found: dict[str, list[RecordedEvent]] = {}
     for row in rows:
@@ -391,81 +332,13 @@ def joined_stream(stream_id_sql: str) -> str:
     """A LATERAL join of a stream's events, for a query that finds a stream's id in a read model
     and reads the stream in the same round trip; `stream_events` decodes its rows."""
     return (
-        f"LEFT JOIN LATERAL ({_SELECT}WHERE stream_id = {stream_id_sql} ORDER BY version) AS e"
-        " ON true"
+        f"LEFT JOIN LATERAL ({SELECT_EVENTS}WHERE stream_id = {stream_id_sql}"
+        " ORDER BY version) AS e ON true"
     )
 
 
 def stream_events(rows: Sequence[asyncpg.Record]) -> list[RecordedEvent]:
     return [recorded(r) for r in rows if r["event_id"] is not None]
-
-
-async def read_all(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    after: Position = START,
-    limit: int = 1000,
-    categories: Sequence[str] | None = None,
-    up_to: Position | None = None,
-) -> list[RecordedEvent]:
-    """Events after `after` in global order, only from transactions that can no longer be
-    overtaken: anything still in flight, and everything after it, waits for the next read.
-
-    With `up_to`, the caller vouches that everything up to it is already settled (it was read
-    through this gate before) and the gate is skipped.
-    """
-    where = [AFTER]
-    args: list[object] = [str(after.tx_id), after.position]
-    if up_to is None:
-        where.append(_SETTLED)
-    else:
-        args += [str(up_to.tx_id), up_to.position]
-        where.append(f"(tx_id, position) <= (${len(args) - 1}::text::xid8, ${len(args)})")
-    if categories is not None:
-        args.append(list(categories))
-        where.append(f"split_part(stream_id, '-', 1) = ANY(${len(args)})")
-    args.append(limit)
-    sql = _SELECT + "WHERE " + " AND ".join(where) + f" {IN_ORDER} LIMIT ${len(args)}"
-    return [recorded(r) for r in await conn.fetch(sql, *args)]
-
-
-_NEXT_IS_SETTLED = f"SELECT {_SETTLED} FROM events WHERE {AFTER} {IN_ORDER} LIMIT 1"
-
-
-async def next_is_settled(conn: asyncpg.Connection | asyncpg.Pool, after: Position) -> bool | None:
-    """Whether the first event after `after` has passed read_all's gate (a read would return
-    it now); None if there is no event after `after`."""
-    return await conn.fetchval(_NEXT_IS_SETTLED, str(after.tx_id), after.position)
-
-
-async def wait_until_settled(
-    conn: asyncpg.Connection | asyncpg.Pool, at: Position, poll_seconds: float = 0.02
-) -> None:
-    """Until every transaction up to `at`'s has ended, so read_all returns every event up to it.
-    The gate's horizon is the whole server's: a long transaction in another database holds it
-    back too, and a rebuild waits for it (saying so) rather than leave events out."""
-    waited_since = time.monotonic()
-    warned = waited_since
-    while not await conn.fetchval(_IS_SETTLED, str(at.tx_id)):
-        now = time.monotonic()
-        if now - warned >= 10:
-            warned = now
-            log.warning("waiting_for_transactions_in_flight", seconds=round(now - waited_since))
-        await asyncio.sleep(poll_seconds)
-
-
-_IS_SETTLED = "SELECT $1::text::xid8 < pg_snapshot_xmin(pg_current_snapshot())"
-
-
-async def head(conn: asyncpg.Connection | asyncpg.Pool) -> Position:
-    """The last event in global order, settled or not (for progress reporting and tests)."""
-    row = await conn.fetchrow(f"{SELECT_POSITION}{NEWEST_FIRST} LIMIT 1")
-    return Position(row["tx_id"], row["position"]) if row else START
-
-
-async def position_of(conn: asyncpg.Connection | asyncpg.Pool, event_id: str) -> Position | None:
-    """Where an event stands in the global order; None for an id the store does not have."""
-    row = await conn.fetchrow(SELECT_POSITION + "WHERE event_id = $1::uuid", event_id)
-    return Position(row["tx_id"], row["position"]) if row else None
 
 
 async def first_event_data(

@@ -9,7 +9,8 @@ import asyncpg
 import structlog
 
 from infra.changes import announce, read_model_channel
-from infra.eventstore import Position, head, read_all, wait_until_settled
+from infra.eventstore import Position
+from infra.global_order import head, read_all, wait_until_settled
 from projections.framework import (
     Projection,
     apply_events,

@@ -32,7 +32,8 @@ from tqdm import tqdm
 from infra.bus import connect, ensure_stream, jetstream
 from infra.changes import announce, read_model_channel
 from infra.event_history import RangeSummary, event_id_before, last_recorded, range_summary
-from infra.eventstore import START, Position, RecordedEvent, head, read_all
+from infra.eventstore import START, Position, RecordedEvent
+from infra.global_order import head, read_all
 from infra.settings import Settings
 from projections.framework import (
     Projection,

@@ -34,9 +34,10 @@ from services.api.activity import ActivityLog
 from services.api.attendee_pages import attendee_link
 from services.api.forwarded import trusted_networks
 from services.api.gateway import GatewayRunner, create_app
+from services.dev.demo_catalog import DEMO_ORGANIZATION
 from services.dev.demo_shop import PATH as DEMO_SHOP_PATH
 from services.dev.demo_shop import ShopSettings, demo_shop
-from services.dev.seed_demo import DEMO_ORGANIZATION, seed_demo
+from services.dev.seed_demo import seed_demo
 from services.dev.stripe_sim import serve_simulator
 from services.dev.try_live import PATH as TRY_PATH
 from services.dev.try_live import TrySettings, try_live

@@ -25,16 +25,8 @@ from nats.js.api import PubAck
 from nats.js.errors import APIError, NotFoundError
 
 from infra.bus import ensure_stream, subject_for
-from infra.eventstore import (
-    NOTIFY_CHANNEL,
-    RELAY_SLEEP_LOCK,
-    START,
-    Position,
-    RecordedEvent,
-    next_is_settled,
-    position_of,
-    read_all,
-)
+from infra.eventstore import NOTIFY_CHANNEL, RELAY_SLEEP_LOCK, START, Position, RecordedEvent
+from infra.global_order import next_is_settled, position_of, read_all
 from infra.metrics import RELAY_PUBLISHED
 from infra.settings import Settings
 from infra.supervise import OUTAGES, honour_cancellation, serve_forever

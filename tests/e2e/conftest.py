@@ -39,8 +39,9 @@ from projections.registry import all_projections
 from services.api.activity import ActivityLog
 from services.api.context import CHANGES, PURCHASES
 from services.api.gateway import READS_FOLLOW, create_app
+from services.dev.demo_catalog import DEMO_ORGANIZATION, SECOND_ORGANIZATION
 from services.dev.sample_event import first_ticket_type, put_on_sale
-from services.dev.seed_demo import DEMO_ORGANIZATION, SECOND_ORGANIZATION, seed_demo
+from services.dev.seed_demo import seed_demo
 from services.dev.stripe_sim import create_simulator
 from services.dev.stripe_webhooks import signature_header
 from services.usecases import catalog_commands

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.api.activity import ActivityEntry, ActivityLog
-from services.dev.seed_demo import DEMO_ORGANIZATION
+from services.dev.demo_catalog import DEMO_ORGANIZATION
 from services.usecases.catalog_commands import organization_id_by_slug
 from tests.e2e.conftest import demo_database
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from services.dev.seed_demo import FREE_EVENT, NO_STRIPE_ORGANIZATION
+from services.dev.demo_catalog import FREE_EVENT, NO_STRIPE_ORGANIZATION
 from services.usecases.catalog_commands import organization_id_by_slug
 from tests.e2e.conftest import BUYER, bearer, issue_key, post, rebuild_read_models
 

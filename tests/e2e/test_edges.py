@@ -26,7 +26,7 @@ from services.api.gateway import (
     GatewayRunner,
     create_app,
 )
-from services.dev.seed_demo import DEMO_ORGANIZATION
+from services.dev.demo_catalog import DEMO_ORGANIZATION
 from services.usecases.purchases import Purchases
 from services.usecases.ticket_documents import Documents
 from tests.e2e.conftest import (

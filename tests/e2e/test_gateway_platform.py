@@ -14,7 +14,7 @@ from infra.changes import API_KEYS
 from services.api.activity import recent_activity
 from services.api.context import ACTIVITY, CHANGES
 from services.api.forwarded import trusted_networks
-from services.dev.seed_demo import DEMO_ORGANIZATION
+from services.dev.demo_catalog import DEMO_ORGANIZATION
 from tests.e2e.conftest import TEST, bearer, issue_key
 
 

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from domain import catalog as c
 from domain import discounts
-from services.dev.seed_demo import DEMO_ORGANIZATION
+from services.dev.demo_catalog import DEMO_ORGANIZATION
 from services.usecases import catalog_commands
 from tests.e2e.conftest import (
     TEST,

@@ -23,7 +23,7 @@ from pypdf import PdfReader
 from domain import catalog as c
 from domain import discounts, venues
 from domain.seating import TakenSeats
-from infra.eventstore import read_all
+from infra.global_order import read_all
 from infra.payments import (
     SIMULATOR_API_KEY,
     SIMULATOR_PUBLISHABLE_KEY,

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from services.api.docs.openapi import openapi_document
 from services.api.gateway import partner_routes
-from services.dev.seed_demo import DEMO_ORGANIZATION
+from services.dev.demo_catalog import DEMO_ORGANIZATION
 from tests.e2e.conftest import bearer, issue_key
 
 MAX_EXAMPLES = 25  # per operation and generation mode: the whole run stays well under a minute

@@ -18,11 +18,11 @@ from infra import rate_limits
 from infra.changes import ChangeFeed
 from infra.db import create_pool
 from infra.rate_limits import AUTH_BLOCKS
-from services.api import shared_limits
+from services.api import rate_budgets, shared_limits
 from services.api.context import CHANGES
 from services.api.limits import AUTH_FAILURE_LIMIT, Verdict
 from services.api.shared_limits import SharedLimits
-from services.dev.seed_demo import DEMO_ORGANIZATION
+from services.dev.demo_catalog import DEMO_ORGANIZATION
 from tests.e2e.conftest import bearer, issue_key
 from tests.faults.test_database_down import proxy  # noqa: F401  (fixture)
 
@@ -119,6 +119,7 @@ async def test_a_key_calling_in_bursts_gets_its_whole_limit(
     """A slice a burst did not spend before its hold ended is given back to the window: a key
     calling in bursts with pauses gets every call of its limit, and the room it is shown falls
     by one a call (it lost about ten calls at each pause)."""
+    monkeypatch.setattr(rate_budgets, "HOLD_SECONDS", 0.2)
     monkeypatch.setattr(shared_limits, "HOLD_SECONDS", 0.2)
     limits = SharedLimits(pool, ChangeFeed(pool, (AUTH_BLOCKS,)))
     window = [(f"key:bursts-{uuid.uuid4().hex}", 120)]

@@ -16,7 +16,8 @@ import asyncpg
 from domain import catalog as c
 from domain import venues
 from domain.tickets import TicketRefunded
-from infra.eventstore import PendingAppend, Position, append, read_all, read_stream
+from infra.eventstore import PendingAppend, Position, append, read_stream
+from infra.global_order import read_all
 from projections.framework import apply_batch, live_schema, read_checkpoint
 from projections.registry import all_projections
 from services.dev.sample_event import first_ticket_type

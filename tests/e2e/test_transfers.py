@@ -18,7 +18,8 @@ from pypdf import PdfReader
 from domain import catalog as c
 from domain import streams, venues
 from domain.tickets import TicketRefunded
-from infra.eventstore import PendingAppend, append, read_all
+from infra.eventstore import PendingAppend, append
+from infra.global_order import read_all
 from projections.framework import apply_batch, live_schema, read_checkpoint
 from projections.registry import all_projections
 from services.api.context import DOCUMENTS

@@ -24,7 +24,8 @@ from pypdf import PdfReader
 
 from domain import catalog as c
 from domain.tickets import Consumer, TicketRefunded, TicketTransferred
-from infra.eventstore import PendingAppend, append, read_all, read_stream
+from infra.eventstore import PendingAppend, append, read_stream
+from infra.global_order import read_all
 from infra.signed_links import LinkClaims
 from infra.wallet.apple import PKPASS
 from projections.framework import apply_batch, live_schema, read_checkpoint

@@ -22,7 +22,8 @@ from infra.supervise import stop_tasks
 from projections.catalog import CatalogProjection
 from projections.framework import live_schema, read_checkpoint
 from projections.rebuild import rebuild
-from services.dev.seed_demo import DEMO_ORGANIZATION, seed_demo
+from services.dev.demo_catalog import DEMO_ORGANIZATION
+from services.dev.seed_demo import seed_demo
 from services.health import behind
 from services.usecases import catalog_commands
 from services.workers.projector import Projector

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from domain.events import Event
+from infra.append_batcher import append_each
 from infra.db import migrate
 from infra.eventstore import (
     ANY_VERSION,
@@ -21,11 +22,9 @@ from infra.eventstore import (
     Metadata,
     PendingAppend,
     append,
-    append_each,
-    head,
-    read_all,
     read_stream,
 )
+from infra.global_order import head, read_all
 
 
 class SampleHappened(Event, frozen=True):

@@ -15,15 +15,8 @@ import nats
 from nats.js.errors import APIError
 
 from infra.bus import ensure_stream, jetstream
-from infra.eventstore import (
-    ANY_VERSION,
-    Metadata,
-    PendingAppend,
-    RecordedEvent,
-    append,
-    head,
-    wait_until_settled,
-)
+from infra.eventstore import ANY_VERSION, Metadata, PendingAppend, RecordedEvent, append
+from infra.global_order import head, wait_until_settled
 from infra.settings import Settings
 from infra.supervise import stop_task
 from services.workers.relay import Relay

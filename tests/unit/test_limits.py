@@ -7,7 +7,7 @@ import math
 
 from infra.rate_limits import Claim
 from services.api.limits import WINDOW_SECONDS, LocalLimits, RollingWindow, Verdict
-from services.api.shared_limits import (
+from services.api.rate_budgets import (
     HOLD_SECONDS,
     MAX_SLICE,
     RATE_SPAN,
