@@ -185,7 +185,8 @@ async def auto_select(request: web.Request) -> web.Response:
     except InvalidCommand as exc:
         raise from_domain(exc) from None
     offers = request.app[OFFERS]
-    taken = await request.app[PURCHASES].seats.taken(event.id, event.taken, DESK_IN_STEP_SECONDS)
+    seats_here = request.app[PURCHASES].seats
+    taken = await seats_here.to_pass_over(event.id, event.taken, DESK_IN_STEP_SECONDS)
     unoffered = taken.plus(offers.recent(event.id))
     # Passed over in turn, until one leaves enough seats: this gateway's lane, the seats offered
     # elsewhere, and none but the taken ones.

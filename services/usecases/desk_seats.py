@@ -78,6 +78,13 @@ class DeskSeats:
             merged = self._as_stored(event_id, desk.cached.version, state)
         return SellingNow(merged, dict(state.taken_per_type), desk.cached.version)
 
+    async def to_pass_over(self, event_id: int, shown: TakenSeats, within: float) -> TakenSeats:
+        """The seats a suggestion must not offer: as `selling_now` has them where this process
+        sells the event (a cancelled purchase's seats are offered again the moment the cancel
+        is stored), else `taken` (the read model's with those of the stream as read here)."""
+        selling = await self.selling_now(event_id, shown, within)
+        return selling.taken if selling is not None else await self.taken(event_id, shown, within)
+
     async def attraction_now(
         self, attraction_id: int, within: float
     ) -> tuple[attraction_days.AttractionInventory, int] | None:

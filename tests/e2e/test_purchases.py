@@ -777,6 +777,27 @@ async def test_a_seat_bought_or_given_back_is_shown_so_at_once(
         assert await shown() == (True, False, False, 4)
 
 
+async def test_a_cancelled_purchases_seats_are_suggested_again_at_once(
+    api, pool: asyncpg.Pool, catalog
+) -> None:
+    """Auto-select offers a cancelled purchase's seats right after the cancel's 200, as
+    availability and validate show them free, though the read model still has them held."""
+    token, _, type_id = await small_event(pool, 2)
+    await rebuild_read_models(pool)
+    suggest = {"ticket_type_id": type_id, "count": 2}
+    path = "/api/v1/events/show/seats/auto-select"
+    _, created = await post(api, token, "/api/v1/purchases", order(type_id, 2), 201)
+    await rebuild_read_models(pool)  # the read model has the seats held from here on
+    _, none_left = await post(api, token, path, suggest, 200)
+    assert (none_left["count"], none_left["seats"]) == (0, [])
+    await post(api, token, f"/api/v1/purchases/{created['purchase']['token']}/cancel", {}, 200)
+    _, offered = await post(api, token, path, suggest, 200)
+    assert offered["count"] == 2
+    assert {tuple(s.values()) for s in offered["seats"]} == {
+        tuple(t["seat"].values()) for t in created["purchase"]["tickets"]
+    }
+
+
 async def test_an_attraction_place_bought_or_given_back_counts_at_once(
     api, pool: asyncpg.Pool, catalog
 ) -> None:
