@@ -34,7 +34,7 @@ from services.api.seating import (
     EventSeats,
     as_sold_here,
     seat_refs,
-    sold_seats_now,
+    taken_now,
 )
 
 
@@ -116,7 +116,7 @@ def plan_as_sold_here(
     build: Callable[[web.Request, asyncpg.Record, TakenSeats], Awaitable[Snapshot]],
 ) -> Handler:
     """A venue's seat plan for an event (`?event_id=`), answered as `memoized` answers at the
-    version of the event's stream its sold seats are read at (`sold_seats_now`)."""
+    version of the event's stream its sold seats are read at (`taken_now`)."""
 
     @functools.wraps(build)
     async def handler(request: web.Request) -> web.Response:
@@ -125,7 +125,7 @@ def plan_as_sold_here(
         row = await catalog.event_by_id(pool_of(request), organization_of(request), query.event_id)
         if row is None or row["venue_id"] != venue_id:
             raise not_found("venue or event")
-        sold, version = await sold_seats_now(request, row["id"])
+        sold, _, version = await taken_now(request, row["id"])
         return await shared_answer(
             request, build.__name__, lambda: build(request, row, sold), version
         )

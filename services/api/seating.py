@@ -108,14 +108,17 @@ async def _shown_taken(request: web.Request, event_id: int) -> seating.TakenSeat
     )
 
 
-async def sold_seats_now(
+async def taken_now(
     request: web.Request, event_id: int
-) -> tuple[seating.TakenSeats, int | None]:
-    """A seat plan's sold seats as `event_seats_now` has them (a seat bought or given back a
-    moment ago shows as such on the gateway that sold it), with the desk's version."""
+) -> tuple[seating.TakenSeats, Mapping[int, int], int | None]:
+    """The event's taken seats, and its counts per ticket type beyond the read model's, as
+    `event_seats_now` has them (a seat bought or given back a moment ago shows as such on the
+    gateway that sold it), with the desk's version (None where no desk here sells it)."""
     shown = await _shown_taken(request, event_id)
     selling = await request.app[PURCHASES].seats.selling_now(event_id, shown, DESK_IN_STEP_SECONDS)
-    return (shown, None) if selling is None else (selling.taken, selling.version)
+    if selling is None:
+        return shown, {}, None
+    return selling.taken, selling.taken_per_type, selling.version
 
 
 def seat_refs(taken: seating.TakenSeats) -> list[SeatRef]:

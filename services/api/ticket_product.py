@@ -14,11 +14,12 @@ from aiohttp import web
 from msgspec import Meta
 
 from domain.catalog import TicketTerms, TicketType
-from domain.inventory.stock import available_per_type
+from domain.inventory.stock import attraction_left, available_per_type
 from projections import availability
 from services.api.availability import left_per_type
-from services.api.context import PURCHASES, TAKEN, pool_of
+from services.api.context import PURCHASES, pool_of
 from services.api.schemas import Payload
+from services.api.seating import DESK_IN_STEP_SECONDS, taken_now
 from services.usecases.ticket_resource import Ticket
 
 LANGUAGES = ("de", "en", "es", "fr", "nl", "pt", "tr")
@@ -127,8 +128,9 @@ class _Stock:
 
 async def _stock(request: web.Request, ticket: Ticket) -> _Stock:
     """As the event's or attraction's page counts them: from the catalog's streams (which a
-    ticket's purchase implies are there) and the availability read model, the event's taken
-    seats read once per move of it, as the seat helpers share them."""
+    ticket's purchase implies are there), and what is taken as the sales desk selling here has
+    stored it (a purchase or cancel a moment ago counts at once), else as the availability read
+    model has it."""
     cache, pool = request.app[PURCHASES].catalog, pool_of(request)
     opened = ticket.purchase.opened
     type_id = ticket.bought.ticket_type_id
@@ -137,17 +139,22 @@ async def _stock(request: web.Request, ticket: Ticket) -> _Stock:
         scheduled = await cache.scheduled(event_id)
         types = scheduled.ticket_types
         sections = await cache.sections_of_event(event_id)
-        taken = await request.app[TAKEN].get(
-            event_id, lambda: availability.taken_seat_set(pool, event_id)
-        )
-        left = await left_per_type(pool, sections, types, taken, {})
+        taken, held_per_type, _ = await taken_now(request, event_id)
+        left = await left_per_type(pool, sections, types, taken, held_per_type)
         total = available_per_type(sections, types, {}, {})[type_id]
         sales = (scheduled.sales_start_date, scheduled.sales_end_date)
     else:
         assert opened.attraction_id is not None
         attraction = await cache.attraction(opened.attraction_id)
         types = attraction.ticket_types
-        left = await availability.attraction_left(pool, types, attraction.daily_max_tickets)
+        stored = await request.app[PURCHASES].seats.attraction_now(
+            opened.attraction_id, DESK_IN_STEP_SECONDS
+        )
+        left = (
+            await availability.attraction_left(pool, types, attraction.daily_max_tickets)
+            if stored is None
+            else attraction_left(types, stored[0].taken_per_type, attraction.daily_max_tickets)
+        )
         capacity = next(t.capacity for t in types if t.id == type_id)
         total = capacity or attraction.daily_max_tickets or left[type_id]
         sales = (None, None)

@@ -309,6 +309,7 @@ async def small_attraction(
     daily_max: int,
     name: str = "Museum",
     stripe_account: str | None = "acct_sim_x",
+    capacity: int | None = None,
 ) -> tuple[str, int]:
     """A fresh organization with one dated attraction `museum`: (token, ticket type)."""
     org = await new_organization(pool, stripe_account=stripe_account)
@@ -322,7 +323,7 @@ async def small_attraction(
             venue_id=venue_id,
             visit_date_required=True,
             daily_max_tickets=daily_max,
-            ticket_types=[c.TicketTypePlan(name="Voksen", price_cents=price)],
+            ticket_types=[c.TicketTypePlan(name="Voksen", price_cents=price, capacity=capacity)],
         ),
         TEST,
     )

@@ -233,7 +233,7 @@ async def test_a_ticket_in_the_references_fields_before_and_after_payment(
     } | {key: links[key] for key in links.keys() - _MY_LINKS}
     for relation in ("self", "shop:order", "shop:refund_requests"):
         await _get(api, token, path_of(links[relation]["href"]))  # each answers 200
-    await rebuild_read_models(pool)  # the seats taken, as the availability read model counts
+    # No projector runs here: the seats count taken as the sales desk stored them, at once.
     product = (await _ticket(api, token, uid))["_embedded"]["shop:product"]
     assert product["_links"] == {
         "self": links["shop:product"],
@@ -269,6 +269,18 @@ async def test_an_attraction_visit_embeds_its_ticket_type_and_the_day_cap(api, p
     assert (product["uid"], product["total_availability"]) == (str(type_id), 10)
     assert (product["sale_start"], product["sale_end"]) == (None, None)
     assert shown["_embedded"]["shop:transfer_sale"] == []
+
+
+async def test_an_attraction_tickets_left_count_a_purchase_at_once(api, pool) -> None:
+    """No projector runs here: the embedded product counts the places as the sales desk
+    stored the purchase, as the attraction's own page does."""
+    token, type_id = await small_attraction(pool, price=0, daily_max=10, capacity=6)
+    day = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+    body = {"attraction_slug": "museum", "quantities": {str(type_id): 2}, "visit_date": day}
+    _, created = await post(api, token, "/api/v1/purchases", body | {"buyer": BUYER}, 201)
+    shown = await _ticket(api, token, created["purchase"]["tickets"][0]["id"])
+    product = shown["_embedded"]["shop:product"]
+    assert (product["availability"], product["total_availability"]) == (4, 6)
 
 
 def _in_every_language(text: str) -> dict[str, str]:
