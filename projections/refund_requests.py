@@ -80,3 +80,12 @@ async def listed(
         ticket,
         limit,
     )
+
+
+async def statuses(conn: asyncpg.Pool, request_ids: list[str]) -> dict[str, str]:
+    """The listed status of each of these requests (those not listed yet are absent)."""
+    rows = await conn.fetch(
+        f"SELECT request_id, status FROM {_LIVE}.refund_requests WHERE request_id = ANY($1)",
+        request_ids,
+    )
+    return {r["request_id"]: r["status"] for r in rows}

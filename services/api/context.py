@@ -21,10 +21,12 @@ from services.api.memo import Memo
 from services.api.offers import SeatOffers
 from services.api.sale_first import SaleFirst
 from services.usecases.purchases import Purchases
+from services.usecases.refunds import Refunds
 from services.usecases.ticket_documents import Documents
 
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
 PURCHASES: web.AppKey[Purchases] = web.AppKey("purchases", Purchases)
+REFUNDS: web.AppKey[Refunds] = web.AppKey("refunds", Refunds)
 DOCUMENTS: web.AppKey[Documents] = web.AppKey("documents", Documents)
 HANDOUT: web.AppKey[HandoutKeys] = web.AppKey("handout", HandoutKeys)
 SNAPSHOTS: web.AppKey[Memo] = web.AppKey("snapshots", Memo)

@@ -60,6 +60,7 @@ from services.api.context import (
     PLANS,
     POOL,
     PURCHASES,
+    REFUNDS,
     REQUEST_ID,
     SALE_FIRST,
     SNAPSHOTS,
@@ -86,6 +87,7 @@ from services.api.sale_first import SaleFirst
 from services.api.shared_limits import SharedLimits
 from services.health import Readiness, add_health_routes, add_metrics_route
 from services.usecases.purchases import Purchases
+from services.usecases.refunds import Refunds
 from services.usecases.ticket_documents import Documents
 
 log = structlog.get_logger(__name__)
@@ -343,6 +345,7 @@ def create_app(
     app[ACCESS] = AccessControl(pool, Memo(changes, (API_KEYS,), ttl=KEY_SECONDS), limits)
     app[ACTIVITY] = activity
     app[PURCHASES] = sales
+    app[REFUNDS] = Refunds(sales)
     sales.catalog.follow(changes, CATALOG_CHANGES)
     app[DOCUMENTS] = documents
     app[HANDOUT] = handout or HandoutKeys.development()

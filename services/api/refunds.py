@@ -16,7 +16,7 @@ from domain.purchasing import PurchaseState, RefundDecided, RefundReported
 from domain.refunds import REASON_MAX, RefundRequestState
 from infra.idempotency import Claim
 from services.api import idempotent
-from services.api.context import PURCHASES, api_key_of, metadata_of, organization_of
+from services.api.context import PURCHASES, REFUNDS, api_key_of, metadata_of, organization_of
 from services.api.http import decode_body, json_response, parse_query
 from services.api.routes import Route
 from services.api.schemas import Payload, Query
@@ -123,7 +123,7 @@ class RequestsQuery(ListQuery, frozen=True, kw_only=True):
 
 
 def _refunds(request: web.Request) -> Refunds:
-    return Refunds(request.app[PURCHASES])
+    return request.app[REFUNDS]
 
 
 def _refund_view(state: PurchaseState, refund: RefundDecided | RefundReported) -> RefundView:

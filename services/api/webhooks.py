@@ -9,12 +9,11 @@ from aiohttp import web
 
 from infra.eventstore import Metadata
 from infra.payments import InvalidPayload, InvalidSignature, PaymentError
-from services.api.context import PURCHASES, request_id_of
+from services.api.context import PURCHASES, REFUNDS, request_id_of
 from services.api.errors import ApiError, service_unavailable
 from services.api.http import json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
-from services.usecases.refunds import Refunds
 from services.usecases.settlement import Settlement
 
 
@@ -39,7 +38,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     meta = Metadata(request_id=request_id_of(request), actor="stripe", causation_id=event.id)
     if event.report in ("refunded", "disputed"):
         try:
-            outcome = await Refunds(purchases).settle(event, meta)
+            outcome = await request.app[REFUNDS].settle(event, meta)
         except PaymentError as exc:
             # Stripe could not tell whose the PaymentIntent is: its retry may find out.
             raise service_unavailable(f"Stripe could not be asked: {exc.message}") from None

@@ -8,9 +8,11 @@ Stripe (services/workers/payment_effects.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -35,6 +37,12 @@ from services.usecases.settlement import Settlement
 from services.usecases.ticketing import load_purchase, load_ticket, load_tickets
 
 MAX_ATTEMPTS = 5
+# How long a request written here is waited for by the list, and how long a list waits for
+# the refund requests read model to show it (it is some milliseconds behind; longer only when
+# the projector is down, and then the list answers what it has).
+WRITTEN_SECONDS = 5.0
+WAIT_SECONDS = 1.0
+WAIT_STEP_SECONDS = 0.01
 # Compared against when no purchase has the code, so a miss costs what a hit does.
 _NO_EMAIL = b"\x00no-such-purchase"
 
@@ -50,11 +58,15 @@ def refund_id_for(reserved: str) -> str:
 
 
 class Refunds:
-    """Holds nothing of its own: the purchases' desks, catalog and Stripe client do."""
+    """One per gateway: the purchases' desks, catalog and Stripe client hold the state, and
+    this only which refund requests it wrote lately, for its list to show them so."""
 
     def __init__(self, purchases: Purchases) -> None:
         self._purchases = purchases
         self._pool: asyncpg.Pool = purchases.pool
+        # Requests this process created or decided lately, with the status it answered and
+        # when: the list waits for its read model to show them so (`_listed_as_written`).
+        self._written: dict[str, tuple[str, float]] = {}
 
     # ---- the partner's refund -------------------------------------------------------------
 
@@ -193,7 +205,7 @@ class Refunds:
         )
         stream = streams.refund_request(request_id)
         await append(self._pool, [PendingAppend(stream, streams.NEW, events)], meta)
-        return _request_from(events)
+        return self._wrote(_request_from(events))
 
     async def approve(
         self, request_id: str, organization_id: int, meta: Metadata
@@ -220,7 +232,7 @@ class Refunds:
             assert state is not None and refund is not None
             for event in refund.events[streams.refund_request(request_id)]:
                 refunds.evolve_refund_request(request, event)
-            return request, _decided(refund, token)
+            return self._wrote(request), _decided(refund, token)
         raise ConcurrencyError(streams.refund_request(request_id), "approval kept conflicting")
 
     async def decline(
@@ -236,7 +248,7 @@ class Refunds:
                 continue
             for event in events:
                 refunds.evolve_refund_request(request, event)
-            return request
+            return self._wrote(request)
         raise ConcurrencyError(streams.refund_request(request_id), "decline kept conflicting")
 
     async def _request(
@@ -255,9 +267,35 @@ class Refunds:
     async def requests(
         self, organization_id: int, status: str | None, ticket: str | None, limit: int
     ) -> list[asyncpg.Record]:
+        await self._listed_as_written()
         return await requests_read_model.listed(
             self._pool, organization_id, status=status, ticket=ticket, limit=limit
         )
+
+    def _wrote(self, request: RefundRequestState) -> RefundRequestState:
+        self._written[request.requested.request_id] = (request.status, time.monotonic())
+        return request
+
+    async def _listed_as_written(self) -> None:
+        """Until the read model shows the requests this process created or decided in the last
+        WRITTEN_SECONDS as it answered them (WAIT_SECONDS at most): a partner listing the
+        requests right after creating or approving one finds it, in its new status, where the
+        projector applies it some milliseconds later. Requests written by other processes are
+        listed once projected."""
+        now = time.monotonic()
+        self._written = {
+            rid: (status, at)
+            for rid, (status, at) in self._written.items()
+            if now - at < WRITTEN_SECONDS
+        }
+        waiting = {rid: status for rid, (status, _) in self._written.items()}
+        deadline = now + WAIT_SECONDS
+        while waiting:
+            shown = await requests_read_model.statuses(self._pool, list(waiting))
+            waiting = {rid: s for rid, s in waiting.items() if shown.get(rid) != s}
+            if not waiting or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(WAIT_STEP_SECONDS)
 
 
 def _decided(refund: Refund, token: str) -> RefundDecided:

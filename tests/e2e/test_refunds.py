@@ -34,6 +34,7 @@ from infra.tickets_pdf import format_money
 from projections.framework import apply_batch, live_schema, read_checkpoint
 from projections.payment_effects import PaymentEffectsProjection
 from projections.rebuild import rebuild
+from projections.refund_requests import RefundRequestsProjection
 from projections.registry import all_projections
 from services.api.context import PURCHASES
 from services.dev.sample_event import put_on_sale
@@ -653,6 +654,34 @@ async def test_a_dispute_marks_the_purchase_and_is_listed(
     assert shown["amount_cents"] == 10000 and shown["status"] == "needs_response"
     others = await api.get("/api/v1/disputes", headers=bearer(aarhus_token))
     assert dispute["id"] not in {d["id"] for d in (await others.json())["disputes"]}
+
+
+async def test_the_requests_list_shows_a_request_created_or_decided_a_moment_ago(
+    api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool, monkeypatch
+) -> None:
+    """A list asked right after a request is created, and right after it is approved, shows it
+    as that call answered: it waits for the read model (projected here a moment later, by hand:
+    no projector runs in these tests) rather than answering what the read model had before."""
+    monkeypatch.setattr("services.usecases.refunds.WAIT_SECONDS", 30.0)  # a loaded machine
+    key, _, type_id = await _event(pool, 1)
+    bought = await _bought(api, stripe_sim, key, type_id, 1)
+    (ticket,) = bought["tickets"]
+    listing = f"/api/v1/refund-requests?ticket={ticket['ticket_code']}"
+
+    async def listed_while_projected() -> list[tuple[str, str]]:
+        answer = asyncio.ensure_future(api.get(listing, headers=bearer(key)))
+        await asyncio.sleep(0.2)
+        await _settled(pool)
+        await rebuild(pool, RefundRequestsProjection())
+        rows = (await (await answer).json())["refund_requests"]
+        return [(r["id"], r["status"]) for r in rows]
+
+    ask = f"/api/v1/tickets/{ticket['ticket_code']}/refund-requests"
+    _, asked = await post(api, key, ask, {"email": BUYER["email"]}, 201)
+    request_id = asked["refund_request"]["id"]
+    assert await listed_while_projected() == [(request_id, "pending")]
+    await post(api, key, f"/api/v1/refund-requests/{request_id}/approve", None, 200)
+    assert await listed_while_projected() == [(request_id, "approved")]
 
 
 async def test_refund_requests_are_approved_or_declined_once(
