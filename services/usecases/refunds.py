@@ -66,7 +66,7 @@ class Refunds:
         self._pool: asyncpg.Pool = purchases.pool
         # Requests this process created or decided lately, with the status it answered and
         # when: the list waits for its read model to show them so (`_listed_as_written`).
-        self._written: dict[str, tuple[str, float]] = {}
+        self._written: dict[str, tuple[int, str, float]] = {}
 
     # ---- the partner's refund -------------------------------------------------------------
 
@@ -267,28 +267,35 @@ class Refunds:
     async def requests(
         self, organization_id: int, status: str | None, ticket: str | None, limit: int
     ) -> list[asyncpg.Record]:
-        await self._listed_as_written()
+        await self._listed_as_written(organization_id)
         return await requests_read_model.listed(
             self._pool, organization_id, status=status, ticket=ticket, limit=limit
         )
 
     def _wrote(self, request: RefundRequestState) -> RefundRequestState:
-        self._written[request.requested.request_id] = (request.status, time.monotonic())
+        requested = request.requested
+        self._written[requested.request_id] = (
+            requested.organization_id,
+            request.status,
+            time.monotonic(),
+        )
         return request
 
-    async def _listed_as_written(self) -> None:
-        """Until the read model shows the requests this process created or decided in the last
-        WRITTEN_SECONDS as it answered them (WAIT_SECONDS at most): a partner listing the
-        requests right after creating or approving one finds it, in its new status, where the
-        projector applies it some milliseconds later. Requests written by other processes are
-        listed once projected."""
+    async def _listed_as_written(self, organization_id: int) -> None:
+        """Until the read model shows the organization's requests this process created or
+        decided in the last WRITTEN_SECONDS as it answered them (WAIT_SECONDS at most): a
+        partner listing the requests right after creating or approving one finds it, in its
+        new status, where the projector applies it some milliseconds later. Requests written
+        by other processes are listed once projected."""
         now = time.monotonic()
         self._written = {
-            rid: (status, at)
-            for rid, (status, at) in self._written.items()
-            if now - at < WRITTEN_SECONDS
+            rid: written
+            for rid, written in self._written.items()
+            if now - written[2] < WRITTEN_SECONDS
         }
-        waiting = {rid: status for rid, (status, _) in self._written.items()}
+        waiting = {
+            rid: status for rid, (org, status, _) in self._written.items() if org == organization_id
+        }
         deadline = now + WAIT_SECONDS
         while waiting:
             shown = await requests_read_model.statuses(self._pool, list(waiting))
