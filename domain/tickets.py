@@ -253,6 +253,12 @@ def replay_ticket(events: Iterable[Event]) -> TicketState | None:
     return state
 
 
+def visit_day_start(visit_date: date, zone: str) -> datetime:
+    """A visit day's local midnight in the organization's zone, as UTC: when a visitor's day
+    begins, as the buyer's pages show it."""
+    return datetime.combine(visit_date, time(), tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
 def visit_day_end(visit_date: date, zone: str) -> datetime:
     """The first instant after a visit day in the organization's zone (its local midnight, as
     UTC): a visitor on the museum's last evening is still inside their day."""

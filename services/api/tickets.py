@@ -12,7 +12,7 @@ from msgspec import Meta
 
 from domain.inventory.events import SeatRef
 from domain.purchasing import EMAIL, PurchaseOpened, PurchaseState
-from domain.tickets import Reason
+from domain.tickets import Reason, visit_day_start
 from domain.venues import VenueRegistered
 from services.api import idempotent
 from services.api.context import PURCHASES, api_key_of, metadata_of, pool_of
@@ -237,15 +237,19 @@ class AttendeeView(Payload):
 
 async def _event_of(request: web.Request, opened: PurchaseOpened) -> LineEvent:
     """When and where, from the catalog (which never changes an event's date or venue): the
-    same answer before payment, after it and after a cancellation. An attraction visit has a
-    day, not a start."""
+    same answer before payment, after it and after a cancellation. An attraction visit starts
+    with its day in the organization's zone (none without a visit date)."""
     known = request.app[PURCHASES].catalog
+    starts_at: datetime | None = None
     if opened.event_id is not None:
         scheduled = await known.scheduled(opened.event_id)
         starts_at, venue_id = scheduled.event_date, scheduled.venue_id
     else:
         assert opened.attraction_id is not None
-        starts_at, venue_id = None, (await known.attraction(opened.attraction_id)).venue_id
+        venue_id = (await known.attraction(opened.attraction_id)).venue_id
+        if opened.visit_date is not None:
+            zone = (await known.organization(opened.organization_id)).timezone
+            starts_at = visit_day_start(opened.visit_date, zone)
     return LineEvent(
         startsAt=starts_at,
         location=_location(await known.venue(venue_id)),

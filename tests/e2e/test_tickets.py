@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 
+from domain.catalog import DEFAULT_TIMEZONE
 from tests.e2e.conftest import (
     BUYER,
     bearer,
@@ -16,6 +19,7 @@ from tests.e2e.conftest import (
     order,
     post,
     rebuild_read_models,
+    small_attraction,
     small_event,
 )
 
@@ -172,6 +176,26 @@ async def test_bulk_attendee_edits(api, pool) -> None:
         f"/api/v1/tickets/{code}", json=edits | {"email": "x@y.dk"}, headers=bearer(token)
     )
     assert wrong.status == 404
+
+
+async def test_an_attraction_visit_starts_with_its_day(api, pool) -> None:
+    """The buyer's lookup and the attendee view say which day a museum ticket is for: its
+    `startsAt` is the visit day's local midnight in the organization's zone."""
+    token, type_id = await small_attraction(pool, price=0, daily_max=10, stripe_account=None)
+    day = (datetime.now(UTC) + timedelta(days=3)).date()
+    body = {"attraction_slug": "museum", "quantities": {str(type_id): 1}, "buyer": BUYER}
+    _, created = await post(api, token, "/api/v1/purchases", body | {"visit_date": str(day)}, 201)
+    lookup = await api.get(
+        f"/api/v1/tickets/{created['purchase']['access_code']}",
+        params={"email": BUYER["email"]},
+        headers=bearer(token),
+    )
+    (line,) = (await lookup.json())["lines"]
+    midnight = datetime.combine(day, time(), tzinfo=ZoneInfo(DEFAULT_TIMEZONE))
+    assert datetime.fromisoformat(line["event"]["startsAt"]) == midnight
+    (seat,) = line["seats"]
+    view = await api.get(f"/api/v1/tickets/attendee/{seat['token']}", headers=bearer(token))
+    assert (await view.json())["event"]["startsAt"] == line["event"]["startsAt"]
 
 
 @pytest.mark.parametrize(
