@@ -378,10 +378,15 @@ def admission(state: TicketState, now: datetime, code: str | None = None) -> Rea
         return "refunded"
     if state.scan_count:
         return "already_scanned"
-    until = state.issued.scannable_until
-    if until is not None and now >= until:
+    if gates_closed(state, now):
         return "expired"
     return "ok"
+
+
+def gates_closed(state: TicketState, now: datetime) -> bool:
+    """Past the ticket's `scannable_until`: no gate takes it, and no link hands it out."""
+    until = state.issued.scannable_until
+    return until is not None and now >= until
 
 
 def scan(

@@ -28,8 +28,8 @@ HEADERS = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "X-Rob
 def eticket_url(request: web.Request, ticket: TicketState, at: datetime) -> str | None:
     """The ticket's e-ticket link, from its fulfillment on (None before), on the configured
     public address or else the one `request` came to. It expires with the ticket's last
-    scannable moment."""
-    if not tickets.fulfilled(ticket, at):
+    scannable moment, and is not made after it (None)."""
+    if not tickets.fulfilled(ticket, at) or tickets.gates_closed(ticket, at):
         return None
     claims = LinkClaims(ticket.issued.ticket_id, ticket.transfers, ticket.issued.scannable_until)
     token = request.app[HANDOUT].links.sign(claims, ticket.code)

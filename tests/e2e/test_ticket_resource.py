@@ -283,6 +283,20 @@ async def test_an_attraction_tickets_left_count_a_purchase_at_once(api, pool) ->
     assert (product["availability"], product["total_availability"]) == (4, 6)
 
 
+async def test_no_e_ticket_link_once_the_gates_have_closed(api, pool, monkeypatch) -> None:
+    """Past `scannable_until` the e-ticket link would answer 410 the moment it was made, so
+    the resource lists none (the scan answers `expired`)."""
+    token, starts, type_id = await _event(pool, c.TicketTerms())
+    _, created = await post(api, token, "/api/v1/purchases", order(type_id), 201)
+    (bought,) = created["purchase"]["tickets"]
+    shown = await _ticket(api, token, bought["id"])
+    assert shown["_links"]["shop:eticket"] is not None
+    closed = _instant(shown["scannable_until"])
+    assert closed == starts + timedelta(hours=6)
+    monkeypatch.setattr("services.api.ticket_resource.now", lambda: closed)
+    assert (await _ticket(api, token, bought["id"]))["_links"]["shop:eticket"] is None
+
+
 def _in_every_language(text: str) -> dict[str, str]:
     """The reference's translated texts: one language's text stands for every one."""
     return dict.fromkeys(("de", "en", "es", "fr", "nl", "pt", "tr"), text)
