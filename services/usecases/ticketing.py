@@ -285,9 +285,12 @@ async def update_attendees(
         now = datetime.now(UTC)
         closed: list[personalization.PersonalizationClosed] = []
         editable = 0
+        # The same seat edited twice in one request: the last edit wins, even one that puts
+        # back what the seat has (an earlier edit of it is not made at all).
+        last = {token: i for i, (token, *_) in enumerate(seats)}
         for i, (token, name, email, details) in enumerate(seats):
             ticket_id = by_token.get(token)
-            if ticket_id is None:
+            if ticket_id is None or last[token] != i:
                 continue
             state, version = loaded[ticket_id]
             if state is None or state.attendee_token != token:
@@ -309,19 +312,11 @@ async def update_attendees(
         if not appends:
             return
         try:
-            await append(pool, _merge(appends), meta)
+            await append(pool, appends, meta)
             return
         except ConcurrencyError:
             continue
     raise ConcurrencyError("ticket", "attendee update kept conflicting")
-
-
-def _merge(appends: list[PendingAppend]) -> list[PendingAppend]:
-    """The same seat edited twice in one request: the last edit wins."""
-    last: dict[str, PendingAppend] = {}
-    for pending in appends:
-        last[pending.stream_id] = pending
-    return list(last.values())
 
 
 async def ticket_by_attendee_token(

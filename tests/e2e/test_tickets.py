@@ -198,6 +198,26 @@ async def test_an_attraction_visit_starts_with_its_day(api, pool) -> None:
     assert (await view.json())["event"]["startsAt"] == line["event"]["startsAt"]
 
 
+async def test_the_last_edit_of_a_seat_named_twice_wins(api, pool) -> None:
+    """Also when the last puts back the name the seat has: the earlier edit is not made."""
+    token, purchase = await _paid_purchase(api, pool, seats=1)
+    code = purchase["access_code"]
+    lookup = await api.get(
+        f"/api/v1/tickets/{code}", params={"email": BUYER["email"]}, headers=bearer(token)
+    )
+    (seat,) = (await lookup.json())["lines"][0]["seats"]
+    for names in (["Orig"], ["Changed", "Orig"], ["Changed", "Third"]):
+        edits = [{"token": seat["token"], "name": name, "email": None} for name in names]
+        response = await api.patch(
+            f"/api/v1/tickets/{code}",
+            json={"email": BUYER["email"], "seats": edits},
+            headers=bearer(token),
+        )
+        body = await response.json()
+        assert response.status == 200, body
+        assert body["lines"][0]["seats"][0]["name"] == names[-1]
+
+
 @pytest.mark.parametrize(
     "edits",
     [
