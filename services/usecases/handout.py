@@ -8,8 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
-from domain.errors import NotFound
 from domain.purchasing import PurchaseState
+from domain.refunds import OrderInactive
 from domain.tickets import TicketState, require_fulfilled
 from infra.wallet.ticket import WalletTicket
 from services.usecases import ticket_resource
@@ -24,12 +24,14 @@ def voided(ticket: TicketState, purchase: PurchaseState) -> bool:
 async def partner_ticket(
     pool: asyncpg.Pool, uid: str, organization_id: int, now: datetime
 ) -> tuple[TicketState, PurchaseState]:
-    """The organization's issued ticket with this uid, once its fulfillment has started."""
+    """The organization's issued ticket with this uid, once its fulfillment has started. A
+    ticket of an order that ended unpaid is there (its resource answers) but was never issued:
+    `409 order_inactive`, as the order's other actions answer."""
     found = await ticket_resource.by_uid(pool, uid, organization_id)
     if found.issued is None:
         if found.purchase.status == "pending_payment":
             raise NotYetPaid("the ticket is handed out once its order is paid")
-        raise NotFound("ticket not found", "uid")
+        raise OrderInactive(f"the ticket's order is {found.purchase.status}: it was never issued")
     require_fulfilled(found.issued, now)
     return found.issued, found.purchase
 

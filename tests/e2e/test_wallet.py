@@ -161,6 +161,20 @@ async def test_wallet_routes_answer_only_the_keys_organization(api, pool, aarhus
             await _error(api, _wallet(other, kind), token, 404, "not_found")  # type: ignore[arg-type]
 
 
+async def test_an_unpaid_or_cancelled_orders_ticket_has_no_passes(api, pool) -> None:
+    """Its resource answers; its passes are `409 not_yet_paid` while it may still be paid, and
+    `409 order_inactive` once the order was cancelled (the ticket was never issued)."""
+    token, _, type_id = await _event(pool, c.TicketTerms(), price=5000)
+    _, created = await post(api, token, "/api/v1/purchases", order(type_id), 201)
+    (ticket,) = created["purchase"]["tickets"]
+    for kind in ("apple", "google"):
+        await _error(api, _wallet(ticket["id"], kind), token, 409, "not_yet_paid")
+    await post(api, token, f"/api/v1/purchases/{created['purchase']['token']}/cancel", {}, 200)
+    await _links(api, token, ticket["id"])
+    for kind in ("apple", "google"):
+        await _error(api, _wallet(ticket["id"], kind), token, 409, "order_inactive")
+
+
 async def test_links_that_open_nothing_are_404(api, pool) -> None:
     token, ticket = await _bought(api, pool, c.TicketTerms())
     href = (await _links(api, token, ticket["id"]))["shop:eticket"]["href"]

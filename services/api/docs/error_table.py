@@ -27,7 +27,7 @@ ERRORS: dict[int, tuple[str, tuple[tuple[str, str], ...]]] = {
             ("ticket_scanned", "Scanned: no transfer, no refund unless forced (`force`)"),
             ("ticket_refunded", "The ticket is refunded: no transfer, PDF, e-ticket or pass"),
             ("already_refunded", "The ticket (or every ticket of the purchase) is refunded"),
-            ("order_inactive", "The purchase was cancelled or expired: nothing to refund"),
+            ("order_inactive", "The purchase was cancelled or expired: nothing to refund or issue"),
             ("refund_request_closed", "The refund request was approved or declined already"),
             ("ticket_already_transferred", "The ticket was transferred once already"),
             ("transfer_pending", "The ticket is offered to someone already; wait for the answer"),
