@@ -341,13 +341,20 @@ def expire(state: PurchaseState, now: datetime) -> list[Event]:
     return [PurchaseExpired(token=state.opened.token)]
 
 
-def its_payment(state: PurchaseState, intent_id: str, amount: int | None = None) -> bool:
+def its_payment(
+    state: PurchaseState, intent_id: str, amount: int | None = None, currency: str | None = None
+) -> bool:
     """Whether a Stripe report is about this purchase's own money: its PaymentIntent (and, for
-    a payment, the purchase's total). The report's metadata names the purchase, but metadata
-    can name any purchase; the intent is the one the purchase stored when it was created."""
+    a payment, the purchase's total, in its currency when the report names one). The report's
+    metadata names the purchase, but metadata can name any purchase; the intent is the one the
+    purchase stored when it was created."""
     if state.intent_id is None or intent_id != state.intent_id:
         return False
-    return amount is None or amount == state.opened.pricing.total_cents
+    if amount is None:
+        return True
+    pricing = state.opened.pricing
+    same_currency = currency is None or currency.upper() == pricing.currency.upper()
+    return amount == pricing.total_cents and same_currency
 
 
 def pay(

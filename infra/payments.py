@@ -84,7 +84,8 @@ class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
     """The part of a Stripe event the service acts on. `report` is what it says of the
     payment (None for an event that reports nothing the purchase acts on); `intent_id` is
     empty for an event not about a PaymentIntent; `amount` is the intent's amount, for a
-    charge the amount refunded so far, for a dispute the amount disputed. `object_id` is the
+    charge the amount refunded so far, for a dispute the amount disputed, in `currency` (as
+    Stripe writes it, lower case; None where the object has none). `object_id` is the
     id of what the event is about (a dispute's, say), `reason` a dispute's reason. A dispute
     does not carry the charge's metadata: its purchase is found by its intent
     (`purchase_token_of`)."""
@@ -96,6 +97,7 @@ class WebhookEvent(msgspec.Struct, frozen=True, kw_only=True):
     purchase_token: str | None
     status: str | None
     amount: int
+    currency: str | None = None
     object_id: str = ""
     reason: str | None = None
 
@@ -150,6 +152,7 @@ class _EventObject(msgspec.Struct):
     status: str | None = None
     amount: int | None = 0
     amount_refunded: int | None = 0
+    currency: str | None = None
     payment_intent: str | None = None
     reason: str | None = None
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
@@ -380,6 +383,10 @@ class Payments:
             )
         except stripe.SignatureVerificationError as exc:
             raise InvalidSignature(exc.user_message or "invalid signature") from exc
+        except (UnicodeDecodeError, TypeError) as exc:
+            # The SDK reads the body as UTF-8 and compares the header's signatures as ASCII:
+            # a body or a signature that is neither was not signed by Stripe.
+            raise InvalidSignature("the signature does not verify this body") from exc
         if b"\\u0000" in payload:
             raise InvalidPayload("not a Stripe event: a NUL character")
         try:
@@ -399,6 +406,7 @@ class Payments:
             purchase_token=obj.metadata.get("purchase_token"),
             status=obj.status,
             amount=(obj.amount_refunded if obj.object == "charge" else obj.amount) or 0,
+            currency=obj.currency,
             object_id=obj.id,
             reason=obj.reason,
         )

@@ -68,7 +68,7 @@ class Settlement:
                     return "unknown_purchase"
                 chained = meta.in_chain_of(recorded[0])
             paying = event.amount if event.report == "succeeded" else None
-            if not purchasing.its_payment(state, event.intent_id, paying):
+            if not purchasing.its_payment(state, event.intent_id, paying, event.currency):
                 log.warning(
                     "stripe_report_of_another_intent", event_id=event.id, token=state.opened.token
                 )

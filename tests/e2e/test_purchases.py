@@ -490,18 +490,35 @@ async def test_only_its_own_intent_for_its_total_pays_a_purchase(api, pool, cata
     _, second = await post(api, token, "/api/v1/purchases", order(type_id), 201)
     target, total = first["purchase"]["token"], first["purchase"]["total_cents"]
 
-    def report(intent: str, amount: int) -> dict:
+    def report(intent: str, amount: int, currency: str = "dkk") -> dict:
         event = _succeeded(intent, target)
-        event["data"]["object"]["amount"] = amount
+        event["data"]["object"] |= {"amount": amount, "currency": currency}
         return event
 
     own = first["payment"]["stripe_payment_intent_id"]
     others = second["payment"]["stripe_payment_intent_id"]
-    for event in (report(others, total), report(own, 1)):
+    for event in (report(others, total), report(own, 1), report(own, total, "eur")):
         assert (await (await _webhook(api, event)).json())["outcome"] == "ignored"
     view = await (await api.get(f"/api/v1/purchases/{target}", headers=bearer(token))).json()
     assert view["purchase"]["status"] == "pending_payment"
     assert (await (await _webhook(api, report(own, total))).json())["outcome"] == "paid"
+
+
+async def test_a_body_or_signature_stripe_could_not_have_signed_is_a_400(api) -> None:
+    """Not UTF-8, or a signature that is not ASCII: the Stripe SDK failed on them (500)."""
+    stamp = int(time.time())
+    for body, signature in (
+        (b'{"id": "evt_\xff"}', f"t={stamp},v1=00"),
+        (b'{"id": "evt_\xff"}', ""),
+        (b"{}", f"t={stamp},v1=\u00e9"),
+    ):
+        response = await api.post(
+            "/api/v1/webhooks/stripe",
+            data=body,
+            headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+        )
+        assert response.status == 400, await response.text()
+        assert (await response.json())["error"] == "invalid_signature"
 
 
 async def test_an_expiry_gives_back_seats_held_after_the_sweeper_last_looked(
