@@ -250,7 +250,8 @@ ROUTES = [
         PurchaseCreated,
         status=201,
         body=PurchaseRequest,
-        errors=(401, 409, 422, 429, 502, 503),
+        # 404: the event or attraction is unknown, a draft or another organization's.
+        errors=(401, 404, 409, 422, 429, 502, 503),
         lane="selling",
         idempotent=True,
     ),
