@@ -199,15 +199,48 @@ function extent(section) {
   return [toPlan(section, 0, 0), toPlan(section, w, 0), toPlan(section, 0, h), toPlan(section, w, h)];
 }
 
+/**
+ * A seated ring's name: just outside the ring, level on screen and anchored away from it, so
+ * that however the balcony is turned its name never runs back across its seats.
+ */
+function ringLabel(section) {
+  const mid = rad((section.start_angle + section.end_angle) / 2);
+  const r = section.outer_radius * 1.03;
+  const turned = mid + rad(section.rotation || 0);
+  const [cos, sin] = [Math.cos(turned), Math.sin(turned)];
+  return {
+    x: r * Math.cos(mid),
+    y: r * Math.sin(mid),
+    level: -(section.rotation || 0),
+    anchor: cos > 0.3 ? "start" : cos < -0.3 ? "end" : "middle",
+    baseline: sin > 0.3 ? "hanging" : sin < -0.3 ? "auto" : "middle",
+  };
+}
+
+/** The corners of a seated ring's name on the floor plan, at labels of `font` plan units. */
+function ringLabelBox(section, font) {
+  if (section.section_type !== "arc" || section.seating_mode === "standing") return [];
+  const at = ringLabel(section);
+  const { x, y } = toPlan(section, at.x, at.y);
+  const w = 0.62 * font * section.name.length;
+  const h = 1.2 * font;
+  const x0 = at.anchor === "start" ? x : at.anchor === "end" ? x - w : x - w / 2;
+  const y0 = at.baseline === "hanging" ? y : at.baseline === "auto" ? y - h : y - h / 2;
+  return [{ x: x0, y: y0 }, { x: x0 + w, y: y0 + h }];
+}
+
 function outline(section, group) {
   const attrs = { class: "section-area", fill: section.color, stroke: section.color };
   if (section.section_type === "arc") {
     const a0 = rad(section.start_angle);
     const a1 = rad(section.end_angle);
     el("path", { ...attrs, d: ringPath(section.inner_radius, section.outer_radius, a0, a1) }, group);
-    const mid = (a0 + a1) / 2;
-    const r = section.seating_mode === "standing" ? (section.inner_radius + section.outer_radius) / 2 : section.outer_radius;
-    return { x: r * Math.cos(mid), y: r * Math.sin(mid), above: section.seating_mode !== "standing" };
+    if (section.seating_mode === "standing") {
+      const mid = (a0 + a1) / 2;
+      const r = (section.inner_radius + section.outer_radius) / 2;
+      return { x: r * Math.cos(mid), y: r * Math.sin(mid) };
+    }
+    return ringLabel(section);
   }
   el("rect", { ...attrs, x: 0, y: 0, width: section.width, height: section.height, rx: 6 }, group);
   return section.seating_mode === "standing"
@@ -297,10 +330,14 @@ export class PlanView {
   draw(plan, { refit = false } = {}) {
     const points = plan.sections.flatMap(extent);
     if (refit || !this.fit) {
-      this.fit = fitting(points, plan.venue || {});
+      // Labels and outlines keep about the same size on screen whatever the plan's units; the
+      // rings' names, outside their seats, are fitted in too.
+      const unit = (fit) => Math.max(fit.w, fit.h * 1.6) / 800;
+      const seats = fitting(points, plan.venue || {});
+      const names = plan.sections.flatMap((s) => ringLabelBox(s, 14 * unit(seats)));
+      this.fit = fitting(points.concat(names), plan.venue || {});
       this.svg.style.aspectRatio = `${this.fit.w} / ${this.fit.h}`;
-      // Labels and outlines keep about the same size on screen whatever the plan's units.
-      this.svg.style.setProperty("--u", (Math.max(this.fit.w, this.fit.h * 1.6) / 800).toFixed(4));
+      this.svg.style.setProperty("--u", unit(this.fit).toFixed(4));
       this.setView({ ...this.fit });
     }
     const frag = document.createDocumentFragment();
@@ -322,8 +359,14 @@ export class PlanView {
     const labelAt = outline(section, group);
     const title = standing ? `${section.name} · standing, ${section.capacity} places` : section.name;
     const hidden = { "aria-hidden": "true" };
-    const label = el("text", { class: "section-label", x: labelAt.x, y: labelAt.y, "text-anchor": "middle", ...hidden }, group);
-    label.setAttribute("dy", labelAt.above ? "-0.4em" : "-0.2em");
+    const anchor = labelAt.anchor || "middle";
+    const label = el("text", { class: "section-label", x: labelAt.x, y: labelAt.y, "text-anchor": anchor, ...hidden }, group);
+    if (labelAt.baseline) {
+      label.setAttribute("dominant-baseline", labelAt.baseline);
+      label.setAttribute("transform", `rotate(${labelAt.level} ${labelAt.x} ${labelAt.y})`);
+    } else {
+      label.setAttribute("dy", labelAt.above ? "-0.4em" : "-0.2em");
+    }
     label.textContent = section.name;
     if (standing) {
       const places = el("tspan", { x: labelAt.x, dy: "1.3em", class: "capacity" }, label);
