@@ -199,15 +199,17 @@ async def attraction_stock(
     `stock.attraction_left`; `taken`: the places taken per type where they are known better
     than this read model knows them (the sales desk's)."""
     types = await catalog.ticket_types(conn, attraction_id=row["id"])
-    if taken is None:
-        return types, await attraction_left(conn, types, row["daily_max_tickets"])
-    return types, stock.attraction_left(types, taken, row["daily_max_tickets"])
+    return types, await attraction_left(conn, types, row["daily_max_tickets"], taken)
 
 
 async def attraction_left(
-    conn: asyncpg.Pool, types: Sequence[TicketType], daily_max: int | None
+    conn: asyncpg.Pool,
+    types: Sequence[TicketType],
+    daily_max: int | None,
+    taken: Mapping[int, int] | None = None,
 ) -> dict[int, int]:
-    """`attraction_stock` of the attraction's ticket types and daily cap."""
-    return stock.attraction_left(
-        types, await taken_per_type(conn, [t.id for t in types]), daily_max
-    )
+    """`attraction_stock` of the attraction's ticket types and daily cap; the places taken are
+    `taken` where given (the sales desk's), else this read model's."""
+    if taken is None:
+        taken = await taken_per_type(conn, [t.id for t in types])
+    return stock.attraction_left(types, taken, daily_max)

@@ -14,7 +14,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from domain.catalog import TicketTerms, TicketType
-from domain.inventory.stock import attraction_left, available_per_type
+from domain.inventory.stock import available_per_type
 from projections import availability
 from services.api.availability import left_per_type
 from services.api.context import PURCHASES, pool_of
@@ -150,11 +150,8 @@ async def _stock(request: web.Request, ticket: Ticket) -> _Stock:
         stored = await request.app[PURCHASES].seats.attraction_now(
             opened.attraction_id, DESK_IN_STEP_SECONDS
         )
-        left = (
-            await availability.attraction_left(pool, types, attraction.daily_max_tickets)
-            if stored is None
-            else attraction_left(types, stored[0].taken_per_type, attraction.daily_max_tickets)
-        )
+        taken = None if stored is None else stored[0].taken_per_type
+        left = await availability.attraction_left(pool, types, attraction.daily_max_tickets, taken)
         capacity = next(t.capacity for t in types if t.id == type_id)
         total = capacity or attraction.daily_max_tickets or left[type_id]
         sales = (None, None)

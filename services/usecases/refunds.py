@@ -274,12 +274,20 @@ class Refunds:
 
     def _wrote(self, request: RefundRequestState) -> RefundRequestState:
         requested = request.requested
-        self._written[requested.request_id] = (
-            requested.organization_id,
-            request.status,
-            time.monotonic(),
-        )
+        now = self._forget_old()
+        self._written[requested.request_id] = (requested.organization_id, request.status, now)
         return request
+
+    def _forget_old(self) -> float:
+        """Drops the requests written longer ago than WRITTEN_SECONDS (on every write too, so
+        a gateway whose list is never asked keeps no more than the last few seconds')."""
+        now = time.monotonic()
+        self._written = {
+            rid: written
+            for rid, written in self._written.items()
+            if now - written[2] < WRITTEN_SECONDS
+        }
+        return now
 
     async def _listed_as_written(self, organization_id: int) -> None:
         """Until the read model shows the organization's requests this process created or
@@ -287,12 +295,7 @@ class Refunds:
         partner listing the requests right after creating or approving one finds it, in its
         new status, where the projector applies it some milliseconds later. Requests written
         by other processes are listed once projected."""
-        now = time.monotonic()
-        self._written = {
-            rid: written
-            for rid, written in self._written.items()
-            if now - written[2] < WRITTEN_SECONDS
-        }
+        now = self._forget_old()
         waiting = {
             rid: status for rid, (org, status, _) in self._written.items() if org == organization_id
         }
