@@ -47,7 +47,9 @@ class AccessControl:
     async def _key_of(self, request: web.Request) -> ApiKey | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not token or len(token) > 200:
+        # A key is printable ASCII: anything else (bytes that are not UTF-8 arrive as lone
+        # surrogates) is a failed credential like any unknown key, not a hash of it that fails.
+        if scheme.lower() != "bearer" or not token or len(token) > 200 or not token.isascii():
             return None
         # Keyed by the token itself, which this process holds anyway while it serves the
         # request: hashing it again on every hit would cost more than the lookup saves.

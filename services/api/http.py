@@ -35,6 +35,9 @@ _INTEGER = re.compile(r"^-?[0-9]{1,19}\Z")
 # An id in a path or a ticket type id as a JSON object key: canonical, so two spellings never
 # name one resource.
 CANONICAL_ID = re.compile(r"^[1-9][0-9]{0,17}\Z")
+# A path names one row: every id PostgreSQL's bigint holds is one that may not exist (a 404).
+_PATH_ID = re.compile(r"^[1-9][0-9]{0,18}\Z")
+_MAX_ID = 2**63 - 1
 
 
 def check_text(field: str, value: str) -> None:
@@ -161,7 +164,8 @@ def _escaped_surrogate(raw: bytes) -> str | None:
 
 def path_int(request: web.Request, name: str) -> int:
     value = request.match_info[name]
-    if not CANONICAL_ID.match(value):  # ASCII digits, no leading zero: one spelling per id
+    # ASCII digits, no leading zero: one spelling per id
+    if not _PATH_ID.match(value) or int(value) > _MAX_ID:
         raise invalid_request(name, "must be a positive integer")
     return int(value)
 

@@ -5,6 +5,7 @@ envelope for unknown routes and methods, and the activity log."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import asyncpg
@@ -73,6 +74,34 @@ async def test_eleventh_failure_in_a_minute_is_throttled_per_ip(serve, demo_toke
         assert blocked.status == 429
         assert (await blocked.json())["error"] == "too_many_auth_failures"
         assert 0 < int(blocked.headers["Retry-After"]) <= 60
+
+
+async def _raw_get(gateway, path: str, authorization: bytes) -> tuple[bytes, bytes]:
+    """(head, body) of a GET sent as raw bytes: aiohttp's client sends no header that is not
+    UTF-8, but any other client may."""
+    reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".encode()
+        + b"Authorization: "
+        + authorization
+        + b"\r\n\r\n"
+    )
+    answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+async def test_a_key_that_is_not_utf8_is_a_401_and_an_attempt(serve, demo_token) -> None:
+    """Bytes that are not UTF-8 in the key answered 500 on every route and escaped the spray
+    throttle; they are a failed credential like any unknown key."""
+    gateway = await serve()
+    for _ in range(10):
+        head, body = await _raw_get(gateway, "/api/v1/organization", b"Bearer tk_live_\xff\xfe")
+        assert head.startswith(b"HTTP/1.1 401 "), head
+        assert json.loads(body)["error"] == "unauthorized"
+    blocked = await gateway.get("/api/v1/events", headers=bearer(demo_token))
+    assert blocked.status == 429
 
 
 async def test_calls_without_a_key_are_401_but_no_attempt(serve, demo_token) -> None:

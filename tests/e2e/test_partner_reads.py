@@ -184,6 +184,10 @@ async def test_seat_plan_parameters_are_checked(api, demo_token) -> None:
     louisiana = (await _get(api, demo_token, "/api/v1/venues"))["venues"][1]["id"]
     event_id = (await _get(api, demo_token, "/api/v1/events/hamlet-2026"))["event"]["id"]
     await _get(api, demo_token, f"/api/v1/venues/{louisiana}/seat-plan?event_id={event_id}", 404)
+    # Every id a bigint holds names a venue that may not exist; past it, no id at all.
+    await _get(api, demo_token, f"/api/v1/venues/{2**63 - 1}", 404)
+    await _get(api, demo_token, f"/api/v1/venues/{2**63 - 1}/seat-plan?event_id={event_id}", 404)
+    assert (await _get(api, demo_token, f"/api/v1/venues/{2**63}", 422))["detail"].startswith("id")
 
 
 async def test_availability_follows_holds_and_answers_304_while_unchanged(
