@@ -302,9 +302,14 @@ def approve_request(
     now: datetime,
 ) -> Refund:
     """The partner approves a buyer's request: its ticket is refunded (a scanned one is
-    refused: only the partner's own refund may force it) and the request approved, at once."""
+    refused: only the partner's own refund may force it, and one passed on since the request
+    is no longer the buyer's) and the request approved, at once."""
     approved = approve(request, refund_id, now)
     assert request is not None
+    ticket = tickets.get(request.requested.ticket_id)
+    if ticket is not None and ticket.transfers:
+        # Asked while the ticket was the buyer's; passed on since, it is its new holder's.
+        raise TicketAlreadyTransferred("the ticket was passed on to another holder")
     refund = decide_refund(
         purchase,
         tickets,

@@ -61,6 +61,8 @@ async def _lookup(pool: asyncpg.Pool, token: str) -> tuple[TicketState, Purchase
         return None
     if ticket.attendee_token != token:
         return None  # the token the ticket had before it was transferred
+    if ticket.status == "refunded":
+        return None  # no longer paid for, as a whole purchase refunded
     return ticket, purchase
 
 

@@ -186,8 +186,9 @@ class Refunds:
         self, code: str, email: str, reason: str | None, organization_id: int, meta: Metadata
     ) -> RefundRequestState:
         """A buyer asks for a ticket's refund, with the ticket's code and the purchase's
-        e-mail: every miss (unknown code, another organization's, a former code, another
-        e-mail) is the same 404 after the same comparison."""
+        e-mail: every miss (unknown code, another organization's, another e-mail) is the same
+        404 after the same comparison. A ticket passed on, by the code the buyer had or its
+        new one, is `409 ticket_already_transferred`."""
         handle = await handed_out.ticket_handle_by_code(self._pool, code)
         purchase = None
         if handle is not None and handle.organization_id == organization_id:
@@ -197,7 +198,7 @@ class Refunds:
         ticket = None
         if matches and handle is not None:
             ticket, _ = await load_ticket(self._pool, handle.ticket_id)
-        if not matches or (ticket is not None and ticket.code != handed_out.normalize_code(code)):
+        if not matches:
             raise NotFound("ticket not found", "code")
         request_id = _new_id()
         events = refunds.request_refund(

@@ -17,6 +17,7 @@ import asyncpg
 from domain import streams, tickets, transfers
 from domain.errors import NotFound
 from domain.events import Event
+from domain.refunds import OrderInactive
 from domain.tickets import TicketState
 from domain.transfers import OfferTransfer, TransferState
 from infra import handed_out
@@ -95,6 +96,8 @@ async def offer(
     appended first is made and the other finds it pending."""
     for _ in range(MAX_ATTEMPTS):
         ticket, version = await load_ticket(pool, ticket_id)
+        if ticket is None:
+            await _never_issued(pool, ticket_id)
         latest = None
         if ticket is not None and ticket.transfer_offers:
             latest, _ = await load_transfer(pool, ticket.transfer_offers[-1])
@@ -103,6 +106,15 @@ async def offer(
         if await _appended(pool, decided, versions, meta):
             return await _reloaded(pool, command.transfer_id)
     raise ConcurrencyError(streams.ticket(ticket_id), "transfer offer kept conflicting")
+
+
+async def _never_issued(pool: asyncpg.Pool, ticket_id: int) -> None:
+    """A ticket with no stream is of an order not paid yet, or never to be: one cancelled or
+    expired answers `409 order_inactive`, as its refunds and passes do, not "not yet paid"."""
+    handle = await handed_out.ticket_by_id(pool, ticket_id)
+    purchase = await load_purchase(pool, handle.purchase_token) if handle else None
+    if purchase is not None and purchase.status not in ("pending_payment", "paid"):
+        raise OrderInactive(f"the ticket's order is {purchase.status}: it was never issued")
 
 
 Decided = dict[str, list[Event]]

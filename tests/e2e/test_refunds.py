@@ -419,6 +419,14 @@ async def test_a_refunded_seats_attendee_view_says_so_in_a_paid_order(
         body = await view.json()
         assert body["orderStatus"] == "paid"
         assert body["status"] == ("refunded" if seat["ticket_code"] == gone else "valid"), body
+        # The e-mail's attendee page of a refunded seat is the pages' own 404, not the API's JSON.
+        for path in (f"/attendee/{seat['token']}", f"/attendee/{seat['token']}/ticket.pdf"):
+            page = await api.get(path)
+            refunded = seat["ticket_code"] == gone
+            assert page.status == (404 if refunded else 200), await page.text()
+            if refunded:
+                assert page.content_type == "text/html"
+                assert page.headers["Referrer-Policy"] == "no-referrer"
 
 
 async def test_each_tickets_share_of_the_fee_shows_before_payment_as_after(

@@ -353,6 +353,46 @@ async def test_an_unpaid_ticket_cannot_be_offered(api, pool) -> None:
     assert (await _offer(api, token, code, 409))["error"] == "not_yet_paid"
 
 
+async def test_a_cancelled_orders_ticket_is_not_offered_as_if_it_may_yet_be_paid(api, pool) -> None:
+    org = await new_organization(pool)
+    row = venues.Row(identifier="A", start=1, end=2)
+    venue_id = await venue_with(
+        pool, org, venues.SectionPlan(name="Sal", width=10.0, height=10.0, rows=[row])
+    )
+    plan = c.TicketTypePlan(name="Alm", price_cents=10000, max_per_purchase=20)
+    _, type_id = await put_on_sale(pool, org, venue_id, plan, TEST)
+    token = await issue_key(pool, org)
+    _, created = await post(api, token, "/api/v1/purchases", order(type_id), 201)
+    await post(api, token, f"/api/v1/purchases/{created['purchase']['token']}/cancel", None, 200)
+    code = created["purchase"]["tickets"][0]["ticket_code"]
+    assert (await _offer(api, token, code, 409))["error"] == "order_inactive"
+
+
+async def test_a_refund_request_speaks_only_for_a_ticket_not_passed_on(api, pool) -> None:
+    """Asked with the code the buyer passed on, a refund request is a 409 (it was a 404, where
+    the new code answered the 409); one asked before the ticket was passed on refunds nothing
+    when approved after, and stays open to be declined."""
+    token, purchase = await _bought(api, pool, n=2)
+    first, second = (t["ticket_code"] for t in purchase["tickets"])
+    buyer = {"email": BUYER["email"]}
+    _, asked = await post(api, token, f"/api/v1/tickets/{second}/refund-requests", buyer, 201)
+    new_codes = []
+    for code in (first, second):
+        offered = (await _offer(api, token, code))["transfer"]
+        status, accepted = await _answer(
+            api, offered["id"], await _mailed_token(api, pool, offered["id"])
+        )
+        assert status == 200, accepted
+        new_codes.append(accepted["ticket"]["code"])
+    _, refused = await post(api, token, f"/api/v1/tickets/{first}/refund-requests", buyer, 409)
+    assert refused["error"] == "ticket_already_transferred"
+    request = f"/api/v1/refund-requests/{asked['refund_request']['id']}"
+    _, approved = await post(api, token, f"{request}/approve", None, 409)
+    assert approved["error"] == "ticket_already_transferred"
+    assert (await _verify(api, token, new_codes[1]))["reason"] == "ok"
+    await post(api, token, f"{request}/decline", {}, 200)
+
+
 async def test_of_offers_at_once_one_is_made(serve, pool) -> None:
     gateways = [await serve(), await serve()]
     token, purchase = await _bought(gateways[0], pool)
