@@ -6,9 +6,11 @@ workers may run at once and none claims a row another holds within its lease; th
 carried out outside any transaction, and its outcome recorded afterwards. A failure is tried
 again by a backoff table, up to a number of attempts. The claim's attempt count guards each
 row: a worker whose lease ran out, and whose row was claimed again, never overwrites the newer
-attempt's schedule. A crash between the effect and its record repeats the effect once the
-lease runs out: each worker makes that harmless its own way (Stripe's idempotency keys; for
-mail, a second copy beats a lost confirmation)."""
+attempt's schedule. The lease is short and renewed while the effect is carried out, so a slow
+SMTP server or Stripe keeps its row, and the row of a worker killed mid-effect is due again
+within a lease (half a minute), not minutes. A crash between the effect and its record repeats
+the effect once the lease runs out: each worker makes that harmless its own way (Stripe's
+idempotency keys; for mail, a second copy beats a lost confirmation)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import structlog
 from infra.db import connection_gone
 from infra.metrics import OUTBOX_FAILURES
 from infra.pgtext import make_storable
-from infra.supervise import dependency_of, serve_forever
+from infra.supervise import dependency_of, serve_forever, stop_task
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +36,8 @@ ERROR_LIMIT = 1000
 # second or two is waited out rather than leaving the row to its lease (minutes), after which
 # its effect would be carried out again (an e-mail sent twice).
 RECORD_PAUSES = (0.25, 0.5, 1.0, 2.0, 4.0)
+# How long a claimed row is a worker's without a renewal; renewed three times a lease.
+LEASE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,17 @@ class OutboxTable:
             f" WHERE id IN (SELECT id FROM {self.name} WHERE {self.done_column} IS NULL"
             " AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT $1"
             f" FOR UPDATE SKIP LOCKED) RETURNING id, attempts, {self.columns}"
+        )
+
+    @property
+    def renew(self) -> str:
+        """Extends the leases of rows still being carried out (their attempt unchanged)."""
+        return (
+            f"UPDATE {self.name} AS t SET next_attempt_at = now()"
+            " + make_interval(secs => $3::float8)"
+            " FROM unnest($1::bigint[], $2::int[]) AS held(id, attempts)"
+            " WHERE t.id = held.id AND t.attempts = held.attempts"
+            f" AND t.{self.done_column} IS NULL AND t.next_attempt_at IS NOT NULL"
         )
 
     @property
@@ -95,7 +110,7 @@ class OutboxWorker(abc.ABC):
         backoff: Sequence[float] = (5, 30, 120, 600, 1800),
         max_attempts: int = 20,
         batch_size: int = 10,
-        lease: float = 300.0,
+        lease: float = LEASE_SECONDS,
     ) -> None:
         if not backoff:
             raise ValueError("backoff needs at least one delay")
@@ -127,8 +142,35 @@ class OutboxWorker(abc.ABC):
     async def work_due(self) -> int:
         """One pass: claim the rows due now and carry them out concurrently; returns how many."""
         claimed = await self._pool.fetch(self._table.claim, self._batch_size, self._lease)
-        await asyncio.gather(*(self.carry_out(row) for row in claimed))
+        if not claimed:
+            return 0
+        in_flight = {row["id"]: row["attempts"] for row in claimed}
+        renewing = asyncio.create_task(self._renew_leases(in_flight))
+        try:
+            await asyncio.gather(*(self._carried_out(row, in_flight) for row in claimed))
+        finally:
+            await stop_task(renewing)
         return len(claimed)
+
+    async def _carried_out(self, row: asyncpg.Record, in_flight: dict[int, int]) -> None:
+        try:
+            await self.carry_out(row)
+        finally:
+            in_flight.pop(row["id"], None)
+
+    async def _renew_leases(self, in_flight: dict[int, int]) -> None:
+        """Keeps the rows being carried out this worker's while it lives: one renewal missed
+        (PostgreSQL out of reach a moment) leaves two more before the lease runs out."""
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            if not in_flight:
+                continue
+            try:
+                await self._pool.execute(
+                    self._table.renew, list(in_flight), list(in_flight.values()), self._lease
+                )
+            except Exception as exc:
+                log.debug(f"{self.name}_lease_not_renewed", error=repr(exc))
 
     async def failed(self, row: asyncpg.Record, exc: Exception, fields: dict[str, Any]) -> None:
         """Schedule the next attempt by the backoff table, or give up after max_attempts. The

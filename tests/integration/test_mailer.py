@@ -407,3 +407,37 @@ async def test_a_longest_deferral_of_zero_sends_through_a_rush(pool: asyncpg.Poo
     tokens, sent_in_rush, _ = await _through_a_rush(pool, 40, 0.0)
 
     assert sent_in_rush >= 30, (sent_in_rush, len(tokens))
+
+
+class _Stalled:
+    """An SMTP server that takes the message and never answers (or a worker frozen mid-send)."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def send(self, message: EmailMessage) -> None:
+        self.started.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_row_is_kept_while_its_send_lasts_and_freed_when_its_worker_dies(
+    pool: asyncpg.Pool,
+) -> None:
+    """The lease is renewed while the e-mail is being sent, however long: no second mailer
+    sends it meanwhile. Once the first mailer is gone (killed mid-send), the row is another's
+    within a lease, not after the five minutes a claim used to hold it."""
+    inbox, port, token = Inbox(), free_port(), _token()
+    stalled = _Stalled()
+    first = _mailer(pool, stalled, lease=0.6)
+    assert await enqueue(pool, token, "confirmation")
+    sending = asyncio.create_task(first.work_due())
+    await asyncio.wait_for(stalled.started.wait(), 5)
+    with smtp_server(inbox, port):
+        second = _mailer(pool, SmtpTransport(_settings(port)), lease=0.6)
+        for _ in range(4):  # two leases and more: renewed all along
+            await asyncio.sleep(0.4)
+            assert await second.work_due() == 0
+        await stop_tasks([sending])  # the first mailer dies mid-send
+        await asyncio.sleep(0.8)
+        assert await second.work_due() == 1
+    assert inbox.subjects() == [f"confirmation {token}"]
