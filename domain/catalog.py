@@ -17,8 +17,8 @@ from domain.events import Event
 from domain.fields import COLOR, Struct, aware, require, slug, text
 from domain.venues import Section, VenueRegistered
 
-CURRENCY = re.compile(r"^[A-Z]{3}$")
-CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+CURRENCY = re.compile(r"^[A-Z]{3}\Z")
+CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_PER_PURCHASE = 20
 # The zone of organizations registered before they named one: the demo's and the first

@@ -18,7 +18,7 @@ from domain.fields import Struct, aware, require
 
 Reason = Literal["not_found", "not_yet_valid", "expired", "max_uses_reached", "invalid_code"]
 
-DISCOUNT_CODE = re.compile(r"^[A-Z0-9_-]{3,40}$")
+DISCOUNT_CODE = re.compile(r"^[A-Z0-9_-]{3,40}\Z")
 
 
 class DiscountCodeCreated(Event, frozen=True):

@@ -11,8 +11,8 @@ import msgspec
 
 from domain.errors import InvalidCommand
 
-SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\Z")
+COLOR = re.compile(r"^#[0-9A-Fa-f]{6}\Z")
 # What a person's name printed on a ticket or shown at a gate must not carry: control characters
 # (a terminal's escapes, line breaks) and the direction overrides and isolates that make a name
 # read as another.

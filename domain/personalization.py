@@ -60,7 +60,7 @@ _TEXT_MAX = {
     "realm": 100,
     "language": 35,
 }
-_PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{3,30}$")
+_PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{3,30}\Z")
 # ISO 3166-1 alpha-2, as the tz database lists the codes in use (and XK, Kosovo's, which card
 # networks and Stripe use).
 _COUNTRY_CODES = """
@@ -76,7 +76,7 @@ US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW XK
 """
 _COUNTRIES = frozenset(_COUNTRY_CODES.split())
 # A language tag (BCP 47's common shape): `da`, `en-GB`, `zh-Hant-TW`.
-_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*\Z")
 # ISO/IEC 5218: not known, male, female, not applicable.
 GENDERS = (0, 1, 2, 9)
 EARLIEST_BIRTH = date(1900, 1, 1)

@@ -17,7 +17,7 @@ from domain.fields import printable
 from domain.inventory.events import SeatRef
 from domain.pricing import Pricing
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 MAX_TICKETS = 20
 # Text limits of a purchase: names as the buyer API's attendee edits (200), an address as
 # RFC 5321 allows (254), a phone number with room for its formatting.
@@ -278,6 +278,7 @@ def validate_request(req: PurchaseRequest) -> None:
     if not EMAIL.match(req.buyer.email):
         raise InvalidCommand("not a valid e-mail address", "buyer.email")
     _at_most(req.buyer.phone, PHONE_MAX, "buyer.phone")
+    printable(req.buyer.phone, "buyer.phone")
     _at_most(req.comment, COMMENT_MAX, "comment")
     if req.attraction_slug is not None and req.selected_seats:
         raise InvalidCommand("attractions have no seats", "selected_seats")

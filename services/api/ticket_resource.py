@@ -204,7 +204,7 @@ class TicketSearchQuery(Query):
     ]
 
 
-_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 # A consumer field in an edit: left out (UNSET) keeps it, "" or null clears it.
 Text = str | UnsetType | None
 BirthDate = Annotated[str, Meta(description="YYYY-MM-DD")] | UnsetType | None

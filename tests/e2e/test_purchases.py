@@ -607,6 +607,23 @@ MALFORMED: list[tuple[object, str]] = [
         },
         "buyer.name",
     ),
+    # A newline after the address ended the confirmation's To header: the rest went to its body.
+    (
+        {
+            "quantities": {"1": 1},
+            "buyer": {"name": "X", "email": "a@b.dk\n"},
+            "event_slug": "hamlet-2026",
+        },
+        "buyer.email",
+    ),
+    (
+        {
+            "quantities": {"1": 1},
+            "buyer": {"name": "X", "email": "a@b.dk", "phone": "+45 1234\r\n5678"},
+            "event_slug": "hamlet-2026",
+        },
+        "buyer.phone",
+    ),
     ({"quantities": {"1": 1}, "buyer": BUYER, "event_slug": "hamlet-2026", "extra": 1}, "extra"),
     ({"quantities": {"1": 1}, "buyer": BUYER, "event_slug": 7}, "event_slug"),
     (

@@ -89,6 +89,7 @@ def test_event_is_a_draft_until_published() -> None:
     ("changes", "field"),
     [
         ({"slug": "Hamlet 2026"}, "slug"),
+        ({"slug": "hamlet-2026\n"}, "slug"),
         ({"event_end_date": START - timedelta(hours=1)}, "event_end_date"),
         ({"doors_open": START + timedelta(minutes=5)}, "doors_open"),
         ({"event_date": datetime(2026, 5, 1, 19)}, "event_date"),
@@ -170,3 +171,11 @@ def test_organization_currency_and_colour_are_checked() -> None:
         ),
         "primary_color",
     )
+    for currency, color in (("DKK\n", "#112233"), ("DKK", "#112233\n")):
+        _refused(
+            lambda currency=currency, color=color: catalog.register_organization(
+                RegisterOrganization(slug="x", name="X", currency=currency, primary_color=color),
+                1,
+            ),
+            "currency" if currency != "DKK" else "primary_color",
+        )
