@@ -24,11 +24,18 @@ from infra.supervise import OUTAGES
 log = structlog.get_logger(__name__)
 
 DUPLICATE_WINDOW_SECONDS = 300.0
+# An impatient client's tries, half a second apart (a connection that never answers costs the
+# client's connect timeout, 2 s, each): about 10 s at the most.
+IMPATIENT_ATTEMPTS = 4
 
 
-async def connect(settings: Settings, name: str, *, echo: bool = True) -> Client:
+async def connect(
+    settings: Settings, name: str, *, echo: bool = True, patient: bool = True
+) -> Client:
     """A client that keeps reconnecting forever: a NATS outage delays events, never drops them.
-    Without `echo`, its subscriptions do not receive what it publishes itself."""
+    Without `echo`, its subscriptions do not receive what it publishes itself. An operator's
+    command is not `patient`: a NATS out of reach fails it within seconds, as a PostgreSQL
+    out of reach does, rather than leaving it waiting without a word."""
 
     client: Client | None = None
 
@@ -47,7 +54,7 @@ async def connect(settings: Settings, name: str, *, echo: bool = True) -> Client
     client = await nats.connect(
         settings.nats_url,
         name=f"linjerum-{name}",
-        max_reconnect_attempts=-1,
+        max_reconnect_attempts=-1 if patient else IMPATIENT_ATTEMPTS,
         reconnect_time_wait=0.5,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,

@@ -24,6 +24,9 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     The default reset would add a query to every acquire, doubling the cost of a cheap read."""
 
 
+CONNECT_SECONDS = 10.0
+
+
 async def create_pool(database_url: str, size: int = 10, *, opened: int = 1) -> asyncpg.Pool:
     """A pool whose connections are ready for the event store (no per-query set-up); `opened`
     of them are connected at once, the others when first needed."""
@@ -32,6 +35,9 @@ async def create_pool(database_url: str, size: int = 10, *, opened: int = 1) -> 
         min_size=opened,
         max_size=size,
         reset=_keep_session,
+        # A server that takes the connection and never answers is out of reach too: a command
+        # says so in 10 s, a process waits it out as any outage (asyncpg's default is 60 s).
+        timeout=CONNECT_SECONDS,
         command_timeout=60,
         server_settings={
             "application_name": "linjerum",

@@ -28,6 +28,15 @@ def _env_int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _env_port(name: str, default: int, lowest: int = 1) -> int:
+    """A port this service listens on or connects to (`lowest` 0: 0 is none): one that no
+    socket takes is refused here, in one line, not by the socket's traceback."""
+    port = _env_int(name, default)
+    if not lowest <= port <= 65535:
+        raise SystemExit(f"{name} must be a port ({lowest}-65535), got {port}")
+    return port
+
+
 def _env_float(name: str, default: float) -> float:
     """A number of zero or more."""
     raw = os.environ.get(name)
@@ -132,7 +141,7 @@ class Settings:
             "nats_url": os.environ.get("NATS_URL", ""),
             "data_dir": Path(os.environ.get("LINJERUM_DATA_DIR", ".linjerum")),
             "http_host": os.environ.get("LINJERUM_HOST", "127.0.0.1"),
-            "http_port": _env_int("LINJERUM_PORT", 8080),
+            "http_port": _env_port("LINJERUM_PORT", 8080),
             "nats_stream": os.environ.get("LINJERUM_NATS_STREAM", "LINJERUM_EVENTS"),
             "subject_prefix": os.environ.get("LINJERUM_SUBJECT_PREFIX", "linjerum.events"),
             "db_pool_size": _env_int("LINJERUM_DB_POOL_SIZE", 10),
@@ -141,9 +150,9 @@ class Settings:
             "stripe_publishable_key": os.environ.get("STRIPE_PUBLISHABLE_KEY", ""),
             "stripe_webhook_secret": os.environ.get("STRIPE_WEBHOOK_SECRET", ""),
             "stripe_api_base": _stripe_api_base(),
-            "stripe_sim_port": _env_int("STRIPE_SIM_PORT", 12111),
+            "stripe_sim_port": _env_port("STRIPE_SIM_PORT", 12111),
             "smtp_host": os.environ.get("LINJERUM_SMTP_HOST", ""),
-            "smtp_port": _env_int("LINJERUM_SMTP_PORT", 587),
+            "smtp_port": _env_port("LINJERUM_SMTP_PORT", 587),
             "smtp_starttls": _env_bool("LINJERUM_SMTP_STARTTLS", True),
             "smtp_ssl": _env_bool("LINJERUM_SMTP_SSL", False),
             "smtp_username": os.environ.get("LINJERUM_SMTP_USERNAME", ""),
@@ -159,8 +168,8 @@ class Settings:
             # the waiting off.
             "mail_rush_per_second": _env_float("LINJERUM_MAIL_RUSH_PER_SECOND", 20.0),
             "mail_longest_deferral": _env_float("LINJERUM_MAIL_LONGEST_DEFERRAL", 30.0),
-            "health_port": _env_int("LINJERUM_HEALTH_PORT", 0),
-            "metrics_port": _env_int("LINJERUM_METRICS_PORT", 0),
+            "health_port": _env_port("LINJERUM_HEALTH_PORT", 0, lowest=0),
+            "metrics_port": _env_port("LINJERUM_METRICS_PORT", 0, lowest=0),
             "trusted_proxies": os.environ.get("LINJERUM_TRUSTED_PROXIES", ""),
             "desk_affinity": _env_bool("LINJERUM_DESK_AFFINITY", True),
             "ready_max_lag_seconds": _env_int("LINJERUM_READY_MAX_LAG_SECONDS", 30),

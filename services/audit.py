@@ -116,7 +116,7 @@ def add_commands(add_parser: Any, since: Any, positive: Any) -> None:
         "the organization's API keys caused.",
     )
     found.add_argument("--org", default=None, help="organization slug")
-    found.add_argument("--key", type=int, default=None, help="API key id")
+    found.add_argument("--key", type=positive, default=None, help="API key id")
     found.add_argument("--request-id", default=None, help="the X-Request-ID of a partner call")
     found.add_argument(
         "--correlation",
@@ -186,7 +186,9 @@ async def run(args: argparse.Namespace, pool: Any) -> int:
     if args.org is not None:
         organization_id = await organization_id_by_slug(pool, args.org)
         if organization_id is None:
-            print(f"no organization with slug {args.org!r}", file=sys.stderr)
+            print(
+                f"linjerum {args.command}: no organization with slug {args.org!r}", file=sys.stderr
+            )
             return 1
     if args.seat is not None or args.event is not None:
         return await _seat(args, pool, organization_id)

@@ -1,6 +1,7 @@
-"""The `linjerum` command line: run the service, seed demo data, manage API keys, rebuild read
-models, show recent partner API activity. Every data command accepts --data-dir and honours
-DATABASE_URL / NATS_URL."""
+"""The `linjerum` command line: run the service (or one of its components), seed demo data,
+manage API keys, change a venue's seat plan, rebuild or re-drive read models, republish
+events, and look into the store (events, audit, state, activity). Every data command accepts
+--data-dir and honours DATABASE_URL / NATS_URL."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import functools
 import re
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     add_parser = functools.partial(commands.add_parser, parents=[common])
 
     run = add_parser("run", help="run every component, in a process per group of them")
-    run.add_argument("--port", type=int, default=None, help="gateway port (default 8080)")
+    run.add_argument("--port", type=_listen_port, default=None, help="gateway port (default 8080)")
     run.add_argument("--host", default=None, help="gateway address (default 127.0.0.1)")
     run.add_argument("--no-seed", action="store_true", help="do not create the demo data")
     run.add_argument(
@@ -82,8 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     for component in COMPONENTS:
         single = add_parser(component, help=f"run only the {component} (production)")
         if component == "gateway":
-            single.add_argument("--port", type=int, default=None)
-            single.add_argument("--host", default=None)
+            single.add_argument("--port", type=_listen_port, default=None, help="default 8080")
+            single.add_argument("--host", default=None, help="default 127.0.0.1")
         if component == "projector":
             single.add_argument(
                 "--read-models",
@@ -129,11 +130,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--org", required=True, help="organization slug")
     create.add_argument("--name", required=True)
     create.add_argument("--allowed-origin", action="append", default=[], dest="allowed_origins")
-    create.add_argument("--rate-limit", type=int, default=120, help="requests per minute")
+    create.add_argument(
+        "--rate-limit", type=_up_to(2**31 - 1), default=120, help="requests per minute"
+    )
     listing = add_key_parser("list", help="list an organization's keys")
     listing.add_argument("--org", required=True)
     revoke = add_key_parser("revoke", help="revoke a key on every gateway at once")
-    revoke.add_argument("key_id", type=int)
+    revoke.add_argument("key_id", type=_positive)
 
     venues = add_parser("venues", help="change venues")
     venue_commands = venues.add_subparsers(dest="venues_command", required=True)
@@ -147,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
         "without an id is added. Refused when a seat held or sold for one of the venue's "
         "events would be gone.",
     )
-    set_plan.add_argument("venue_id", type=int)
+    set_plan.add_argument("venue_id", type=_positive)
     set_plan.add_argument("file", type=Path, metavar="FILE.json")
 
     rebuild_cmd = add_parser("rebuild", help="rebuild a read model from the events")
@@ -160,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
 
     activity = add_parser("activity", help="recent partner API calls, newest first")
     activity.add_argument("--org", required=True, help="organization slug")
-    activity.add_argument("--key", type=int, default=None, help="only this API key id")
+    activity.add_argument("--key", type=_positive, default=None, help="only this API key id")
     activity.add_argument(
         "--since", type=_since, default=None, help="ISO-8601 time or a duration ago: 15m, 2h, 1d"
     )
@@ -192,6 +195,7 @@ def _since(value: str) -> datetime:
 
 
 def _port(value: str) -> int:
+    """A port to listen on for health or metrics: 0 is none."""
     try:
         number = int(value)
     except ValueError:
@@ -201,14 +205,34 @@ def _port(value: str) -> int:
     return number
 
 
-def _positive(value: str) -> int:
+def _listen_port(value: str) -> int:
+    """The gateway's port, which the service prints and the simulator's webhooks go to: a port
+    the system would choose (0) is known to neither."""
     try:
         number = int(value)
     except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
+        number = -1
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (1-65535)")
     return number
+
+
+def _up_to(largest: int) -> Callable[[str], int]:
+    """A positive integer the database can hold (a bigint id or limit, an integer rate)."""
+
+    def positive(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if not 1 <= number <= largest:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer up to {largest}")
+        return number
+
+    return positive
+
+
+_positive = _up_to(2**63 - 1)
 
 
 def _print_json(value: Any) -> None:
@@ -230,7 +254,7 @@ async def _keys(args: argparse.Namespace, pool: Any) -> int:
         return 0
     organization_id = await organization_id_by_slug(pool, args.org)
     if organization_id is None:
-        print(f"no organization with slug {args.org!r}", file=sys.stderr)
+        print(f"linjerum {args.command}: no organization with slug {args.org!r}", file=sys.stderr)
         return 1
     if args.keys_command == "list":
         for key in await list_keys(pool, organization_id):
@@ -265,7 +289,7 @@ async def _keys(args: argparse.Namespace, pool: Any) -> int:
 async def _activity(args: argparse.Namespace, pool: Any) -> int:
     organization_id = await organization_id_by_slug(pool, args.org)
     if organization_id is None:
-        print(f"no organization with slug {args.org!r}", file=sys.stderr)
+        print(f"linjerum {args.command}: no organization with slug {args.org!r}", file=sys.stderr)
         return 1
     entries = await recent_activity(
         pool, organization_id, api_key_id=args.key, since=args.since, limit=args.limit
@@ -393,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         health_port=getattr(args, "health_port", None),
         metrics_port=getattr(args, "metrics_port", None),
     )
-    configure_logging(settings.log_level)
+    # --quiet asks for the command's answer alone: no progress lines, no servers' notes.
+    configure_logging("warning" if getattr(args, "quiet", False) else settings.log_level)
     with contextlib.suppress(KeyboardInterrupt):
         try:
             return asyncio.run(_main(args, settings))
@@ -406,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
             server = dependency_of(exc) or _refused_by_postgres(exc)
             if server is None:
                 raise
-            print(f"linjerum {args.command}: cannot use {server}: {exc}", file=sys.stderr)
+            reason = str(exc) or type(exc).__name__  # a timeout says nothing of itself
+            print(f"linjerum {args.command}: cannot use {server}: {reason}", file=sys.stderr)
             return 1
     return 130
 

@@ -3,6 +3,7 @@ free, with a message naming the process that holds one."""
 
 from __future__ import annotations
 
+import errno
 import socket
 
 import psutil
@@ -46,22 +47,31 @@ def check_ports(settings: Settings, components: tuple[str, ...], *, simulates: b
             )
         )
     for what, host, port, option in wanted:
-        if not _bindable(host, port):
+        refused = _bind_refusal(host, port)
+        if refused is None:
+            continue
+        if refused.errno == errno.EADDRINUSE:
             raise PortInUse(
                 f"linjerum: port {port} ({what}) on {host} is already in use{_holder(port)};"
                 f" stop that process or choose another port ({option})"
             )
+        raise PortInUse(
+            f"linjerum: cannot listen on {host} port {port} ({what}):"
+            f" {refused.strerror or refused}; is {host} an address of this machine?"
+        )
 
 
-def _bindable(host: str, port: int) -> bool:
+def _bind_refusal(host: str, port: int) -> OSError | None:
+    """Why `host`:`port` cannot be listened on (the port taken, the address not this
+    machine's or no address at all), or None."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            return exc
+    return None
 
 
 def _holder(port: int) -> str:

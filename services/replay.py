@@ -253,11 +253,18 @@ async def _publish(
     elif args.to is not None:
         end = min(end, args.to)
     summary = await range_summary(pool, after, end)
+    if args.to is not None and not summary.events:  # a --to before the range's first event
+        print(
+            f"linjerum replay: no event is stored after {label(after)} up to --to"
+            f" {label(args.to) if isinstance(args.to, Position) else args.to.isoformat()}",
+            file=sys.stderr,
+        )
+        return 2
     shown = {"publish": live.nats_stream, "after": label(after), "to": label(end)}
     if args.dry_run:
         _print_json({**shown, **_summary(summary)})
         return 0
-    nc = await connect(live, "replay")
+    nc = await connect(live, "replay", patient=False)
     try:
         with _bar(args, summary.events, "publish") as bar:
             published, refused = await _republish(pool, jetstream(nc), live, after, end, bar.update)

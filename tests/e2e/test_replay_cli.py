@@ -202,6 +202,28 @@ async def test_a_publish_to_a_time_before_the_range_is_refused(
     assert "is before the range" in backwards.stderr
 
 
+async def test_a_publish_up_to_before_the_first_event_is_refused(
+    demo: tuple[Settings, asyncpg.Pool],
+) -> None:
+    """A range from the start of the store whose --to is before its first event ran as an empty
+    range, exit 0: it names nothing to publish."""
+    for to in ("1:1", "2020-01-01T00:00"):
+        empty = _replay(demo[0], "--publish", "--since", "3650d", "--to", to)
+        assert empty.returncode == 2, (empty.stdout, empty.stderr)
+        assert "no event is stored after 0:0 up to --to" in empty.stderr
+
+
+def test_a_publish_to_a_nats_out_of_reach_fails_in_one_line(
+    demo: tuple[Settings, asyncpg.Pool],
+) -> None:
+    """It waited without a word for as long as NATS stayed away (for ever)."""
+    unreachable = replace(demo[0], nats_url="nats://127.0.0.1:1")
+    failed = _replay(unreachable, "--publish", "--since", "1h")
+    assert failed.returncode == 1, failed.stdout
+    (line,) = failed.stderr.strip().splitlines()
+    assert line.startswith("linjerum replay: cannot use nats: "), line
+
+
 def test_replay_needs_something_to_do(demo: tuple[Settings, asyncpg.Pool]) -> None:
     assert _replay(demo[0], "--since", "1h").returncode == 2
     assert _replay(demo[0], "--projection", "catalog", "--to", "1h").returncode == 2

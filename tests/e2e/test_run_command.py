@@ -533,3 +533,60 @@ def test_components_stop_when_the_run_is_killed(
         "a component outlived the killed run",
     )
     _wait_for(lambda: _port_free(port), "the gateway's port stayed taken")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run", "--port", "0"),
+        ("run", "--port", "99999"),
+        ("gateway", "--port", "-1"),
+        ("keys", "create", "--org", "x", "--name", "n", "--rate-limit", "2147483648"),
+        ("keys", "revoke", "99999999999999999999"),
+        ("audit", "--key", "99999999999999999999"),
+        ("activity", "--org", "x", "--limit", "9223372036854775808"),
+    ],
+)
+def test_a_number_out_of_range_is_a_usage_error_not_a_traceback(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """Each reached the database or the socket and ended in a traceback; a port 0 was printed
+    as the service's address and given to the simulator as the webhooks' port."""
+    refused = subprocess.run(
+        [*LINJERUM, "--data-dir", str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith("linjerum ")
+
+
+def test_a_host_not_of_this_machine_is_named_not_a_port_in_use(
+    machine_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = machine_env | {"STRIPE_SIM_PORT": str(_free_port())}
+    port = _free_port()
+    refused = subprocess.run(
+        [
+            *LINJERUM,
+            "--data-dir",
+            str(tmp_path),
+            "run",
+            "--host",
+            "10.255.1.2",
+            "--port",
+            str(port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert refused.returncode == 1, refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert f"cannot listen on 10.255.1.2 port {port}" in line and "in use" not in line

@@ -29,3 +29,22 @@ def test_a_bad_rush_knob_stops_with_its_name(monkeypatch: pytest.MonkeyPatch, ra
     monkeypatch.setenv("LINJERUM_MAIL_LONGEST_DEFERRAL", raw)
     with pytest.raises(SystemExit, match="LINJERUM_MAIL_LONGEST_DEFERRAL"):
         Settings.from_env()
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("LINJERUM_PORT", "99999"),
+        ("LINJERUM_PORT", "0"),
+        ("STRIPE_SIM_PORT", "-1"),
+        ("LINJERUM_SMTP_PORT", "70000"),
+        ("LINJERUM_HEALTH_PORT", "65536"),
+    ],
+)
+def test_a_port_no_socket_takes_stops_with_its_name(
+    monkeypatch: pytest.MonkeyPatch, name: str, raw: str
+) -> None:
+    """It reached the socket and stopped the run with a traceback."""
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(SystemExit, match=f"{name} must be a port"):
+        Settings.from_env()
