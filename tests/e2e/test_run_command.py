@@ -552,14 +552,7 @@ def test_a_number_out_of_range_is_a_usage_error_not_a_traceback(
 ) -> None:
     """Each reached the database or the socket and ended in a traceback; a port 0 was printed
     as the service's address and given to the simulator as the webhooks' port."""
-    refused = subprocess.run(
-        [*LINJERUM, "--data-dir", str(tmp_path), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=_env(),
-        check=False,
-    )
+    refused = _cli(tmp_path, *args)
     assert refused.returncode == 2, refused.stderr
     assert "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].startswith("linjerum ")

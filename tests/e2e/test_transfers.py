@@ -336,24 +336,8 @@ async def test_what_cannot_be_transferred(api, pool) -> None:
     assert (await _offer(api, token, code, 409))["error"] == "transfers_closed"
 
 
-async def test_an_unpaid_ticket_cannot_be_offered(api, pool) -> None:
-    org = await new_organization(pool)
-    venue_id = await venue_with(
-        pool,
-        org,
-        venues.SectionPlan(
-            name="Sal", width=10.0, height=10.0, rows=[venues.Row(identifier="A", start=1, end=2)]
-        ),
-    )
-    plan = c.TicketTypePlan(name="Alm", price_cents=10000, max_per_purchase=20)
-    _, type_id = await put_on_sale(pool, org, venue_id, plan, TEST)
-    token = await issue_key(pool, org)
-    _, created = await post(api, token, "/api/v1/purchases", order(type_id), 201)
-    code = created["purchase"]["tickets"][0]["ticket_code"]
-    assert (await _offer(api, token, code, 409))["error"] == "not_yet_paid"
-
-
-async def test_a_cancelled_orders_ticket_is_not_offered_as_if_it_may_yet_be_paid(api, pool) -> None:
+async def _unpaid(api, pool) -> tuple[str, dict]:
+    """A key and a purchase of one ticket, not paid."""
     org = await new_organization(pool)
     row = venues.Row(identifier="A", start=1, end=2)
     venue_id = await venue_with(
@@ -363,8 +347,19 @@ async def test_a_cancelled_orders_ticket_is_not_offered_as_if_it_may_yet_be_paid
     _, type_id = await put_on_sale(pool, org, venue_id, plan, TEST)
     token = await issue_key(pool, org)
     _, created = await post(api, token, "/api/v1/purchases", order(type_id), 201)
-    await post(api, token, f"/api/v1/purchases/{created['purchase']['token']}/cancel", None, 200)
-    code = created["purchase"]["tickets"][0]["ticket_code"]
+    return token, created["purchase"]
+
+
+async def test_an_unpaid_ticket_cannot_be_offered(api, pool) -> None:
+    token, purchase = await _unpaid(api, pool)
+    code = purchase["tickets"][0]["ticket_code"]
+    assert (await _offer(api, token, code, 409))["error"] == "not_yet_paid"
+
+
+async def test_a_cancelled_orders_ticket_is_not_offered_as_if_it_may_yet_be_paid(api, pool) -> None:
+    token, purchase = await _unpaid(api, pool)
+    await post(api, token, f"/api/v1/purchases/{purchase['token']}/cancel", None, 200)
+    code = purchase["tickets"][0]["ticket_code"]
     assert (await _offer(api, token, code, 409))["error"] == "order_inactive"
 
 
