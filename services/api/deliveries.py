@@ -54,6 +54,11 @@ async def ticket_pdf(request: web.Request) -> web.Response:
 
 async def resend_email(request: web.Request) -> web.Response:
     state = await _paid(request)
+    if not await request.app[DOCUMENTS].holds_any(state):
+        # Answered 202 and sent nothing: the e-mail carries only the tickets still held.
+        raise ApiError(
+            409, "order_inactive", "every ticket of the purchase is refunded or passed on"
+        )
     await enqueue(pool_of(request), state.opened.token, "resend")
     return json_response(ResendReceipt(enqueued=True, token=state.opened.token), 202)
 

@@ -163,6 +163,11 @@ class Documents:
             )
         return pages
 
+    async def holds_any(self, purchase: PurchaseState) -> bool:
+        """Whether the buyer still holds a ticket of the purchase: what an e-mail would carry."""
+        bought = purchase.opened.tickets
+        return bool(_held(bought, await load_tickets(self._pool, [t.id for t in bought])))
+
     async def pdf(
         self,
         purchase: PurchaseState,
@@ -191,12 +196,7 @@ class Documents:
         opened = purchase.opened
         org = await self._catalog.organization(opened.organization_id)
         loaded = await load_tickets(self._pool, [t.id for t in opened.tickets])
-        # A ticket passed on is its new holder's: its link and page go to them, not the buyer.
-        held = [
-            t
-            for t in opened.tickets
-            if not _passed_on(loaded[t.id][0]) and not _refunded(loaded[t.id][0])
-        ]
+        held = _held(opened.tickets, loaded)
         if not held:
             return None
         links = [
@@ -357,6 +357,14 @@ class Documents:
         pdf = await self.pdf(purchase, bought)
         text.append("Billetten er vedhæftet som PDF.")
         return subject, text, [("billet.pdf", pdf, "application/pdf")]
+
+
+def _held(
+    bought: list[PurchasedTicket], loaded: dict[int, tuple[TicketState | None, int]]
+) -> list[PurchasedTicket]:
+    """The tickets the buyer still holds: one passed on is its new holder's (its link and page
+    go to them), one refunded no one's."""
+    return [t for t in bought if not _passed_on(loaded[t.id][0]) and not _refunded(loaded[t.id][0])]
 
 
 def _refunded(state: TicketState | None) -> bool:

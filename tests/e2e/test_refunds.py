@@ -408,6 +408,19 @@ async def test_a_resent_confirmation_tells_what_is_left_after_a_refund(
     assert len(PdfReader(io.BytesIO(attachment.get_content())).pages) == 2
 
 
+async def test_a_resend_of_a_purchase_refunded_whole_is_refused_not_dropped(
+    api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool
+) -> None:
+    """It answered 202 and no e-mail ever went: the e-mail carries only tickets still held."""
+    key, _, type_id = await _event(pool, 2)
+    bought = await _bought(api, stripe_sim, key, type_id, 2)
+    resend = f"/api/v1/purchases/{bought['token']}/resend-email"
+    await post(api, key, resend, {}, 202)
+    await _refund(api, key, bought["token"], {}, 201)
+    _, refused = await post(api, key, resend, {}, 409)
+    assert refused["error"] == "order_inactive"
+
+
 async def test_a_refunded_seats_attendee_view_says_so_in_a_paid_order(
     api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool
 ) -> None:
