@@ -118,7 +118,7 @@ class EmlDirectory:
         fd, temporary = tempfile.mkstemp(dir=self.path, prefix=".", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as file:
-                file.write(message.as_bytes())
+                file.write(_as_sent(message))
             os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -139,7 +139,7 @@ def build_confirmation(
     policy, so no caller-supplied text can inject headers."""
     message = EmailMessage()
     message["From"] = sender
-    message["To"] = to
+    message["To"] = _ascii_domain(to)
     message["Subject"] = subject
     message["Date"] = email.utils.formatdate(usegmt=True)
     message["Message-ID"] = email.utils.make_msgid(domain=_domain_of(sender))
@@ -150,6 +150,27 @@ def build_confirmation(
         maintype, _, subtype = mime_type.partition("/")
         message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return message
+
+
+def _ascii_domain(address: str) -> str:
+    """`address` with its domain in the ASCII form DNS and every mail server take (IDNA,
+    `blåbær.dk` -> `xn--blbr-roa8a.dk`): spelled in UTF-8, it could be sent only to a server
+    that speaks SMTPUTF8, and in a file it was encoded into the header as no reader takes it."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return address
+
+
+def _as_sent(message: EmailMessage) -> bytes:
+    """The message's bytes as a server gets them: a mailbox whose own name is not ASCII only
+    as SMTPUTF8 sends it (encoded words are not allowed in an address)."""
+    if str(message.get("To", "")).isascii():
+        return message.as_bytes()
+    return message.as_bytes(policy=message.policy.clone(utf8=True))
 
 
 def _address_of(mailbox: str) -> str:

@@ -441,3 +441,37 @@ async def test_a_row_is_kept_while_its_send_lasts_and_freed_when_its_worker_dies
         await asyncio.sleep(0.8)
         assert await second.work_due() == 1
     assert inbox.subjects() == [f"confirmation {token}"]
+
+
+async def test_a_buyer_at_an_international_domain_is_mailed_by_its_ascii_name(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """`kunde@blåbær.dk` went out only to a server that speaks SMTPUTF8 (others refused every
+    try, and the confirmation was lost), and into a file as an encoded word inside the
+    address; its domain is sent as DNS names it (IDNA). A mailbox whose own name is not ASCII
+    is written as SMTPUTF8 sends it."""
+
+    def to(address: str) -> Callable[[str, str], Any]:
+        async def compose_to(purchase_token: str, kind: str) -> EmailMessage:
+            return build_confirmation(
+                to=address, sender=SENDER, subject=kind, text="-", html=None, attachments=[]
+            )
+
+        return compose_to
+
+    inbox, port, token = Inbox(), free_port(), _token()
+    with smtp_server(inbox, port):  # aiosmtpd offers no SMTPUTF8
+        mailer = Mailer(
+            pool, SmtpTransport(_settings(port)), to("kunde@blåbær.dk"), backoff=TINY_BACKOFF
+        )
+        assert await enqueue(pool, token, "confirmation")
+        assert await mailer.work_due() == 1
+    (message,) = inbox.messages
+    assert message["To"] == "kunde@xn--blbr-roah.dk"
+
+    folder, other = tmp_path / "mail", _token()
+    writer = Mailer(pool, EmlDirectory(folder), to("blåbær@example.dk"), backoff=TINY_BACKOFF)
+    assert await enqueue(pool, other, "confirmation")
+    await writer.work_due()
+    (written,) = folder.iterdir()
+    assert b"To: bl\xc3\xa5b\xc3\xa6r@example.dk" in written.read_bytes()
