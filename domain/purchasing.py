@@ -131,6 +131,11 @@ class LatePaymentRefundDecided(Event, frozen=True):
     reason: str
 
 
+def late_payment_refund_id(token: str) -> str:
+    """The id a late payment's refund is listed and mailed by (there is one per purchase)."""
+    return f"late-payment-{token}"
+
+
 class LatePaymentRefunded(Event, frozen=True):
     """Stripe made the refund a LatePaymentRefundDecided called for. Streams written before
     that event existed have this one alone: the refund was made on the webhook's path then."""

@@ -12,7 +12,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from domain.purchasing import PurchaseState, RefundDecided, RefundReported
+from domain.purchasing import PurchaseState, RefundDecided, RefundReported, late_payment_refund_id
 from domain.refunds import REASON_MAX, RefundRequestState
 from infra.idempotency import Claim
 from services.api import idempotent
@@ -155,7 +155,7 @@ def _late_payment_view(state: PurchaseState) -> RefundView:
     opened = state.opened
     reason = state.refund_decision.reason if state.refund_decision else "late payment"
     return RefundView(
-        id=f"late-payment-{opened.token}",
+        id=late_payment_refund_id(opened.token),
         purchase_token=opened.token,
         ticket_ids=[t.id for t in opened.tickets],
         amount_cents=opened.pricing.total_cents,

@@ -243,7 +243,8 @@ class Documents:
         )
 
     async def refund_message(self, purchase_token: str) -> EmailMessage | None:
-        """To the buyer: what has been refunded of their purchase. Each refund queues one
+        """To the buyer: what has been refunded of their purchase (or a payment that came too
+        late given back, with no tickets). Each refund queues one
         (the outbox folds by refund); each tells every refund so far, so two refunds queued
         before the first message goes out are both told, never one twice as the only news."""
         purchase = await load_purchase(self._pool, purchase_token)
@@ -258,6 +259,12 @@ class Documents:
             f" (adgangskode {opened.access_code}).",
             "Pengene går tilbage til det kort, du betalte med; det kan tage nogle dage.",
         ]
+        if purchase.refund_decision is not None:  # a late payment, given back whole
+            text.insert(
+                1,
+                "Betalingen nåede frem, efter at købet var udløbet eller annulleret, og"
+                " pladserne var solgt til andre; du har ingen billetter fra dette køb.",
+            )
         if gone:
             text += [
                 "",

@@ -25,10 +25,13 @@ from infra.payments import (
 )
 from projections.payment_effects import PaymentEffectsProjection
 from projections.rebuild import rebuild
+from projections.refund_mail import RefundMailProjection
 from services.api.context import PURCHASES
 from services.usecases import catalog_commands
+from services.usecases.ticket_documents import Documents
 from services.workers.payment_effects import PaymentEffects
 from tests.e2e.conftest import (
+    BUYER,
     TEST,
     bearer,
     order,
@@ -176,6 +179,17 @@ async def test_a_late_payment_for_a_seat_sold_since_is_refunded_exactly_once(
     assert refunds["refunded_cents"] == late["amount_cents"] == body["total_cents"]
     assert (late["by"], late["status"]) == ("linjerum", "succeeded")
     assert late["stripe_refund_id"] and late["ticket_ids"] == [t["id"] for t in body["tickets"]]
+    # The buyer is told, once: the money went back and no ticket came of it (no e-mail was).
+    for _ in range(2):
+        await rebuild(pool, RefundMailProjection())
+    queued = await pool.fetch(
+        "SELECT kind FROM mail_outbox WHERE purchase_token = $1 AND kind = 'refund'", purchase
+    )
+    assert len(queued) == 1
+    documents = Documents(pool, gateways[0].app[PURCHASES].catalog, "t@example.com", "{token}")
+    message = await documents.compose(purchase, "refund")
+    assert message is not None and message["To"] == BUYER["email"]
+    assert "Betalingen nåede frem" in message.get_body(("plain",)).get_content()
 
 
 async def _discount_uses(pool: asyncpg.Pool, code: str) -> int:
