@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
@@ -65,23 +65,23 @@ async def event_availability(request: web.Request, event: EventSeats) -> Snapsho
 async def available_of(request: web.Request, event: EventSeats) -> dict[int, int]:
     """What is left of each ticket type, by id in the ticket types' order."""
     types = list(event.ticket_types.values())
-    return await left_per_type(
-        pool_of(request), event.sections, types, event.taken, event.held_per_type
-    )
+    return await left_per_type(request, event.id, event.sections, types, event.taken)
 
 
 async def left_per_type(
-    pool: asyncpg.Pool,
+    request: web.Request,
+    event_id: int,
     sections: list[Section],
     types: list[TicketType],
     taken: TakenSeats,
-    held_per_type: Mapping[int, int],
 ) -> dict[int, int]:
-    """What is left of each of an event's ticket types, given its seats taken and what a sales
-    desk counts held per type beyond the read model."""
-    counts = await availability.taken_per_type(pool, [t.id for t in types])
-    for type_id, held in held_per_type.items():
-        counts[type_id] = max(counts.get(type_id, 0), held)
+    """What is left of each of an event's ticket types, given its seats taken: counted as the
+    sales desk selling here has stored them (a release a moment ago counts free, as a hold
+    counts taken), else as the read model has them."""
+    counts = await availability.taken_per_type(pool_of(request), [t.id for t in types])
+    here = await request.app[PURCHASES].seats.counted_now(event_id, counts)
+    if here is not None:
+        counts = {t.id: here.get(t.id, 0) for t in types}
     per_section: Counter[int] = Counter(section_id for section_id, _, _ in taken)
     return available_per_type(sections, types, per_section, counts)
 
@@ -125,7 +125,7 @@ def plan_as_sold_here(
         row = await catalog.event_by_id(pool_of(request), organization_of(request), query.event_id)
         if row is None or row["venue_id"] != venue_id:
             raise not_found("venue or event")
-        sold, _, version = await taken_now(request, row["id"])
+        sold, version = await taken_now(request, row["id"])
         return await shared_answer(
             request, build.__name__, lambda: build(request, row, sold), version
         )

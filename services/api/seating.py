@@ -12,8 +12,8 @@ than all the rest."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 import asyncpg
@@ -81,8 +81,6 @@ class EventSeats(_Plan):
     the seats taken."""
 
     taken: seating.TakenSeats
-    # Per ticket type, what this gateway's sales desk counts taken (`event_seats_now`).
-    held_per_type: Mapping[int, int] = field(default_factory=dict)
 
 
 async def event_seats(request: web.Request) -> EventSeats:
@@ -108,17 +106,15 @@ async def _shown_taken(request: web.Request, event_id: int) -> seating.TakenSeat
     )
 
 
-async def taken_now(
-    request: web.Request, event_id: int
-) -> tuple[seating.TakenSeats, Mapping[int, int], int | None]:
-    """The event's taken seats, and its counts per ticket type beyond the read model's, as
-    `event_seats_now` has them (a seat bought or given back a moment ago shows as such on the
-    gateway that sold it), with the desk's version (None where no desk here sells it)."""
+async def taken_now(request: web.Request, event_id: int) -> tuple[seating.TakenSeats, int | None]:
+    """The event's taken seats as `event_seats_now` has them (a seat bought or given back a
+    moment ago shows as such on the gateway that sold it), with the desk's version (None where
+    no desk here sells it)."""
     shown = await _shown_taken(request, event_id)
     selling = await request.app[PURCHASES].seats.selling_now(event_id, shown, DESK_IN_STEP_SECONDS)
     if selling is None:
-        return shown, {}, None
-    return selling.taken, selling.taken_per_type, selling.version
+        return shown, None
+    return selling.taken, selling.version
 
 
 def seat_refs(taken: seating.TakenSeats) -> list[SeatRef]:
@@ -138,7 +134,7 @@ async def event_seats_now(request: web.Request) -> tuple[EventSeats, int | None]
     )
     if selling is None:
         return event, None
-    now = replace(event, taken=selling.taken, held_per_type=selling.taken_per_type)
+    now = replace(event, taken=selling.taken)
     return now, selling.version
 
 

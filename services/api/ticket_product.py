@@ -139,8 +139,8 @@ async def _stock(request: web.Request, ticket: Ticket) -> _Stock:
         scheduled = await cache.scheduled(event_id)
         types = scheduled.ticket_types
         sections = await cache.sections_of_event(event_id)
-        taken, held_per_type, _ = await taken_now(request, event_id)
-        left = await left_per_type(pool, sections, types, taken, held_per_type)
+        taken, _ = await taken_now(request, event_id)
+        left = await left_per_type(request, event_id, sections, types, taken)
         total = available_per_type(sections, types, {}, {})[type_id]
         sales = (scheduled.sales_start_date, scheduled.sales_end_date)
     else:

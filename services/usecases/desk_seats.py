@@ -19,11 +19,10 @@ from services.usecases.sales_desks import Desks
 
 @dataclass(frozen=True)
 class SellingNow:
-    """An event's taken seats and counts per ticket type as its sales desk here has stored
-    them, at the desk's `version` of the event's stream."""
+    """An event's taken seats as its sales desk here has stored them, at the desk's `version`
+    of the event's stream."""
 
     taken: TakenSeats
-    taken_per_type: dict[int, int]
     version: int
 
 
@@ -36,6 +35,8 @@ class DeskSeats:
         self._seen: dict[int, tuple[TakenSeats, float]] = {}
         # Per event, the desk's own taken seats at a version of the stream.
         self._stored: dict[int, tuple[int, TakenSeats]] = {}
+        # Per event, the read model's latest counts per ticket type seen here and when first.
+        self._counted: dict[int, tuple[dict[int, int], float]] = {}
 
     async def taken(self, event_id: int, shown: TakenSeats, within: float) -> TakenSeats:
         """The seats the availability read model shows taken (`shown`) and those the event's
@@ -76,7 +77,26 @@ class DeskSeats:
                 await desk.catch_up(0.0)
                 state = desk.cached.state
             merged = self._as_stored(event_id, desk.cached.version, state)
-        return SellingNow(merged, dict(state.taken_per_type), desk.cached.version)
+        return SellingNow(merged, desk.cached.version)
+
+    async def counted_now(self, event_id: int, shown: dict[int, int]) -> dict[int, int] | None:
+        """Per ticket type, what is taken as this process's sales desk has stored it, or None
+        when this process does not sell the event: a cancelled or refunded purchase's standing
+        places count free the moment the release is stored. Where the read model (`shown`)
+        counts more of a type, the desk reads its stream first unless it was in step with it
+        after those counts were first seen here: then it is the newer of the two."""
+        desk = self._desks.find(streams.event(event_id))
+        if desk is None or not desk.cached.version:
+            return None
+        state: holds.EventInventory = desk.cached.state
+        if any(n > state.taken_per_type.get(t, 0) for t, n in shown.items()):
+            seen = self._counted.get(event_id)
+            if seen is None or seen[0] != shown:
+                seen = self._counted[event_id] = (shown, time.monotonic())
+            if desk.in_step_at < seen[1]:
+                await desk.catch_up(0.0)
+                state = desk.cached.state
+        return dict(state.taken_per_type)
 
     async def to_pass_over(self, event_id: int, shown: TakenSeats, within: float) -> TakenSeats:
         """The seats a suggestion must not offer: as `selling_now` has them where this process
