@@ -163,13 +163,8 @@ async def attraction_availability_at(
         )
     taken = inventory.taken_per_day[day] if day is not None else 0
     status, shown, remaining = attraction_day(left, opened.daily_max_tickets, visit, taken)
-    return AttractionAvailability(
-        attraction_id=opened.attraction_id,
-        status=status,
-        ticket_types={str(tid): n for tid, n in shown.items()},
-        daily_max_tickets=opened.daily_max_tickets,
-        date=day,
-        date_remaining=remaining,
+    return AttractionAvailability.of_day(
+        opened.attraction_id, status, shown, opened.daily_max_tickets, day, remaining
     )
 
 

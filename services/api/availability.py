@@ -210,14 +210,7 @@ async def attraction_availability(
             )
     status, shown, remaining = attraction_day(left, cap, day, taken)
     return snapshot(
-        s.AttractionAvailability(
-            attraction_id=row["id"],
-            status=status,
-            ticket_types={str(tid): n for tid, n in shown.items()},
-            daily_max_tickets=cap,
-            date=query.date,
-            date_remaining=remaining,
-        ),
+        s.AttractionAvailability.of_day(row["id"], status, shown, cap, query.date, remaining),
     )
 
 

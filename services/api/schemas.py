@@ -3,11 +3,12 @@ OpenAPI document describes, field for field as in the spec's examples."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Annotated, Literal
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from domain.catalog import OpeningHours
 from domain.inventory.events import SeatRef
@@ -212,10 +213,32 @@ class AttractionAvailabilityQuery(Query):
     date: date | None = None
 
 
-class AttractionAvailability(Payload, omit_defaults=True):
+class AttractionAvailability(Payload):
+    """`date` and `date_remaining` are there when a date is asked for (`date_remaining` null
+    where the attraction has no daily cap), left out otherwise."""
+
     attraction_id: int
     status: AttractionStatus
     ticket_types: dict[str, int]
     daily_max_tickets: int | None
-    date: date | None = None
-    date_remaining: int | None = None
+    date: date | UnsetType = UNSET
+    date_remaining: int | UnsetType | None = UNSET
+
+    @classmethod
+    def of_day(
+        cls,
+        attraction_id: int,
+        status: AttractionStatus,
+        shown: Mapping[int, int],
+        daily_max_tickets: int | None,
+        day: date | None,
+        remaining: int | None,
+    ) -> AttractionAvailability:
+        return cls(
+            attraction_id=attraction_id,
+            status=status,
+            ticket_types={str(tid): n for tid, n in shown.items()},
+            daily_max_tickets=daily_max_tickets,
+            date=UNSET if day is None else day,
+            date_remaining=UNSET if day is None else remaining,
+        )

@@ -306,7 +306,7 @@ async def small_attraction(
     pool: asyncpg.Pool,
     *,
     price: int,
-    daily_max: int,
+    daily_max: int | None,
     name: str = "Museum",
     stripe_account: str | None = "acct_sim_x",
     capacity: int | None = None,

@@ -22,6 +22,7 @@ from tests.e2e.conftest import (
     order,
     post,
     rebuild_read_models,
+    small_attraction,
     small_event,
 )
 
@@ -298,6 +299,14 @@ async def test_attractions_and_daily_capacity(api, demo_token, pool: asyncpg.Poo
     assert body["daily_max_tickets"] == 300 and body["status"] == "available"
     plain = await _get(api, demo_token, "/api/v1/attractions/louisiana-museum/availability")
     assert "date_remaining" not in plain and "date" not in plain
+    # Asked for a date, an attraction with no daily cap says so: the field is there, null.
+    token, _ = await small_attraction(pool, price=100, daily_max=None)
+    await rebuild_read_models(pool)
+    uncapped = await _get(
+        api, token, "/api/v1/attractions/museum/availability", params={"date": day.isoformat()}
+    )
+    assert (uncapped["date"], uncapped["date_remaining"]) == (day.isoformat(), None)
+    assert uncapped["daily_max_tickets"] is None
     bad = await _get(
         api,
         demo_token,
