@@ -16,7 +16,7 @@ COLOR = re.compile(r"^#[0-9A-Fa-f]{6}\Z")
 # What a person's name printed on a ticket or shown at a gate must not carry: control characters
 # (a terminal's escapes, line breaks) and the direction overrides and isolates that make a name
 # read as another.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 class Struct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -33,8 +33,11 @@ def aware(value: datetime | None, field: str) -> None:
 
 
 def text(value: str, field: str, limit: int = 200) -> None:
+    """A name or title: one line of printable text (a NUL or a lone surrogate, which no
+    PostgreSQL text holds, failed the command's append with the database's traceback)."""
     require(bool(value.strip()), field, f"{field} must not be empty")
     require(len(value) <= limit, field, f"{field} is longer than {limit} characters")
+    printable(value, field)
 
 
 def printable(value: str | None, field: str) -> None:

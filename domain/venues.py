@@ -99,6 +99,11 @@ class ChangeSeatPlan(Struct):
     sections: list[PlannedSection]
 
 
+# A plan is drawn and held in memory seat by seat: a row of a trillion seats took the machine.
+MAX_ROW_SEATS = 1000
+MAX_SEAT_NUMBER = 99_999
+
+
 def _check_section(section: SectionPlan, field: str) -> None:
     text(section.name, f"{field}.name")
     require(bool(COLOR.match(section.color)), f"{field}.color", "color is #RRGGBB")
@@ -129,6 +134,11 @@ def _check_section(section: SectionPlan, field: str) -> None:
         text(row.identifier, f"{field}.rows[{i}].identifier", 10)
         require(row.identifier not in seen, f"{field}.rows[{i}].identifier", "duplicate row")
         require(1 <= row.start <= row.end, f"{field}.rows[{i}].end", "seats run start..end")
+        require(
+            row.end - row.start < MAX_ROW_SEATS and row.end <= MAX_SEAT_NUMBER,
+            f"{field}.rows[{i}].end",
+            f"a row has at most {MAX_ROW_SEATS} seats, numbered up to {MAX_SEAT_NUMBER}",
+        )
         seen.add(row.identifier)
 
 

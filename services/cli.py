@@ -304,8 +304,12 @@ async def _set_plan(args: argparse.Namespace, pool: Any) -> int:
         cmd = msgspec.json.decode(args.file.read_bytes(), type=ChangeSeatPlan)
         venue = await load_venue(pool, args.venue_id)
         changed = await change_seat_plan(pool, venue.organization_id, args.venue_id, cmd, CLI)
-    except (OSError, msgspec.ValidationError, msgspec.DecodeError, DomainError) as exc:
+    except (OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
         print(f"linjerum venues set-plan: {exc}", file=sys.stderr)
+        return 1
+    except DomainError as exc:
+        where = f"{exc.field}: " if exc.field and not exc.detail.startswith(exc.field) else ""
+        print(f"linjerum venues set-plan: {where}{exc.detail}", file=sys.stderr)
         return 1
     _print_json({"venue_id": args.venue_id, "changed": changed})
     return 0

@@ -12,6 +12,7 @@ import asyncpg
 from domain import catalog, discounts, streams, venues
 from domain.errors import AlreadyExists, NotFound
 from domain.events import Event
+from domain.inventory import holds
 from infra.eventstore import (
     NO_STREAM,
     ConcurrencyError,
@@ -21,11 +22,11 @@ from infra.eventstore import (
     read_stream,
 )
 from infra.supervise import detached
-from projections import availability
 from projections import catalog as catalog_reads
 
 Pool = asyncpg.Pool | asyncpg.Connection
 ID_BLOCK = 2000  # an on-sale's first second or more of tickets; ids never handed out are never used
+PLAN_ATTEMPTS = 10
 
 
 async def allocate_ids(pool: Pool, count: int) -> list[int]:
@@ -176,17 +177,11 @@ async def change_seat_plan(
     metadata: Metadata,
 ) -> bool:
     """Replaces the venue's sections; False when the plan is the one it has. The seats held
-    or sold for the venue's events, and the sections their ticket types sell from, are read
-    from the read models: a hold or an event they have not applied yet is not seen."""
-    venue, version = await _venue_state(pool, venue_id)
-    if venue.organization_id != organization_id:
-        raise NotFound(f"venue {venue_id} not found", "venue_id")
+    or sold for the venue's events are read from the events' streams, and the change is stored
+    only while each stream is at the version read (a hold stored meanwhile makes it decide
+    again), so no seat held a moment ago is planned away; the events at the venue and the
+    sections their ticket types sell from are read from the catalog read model."""
     event_ids = await catalog_reads.event_ids_at_venue(pool, venue_id)
-    taken = [
-        (seat.section_id, seat.row, seat.seat_number)
-        for event_id in event_ids
-        for seat in await availability.taken_seats(pool, event_id)
-    ]
     sold_in = {
         section_id: f"ticket type {t.id} ({t.name}) of event {event_id}"
         for event_id in event_ids
@@ -194,11 +189,43 @@ async def change_seat_plan(
         for section_id in t.section_ids
     }
     fresh = await allocate_ids(pool, sum(s.id is None for s in cmd.sections))
-    events = venues.change_seat_plan(cmd, venue, fresh, taken, sold_in)
-    if not events:
-        return False
-    await append(pool, [PendingAppend(streams.venue(venue_id), version, events)], metadata)
-    return True
+    for _ in range(PLAN_ATTEMPTS):
+        venue, version = await _venue_state(pool, venue_id)
+        if venue.organization_id != organization_id:
+            raise NotFound(f"venue {venue_id} not found", "venue_id")
+        taken, seen = await _held_seats(pool, event_ids)
+        events = venues.change_seat_plan(cmd, venue, fresh, taken, sold_in)
+        if not events:
+            return False
+        unchanged = [PendingAppend(stream, at, []) for stream, at in seen.items()]
+        try:
+            await append(
+                pool,
+                [PendingAppend(streams.venue(venue_id), version, events), *unchanged],
+                metadata,
+            )
+        except ConcurrencyError:
+            continue
+        return True
+    raise ConcurrencyError(streams.venue(venue_id), "the venue's events kept selling meanwhile")
+
+
+async def _held_seats(
+    pool: Pool, event_ids: list[int]
+) -> tuple[list[tuple[int, str, int]], dict[str, int]]:
+    """The seats held or sold for the events, as their streams have them, and each stream's
+    version."""
+    taken: list[tuple[int, str, int]] = []
+    seen: dict[str, int] = {}
+    for event_id in event_ids:
+        stream = streams.event(event_id)
+        recorded = await read_stream(pool, stream)
+        inventory = holds.EventInventory()
+        for event in recorded:
+            inventory = holds.evolve_inventory(inventory, event.event())
+        taken.extend(inventory.taken)
+        seen[stream] = len(recorded)
+    return taken, seen
 
 
 async def schedule_event(

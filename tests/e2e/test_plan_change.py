@@ -118,3 +118,21 @@ async def test_a_section_the_events_sell_from_cannot_leave_the_plan(
     shown = await api.get("/api/v1/events/show/availability", headers=bearer(scene.token))
     assert (await shown.json())["ticket_types"] == {str(scene.type_id): 20}
     await post(api, scene.token, "/api/v1/purchases", order(scene.type_id, 2), 201)
+
+
+async def test_a_seat_held_a_moment_ago_cannot_be_planned_away(
+    api, pool: asyncpg.Pool, scene: Scene
+) -> None:
+    """The held seats were read from the availability read model: a hold it had not applied
+    yet (here it is not projected at all) was planned away, and the seat sold was in no plan.
+    They are read from the event's stream, and the change is stored only at the version read."""
+    sold = await _buy(api, scene, 1)
+    shorter = venues.ChangeSeatPlan(
+        sections=[_hall(sold["section_id"], [venues.Row(identifier="A", start=2, end=20)])]
+    )
+    with pytest.raises(InvalidCommand):
+        await catalog_commands.change_seat_plan(
+            pool, scene.organization_id, scene.venue_id, shorter, TEST
+        )
+    rows = (await catalog_commands.load_venue(pool, scene.venue_id)).sections[0].rows
+    assert [(r.identifier, r.start, r.end) for r in rows] == [("A", 1, 20)]

@@ -59,6 +59,35 @@ def test_row_with_seats_running_backwards_is_refused() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        # A row of a trillion seats took gigabytes and a minute before anything was refused.
+        (
+            SectionPlan(
+                name="S", width=1.0, height=1.0, rows=[Row(identifier="A", start=1, end=10**12)]
+            ),
+            "sections[0].rows[0].end",
+        ),
+        # A NUL or a lone surrogate failed the append with the database's traceback.
+        (SectionPlan(name="Sal\x00", width=1.0, height=1.0, rows=HALL.rows), "sections[0].name"),
+        (
+            SectionPlan(
+                name="S", width=1.0, height=1.0, rows=[Row(identifier="\ud800", start=1, end=2)]
+            ),
+            "sections[0].rows[0].identifier",
+        ),
+    ],
+)
+def test_a_section_no_plan_can_hold_is_refused(section: SectionPlan, field: str) -> None:
+    _refused(
+        lambda: venues.register_venue(
+            RegisterVenue(key="v", name="V", sections=[section]), 1, 2, [3]
+        ),
+        field,
+    )
+
+
 def _event(**changes) -> ScheduleEvent:
     base = {
         "slug": "hamlet",
