@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -300,6 +300,29 @@ async def small_event(
     plan = c.TicketTypePlan(name="Alm", price_cents=price, max_per_purchase=20, **ticket)
     event_id, type_id = await put_on_sale(pool, org, venue_id, plan, TEST)
     return await issue_key(pool, org), event_id, type_id
+
+
+async def koncert(pool: asyncpg.Pool, organization_id: int, places: int) -> int:
+    """The published event `koncert` of the organization, five days ahead, selling `places`
+    standing places of its own venue as one type (`Gulv`, 100.00): its ticket type's id."""
+    venue_id = await venue_with(pool, organization_id, standing(places))
+    venue = await catalog_commands.load_venue(pool, venue_id)
+    event_id = await catalog_commands.schedule_event(
+        pool,
+        organization_id,
+        c.ScheduleEvent(
+            slug="koncert",
+            name="Koncert",
+            venue_id=venue_id,
+            event_date=datetime.now(UTC) + timedelta(days=5),
+            publish=True,
+            ticket_types=[
+                c.TicketTypePlan(name="Gulv", price_cents=10000, section_ids=[venue.sections[0].id])
+            ],
+        ),
+        TEST,
+    )
+    return await first_ticket_type(pool, f"event-{event_id}")
 
 
 async def small_attraction(

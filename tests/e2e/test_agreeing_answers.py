@@ -25,13 +25,12 @@ from tests.e2e.conftest import (
     buyer_bundle,
     first_ticket_type,
     issue_key,
+    koncert,
     new_organization,
     order,
     post,
     rebuild_read_models,
     small_event,
-    standing,
-    venue_with,
 )
 
 ZONE = "America/New_York"
@@ -329,26 +328,9 @@ async def test_standing_places_given_back_count_free_at_once(api, pool) -> None:
     read model's count and the selling desk's: places a cancel gave back a moment ago stayed
     taken (and a type sold out stayed `sold_out`) until the read model caught up."""
     org = await new_organization(pool)
-    venue_id = await venue_with(pool, org, standing(4))
-    venue = await catalog_commands.load_venue(pool, venue_id)
-    type_plan = c.TicketTypePlan(name="Gulv", price_cents=10000, section_ids=[venue.sections[0].id])
-    await catalog_commands.schedule_event(
-        pool,
-        org,
-        c.ScheduleEvent(
-            slug="koncert",
-            name="Koncert",
-            venue_id=venue_id,
-            event_date=datetime.now(UTC) + timedelta(days=5),
-            publish=True,
-            ticket_types=[type_plan],
-        ),
-        TEST,
-    )
+    type_id = await koncert(pool, org, 4)
     await rebuild_read_models(pool)
     token = await issue_key(pool, org)
-    page = await api.get("/api/v1/events/koncert", headers=bearer(token))
-    type_id = (await page.json())["ticket_types"][0]["id"]
     _, bought = await post(
         api, token, "/api/v1/purchases", order(type_id, 4, event_slug="koncert"), 201
     )

@@ -20,10 +20,9 @@ from tests.e2e.conftest import (
     TEST,
     bearer,
     issue_key,
+    koncert,
     new_organization,
     rebuild_read_models,
-    standing,
-    venue_with,
 )
 
 PREVIEW = "/api/v1/pricing/preview"
@@ -251,23 +250,7 @@ async def _scene_with_code(pool: asyncpg.Pool, code: str, max_uses: int) -> tupl
         currency="EUR",
         fee=c.FeeRule(percent_bps=500, per_ticket_cents=100),
     )
-    venue_id = await venue_with(pool, org, standing(100))
-    venue = await catalog_commands.load_venue(pool, venue_id)
-    await catalog_commands.schedule_event(
-        pool,
-        org,
-        c.ScheduleEvent(
-            slug="koncert",
-            name="Koncert",
-            venue_id=venue_id,
-            event_date=datetime.now(UTC) + timedelta(days=5),
-            publish=True,
-            ticket_types=[
-                c.TicketTypePlan(name="Gulv", price_cents=10000, section_ids=[venue.sections[0].id])
-            ],
-        ),
-        TEST,
-    )
+    await koncert(pool, org, 100)
     await catalog_commands.create_discount_code(
         pool, org, discounts.CreateDiscountCode(code=code, percentage=10, max_uses=max_uses), TEST
     )
