@@ -223,7 +223,12 @@ async def start_postgres(data_dir: Path, port: int | None = None) -> Server:
             "-k",
             str(socket_dir),
         ]
-        proc = spawn(argv, log_path=log_path, deathsig=signal.SIGINT, cwd=data_dir, account=account)
+        # Should the run die unasked (SIGKILL), a smart shutdown: no new connections, but
+        # those open are served until their processes leave, so a worker stopping records the
+        # e-mail it just sent (a fast shutdown cut it off, and the next run sent it again).
+        proc = spawn(
+            argv, log_path=log_path, deathsig=signal.SIGTERM, cwd=data_dir, account=account
+        )
         server = Server("postgres", proc, port, signal.SIGINT, PG_STOP_TIMEOUT)
         return server, _postgres_ready(server, pgdata, log_path, offset)
 

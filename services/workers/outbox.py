@@ -38,6 +38,9 @@ ERROR_LIMIT = 1000
 RECORD_PAUSES = (0.25, 0.5, 1.0, 2.0, 4.0)
 # How long a claimed row is a worker's without a renewal; renewed three times a lease.
 LEASE_SECONDS = 30.0
+# How long a stopping worker waits for the effects under way to finish and be recorded: less
+# than the 5 s after which a task still running is cancelled again (infra/supervise.py).
+FINISH_SECONDS = 4.0
 
 
 @dataclass(frozen=True)
@@ -153,8 +156,16 @@ class OutboxWorker(abc.ABC):
         return len(claimed)
 
     async def _carried_out(self, row: asyncpg.Record, in_flight: dict[int, int]) -> None:
+        """`carry_out`, which a stopping worker lets finish (FINISH_SECONDS at most): an e-mail
+        handed to the server or a Stripe call made goes on without the worker, and cut off
+        before its outcome is recorded, it is carried out again by the next worker."""
+        effect = asyncio.ensure_future(self.carry_out(row))
         try:
-            await self.carry_out(row)
+            await asyncio.shield(effect)
+        except asyncio.CancelledError:
+            await asyncio.wait({effect}, timeout=FINISH_SECONDS)
+            effect.cancel()
+            raise
         finally:
             in_flight.pop(row["id"], None)
 

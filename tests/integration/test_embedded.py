@@ -253,3 +253,30 @@ async def test_killed_owner_leaves_no_servers_and_folder_restarts(server_dir: Pa
     finally:
         unrelated.kill()
         await unrelated.wait()
+
+
+async def test_a_killed_owners_database_serves_its_open_connections_until_they_close(
+    server_dir: Path,
+) -> None:
+    """Its owner killed, PostgreSQL shut down fast and cut every connection at once: a worker
+    stopping with it could not record the e-mail it had just sent. It now takes no new
+    connection but serves those open, and is gone once they close."""
+    owner = await _child(server_dir, "hold")
+    try:
+        endpoints = await _read_endpoints(owner)
+        procs = _server_processes(server_dir)
+        conn = await asyncpg.connect(endpoints.database_url)
+        owner.send_signal(signal.SIGKILL)
+        await owner.wait()
+    finally:
+        if owner.returncode is None:
+            owner.kill()
+            await owner.wait()
+    try:
+        await asyncio.sleep(1.0)
+        assert await conn.fetchval("SELECT 1") == 1
+        with pytest.raises((OSError, asyncpg.PostgresError)):
+            await asyncpg.connect(endpoints.database_url, timeout=5)
+    finally:
+        await conn.close()
+    await _assert_all_gone(procs, within=10)

@@ -475,3 +475,17 @@ async def test_a_buyer_at_an_international_domain_is_mailed_by_its_ascii_name(
     await writer.work_due()
     (written,) = folder.iterdir()
     assert b"To: bl\xc3\xa5b\xc3\xa6r@example.dk" in written.read_bytes()
+
+
+async def test_a_mailer_stopped_mid_send_records_what_it_sent(pool: asyncpg.Pool) -> None:
+    """Stopped while the server took the message, the mailer left it unrecorded (the send went
+    on in its thread), and the next mailer sent it again once the lease ran out."""
+    inbox, port, token = Inbox(delay=0.5), free_port(), _token()
+    with smtp_server(inbox, port):
+        mailer = _mailer(pool, SmtpTransport(_settings(port)))
+        assert await enqueue(pool, token, "confirmation")
+        sending = asyncio.create_task(mailer.work_due())
+        await asyncio.sleep(0.2)  # the message is with the server
+        await stop_tasks([sending])
+    sent = await pool.fetchval("SELECT sent_at FROM mail_outbox WHERE purchase_token = $1", token)
+    assert sent is not None and len(inbox.messages) == 1
