@@ -3,6 +3,7 @@ and secrets masked before anything is written."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
@@ -32,6 +33,23 @@ def _json(event_dict: dict[str, Any], **_: Any) -> bytes:
 
 def _json_text(_: Any, __: str, event_dict: dict[str, Any]) -> str:
     return _json(event_dict).decode()
+
+
+class _Sink:
+    """stderr for log lines. A line that cannot be written (the run that read this process's
+    stderr was killed: a broken pipe) is dropped: raised, it failed what it was telling of (a
+    mailer, after recording an e-mail as sent, stopped on its own `mail_sent` line)."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._file.write(data)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._file.flush()
 
 
 # Libraries whose info lines repeat, per request, what the service logs itself (the Stripe SDK
@@ -72,6 +90,6 @@ def configure_logging(level: str = "info") -> None:
             structlog.processors.JSONRenderer(serializer=_json),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(log_level),
-        logger_factory=structlog.BytesLoggerFactory(file=sys.stderr.buffer),
+        logger_factory=structlog.BytesLoggerFactory(file=_Sink(sys.stderr.buffer)),
         cache_logger_on_first_use=True,
     )

@@ -33,8 +33,8 @@ log = structlog.get_logger(__name__)
 
 ERROR_LIMIT = 1000
 # Pauses between tries to record an outcome while PostgreSQL is out of reach: a restart of a
-# second or two is waited out rather than leaving the row to its lease (minutes), after which
-# its effect would be carried out again (an e-mail sent twice).
+# second or two is waited out rather than leaving the row to its lease (half a minute), after
+# which its effect would be carried out again (an e-mail sent twice).
 RECORD_PAUSES = (0.25, 0.5, 1.0, 2.0, 4.0)
 # How long a claimed row is a worker's without a renewal; renewed three times a lease.
 LEASE_SECONDS = 30.0

@@ -75,3 +75,29 @@ def test_library_lines_are_json_too(lines: io.BytesIO) -> None:
             "logger": "asyncpg",
         }
     ]
+
+
+class _Gone(io.RawIOBase):
+    """A stderr whose reader is gone, as a child's pipe to a killed run."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_line_nobody_can_read_is_dropped_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker orphaned by a killed run stopped on its own log line after recording an e-mail
+    as sent: the line raised a broken pipe into the mailer."""
+    before = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stderr = io.TextIOWrapper(io.BufferedWriter(_Gone()), write_through=True)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    try:
+        configure_logging("info")
+        structlog.get_logger("t").info("mail_sent", outbox_id=1)
+    finally:
+        structlog.configure(**before)
+        root.handlers, root.level = handlers, level
