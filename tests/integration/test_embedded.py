@@ -5,12 +5,14 @@ owning process is killed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -221,19 +223,31 @@ async def test_second_process_reuses_and_leaves_servers_running(server_dir: Path
         await _assert_served(ep)
 
 
-async def test_killed_owner_leaves_no_servers_and_folder_restarts(server_dir: Path) -> None:
-    owner = await _child(server_dir, "hold")
+@contextlib.asynccontextmanager
+async def _owner(data_dir: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A process owning the folder's servers, and holding them; killed on the way out if the
+    test has not killed it."""
+    owner = await _child(data_dir, "hold")
     try:
-        await _read_endpoints(owner)
-        runtime = _runtime(server_dir)
-        assert runtime["postgres"]["owner_pid"] == owner.pid
-        procs = _server_processes(server_dir)
-        owner.send_signal(signal.SIGKILL)
-        await owner.wait()
+        yield owner
     finally:
         if owner.returncode is None:
             owner.kill()
             await owner.wait()
+
+
+async def _kill(owner: asyncio.subprocess.Process) -> None:
+    owner.send_signal(signal.SIGKILL)
+    await owner.wait()
+
+
+async def test_killed_owner_leaves_no_servers_and_folder_restarts(server_dir: Path) -> None:
+    async with _owner(server_dir) as owner:
+        await _read_endpoints(owner)
+        runtime = _runtime(server_dir)
+        assert runtime["postgres"]["owner_pid"] == owner.pid
+        procs = _server_processes(server_dir)
+        await _kill(owner)
 
     await _assert_all_gone(procs, within=10)
     assert (server_dir / "runtime.json").exists()  # stale: names a dead owner
@@ -261,17 +275,11 @@ async def test_a_killed_owners_database_serves_its_open_connections_until_they_c
     """Its owner killed, PostgreSQL shut down fast and cut every connection at once: a worker
     stopping with it could not record the e-mail it had just sent. It now takes no new
     connection but serves those open, and is gone once they close."""
-    owner = await _child(server_dir, "hold")
-    try:
+    async with _owner(server_dir) as owner:
         endpoints = await _read_endpoints(owner)
         procs = _server_processes(server_dir)
         conn = await asyncpg.connect(endpoints.database_url)
-        owner.send_signal(signal.SIGKILL)
-        await owner.wait()
-    finally:
-        if owner.returncode is None:
-            owner.kill()
-            await owner.wait()
+        await _kill(owner)
     try:
         await asyncio.sleep(1.0)
         assert await conn.fetchval("SELECT 1") == 1
