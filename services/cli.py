@@ -9,11 +9,10 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import re
 import signal
 import sys
-from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime, timedelta
+from collections.abc import Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from infra.supervise import STOP_AGAIN_SECONDS, dependency_of, stop_tasks
 from projections.rebuild import events_to_replay, rebuild
 from projections.registry import all_projections, chosen
 from projections.verify import verify
+from services import cli_arguments as arguments
 from services.api.activity import recent_activity
 from services.audit import add_commands as add_audit_commands
 from services.audit import run as run_audit
@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     add_parser = functools.partial(commands.add_parser, parents=[common])
 
     run = add_parser("run", help="run every component, in a process per group of them")
-    run.add_argument("--port", type=_listen_port, default=None, help="gateway port (default 8080)")
+    run.add_argument(
+        "--port", type=arguments.listen_port, default=None, help="gateway port (default 8080)"
+    )
     run.add_argument("--host", default=None, help="gateway address (default 127.0.0.1)")
     run.add_argument("--no-seed", action="store_true", help="do not create the demo data")
     run.add_argument(
@@ -83,7 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     for component in COMPONENTS:
         single = add_parser(component, help=f"run only the {component} (production)")
         if component == "gateway":
-            single.add_argument("--port", type=_listen_port, default=None, help="default 8080")
+            single.add_argument(
+                "--port", type=arguments.listen_port, default=None, help="default 8080"
+            )
             single.add_argument("--host", default=None, help="default 127.0.0.1")
         if component == "projector":
             single.add_argument(
@@ -96,13 +100,13 @@ def _parser() -> argparse.ArgumentParser:
         if component != "gateway":
             single.add_argument(
                 "--health-port",
-                type=_port,
+                type=arguments.port,
                 default=None,
                 help="port for /healthz and /readyz (default $LINJERUM_HEALTH_PORT; unset: none)",
             )
             single.add_argument(
                 "--metrics-port",
-                type=_port,
+                type=arguments.port,
                 default=None,
                 help="port for /metrics, may equal --health-port"
                 " (default $LINJERUM_METRICS_PORT; unset: none)",
@@ -131,12 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--allowed-origin", action="append", default=[], dest="allowed_origins")
     create.add_argument(
-        "--rate-limit", type=_up_to(2**31 - 1), default=120, help="requests per minute"
+        "--rate-limit", type=arguments.rate, default=120, help="requests per minute"
     )
     listing = add_key_parser("list", help="list an organization's keys")
     listing.add_argument("--org", required=True)
     revoke = add_key_parser("revoke", help="revoke a key on every gateway at once")
-    revoke.add_argument("key_id", type=_positive)
+    revoke.add_argument("key_id", type=arguments.positive)
 
     venues = add_parser("venues", help="change venues")
     venue_commands = venues.add_subparsers(dest="venues_command", required=True)
@@ -150,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         "without an id is added. Refused when a seat held or sold for one of the venue's "
         "events would be gone.",
     )
-    set_plan.add_argument("venue_id", type=_positive)
+    set_plan.add_argument("venue_id", type=arguments.positive)
     set_plan.add_argument("file", type=Path, metavar="FILE.json")
 
     rebuild_cmd = add_parser("rebuild", help="rebuild a read model from the events")
@@ -163,76 +167,20 @@ def _parser() -> argparse.ArgumentParser:
 
     activity = add_parser("activity", help="recent partner API calls, newest first")
     activity.add_argument("--org", required=True, help="organization slug")
-    activity.add_argument("--key", type=_positive, default=None, help="only this API key id")
     activity.add_argument(
-        "--since", type=_since, default=None, help="ISO-8601 time or a duration ago: 15m, 2h, 1d"
+        "--key", type=arguments.positive, default=None, help="only this API key id"
     )
-    activity.add_argument("--limit", type=_positive, default=100)
-    add_audit_commands(add_parser, _since, _positive)
-    add_state_commands(add_parser, _since)
-    add_replay_commands(add_parser, _since)
+    activity.add_argument(
+        "--since",
+        type=arguments.since,
+        default=None,
+        help="ISO-8601 time or a duration ago: 15m, 2h, 1d",
+    )
+    activity.add_argument("--limit", type=arguments.positive, default=100)
+    add_audit_commands(add_parser, arguments.since, arguments.positive)
+    add_state_commands(add_parser, arguments.since)
+    add_replay_commands(add_parser, arguments.since)
     return parser
-
-
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def _since(value: str) -> datetime:
-    """--since: an ISO-8601 time (naive means UTC) or a duration back from now."""
-    if match := _DURATION.match(value.strip()):
-        try:
-            return datetime.now(UTC) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        except OverflowError:
-            raise argparse.ArgumentTypeError(f"{value!r} reaches back before any date") from None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is neither an ISO-8601 time nor a duration like 15m, 2h, 1d"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _port(value: str) -> int:
-    """A port to listen on for health or metrics: 0 is none."""
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port (0-65535)")
-    return number
-
-
-def _listen_port(value: str) -> int:
-    """The gateway's port, which the service prints and the simulator's webhooks go to: a port
-    the system would choose (0) is known to neither."""
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if not 1 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port (1-65535)")
-    return number
-
-
-def _up_to(largest: int) -> Callable[[str], int]:
-    """A positive integer the database can hold (a bigint id or limit, an integer rate)."""
-
-    def positive(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            number = 0
-        if not 1 <= number <= largest:
-            raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer up to {largest}")
-        return number
-
-    return positive
-
-
-_positive = _up_to(2**63 - 1)
 
 
 def _print_json(value: Any) -> None:
