@@ -97,6 +97,9 @@ class TicketIssued(Event, frozen=True):
     # The event's terms as they stood at issue, the personalization window resolved.
     terms: TicketTerms = TicketTerms()
     personalization_start: datetime | None = None
+    # Whether the holder is someone named at purchase, not the buyer filled in for the seat
+    # (the buyer's pages show an unnamed seat as null); tickets issued before it: named.
+    holder_named: bool = True
 
 
 class TicketScanned(Event, frozen=True):
@@ -167,6 +170,9 @@ class TicketState:
     code: str
     attendee_token: str
     consumer: Consumer
+    # Whether someone was named for the ticket (at purchase, by an edit or a transfer), so
+    # its consumer is not just the buyer's details filled in.
+    named: bool = True
     scan_count: int = 0
     refunded_by: str | None = None
     # Every code the ticket had before its current one (each answers `resold`).
@@ -215,22 +221,24 @@ def evolve_ticket(state: TicketState | None, event: Event) -> TicketState | None
                 code=event.code,
                 attendee_token=event.attendee_token,
                 consumer=Consumer.named(event.holder_name, event.holder_email),
+                named=event.holder_named,
             )
         case TicketScanned() if state:
             state.scan_count += 1
         case AttendeeUpdated() if state:
+            state.named = True
             state.consumer = msgspec.structs.replace(
                 Consumer.named(event.name, event.email),
                 **_beyond_name(state.consumer),
             )
         case ConsumerUpdated() if state:
-            state.consumer = event.consumer
+            state.consumer, state.named = event.consumer, True
         case TicketRefunded() if state:
             state.refunded_by = event.refund_id
         case TicketTransferred() if state:
             state.former_codes += (state.code,)
             state.code, state.attendee_token = event.new_code, event.new_attendee_token
-            state.consumer = event.consumer
+            state.consumer, state.named = event.consumer, True
             state.transfers += 1
         case TicketTransferOffered() if state:
             state.transfer_offers += (event.transfer_id,)
@@ -355,6 +363,7 @@ def issue_tickets(
                 # Open from the sale unless the terms say later: the window starts now.
                 personalization_start=(policy.starts_at if policy else None)
                 or (now if window_end is not None else None),
+                holder_named=t.id in named,
             )
         ]
         for t, fee in zip(tickets, fee_share, strict=True)

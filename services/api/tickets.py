@@ -299,8 +299,7 @@ def _bundle(order: ticketing.Order, event: LineEvent) -> TicketBundle:
         line.seats.append(
             AttendeeSeat(
                 token=bought.attendee_token,
-                name=facts.name,
-                email=facts.email,
+                **facts.attendee,
                 seat=bought.seat,
                 ticket_code=facts.code,
                 status=facts.status,
@@ -379,7 +378,7 @@ async def attendee_ticket(request: web.Request) -> web.Response:
     return json_response(
         AttendeeView(
             token=token,
-            attendee={"name": facts.name, "email": facts.email},
+            attendee=facts.attendee,
             product=_product(opened),
             event=await _event_of(request, opened),
             seat=bought.seat,

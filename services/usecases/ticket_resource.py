@@ -45,6 +45,9 @@ class TicketFacts:
     personalization_start: datetime | None
     personalization_end: datetime | None
     scannable_until: datetime | None
+    # Whether its holder is someone's own details, not the buyer's filled in for a seat
+    # nobody was named for (see TicketState.named; the order's first seat is the buyer's).
+    named: bool = True
 
     @property
     def name(self) -> str | None:
@@ -53,6 +56,14 @@ class TicketFacts:
     @property
     def email(self) -> str | None:
         return self.consumer.email
+
+    @property
+    def attendee(self) -> dict[str, str | None]:
+        """The seat's attendee as the buyer's pages show it: null until someone is named for
+        it, not the buyer's details filled in (the seat's attendee link would hand them on)."""
+        if not self.named:
+            return {"name": None, "email": None}
+        return {"name": self.name, "email": self.email}
 
 
 def ticket_facts(
@@ -68,6 +79,7 @@ def ticket_facts(
             personalization_start=issued.issued.personalization_start,
             personalization_end=issued.issued.personalization_end,
             scannable_until=issued.issued.scannable_until,
+            named=issued.named or _buyers_own(purchase, bought),
         )
     status = "refunded" if purchase.refunded else _UNISSUED_STATUS[purchase.status]
     return TicketFacts(
@@ -79,7 +91,14 @@ def ticket_facts(
         personalization_start=None,
         personalization_end=None,
         scannable_until=None,
+        named=bought.named or _buyers_own(purchase, bought),
     )
+
+
+def _buyers_own(purchase: PurchaseState, bought: PurchasedTicket) -> bool:
+    """The order's first seat is the buyer's own until someone else is named for it, as the
+    buyer API's example shows it; the others are nobody's until named."""
+    return bought.id == purchase.opened.tickets[0].id
 
 
 def as_bought(facts: TicketFacts, bought: PurchasedTicket) -> TicketFacts:

@@ -136,6 +136,24 @@ async def test_buyer_lookup_is_a_uniform_404(api, pool) -> None:
     assert missing_email.status == 422
 
 
+async def test_the_buyers_pages_show_the_attendees_named_at_purchase(api, pool) -> None:
+    token, _, type_id = await small_event(pool, 5, price=0, stripe_account=None)
+    named = {"ticket_type_id": type_id, "index": 2, "name": "Maja Hansen", "email": "m@example.com"}
+    _, created = await post(
+        api, token, "/api/v1/purchases", order(type_id, 3, attendees=[named]), 201
+    )
+    code = created["purchase"]["access_code"]
+    lookup = await api.get(
+        f"/api/v1/tickets/{code}", params={"email": BUYER["email"]}, headers=bearer(token)
+    )
+    seats = (await lookup.json())["lines"][0]["seats"]
+    assert [(s["name"], s["email"]) for s in seats] == [
+        (BUYER["name"], BUYER["email"]),
+        ("Maja Hansen", "m@example.com"),
+        (None, None),
+    ]
+
+
 async def test_bulk_attendee_edits(api, pool) -> None:
     token, purchase = await _paid_purchase(api, pool)
     code = purchase["access_code"]
@@ -145,6 +163,15 @@ async def test_bulk_attendee_edits(api, pool) -> None:
     seats = (await lookup.json())["lines"][0]["seats"]
     # The event asks for a name, which the buyer's stands for until an attendee's is given.
     assert not any(s["needs_personalization"] for s in seats)
+    # The buyer's pages show the first seat as the buyer's own and the others as nobody's
+    # (the spec's example: an unnamed seat's name and e-mail are null).
+    assert [(s["name"], s["email"]) for s in seats] == [
+        (BUYER["name"], BUYER["email"]),
+        (None, None),
+        (None, None),
+    ]
+    unnamed = await api.get(f"/api/v1/tickets/attendee/{seats[2]['token']}", headers=bearer(token))
+    assert (await unnamed.json())["attendee"] == {"name": None, "email": None}
     edits = {
         "email": BUYER["email"],
         "seats": [
@@ -164,7 +191,7 @@ async def test_bulk_attendee_edits(api, pool) -> None:
     assert after[seats[0]["token"]]["needs_personalization"] is False
     assert (after[seats[1]["token"]]["name"], after[seats[1]["token"]]["email"]) == (None, None)
     assert after[seats[1]["token"]]["needs_personalization"] is True  # its name was cleared
-    assert after[seats[2]["token"]]["name"] == BUYER["name"]
+    assert (after[seats[2]["token"]]["name"], after[seats[2]["token"]]["email"]) == (None, None)
 
     view = await api.get(f"/api/v1/tickets/attendee/{seats[0]['token']}", headers=bearer(token))
     attendee = await view.json()
