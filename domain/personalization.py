@@ -36,6 +36,23 @@ def update_attendee(
 ) -> list[Event]:
     """The buyer's edit of a seat: its name and e-mail (empty strings clear) and any other
     `details` of the consumer (see `edited`), decided as the buyer's personalization."""
+    name, email = check_attendee_edit(name, email, now, field, details)
+    named = Consumer.named(name, email)
+    changes = {"first_name": named.first_name, "last_name": named.last_name, "email": email}
+    consumer = edited(state.consumer, {**changes, **(details or {})})
+    return personalize(state, consumer, "buyer", now, field)
+
+
+def check_attendee_edit(
+    name: str | None,
+    email: str | None,
+    now: datetime,
+    field: str,
+    details: Mapping[str, object] | None = None,
+) -> tuple[str | None, str | None]:
+    """A buyer's seat edit checked alone, before its seat is known: every entry of a request is
+    refused alike for bad input, whether its seat is edited or passed over. The name and e-mail
+    trimmed (None for none)."""
     name = name.strip() if name else None
     email = email.strip() if email else None
     if name is not None and len(name) > NAME_MAX:
@@ -45,10 +62,7 @@ def update_attendee(
         raise InvalidCommand("not a valid e-mail address", f"{field}.email")
     if details:  # checked alone first, so a refusal names the `consumer` object's field
         _checked(edited(Consumer(), details), now, f"{field}.consumer.")
-    named = Consumer.named(name, email)
-    changes = {"first_name": named.first_name, "last_name": named.last_name, "email": email}
-    consumer = edited(state.consumer, {**changes, **(details or {})})
-    return personalize(state, consumer, "buyer", now, field)
+    return name, email
 
 
 PersonalizedBy = Literal["partner", "buyer"]

@@ -3,7 +3,7 @@ code and purchase e-mail, bulk attendee edits, the per-seat attendee view)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
@@ -11,12 +11,13 @@ from aiohttp import web
 from msgspec import Meta
 
 from domain.inventory.events import SeatRef
-from domain.purchasing import EMAIL, PurchaseOpened, PurchaseState
+from domain.personalization import check_attendee_edit
+from domain.purchasing import PurchaseOpened, PurchaseState
 from domain.tickets import Reason, visit_day_start
 from domain.venues import VenueRegistered
 from services.api import idempotent
 from services.api.context import PURCHASES, api_key_of, metadata_of, pool_of
-from services.api.errors import ApiError, invalid_request
+from services.api.errors import ApiError
 from services.api.http import json_response, parse_body, parse_query
 from services.api.routes import Route
 from services.api.schemas import Payload, Query
@@ -347,9 +348,6 @@ async def edit_attendees(request: web.Request) -> web.Response:
         raise ApiError(409, "not_yet_paid", "attendees can be edited once the order is paid")
     if status != "paid":
         raise ApiError(409, "order_inactive", f"the order is {status}")
-    for i, seat in enumerate(edits.seats):
-        if seat.email and (len(seat.email) > 254 or not EMAIL.match(seat.email.strip())):
-            raise invalid_request(f"seats[{i}].email", "not a valid e-mail address")
     seats = [
         (
             s.token,
@@ -359,6 +357,9 @@ async def edit_attendees(request: web.Request) -> web.Response:
         )
         for i, s in enumerate(edits.seats)
     ]
+    now = datetime.now(UTC)
+    for i, (_, name, email, details) in enumerate(seats):
+        check_attendee_edit(name, email, now, f"seats[{i}]", details)
     await ticketing.update_attendees(pool, order, seats, metadata_of(request))
     updated = await ticketing.order_by_access_code(
         pool, request.match_info["code"], edits.email, organization_id

@@ -205,6 +205,45 @@ async def test_bulk_attendee_edits(api, pool) -> None:
     assert wrong.status == 404
 
 
+async def test_every_seat_edit_is_checked_even_one_passed_over(api, pool) -> None:
+    """A token not on the order, or an edit a later one of its seat replaces, changes nothing,
+    but its bad fields are refused as any seat's are: a 422 naming the field."""
+    token, purchase = await _paid_purchase(api, pool, seats=1)
+    code = purchase["access_code"]
+    lookup = await api.get(
+        f"/api/v1/tickets/{code}", params={"email": BUYER["email"]}, headers=bearer(token)
+    )
+    (seat,) = (await lookup.json())["lines"][0]["seats"]
+    stranger = "tok_" + "0" * 32
+    refused = [
+        ([{"token": stranger, "name": "a\u202eb", "email": None}], "seats[0].name"),
+        (
+            [{"token": stranger, "name": "Bo", "email": None, "consumer": {"gender": 7}}],
+            "seats[0].consumer.gender",
+        ),
+        (
+            [
+                {"token": seat["token"], "name": "a\u202eb", "email": None},
+                {"token": seat["token"], "name": "Good", "email": None},
+            ],
+            "seats[0].name",
+        ),
+    ]
+    for seats, field in refused:
+        response = await api.patch(
+            f"/api/v1/tickets/{code}",
+            json={"email": BUYER["email"], "seats": seats},
+            headers=bearer(token),
+        )
+        body = await response.json()
+        assert (response.status, body["error"]) == (422, "invalid_request"), body
+        assert body["detail"].startswith(field), body
+    after = await api.get(
+        f"/api/v1/tickets/{code}", params={"email": BUYER["email"]}, headers=bearer(token)
+    )
+    assert (await after.json())["lines"][0]["seats"][0]["name"] == BUYER["name"]
+
+
 async def test_an_attraction_visit_starts_with_its_day(api, pool) -> None:
     """The buyer's lookup and the attendee view say which day a museum ticket is for: its
     `startsAt` is the visit day's local midnight in the organization's zone."""
