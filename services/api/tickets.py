@@ -231,7 +231,7 @@ class AttendeeView(Payload):
         str,
         Meta(
             description="This seat's ticket: `valid`, `scanned` or `refunded` once issued;"
-            " `pending_payment`, `cancelled` or `expired` before"
+            " before, `pending_payment`, or `cancelled` once its order is cancelled or expired"
         ),
     ]
 
