@@ -144,7 +144,7 @@ def request_hash(method: str, path: str, body: bytes) -> bytes:
     """The request's identity: JSON bodies compared by content, not by spacing or key order."""
     try:
         canonical = msgspec.json.encode(msgspec.json.decode(body), order="sorted")
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # not JSON, or nested past decoding: as sent
         canonical = body
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).digest()
 

@@ -31,6 +31,8 @@ _MISSING = re.compile(r"(?:missing required|contains unknown) field `([^`]*)`")
 # body without such an escape is never walked.
 _UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 UNSTORABLE_DETAIL = "must not contain NUL characters or unpaired surrogates"
+# JSON nested deeper than the decoder goes (about a thousand levels): no request needs it.
+TOO_DEEP = "nested too deeply"
 _INTEGER = re.compile(r"^-?[0-9]{1,19}\Z")
 # An id in a path or a ticket type id as a JSON object key: canonical, so two spellings never
 # name one resource.
@@ -118,6 +120,13 @@ def decode_body(raw: bytes, kind: type[T]) -> T:
     stored is a 422 naming it, so such input never reaches a sales desk's shared append."""
     if not raw:
         raise invalid_request("body", "a JSON body is required")
+    try:
+        return _decoded(raw, kind)
+    except RecursionError:
+        raise invalid_request("body", TOO_DEEP) from None
+
+
+def _decoded(raw: bytes, kind: type[T]) -> T:
     try:
         decoded = msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:

@@ -197,6 +197,21 @@ async def test_an_idempotency_key_that_is_not_utf8_is_a_422(api, pool) -> None:
     assert json.loads(payload)["detail"].startswith("Idempotency-Key: ")
 
 
+@pytest.mark.parametrize("path", ["/api/v1/pricing/preview", "/api/v1/purchases"])
+async def test_a_body_nested_past_decoding_is_a_422(api, pool, path: str) -> None:
+    """A thousand nested arrays where any value goes (a preview's `comment`), or a purchase
+    under an Idempotency-Key, whose body is compared by its content."""
+    token, event_id, type_id = await small_event(pool, 5)
+    body = json.dumps(order(type_id) | {"comment": "X"})
+    raw = body.replace('"X"', "[" * 5000 + "]" * 5000)
+    headers = {**bearer(token), "Content-Type": "application/json", "Idempotency-Key": "deep"}
+    response = await api.post(path, data=raw.encode(), headers=headers)
+    payload = await response.json()
+    _error(payload, response, 422, "invalid_request")
+    assert payload["detail"].startswith(("body: nested too deeply", "comment: ")), payload
+    assert await seats_held(pool, event_id) == 0
+
+
 async def test_a_body_declared_as_another_type_is_a_415_and_nothing_is_held(api, pool) -> None:
     """Issue 9: a `text/plain` purchase was taken. A JSON endpoint takes application/json (with
     a charset or as a `+json` type) or a body with no declared type; other types are a 415."""
