@@ -212,6 +212,12 @@ class TicketState:
             getattr(self.consumer, f) in (None, "") for f in self.required_fields
         )
 
+    def needs_personalization_at(self, now: datetime) -> bool:
+        """As `needs_personalization`, but never once its window has closed: nothing can be
+        given any more, so a partner's page should stop asking for it."""
+        end = self.issued.personalization_end
+        return self.needs_personalization and (end is None or now < end)
+
 
 def evolve_ticket(state: TicketState | None, event: Event) -> TicketState | None:
     match event:

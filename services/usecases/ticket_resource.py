@@ -75,7 +75,7 @@ def ticket_facts(
             status=issued.status,
             consumer=issued.consumer,
             scan_count=issued.scan_count,
-            needs_personalization=issued.needs_personalization,
+            needs_personalization=issued.needs_personalization_at(datetime.now(UTC)),
             personalization_start=issued.issued.personalization_start,
             personalization_end=issued.issued.personalization_end,
             scannable_until=issued.issued.scannable_until,

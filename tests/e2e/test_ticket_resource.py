@@ -481,6 +481,9 @@ async def test_outside_the_window_neither_partner_nor_buyer_personalizes(api, po
         assert refused["error"] == code
         shown = await _ticket(api, token, ticket["id"])
         assert shown["consumer"]["first_name"] == "Simon"
+        # Required fields are missing (REQUIRED asks for more than a name), but only a window
+        # still to come leaves anything to ask for.
+        assert shown["needs_personalization"] is (code == "personalization_not_open")
 
 
 async def test_the_buyer_personalizes_with_the_access_code_and_purchase_email(api, pool) -> None:
