@@ -131,15 +131,23 @@ async def offer_transfer(request: web.Request) -> web.Response:
     return await idempotent.once(request, raw, lambda claim: _offer(request, raw, claim))
 
 
+async def offer_transfer_of_uid(request: web.Request) -> web.Response:
+    """The same offer, made by the partner from the ticket resource's link."""
+    return await offer_transfer(request)
+
+
 async def _offer(request: web.Request, raw: bytes, claim: Claim | None) -> web.Response:
     """Under an Idempotency-Key the transfer's id comes from the key, so a retry of a request
     that stored its offer but failed to answer (a crash, an outage) answers that offer instead
     of refusing the ticket as `transfer_pending` to its own offer."""
     body = decode_body(raw, TransferOffer)
     pool, organization_id = pool_of(request), organization_of(request)
-    code = request.match_info["code"]
-    by: OfferedBy = "partner" if body.email is None else "buyer"
-    if body.email is None:
+    code = request.match_info.get("code")
+    by: OfferedBy = "partner" if body.email is None or code is None else "buyer"
+    if code is None:  # the ticket resource's `shop:ticket_transfer_approvals`: the partner's
+        uid = request.match_info["uid"]
+        ticket_id = (await ticket_resource.by_uid(pool, uid, organization_id)).bought.id
+    elif body.email is None:
         ticket_id = await transfers.partner_ticket(pool, code, organization_id)
     else:
         ticket_id = await transfers.buyer_ticket(pool, code, body.email, organization_id)
@@ -225,6 +233,19 @@ ROUTES = [
         body=TransferOffer,
         errors=(401, 404, 409, 422, 429),
         path_params={"code": str},
+        idempotent=True,
+    ),
+    Route(
+        "POST",
+        "/api/v1/tickets/uid/{uid}/transfers",
+        offer_transfer_of_uid,
+        "Offer a ticket to someone, by its uid (the resource's shop:ticket_transfer_approvals)",
+        TAG,
+        TransferResponse,
+        status=201,
+        body=TransferOffer,
+        errors=(401, 404, 409, 422, 429),
+        path_params={"uid": str},
         idempotent=True,
     ),
     Route(

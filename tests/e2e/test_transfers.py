@@ -216,6 +216,20 @@ async def test_the_buyer_offers_with_the_purchase_email(api, pool, demo_token) -
     ]
 
 
+async def test_the_resources_transfer_approvals_link_takes_an_offer(api, pool, demo_token) -> None:
+    token, purchase = await _bought(api, pool)
+    ticket = purchase["tickets"][0]
+    resource = await _get(api, token, f"/api/v1/tickets/uid/{ticket['id']}")
+    link = resource["_links"]["shop:ticket_transfer_approvals"]["href"]
+    path = link[link.index("/api/") :]
+    await post(api, demo_token, path, {"recipient": RECIPIENT}, 404)  # another organization's
+    _, offered = await post(api, token, path, {"recipient": RECIPIENT}, 201)
+    assert offered["transfer"]["offered_by"] == "partner"
+    assert offered["transfer"]["status"] == "offered"
+    again = await _offer(api, token, ticket["ticket_code"], 409)
+    assert again["error"] == "transfer_pending"
+
+
 async def test_the_new_holder_is_told_when_a_ticket_handed_out_later_comes(api, pool) -> None:
     """Before the event's fulfillment starts there is no PDF to attach: the new holder's e-mail
     says when the ticket is handed out (as the buyer's confirmation does) instead of failing
