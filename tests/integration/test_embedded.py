@@ -125,6 +125,33 @@ def test_free_port_is_bindable() -> None:
         sock.bind(("127.0.0.1", port))
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes a system account, as a root run does")
+def test_runs_starting_at_once_as_root_make_one_account() -> None:
+    """Each run looks the PostgreSQL account up and makes it if missing: four at once used to
+    make it up to four times over, and all but the last found no user for their uid."""
+    import pwd
+    import subprocess
+    import uuid
+
+    name = f"lj-{uuid.uuid4().hex[:10]}"
+    # Each child waits for the same moment once imported, so the four really look at once.
+    code = "import sys, time; from infra.embedded.postgres import ensure_account; "
+    code += "time.sleep(max(0, float(sys.argv[2]) - time.time())); "
+    code += "print(ensure_account(sys.argv[1]).pw_uid)"
+    at = str(time.time() + 3)
+    try:
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, name, at], cwd=REPO, stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(4)
+        ]
+        uids = {int(child.communicate(timeout=60)[0]) for child in children}
+        assert uids == {pwd.getpwnam(name).pw_uid}
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
 async def test_fresh_start_clean_stop_and_data_kept(server_dir: Path) -> None:
     data = server_dir / "data"
     async with embedded_servers(data) as ep:
