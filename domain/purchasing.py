@@ -17,7 +17,14 @@ from domain.fields import printable
 from domain.inventory.events import SeatRef
 from domain.pricing import Pricing
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
+# An address as one mailbox: a dot-atom local part and a domain of dotted labels (RFC 5322's
+# addr-spec without quoted strings, comments or brackets; letters beyond ASCII welcome, as
+# SMTPUTF8 and IDNA carry them). Anything looser reached the confirmation's To header as it was:
+# `victim,attacker@example.com` mailed two people.
+_ATEXT = r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f\s])"
+_ALNUM = r"(?:[A-Za-z0-9]|[^\x00-\x7f\s])"
+_LABEL = rf"{_ALNUM}(?:(?:{_ALNUM}|-)*{_ALNUM})?"
+EMAIL = re.compile(rf"^{_ATEXT}+(?:\.{_ATEXT}+)*@{_LABEL}(?:\.{_LABEL})+\Z")
 MAX_TICKETS = 20
 # Text limits of a purchase: names as the buyer API's attendee edits (200), an address as
 # RFC 5321 allows (254), a phone number with room for its formatting.

@@ -217,6 +217,34 @@ def test_a_malformed_request_is_refused_naming_the_field(changes: dict, field: s
         purchasing.validate_request(_request(**changes))
 
 
+ONE_MAILBOX = ["ann@example.com", "a.b+tix@sub.example.co.uk", "jörg@bücher.de", "o'b@x.ie"]
+NOT_ONE_MAILBOX = [
+    "victim,attacker@example.com",  # two recipients in the confirmation's To header
+    "<ann@example.com>",
+    "(c)ann@example.com",
+    "ann@example..com",
+    "ann.@example.com",
+    ".ann@example.com",
+    "ann@-example.com",
+    "ann@example.com.",
+    "ann;x@example.com",
+    '"ann"@example.com',
+    "ann@[192.0.2.1]",
+    "ann@example",
+]
+
+
+@pytest.mark.parametrize("email", ONE_MAILBOX)
+def test_an_address_of_one_mailbox_is_taken(email: str) -> None:
+    purchasing.validate_request(_request(buyer=Buyer(name="Ann", email=email)))
+
+
+@pytest.mark.parametrize("email", NOT_ONE_MAILBOX)
+def test_an_address_that_is_not_one_mailbox_is_refused(email: str) -> None:
+    with refused(InvalidCommand, "invalid_request", "buyer.email"):
+        purchasing.validate_request(_request(buyer=Buyer(name="Ann", email=email)))
+
+
 def test_only_the_products_ticket_types_are_sold_each_up_to_its_limit() -> None:
     types = {45: ("Voksen", 2), 46: ("Barn", 8)}
     purchasing.check_ticket_types(_request(quantities={45: 2, 46: 8}), types)
