@@ -67,6 +67,13 @@ _AUDITED = (
 )
 
 
+# `{0}` twice: the organization's id.
+_OF_ORGANIZATION = (
+    "(k.organization_id = ${0} OR (SELECT (o.data->>'organization_id')::bigint FROM events o"
+    " WHERE o.stream_id = events.stream_id AND o.version = 1) = ${0})"
+)
+
+
 def _audited(rows: Sequence[asyncpg.Record]) -> list[AuditedEvent]:
     return [AuditedEvent(event=recorded(r), api_key_name=r["api_key_name"]) for r in rows]
 
@@ -93,9 +100,11 @@ async def audit(
     limit: int = 100,
 ) -> list[AuditedEvent]:
     """Events newest first, filtered by who caused them and what they are. An organization's
-    events are those its API keys caused: events of the command line or workers carry no key."""
+    events are those of its streams (each stream's first event names its organization: the
+    payments, tickets, expiries and plan changes that workers and the command line made for it
+    too) and those its API keys caused."""
     filters = (
-        ("k.organization_id = ${}", organization_id),
+        (_OF_ORGANIZATION, organization_id),
         ("(metadata->>'api_key_id')::bigint = ${}", api_key_id),
         ("metadata->>'request_id' = ${}", request_id),
         ("metadata->>'correlation_id' = ${}", correlation_id),

@@ -113,7 +113,7 @@ def add_commands(add_parser: Any, since: Any, positive: Any) -> None:
         "audit",
         help="who changed what: events newest first, filtered",
         description="Stored events newest first with who caused them. --org keeps the events "
-        "the organization's API keys caused.",
+        "of the organization's streams and those its API keys caused.",
     )
     found.add_argument("--org", default=None, help="organization slug")
     found.add_argument("--key", type=positive, default=None, help="API key id")

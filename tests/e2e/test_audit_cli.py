@@ -111,6 +111,32 @@ def test_audit_filters_by_key_and_category(settings: Settings, purchase: dict) -
     assert len(_lines(_linjerum(settings, "audit", "--key", key, "--limit", "1"))) == 1
 
 
+async def test_audit_by_organization_keeps_what_no_key_did_to_its_streams(
+    settings: Settings, pool: asyncpg.Pool, purchase: dict
+) -> None:
+    """The event was scheduled by a catalog command (no key) and held through the API: both are
+    the organization's, and none of it another organization's."""
+    stream = f"event-{purchase['event_id']}"
+    org = await pool.fetchval(
+        "SELECT (data->>'organization_id')::bigint FROM events"
+        " WHERE stream_id = $1 AND version = 1",
+        stream,
+    )
+    slug = await pool.fetchval(
+        "SELECT data->>'slug' FROM events WHERE stream_id = $1", f"organization-{org}"
+    )
+    found = _lines(_linjerum(settings, "audit", "--org", slug, "--category", "event"))
+    assert {"EventScheduled", "SeatsHeld"} <= {e["type"] for e in found if e["stream_id"] == stream}
+    other = await pool.fetchval(
+        "SELECT data->>'slug' FROM events WHERE type = 'OrganizationRegistered'"
+        " AND (data->>'organization_id')::bigint <> $1 LIMIT 1",
+        org,
+    )
+    assert other is not None
+    theirs = _lines(_linjerum(settings, "audit", "--org", other, "--limit", "1000"))
+    assert stream not in {e["stream_id"] for e in theirs}
+
+
 def test_api_keys_are_a_category_audit_takes(settings: Settings, purchase: dict) -> None:
     """Keys made and revoked are streams of the store as any other (`apikey-N`)."""
     found = _lines(_linjerum(settings, "audit", "--category", "apikey", "--limit", "50"))
