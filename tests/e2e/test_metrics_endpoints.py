@@ -187,6 +187,16 @@ def test_a_run_shows_every_process_metrics_on_the_gateway(
         # The mailer's and the payments worker's outboxes, whose process is not scraped.
         for outbox in ("mail_outbox", "payment_outbox"):
             assert ("linjerum_outbox_depth", frozenset({("outbox", outbox)})) in shown
+        # What has not happened yet (a conflict, a Stripe error, a failed e-mail) is named too,
+        # as a lone process names it, for the scrapes and alerts that look for it.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        for name in (
+            "linjerum_eventstore_append_conflicts",
+            "linjerum_stripe_errors",
+            "linjerum_outbox_failures",
+        ):
+            assert f"# TYPE {name}_total counter" in text
     finally:
         code = _stop(run, signal.SIGTERM)
     assert code == 0, log.read_text()
