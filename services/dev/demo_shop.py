@@ -90,11 +90,14 @@ async def _purchase(request: web.Request) -> web.Response:
 async def _place(request: web.Request) -> dict[str, Any]:
     """The purchase of the picked seats, each under the event's first ticket type that may use
     its section."""
-    picked = await request.json()
+    picked = await _object(request)
+    seats = picked.get("seats") or []
+    if not isinstance(seats, list) or not all(isinstance(seat, dict) for seat in seats):
+        raise _malformed("seats: a list of seats")
     slug = request.app[SETTINGS].event_slug
     event = await _api(request, "GET", f"/api/v1/events/{slug}")
     selected: dict[str, list[dict[str, Any]]] = {}
-    for seat in picked.get("seats") or []:
+    for seat in seats:
         section = seat.get("section_id")
         ticket_type = next((t for t in event["ticket_types"] if section in t["section_ids"]), None)
         if ticket_type is None:
@@ -118,13 +121,31 @@ async def _place(request: web.Request) -> dict[str, Any]:
 
 async def _pay(request: web.Request) -> web.Response:
     """Pays as the buyer's browser would with Stripe.js and the simulator's test card."""
-    intent = (await request.json()).get("payment_intent_id") or ""
-    if not PAYMENT_INTENT.fullmatch(intent):
+    try:
+        intent = (await _object(request)).get("payment_intent_id") or ""
+    except Refused as refused:
+        return web.json_response(refused.body, status=refused.status)
+    if not isinstance(intent, str) or not PAYMENT_INTENT.fullmatch(intent):
         return web.json_response({"error": "invalid_request"}, status=422)
     simulator = request.app[SETTINGS].simulator_base
     url = f"{simulator}/_sim/payment_intents/{intent}/succeed"
     async with request.app[CLIENT].post(url) as response:
         return web.json_response({"paid": response.status < 400}, status=response.status)
+
+
+async def _object(request: web.Request) -> dict[str, Any]:
+    """The page's JSON object; anything else is the API's 422, not a traceback."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise _malformed("body: malformed JSON") from None
+    if not isinstance(body, dict):
+        raise _malformed("body: a JSON object")
+    return body
+
+
+def _malformed(detail: str) -> Refused:
+    return Refused(422, {"error": "invalid_request", "detail": detail})
 
 
 async def _status(request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from yarl import URL
@@ -53,3 +54,21 @@ async def test_a_visitor_buys_a_seat_through_the_demo_shop(shop: str, page: Any)
     pdf = await page.request.get(shop.removesuffix(PATH) + await page.get_attribute("#pdf", "href"))
     assert pdf.status == 200
     assert (await pdf.body()).startswith(b"%PDF")
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("api/purchases", "xx"),
+        ("api/purchases", "[]"),
+        ("api/purchases", '{"seats": [1]}'),
+        ("api/purchases", '{"seats": "A1"}'),
+        ("api/purchases/abc/pay", "xx"),
+        ("api/purchases/abc/pay", '{"payment_intent_id": 7}'),
+    ],
+)
+async def test_the_shops_backend_refuses_a_malformed_body(shop: str, path: str, body: str) -> None:
+    """As the API would: a 422 in its envelope, never a traceback's 500."""
+    async with aiohttp.ClientSession() as session, session.post(shop + path, data=body) as answer:
+        assert answer.status == 422
+        assert (await answer.json())["error"] == "invalid_request"
