@@ -108,6 +108,8 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
 # so that the parser's LineTooLong, which names only the limit it hit, tells which was too long.
 MAX_URL_BYTES = 8192
 MAX_HEADER_BYTES = 8190
+# The header block in all, each line counted with its ": " and line break.
+MAX_HEADER_BLOCK_BYTES = 8192
 # What a request whose caller hung up is counted as (nginx's convention): a 4xx, not an outage.
 CLIENT_CLOSED = 499
 
@@ -135,6 +137,7 @@ async def _respond(
 ) -> tuple[web.StreamResponse, Verdict | None]:
     verdict = None
     try:
+        _check_header_block(request)
         if route.authenticated if route is not None else _unrouted_call_with_a_key(request):
             access = request.app[ACCESS]
             # The key is the request's before its limit is checked: a call refused for its
@@ -185,6 +188,17 @@ def _unrouted_call_with_a_key(request: web.Request) -> bool:
     return request.path.startswith(API_PREFIX) and bool(
         request.headers.get("Authorization", "").strip()
     )
+
+
+def _check_header_block(request: web.Request) -> None:
+    """Headers over MAX_HEADER_BLOCK_BYTES in all: aiohttp's parser limits each line and their
+    number, not their sum (eight lines of 6,000 bytes were taken)."""
+    if sum(len(name) + len(value) + 4 for name, value in request.raw_headers) > (
+        MAX_HEADER_BLOCK_BYTES
+    ):
+        raise ApiError(
+            431, "headers_too_large", f"the headers are over {MAX_HEADER_BLOCK_BYTES} bytes"
+        )
 
 
 def _check_request(request: web.Request, route: Route | None) -> None:
