@@ -3,7 +3,9 @@ while the live tables keep serving reads and the live projector keeps applying."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import zlib
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import structlog
@@ -87,6 +89,21 @@ def no_progress(applied: int) -> None:
     return None
 
 
+@contextlib.asynccontextmanager
+async def taking_turns(conn: asyncpg.Connection, projection: Projection) -> AsyncIterator[None]:
+    """Rebuilds, verifies and redrives of one read model, from any process, one after another:
+    each builds in scratch schemas of fixed names, which a second one started meanwhile dropped
+    under the first (two `rebuild --all` at once ended one of them in a traceback)."""
+    key = zlib.crc32(f"offline:{projection.name}".encode())
+    await conn.execute("SELECT pg_advisory_lock($1)", key)
+    try:
+        yield
+    finally:
+        # A connection gone with its server has let go of the lock already.
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+
 async def rebuild(
     pool: asyncpg.Pool, projection: Projection, on_replayed: Replayed = no_progress
 ) -> int:
@@ -94,7 +111,7 @@ async def rebuild(
     then the new ones: never an empty or half-built model."""
     live = live_schema(projection)
     build = f"{live}__build"
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, taking_turns(conn, projection):
         replayed = await fresh_replay(conn, projection, build, on_replayed)
         async with conn.transaction():
             # The live projector waits here; whatever it applied already is settled, so the new

@@ -12,7 +12,13 @@ import asyncpg
 import msgspec
 
 from projections.framework import Projection, live_schema, lock_key
-from projections.rebuild import Replayed, catch_up_to_live, fresh_replay, no_progress
+from projections.rebuild import (
+    Replayed,
+    catch_up_to_live,
+    fresh_replay,
+    no_progress,
+    taking_turns,
+)
 
 Row = dict[str, Any]
 
@@ -31,7 +37,7 @@ async def verify(
 ) -> list[Difference]:
     live = live_schema(projection)
     scratch = f"{live}__verify"
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, taking_turns(conn, projection):
         try:
             await fresh_replay(conn, projection, scratch, on_replayed)
             async with conn.transaction():

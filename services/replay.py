@@ -48,6 +48,7 @@ from projections.rebuild import (
     events_to_replay,
     fresh_replay,
     no_progress,
+    taking_turns,
 )
 from projections.registry import all_projections
 from projections.verify import Difference, compare, tables
@@ -160,7 +161,7 @@ async def redrive(
     the rows they produce into the live tables (see the module's docstring)."""
     live = live_schema(projection)
     replayed, at_start = f"{live}__redrive", f"{live}__redrive_from"
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, taking_turns(conn, projection):
         try:
             target = await read_checkpoint(conn, live)
             await fresh_replay(conn, projection, replayed, on_replayed, up_to=min(after, target))

@@ -34,6 +34,7 @@ from projections.framework import (
     read_checkpoint,
 )
 from projections.rebuild import rebuild
+from projections.verify import verify
 from services.workers.projector import Projector, consumer_name
 from services.workers.relay import Relay
 from tests.integration.sample_projection import (
@@ -310,6 +311,26 @@ async def test_rebuild_while_reading_and_writing_never_serves_a_partial_model(
             live = await _rows(pool)
     await rebuild(pool, TallyProjection())
     assert await _rows(pool) == live
+
+
+async def test_rebuilds_and_a_verify_started_at_once_take_turns(pool: asyncpg.Pool) -> None:
+    """Each builds in scratch schemas of fixed names: started together (two operators, two
+    `rebuild --all`), none drops the other's, and the model ends as one rebuild leaves it."""
+    run = uuid.uuid4().hex[:8]
+    await _write(pool, run, 120, seed=5)
+    projection = TallyProjection()
+    await rebuild(pool, projection)
+    expected = await _rows(pool)
+    results = await asyncio.gather(
+        rebuild(pool, projection),
+        rebuild(pool, projection),
+        verify(pool, projection),
+        rebuild(pool, projection),
+        return_exceptions=True,
+    )
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert results[2] == []  # the verify found the live model equal to its replay
+    assert await _rows(pool) == expected
 
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
