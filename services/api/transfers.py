@@ -32,7 +32,7 @@ from services.api.context import (
     request_id_of,
 )
 from services.api.http import decode_body, json_response, parse_body
-from services.api.routes import Route
+from services.api.routes import Handler, Route
 from services.api.schemas import Payload
 from services.usecases import ticket_resource, transfers
 from services.usecases.transfers import Transfer
@@ -221,32 +221,35 @@ async def list_ticket_transfers(request: web.Request) -> web.Response:
     return json_response(TransferList(transfers=[_view(t.state, t.ticket) for t in found]))
 
 
-ROUTES = [
-    Route(
+def _offering(path: str, named_by: str, handler: Handler, summary: str) -> Route:
+    """An offer's route: the same body and answers whichever way its path names the ticket."""
+    return Route(
         "POST",
+        path,
+        handler,
+        summary,
+        TAG,
+        TransferResponse,
+        status=201,
+        body=TransferOffer,
+        errors=(401, 404, 409, 422, 429),
+        path_params={named_by: str},
+        idempotent=True,
+    )
+
+
+ROUTES = [
+    _offering(
         "/api/v1/tickets/{code}/transfers",
+        "code",
         offer_transfer,
         "Offer a ticket to someone (by the partner, or by the buyer with the purchase e-mail)",
-        TAG,
-        TransferResponse,
-        status=201,
-        body=TransferOffer,
-        errors=(401, 404, 409, 422, 429),
-        path_params={"code": str},
-        idempotent=True,
     ),
-    Route(
-        "POST",
+    _offering(
         "/api/v1/tickets/uid/{uid}/transfers",
+        "uid",
         offer_transfer_of_uid,
         "Offer a ticket to someone, by its uid (the resource's shop:ticket_transfer_approvals)",
-        TAG,
-        TransferResponse,
-        status=201,
-        body=TransferOffer,
-        errors=(401, 404, 409, 422, 429),
-        path_params={"uid": str},
-        idempotent=True,
     ),
     Route(
         "GET",
