@@ -172,6 +172,14 @@ def decide_refund(
     )
 
 
+class PaymentNotRecorded(DomainError):
+    """A refund reported before the payment it gives back (Stripe does not promise its events'
+    order): refused, so Stripe delivers it again, after the payment's report. Answered with a
+    200, it was lost, and the payment that came next kept the tickets of money given back."""
+
+    code = "payment_not_recorded"
+
+
 def report_refund(
     purchase: PurchaseState, charge_refunded_cents: int, *, refund_id: str
 ) -> Refund | None:
@@ -180,6 +188,10 @@ def report_refund(
     takes every ticket not refunded yet with it; a partial one records the amount alone, as it
     names no ticket. None when there is nothing new (the report of a refund made here)."""
     if purchase.status != "paid":
+        if purchase.refund_decision is None and charge_refunded_cents > 0:
+            raise PaymentNotRecorded(
+                "Stripe reports a refund of a payment whose own report has not come yet"
+            )
         return None
     opened = purchase.opened
     # No more than was paid: a charge refunded beyond it is not this payment's (a forged report).

@@ -1,7 +1,7 @@
 """Stripe's webhook ingress: a verified signature first, then each Stripe event applied once.
 A bad signature, or a signed body that is not a Stripe event, is a 400 that changes nothing
 (retrying cannot help); a failure is a 500, or a 503 while the database is out of reach, so
-Stripe retries."""
+Stripe retries, as it does a refund reported before its payment (409 payment_not_recorded)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ ROUTES = [
         "Stripe webhook ingress (signed by Stripe)",
         "Webhooks",
         WebhookReceipt,
-        errors=(400, 503),
+        errors=(400, 409, 503),
         authenticated=False,
     ),
 ]

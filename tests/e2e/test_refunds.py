@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 import uuid
 from collections import Counter
@@ -53,6 +54,7 @@ from tests.e2e.conftest import (
     post,
     rebuild_read_models,
     redeliver,
+    signed_webhook,
     venue_with,
 )
 
@@ -829,6 +831,33 @@ async def test_a_refund_while_the_payment_webhook_is_in_flight(
             assert refund.status == 201, await refund.text()
             assert kinds["RefundDecided"] == 1 and ticket["ticket_status"] == "refunded"
         assert kinds["PurchasePaid"] == 1
+
+
+async def test_a_refund_reported_before_its_payment_is_applied_after_it(
+    serve, quiet_sim: TestClient, pool: asyncpg.Pool, catalog
+) -> None:
+    """Stripe does not promise its events' order: the refund's report, come first, is refused
+    (Stripe delivers it again) instead of lost, and the payment's report does not leave the
+    buyer tickets for money given back."""
+    key, _, type_id = await _event(pool, 4)
+    gateway = await serve(stripe_base=str(quiet_sim.make_url("")).rstrip("/"))
+    _, created = await post(gateway, key, "/api/v1/purchases", order(type_id, 2), 201)
+    token = created["purchase"]["token"]
+    intent = created["payment"]["stripe_payment_intent_id"]
+    await quiet_sim.post(f"/_sim/payment_intents/{intent}/succeed")
+    await quiet_sim.post(f"/_sim/payment_intents/{intent}/refund")
+    succeeded = await _sim_event(quiet_sim, intent, "payment_intent.succeeded")
+    refunded = await _sim_event(quiet_sim, intent, "charge.refunded")
+    early = {k: v for k, v in refunded.items() if k != "delivery"}
+    response = await signed_webhook(gateway, json.dumps(early))
+    assert response.status == 409, await response.text()
+    assert (await response.json())["error"] == "payment_not_recorded"
+    assert "RefundReported" not in await _kinds(pool, f"purchase-{token}")
+    assert await redeliver(gateway, succeeded) == "paid"
+    assert await redeliver(gateway, refunded) == "refunded_outside"
+    purchase = await _purchase(gateway, key, token)
+    assert purchase["refunded_cents"] == purchase["total_cents"]
+    assert {t["ticket_status"] for t in purchase["tickets"]} == {"refunded"}
 
 
 async def _project_live(pool: asyncpg.Pool) -> None:
