@@ -155,16 +155,22 @@ class _EventObject(msgspec.Struct):
     currency: str | None = None
     payment_intent: str | None = None
     reason: str | None = None
-    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    metadata: dict[str, str] | None = None
 
 
 class _EventData(msgspec.Struct):
     object: _EventObject
 
 
-class _Event(msgspec.Struct):
+class _Kind(msgspec.Struct):
+    """What an event is, read first: one the service does not act on is not read further
+    (Stripe's objects of other types differ: an amount that is an object, metadata null)."""
+
     id: str
     type: str
+
+
+class _Event(_Kind):
     data: _EventData
 
 
@@ -390,12 +396,25 @@ class Payments:
         if b"\\u0000" in payload:
             raise InvalidPayload("not a Stripe event: a NUL character")
         try:
+            kind = msgspec.json.decode(payload, type=_Kind)
+            report = _REPORTS.get(kind.type)
+            if report is None:  # whatever its object looks like: nothing to read of it
+                return WebhookEvent(
+                    id=kind.id,
+                    type=kind.type,
+                    report=None,
+                    intent_id="",
+                    purchase_token=None,
+                    status=None,
+                    amount=0,
+                )
             event = msgspec.json.decode(payload, type=_Event)
         except msgspec.DecodeError as exc:
             raise InvalidPayload(f"not a Stripe event: {exc}") from exc
+        except RecursionError:
+            raise InvalidPayload("not a Stripe event: nested too deeply") from None
         obj = event.data.object
-        report = _REPORTS.get(event.type)
-        if report is not None and not obj.id:
+        if not obj.id:
             raise InvalidPayload(f"not a Stripe event: a {event.type} of an object with no id")
         is_intent = obj.object == "payment_intent"
         return WebhookEvent(
@@ -403,7 +422,7 @@ class Payments:
             type=event.type,
             report=report,
             intent_id=obj.id if is_intent else obj.payment_intent or "",
-            purchase_token=obj.metadata.get("purchase_token"),
+            purchase_token=(obj.metadata or {}).get("purchase_token"),
             status=obj.status,
             amount=(obj.amount_refunded if obj.object == "charge" else obj.amount) or 0,
             currency=obj.currency,

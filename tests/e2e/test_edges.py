@@ -259,13 +259,27 @@ async def test_a_signed_webhook_that_is_not_a_stripe_event_is_a_400(api) -> None
 async def test_a_signed_event_of_a_type_not_acted_on_is_ignored_whatever_its_object(api) -> None:
     """Stripe sends what the endpoint subscribes to: a balance has no id, a payout's amount may
     be null. Refusing those would have Stripe retry them for days and disable the endpoint."""
-    for obj in ({"object": "balance", "available": []}, {"id": "po_1", "amount": None}):
-        payload = {"id": "evt_x", "type": "balance.available", "data": {"object": obj}}
+    others = [
+        ("balance.available", {"object": "balance", "available": []}),
+        ("payout.paid", {"id": "po_1", "amount": None}),
+        ("billing.credit_grant.created", {"id": "cg_1", "amount": {"type": "monetary"}}),
+        ("checkout.session.completed", {"id": "cs_1", "metadata": None}),
+        ("refund.updated", {"id": "re_1", "metadata": None, "amount": 100}),
+    ]
+    for kind, obj in others:
+        payload = {"id": "evt_x", "type": kind, "data": {"object": obj}}
         response = await signed_webhook(api, json.dumps(payload))
         assert response.status == 200, await response.text()
-        assert (await response.json())["received"] is True
+        assert (await response.json())["outcome"] == "ignored"
+    unlabelled = {"id": "ch_1", "object": "charge", "metadata": None, "payment_intent": None}
+    refund = {"id": "evt_z", "type": "charge.refunded", "data": {"object": unlabelled}}
+    response = await signed_webhook(api, json.dumps(refund))
+    assert response.status == 200, await response.text()
     nameless = {"id": "evt_y", "type": "payment_intent.succeeded", "data": {"object": {}}}
     response = await signed_webhook(api, json.dumps(nameless))
+    _error(await response.json(), response, 400, "invalid_payload")
+    deep = '{"id": "evt_d", "type": "charge.refunded", "data": ' + "[" * 5000 + "]" * 5000 + "}"
+    response = await signed_webhook(api, deep)
     _error(await response.json(), response, 400, "invalid_payload")
 
 
