@@ -72,6 +72,8 @@ class PaymentIntentRef(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # Stripe's event types that report on a purchase's payment, in the domain's words.
+# The events whose objects are read (and logged) though the service may not act on them.
+_ABOUT_PAYMENTS = ("payment_intent.", "charge.")
 _REPORTS: dict[str, PaymentReport] = {
     "payment_intent.succeeded": "succeeded",
     "payment_intent.payment_failed": "failed",
@@ -163,8 +165,8 @@ class _EventData(msgspec.Struct):
 
 
 class _Kind(msgspec.Struct):
-    """What an event is, read first: one the service does not act on is not read further
-    (Stripe's objects of other types differ: an amount that is an object, metadata null)."""
+    """What an event is, read first: one about neither a PaymentIntent nor a charge is not
+    read further, whatever its object looks like (an amount that is an object, metadata null)."""
 
     id: str
     type: str
@@ -398,7 +400,7 @@ class Payments:
         try:
             kind = msgspec.json.decode(payload, type=_Kind)
             report = _REPORTS.get(kind.type)
-            if report is None:  # whatever its object looks like: nothing to read of it
+            if report is None and not kind.type.startswith(_ABOUT_PAYMENTS):
                 return WebhookEvent(
                     id=kind.id,
                     type=kind.type,
@@ -414,7 +416,7 @@ class Payments:
         except RecursionError:
             raise InvalidPayload("not a Stripe event: nested too deeply") from None
         obj = event.data.object
-        if not obj.id:
+        if report is not None and not obj.id:
             raise InvalidPayload(f"not a Stripe event: a {event.type} of an object with no id")
         is_intent = obj.object == "payment_intent"
         return WebhookEvent(
