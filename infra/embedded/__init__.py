@@ -37,7 +37,7 @@ from typing import Any
 import structlog
 
 from infra.embedded.nats_server import NATS_STOP_TIMEOUT, find_nats, start_nats
-from infra.embedded.postgres import DATABASE, PG_STOP_TIMEOUT, start_postgres
+from infra.embedded.postgres import DATABASE, PG_STOP_TIMEOUT, shutting_down, start_postgres
 from infra.embedded.processes import (
     EmbeddedUnavailable,
     Server,
@@ -142,6 +142,7 @@ async def _keep_running(data_dir: Path, owned: list[Server]) -> None:
         await asyncio.sleep(KEEP_SECONDS)
         for i, server in enumerate(owned):
             if server.proc.poll() is None:
+                _hurry_a_smart_shutdown(data_dir, server)
                 continue
             log.warning(
                 "embedded server exited; starting it again",
@@ -162,6 +163,15 @@ async def _keep_running(data_dir: Path, owned: list[Server]) -> None:
                 runtime = _read_runtime(data_dir)
                 runtime[server.name] = _entry(owned[i])
                 _write_runtime(data_dir, runtime)
+
+
+def _hurry_a_smart_shutdown(data_dir: Path, server: Server) -> None:
+    """A PostgreSQL told to stop by someone else (`kill`: a smart shutdown) is made to stop now
+    (a fast shutdown: the open connections are closed), so it exits and is started again, as
+    after any exit; else it would refuse new connections for as long as the run kept its own."""
+    if server.name == "postgres" and shutting_down(data_dir):
+        log.warning("embedded server shutting down; hurrying it", server=server.name)
+        server.proc.send_signal(signal.SIGINT)
 
 
 def _check_installed(*, postgres: bool, nats: bool) -> None:

@@ -214,6 +214,17 @@ async def _postgres_ready(server: Server, pgdata: Path, log_path: Path, offset: 
     await _ensure_database(server.port)
 
 
+def shutting_down(data_dir: Path) -> bool:
+    """Whether the cluster's postmaster says it is stopping (the status line of postmaster.pid).
+    Asked from outside for a smart shutdown (SIGTERM), it refuses every new connection and waits
+    for the open ones, which the run's components keep: it would never stop, nor serve again."""
+    try:
+        lines = (data_dir / "postgres" / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return False
+    return len(lines) >= 8 and lines[7].strip() == "stopping"
+
+
 async def start_postgres(data_dir: Path, port: int | None = None) -> Server:
     account = _pg_account()
     pgdata = data_dir / "postgres"

@@ -226,6 +226,32 @@ async def test_a_killed_server_is_started_again_where_its_clients_look(server_di
     await _assert_all_gone(procs, within=10)
 
 
+async def test_a_server_told_to_stop_while_serving_is_started_again(server_dir: Path) -> None:
+    """`kill` of the embedded PostgreSQL asks a smart shutdown: it refuses new connections and
+    waits for the open ones, which a run's components keep. It is hurried (a fast shutdown),
+    then started again where its clients look, as after any exit."""
+    async with embedded_servers(server_dir, nats=False) as ep:
+        held = await asyncpg.connect(ep.database_url)
+        try:
+            postmaster = _runtime(server_dir)["postgres"]["pid"]
+            os.kill(postmaster, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    conn = await asyncpg.connect(ep.database_url, timeout=5)
+                    assert await conn.fetchval("SELECT 1") == 1
+                    await conn.close()
+                    break
+                except (OSError, asyncpg.PostgresError, TimeoutError):
+                    assert time.monotonic() < deadline, "the server told to stop never served again"
+                    await asyncio.sleep(0.5)
+            assert _runtime(server_dir)["postgres"]["pid"] != postmaster or not psutil.pid_exists(
+                postmaster
+            )
+        finally:
+            await held.close(timeout=5)
+
+
 async def test_only_nats(server_dir: Path) -> None:
     async with embedded_servers(server_dir, postgres=False) as ep:
         assert ep.database_url == ""
