@@ -109,7 +109,7 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
 MAX_URL_BYTES = 8192
 MAX_HEADER_BYTES = 8190
 # The header block in all, each line counted with its ": " and line break.
-MAX_HEADER_BLOCK_BYTES = 8192
+HEADERS_MAX = 8192
 # What a request whose caller hung up is counted as (nginx's convention): a 4xx, not an outage.
 CLIENT_CLOSED = 499
 
@@ -191,14 +191,10 @@ def _unrouted_call_with_a_key(request: web.Request) -> bool:
 
 
 def _check_header_block(request: web.Request) -> None:
-    """Headers over MAX_HEADER_BLOCK_BYTES in all: aiohttp's parser limits each line and their
+    """Headers over HEADERS_MAX bytes in all: aiohttp's parser limits each line and their
     number, not their sum (eight lines of 6,000 bytes were taken)."""
-    if sum(len(name) + len(value) + 4 for name, value in request.raw_headers) > (
-        MAX_HEADER_BLOCK_BYTES
-    ):
-        raise ApiError(
-            431, "headers_too_large", f"the headers are over {MAX_HEADER_BLOCK_BYTES} bytes"
-        )
+    if sum(len(name) + len(value) + 4 for name, value in request.raw_headers) > HEADERS_MAX:
+        raise ApiError(431, "headers_too_large", f"the headers are over {HEADERS_MAX} bytes")
 
 
 def _check_request(request: web.Request, route: Route | None) -> None:
