@@ -201,22 +201,25 @@ def exposition() -> tuple[bytes, str]:
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
     _forget_dead_processes(Path(shared))
     registry = CollectorRegistry()
-    counted = multiprocess.MultiProcessCollector(registry, shared)
-    registry.register(_Declared({family.name for family in counted.collect()}))
+    registry.register(_RunMetrics(shared))
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-class _Declared(Collector):
-    """The service's metrics no process of the run has a value of yet (no conflict, no Stripe
-    error, no failed e-mail so far): named with their help and type, as a lone process names
-    them, instead of missing from the run's /metrics, which a scrape or an alert looks for."""
+class _RunMetrics(Collector):
+    """The run's processes' metrics added up, read once per scrape, and those no process has a
+    value of yet (no conflict, no Stripe error, no failed e-mail so far) named with their help
+    and type, as a lone process names them, instead of missing, which a scrape or an alert
+    looks for."""
 
-    def __init__(self, counted: set[str]) -> None:
-        self._counted = counted
+    def __init__(self, shared: str) -> None:
+        self._counted = multiprocess.MultiProcessCollector(None, shared)
 
     def collect(self) -> Iterable[Metric]:
+        counted = list(self._counted.collect())
+        yield from counted
+        named = {family.name for family in counted}
         for family in REGISTRY.collect():
-            if family.name.startswith("linjerum_") and family.name not in self._counted:
+            if family.name.startswith("linjerum_") and family.name not in named:
                 yield Metric(family.name, family.documentation, family.type, family.unit)
 
 

@@ -170,10 +170,8 @@ class _Kind(msgspec.Struct):
 
     id: str
     type: str
-
-
-class _Event(_Kind):
-    data: _EventData
+    # Kept undecoded: read only for an event about a PaymentIntent or a charge.
+    data: msgspec.Raw
 
 
 def _kind(exc: stripe.StripeError) -> str:
@@ -410,18 +408,17 @@ class Payments:
                     status=None,
                     amount=0,
                 )
-            event = msgspec.json.decode(payload, type=_Event)
+            obj = msgspec.json.decode(kind.data, type=_EventData).object
         except msgspec.DecodeError as exc:
             raise InvalidPayload(f"not a Stripe event: {exc}") from exc
         except RecursionError:
             raise InvalidPayload("not a Stripe event: nested too deeply") from None
-        obj = event.data.object
         if report is not None and not obj.id:
-            raise InvalidPayload(f"not a Stripe event: a {event.type} of an object with no id")
+            raise InvalidPayload(f"not a Stripe event: a {kind.type} of an object with no id")
         is_intent = obj.object == "payment_intent"
         return WebhookEvent(
-            id=event.id,
-            type=event.type,
+            id=kind.id,
+            type=kind.type,
             report=report,
             intent_id=obj.id if is_intent else obj.payment_intent or "",
             purchase_token=(obj.metadata or {}).get("purchase_token"),
