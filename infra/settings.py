@@ -18,14 +18,19 @@ def _env_bool(name: str, default: bool) -> bool:
     raise SystemExit(f"{name} must be true or false, got {raw!r}")
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, lowest: int | None = None) -> int:
+    """An integer, `lowest` or more where a smaller one means nothing (a hold of -5 minutes
+    would expire every purchase as it is made)."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+    if lowest is not None and value < lowest:
+        raise SystemExit(f"{name} must be {lowest} or more, got {value}")
+    return value
 
 
 def _env_port(name: str, default: int, lowest: int = 1) -> int:
@@ -49,6 +54,19 @@ def _env_float(name: str, default: float) -> float:
     if not value >= 0:
         raise SystemExit(f"{name} must be a number of zero or more, got {raw!r}")
     return value
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _env_log_level() -> str:
+    """A level the logger knows: a misspelt one would quietly log at `info`."""
+    level = os.environ.get("LINJERUM_LOG_LEVEL", "info").strip().lower() or "info"
+    if level not in LOG_LEVELS:
+        raise SystemExit(
+            f"LINJERUM_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}"
+        )
+    return level
 
 
 def _stripe_api_base() -> str:
@@ -144,8 +162,8 @@ class Settings:
             "http_port": _env_port("LINJERUM_PORT", 8080),
             "nats_stream": os.environ.get("LINJERUM_NATS_STREAM", "LINJERUM_EVENTS"),
             "subject_prefix": os.environ.get("LINJERUM_SUBJECT_PREFIX", "linjerum.events"),
-            "db_pool_size": _env_int("LINJERUM_DB_POOL_SIZE", 10),
-            "log_level": os.environ.get("LINJERUM_LOG_LEVEL", "info"),
+            "db_pool_size": _env_int("LINJERUM_DB_POOL_SIZE", 10, lowest=1),
+            "log_level": _env_log_level(),
             "stripe_secret_key": os.environ.get("STRIPE_SECRET_KEY", ""),
             "stripe_publishable_key": os.environ.get("STRIPE_PUBLISHABLE_KEY", ""),
             "stripe_webhook_secret": os.environ.get("STRIPE_WEBHOOK_SECRET", ""),
@@ -159,10 +177,10 @@ class Settings:
             "smtp_password": os.environ.get("LINJERUM_SMTP_PASSWORD", ""),
             "smtp_sender": os.environ.get("LINJERUM_SMTP_SENDER", "linjerum <tickets@localhost>"),
             "public_url": os.environ.get("LINJERUM_PUBLIC_URL", ""),
-            "hold_minutes": _env_int("LINJERUM_HOLD_MINUTES", 30),
+            "hold_minutes": _env_int("LINJERUM_HOLD_MINUTES", 30, lowest=1),
             # One per core: spawned as PDFs are asked for, idle ones cost no CPU; on two cores
             # two took a purchase PDF's p50 at 64 connections from 1.1 s to 0.7-1.0 s.
-            "pdf_workers": _env_int("LINJERUM_PDF_WORKERS", os.cpu_count() or 1),
+            "pdf_workers": _env_int("LINJERUM_PDF_WORKERS", os.cpu_count() or 1, lowest=0),
             # E-mails queued per second that make a rush (an on-sale), and how long a due one
             # waits at most for it to pass (services/workers/mailer.py); a deferral of 0 turns
             # the waiting off.
@@ -172,7 +190,7 @@ class Settings:
             "metrics_port": _env_port("LINJERUM_METRICS_PORT", 0, lowest=0),
             "trusted_proxies": os.environ.get("LINJERUM_TRUSTED_PROXIES", ""),
             "desk_affinity": _env_bool("LINJERUM_DESK_AFFINITY", True),
-            "ready_max_lag_seconds": _env_int("LINJERUM_READY_MAX_LAG_SECONDS", 30),
+            "ready_max_lag_seconds": _env_int("LINJERUM_READY_MAX_LAG_SECONDS", 30, lowest=1),
             "link_secret": os.environ.get("LINJERUM_LINK_SECRET", ""),
             "embed_secret": os.environ.get("LINJERUM_EMBED_SECRET", ""),
             "embed_previous_secret": os.environ.get("LINJERUM_EMBED_PREVIOUS_SECRET", ""),

@@ -48,3 +48,31 @@ def test_a_port_no_socket_takes_stops_with_its_name(
     monkeypatch.setenv(name, raw)
     with pytest.raises(SystemExit, match=f"{name} must be a port"):
         Settings.from_env()
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("LINJERUM_HOLD_MINUTES", "-5"),
+        ("LINJERUM_HOLD_MINUTES", "0"),
+        ("LINJERUM_DB_POOL_SIZE", "0"),
+        ("LINJERUM_PDF_WORKERS", "-1"),
+        ("LINJERUM_READY_MAX_LAG_SECONDS", "0"),
+    ],
+)
+def test_a_count_below_its_least_stops_with_its_name(
+    monkeypatch: pytest.MonkeyPatch, name: str, raw: str
+) -> None:
+    """A hold of -5 minutes was taken, and every purchase expired as it was made."""
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(SystemExit, match=f"{name} must be"):
+        Settings.from_env()
+
+
+def test_the_log_level_is_one_the_logger_knows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misspelt level logged at `info` without a word."""
+    monkeypatch.setenv("LINJERUM_LOG_LEVEL", "WARNING")
+    assert Settings.from_env().log_level == "warning"
+    monkeypatch.setenv("LINJERUM_LOG_LEVEL", "nope")
+    with pytest.raises(SystemExit, match="LINJERUM_LOG_LEVEL must be one of"):
+        Settings.from_env()
