@@ -127,6 +127,8 @@ async def test_every_route_is_documented_as_it_is_served(api: TestClient) -> Non
             assert {"X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining"} <= headers
             if status == "429":
                 assert "Retry-After" in headers
+            replayed = route.idempotent and status == str(route.status)
+            assert ("Idempotent-Replay" in headers) == replayed, (route.path, status)
             if not status.startswith(("2", "3")):
                 schema = response["content"]["application/json"]["schema"]
                 error_body = {"$ref": "#/components/schemas/ErrorBody"}

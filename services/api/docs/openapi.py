@@ -73,6 +73,12 @@ HEADERS: dict[str, OpenApiHeader] = {
         required=True,
         schema={"type": "integer", "minimum": 1},
     ),
+    "Idempotent-Replay": OpenApiHeader(
+        description="`true` when this answer is the stored one of an earlier request with the"
+        " same Idempotency-Key and body, not a new decision",
+        required=False,
+        schema={"type": "string", "enum": ["true"]},
+    ),
     "ETag": OpenApiHeader(
         description="Strong validator of the body; send it back as If-None-Match",
         required=True,
@@ -100,6 +106,8 @@ def _headers(status: int, route: Route) -> dict[str, HeaderRef]:
         names.append("Retry-After")
     if status in (route.status, 304) and uses_etag(route):
         names.append("ETag")
+    if status == route.status and route.idempotent:
+        names.append("Idempotent-Replay")
     return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
 
 
