@@ -159,6 +159,24 @@ async def test_a_busy_keys_calls_do_not_wait_for_each_slice(pool) -> None:
     assert 2_400 <= claimed < 2_400 + 2 * 600
 
 
+async def test_calls_less_than_a_second_apart_leave_the_window_each_at_its_own_time(
+    pool: asyncpg.Pool,
+) -> None:
+    """Claims close together were merged into one entry whose end kept sliding: every call was
+    counted until a window after the latest, so a full window said wait a whole window, and the
+    first call never left it on time (a 3 s window here stands for the minute)."""
+    window = f"key:rolling-{uuid.uuid4().hex}"
+    first = time.monotonic()
+    for _ in range(10):  # bounded: 10 calls 0.1 s apart
+        assert (await rate_limits.claim(pool, window, 10, 1, window=3.0, hold=0.0)).granted
+        await asyncio.sleep(0.1)
+    full = await rate_limits.claim(pool, window, 10, 1, window=3.0, hold=0.0)
+    assert full.granted == 0
+    assert full.wait <= 3.0 - (time.monotonic() - first) + 0.2
+    await asyncio.sleep(max(0.0, first + 3.1 - time.monotonic()))
+    assert (await rate_limits.claim(pool, window, 10, 1, window=3.0, hold=0.0)).granted == 1
+
+
 async def test_windows_that_have_ended_are_deleted(pool: asyncpg.Pool) -> None:
     ended, live = f"key:ended-{uuid.uuid4().hex}", f"key:live-{uuid.uuid4().hex}"
     await rate_limits.claim(pool, ended, 5, 1, window=0.01, hold=0.0)
