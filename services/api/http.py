@@ -149,8 +149,12 @@ def _decoded(raw: bytes, kind: type[T]) -> T:
 
 def _bad_key(raw: bytes, path: str) -> str | None:
     """The first key of the object at `path` that is not an id, as `quantities.abc`: where a
-    key of a `dict[int, ...]` is not a number, msgspec names the object, not the key."""
-    value: Any = msgspec.json.decode(raw)
+    key of a `dict[int, ...]` is not a number, msgspec names the object, not the key. A body
+    that is not JSON past the field msgspec refused is malformed before anything else."""
+    try:
+        value: Any = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise invalid_request("body", "malformed JSON") from None
     for part in path.split("."):
         if not isinstance(value, dict) or part not in value:
             return None

@@ -271,6 +271,23 @@ async def test_bad_bodies_are_422_naming_the_field(api, demo_token) -> None:
 @pytest.mark.parametrize("path", [AUTO_SELECT, VALIDATE])
 @pytest.mark.parametrize("raw", [b"", b"{", b"[1, 2]", b'"text"'])
 async def test_malformed_json_is_422_on_the_body(api, demo_token, path: str, raw: bytes) -> None:
+    await _refused_as_malformed(api, demo_token, path, raw)
+
+
+MISTYPED = {AUTO_SELECT: b'{"ticket_type_id": "x"', VALIDATE: b'{"selected_seats": "x"'}
+
+
+@pytest.mark.parametrize("path", [AUTO_SELECT, VALIDATE])
+@pytest.mark.parametrize("end", [b"", b"} x", b', "c": "\xff"}'])
+async def test_a_mistyped_field_in_broken_json_is_422_on_the_body(
+    api, demo_token, path: str, end: bytes
+) -> None:
+    """The decoder refuses the field before it reaches the break (the JSON cut off, bytes after
+    it, bytes that are not UTF-8): these were 500s."""
+    await _refused_as_malformed(api, demo_token, path, MISTYPED[path] + end)
+
+
+async def _refused_as_malformed(api, demo_token: str, path: str, raw: bytes) -> None:
     json_body = BytesPayload(raw, content_type="application/json")
     refused = await _call(api, demo_token, "POST", path, 422, data=json_body)
     assert refused["error"] == "invalid_request" and refused["detail"].startswith("body:")
