@@ -78,7 +78,7 @@ from services.api.errors import (
     unavailable,
 )
 from services.api.forwarded import Network, behind_proxies
-from services.api.http import check_text
+from services.api.http import check_text, read_in_time
 from services.api.limits import Limits, LocalLimits, Verdict
 from services.api.memo import Memo
 from services.api.offers import SeatOffers
@@ -145,6 +145,8 @@ async def _respond(
             key = request[API_KEY] = await access.identify(request)
             verdict = await access.take(key, route.bucket if route is not None else None)
         _check_request(request, route)
+        if request.body_exists:
+            await read_in_time(request)
         if route is None or route.lane == "free":
             return await handler(request), verdict
         async with request.app[SALE_FIRST].lane(route.lane):

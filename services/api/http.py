@@ -3,6 +3,7 @@ into a 422 naming the field, and that answers polling clients with ETag / 304.""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
@@ -17,7 +18,7 @@ from aiohttp import web
 
 from infra.pgtext import storable
 from services.api.context import organization_of, snapshots_of
-from services.api.errors import invalid_request
+from services.api.errors import ApiError, invalid_request
 from services.api.routes import Handler
 
 T = TypeVar("T")
@@ -33,6 +34,9 @@ _UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 UNSTORABLE_DETAIL = "must not contain NUL characters or unpaired surrogates"
 # JSON nested deeper than the decoder goes (about a thousand levels): no request needs it.
 TOO_DEEP = "nested too deeply"
+# How long a request's whole body may take to arrive (nginx's client_body_timeout is 60 s
+# between two reads; a body here is at most a megabyte).
+BODY_SECONDS = 30.0
 _INTEGER = re.compile(r"^-?[0-9]{1,19}\Z")
 # An id in a path or a ticket type id as a JSON object key: canonical, so two spellings never
 # name one resource.
@@ -109,6 +113,19 @@ def parse_query(request: web.Request, kind: type[T]) -> T:
         return msgspec.convert(query, kind, strict=False)
     except msgspec.ValidationError as exc:
         raise invalid_request(_field_of(exc, "query"), _message(exc)) from None
+
+
+async def read_in_time(request: web.Request) -> None:
+    """Reads the whole body (aiohttp keeps it for the handler's read) before the request waits
+    for a lane: five bodies that never finished held the turns of every buyer's seat
+    suggestions for as long as their sockets stayed open."""
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            await request.read()
+    except TimeoutError:
+        raise ApiError(
+            408, "request_timeout", f"the body did not arrive within {BODY_SECONDS:g} s"
+        ) from None
 
 
 async def parse_body(request: web.Request, kind: type[T]) -> T:

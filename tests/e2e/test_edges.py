@@ -18,8 +18,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from infra.db import create_pool
 from infra.embedded import free_port
+from services.api import http
 from services.api.activity import ActivityLog
-from services.api.context import ACTIVITY
+from services.api.context import ACTIVITY, SALE_FIRST
 from services.api.gateway import (
     MAX_HEADER_BYTES,
     MAX_URL_BYTES,
@@ -195,6 +196,31 @@ async def test_an_idempotency_key_that_is_not_utf8_is_a_422(api, pool) -> None:
     assert head.startswith(b"HTTP/1.1 422 "), answer
     assert b"x-request-id:" in head.lower()
     assert json.loads(payload)["detail"].startswith("Idempotency-Key: ")
+
+
+async def test_a_body_that_does_not_arrive_is_a_408_and_holds_no_turn_meanwhile(
+    api, pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purchase whose body never finished counted as selling for as long as its socket was
+    open, and four such seat suggestions held every browsing turn: other buyers' suggestions
+    waited seconds in an on-sale."""
+    monkeypatch.setattr(http, "BODY_SECONDS", 0.5)
+    token, _, _ = await small_event(pool, 5)
+    reader, writer = await asyncio.open_connection(api.host, api.port)
+    writer.write(
+        b"POST /api/v1/purchases HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        + f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n".encode()
+        + b"Content-Length: 100\r\n\r\n{}"
+    )
+    await asyncio.sleep(0.2)
+    assert api.app[SALE_FIRST]._selling == 0
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 408 "), head
+    assert b"x-request-id:" in head.lower()
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    payload = await reader.readexactly(length)
+    writer.close()
+    assert json.loads(payload)["error"] == "request_timeout"
 
 
 @pytest.mark.parametrize("path", ["/api/v1/pricing/preview", "/api/v1/purchases"])

@@ -48,6 +48,7 @@ ERRORS: dict[int, tuple[str, tuple[tuple[str, str], ...]]] = {
             ("idempotency_key_reuse", "Same key sent with a different request body"),
         ),
     ),
+    408: ("Request timeout", (("request_timeout", "The body did not arrive within 30 s"),)),
     413: ("Payload too large", (("payload_too_large", "The body is over 1 MiB"),)),
     415: (
         "Unsupported media type",
@@ -80,8 +81,8 @@ _KEY_CODES = {"idempotency_key_reuse", "idempotency_in_flight"}
 
 def error_statuses(route: Route) -> list[int]:
     """The route's declared errors plus those the gateway itself produces for it: 401/429 from
-    authentication and rate limits, 422 from decoding its query, body or path, 413 and 415 from
-    reading a body, 503 while the database or NATS is out of reach."""
+    authentication and rate limits, 422 from decoding its query, body or path, 408, 413 and 415
+    from reading a body, 503 while the database or NATS is out of reach."""
     statuses = set(route.errors) | {503}
     if route.authenticated:
         statuses |= {401, 429}
@@ -90,7 +91,7 @@ def error_statuses(route: Route) -> list[int]:
     if route.query is not None or route.body is not None or route.path_params:
         statuses.add(422)
     if route.body is not None:
-        statuses |= {413, 415}
+        statuses |= {408, 413, 415}
     if route.idempotent:
         statuses |= {409, 422}
     return sorted(statuses)
