@@ -12,6 +12,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+from domain.errors import NotFound
 from domain.purchasing import EMAIL_MAX, NAME_MAX
 from domain.tickets import TicketState
 from domain.transfers import (
@@ -143,10 +144,13 @@ async def _offer(request: web.Request, raw: bytes, claim: Claim | None) -> web.R
     body = decode_body(raw, TransferOffer)
     pool, organization_id = pool_of(request), organization_of(request)
     code = request.match_info.get("code")
-    by: OfferedBy = "partner" if body.email is None or code is None else "buyer"
-    if code is None:  # the ticket resource's `shop:ticket_transfer_approvals`: the partner's
+    by: OfferedBy = "partner" if body.email is None else "buyer"
+    if code is None:  # the ticket resource's link; with the purchase e-mail, the buyer's offer
         uid = request.match_info["uid"]
-        ticket_id = (await ticket_resource.by_uid(pool, uid, organization_id)).bought.id
+        ticket = await ticket_resource.by_uid(pool, uid, organization_id)
+        if body.email is not None and not transfers.bought_by(ticket.purchase, body.email):
+            raise NotFound("ticket not found", "uid")
+        ticket_id = ticket.bought.id
     elif body.email is None:
         ticket_id = await transfers.partner_ticket(pool, code, organization_id)
     else:

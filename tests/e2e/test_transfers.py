@@ -208,11 +208,13 @@ async def test_the_buyer_offers_with_the_purchase_email(api, pool, demo_token) -
     assert await api.app[DOCUMENTS].compose(offered["id"], "transfer_offer") is None
     late = await _answer(api, offered["id"], secret)
     assert late[0] == 409 and late[1]["error"] == "transfer_not_open"
-    second = (await _offer(api, token, code, email=BUYER["email"]))["transfer"]
-    listed = await _get(api, token, f"/api/v1/tickets/uid/{purchase['tickets'][0]['id']}/transfers")
+    offers = f"/api/v1/tickets/uid/{purchase['tickets'][0]['id']}/transfers"
+    _, second = await post(api, token, offers, {"recipient": RECIPIENT, "email": BUYER["email"]})
+    assert second["transfer"]["offered_by"] == "buyer"
+    listed = await _get(api, token, offers)
     assert [(t["id"], t["status"]) for t in listed["transfers"]] == [
         (offered["id"], "declined"),
-        (second["id"], "offered"),
+        (second["transfer"]["id"], "offered"),
     ]
 
 
@@ -223,6 +225,11 @@ async def test_the_resources_transfer_approvals_link_takes_an_offer(api, pool, d
     link = resource["_links"]["shop:ticket_transfer_approvals"]["href"]
     path = link[link.index("/api/") :]
     await post(api, demo_token, path, {"recipient": RECIPIENT}, 404)  # another organization's
+    # With an e-mail that is not the purchase's, the offer is nobody's: it was taken as the
+    # partner's.
+    stranger = {"recipient": RECIPIENT, "email": "someone@else.dk"}
+    _, missed = await post(api, token, path, stranger, 404)
+    assert missed["error"] == "not_found"
     _, offered = await post(api, token, path, {"recipient": RECIPIENT}, 201)
     assert offered["transfer"]["offered_by"] == "partner"
     assert offered["transfer"]["status"] == "offered"
