@@ -17,7 +17,7 @@ from domain.purchasing import PurchasedTicket, PurchaseState
 from domain.tickets import Consumer, TicketState
 from infra import handed_out
 from infra.eventstore import ConcurrencyError, Metadata, PendingAppend, append, stream_events
-from services.usecases.ticketing import MAX_SCAN_ATTEMPTS, load_purchase, load_ticket
+from services.usecases.ticketing import attempts, load_purchase, load_ticket
 
 # A ticket not issued yet (its purchase unpaid or ended) is described by its purchase.
 _UNISSUED_STATUS = {
@@ -201,7 +201,7 @@ async def personalize(
 ) -> Ticket:
     """The partner's change of the ticket's consumer (see `personalization.edited`), appended at the
     version it was decided on: a scan, refund or edit in between makes it decide again."""
-    for _ in range(MAX_SCAN_ATTEMPTS):
+    async for _ in attempts():
         ticket = await by_uid(pool, uid, organization_id)
         state = ticket.issued
         if state is None:

@@ -447,6 +447,18 @@ async def test_a_partner_personalizes_and_every_change_is_an_event_of_the_partne
     assert (await _put(api, token, uid, COMPLETE, 409))["error"] == "personalization_closed"
 
 
+async def test_twenty_editors_of_one_ticket_at_once_are_each_answered(api, pool) -> None:
+    """Editors of one ticket who all tried again at once met again: a third of twenty were
+    refused 503 after ten attempts. Each edit is made; the last one stands, whole."""
+    token, purchase = await _bought(api, pool, _policy())
+    uid = purchase["tickets"][0]["id"]
+    names = [f"Navn{i}" for i in range(20)]
+    edits = [_put(api, token, uid, {"first_name": name}) for name in names]
+    answers = await asyncio.gather(*edits)
+    assert sorted(answer["consumer"]["first_name"] for answer in answers) == sorted(names)
+    assert (await _ticket(api, token, uid))["consumer"]["first_name"] in names
+
+
 async def test_needs_personalization_follows_the_consumer_it_shows(api, pool) -> None:
     """Without a policy the event asks for a name, which the buyer's stands for; an edit that
     changes nothing stores nothing; a ticket that can no longer be personalized needs none."""
