@@ -407,7 +407,7 @@ def test_post_routes_get_a_request_body_and_a_working_example() -> None:
         },
     }
     assert set(operation["responses"]) == {
-        *("201", "401", "404", "409", "413", "415", "422", "429", "503")
+        *("201", "401", "404", "408", "409", "413", "415", "422", "429", "503")
     }
     assert "Seat" in raw["components"]["schemas"]
     collection = postman_collection(document, "http://127.0.0.1:8080")
