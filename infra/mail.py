@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import os
 import re
 import smtplib
@@ -104,17 +105,27 @@ class SmtpTransport:
 class EmlDirectory:
     """Writes each message to `<timestamp>-<message id>.eml` in a folder, for development: any
     mail client opens them. Written to a temporary name and renamed, so a reader never sees a
-    half-written file."""
+    half-written file. A message sent again under its Message-ID (a mailer killed between the
+    sending and the recording of it) replaces its file instead of making a second one."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # The files written before, by Message-ID: listed once, at start, then kept here.
+        self._files: dict[str, Path] = {}
+        for written in sorted(path.glob("*.eml")):
+            self._files.setdefault(written.stem.partition("-")[2], written)
 
     async def send(self, message: EmailMessage) -> None:
         await asyncio.to_thread(self._write, message)
 
+    def _file_of(self, message: EmailMessage) -> Path:
+        """The message's file: the one written for its Message-ID before, or a new one."""
+        safe = _safe_id(message)
+        return self._files.setdefault(safe, self.path / f"{_timestamp()}-{safe}.eml")
+
     def _write(self, message: EmailMessage) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        target = self.path / f"{_timestamp()}-{_safe_id(message)}.eml"
+        target = self._file_of(message)
         fd, temporary = tempfile.mkstemp(dir=self.path, prefix=".", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as file:
@@ -150,6 +161,16 @@ def build_confirmation(
         maintype, _, subtype = mime_type.partition("/")
         message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return message
+
+
+def identify_as_sent_for(message: EmailMessage, row_id: int, purchase_token: str) -> None:
+    """Gives the message a Message-ID of its outbox row: should it be sent again (the mailer
+    was killed before it recorded the sending), mail clients and the `.eml` folder see the same
+    message twice, not two messages. The token is hashed in, so ids of two databases differ
+    without the token being shown."""
+    _, _, domain = str(message["Message-ID"]).strip("<>").rpartition("@")
+    digest = hashlib.sha256(f"{row_id}:{purchase_token}".encode()).hexdigest()[:20]
+    message.replace_header("Message-ID", f"<linjerum.{row_id}.{digest}@{domain or 'localhost'}>")
 
 
 def _ascii_domain(address: str) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from infra.mail import MailTransport
+from infra.mail import MailTransport, identify_as_sent_for
 from infra.mail_outbox import CHANNEL
 from infra.settings import Settings
 from infra.supervise import stop_task
@@ -148,6 +148,7 @@ class Mailer(OutboxWorker):
         try:
             message = await self._compose(row["purchase_token"], row["kind"])
             if message is not None:
+                identify_as_sent_for(message, row["id"], row["purchase_token"])
                 await self._transport.send(message)
         except Exception as exc:
             await self.failed(row, exc, fields)

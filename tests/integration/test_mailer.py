@@ -489,3 +489,33 @@ async def test_a_mailer_stopped_mid_send_records_what_it_sent(pool: asyncpg.Pool
         await stop_tasks([sending])
     sent = await pool.fetchval("SELECT sent_at FROM mail_outbox WHERE purchase_token = $1", token)
     assert sent is not None and len(inbox.messages) == 1
+
+
+class _KilledAfterSending(EmlDirectory):
+    """A mailer process killed (kill -9) once the message is written, before it records it."""
+
+    async def send(self, message: EmailMessage) -> None:
+        await super().send(message)
+        raise asyncio.CancelledError
+
+
+async def test_a_message_sent_again_after_a_kill_is_the_same_message(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """Killed between writing a message and recording it, the mailer left the row due again
+    and the next process sent it under a new Message-ID: two e-mails for the buyer, two files
+    in the folder. Now the row's Message-ID is the same every time, and its file is replaced."""
+    folder, token = tmp_path / "mail", _token()
+    assert await enqueue(pool, token, "confirmation")
+    killed = _mailer(pool, _KilledAfterSending(folder), lease=0.3)
+    with pytest.raises(asyncio.CancelledError):
+        await killed.work_due()
+    (first,) = folder.iterdir()
+    sent_first = email.message_from_bytes(first.read_bytes(), policy=policy.default)
+    await asyncio.sleep(0.4)  # the dead mailer's lease runs out
+    restarted = _mailer(pool, EmlDirectory(folder), lease=0.3)
+    assert await restarted.work_due() == 1
+    (again,) = folder.iterdir()
+    sent_again = email.message_from_bytes(again.read_bytes(), policy=policy.default)
+    assert sent_again["Message-ID"] == sent_first["Message-ID"]
+    assert sent_again["Subject"] == f"confirmation {token}"
