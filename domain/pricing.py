@@ -4,7 +4,7 @@ amount charged is always the amount previewed."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import msgspec
@@ -112,3 +112,40 @@ def price_basket(
         line_items=lines,
         discount=applied,
     )
+
+
+def _spread(total_of: int, weights: Sequence[int], part: int) -> list[int]:
+    """`part` of `total_of` spread over the weights in proportion, rounded so the running sums
+    round half up: whole cents that add up to `part` exactly."""
+    shares, before, running = [], 0, 0
+    for weight in weights:
+        running += weight
+        upto = _round_half_up(part * running, total_of) if total_of else 0
+        shares.append(upto - before)
+        before = upto
+    return shares
+
+
+def ticket_shares(
+    prices: Sequence[tuple[int, int]],
+    pricing: Pricing,
+    fee: FeeRule,
+    discount: DiscountCodeCreated | None,
+) -> list[tuple[int, int]]:
+    """Each ticket's (discount, fee) for (ticket type, price) in the purchase's order: the
+    discount over the tickets it applies to alone, the fee by the rule on the ticket's own
+    price, so a refund of some tickets gives back what those tickets cost."""
+    eligible = [
+        price if discount is not None and discount_applies(discount, tid) else 0
+        for tid, price in prices
+    ]
+    discounts = _spread(sum(eligible), eligible, pricing.discount_cents)
+    percent_part = (
+        pricing.fee_cents - fee.per_ticket_cents * len(prices) if pricing.fee_cents else 0
+    )
+    weights = [price for _, price in prices]
+    fees = [
+        share + (fee.per_ticket_cents if pricing.fee_cents else 0)
+        for share in _spread(sum(weights), weights, percent_part)
+    ]
+    return list(zip(discounts, fees, strict=True))

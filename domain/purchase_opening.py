@@ -11,7 +11,7 @@ from domain.errors import DomainError, NotFound
 from domain.events import Event
 from domain.inventory import attraction_days, holds
 from domain.inventory.events import SeatRef
-from domain.pricing import price_basket
+from domain.pricing import price_basket, ticket_shares
 from domain.purchase_settling import paid_with_tickets
 from domain.purchasing import (
     PaymentIntentCreated,
@@ -119,6 +119,7 @@ def _tickets(
     types: dict[int, catalog.TicketType],
     prices: dict[int, int],
     seats: dict[int, list[SeatRef]],
+    shares: list[tuple[int, int]],
 ) -> list[PurchasedTicket]:
     attendees = {(a.ticket_type_id, a.index): a for a in req.attendees}
     made = []
@@ -139,6 +140,8 @@ def _tickets(
                     name=(attendee.name if attendee and attendee.name else req.buyer.name),
                     email=(attendee.email if attendee and attendee.email else req.buyer.email),
                     named=bool(attendee and attendee.name),
+                    discount_cents=shares[i][0],
+                    fee_cents=shares[i][1],
                 )
             )
             i += 1
@@ -171,6 +174,8 @@ def _open(
     if pricing.total_cents > 0 and org.stripe_account_id is None:
         raise PaymentProcessingUnavailable("the organization cannot take payments yet")
     prices = {line.ticket_type_id: line.unit_price_cents for line in pricing.line_items}
+    bought = [(tid, prices[tid]) for tid in sorted(quantities) for _ in range(quantities[tid])]
+    shares = ticket_shares(bought, pricing, org.fee, discount)
     opened = PurchaseOpened(
         token=draft.token,
         organization_id=org.organization_id,
@@ -181,7 +186,7 @@ def _open(
         product_name=product.name,
         visit_date=req.visit_date,
         buyer=req.buyer,
-        tickets=_tickets(req, draft, types, prices, seats),
+        tickets=_tickets(req, draft, types, prices, seats, shares),
         pricing=pricing,
         discount_id=draft.discount_id,
         stripe_account_id=org.stripe_account_id,

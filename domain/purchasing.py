@@ -78,6 +78,10 @@ class PurchasedTicket(msgspec.Struct, frozen=True, kw_only=True):
     name: str | None
     email: str | None
     named: bool = False
+    # The ticket's part of the purchase's discount and service fee (`pricing.ticket_shares`);
+    # None in purchases opened before they were kept, whose parts are worked out as then.
+    discount_cents: int | None = None
+    fee_cents: int | None = None
 
 
 class PurchaseOpened(Event, frozen=True):

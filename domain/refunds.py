@@ -84,10 +84,18 @@ def check_reason(reason: str | None) -> str | None:
 def ticket_amounts(
     purchase: PurchaseState, fees: Mapping[int, int], refund_fee: bool
 ) -> dict[int, int]:
-    """What each ticket gave of the payment: its price less its share of the discount (shared
-    in proportion to the prices, in cents that add up to the discount exactly), plus its
-    service fee (`fees`, as issued) when the organization refunds fees."""
+    """What each ticket gave of the payment: its price less its share of the discount, plus
+    its service fee (`fees`, as issued) when the organization refunds fees. The share is the
+    ticket's own (`pricing.ticket_shares`: nothing of a discount on other ticket types), or,
+    in a purchase opened before those were kept, in proportion to the prices."""
     opened = purchase.opened
+    if all(t.discount_cents is not None for t in opened.tickets):
+        return {
+            t.id: t.amount_cents
+            - (t.discount_cents or 0)
+            + (fees.get(t.id, 0) if refund_fee else 0)
+            for t in opened.tickets
+        }
     discount = opened.pricing.discount_cents
     subtotal = sum(t.amount_cents for t in opened.tickets)
     amounts = {}

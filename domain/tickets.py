@@ -377,8 +377,11 @@ def issue_tickets(
 
 
 def fee_shares(opened: PurchaseOpened) -> list[int]:
-    """The purchase's service fee split over its tickets in their order: integers that differ
-    by at most one and add up exactly (each ticket's share, before payment and after)."""
+    """The purchase's service fee split over its tickets in their order, adding up exactly:
+    each ticket's by the fee rule on its price (`pricing.ticket_shares`), or, in a purchase
+    opened before those were kept, in parts that differ by at most one."""
+    if all(t.fee_cents is not None for t in opened.tickets):
+        return [t.fee_cents or 0 for t in opened.tickets]
     parts = len(opened.tickets)
     base, rest = divmod(opened.pricing.fee_cents, parts)
     return [base + (1 if i < rest else 0) for i in range(parts)]

@@ -463,6 +463,37 @@ async def test_each_tickets_share_of_the_fee_shows_before_payment_as_after(
     assert [t["service_fee_cents"] for t in after["tickets"]] == shares
 
 
+async def test_a_ticket_refunded_alone_gives_back_its_own_price_and_fee(
+    api: TestClient, stripe_sim: TestClient, demo_token: str
+) -> None:
+    """Hamlet's Voksen and Barn differ in price, and the theatre's fee is 5 % of it: each
+    ticket carried half the fee, so the cheaper one refunded alone gave back more fee than it
+    paid and the dearer one less."""
+    event = await (await api.get("/api/v1/events/hamlet-2026", headers=bearer(demo_token))).json()
+    prices = {t["name"]: t["price_cents"] for t in event["ticket_types"]}
+    ids = {t["name"]: t["id"] for t in event["ticket_types"]}
+    body = {
+        "event_slug": "hamlet-2026",
+        "quantities": {str(ids["Voksen"]): 1, str(ids["Barn"]): 1},
+        "buyer": BUYER,
+    }
+    _, created = await post(api, demo_token, "/api/v1/purchases", body, 201)
+    shown = {t["ticket_type_id"]: t for t in created["purchase"]["tickets"]}
+    barn = shown[ids["Barn"]]
+    assert barn["service_fee_cents"] == round(barn["amount_cents"] * 0.05)
+    intent = created["payment"]["stripe_payment_intent_id"]
+    assert (await stripe_sim.post(f"/_sim/payment_intents/{intent}/succeed")).status == 200
+    token = created["purchase"]["token"]
+
+    async def paid() -> bool:
+        return (await _purchase(api, demo_token, token))["status"] == "paid"
+
+    await _until(paid, "paid")
+    refund = await _refund(api, demo_token, token, {"ticket_ids": [barn["id"]]}, 201)
+    assert refund["refund"]["amount_cents"] == barn["amount_cents"] + barn["service_fee_cents"]
+    assert prices["Barn"] >= barn["amount_cents"] > 0
+
+
 async def test_the_service_fee_stays_when_the_organization_keeps_it(
     api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool
 ) -> None:

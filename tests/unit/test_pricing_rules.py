@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from domain.catalog import FeeRule
 from domain.inventory.stock import early_bird_active
-from domain.pricing import AppliedDiscount, LineItem, price_basket
+from domain.pricing import AppliedDiscount, LineItem, price_basket, ticket_shares
 from tests.unit.builders import NOW, STAAENDE, VOKSEN, discount_code, ticket_type
 
 TYPES = {
@@ -85,3 +85,33 @@ def test_an_early_bird_price_ends_at_its_end_date() -> None:
         False,
     )
     assert not early_bird_active(ticket_type(VOKSEN, early_bird_price_cents=800), NOW)
+
+
+def test_a_discount_on_some_types_is_shared_by_their_tickets_alone() -> None:
+    """A refund of the Ståplads ticket gave back part of a discount only the Voksen tickets
+    had, and the Voksen tickets too little."""
+    code = discount_code(applies_to_all=False, ticket_type_ids=[VOKSEN])
+    basket = {VOKSEN: 2, STAAENDE: 1}
+    pricing = price_basket(TYPES, basket, FeeRule(), "DKK", NOW, code)
+    bought = [(VOKSEN, 1010), (VOKSEN, 1010), (STAAENDE, 500)]
+    shares = ticket_shares(bought, pricing, FeeRule(), code)
+    assert [off for off, _ in shares] == [253, 252, 0]  # 25 % of 2020 is 505
+    assert sum(off for off, _ in shares) == pricing.discount_cents
+
+
+def test_each_tickets_fee_follows_the_rule_on_its_own_price() -> None:
+    """The fee was split in equal parts: a cheap ticket carried as much of a percentage as a
+    dear one."""
+    fee = FeeRule(percent_bps=500, per_ticket_cents=25)
+    pricing = price_basket(TYPES, {VOKSEN: 1, STAAENDE: 1}, fee, "DKK", NOW)
+    shares = ticket_shares([(VOKSEN, 1010), (STAAENDE, 500)], pricing, fee, None)
+    # 5 % of 1010 is 50.5 and of 500 is 25, 76 in all (5 % of 1510, 75.5, rounded half up).
+    assert shares == [(0, 51 + 25), (0, 25 + 25)]
+    assert sum(part for _, part in shares) == pricing.fee_cents
+
+
+def test_free_tickets_share_no_fee() -> None:
+    free = {VOKSEN: ticket_type(VOKSEN, price_cents=0)}
+    fee = FeeRule(percent_bps=500, per_ticket_cents=100)
+    pricing = price_basket(free, {VOKSEN: 2}, fee, "DKK", NOW)
+    assert ticket_shares([(VOKSEN, 0), (VOKSEN, 0)], pricing, fee, None) == [(0, 0), (0, 0)]

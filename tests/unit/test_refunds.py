@@ -156,6 +156,21 @@ def test_a_ticket_gives_back_its_price_less_its_discount_share_plus_its_fee() ->
     assert _decided(_refund(state, issued, [3], refund_fee=False)).amount_cents == 20000 - 2000
 
 
+def test_a_ticket_gives_back_the_discount_and_fee_it_was_sold_with() -> None:
+    """Shares kept in the purchase (a discount on the seats alone, the fee by the rule on each
+    price) are what each ticket gives back: the standing place had none of the discount."""
+    kept = [
+        msgspec.structs.replace(TICKETS[0], discount_cents=4500, fee_cents=1750),
+        msgspec.structs.replace(TICKETS[1], discount_cents=4500, fee_cents=1750),
+        msgspec.structs.replace(TICKETS[2], discount_cents=0, fee_cents=1000),
+    ]
+    state, issued = _paid(_purchase(tickets=kept))
+    assert [issued[i].issued.service_fee_cents for i in (1, 2, 3)] == [1750, 1750, 1000]
+    assert _decided(_refund(state, issued, [3])).amount_cents == 20000 + 1000
+    assert _decided(_refund(state, issued, [1])).amount_cents == 35000 - 4500 + 1750
+    assert _decided(_refund(state, issued)).amount_cents == PRICING.total_cents
+
+
 def test_refunds_one_by_one_add_up_to_what_was_paid() -> None:
     for refund_fee, paid in ((True, 85500), (False, 81000)):
         state, issued = _paid()
