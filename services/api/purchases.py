@@ -4,8 +4,10 @@ its own stream, so a token that POST /purchases returned is found at once."""
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Annotated
 
 from aiohttp import web
+from msgspec import Meta
 
 from domain import catalog, tickets
 from domain.errors import DomainError
@@ -18,6 +20,7 @@ from infra.idempotency import Claim
 from services.api import idempotent
 from services.api.context import OFFERS, PURCHASES, api_key_of, metadata_of, now
 from services.api.errors import from_domain
+from services.api.etickets import eticket_url
 from services.api.http import decode_body, json_response
 from services.api.routes import Route
 from services.api.schemas import Payload
@@ -51,7 +54,10 @@ class TicketView(Payload):
     needs_personalization: bool
     personalization_start: datetime | None
     personalization_end: datetime | None
-    eticket_url: str | None
+    eticket_url: Annotated[
+        str | None,
+        Meta(description="The e-ticket link the holder opens without a key (`shop:eticket`)"),
+    ]
 
 
 class ProductRef(Payload):
@@ -108,7 +114,11 @@ SEAT_REFUSALS = (SeatsTaken.code, InsufficientAvailability.code)
 
 
 def _ticket(
-    state: PurchaseState, bought: PurchasedTicket, issued: TicketState | None, fee: int
+    request: web.Request,
+    state: PurchaseState,
+    bought: PurchasedTicket,
+    issued: TicketState | None,
+    fee: int,
 ) -> TicketView:
     o = state.opened
     facts = as_bought(ticket_facts(state, bought, issued), bought)
@@ -131,20 +141,22 @@ def _ticket(
         needs_personalization=facts.needs_personalization,
         personalization_start=facts.personalization_start,
         personalization_end=facts.personalization_end,
-        eticket_url=_pdf(o.token, issued) if facts.status != "transferred" else None,
+        eticket_url=_eticket(request, issued) if facts.status != "transferred" else None,
     )
 
 
-def _pdf(token: str, issued: TicketState | None) -> str | None:
-    """The ticket's PDF once it is handed out (as the ticket resource's `shop:eticket`): not
-    before fulfillment starts, nor once refunded, when the PDF is a 409."""
-    if issued is None or not tickets.handed_out(issued, now()):
+def _eticket(request: web.Request, issued: TicketState | None) -> str | None:
+    """The ticket resource's `shop:eticket`, which the holder opens without the partner's key:
+    not before fulfillment starts, once refunded or past `scannable_until` (it gave the
+    partner's PDF path, which a buyer it was passed on to was refused)."""
+    moment = now()
+    if issued is None or not tickets.handed_out(issued, moment):
         return None
-    return f"/api/v1/purchases/{token}/tickets/{issued.issued.ticket_id}/pdf"
+    return eticket_url(request, issued, moment)
 
 
 def purchase_view(
-    state: PurchaseState, issued: dict[int, TicketState] | None = None
+    request: web.Request, state: PurchaseState, issued: dict[int, TicketState] | None = None
 ) -> PurchaseView:
     """`issued`: the tickets' own states once paid (holder edits, scans)."""
     o = state.opened
@@ -169,7 +181,7 @@ def purchase_view(
         attraction=product if o.attraction_id is not None else None,
         visit_date=o.visit_date,
         tickets=[
-            _ticket(state, t, (issued or {}).get(t.id), fee)
+            _ticket(request, state, t, (issued or {}).get(t.id), fee)
             for t, fee in zip(o.tickets, tickets.fee_shares(o), strict=True)
         ],
         refunded_cents=state.refunded_cents,
@@ -203,7 +215,7 @@ async def _create(request: web.Request, raw: bytes, claim: Claim | None) -> web.
         # Nothing to pay: its tickets were issued with it, and show as the next GET shows them.
         loaded = await load_tickets(purchases.pool, [t.id for t in state.opened.tickets])
         issued = {ticket_id: s for ticket_id, (s, _) in loaded.items() if s is not None}
-    view = purchase_view(state, issued)
+    view = purchase_view(request, state, issued)
     return json_response(PurchaseCreated(purchase=view, payment=payment), 201)
 
 
@@ -229,7 +241,7 @@ async def get_purchase(request: web.Request) -> web.Response:
     state, issued = await request.app[PURCHASES].polls.purchase(
         request.match_info["token"], api_key_of(request).organization_id
     )
-    return json_response(PurchaseResponse(purchase=purchase_view(state, issued)))
+    return json_response(PurchaseResponse(purchase=purchase_view(request, state, issued)))
 
 
 async def cancel_purchase(request: web.Request) -> web.Response:
