@@ -21,10 +21,11 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from domain import seat_selection, seating
+from domain import passing_over, seat_selection, seating
 from domain.catalog import TicketType
 from domain.errors import InvalidCommand
 from domain.inventory.events import SeatRef
+from domain.seating import TakenSeats
 from domain.venues import Section
 from projections import availability, catalog
 from services.api.context import OFFERS, PLANS, PURCHASES, TAKEN, organization_of, pool_of
@@ -193,15 +194,31 @@ async def auto_select(request: web.Request) -> web.Response:
     lanes, lane = offers.lane(event.id)
     if lanes > 1:
         tiers.insert(0, unoffered.plus(seating.outside_lane(event.sections, lanes, lane)))
-    for unavailable in tiers:
-        seats = seating.best_available(
-            event.sections, ticket_type.section_ids, unavailable, body.count, body.near
-        )
-        if len(seats) >= body.count:
-            break
+    seats = _passing_over(event, ticket_type, body, tiers)
     await offers.offer(event.id, map(seating.seat_key, seats))
     request.app[PURCHASES].expect(organization_of(request), request.match_info["slug"])
     return json_response(AutoSelection(seats=seats, count=len(seats), requested=body.count))
+
+
+def _passing_over(
+    event: EventSeats, ticket_type: TicketType, body: AutoSelectRequest, tiers: list[TakenSeats]
+) -> list[SeatRef]:
+    """The first tier's seats that leave enough; near a buyer's seats, only those that do as
+    well as the best free ones (`passing_over`), else the best, offered elsewhere or not."""
+
+    def choose(unavailable: TakenSeats) -> list[SeatRef]:
+        return seating.best_available(
+            event.sections, ticket_type.section_ids, unavailable, body.count, body.near
+        )
+
+    found = []
+    for unavailable in tiers[:-1]:
+        seats = choose(unavailable)
+        if len(seats) >= body.count and not body.near:
+            return seats
+        found.append(seats)
+    best = choose(tiers[-1])
+    return next((seats for seats in found if passing_over.as_good(seats, best)), best)
 
 
 def _by_type_id(selected: dict[str, list[SeatRef]]) -> dict[int, list[SeatRef]]:

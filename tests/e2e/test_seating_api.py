@@ -21,8 +21,18 @@ from domain import catalog as c
 from domain import venues
 from domain.inventory.events import HeldSeat, SeatsHeld, SeatsReleased
 from infra.eventstore import ANY_VERSION, PendingAppend, append
+from services.dev.sample_event import put_on_sale
 from services.usecases import catalog_commands
-from tests.e2e.conftest import TEST, bearer, issue_key, order, rebuild_read_models, small_event
+from tests.e2e.conftest import (
+    TEST,
+    bearer,
+    issue_key,
+    new_organization,
+    order,
+    rebuild_read_models,
+    small_event,
+    venue_with,
+)
 
 HAMLET = "/api/v1/events/hamlet-2026"
 AUTO_SELECT = HAMLET + "/seats/auto-select"
@@ -328,3 +338,26 @@ async def test_a_refused_purchase_gives_its_offered_seats_back(api, pool: asyncp
     await rebuild_read_models(pool)
     again = (await _post(api, token, path, {"ticket_type_id": type_id, "count": 1}))["seats"]
     assert [s["seat_number"] for s in again] == [2]  # the centre, offered no more
+
+
+async def test_near_seats_stay_in_their_row_though_its_seats_were_offered_to_another(
+    api, pool: asyncpg.Pool
+) -> None:
+    """The spec: near seats, "same row first". Seats 3 and 5 beside a buyer's seat 4 were just
+    offered to another buyer, and this buyer was moved to another row for it."""
+    org = await new_organization(pool)
+    rows = [venues.Row(identifier=name, start=1, end=7) for name in ("A", "B")]
+    venue_id = await venue_with(
+        pool, org, venues.SectionPlan(name="Sal", width=10.0, height=10.0, rows=rows)
+    )
+    plan = c.TicketTypePlan(name="Alm", price_cents=10000, max_per_purchase=20)
+    _, type_id = await put_on_sale(pool, org, venue_id, plan, TEST)
+    token = await issue_key(pool, org)
+    await rebuild_read_models(pool)
+    path = "/api/v1/events/show/seats/auto-select"
+    first = (await _post(api, token, path, {"ticket_type_id": type_id, "count": 7}))["seats"]
+    assert {(s["row"], s["seat_number"]) for s in first} == {("A", n) for n in range(1, 8)}
+    mine = {**first[3], "row": "A", "seat_number": 4}
+    body = {"ticket_type_id": type_id, "count": 1, "near": [mine]}
+    near = (await _post(api, token, path, body))["seats"]
+    assert [(s["row"], s["seat_number"]) for s in near] in ([("A", 3)], [("A", 5)])
