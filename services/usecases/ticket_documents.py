@@ -204,10 +204,12 @@ class Documents:
             + self._attendee_link.format(token=t.attendee_token)
             for t in held
         ]
-        # What the buyer holds and paid for now: refunds and tickets passed on are not counted.
-        total = format_money(
-            opened.pricing.total_cents - purchase.refunded_cents, opened.pricing.currency
-        )
+        # What was charged, and what of it was given back: "paid in total" once said the rest
+        # after refunds, far below the charge on the buyer's card.
+        currency = opened.pricing.currency
+        total = format_money(opened.pricing.total_cents, currency)
+        if purchase.refunded_cents:
+            total += f", heraf refunderet {format_money(purchase.refunded_cents, currency)}"
         now = datetime.now(UTC)
         early = [s.issued.terms.fulfillment_starts_at for s, _ in loaded.values() if s is not None]
         handed_out_from = max((at for at in early if at is not None and at > now), default=None)

@@ -396,7 +396,7 @@ async def test_a_refund_e_mail_tells_the_buyer(
     assert "Alm" in text
 
 
-async def test_a_resent_confirmation_tells_what_is_left_after_a_refund(
+async def test_a_resent_confirmation_tells_what_was_paid_and_refunded(
     api: TestClient, stripe_sim: TestClient, pool: asyncpg.Pool
 ) -> None:
     _, bought, refund = await _first_ticket_refunded(api, stripe_sim, pool, 3)
@@ -404,8 +404,9 @@ async def test_a_resent_confirmation_tells_what_is_left_after_a_refund(
     message = await documents.compose(bought["token"], "resend")
     assert message is not None
     text = message.get_body(("plain",)).get_content()
-    left = format_money(bought["total_cents"] - refund["amount_cents"], bought["currency"])
-    assert f": 2 billet(ter), betalt i alt {left}." in text, text
+    paid = format_money(bought["total_cents"], bought["currency"])
+    back = format_money(refund["amount_cents"], bought["currency"])
+    assert f": 2 billet(ter), betalt i alt {paid}, heraf refunderet {back}." in text, text
     (attachment,) = list(message.iter_attachments())
     assert len(PdfReader(io.BytesIO(attachment.get_content())).pages) == 2
 
