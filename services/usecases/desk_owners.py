@@ -193,6 +193,15 @@ class DeskOwners:
             raise OwnerSilent(owner) from None
         return reply.data
 
+    def silent(self, stream: str, owner: str) -> None:
+        """`owner` let a command for `stream` go unanswered (stalled, say): until its lease
+        would lapse, the desk here decides the stream's commands (two desks are kept apart by
+        the event store's versions) instead of every buyer waiting ASK_SECONDS for it."""
+        known = self._known.get(stream)
+        if known is None or known.owner == owner:
+            log.warning("desk_owner_silent", stream=stream, owner=owner)
+            self._known[stream] = _Known(self.me, time.monotonic() + LEASE_SECONDS)
+
     async def take_over(self, stream: str, owner: str) -> None:
         """`owner` is gone: its lease (or none, if it gave it up) is taken now rather than
         after it expires; if another gateway was quicker, that one owns the stream."""

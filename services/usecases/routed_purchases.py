@@ -70,6 +70,7 @@ async def ask_owner(
     try:
         answer = _answers.decode(await owners.ask(owner, _encoder.encode(ask)))
     except OwnerSilent:
+        owners.silent(stream, owner)
         answer = _Failed("no answer in time")
     match answer:
         case _Opened():

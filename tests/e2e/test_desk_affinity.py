@@ -163,6 +163,25 @@ async def test_an_owner_answering_too_late_opens_no_second_purchase(
         assert paid.status == 200, await paid.text()
 
 
+async def test_an_owner_that_does_not_answer_is_not_asked_again_until_its_lease_lapses(
+    pool: asyncpg.Pool, routed: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stalled owner (SIGSTOP) made every purchase at the other gateway wait the full five
+    seconds for it, one after another, until its lease ran out."""
+    token, event_id, type_id = await small_event(pool, 10)
+    owner, other = await routed(), await routed()
+    stream = f"event-{event_id}"
+    assert (await buy(owner, token, type_id))[0] == 201
+    assert await other.owners.owner_of(stream) == owner.owners.me
+    monkeypatch.setattr(desk_owners, "ASK_SECONDS", 0.0001)
+    monkeypatch.setattr(desk_owners, "LEASE_SECONDS", 0.5)
+    assert (await buy(other, token, type_id))[0] == 201
+    assert await other.owners.owner_of(stream) == other.owners.me
+    await asyncio.sleep(0.6)  # the lease a stalled owner could not renew would have lapsed
+    assert await other.owners.owner_of(stream) == owner.owners.me  # it renewed: asked again
+    await owner.owners.close()
+
+
 async def test_a_gateway_that_stops_hands_its_events_to_another(
     pool: asyncpg.Pool, routed: Start
 ) -> None:
