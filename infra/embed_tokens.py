@@ -63,11 +63,18 @@ class EmbedClaims:
 
 
 class EmbedSigner:
-    def __init__(self, secret: bytes, previous: bytes | None = None) -> None:
+    def __init__(
+        self, secret: bytes, previous: bytes | None = None, rotated_at: datetime | None = None
+    ) -> None:
+        """`previous`: the secret before a rotation at `rotated_at` (default: now, as the
+        gateway starts with the new one). Its tokens verify for 15 minutes after it, however
+        long it stays configured: every token it signed before has expired by then."""
         for given in (secret, previous or secret):
             if len(given) < MIN_SECRET_BYTES:
                 raise ValueError(f"an embed secret has at least {MIN_SECRET_BYTES} bytes")
         self._secrets = (secret, previous) if previous else (secret,)
+        lasts = timedelta(seconds=TOKEN_SECONDS + CLOCK_SKEW_SECONDS)
+        self._previous_until = (rotated_at or datetime.now(UTC)) + lasts
 
     @classmethod
     def development(cls) -> EmbedSigner:
@@ -97,8 +104,11 @@ class EmbedSigner:
         if _encoded(raw) != token:
             raise EmbedRefused("malformed")  # stray bits in the last character: one spelling
         packed, mac = raw[: _CLAIMS.size], raw[_CLAIMS.size :]
-        if not any(hmac.compare_digest(mac, _mac(s, packed)) for s in self._secrets):
+        signed_by = [hmac.compare_digest(mac, _mac(s, packed)) for s in self._secrets]
+        if not any(signed_by):
             raise EmbedRefused("forged")
+        if not signed_by[0] and now >= self._previous_until:
+            raise EmbedRefused("forged")  # the previous secret, past its rotation's 15 minutes
         code, subject_id, organization_id, api_key_id, expires = _CLAIMS.unpack(packed)
         if code not in _KINDS:
             raise EmbedRefused("malformed")

@@ -84,12 +84,23 @@ def test_a_token_opens_only_its_own_kind() -> None:
 
 def test_the_previous_secret_verifies_until_its_tokens_expire() -> None:
     old_token, _ = EmbedSigner(OLD_SECRET).mint("planner", 1, 7, 42, NOW)
-    rotated = EmbedSigner(SECRET, previous=OLD_SECRET)
+    rotated = EmbedSigner(SECRET, previous=OLD_SECRET, rotated_at=NOW)
     assert rotated.verify(old_token, "planner", NOW + timedelta(minutes=14)).subject_id == 1
     assert _refused(rotated, old_token, at=NOW + timedelta(minutes=15)) == "expired"
     assert _refused(EmbedSigner(SECRET), old_token) == "forged"
     new_token, _ = rotated.mint("planner", 1, 7, 42, NOW)
     assert _refused(EmbedSigner(OLD_SECRET), new_token) == "forged"
+
+
+def test_the_previous_secret_signs_nothing_that_opens_once_its_rotation_is_15_minutes_old() -> None:
+    """A leaked old secret opened pages for as long as it stayed configured: tokens it signed
+    after the rotation verified 16 and 17 minutes later."""
+    rotated = EmbedSigner(SECRET, previous=OLD_SECRET, rotated_at=NOW)
+    later = NOW + timedelta(minutes=16)
+    late_token, _ = EmbedSigner(OLD_SECRET).mint("planner", 1, 7, 42, later)
+    assert _refused(rotated, late_token, at=later) == "forged"
+    new_token, _ = rotated.mint("planner", 1, 7, 42, later)
+    assert rotated.verify(new_token, "planner", later).subject_id == 1
 
 
 def test_short_secrets_are_refused() -> None:
@@ -100,14 +111,15 @@ def test_short_secrets_are_refused() -> None:
 
 
 def test_the_secret_comes_from_settings_or_is_made_once(tmp_path: Path) -> None:
+    now = datetime.now(UTC)  # a rotation configured now is honoured from now on
     made = embed_signer(Settings(data_dir=tmp_path))
-    token, _ = made.mint("editor", 1, 2, 3, NOW)
+    token, _ = made.mint("editor", 1, 2, 3, now)
     assert (tmp_path / SECRET_FILE).exists()
-    assert embed_signer(Settings(data_dir=tmp_path)).verify(token, "editor", NOW).subject_id == 1
+    assert embed_signer(Settings(data_dir=tmp_path)).verify(token, "editor", now).subject_id == 1
     configured = Settings(data_dir=tmp_path, embed_secret="n" * 20)
-    assert _refused(embed_signer(configured), token, "editor") == "forged"
+    assert _refused(embed_signer(configured), token, "editor", at=now) == "forged"
     secret = (tmp_path / SECRET_FILE).read_text().strip()
     rotated = Settings(data_dir=tmp_path, embed_secret="n" * 20, embed_previous_secret=secret)
-    assert embed_signer(rotated).verify(token, "editor", NOW).organization_id == 2
+    assert embed_signer(rotated).verify(token, "editor", now).organization_id == 2
     with pytest.raises(SystemExit):
         embed_signer(Settings(data_dir=tmp_path, embed_secret="short"))
