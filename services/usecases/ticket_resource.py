@@ -103,14 +103,15 @@ def _buyers_own(purchase: PurchaseState, bought: PurchasedTicket) -> bool:
 
 def as_bought(facts: TicketFacts, bought: PurchasedTicket) -> TicketFacts:
     """The ticket as its purchase shows it, in the partner's purchase payload and to its buyer
-    alike: once passed on, the code it was bought under (which answers `resold`), `transferred`,
-    and neither the new holder's code nor their details."""
+    alike: once passed on, the code it was bought under (which answers `resold`), `transferred`
+    (or `refunded` once refunded: the money came back to this purchase), and neither the new
+    holder's code nor their details."""
     if facts.code == bought.code:
         return facts
     return replace(
         facts,
         code=bought.code,
-        status="transferred",
+        status="refunded" if facts.status == "refunded" else "transferred",
         consumer=Consumer(),
         needs_personalization=False,
     )

@@ -188,6 +188,26 @@ async def test_the_partner_offers_and_the_recipient_accepts(api, pool, aarhus_to
     assert again[0] == 409 and again[1]["error"] == "transfer_not_open"
 
 
+async def test_a_ticket_passed_on_and_then_refunded_shows_refunded_to_its_buyer(api, pool) -> None:
+    """The money came back to the purchase it was bought in, whose payload said `transferred`
+    while the ticket resource and the new holder's view said `refunded`."""
+    token, purchase = await _bought(api, pool, n=2)
+    ticket = purchase["tickets"][0]
+    offered = (await _offer(api, token, ticket["ticket_code"]))["transfer"]
+    secret = await _mailed_token(api, pool, offered["id"])
+    assert (await _answer(api, offered["id"], secret))[0] == 200
+    refund = {"ticket_ids": [ticket["id"]]}
+    await post(api, token, f"/api/v1/purchases/{purchase['token']}/refund", refund, 201)
+    shown = await _get(api, token, f"/api/v1/purchases/{purchase['token']}")
+    statuses = [t["ticket_status"] for t in shown["purchase"]["tickets"]]
+    assert statuses == ["refunded", "valid"]
+    resource = await _get(api, token, f"/api/v1/tickets/uid/{ticket['id']}")
+    assert resource["status"] == "refunded"
+    access = f"/api/v1/tickets/{purchase['access_code']}?email={BUYER['email']}"
+    seats = (await _get(api, token, access))["lines"][0]["seats"]
+    assert [seat["status"] for seat in seats] == ["refunded", "valid"]
+
+
 async def test_the_buyer_offers_with_the_purchase_email(api, pool, demo_token) -> None:
     token, purchase = await _bought(api, pool)
     code = purchase["tickets"][0]["ticket_code"]
