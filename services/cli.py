@@ -36,7 +36,7 @@ from services.api.activity import recent_activity
 from services.audit import add_commands as add_audit_commands
 from services.audit import run as run_audit
 from services.dev.seed_demo import seed_demo
-from services.ports import PortInUse
+from services.ports import PortInUse, check_port
 from services.processes import run_child, run_processes
 from services.replay import add_commands as add_replay_commands
 from services.replay import run as run_replay
@@ -312,6 +312,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, An
     if args.command in COMPONENTS:
         return run_service(settings, seed=False, components=(args.command,))
     if args.command == "stripe-sim":
+        if settings.uses_simulator:  # before its banner: a taken port is not PostgreSQL's
+            check_port("Stripe simulator", args.listen, settings.stripe_sim_port, "STRIPE_SIM_PORT")
         hook = args.webhook_url or f"http://127.0.0.1:{settings.http_port}/api/v1/webhooks/stripe"
         return stripe_simulator(settings, args.listen, hook)
     if args.command == "seed-demo":

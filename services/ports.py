@@ -47,18 +47,24 @@ def check_ports(settings: Settings, components: tuple[str, ...], *, simulates: b
             )
         )
     for what, host, port, option in wanted:
-        refused = _bind_refusal(host, port)
-        if refused is None:
-            continue
-        if refused.errno == errno.EADDRINUSE:
-            raise PortInUse(
-                f"linjerum: port {port} ({what}) on {host} is already in use{_holder(port)};"
-                f" stop that process or choose another port ({option})"
-            )
+        check_port(what, host, port, option)
+
+
+def check_port(what: str, host: str, port: int, option: str) -> None:
+    """PortInUse naming `what` and the `option` that moves it when `host`:`port` cannot be
+    listened on."""
+    refused = _bind_refusal(host, port)
+    if refused is None:
+        return
+    if refused.errno == errno.EADDRINUSE:
         raise PortInUse(
-            f"linjerum: cannot listen on {host} port {port} ({what}):"
-            f" {refused.strerror or refused}; is {host} an address of this machine?"
+            f"linjerum: port {port} ({what}) on {host} is already in use{_holder(port)};"
+            f" stop that process or choose another port ({option})"
         )
+    raise PortInUse(
+        f"linjerum: cannot listen on {host} port {port} ({what}):"
+        f" {refused.strerror or refused}; is {host} an address of this machine?"
+    )
 
 
 def _bind_refusal(host: str, port: int) -> OSError | None:

@@ -583,3 +583,26 @@ def test_a_host_not_of_this_machine_is_named_not_a_port_in_use(
     assert refused.returncode == 1, refused.stderr
     (line,) = refused.stderr.strip().splitlines()
     assert f"cannot listen on 10.255.1.2 port {port}" in line and "in use" not in line
+
+
+def test_a_stripe_simulator_whose_port_is_taken_says_so(
+    machine_env: dict[str, str], tmp_path: Path
+) -> None:
+    """It printed its address as if it ran, then blamed PostgreSQL for the taken port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = machine_env | {"STRIPE_SIM_PORT": str(port)}
+        refused = subprocess.run(
+            [*LINJERUM, "--data-dir", str(tmp_path), "stripe-sim"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stdout == ""
+    (line,) = refused.stderr.strip().splitlines()
+    assert f"port {port} (Stripe simulator)" in line and "postgres" not in line
