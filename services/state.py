@@ -191,7 +191,7 @@ def _print_table(shown: StateAt) -> None:
             print(f"  ticket type {tid}: {n} available")
         if isinstance(shown.availability, EventAvailability):
             print(f"  sold seats: {len(shown.availability.sold_seats)}")
-        elif shown.availability.date is not None:
+        elif shown.availability.date:  # neither None nor UNSET: a day was asked for
             print(f"  {shown.availability.date}: {shown.availability.date_remaining} left")
 
 

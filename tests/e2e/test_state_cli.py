@@ -109,6 +109,8 @@ async def test_an_attraction_day_now_and_before_matches_its_availability_endpoin
             assert shown["availability"] == await answer.json()
     undated = await api.get("/api/v1/attractions/museum/availability", headers=bearer(token))
     assert _shown(settings, stream)["availability"] == await undated.json()
+    table = _state(settings, stream, "--table").stdout  # it printed "UNSET: UNSET left"
+    assert "UNSET" not in table and "availability:" in table
 
 
 def test_as_of_before_the_sale_shows_every_seat_free(settings: Settings, sale: dict) -> None:
