@@ -242,10 +242,11 @@ def change_seat_plan(
     _check_sold_in(venue.sections, sections, sold_in or {})
     seats = set().union(*(_seats(s) for s in sections))
     lost = sorted(seat for seat in taken if seat not in seats)
+    first = f"section {lost[0][0]} row {lost[0][1]} seat {lost[0][2]}" if lost else ""
     require(
         not lost,
         "sections",
-        f"{len(lost)} seats already held or sold are not in the new plan (first: {lost[:1]})",
+        f"{len(lost)} seats already held or sold are not in the new plan (first: {first})",
     )
     if sections == venue.sections:
         return []

@@ -256,8 +256,13 @@ async def _seat(args: argparse.Namespace, pool: Any, organization_id: int | None
     """Who held, sold, released, refunded and transferred one seat: exit 1 for an event that
     is not found or is ambiguous, 2 for a seat that is not a seat."""
     pattern = None if args.seat is None else _seat_pattern(args.seat)
-    if pattern is None or args.event is None:
+    if args.event is None:
         print("linjerum audit: give --seat like A12 together with --event", file=sys.stderr)
+        return 2
+    if pattern is None:
+        print(
+            f"linjerum audit: {args.seat!r} is no seat: give one like A12 or 3-12", file=sys.stderr
+        )
         return 2
     found = await _event_ids(pool, args.event, organization_id)
     if len(found) != 1:

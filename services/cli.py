@@ -163,7 +163,11 @@ def _parser() -> argparse.ArgumentParser:
     rebuild_cmd.add_argument(
         "--verify", action="store_true", help="compare with a replay, print differences, no swap"
     )
-    rebuild_cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+    rebuild_cmd.add_argument(
+        "--quiet",
+        action="store_true",
+        help="only what failed: no progress bar, no per-model lines, no servers' notes",
+    )
 
     activity = add_parser("activity", help="recent partner API calls, newest first")
     activity.add_argument("--org", required=True, help="organization slug")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -26,6 +26,14 @@ def since(value: str) -> datetime:
             f"{value!r} is neither an ISO-8601 time nor a duration like 15m, 2h, 1d"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def day(value: str) -> date:
+    """A date as YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is no day like 2026-12-24") from None
 
 
 def integer(lowest: int, highest: int, what: str) -> Callable[[str], int]:

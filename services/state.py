@@ -22,6 +22,7 @@ from domain.inventory.events import SeatRef, SeatsHeld
 from domain.inventory.stock import attraction_day, attraction_left, available_per_type, event_status
 from infra.eventstore import RecordedEvent, read_stream
 from services.api.schemas import AttractionAvailability, EventAvailability
+from services.cli_arguments import day
 
 
 def _nothing() -> None:
@@ -75,7 +76,7 @@ def add_commands(add_parser: Any, since: Any) -> None:
     )
     state.add_argument(
         "--date",
-        type=date.fromisoformat,
+        type=day,
         default=None,
         help="for an attraction-NNN stream: the visit day whose availability to show",
     )

@@ -239,6 +239,9 @@ async def test_seat_questions_that_have_no_answer(
     assert "give --org" in several.stderr
     _linjerum(settings, "audit", "--seat", "A2", "--event", "no-such-event", status=1)
     _linjerum(settings, "audit", "--seat", "A2", status=2)
+    # A seat that is no seat is named as such, not as a missing --event.
+    malformed = _linjerum(settings, "audit", "--seat", "ZZ", "--event", "show", status=2)
+    assert "'ZZ' is no seat" in malformed.stderr
 
 
 def test_a_seats_history_takes_the_audit_filters(settings: Settings, seat_sale: dict) -> None:

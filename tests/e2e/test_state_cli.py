@@ -147,3 +147,5 @@ def test_table_and_refusals(settings: Settings, sale: dict) -> None:
     assert early.returncode == 1 and "no events up to" in early.stderr
     bad_time = _state(settings, sale["stream"], "--as-of", "last tuesday")
     assert bad_time.returncode == 2 and "--as-of" in bad_time.stderr
+    bad_day = _state(settings, sale["stream"], "--date", "2026-13-01")
+    assert bad_day.returncode == 2 and "is no day like" in bad_day.stderr
