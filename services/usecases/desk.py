@@ -379,6 +379,12 @@ class Desk(Generic[S]):
             )
         if not appends:
             return
+        # A companion decided on and not written is checked at the version it was read at: a
+        # discount's use given back by a purchase's end that the desk saw no redemption of
+        # (another process's desk redeemed it since) was lost, with nothing to catch it.
+        read = {c for job, _ in decided for c in job.companions}
+        read -= {stream for stream, pairs in merged.items() if pairs}
+        appends += [PendingAppend(c, companions[c].version, []) for c in sorted(read)]
         versions = await append(db, appends, decided[0][0].metadata)
         state.version = versions.get(self.stream_id, state.version)
         for stream, version in versions.items():
