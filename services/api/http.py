@@ -118,7 +118,10 @@ def parse_query(request: web.Request, kind: type[T]) -> T:
 async def read_in_time(request: web.Request) -> None:
     """Reads the whole body (aiohttp keeps it for the handler's read) before the request waits
     for a lane: five bodies that never finished held the turns of every buyer's seat
-    suggestions for as long as their sockets stayed open."""
+    suggestions for as long as their sockets stayed open. A body that came whole with its
+    headers (nearly every one) needs no timer."""
+    if request.content.is_eof():
+        return
     try:
         async with asyncio.timeout(BODY_SECONDS):
             await request.read()
