@@ -21,7 +21,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from domain import passing_over, seat_selection, seating
+from domain import seat_selection, seating
 from domain.catalog import TicketType
 from domain.errors import InvalidCommand
 from domain.inventory.events import SeatRef
@@ -203,22 +203,22 @@ async def auto_select(request: web.Request) -> web.Response:
 def _passing_over(
     event: EventSeats, ticket_type: TicketType, body: AutoSelectRequest, tiers: list[TakenSeats]
 ) -> list[SeatRef]:
-    """The first tier's seats that leave enough; near a buyer's seats, only those that do as
-    well as the best free ones (`passing_over`), else the best, offered elsewhere or not."""
+    """The first tier's seats that leave enough. Seats near a buyer's own pass over nothing
+    but the taken ones: the spec's "same row first" (passing over offered seats moved the
+    buyer to another row, or split a party along the row), and such a buyer is no on-sale's
+    crowd asking at once for the same block."""
 
     def choose(unavailable: TakenSeats) -> list[SeatRef]:
         return seating.best_available(
             event.sections, ticket_type.section_ids, unavailable, body.count, body.near
         )
 
-    found = []
-    for unavailable in tiers[:-1]:
-        seats = choose(unavailable)
-        if len(seats) >= body.count and not body.near:
-            return seats
-        found.append(seats)
-    best = choose(tiers[-1])
-    return next((seats for seats in found if passing_over.as_good(seats, best)), best)
+    if not body.near:
+        for unavailable in tiers[:-1]:
+            seats = choose(unavailable)
+            if len(seats) >= body.count:
+                return seats
+    return choose(tiers[-1])
 
 
 def _by_type_id(selected: dict[str, list[SeatRef]]) -> dict[int, list[SeatRef]]:

@@ -361,3 +361,6 @@ async def test_near_seats_stay_in_their_row_though_its_seats_were_offered_to_ano
     body = {"ticket_type_id": type_id, "count": 1, "near": [mine]}
     near = (await _post(api, token, path, body))["seats"]
     assert [(s["row"], s["seat_number"]) for s in near] in ([("A", 3)], [("A", 5)])
+    # Nor is a party split along the row: it sat at 1 and 7 while 3 and 5 were free.
+    pair = (await _post(api, token, path, body | {"count": 2}))["seats"]
+    assert [(s["row"], s["seat_number"]) for s in pair] == [("A", 3), ("A", 5)]
