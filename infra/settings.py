@@ -18,9 +18,10 @@ def _env_bool(name: str, default: bool) -> bool:
     raise SystemExit(f"{name} must be true or false, got {raw!r}")
 
 
-def _env_int(name: str, default: int, lowest: int | None = None) -> int:
-    """An integer, `lowest` or more where a smaller one means nothing (a hold of -5 minutes
-    would expire every purchase as it is made)."""
+def _env_int(name: str, default: int, lowest: int | None = None, highest: int | None = None) -> int:
+    """An integer, from `lowest` where a smaller one means nothing (a hold of -5 minutes would
+    expire every purchase as it is made) to `highest` where a larger one breaks what it sizes
+    (a hold of ten billion minutes overflowed every purchase's expiry into a 500)."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -30,6 +31,8 @@ def _env_int(name: str, default: int, lowest: int | None = None) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
     if lowest is not None and value < lowest:
         raise SystemExit(f"{name} must be {lowest} or more, got {value}")
+    if highest is not None and value > highest:
+        raise SystemExit(f"{name} must be {highest} or less, got {value}")
     return value
 
 
@@ -162,7 +165,7 @@ class Settings:
             "http_port": _env_port("LINJERUM_PORT", 8080),
             "nats_stream": os.environ.get("LINJERUM_NATS_STREAM", "LINJERUM_EVENTS"),
             "subject_prefix": os.environ.get("LINJERUM_SUBJECT_PREFIX", "linjerum.events"),
-            "db_pool_size": _env_int("LINJERUM_DB_POOL_SIZE", 10, lowest=1),
+            "db_pool_size": _env_int("LINJERUM_DB_POOL_SIZE", 10, lowest=1, highest=1000),
             "log_level": _env_log_level(),
             "stripe_secret_key": os.environ.get("STRIPE_SECRET_KEY", ""),
             "stripe_publishable_key": os.environ.get("STRIPE_PUBLISHABLE_KEY", ""),
@@ -177,10 +180,12 @@ class Settings:
             "smtp_password": os.environ.get("LINJERUM_SMTP_PASSWORD", ""),
             "smtp_sender": os.environ.get("LINJERUM_SMTP_SENDER", "linjerum <tickets@localhost>"),
             "public_url": os.environ.get("LINJERUM_PUBLIC_URL", ""),
-            "hold_minutes": _env_int("LINJERUM_HOLD_MINUTES", 30, lowest=1),
+            "hold_minutes": _env_int("LINJERUM_HOLD_MINUTES", 30, lowest=1, highest=10_080),
             # One per core: spawned as PDFs are asked for, idle ones cost no CPU; on two cores
             # two took a purchase PDF's p50 at 64 connections from 1.1 s to 0.7-1.0 s.
-            "pdf_workers": _env_int("LINJERUM_PDF_WORKERS", os.cpu_count() or 1, lowest=0),
+            "pdf_workers": _env_int(
+                "LINJERUM_PDF_WORKERS", os.cpu_count() or 1, lowest=0, highest=256
+            ),
             # E-mails queued per second that make a rush (an on-sale), and how long a due one
             # waits at most for it to pass (services/workers/mailer.py); a deferral of 0 turns
             # the waiting off.
@@ -190,7 +195,9 @@ class Settings:
             "metrics_port": _env_port("LINJERUM_METRICS_PORT", 0, lowest=0),
             "trusted_proxies": os.environ.get("LINJERUM_TRUSTED_PROXIES", ""),
             "desk_affinity": _env_bool("LINJERUM_DESK_AFFINITY", True),
-            "ready_max_lag_seconds": _env_int("LINJERUM_READY_MAX_LAG_SECONDS", 30, lowest=1),
+            "ready_max_lag_seconds": _env_int(
+                "LINJERUM_READY_MAX_LAG_SECONDS", 30, lowest=1, highest=86_400
+            ),
             "link_secret": os.environ.get("LINJERUM_LINK_SECRET", ""),
             "embed_secret": os.environ.get("LINJERUM_EMBED_SECRET", ""),
             "embed_previous_secret": os.environ.get("LINJERUM_EMBED_PREVIOUS_SECRET", ""),

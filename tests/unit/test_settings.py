@@ -58,9 +58,12 @@ def test_a_port_no_socket_takes_stops_with_its_name(
         ("LINJERUM_DB_POOL_SIZE", "0"),
         ("LINJERUM_PDF_WORKERS", "-1"),
         ("LINJERUM_READY_MAX_LAG_SECONDS", "0"),
+        ("LINJERUM_HOLD_MINUTES", "10000000000"),
+        ("LINJERUM_HOLD_MINUTES", "99999999999999999999"),
+        ("LINJERUM_DB_POOL_SIZE", "100000"),
     ],
 )
-def test_a_count_below_its_least_stops_with_its_name(
+def test_a_count_outside_its_range_stops_with_its_name(
     monkeypatch: pytest.MonkeyPatch, name: str, raw: str
 ) -> None:
     """A hold of -5 minutes was taken, and every purchase expired as it was made."""
