@@ -177,6 +177,27 @@ async def test_calls_less_than_a_second_apart_leave_the_window_each_at_its_own_t
     assert (await rate_limits.claim(pool, window, 10, 1, window=3.0, hold=0.0)).granted == 1
 
 
+async def test_a_key_calling_all_the_time_never_passes_its_limit_in_any_window(
+    pool: asyncpg.Pool,
+) -> None:
+    """Calls merged into one entry of the log left the window together at the first one's end:
+    a key calling ten times within a second was served sixteen within a minute (a 3 s window
+    stands for the minute). A pair of grants counts as within the window only when the later
+    one was sent less than a window after the earlier one's answer came back."""
+    window = f"key:exact-{uuid.uuid4().hex}"
+    granted: list[tuple[float, float]] = []
+    stop = time.monotonic() + 3.6
+    while time.monotonic() < stop:  # bounded: 3.6 s of calls about 5 ms apart
+        sent = time.monotonic()
+        claim = await rate_limits.claim(pool, window, 10, 1, window=3.0, hold=0.0)
+        if claim.granted:
+            granted.append((sent, time.monotonic()))
+        await asyncio.sleep(0.005)
+    assert len(granted) >= 11
+    for earlier, later in zip(granted, granted[10:], strict=False):
+        assert later[0] - earlier[1] >= 3.0 - 0.001, (earlier, later)
+
+
 async def test_windows_that_have_ended_are_deleted(pool: asyncpg.Pool) -> None:
     ended, live = f"key:ended-{uuid.uuid4().hex}", f"key:live-{uuid.uuid4().hex}"
     await rate_limits.claim(pool, ended, 5, 1, window=0.01, hold=0.0)
