@@ -155,7 +155,20 @@ def embed_signer(settings: Settings) -> EmbedSigner:
     else:
         made = kept(settings.data_dir / SECRET_FILE, lambda: secrets.token_urlsafe(32).encode())
         secret = made.strip()
-    previous = None
+    previous, rotated_at = None, None
     if settings.embed_previous_secret:
         previous = _configured("LINJERUM_EMBED_PREVIOUS_SECRET", settings.embed_previous_secret)
-    return EmbedSigner(secret, previous)
+        rotated_at = _rotated_at(settings, previous)
+    return EmbedSigner(secret, previous, rotated_at)
+
+
+def _rotated_at(settings: Settings, previous: bytes) -> datetime:
+    """When a gateway on this data folder first started with `previous` as the previous
+    secret, kept in the folder: counted from each start, a gateway restarted (a crash, a
+    deploy) honoured the old secret for another 15 minutes every time."""
+    name = f"embed-rotated-{hashlib.sha256(_PURPOSE + previous).hexdigest()[:16]}"
+    first = kept(settings.data_dir / name, lambda: datetime.now(UTC).isoformat().encode())
+    try:
+        return datetime.fromisoformat(first.decode())
+    except ValueError:
+        return datetime.now(UTC)

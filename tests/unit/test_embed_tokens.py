@@ -121,5 +121,11 @@ def test_the_secret_comes_from_settings_or_is_made_once(tmp_path: Path) -> None:
     secret = (tmp_path / SECRET_FILE).read_text().strip()
     rotated = Settings(data_dir=tmp_path, embed_secret="n" * 20, embed_previous_secret=secret)
     assert embed_signer(rotated).verify(token, "editor", now).organization_id == 2
+    # Started again, a gateway honours the old secret from the first start, not anew: restarted
+    # 20 minutes after it, it honoured a leaked old secret for another 15 minutes every time.
+    (first_start,) = tmp_path.glob("embed-rotated-*")
+    first_start.write_text((now - timedelta(minutes=20)).isoformat())
+    late_token, _ = EmbedSigner(secret.encode()).mint("editor", 1, 2, 3, now)
+    assert _refused(embed_signer(rotated), late_token, "editor", at=now) == "forged"
     with pytest.raises(SystemExit):
         embed_signer(Settings(data_dir=tmp_path, embed_secret="short"))
