@@ -99,6 +99,12 @@ def uses_etag(route: Route) -> bool:
     return route.method == "GET" and bool(names & {"cached_json", "snapshot"})
 
 
+def replayable(status: int) -> bool:
+    """An answer an Idempotency-Key keeps and replays: a refusal too, but neither one before
+    the key is looked at (401) nor one that means "try again" (429, 5xx)."""
+    return status not in (401, 429) and status < 500
+
+
 def _headers(status: int, route: Route) -> dict[str, HeaderRef]:
     """References to the response headers the gateway sets for this status of this route."""
     names = ["X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining"]
@@ -106,7 +112,7 @@ def _headers(status: int, route: Route) -> dict[str, HeaderRef]:
         names.append("Retry-After")
     if status in (route.status, 304) and uses_etag(route):
         names.append("ETag")
-    if status == route.status and route.idempotent:
+    if route.idempotent and replayable(status):
         names.append("Idempotent-Replay")
     return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
 
