@@ -1,12 +1,16 @@
--- Rate windows that never let a key past its limit. 0019 merged a claim into the last entry of a
--- window's log when it ended within a second of that entry's end and kept the earlier end: the
--- calls of one second all left the window a minute after the first of them, and a key calling
--- ten times within a second was served sixteen calls within a minute. Now each entry keeps the
--- end of its first claim as well (`firsts`): a claim joins it only within a grain of that, and
--- moves the entry's end to its own. A call is counted at least its minute and at most a grain
--- more; the chain 0015 built cannot form, as a merge never moves what the next is compared to;
+-- Rate windows that roll, and never let a key past its limit. 0015 merged a claim into the
+-- last entry of a window's log when it ended within a second of it and moved that entry's end
+-- to the claim's: calls made every half second built one entry whose end kept sliding, all of
+-- them were counted until a minute after the latest, and a key calling steadily under its limit
+-- was refused for a whole minute once the window filled. (Keeping the earlier end instead, as a
+-- first mend did, let the calls of one second leave together at the first one's end: sixteen
+-- calls in a minute on a limit of ten.) Now each entry keeps the end of its first claim as well
+-- (`firsts`): a claim joins it only within a grain (a second, or a sixtieth of a shorter window)
+-- of that, and moves the entry's end to its own. A call is counted at least its minute and at
+-- most a grain more; no chain can form, as a merge never moves what the next is compared to;
 -- and a full window's wait is never longer than the window (a refusal comes after the latest
--- claim). Rows of 0019 read their ends as their firsts.
+-- claim). Rows written before read their ends as their firsts. claim_given_back (0018) calls
+-- this function and is unchanged.
 ALTER TABLE rate_windows ADD COLUMN firsts timestamptz[];
 
 CREATE OR REPLACE FUNCTION claim_rate_window(

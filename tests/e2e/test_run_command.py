@@ -31,13 +31,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*LINJERUM, "--data-dir", str(data_dir), *args],
         capture_output=True,
         text=True,
         timeout=120,
-        env=_env(),
+        env=env or _env(),
         check=False,
     )
 
@@ -563,45 +565,19 @@ def test_a_host_not_of_this_machine_is_named_not_a_port_in_use(
 ) -> None:
     env = machine_env | {"STRIPE_SIM_PORT": str(_free_port())}
     port = _free_port()
-    refused = subprocess.run(
-        [
-            *LINJERUM,
-            "--data-dir",
-            str(tmp_path),
-            "run",
-            "--host",
-            "10.255.1.2",
-            "--port",
-            str(port),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    refused = _cli(tmp_path, "run", "--host", "10.255.1.2", "--port", str(port), env=env)
     assert refused.returncode == 1, refused.stderr
     (line,) = refused.stderr.strip().splitlines()
     assert f"cannot listen on 10.255.1.2 port {port}" in line and "in use" not in line
 
 
-def test_a_stripe_simulator_whose_port_is_taken_says_so(
-    machine_env: dict[str, str], tmp_path: Path
-) -> None:
+def test_a_stripe_simulator_whose_port_is_taken_says_so(tmp_path: Path) -> None:
     """It printed its address as if it ran, then blamed PostgreSQL for the taken port."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = machine_env | {"STRIPE_SIM_PORT": str(port)}
-        refused = subprocess.run(
-            [*LINJERUM, "--data-dir", str(tmp_path), "stripe-sim"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
+        refused = _cli(tmp_path, "stripe-sim", env=_env() | {"STRIPE_SIM_PORT": str(port)})
     assert refused.returncode == 1, refused.stderr
     assert refused.stdout == ""
     (line,) = refused.stderr.strip().splitlines()
