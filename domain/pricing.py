@@ -114,7 +114,7 @@ def price_basket(
     )
 
 
-def _spread(total_of: int, weights: Sequence[int], part: int) -> list[int]:
+def spread(total_of: int, weights: Sequence[int], part: int) -> list[int]:
     """`part` of `total_of` spread over the weights in proportion, rounded so the running sums
     round half up: whole cents that add up to `part` exactly."""
     shares, before, running = [], 0, 0
@@ -139,13 +139,9 @@ def ticket_shares(
         price if discount is not None and discount_applies(discount, tid) else 0
         for tid, price in prices
     ]
-    discounts = _spread(sum(eligible), eligible, pricing.discount_cents)
-    percent_part = (
-        pricing.fee_cents - fee.per_ticket_cents * len(prices) if pricing.fee_cents else 0
-    )
+    discounts = spread(sum(eligible), eligible, pricing.discount_cents)
+    per_ticket = fee.per_ticket_cents if pricing.fee_cents else 0  # free baskets carry none
     weights = [price for _, price in prices]
-    fees = [
-        share + (fee.per_ticket_cents if pricing.fee_cents else 0)
-        for share in _spread(sum(weights), weights, percent_part)
-    ]
+    percent_part = pricing.fee_cents - per_ticket * len(prices)
+    fees = [share + per_ticket for share in spread(sum(weights), weights, percent_part)]
     return list(zip(discounts, fees, strict=True))

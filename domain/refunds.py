@@ -20,9 +20,11 @@ from typing import Literal
 from domain import streams
 from domain.errors import DomainError, InvalidCommand, NotFound
 from domain.events import Event
+from domain.pricing import spread
 from domain.purchasing import (
     PaymentDisputed,
     PurchasedTicket,
+    PurchaseOpened,
     PurchaseState,
     RefundDecided,
     RefundMade,
@@ -85,27 +87,21 @@ def ticket_amounts(
     purchase: PurchaseState, fees: Mapping[int, int], refund_fee: bool
 ) -> dict[int, int]:
     """What each ticket gave of the payment: its price less its share of the discount, plus
-    its service fee (`fees`, as issued) when the organization refunds fees. The share is the
-    ticket's own (`pricing.ticket_shares`: nothing of a discount on other ticket types), or,
-    in a purchase opened before those were kept, in proportion to the prices."""
-    opened = purchase.opened
+    its service fee (`fees`, as issued) when the organization refunds fees."""
+    tickets = purchase.opened.tickets
+    return {
+        t.id: t.amount_cents - off + (fees.get(t.id, 0) if refund_fee else 0)
+        for t, off in zip(tickets, _discount_shares(purchase.opened), strict=True)
+    }
+
+
+def _discount_shares(opened: PurchaseOpened) -> list[int]:
+    """Each ticket's own share (`pricing.ticket_shares`: nothing of a discount on other ticket
+    types), or, in a purchase opened before those were kept, in proportion to the prices."""
     if all(t.discount_cents is not None for t in opened.tickets):
-        return {
-            t.id: t.amount_cents
-            - (t.discount_cents or 0)
-            + (fees.get(t.id, 0) if refund_fee else 0)
-            for t in opened.tickets
-        }
-    discount = opened.pricing.discount_cents
-    subtotal = sum(t.amount_cents for t in opened.tickets)
-    amounts = {}
-    before = running = 0
-    for t in opened.tickets:
-        running += t.amount_cents
-        upto = (discount * running + subtotal // 2) // subtotal if subtotal else 0
-        share, before = upto - before, upto
-        amounts[t.id] = t.amount_cents - share + (fees.get(t.id, 0) if refund_fee else 0)
-    return amounts
+        return [t.discount_cents or 0 for t in opened.tickets]
+    prices = [t.amount_cents for t in opened.tickets]
+    return spread(sum(prices), prices, opened.pricing.discount_cents)
 
 
 def _chosen(purchase: PurchaseState, ticket_ids: list[int] | None) -> list[PurchasedTicket]:

@@ -256,7 +256,7 @@ async def _seat(args: argparse.Namespace, pool: Any, organization_id: int | None
     """Who held, sold, released, refunded and transferred one seat: exit 1 for an event that
     is not found or is ambiguous, 2 for a seat that is not a seat."""
     pattern = None if args.seat is None else _seat_pattern(args.seat)
-    if args.event is None:
+    if args.seat is None or args.event is None:
         print("linjerum audit: give --seat like A12 together with --event", file=sys.stderr)
         return 2
     if pattern is None:

@@ -145,8 +145,7 @@ async def _respond(
             key = request[API_KEY] = await access.identify(request)
             verdict = await access.take(key, route.bucket if route is not None else None)
         _check_request(request, route)
-        if request.body_exists:
-            await read_in_time(request)
+        await read_in_time(request)
         if route is None or route.lane == "free":
             return await handler(request), verdict
         async with request.app[SALE_FIRST].lane(route.lane):

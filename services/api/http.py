@@ -120,7 +120,7 @@ async def read_in_time(request: web.Request) -> None:
     for a lane: five bodies that never finished held the turns of every buyer's seat
     suggestions for as long as their sockets stayed open. A body that came whole with its
     headers (nearly every one) needs no timer."""
-    if request.content.is_eof():
+    if not request.body_exists or request.content.is_eof():
         return
     try:
         async with asyncio.timeout(BODY_SECONDS):

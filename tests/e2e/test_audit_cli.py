@@ -242,6 +242,8 @@ async def test_seat_questions_that_have_no_answer(
     # A seat that is no seat is named as such, not as a missing --event.
     malformed = _linjerum(settings, "audit", "--seat", "ZZ", "--event", "show", status=2)
     assert "'ZZ' is no seat" in malformed.stderr
+    alone = _linjerum(settings, "audit", "--event", "show", status=2)
+    assert "give --seat like A12 together with --event" in alone.stderr
 
 
 def test_a_seats_history_takes_the_audit_filters(settings: Settings, seat_sale: dict) -> None:
