@@ -77,11 +77,22 @@ class ChangeFeed:
                     async with asyncio.timeout(RETRY_SECONDS):
                         await lost.wait()
                 if not lost.is_set():
-                    await conn.fetchval("SELECT 1", timeout=5 * RETRY_SECONDS)
+                    await self._ping(conn)
             raise ConnectionError("the change feed lost its LISTEN connection")
         finally:
             self._go_dark()
             await self._release(conn)
+
+    @staticmethod
+    async def _ping(conn: asyncpg.Connection) -> None:
+        """A round trip that says whether the server is still there. One made as the server
+        goes, before the termination is heard, finds the connection already taken back by the
+        pool (InterfaceError): that is the lost connection, not a misuse to log as the cause."""
+        try:
+            await conn.fetchval("SELECT 1", timeout=5 * RETRY_SECONDS)
+        except asyncpg.InterfaceError:
+            if not connection_gone(conn):
+                raise
 
     async def _release(self, conn: asyncpg.Connection) -> None:
         if connection_gone(conn):
